@@ -1,0 +1,12 @@
+//! `rill-core`: the processing engine under rill's DSL, the equivalent of Kafka Streams'
+//! Processor API and runtime.
+//!
+//! It will hold the `Processor` trait and `ProcessorContext`, the `Topology` graph (sources,
+//! processors, sinks, state stores, repartition and changelog topics), tasks with stream time
+//! and punctuation, the runtime (stream threads, group membership, task assignment, commits with
+//! at-least-once or exactly-once guarantees), state stores (fjall, in-memory, RocksDB behind a
+//! feature) and a test driver. It runs on `rill-log`'s clients, embedded or over TCP.
+//!
+//! Nothing is here yet: the log underneath comes first (see `rill_log`).
+
+pub use rill_log as log;

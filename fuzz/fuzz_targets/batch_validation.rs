@@ -1,0 +1,44 @@
+//! Fuzzes the batch parsers on arbitrary bytes: none may panic, and what append validation
+//! accepts must also decode.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rill_log::storage::batch::{verify_batch, BatchIter, Compression};
+use rill_log::storage::{decode_batches, validate_for_append};
+
+fuzz_target!(|input: &[u8]| {
+    // The first byte picks the topic kind (a compacted topic requires keys); the rest is the data.
+    let Some((&flags, data)) = input.split_first() else {
+        return;
+    };
+    let keys_required = flags & 1 == 1;
+
+    let _ = verify_batch(data);
+
+    // BatchIter yields verified batches back to back, then at most one error.
+    let mut end = 0;
+    for (h, bytes, at) in BatchIter::new(data).flatten() {
+        assert_eq!(at, end, "batches are not contiguous");
+        assert_eq!(bytes.len(), h.total_bytes());
+        end = at + bytes.len();
+    }
+    assert!(end <= data.len());
+
+    let decoded = decode_batches(data);
+
+    if let Ok(batches) = validate_for_append(data, 1 << 20, keys_required) {
+        // validate_for_append looks inside compressed batches only when keys are required (see
+        // log.rs), so only a batch it actually parsed is a promise that the records decode.
+        let parsed_all = keys_required
+            || batches
+                .iter()
+                .all(|(h, _)| h.compression() == Ok(Compression::None));
+        if parsed_all {
+            assert!(
+                decoded.is_ok(),
+                "validate_for_append accepted what decode_batches rejects: {:?}",
+                decoded.err()
+            );
+        }
+    }
+});

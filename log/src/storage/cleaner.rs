@@ -1,0 +1,359 @@
+//! Log compaction (`cleanup.policy=compact`): keeps the newest record of every key, at its
+//! original offset, and drops tombstones once `delete.retention.ms` has passed since their
+//! timestamp.
+//!
+//! Like Kafka's cleaner it works in two passes over the closed segments only (the active
+//! segment is never touched): first it maps each key of the uncleaned ("dirty") part to its
+//! newest offset, then it rewrites every closed segment up to the end of that part, grouping
+//! small segments into one. New segments are written beside the old ones without holding the
+//! log's lock, so appends and reads go on; only the final swap takes the lock. The swap is
+//! crash-safe: `.cleaned` files are discarded on open, `.swap` files are completed.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::{io_at, StorageError};
+use super::log::{sync_dir, PartitionLog, CLEANED_SUFFIX, SWAP_SUFFIX};
+use super::records::{decode_batch, reencode_retained};
+use super::segment::{segment_path, BatchScanner, Segment, LOG_SUFFIX};
+
+/// Cleaner settings shared by all logs (Kafka's `log.cleaner.*` broker configs).
+#[derive(Debug, Clone)]
+pub struct CleanerConfig {
+    /// `log.cleaner.dedupe.buffer.size`: memory for the key -> newest-offset map of one pass.
+    /// A pass stops mapping at the first segment boundary after the map outgrows it.
+    pub dedupe_buffer_bytes: usize,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            dedupe_buffer_bytes: 128 << 20,
+        }
+    }
+}
+
+/// What one cleaning pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanStats {
+    pub segments_read: usize,
+    pub segments_written: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+}
+
+/// A closed segment as the cleaner saw it.
+struct SegmentSnapshot {
+    base: i64,
+    next_offset: i64,
+    size: u64,
+    file: Arc<File>,
+}
+
+/// Estimated bytes per map entry beyond the key itself (offset, hash table slot, Vec header).
+const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// The share of the closed segments' bytes not yet cleaned.
+pub fn dirty_ratio(log: &PartitionLog) -> f64 {
+    let st = log.read_state();
+    let closed = st.segments.len().saturating_sub(1);
+    let (mut dirty, mut total) = (0u64, 0u64);
+    for seg in st.segments.values().take(closed) {
+        total += seg.size();
+        if seg.next_offset() > st.cleaner_offset {
+            dirty += seg.size();
+        }
+    }
+    if total == 0 {
+        0.0
+    } else {
+        dirty as f64 / total as f64
+    }
+}
+
+/// Runs one cleaning pass on `log` if it is compacted and has dirty closed segments. Returns
+/// `None` when there was nothing to do, another pass was running, or the log changed under the
+/// pass (truncation, retention) so its work was discarded.
+pub fn clean(
+    log: &PartitionLog,
+    config: &CleanerConfig,
+    now_ms: i64,
+) -> Result<Option<CleanStats>, StorageError> {
+    let Ok(_guard) = log.cleaning.try_lock() else {
+        return Ok(None);
+    };
+    let dir = log.dir().to_path_buf();
+
+    // 1. Snapshot the closed segments old enough to compact.
+    let (log_config, version, cleaner_offset, snaps) = {
+        let st = log.read_state();
+        if !st.config.cleanup_policy.compact || st.closed {
+            return Ok(None);
+        }
+        let lag = st.config.min_compaction_lag_ms;
+        let closed = st.segments.len() - 1;
+        let snaps: Vec<SegmentSnapshot> = st
+            .segments
+            .values()
+            .take(closed)
+            .take_while(|s| now_ms.saturating_sub(s.max_timestamp_ms()) >= lag)
+            .map(|s| SegmentSnapshot {
+                base: s.base_offset,
+                next_offset: s.next_offset(),
+                size: s.size(),
+                file: Arc::clone(s.file()),
+            })
+            .collect();
+        (
+            st.config.clone(),
+            st.structure_version,
+            st.cleaner_offset,
+            snaps,
+        )
+    };
+
+    // 2. Map every key of the dirty segments to its newest offset.
+    let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut map_bytes = 0usize;
+    let mut clean_upto = None;
+    let mut stats = CleanStats::default();
+    for s in snaps.iter().filter(|s| s.next_offset > cleaner_offset) {
+        let mut scanner = BatchScanner::new(&s.file, 0, s.size);
+        while let Some((h, at, bytes)) = scanner.next_batch().map_err(|e| corrupt(log, s, e))? {
+            if h.is_control() {
+                continue;
+            }
+            let (_, records) = decode_batch(bytes).map_err(|e| corrupt_at(log, s, at, e))?;
+            for r in records {
+                if let Some(k) = r.key {
+                    if let Some(old) = map.insert(k.to_vec(), r.offset) {
+                        debug_assert!(old <= r.offset);
+                    } else {
+                        map_bytes += k.len() + MAP_ENTRY_OVERHEAD_BYTES;
+                    }
+                }
+            }
+        }
+        clean_upto = Some(s.next_offset);
+        if map_bytes >= config.dedupe_buffer_bytes {
+            break;
+        }
+    }
+    let Some(clean_upto) = clean_upto else {
+        return Ok(None);
+    };
+
+    // 3. Rewrite the segments up to the end of the mapped part, in groups.
+    let to_clean: Vec<&SegmentSnapshot> = snaps.iter().filter(|s| s.base < clean_upto).collect();
+    let groups = group_segments(&to_clean, log_config.segment_bytes);
+    let mut outputs: Vec<(Vec<i64>, Option<Segment>)> = Vec::new();
+    let result = (|| -> Result<(), StorageError> {
+        for group in &groups {
+            let base = group[0].base;
+            let path = dir.join(format!("{base:020}.{LOG_SUFFIX}.{CLEANED_SUFFIX}"));
+            let written = write_cleaned(log, group, &path, &map, &log_config, now_ms, &mut stats)?;
+            stats.segments_read += group.len();
+            let seg = if written == 0 {
+                fs::remove_file(&path).map_err(io_at(&path))?;
+                None
+            } else {
+                let mut seg = Segment::from_new_file(
+                    &dir,
+                    base,
+                    &path,
+                    log_config.index_interval_bytes,
+                    now_ms,
+                )
+                .map_err(io_at(&path))?;
+                seg.persist_indexes(true).map_err(io_at(&path))?;
+                stats.segments_written += 1;
+                stats.bytes_written += written;
+                Some(seg)
+            };
+            outputs.push((group.iter().map(|s| s.base).collect(), seg));
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        discard(&dir, &outputs);
+        return Err(e);
+    }
+
+    // 4. Swap the new segments in, unless the log changed meanwhile.
+    let mut st = log.write_state();
+    let unchanged = st.structure_version == version
+        && !st.closed
+        && outputs
+            .iter()
+            .all(|(bases, _)| bases.iter().all(|b| st.segments.contains_key(b)));
+    if !unchanged {
+        drop(st);
+        discard(&dir, &outputs);
+        tracing::info!(tp = %log.topic_partition(), "log changed during cleaning; discarding the pass");
+        return Ok(None);
+    }
+    for (bases, new_seg) in outputs {
+        let swap = |seg: &Segment| -> io::Result<()> {
+            let swap_path = seg_suffixed(&dir, seg.base_offset, SWAP_SUFFIX);
+            fs::rename(
+                seg_suffixed(&dir, seg.base_offset, CLEANED_SUFFIX),
+                &swap_path,
+            )?;
+            sync_dir(&dir)
+        };
+        if let Some(seg) = &new_seg {
+            swap(seg).map_err(io_at(&dir))?;
+        }
+        for b in &bases {
+            if let Some(old) = st.segments.remove(b) {
+                old.delete().map_err(io_at(&dir))?;
+            }
+        }
+        if let Some(mut seg) = new_seg {
+            let base = seg.base_offset;
+            let cleaned_index_paths = [
+                seg_suffixed(&dir, base, "cleaned-index"),
+                seg_suffixed(&dir, base, "cleaned-timeindex"),
+            ];
+            fs::rename(
+                seg_suffixed(&dir, base, SWAP_SUFFIX),
+                segment_path(&dir, base, LOG_SUFFIX),
+            )
+            .map_err(io_at(&dir))?;
+            seg.adopt_canonical_names().map_err(io_at(&dir))?;
+            for p in cleaned_index_paths {
+                let _ = fs::remove_file(p);
+            }
+            st.segments.insert(base, seg);
+        }
+    }
+    sync_dir(&dir).map_err(io_at(&dir))?;
+    st.cleaner_offset = st.cleaner_offset.max(clean_upto);
+    // Offsets below the first remaining segment may now hold nothing; the start stays put.
+    st.structure_version += 1;
+    log.write_checkpoint(&st, false)?;
+    tracing::info!(
+        tp = %log.topic_partition(),
+        segments_read = stats.segments_read,
+        bytes_read = stats.bytes_read,
+        bytes_written = stats.bytes_written,
+        records_removed = stats.records_removed,
+        "cleaned log"
+    );
+    Ok(Some(stats))
+}
+
+fn seg_suffixed(dir: &std::path::Path, base: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{LOG_SUFFIX}.{suffix}"))
+}
+
+/// Removes the files of a pass that will not be installed.
+fn discard(dir: &std::path::Path, outputs: &[(Vec<i64>, Option<Segment>)]) {
+    for (bases, _) in outputs {
+        let base = bases[0];
+        for suffix in [CLEANED_SUFFIX, "cleaned-index", "cleaned-timeindex"] {
+            let _ = fs::remove_file(seg_suffixed(dir, base, suffix));
+        }
+    }
+}
+
+/// Consecutive segments whose combined size fits one segment and whose offsets fit the
+/// indexes' 32-bit relative offsets.
+fn group_segments<'a>(
+    segs: &[&'a SegmentSnapshot],
+    segment_bytes: u64,
+) -> Vec<Vec<&'a SegmentSnapshot>> {
+    let mut groups: Vec<Vec<&SegmentSnapshot>> = Vec::new();
+    for s in segs {
+        if let Some(g) = groups.last_mut() {
+            let size: u64 = g.iter().map(|x| x.size).sum::<u64>() + s.size;
+            if size <= segment_bytes && s.next_offset - g[0].base <= i64::from(u32::MAX) {
+                g.push(s);
+                continue;
+            }
+        }
+        groups.push(vec![s]);
+    }
+    groups
+}
+
+/// Writes the retained batches of `group` to `path`; returns the bytes written.
+fn write_cleaned(
+    log: &PartitionLog,
+    group: &[&SegmentSnapshot],
+    path: &std::path::Path,
+    map: &HashMap<Vec<u8>, i64>,
+    config: &super::LogConfig,
+    now_ms: i64,
+    stats: &mut CleanStats,
+) -> Result<u64, StorageError> {
+    let file = File::create(path).map_err(io_at(path))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut written = 0u64;
+    for s in group {
+        stats.bytes_read += s.size;
+        let mut scanner = BatchScanner::new(&s.file, 0, s.size);
+        while let Some((h, at, bytes)) = scanner.next_batch().map_err(|e| corrupt(log, s, e))? {
+            let kept_bytes: Option<Vec<u8>> = if h.is_control() {
+                Some(bytes.to_vec())
+            } else {
+                let (_, records) = decode_batch(bytes).map_err(|e| corrupt_at(log, s, at, e))?;
+                let total = records.len();
+                let kept: Vec<_> = records
+                    .into_iter()
+                    .filter(|r| {
+                        let Some(k) = &r.key else { return false };
+                        let newest = map.get(k.as_ref()).is_none_or(|&o| r.offset >= o);
+                        if !newest {
+                            return false;
+                        }
+                        let expired_tombstone = r.value.is_none()
+                            && now_ms.saturating_sub(r.timestamp_ms) > config.delete_retention_ms;
+                        if expired_tombstone {
+                            stats.tombstones_removed += 1;
+                        }
+                        !expired_tombstone
+                    })
+                    .collect();
+                stats.records_removed += (total - kept.len()) as u64;
+                if kept.len() == total {
+                    Some(bytes.to_vec())
+                } else if kept.is_empty() {
+                    None
+                } else {
+                    Some(reencode_retained(&h, &kept).map_err(|e| corrupt_at(log, s, at, e))?)
+                }
+            };
+            if let Some(b) = kept_bytes {
+                out.write_all(&b).map_err(io_at(path))?;
+                written += b.len() as u64;
+            }
+        }
+    }
+    let file = out.into_inner().map_err(|e| io_at(path)(e.into_error()))?;
+    file.sync_all().map_err(io_at(path))?;
+    Ok(written)
+}
+
+fn corrupt(log: &PartitionLog, s: &SegmentSnapshot, e: impl ToString) -> StorageError {
+    corrupt_at(log, s, 0, e)
+}
+
+fn corrupt_at(
+    log: &PartitionLog,
+    s: &SegmentSnapshot,
+    position: u64,
+    e: impl ToString,
+) -> StorageError {
+    StorageError::Corrupt {
+        tp: log.topic_partition().clone(),
+        segment_base: s.base,
+        position,
+        reason: e.to_string(),
+    }
+}

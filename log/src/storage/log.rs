@@ -1,0 +1,962 @@
+//! One partition's log: an ordered set of segments with a log start offset, a recovery point
+//! (everything below it is fsynced) and the operations Kafka's `UnifiedLog` offers: append with
+//! offset assignment, read of whole batches, lookup by timestamp, truncation, retention,
+//! `delete_records`, flush. Opening a log recovers whatever a crash left behind.
+//!
+//! Concurrency: one `RwLock` guards the segment map. Reads share it; appends, rolls and
+//! deletions take it exclusively. Batch validation runs before the lock is taken, fsyncs run
+//! after it is released, and the cleaner holds it only to swap finished segments in.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use super::batch::{self, BatchError, BatchHeader, BatchIter, TimestampType};
+use super::config::{LogConfig, MessageTimestampType};
+use super::error::{io_at, StorageError};
+use super::records::{decode_batch, validate_records};
+use super::segment::{
+    parse_segment_name, segment_path, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+};
+use crate::time::SharedClock;
+use crate::types::{LeaderEpoch, Offset, TopicPartition};
+
+/// The per-partition checkpoint file: recovery point, log start offset, cleaner position and
+/// whether the log was closed cleanly.
+const CHECKPOINT_FILE: &str = "partition.checkpoint";
+const CHECKPOINT_HEADER: &str = "rill-partition-checkpoint v1";
+
+/// Suffixes of the cleaner's in-flight files (see `cleaner`).
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
+pub(crate) const SWAP_SUFFIX: &str = "swap";
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record.
+    pub base_offset: Offset,
+    /// Offset given to the last record.
+    pub last_offset: Offset,
+    /// The broker time stamped into the batches under `LogAppendTime`; -1 under `CreateTime`
+    /// (Kafka's convention for produce responses).
+    pub log_append_time_ms: i64,
+    /// The largest timestamp among the appended batches.
+    pub max_timestamp_ms: i64,
+    pub record_count: u64,
+    pub bytes: u64,
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches in Kafka's format, starting with the batch that holds the requested offset
+    /// (which may start before it). Empty at the log end.
+    pub records: Bytes,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub recovery_point: i64,
+    pub log_start_offset: i64,
+    pub cleaner_offset: i64,
+    pub clean_shutdown: bool,
+}
+
+impl Checkpoint {
+    fn read(dir: &Path) -> Option<Checkpoint> {
+        let text = fs::read_to_string(dir.join(CHECKPOINT_FILE)).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != CHECKPOINT_HEADER {
+            return None;
+        }
+        let mut field = |name: &str| -> Option<i64> {
+            let (k, v) = lines.next()?.split_once('=')?;
+            (k == name).then(|| v.parse().ok()).flatten()
+        };
+        Some(Checkpoint {
+            recovery_point: field("recovery_point")?,
+            log_start_offset: field("log_start_offset")?,
+            cleaner_offset: field("cleaner_offset")?,
+            clean_shutdown: field("clean_shutdown")? == 1,
+        })
+    }
+
+    /// Writes atomically: a temporary file, fsync, rename, fsync of the directory.
+    fn write(&self, dir: &Path) -> io::Result<()> {
+        let text = format!(
+            "{CHECKPOINT_HEADER}\nrecovery_point={}\nlog_start_offset={}\ncleaner_offset={}\nclean_shutdown={}\n",
+            self.recovery_point,
+            self.log_start_offset,
+            self.cleaner_offset,
+            u8::from(self.clean_shutdown)
+        );
+        write_atomically(dir, CHECKPOINT_FILE, text.as_bytes())
+    }
+}
+
+/// Replaces `dir/name` with `bytes` so a crash leaves either the old or the new file.
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) struct LogState {
+    pub config: LogConfig,
+    pub segments: BTreeMap<i64, Segment>,
+    pub log_start_offset: i64,
+    /// Everything below this offset is fsynced.
+    pub recovery_point: i64,
+    /// The cleaner has compacted everything below this offset.
+    pub cleaner_offset: i64,
+    pub leader_epoch: LeaderEpoch,
+    /// When the oldest append not yet fsynced happened (for `flush.ms`).
+    pub first_unflushed_ms: Option<i64>,
+    /// Bumped whenever segments are removed or replaced, so the cleaner can tell whether the
+    /// segments it read are still the ones in the log.
+    pub structure_version: u64,
+    pub closed: bool,
+}
+
+impl LogState {
+    pub fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+}
+
+/// One partition's log on disk. Shareable across threads (`Arc<PartitionLog>`).
+pub struct PartitionLog {
+    dir: PathBuf,
+    tp: TopicPartition,
+    clock: SharedClock,
+    pub(crate) state: RwLock<LogState>,
+    /// Held by the cleaner while it works on this log, so two cleaners never race.
+    pub(crate) cleaning: Mutex<()>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("tp", &self.tp)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering from an unclean shutdown: segments from
+    /// the one holding the recovery point onwards are re-verified batch by batch, a torn or
+    /// corrupt tail is truncated, and missing or inconsistent indexes are rebuilt.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        tp: TopicPartition,
+        config: LogConfig,
+        clock: SharedClock,
+    ) -> Result<PartitionLog, StorageError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        let now = clock.now_ms();
+        let checkpoint = Checkpoint::read(&dir);
+        let bases = prepare_dir(&dir).map_err(io_at(&dir))?;
+        let clean = checkpoint.is_some_and(|c| c.clean_shutdown);
+        let recovery_point = checkpoint.map_or(0, |c| c.recovery_point);
+        // Everything from the segment holding the recovery point onward is re-verified.
+        let recover_from = bases
+            .iter()
+            .rev()
+            .find(|b| **b <= recovery_point)
+            .copied()
+            .unwrap_or(0);
+
+        let mut segments = BTreeMap::new();
+        let mut cut_at: Option<i64> = None;
+        for base in bases {
+            if cut_at.is_some() {
+                // A segment before this one lost its tail: what follows is after a hole.
+                tracing::warn!(%tp, segment = base, "deleting segment after a truncated one");
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    remove_if_exists(&segment_path(&dir, base, suffix)).map_err(io_at(&dir))?;
+                }
+                continue;
+            }
+            let trust = clean || base < recover_from;
+            let (seg, report) = Segment::open(&dir, base, trust, config.index_interval_bytes)
+                .map_err(io_at(segment_path(&dir, base, LOG_SUFFIX)))?;
+            if report.truncated_bytes > 0 {
+                tracing::warn!(%tp, segment = base, bytes = report.truncated_bytes, "recovered a torn or corrupt segment tail");
+                seg.flush().map_err(io_at(&dir))?;
+                // Past the recovery point nothing after a torn write can be trusted (Kafka does
+                // the same); a damaged segment below it leaves fsynced later segments alone.
+                if !trust {
+                    cut_at = Some(base);
+                }
+            } else if !trust {
+                seg.flush().map_err(io_at(&dir))?;
+            }
+            segments.insert(base, seg);
+        }
+        // Empty segments other than the last hold nothing and would only confuse lookups.
+        let last = segments.keys().next_back().copied();
+        let empty: Vec<i64> = segments
+            .iter()
+            .filter(|(b, s)| s.is_empty() && Some(**b) != last)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in empty {
+            if let Some(s) = segments.remove(&b) {
+                s.delete().map_err(io_at(&dir))?;
+            }
+        }
+        let checkpoint_start = checkpoint.map_or(0, |c| c.log_start_offset);
+        if segments.is_empty() {
+            let base = checkpoint_start.max(0);
+            segments.insert(base, Segment::create(&dir, base, now).map_err(io_at(&dir))?);
+        }
+        let first_base = *segments.keys().next().expect("non-empty");
+        let leo = segments
+            .values()
+            .next_back()
+            .expect("non-empty")
+            .next_offset();
+        let log_start_offset = checkpoint_start.max(first_base).min(leo);
+        let state = LogState {
+            config,
+            segments,
+            log_start_offset,
+            recovery_point: leo,
+            cleaner_offset: checkpoint
+                .map_or(0, |c| c.cleaner_offset)
+                .clamp(log_start_offset, leo),
+            leader_epoch: LeaderEpoch(0),
+            first_unflushed_ms: None,
+            structure_version: 0,
+            closed: false,
+        };
+        let log = PartitionLog {
+            dir,
+            tp,
+            clock,
+            state: RwLock::new(state),
+            cleaning: Mutex::new(()),
+        };
+        // From here until a clean close, a crash must be treated as unclean.
+        log.write_checkpoint(&log.read_state(), false)?;
+        Ok(log)
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
+        // A panic while holding the lock leaves the state as it was between operations, so a
+        // poisoned lock is still usable.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn write_checkpoint(&self, st: &LogState, clean: bool) -> Result<(), StorageError> {
+        Checkpoint {
+            recovery_point: st.recovery_point,
+            log_start_offset: st.log_start_offset,
+            cleaner_offset: st.cleaner_offset,
+            clean_shutdown: clean,
+        }
+        .write(&self.dir)
+        .map_err(io_at(&self.dir))
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.read_state().config.clone()
+    }
+
+    /// Replaces the configuration; it applies from the next operation on.
+    pub fn set_config(&self, config: LogConfig) {
+        self.write_state().config = config;
+    }
+
+    /// The epoch stamped into appended batches.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
+        self.write_state().leader_epoch = epoch;
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.read_state().log_start_offset)
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.read_state().log_end_offset())
+    }
+
+    /// Offsets below this are fsynced.
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.read_state().recovery_point)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.read_state().size_bytes()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<Offset> {
+        self.read_state()
+            .segments
+            .keys()
+            .map(|b| Offset(*b))
+            .collect()
+    }
+
+    fn corrupt(&self, seg: &Segment, position: u64, reason: impl ToString) -> StorageError {
+        let reason = reason.to_string();
+        tracing::error!(tp = %self.tp, segment = seg.base_offset, position, %reason, "corrupt data found");
+        StorageError::Corrupt {
+            tp: self.tp.clone(),
+            segment_base: seg.base_offset,
+            position,
+            reason,
+        }
+    }
+
+    fn scan_error(&self, seg: &Segment, e: ScanError) -> StorageError {
+        match e {
+            ScanError::Io(io) => io_at(segment_path(&self.dir, seg.base_offset, LOG_SUFFIX))(io),
+            other => self.corrupt(seg, 0, other),
+        }
+    }
+
+    /// Validates `records` (one or more v2 batches back to back, as a producer sends them),
+    /// assigns their offsets by rewriting each base offset and leader epoch in place, and appends
+    /// them. Nothing is written if any batch is invalid. Under `flush.messages` / `flush.ms` the
+    /// data is fsynced before this returns.
+    pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, StorageError> {
+        let (max_message_bytes, keys_required) = {
+            let st = self.read_state();
+            (
+                st.config.max_message_bytes,
+                st.config.cleanup_policy.compact,
+            )
+        };
+        let batches = validate_for_append(records, max_message_bytes, keys_required)?;
+        let offsets: i64 = batches.iter().map(|(h, _)| i64::from(h.record_count)).sum();
+        let record_count = offsets as u64;
+        let now = self.clock.now_ms();
+
+        let mut st = self.write_state();
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.clone()));
+        }
+        self.maybe_roll(&mut st, records.len() as u64, offsets, now)?;
+        let epoch = st.leader_epoch;
+        let log_append = st.config.message_timestamp_type == MessageTimestampType::LogAppendTime;
+        let base = st.log_end_offset();
+        let mut next = base;
+        let mut max_ts = -1i64;
+        let mut assigned = Vec::with_capacity(batches.len());
+        for (mut h, at) in batches {
+            let bytes = &mut records[at..at + h.total_bytes()];
+            batch::assign_offset(bytes, Offset(next), epoch);
+            if log_append {
+                batch::stamp_log_append_time(bytes, now);
+                h.max_timestamp = now;
+                h.attributes = BatchHeader::parse(bytes)?.attributes;
+            }
+            h.base_offset = next;
+            h.partition_leader_epoch = epoch.0;
+            next = h.next_offset();
+            max_ts = max_ts.max(h.max_timestamp);
+            assigned.push((h, at));
+        }
+        let interval = st.config.index_interval_bytes;
+        let active = st.active_mut();
+        if active.is_empty() {
+            // segment.ms counts from the first append, not from the roll.
+            active.created_ms = now;
+        }
+        active
+            .append(records, &assigned, interval)
+            .map_err(io_at(segment_path(
+                &self.dir,
+                active.base_offset,
+                LOG_SUFFIX,
+            )))?;
+        let first_unflushed = *st.first_unflushed_ms.get_or_insert(now);
+        let unflushed = (next - st.recovery_point) as u64;
+        let flush_due = unflushed >= st.config.flush_messages
+            || now.saturating_sub(first_unflushed) >= st.config.flush_ms;
+        drop(st);
+        if flush_due {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            base_offset: Offset(base),
+            last_offset: Offset(next - 1),
+            log_append_time_ms: if log_append { now } else { -1 },
+            max_timestamp_ms: max_ts,
+            record_count,
+            bytes: records.len() as u64,
+        })
+    }
+
+    /// Rolls to a new segment if the next append of `bytes` / `offsets` calls for it.
+    fn maybe_roll(
+        &self,
+        st: &mut LogState,
+        bytes: u64,
+        offsets: i64,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let config = &st.config;
+        let active = st.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let leo = active.next_offset();
+        let full = active.size() + bytes > config.segment_bytes;
+        let old = now.saturating_sub(active.created_ms) >= config.segment_ms;
+        let index_full = active.index_bytes() + 8 > config.segment_index_bytes;
+        let offsets_overflow = !active.can_hold_offset(leo + offsets - 1);
+        if full || old || index_full || offsets_overflow {
+            self.roll(st, now)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsynced, indexes written) and starts a new one at the log end.
+    fn roll(&self, st: &mut LogState, now: i64) -> Result<(), StorageError> {
+        let dir = &self.dir;
+        let active = st.active_mut();
+        active
+            .seal()
+            .map_err(io_at(segment_path(dir, active.base_offset, LOG_SUFFIX)))?;
+        let leo = active.next_offset();
+        st.recovery_point = st.recovery_point.max(leo);
+        if st.recovery_point >= leo {
+            st.first_unflushed_ms = None;
+        }
+        let seg = Segment::create(dir, leo, now).map_err(io_at(dir))?;
+        st.segments.insert(leo, seg);
+        tracing::debug!(tp = %self.tp, base = leo, "rolled a new segment");
+        Ok(())
+    }
+
+    /// Rolls the active segment now if it holds anything (Kafka's forced roll).
+    pub fn force_roll(&self) -> Result<(), StorageError> {
+        let now = self.clock.now_ms();
+        let mut st = self.write_state();
+        if !st.active().is_empty() {
+            self.roll(&mut st, now)?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs everything appended so far and moves the recovery point to the log end. The fsync
+    /// runs without the lock, so appends continue meanwhile.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let (target, files) = {
+            let st = self.read_state();
+            let target = st.log_end_offset();
+            if st.recovery_point >= target {
+                return Ok(());
+            }
+            let from = st
+                .segments
+                .range(..=st.recovery_point)
+                .next_back()
+                .map_or(0, |(b, _)| *b);
+            let files: Vec<(i64, Arc<File>)> = st
+                .segments
+                .range(from..)
+                .map(|(b, s)| (*b, Arc::clone(s.file())))
+                .collect();
+            (target, files)
+        };
+        for (base, file) in files {
+            file.sync_data()
+                .map_err(io_at(segment_path(&self.dir, base, LOG_SUFFIX)))?;
+        }
+        let mut st = self.write_state();
+        if target > st.recovery_point {
+            st.recovery_point = target;
+        }
+        if st.recovery_point >= st.log_end_offset() {
+            st.first_unflushed_ms = None;
+        }
+        Ok(())
+    }
+
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, StorageError> {
+        let due = {
+            let st = self.read_state();
+            st.first_unflushed_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.flush_ms)
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Reads whole batches starting with the one that holds `from`, up to `max_bytes`; if that
+    /// first batch alone is larger than `max_bytes` it is returned whole, as Kafka does, so a
+    /// consumer always makes progress. Reads stay within one segment.
+    pub fn read(&self, from: Offset, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        self.read_upto(from, max_bytes, None)
+    }
+
+    /// Like [`read`](Self::read), but returns no batch that starts at or after `limit` (the
+    /// high watermark or last stable offset, for the broker).
+    pub fn read_upto(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        limit: Option<Offset>,
+    ) -> Result<ReadResult, StorageError> {
+        let st = self.read_state();
+        let leo = st.log_end_offset();
+        if from.0 < st.log_start_offset || from.0 > leo {
+            return Err(StorageError::OffsetOutOfRange {
+                tp: self.tp.clone(),
+                requested: from.0,
+                log_start: st.log_start_offset,
+                log_end: leo,
+            });
+        }
+        let limit = limit.map_or(leo, |l| l.0.min(leo));
+        let mut records = Bytes::new();
+        if from.0 < limit {
+            let floor = st
+                .segments
+                .range(..=from.0)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            for seg in st.segments.range(floor..).map(|(_, s)| s) {
+                let found = seg
+                    .find_batch(from.0)
+                    .map_err(|e| self.scan_error(seg, e))?;
+                if let Some((pos, first)) = found {
+                    if first.base_offset < limit {
+                        records = self.read_batches(seg, pos, &first, max_bytes, limit)?;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(ReadResult {
+            records,
+            log_start_offset: Offset(st.log_start_offset),
+            log_end_offset: Offset(leo),
+        })
+    }
+
+    /// Reads the batches from `pos` that fit in `max_bytes` (at least the first), verifying
+    /// each one's CRC so corrupt bytes on disk are never served.
+    fn read_batches(
+        &self,
+        seg: &Segment,
+        pos: u64,
+        first: &BatchHeader,
+        max_bytes: usize,
+        limit: i64,
+    ) -> Result<Bytes, StorageError> {
+        let available = (seg.size() - pos) as usize;
+        let first_bytes = first.total_bytes();
+        if first_bytes > available {
+            return Err(self.corrupt(seg, pos, "batch runs past the end of its segment"));
+        }
+        let len = max_bytes.max(first_bytes).min(available);
+        let mut buf = seg.read_at(pos, len).map_err(io_at(segment_path(
+            &self.dir,
+            seg.base_offset,
+            LOG_SUFFIX,
+        )))?;
+        let mut end = 0usize;
+        for item in BatchIter::new(&buf) {
+            match item {
+                Ok((h, _, at)) => {
+                    if h.base_offset >= limit {
+                        break;
+                    }
+                    end = at + h.total_bytes();
+                }
+                // The read length cut this batch; the next read starts with it.
+                Err(BatchError::Truncated { .. }) if end > 0 => break,
+                Err(e) if end == 0 => return Err(self.corrupt(seg, pos, e)),
+                Err(e) => {
+                    // Serve what verified; the next read starts at the bad batch and reports it.
+                    tracing::error!(tp = %self.tp, segment = seg.base_offset, position = pos + end as u64, error = %e, "corrupt batch; serving the batches before it");
+                    break;
+                }
+            }
+        }
+        buf.truncate(end);
+        Ok(Bytes::from(buf))
+    }
+
+    /// The first record (offset and timestamp) whose timestamp is `>= ts_ms`, in offset order,
+    /// or `None` if no record is that recent. Kafka's ListOffsets by timestamp.
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(Offset, i64)>, StorageError> {
+        let st = self.read_state();
+        for seg in st.segments.values() {
+            if seg.max_timestamp_ms() < ts_ms || seg.next_offset() <= st.log_start_offset {
+                continue;
+            }
+            let pos = seg
+                .time_lookup_position(ts_ms)
+                .map_err(|e| self.scan_error(seg, e))?;
+            let mut scanner = BatchScanner::new(seg.file(), pos, seg.size());
+            while let Some((h, at, bytes)) =
+                scanner.next_batch().map_err(|e| self.scan_error(seg, e))?
+            {
+                if h.max_timestamp < ts_ms || h.last_offset() < st.log_start_offset {
+                    continue;
+                }
+                let (_, recs) = decode_batch(bytes).map_err(|e| self.corrupt(seg, at, e))?;
+                let hit = recs.iter().find(|r| {
+                    r.offset >= st.log_start_offset
+                        && (r.timestamp_ms >= ts_ms
+                            || h.timestamp_type() == TimestampType::LogAppendTime)
+                });
+                if let Some(r) = hit {
+                    return Ok(Some((Offset(r.offset), r.timestamp_ms)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch that holds an offset `>= to` (replication's truncation). When `to`
+    /// falls inside a batch, that whole batch goes, so the new log end is its base offset.
+    /// Truncating to or below the log start empties the log and restarts it at `to`.
+    /// Returns the new log end offset.
+    pub fn truncate_to(&self, to: Offset) -> Result<Offset, StorageError> {
+        let now = self.clock.now_ms();
+        let mut st = self.write_state();
+        let leo = st.log_end_offset();
+        if to.0 >= leo {
+            return Ok(Offset(leo));
+        }
+        if to.0 <= st.log_start_offset {
+            self.truncate_fully(&mut st, to.0.max(0), now)?;
+        } else {
+            let doomed: Vec<i64> = st.segments.range(to.0..).map(|(b, _)| *b).collect();
+            for b in doomed {
+                let seg = st.segments.remove(&b).expect("listed");
+                seg.delete().map_err(io_at(&self.dir))?;
+            }
+            let interval = st.config.index_interval_bytes;
+            let active = st.active_mut();
+            active
+                .truncate_to(to.0, interval)
+                .map_err(|e| StorageError::Corrupt {
+                    tp: self.tp.clone(),
+                    segment_base: active.base_offset,
+                    position: 0,
+                    reason: e.to_string(),
+                })?;
+        }
+        let new_leo = st.log_end_offset();
+        st.recovery_point = st.recovery_point.min(new_leo);
+        st.cleaner_offset = st.cleaner_offset.min(new_leo);
+        st.structure_version += 1;
+        self.write_checkpoint(&st, false)?;
+        tracing::info!(tp = %self.tp, to = to.0, log_end = new_leo, "truncated log");
+        Ok(Offset(new_leo))
+    }
+
+    /// Deletes every segment and starts an empty one at `base`, which becomes the log start.
+    fn truncate_fully(&self, st: &mut LogState, base: i64, now: i64) -> Result<(), StorageError> {
+        for (_, seg) in std::mem::take(&mut st.segments) {
+            seg.delete().map_err(io_at(&self.dir))?;
+        }
+        st.segments.insert(
+            base,
+            Segment::create(&self.dir, base, now).map_err(io_at(&self.dir))?,
+        );
+        st.log_start_offset = base;
+        st.recovery_point = base;
+        st.cleaner_offset = base;
+        Ok(())
+    }
+
+    /// Moves the log start offset to `before` (Kafka's DeleteRecords) and deletes segments that
+    /// now lie wholly below it. Reads below the new start fail with out-of-range. Returns the
+    /// new log start offset (the low watermark).
+    pub fn delete_records(&self, before: Offset) -> Result<Offset, StorageError> {
+        let now = self.clock.now_ms();
+        let mut st = self.write_state();
+        let leo = st.log_end_offset();
+        if before.0 > leo || before.0 < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                tp: self.tp.clone(),
+                requested: before.0,
+                log_start: st.log_start_offset,
+                log_end: leo,
+            });
+        }
+        if before.0 > st.log_start_offset {
+            st.log_start_offset = before.0;
+            self.delete_segments_below_start(&mut st, now)?;
+            st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
+            self.write_checkpoint(&st, false)?;
+        }
+        Ok(Offset(st.log_start_offset))
+    }
+
+    /// Deletes the segments whose every offset is below the log start. If that is all of them,
+    /// the active segment is rolled first so the log keeps its end offset.
+    fn delete_segments_below_start(
+        &self,
+        st: &mut LogState,
+        now: i64,
+    ) -> Result<RetentionReport, StorageError> {
+        if !st.active().is_empty() && st.log_end_offset() <= st.log_start_offset {
+            self.roll(st, now)?;
+        }
+        let mut report = RetentionReport::default();
+        loop {
+            let mut iter = st.segments.iter();
+            let (Some((first, _)), Some((second, _))) = (iter.next(), iter.next()) else {
+                break;
+            };
+            if *second > st.log_start_offset {
+                break;
+            }
+            let first = *first;
+            let seg = st.segments.remove(&first).expect("present");
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.size();
+            seg.delete().map_err(io_at(&self.dir))?;
+            st.structure_version += 1;
+        }
+        Ok(report)
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` (when `cleanup.policy` includes `delete`):
+    /// whole segments go, oldest first; the log start moves to the first remaining one.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport, StorageError> {
+        let mut st = self.write_state();
+        if st.closed {
+            return Ok(RetentionReport::default());
+        }
+        let mut new_start = st.log_start_offset;
+        if st.config.cleanup_policy.delete {
+            let retention_ms = st.config.retention_ms;
+            if retention_ms >= 0 {
+                // Segments whose newest record is older than retention.ms, oldest first.
+                for seg in st.segments.values() {
+                    if seg.is_empty() {
+                        break;
+                    }
+                    let newest = if seg.max_timestamp_ms() >= 0 {
+                        seg.max_timestamp_ms()
+                    } else {
+                        seg.created_ms
+                    };
+                    if now_ms.saturating_sub(newest) <= retention_ms {
+                        break;
+                    }
+                    new_start = new_start.max(seg.next_offset());
+                }
+            }
+            let retention_bytes = st.config.retention_bytes;
+            if retention_bytes >= 0 {
+                let mut excess = st.size_bytes() as i64 - retention_bytes;
+                let closed = st.segments.len() - 1;
+                for seg in st.segments.values().take(closed) {
+                    if excess - (seg.size() as i64) < 0 {
+                        break;
+                    }
+                    excess -= seg.size() as i64;
+                    new_start = new_start.max(seg.next_offset());
+                }
+            }
+        }
+        st.log_start_offset = new_start;
+        let report = self.delete_segments_below_start(&mut st, now_ms)?;
+        if report.segments_deleted > 0 {
+            st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
+            self.write_checkpoint(&st, false)?;
+            tracing::info!(tp = %self.tp, segments = report.segments_deleted, bytes = report.bytes_deleted, log_start = st.log_start_offset, "retention deleted segments");
+        }
+        Ok(report)
+    }
+
+    /// Writes the checkpoint (recovery point, log start, cleaner offset) without closing.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let st = self.read_state();
+        self.write_checkpoint(&st, false)
+    }
+
+    /// Flushes everything, writes the indexes and marks the shutdown clean, so the next open
+    /// trusts the files without re-verifying them. Later operations fail with `Closed`.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut st = self.write_state();
+        if st.closed {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let active = st.active_mut();
+        active
+            .seal()
+            .map_err(io_at(segment_path(&dir, active.base_offset, LOG_SUFFIX)))?;
+        st.recovery_point = st.log_end_offset();
+        st.first_unflushed_ms = None;
+        self.write_checkpoint(&st, true)?;
+        st.closed = true;
+        Ok(())
+    }
+}
+
+/// Checks every batch of a producer's request before anything is written. Returns each header
+/// and its position in `records`.
+pub fn validate_for_append(
+    records: &[u8],
+    max_message_bytes: u64,
+    keys_required: bool,
+) -> Result<Vec<(BatchHeader, usize)>, BatchError> {
+    let mut out = Vec::new();
+    for item in BatchIter::new(records) {
+        let (h, bytes, at) = item?;
+        if h.total_bytes() as u64 > max_message_bytes {
+            return Err(BatchError::TooLarge {
+                size: h.total_bytes(),
+                max: max_message_bytes as usize,
+            });
+        }
+        if h.record_count < 1 {
+            return Err(BatchError::BadRecordCount(h.record_count));
+        }
+        if h.last_offset_delta != h.record_count - 1 {
+            return Err(BatchError::LastOffsetDelta {
+                last_offset_delta: h.last_offset_delta,
+                record_count: h.record_count,
+            });
+        }
+        // Compressed batches are checked inside only where keys matter: decompressing every
+        // produce request would cost more than the check is worth (consumers verify anyway).
+        if keys_required || h.compression()? == batch::Compression::None {
+            validate_records(&h, bytes, keys_required)?;
+        }
+        out.push((h, at));
+    }
+    if out.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    Ok(out)
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Tidies a partition directory before opening it: finishes or discards the cleaner's
+/// in-flight files, removes index files without a log, and returns the segment base offsets.
+fn prepare_dir(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut logs = Vec::new();
+    let mut swaps = Vec::new();
+    let mut others = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((base, rest)) = parse_segment_name(name) else {
+            continue;
+        };
+        match rest {
+            "log" => logs.push(base),
+            r if r == format!("{LOG_SUFFIX}.{SWAP_SUFFIX}") => swaps.push(base),
+            _ => others.push((base, entry.path(), rest.to_string())),
+        }
+    }
+    logs.sort_unstable();
+    swaps.sort_unstable();
+    // A swap file is a finished cleaned segment whose installation was interrupted: it replaces
+    // every old segment whose offsets it covers.
+    for base in swaps {
+        let swap_path = dir.join(format!("{base:020}.{LOG_SUFFIX}.{SWAP_SUFFIX}"));
+        let mut scan_end = base;
+        {
+            let f = File::open(&swap_path)?;
+            let len = f.metadata()?.len();
+            let mut scanner = BatchScanner::new(&f, 0, len);
+            while let Ok(Some((h, _, _))) = scanner.next_batch() {
+                scan_end = h.next_offset();
+            }
+        }
+        let replaced: Vec<i64> = logs
+            .iter()
+            .copied()
+            .filter(|b| *b >= base && (*b < scan_end || *b == base))
+            .collect();
+        for b in &replaced {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                remove_if_exists(&segment_path(dir, *b, suffix))?;
+            }
+        }
+        logs.retain(|b| !replaced.contains(b));
+        fs::rename(&swap_path, segment_path(dir, base, LOG_SUFFIX))?;
+        logs.push(base);
+        logs.sort_unstable();
+        tracing::warn!(dir = %dir.display(), base, "completed an interrupted compaction swap");
+    }
+    for (base, path, rest) in others {
+        let keep = (rest == INDEX_SUFFIX || rest == TIME_INDEX_SUFFIX) && logs.contains(&base);
+        if !keep {
+            remove_if_exists(&path)?;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(logs)
+}

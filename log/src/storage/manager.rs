@@ -1,0 +1,451 @@
+//! The `LogManager`: every partition log under one data directory (`<dir>/<topic>-<partition>/`),
+//! per-topic configuration persisted beside them, and the background work (retention, flush.ms,
+//! checkpoints, compaction) on a fixed, small set of threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::cleaner::{self, CleanerConfig};
+use super::config::{format_properties, parse_properties, LogConfig};
+use super::error::{io_at, StorageError};
+use super::log::{write_atomically, PartitionLog};
+use crate::time::SharedClock;
+use crate::types::{validate_topic_name, TopicPartition};
+
+/// Where per-topic config overrides live, one `<topic>.properties` file each.
+const TOPIC_CONFIG_DIR: &str = "topic-configs";
+const LOCK_FILE: &str = ".lock";
+
+/// The manager's settings (Kafka's broker-level `log.*` configs).
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// `log.dirs`: the data directory.
+    pub data_dir: PathBuf,
+    /// Topic defaults (`log.segment.bytes`, `log.retention.ms`, ...) under topic config names.
+    pub defaults: LogConfig,
+    /// `log.retention.check.interval.ms`: how often retention runs.
+    pub retention_check_interval_ms: u64,
+    /// `log.flush.scheduler.interval.ms`: how often `flush.ms` is checked.
+    pub flush_check_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often recovery points are checkpointed.
+    pub checkpoint_interval_ms: u64,
+    /// `log.cleaner.enable`: run compaction in the background.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.threads`: cleaner threads (at least 1 when enabled).
+    pub cleaner_threads: usize,
+    /// `log.cleaner.backoff.ms`: how long a cleaner thread sleeps when nothing is dirty enough.
+    pub cleaner_backoff_ms: u64,
+    pub cleaner: CleanerConfig,
+}
+
+impl ManagerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ManagerConfig {
+            data_dir: data_dir.into(),
+            defaults: LogConfig::default(),
+            retention_check_interval_ms: 300_000,
+            flush_check_interval_ms: 1_000,
+            checkpoint_interval_ms: 60_000,
+            cleaner_enable: true,
+            cleaner_threads: 1,
+            cleaner_backoff_ms: 15_000,
+            cleaner: CleanerConfig::default(),
+        }
+    }
+}
+
+struct Shared {
+    config: ManagerConfig,
+    clock: SharedClock,
+    logs: RwLock<HashMap<TopicPartition, Arc<PartitionLog>>>,
+    topic_overrides: RwLock<HashMap<String, BTreeMap<String, String>>>,
+    /// Set to true to stop the background threads; the condvar wakes them.
+    stop: Mutex<bool>,
+    wake: Condvar,
+    /// Held for the manager's life: a second process on the same directory fails to open it.
+    _lock: File,
+}
+
+/// Many partition logs under one data directory.
+pub struct LogManager {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for LogManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogManager")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish()
+    }
+}
+
+impl LogManager {
+    /// Opens the data directory, recovering every partition log found in it and loading the
+    /// persisted topic configs. Does not start background work; see [`start`](Self::start).
+    pub fn open(config: ManagerConfig, clock: SharedClock) -> Result<LogManager, StorageError> {
+        let dir = config.data_dir.clone();
+        fs::create_dir_all(dir.join(TOPIC_CONFIG_DIR)).map_err(io_at(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(io_at(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StorageError::DirLocked(dir)),
+            Err(fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
+        }
+
+        let mut overrides = HashMap::new();
+        let cfg_dir = dir.join(TOPIC_CONFIG_DIR);
+        for entry in fs::read_dir(&cfg_dir).map_err(io_at(&cfg_dir))? {
+            let entry = entry.map_err(io_at(&cfg_dir))?;
+            let path = entry.path();
+            let Some(topic) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".properties"))
+            else {
+                continue;
+            };
+            let text = fs::read_to_string(&path).map_err(io_at(&path))?;
+            let map = parse_properties(&text)?;
+            LogConfig::from_overrides(&config.defaults, &map)?;
+            overrides.insert(topic.to_string(), map);
+        }
+
+        let mut logs = HashMap::new();
+        for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let entry = entry.map_err(io_at(&dir))?;
+            let Some(tp) = entry
+                .file_name()
+                .to_str()
+                .and_then(TopicPartition::from_dir_name)
+            else {
+                continue;
+            };
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let log_config = LogConfig::from_overrides(
+                &config.defaults,
+                overrides.get(&tp.topic).unwrap_or(&BTreeMap::new()),
+            )?;
+            let log = PartitionLog::open(entry.path(), tp.clone(), log_config, clock.clone())?;
+            logs.insert(tp, Arc::new(log));
+        }
+        tracing::info!(dir = %dir.display(), partitions = logs.len(), "opened data directory");
+        Ok(LogManager {
+            shared: Arc::new(Shared {
+                config,
+                clock,
+                logs: RwLock::new(logs),
+                topic_overrides: RwLock::new(overrides),
+                stop: Mutex::new(false),
+                wake: Condvar::new(),
+                _lock: lock,
+            }),
+            workers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.config.data_dir
+    }
+
+    /// The effective config of `topic`: the defaults with its overrides applied.
+    pub fn topic_config(&self, topic: &str) -> LogConfig {
+        let overrides = self
+            .shared
+            .topic_overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        overrides
+            .get(topic)
+            .and_then(|o| LogConfig::from_overrides(&self.shared.config.defaults, o).ok())
+            .unwrap_or_else(|| self.shared.config.defaults.clone())
+    }
+
+    /// The overrides set on `topic`.
+    pub fn topic_overrides(&self, topic: &str) -> BTreeMap<String, String> {
+        let overrides = self
+            .shared
+            .topic_overrides
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        overrides.get(topic).cloned().unwrap_or_default()
+    }
+
+    /// Replaces `topic`'s overrides, persists them, and applies them to its open logs. Refused
+    /// whole if any key or value is invalid.
+    pub fn set_topic_config(
+        &self,
+        topic: &str,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<LogConfig, StorageError> {
+        validate_topic_name(topic)?;
+        let config = LogConfig::from_overrides(&self.shared.config.defaults, &overrides)?;
+        let cfg_dir = self.data_dir().join(TOPIC_CONFIG_DIR);
+        let name = format!("{topic}.properties");
+        write_atomically(&cfg_dir, &name, format_properties(&overrides).as_bytes())
+            .map_err(io_at(cfg_dir.join(&name)))?;
+        self.shared
+            .topic_overrides
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_string(), overrides);
+        for log in self.logs_of(topic) {
+            log.set_config(config.clone());
+        }
+        Ok(config)
+    }
+
+    fn logs_of(&self, topic: &str) -> Vec<Arc<PartitionLog>> {
+        let logs = self.shared.logs.read().unwrap_or_else(|e| e.into_inner());
+        logs.iter()
+            .filter(|(tp, _)| tp.topic == topic)
+            .map(|(_, l)| Arc::clone(l))
+            .collect()
+    }
+
+    pub fn get(&self, tp: &TopicPartition) -> Option<Arc<PartitionLog>> {
+        self.shared
+            .logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tp)
+            .cloned()
+    }
+
+    /// The log of `tp`, created empty (with the topic's config) if it does not exist.
+    pub fn get_or_create(&self, tp: &TopicPartition) -> Result<Arc<PartitionLog>, StorageError> {
+        if let Some(log) = self.get(tp) {
+            return Ok(log);
+        }
+        validate_topic_name(&tp.topic)?;
+        if tp.partition.0 < 0 {
+            return Err(StorageError::UnknownPartition(tp.clone()));
+        }
+        let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = logs.get(tp) {
+            return Ok(Arc::clone(log));
+        }
+        let dir = self.data_dir().join(tp.dir_name());
+        let log = Arc::new(PartitionLog::open(
+            dir,
+            tp.clone(),
+            self.topic_config(&tp.topic),
+            self.shared.clock.clone(),
+        )?);
+        logs.insert(tp.clone(), Arc::clone(&log));
+        Ok(log)
+    }
+
+    /// Every open partition, sorted.
+    pub fn partitions(&self) -> Vec<TopicPartition> {
+        let logs = self.shared.logs.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = logs.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Closes and deletes a partition's log and its directory.
+    pub fn delete(&self, tp: &TopicPartition) -> Result<(), StorageError> {
+        let log = self
+            .shared
+            .logs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tp)
+            .ok_or_else(|| StorageError::UnknownPartition(tp.clone()))?;
+        let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
+        log.close()?;
+        // Rename first so a crash mid-delete never leaves a half-deleted log that reopens.
+        let doomed = self.data_dir().join(format!("{}.deleting", tp.dir_name()));
+        fs::rename(log.dir(), &doomed).map_err(io_at(log.dir()))?;
+        fs::remove_dir_all(&doomed).map_err(io_at(&doomed))?;
+        if self.logs_of(&tp.topic).is_empty() {
+            let path = self
+                .data_dir()
+                .join(TOPIC_CONFIG_DIR)
+                .join(format!("{}.properties", tp.topic));
+            let _ = fs::remove_file(path);
+            self.shared
+                .topic_overrides
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&tp.topic);
+        }
+        Ok(())
+    }
+
+    fn all_logs(&self) -> Vec<Arc<PartitionLog>> {
+        self.shared
+            .logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// One retention pass over every log. Errors on one log are logged and do not stop the rest.
+    pub fn run_retention(&self) -> usize {
+        let now = self.shared.clock.now_ms();
+        let mut deleted = 0;
+        for log in self.all_logs() {
+            match log.enforce_retention(now) {
+                Ok(r) => deleted += r.segments_deleted,
+                Err(e) => {
+                    tracing::error!(tp = %log.topic_partition(), error = %e, "retention failed")
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Flushes every log whose `flush.ms` is due.
+    pub fn run_flush(&self) {
+        let now = self.shared.clock.now_ms();
+        for log in self.all_logs() {
+            if let Err(e) = log.flush_if_due(now) {
+                tracing::error!(tp = %log.topic_partition(), error = %e, "scheduled flush failed");
+            }
+        }
+    }
+
+    /// Writes every log's checkpoint.
+    pub fn run_checkpoint(&self) {
+        for log in self.all_logs() {
+            if let Err(e) = log.checkpoint() {
+                tracing::error!(tp = %log.topic_partition(), error = %e, "checkpoint failed");
+            }
+        }
+    }
+
+    /// Cleans the compacted log with the highest dirty ratio above its
+    /// `min.cleanable.dirty.ratio`. Returns whether a log was cleaned.
+    pub fn run_cleaner_once(&self) -> bool {
+        let now = self.shared.clock.now_ms();
+        let mut candidates: Vec<(f64, Arc<PartitionLog>)> = self
+            .all_logs()
+            .into_iter()
+            .filter_map(|log| {
+                let config = log.config();
+                if !config.cleanup_policy.compact {
+                    return None;
+                }
+                let ratio = cleaner::dirty_ratio(&log);
+                (ratio > 0.0 && ratio >= config.min_cleanable_dirty_ratio).then_some((ratio, log))
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, log) in candidates {
+            match cleaner::clean(&log, &self.shared.config.cleaner, now) {
+                Ok(Some(_)) => return true,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(tp = %log.topic_partition(), error = %e, "cleaning failed")
+                }
+            }
+        }
+        false
+    }
+
+    /// Starts the background threads: one for retention, flush.ms and checkpoints, and
+    /// `log.cleaner.threads` cleaners. They run until [`close`](Self::close).
+    pub fn start(self: &Arc<Self>) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if !workers.is_empty() {
+            return;
+        }
+        let c = &self.shared.config;
+        let tick_ms = c
+            .flush_check_interval_ms
+            .min(c.retention_check_interval_ms)
+            .max(1);
+        let me = Arc::clone(self);
+        let (retention_every, checkpoint_every) =
+            (c.retention_check_interval_ms, c.checkpoint_interval_ms);
+        workers.push(
+            std::thread::Builder::new()
+                .name("rill-log-maintenance".into())
+                .spawn(move || {
+                    let (mut since_retention, mut since_checkpoint) = (0u64, 0u64);
+                    while me.sleep(tick_ms) {
+                        me.run_flush();
+                        since_retention += tick_ms;
+                        since_checkpoint += tick_ms;
+                        if since_retention >= retention_every {
+                            since_retention = 0;
+                            me.run_retention();
+                        }
+                        if since_checkpoint >= checkpoint_every {
+                            since_checkpoint = 0;
+                            me.run_checkpoint();
+                        }
+                    }
+                })
+                .expect("spawning a thread"),
+        );
+        if c.cleaner_enable {
+            for i in 0..c.cleaner_threads.max(1) {
+                let me = Arc::clone(self);
+                let backoff = c.cleaner_backoff_ms.max(1);
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("rill-log-cleaner-{i}"))
+                        .spawn(move || loop {
+                            if !me.run_cleaner_once() && !me.sleep(backoff) {
+                                break;
+                            }
+                            if me.stopped() {
+                                break;
+                            }
+                        })
+                        .expect("spawning a thread"),
+                );
+            }
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps up to `ms`; false if the manager is stopping.
+    fn sleep(&self, ms: u64) -> bool {
+        let stop = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let (stop, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(stop, Duration::from_millis(ms), |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        !*stop
+    }
+
+    /// Stops the background threads, then flushes and closes every log cleanly.
+    pub fn close(&self) -> Result<(), StorageError> {
+        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.shared.wake.notify_all();
+        let workers: Vec<_> = self
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+        let mut first_err = None;
+        for log in self.all_logs() {
+            if let Err(e) = log.close() {
+                tracing::error!(tp = %log.topic_partition(), error = %e, "closing log failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,572 @@
+//! Records inside a v2 batch: bounded decompression, a strict record parser, and batch encoding
+//! (through the `kafka-protocol` crate's encoder) for clients, tests and the cleaner.
+//!
+//! Decoding is written here rather than taken from `kafka-protocol` because every count and
+//! length in a batch comes from the network or the disk: the parser checks each one against the
+//! bytes actually present before allocating, and decompression stops at
+//! [`DECOMPRESSED_BATCH_BYTES_MAX`] so a compression bomb cannot exhaust memory.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record as PRecord, RecordBatchEncoder, RecordEncodeOptions};
+
+use super::batch::{
+    self, verify_batch, BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES,
+};
+
+/// The most bytes one batch may decompress to. Kafka's default `max.message.bytes` is about
+/// 1 MiB compressed; 64 MiB leaves room for 64:1 compression and bounds a bomb.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// The smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
+/// value length and header count, one byte each.
+const RECORD_BYTES_MIN: usize = 7;
+
+/// A record to put into a new batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone on a compacted topic.
+    pub value: Option<Bytes>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl NewRecord {
+    pub fn new(
+        key: Option<impl Into<Bytes>>,
+        value: Option<impl Into<Bytes>>,
+        timestamp_ms: i64,
+    ) -> Self {
+        NewRecord {
+            key: key.map(Into::into),
+            value: value.map(Into::into),
+            timestamp_ms,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, key: impl Into<String>, value: Option<impl Into<Bytes>>) -> Self {
+        self.headers.push((key.into(), value.map(Into::into)));
+        self
+    }
+}
+
+/// A record read back from the log, with its absolute offset and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// A record as it sits in a decompressed payload, borrowing its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub attributes: i8,
+    pub timestamp_delta: i64,
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The encoded headers (count already checked); see [`parse_headers`].
+    pub header_count: usize,
+    pub headers_raw: &'a [u8],
+}
+
+/// A cursor over untrusted bytes; every read is bounds-checked.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn malformed(what: &str) -> BatchError {
+    BatchError::Records(what.to_string())
+}
+
+impl<'a> Reader<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn u8(&mut self) -> Result<u8, BatchError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| malformed("record ends early"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn unsigned_varint(&mut self, max_bytes: u32) -> Result<u64, BatchError> {
+        let mut value = 0u64;
+        for i in 0..max_bytes {
+            let b = self.u8()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(malformed("varint too long"))
+    }
+
+    /// Kafka's zigzag varint (32-bit).
+    fn varint(&mut self) -> Result<i32, BatchError> {
+        let v = self.unsigned_varint(5)?;
+        let v = u32::try_from(v).map_err(|_| malformed("varint overflows 32 bits"))?;
+        Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+    }
+
+    /// Kafka's zigzag varlong (64-bit).
+    fn varlong(&mut self) -> Result<i64, BatchError> {
+        let v = self.unsigned_varint(10)?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn bytes(&mut self, len: usize) -> Result<&'a [u8], BatchError> {
+        if len > self.remaining() {
+            return Err(malformed("field longer than its record"));
+        }
+        let s = &self.buf[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(s)
+    }
+
+    /// A varint length then that many bytes; length -1 is null.
+    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, BatchError> {
+        match self.varint()? {
+            -1 => Ok(None),
+            n if n < -1 => Err(malformed("negative length")),
+            n => Ok(Some(self.bytes(n as usize)?)),
+        }
+    }
+}
+
+/// Parses `count` records from a decompressed payload, calling `visit` for each; the records
+/// must fill the payload exactly.
+pub fn parse_records<'a>(
+    payload: &'a [u8],
+    count: i32,
+    mut visit: impl FnMut(RecordView<'a>) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    if count < 0 || count as usize > payload.len() / RECORD_BYTES_MIN {
+        return Err(BatchError::BadRecordCount(count));
+    }
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+    };
+    for _ in 0..count {
+        let len = r.varint()?;
+        if len < (RECORD_BYTES_MIN - 1) as i32 {
+            return Err(malformed("record length too small"));
+        }
+        let body = r.bytes(len as usize)?;
+        let mut b = Reader { buf: body, pos: 0 };
+        let attributes = b.u8()? as i8;
+        let timestamp_delta = b.varlong()?;
+        let offset_delta = b.varint()?;
+        let key = b.nullable_bytes()?;
+        let value = b.nullable_bytes()?;
+        let header_count = b.varint()?;
+        // Each header needs at least two bytes (key length, value length).
+        if header_count < 0 || header_count as usize > b.remaining() / 2 {
+            return Err(malformed("bad header count"));
+        }
+        let headers_raw = &body[b.pos..];
+        // Walk the headers now so a malformed one fails here, not in a later consumer.
+        parse_headers(headers_raw, header_count as usize, |_, _| Ok(()))?;
+        visit(RecordView {
+            attributes,
+            timestamp_delta,
+            offset_delta,
+            key,
+            value,
+            header_count: header_count as usize,
+            headers_raw,
+        })?;
+    }
+    if r.remaining() != 0 {
+        return Err(malformed("bytes left after the last record"));
+    }
+    Ok(())
+}
+
+/// Parses `count` headers, which must fill `raw` exactly.
+pub fn parse_headers<'a>(
+    raw: &'a [u8],
+    count: usize,
+    mut visit: impl FnMut(&'a str, Option<&'a [u8]>) -> Result<(), BatchError>,
+) -> Result<(), BatchError> {
+    let mut r = Reader { buf: raw, pos: 0 };
+    for _ in 0..count {
+        let key = r
+            .nullable_bytes()?
+            .ok_or_else(|| malformed("null header key"))?;
+        let key = std::str::from_utf8(key).map_err(|_| malformed("header key is not UTF-8"))?;
+        let value = r.nullable_bytes()?;
+        visit(key, value)?;
+    }
+    if r.remaining() != 0 {
+        return Err(malformed("bytes left after the last header"));
+    }
+    Ok(())
+}
+
+fn read_bounded(mut reader: impl Read, codec: &str) -> Result<Vec<u8>, BatchError> {
+    let mut out = Vec::new();
+    reader
+        .by_ref()
+        .take(DECOMPRESSED_BATCH_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| BatchError::Records(format!("{codec} decompression failed: {e}")))?;
+    if out.len() > DECOMPRESSED_BATCH_BYTES_MAX {
+        return Err(BatchError::Records(format!(
+            "{codec} payload decompresses beyond {DECOMPRESSED_BATCH_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// xerial snappy-java's stream header, which Kafka's Java client writes before snappy blocks.
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_BYTES: usize = 16;
+
+fn snappy_raw(block: &[u8], out: &mut Vec<u8>) -> Result<(), BatchError> {
+    let len = snap::raw::decompress_len(block)
+        .map_err(|e| BatchError::Records(format!("snappy: {e}")))?;
+    if out.len() + len > DECOMPRESSED_BATCH_BYTES_MAX {
+        return Err(malformed("snappy payload decompresses beyond the limit"));
+    }
+    let start = out.len();
+    out.resize(start + len, 0);
+    snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|e| BatchError::Records(format!("snappy: {e}")))?;
+    Ok(())
+}
+
+fn snappy(data: &[u8]) -> Result<Vec<u8>, BatchError> {
+    let mut out = Vec::new();
+    if data.len() >= XERIAL_HEADER_BYTES && data.starts_with(XERIAL_MAGIC) {
+        let mut r = Reader {
+            buf: &data[XERIAL_HEADER_BYTES..],
+            pos: 0,
+        };
+        while r.remaining() > 0 {
+            let len = u32::from_be_bytes(r.bytes(4)?.try_into().expect("4 bytes")) as usize;
+            snappy_raw(r.bytes(len)?, &mut out)?;
+        }
+    } else {
+        // librdkafka and others send raw snappy; Java reads both, so do we.
+        snappy_raw(data, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Decompresses a batch's record payload (the bytes after the 61-byte header).
+pub fn decompress(compression: Compression, data: &[u8]) -> Result<Vec<u8>, BatchError> {
+    match compression {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data), "gzip"),
+        Compression::Snappy => snappy(data),
+        Compression::Lz4 => {
+            let decoder = lz4::Decoder::new(data)
+                .map_err(|e| BatchError::Records(format!("lz4 decompression failed: {e}")))?;
+            read_bounded(decoder, "lz4")
+        }
+        Compression::Zstd => {
+            let decoder = zstd::stream::read::Decoder::new(data)
+                .map_err(|e| BatchError::Records(format!("zstd decompression failed: {e}")))?;
+            read_bounded(decoder, "zstd")
+        }
+    }
+}
+
+/// Checks the records of a batch whose header already verified: exactly `record_count` records,
+/// offset deltas 0, 1, 2, ... as a producer writes them, and keys present when `keys_required`.
+/// Compressed batches are decompressed (bounded) to check them.
+pub fn validate_records(
+    header: &BatchHeader,
+    batch: &[u8],
+    keys_required: bool,
+) -> Result<(), BatchError> {
+    let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let check = |payload: &[u8]| {
+        let mut expected = 0i32;
+        parse_records(payload, header.record_count, |r| {
+            if r.offset_delta != expected {
+                return Err(BatchError::Records(format!(
+                    "record {expected} has offset delta {}",
+                    r.offset_delta
+                )));
+            }
+            if keys_required && r.key.is_none() {
+                return Err(BatchError::MissingKey(r.offset_delta));
+            }
+            expected += 1;
+            Ok(())
+        })
+    };
+    match header.compression()? {
+        Compression::None => check(payload),
+        c => check(&decompress(c, payload)?),
+    }
+}
+
+/// Decodes every record of one verified batch (the first batch in `batch`).
+pub fn decode_batch(batch: &[u8]) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    let header = verify_batch(batch)?;
+    let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let payload = Bytes::from(decompress(header.compression()?, payload)?);
+    let mut records = Vec::with_capacity(header.record_count as usize);
+    let log_append = header.timestamp_type() == TimestampType::LogAppendTime;
+    let slice = |s: &[u8]| payload.slice_ref(s);
+    parse_records(&payload, header.record_count, |r| {
+        let mut headers = Vec::with_capacity(r.header_count);
+        parse_headers(r.headers_raw, r.header_count, |k, v| {
+            headers.push((k.to_string(), v.map(slice)));
+            Ok(())
+        })?;
+        records.push(Record {
+            offset: header.base_offset + r.offset_delta as i64,
+            // Kafka: under LogAppendTime every record carries the batch's max timestamp.
+            timestamp_ms: if log_append {
+                header.max_timestamp
+            } else {
+                header.base_timestamp.wrapping_add(r.timestamp_delta)
+            },
+            key: r.key.map(slice),
+            value: r.value.map(slice),
+            headers,
+        });
+        Ok(())
+    })?;
+    Ok((header, records))
+}
+
+/// Decodes every record of every batch in a buffer of whole batches.
+pub fn decode_batches(buf: &[u8]) -> Result<Vec<Record>, BatchError> {
+    let mut out = Vec::new();
+    for item in batch::BatchIter::new(buf) {
+        let (_, bytes, _) = item?;
+        out.extend(decode_batch(bytes)?.1);
+    }
+    Ok(out)
+}
+
+fn protocol_record(
+    offset: i64,
+    timestamp_ms: i64,
+    key: &Option<Bytes>,
+    value: &Option<Bytes>,
+    headers: &[(String, Option<Bytes>)],
+    template: Option<&BatchHeader>,
+) -> PRecord {
+    let mut hs = IndexMap::with_capacity(headers.len());
+    for (k, v) in headers {
+        hs.insert(StrBytes::from_string(k.clone()), v.clone());
+    }
+    let (pid, pepoch, leader_epoch, txn, base_seq, base_off) = match template {
+        Some(h) => (
+            h.producer_id,
+            h.producer_epoch,
+            h.partition_leader_epoch,
+            h.is_transactional(),
+            h.base_sequence,
+            h.base_offset,
+        ),
+        None => (-1, -1, -1, false, -1, 0),
+    };
+    // The encoder keeps records in one batch only while offset - sequence is constant, so the
+    // sequence must advance with the offset even when there is no producer id.
+    let delta = (offset - base_off) as i32;
+    PRecord {
+        transactional: txn,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: leader_epoch,
+        producer_id: pid,
+        producer_epoch: pepoch,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset,
+        sequence: base_seq.wrapping_add(delta),
+        timestamp: timestamp_ms,
+        key: key.clone(),
+        value: value.clone(),
+        headers: hs,
+    }
+}
+
+fn encode(records: &[PRecord], compression: Compression) -> Result<Vec<u8>, BatchError> {
+    let mut buf = Vec::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: compression.to_protocol(),
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
+        .map_err(|e| BatchError::Records(format!("encoding failed: {e}")))?;
+    Ok(buf)
+}
+
+/// Encodes records into one v2 batch with base offset 0 and no producer id, as a client would
+/// before sending it. Header keys must be unique within a record (the encoder keeps the last).
+pub fn encode_batch(
+    records: &[NewRecord],
+    compression: Compression,
+) -> Result<Vec<u8>, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    let recs: Vec<PRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| protocol_record(i as i64, r.timestamp_ms, &r.key, &r.value, &r.headers, None))
+        .collect();
+    encode(&recs, compression)
+}
+
+/// Re-encodes the surviving records of a batch for the cleaner: offsets, timestamps, producer
+/// fields, compression, timestamp type and the batch's last offset stay as they were.
+pub fn reencode_retained(original: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>, BatchError> {
+    let recs: Vec<PRecord> = kept
+        .iter()
+        .map(|r| {
+            protocol_record(
+                r.offset,
+                r.timestamp_ms,
+                &r.key,
+                &r.value,
+                &r.headers,
+                Some(original),
+            )
+        })
+        .collect();
+    let mut out = encode(&recs, original.compression()?)?;
+    let h = BatchHeader::parse(&out)?;
+    if h.total_bytes() != out.len() {
+        return Err(malformed("re-encoding produced more than one batch"));
+    }
+    batch::set_timestamp_type(&mut out, original.timestamp_type());
+    let delta = (original.last_offset() - h.base_offset) as i32;
+    batch::set_last_offset_delta(&mut out, delta);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs() -> Vec<NewRecord> {
+        (0..50)
+            .map(|i| {
+                NewRecord::new(
+                    Some(format!("key-{i}")),
+                    Some(format!("value-{i}").repeat(3)),
+                    5_000 + i,
+                )
+                .with_header("h", Some(format!("{i}")))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let b = encode_batch(&recs(), c).unwrap();
+            let (h, out) = decode_batch(&b).unwrap();
+            assert_eq!(h.compression().unwrap(), c);
+            assert_eq!(out.len(), 50);
+            for (i, r) in out.iter().enumerate() {
+                assert_eq!(r.offset, i as i64);
+                assert_eq!(r.timestamp_ms, 5_000 + i as i64);
+                assert_eq!(r.key.as_deref(), Some(format!("key-{i}").as_bytes()));
+                assert_eq!(
+                    r.value.as_deref(),
+                    Some(format!("value-{i}").repeat(3).as_bytes())
+                );
+                assert_eq!(
+                    r.headers,
+                    vec![("h".to_string(), Some(Bytes::from(format!("{i}"))))]
+                );
+            }
+            validate_records(&h, &b, true).unwrap();
+        }
+    }
+
+    #[test]
+    fn raw_snappy_without_xerial_framing_decodes() {
+        let plain = b"hello hello hello hello".to_vec();
+        let raw = snap::raw::Encoder::new().compress_vec(&plain).unwrap();
+        assert_eq!(decompress(Compression::Snappy, &raw).unwrap(), plain);
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        // 80 MiB of zeros compress to a few KiB; decoding must refuse rather than allocate.
+        let zeros = vec![0u8; 80 << 20];
+        let bomb = zstd::encode_all(&zeros[..], 3).unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let err = decompress(Compression::Zstd, &bomb).unwrap_err();
+        assert!(matches!(err, BatchError::Records(_)));
+    }
+
+    #[test]
+    fn huge_counts_are_refused_before_allocating() {
+        assert!(matches!(
+            parse_records(&[0u8; 10], i32::MAX, |_| Ok(())),
+            Err(BatchError::BadRecordCount(_))
+        ));
+        // One record claiming 1e9 headers.
+        let body = [0u8, 0, 0, 1, 1, 0xfe, 0xff, 0xff, 0xff, 0x07];
+        let mut payload = vec![body.len() as u8 * 2];
+        payload.extend(body);
+        assert!(parse_records(&payload, 1, |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn validation_catches_missing_keys_and_bad_deltas() {
+        let b = encode_batch(
+            &[NewRecord::new(None::<Bytes>, Some("v"), 1)],
+            Compression::None,
+        )
+        .unwrap();
+        let h = verify_batch(&b).unwrap();
+        assert_eq!(
+            validate_records(&h, &b, true),
+            Err(BatchError::MissingKey(0))
+        );
+        validate_records(&h, &b, false).unwrap();
+        let mut h2 = h;
+        h2.record_count = 2;
+        assert!(validate_records(&h2, &b, false).is_err());
+    }
+
+    #[test]
+    fn reencode_keeps_offsets_and_last_offset() {
+        let mut b = encode_batch(&recs(), Compression::Lz4).unwrap();
+        batch::assign_offset(
+            &mut b,
+            crate::types::Offset(1000),
+            crate::types::LeaderEpoch(3),
+        );
+        let (h, all) = decode_batch(&b).unwrap();
+        let kept: Vec<Record> = all.into_iter().filter(|r| r.offset % 7 == 3).collect();
+        let out = reencode_retained(&h, &kept).unwrap();
+        let (h2, back) = decode_batch(&out).unwrap();
+        assert_eq!(back, kept);
+        assert_eq!(h2.last_offset(), 1049);
+        assert_eq!(h2.partition_leader_epoch, 3);
+        assert_eq!(h2.compression().unwrap(), Compression::Lz4);
+    }
+}
