@@ -131,9 +131,7 @@ pub fn clean(
             let (_, records) = decode_batch(bytes).map_err(|e| corrupt_at(log, s, at, e))?;
             for r in records {
                 if let Some(k) = r.key {
-                    if let Some(old) = map.insert(k.to_vec(), r.offset) {
-                        debug_assert!(old <= r.offset);
-                    } else {
+                    if map.insert(k.to_vec(), r.offset).is_none() {
                         map_bytes += k.len() + MAP_ENTRY_OVERHEAD_BYTES;
                     }
                 }

@@ -1,6 +1,7 @@
 //! The sparse indexes beside each segment: `.index` maps a relative offset to a file position,
 //! `.timeindex` maps a max timestamp to a relative offset. Both are kept in memory and written
-//! through to their files at flush, roll and close; they can always be rebuilt from the `.log`,
+//! to their files when a segment is sealed (roll, close) or recovered; they can always be rebuilt
+//! from the `.log`,
 //! so a missing or inconsistent file costs a rescan, never data.
 
 use std::fs::{self, File, OpenOptions};

@@ -61,6 +61,28 @@ pub struct ReadResult {
     pub log_end_offset: Offset,
 }
 
+/// A read buffer reused across reads: its memory is kept, and not zeroed again, between them.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuf {
+    /// The batches of the last read.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// The first `n` bytes, growing (and zeroing) the memory only the first time it is needed.
+    fn prepare(&mut self, n: usize) -> &mut [u8] {
+        if self.data.len() < n {
+            self.data.resize(n, 0);
+        }
+        &mut self.data[..n]
+    }
+}
+
 /// What a retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -235,6 +257,23 @@ impl PartitionLog {
                 seg.flush().map_err(io_at(&dir))?;
             }
             segments.insert(base, seg);
+        }
+        // A segment reaching into the next one's offsets (damage, or a bug) would serve offsets
+        // twice; the later segment wins, as it holds the later writes.
+        let bases: Vec<i64> = segments.keys().copied().collect();
+        for pair in bases.windows(2) {
+            let (this, next_base) = (pair[0], pair[1]);
+            let seg = segments.get_mut(&this).expect("listed");
+            if seg.next_offset() > next_base {
+                tracing::warn!(%tp, segment = this, next_base, "segment overlaps the next one; truncating it");
+                seg.truncate_to(next_base, config.index_interval_bytes)
+                    .map_err(|e| StorageError::Corrupt {
+                        tp: tp.clone(),
+                        segment_base: this,
+                        position: 0,
+                        reason: e.to_string(),
+                    })?;
+            }
         }
         // Empty segments other than the last hold nothing and would only confuse lookups.
         let last = segments.keys().next_back().copied();
@@ -560,6 +599,29 @@ impl PartitionLog {
         max_bytes: usize,
         limit: Option<Offset>,
     ) -> Result<ReadResult, StorageError> {
+        let mut buf = ReadBuf::default();
+        let (log_start_offset, log_end_offset) =
+            self.read_into(from, max_bytes, limit, &mut buf)?;
+        let mut data = buf.data;
+        data.truncate(buf.len);
+        Ok(ReadResult {
+            records: Bytes::from(data),
+            log_start_offset,
+            log_end_offset,
+        })
+    }
+
+    /// Like [`read_upto`](Self::read_upto), but into a buffer the caller reuses across reads,
+    /// which saves allocating and zeroing memory on every read. Returns the log start and end
+    /// offsets; the batches are `buf.as_slice()`.
+    pub fn read_into(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        limit: Option<Offset>,
+        buf: &mut ReadBuf,
+    ) -> Result<(Offset, Offset), StorageError> {
+        buf.len = 0;
         let st = self.read_state();
         let leo = st.log_end_offset();
         if from.0 < st.log_start_offset || from.0 > leo {
@@ -571,7 +633,6 @@ impl PartitionLog {
             });
         }
         let limit = limit.map_or(leo, |l| l.0.min(leo));
-        let mut records = Bytes::new();
         if from.0 < limit {
             let floor = st
                 .segments
@@ -584,21 +645,19 @@ impl PartitionLog {
                     .map_err(|e| self.scan_error(seg, e))?;
                 if let Some((pos, first)) = found {
                     if first.base_offset < limit {
-                        records = self.read_batches(seg, pos, &first, max_bytes, limit)?;
+                        self.read_batches(seg, pos, &first, max_bytes, limit, buf)?;
                     }
                     break;
                 }
             }
         }
-        Ok(ReadResult {
-            records,
-            log_start_offset: Offset(st.log_start_offset),
-            log_end_offset: Offset(leo),
-        })
+        Ok((Offset(st.log_start_offset), Offset(leo)))
     }
 
-    /// Reads the batches from `pos` that fit in `max_bytes` (at least the first), verifying
-    /// each one's CRC so corrupt bytes on disk are never served.
+    /// Reads the batches from `pos` that fit in `max_bytes` (at least the first). Batches of a
+    /// segment not yet verified in this process get their CRC checked, so corrupt bytes on
+    /// disk are never served; verified segments only get their framing checked (their CRCs
+    /// were computed when they were appended or recovered, and consumers check them again).
     fn read_batches(
         &self,
         seg: &Segment,
@@ -606,20 +665,27 @@ impl PartitionLog {
         first: &BatchHeader,
         max_bytes: usize,
         limit: i64,
-    ) -> Result<Bytes, StorageError> {
+        out: &mut ReadBuf,
+    ) -> Result<(), StorageError> {
         let available = (seg.size() - pos) as usize;
         let first_bytes = first.total_bytes();
         if first_bytes > available {
             return Err(self.corrupt(seg, pos, "batch runs past the end of its segment"));
         }
         let len = max_bytes.max(first_bytes).min(available);
-        let mut buf = seg.read_at(pos, len).map_err(io_at(segment_path(
+        let buf = out.prepare(len);
+        seg.read_into(pos, buf).map_err(io_at(segment_path(
             &self.dir,
             seg.base_offset,
             LOG_SUFFIX,
         )))?;
         let mut end = 0usize;
-        for item in BatchIter::new(&buf) {
+        let batches: Box<dyn Iterator<Item = _>> = if seg.verified {
+            Box::new(batch::FramedIter::new(&buf))
+        } else {
+            Box::new(BatchIter::new(&buf))
+        };
+        for item in batches {
             match item {
                 Ok((h, _, at)) => {
                     if h.base_offset >= limit {
@@ -637,8 +703,8 @@ impl PartitionLog {
                 }
             }
         }
-        buf.truncate(end);
-        Ok(Bytes::from(buf))
+        out.len = end;
+        Ok(())
     }
 
     /// The first record (offset and timestamp) whose timestamp is `>= ts_ms`, in offset order,
@@ -881,11 +947,9 @@ pub fn validate_for_append(
                 record_count: h.record_count,
             });
         }
-        // Compressed batches are checked inside only where keys matter: decompressing every
-        // produce request would cost more than the check is worth (consumers verify anyway).
-        if keys_required || h.compression()? == batch::Compression::None {
-            validate_records(&h, bytes, keys_required)?;
-        }
+        // Like Kafka, look inside every batch, compressed ones included (bounded decompression):
+        // a batch whose records disagree with its header never reaches the log.
+        validate_records(&h, bytes, keys_required)?;
         out.push((h, at));
     }
     if out.is_empty() {

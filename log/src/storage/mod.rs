@@ -22,6 +22,8 @@ mod segment;
 pub use batch::{BatchError, BatchHeader, Compression, TimestampType};
 pub use config::{CleanupPolicy, ConfigError, LogConfig, MessageTimestampType};
 pub use error::StorageError;
-pub use log::{validate_for_append, AppendInfo, PartitionLog, ReadResult, RetentionReport};
+pub use log::{
+    validate_for_append, AppendInfo, PartitionLog, ReadBuf, ReadResult, RetentionReport,
+};
 pub use manager::{LogManager, ManagerConfig};
 pub use records::{decode_batch, decode_batches, encode_batch, NewRecord, Record};

@@ -287,6 +287,102 @@ pub fn decompress(compression: Compression, data: &[u8]) -> Result<Vec<u8>, Batc
     }
 }
 
+/// Reads a zigzag varint of at most `max_bytes` bytes at `*pos`, never past `buf`'s end.
+/// A one-byte value (the common case for lengths and deltas) takes the first branch.
+#[inline(always)]
+fn zigzag_at(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Option<i64> {
+    let first = *buf.get(*pos)?;
+    *pos += 1;
+    let raw = if first < 0x80 {
+        u64::from(first)
+    } else {
+        let mut value = u64::from(first & 0x7f);
+        let mut shift = 7;
+        loop {
+            if shift >= 7 * max_bytes {
+                return None;
+            }
+            let b = *buf.get(*pos)?;
+            *pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                break value;
+            }
+            shift += 7;
+        }
+    };
+    Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+}
+
+/// A 32-bit zigzag varint, range-checked.
+#[inline(always)]
+fn int_at(buf: &[u8], pos: &mut usize) -> Option<i32> {
+    zigzag_at(buf, pos, 5).and_then(|v| i32::try_from(v).ok())
+}
+
+/// Skips a varint-length-prefixed field; `nullable` allows length -1. Returns whether it was null.
+#[inline(always)]
+fn skip_field(buf: &[u8], pos: &mut usize, nullable: bool) -> Option<bool> {
+    match int_at(buf, pos)? {
+        -1 if nullable => Some(true),
+        n if n < 0 => None,
+        n => {
+            *pos = pos.checked_add(n as usize).filter(|p| *p <= buf.len())?;
+            Some(false)
+        }
+    }
+}
+
+/// The structure check of the append path, without allocating: exactly `count` records fill
+/// `payload`, each record's fields fill exactly its length, offset deltas run 0, 1, 2, ..., and
+/// every key is present when `keys_required`.
+fn walk_records(payload: &[u8], count: i32, keys_required: bool) -> Result<(), BatchError> {
+    if count < 0 || count as usize > payload.len() / RECORD_BYTES_MIN {
+        return Err(BatchError::BadRecordCount(count));
+    }
+    let bad = |i: i32| BatchError::Records(format!("record {i} is malformed"));
+    let mut pos = 0usize;
+    for i in 0..count {
+        let len = int_at(payload, &mut pos).ok_or_else(|| bad(i))?;
+        if len < (RECORD_BYTES_MIN - 1) as i32 {
+            return Err(bad(i));
+        }
+        let end = pos
+            .checked_add(len as usize)
+            .filter(|e| *e <= payload.len())
+            .ok_or_else(|| bad(i))?;
+        let body = &payload[..end];
+        pos += 1; // attributes
+        zigzag_at(body, &mut pos, 10).ok_or_else(|| bad(i))?; // timestamp delta
+        let offset_delta = int_at(body, &mut pos).ok_or_else(|| bad(i))?;
+        if offset_delta != i {
+            return Err(BatchError::Records(format!(
+                "record {i} has offset delta {offset_delta}"
+            )));
+        }
+        let key_null = skip_field(body, &mut pos, true).ok_or_else(|| bad(i))?;
+        if keys_required && key_null {
+            return Err(BatchError::MissingKey(i));
+        }
+        skip_field(body, &mut pos, true).ok_or_else(|| bad(i))?; // value
+        let headers = int_at(body, &mut pos).ok_or_else(|| bad(i))?;
+        if headers < 0 {
+            return Err(bad(i));
+        }
+        for _ in 0..headers {
+            skip_field(body, &mut pos, false).ok_or_else(|| bad(i))?;
+            skip_field(body, &mut pos, true).ok_or_else(|| bad(i))?;
+        }
+        if pos != end {
+            return Err(bad(i));
+        }
+    }
+    if pos != payload.len() {
+        return Err(malformed("bytes left after the last record"));
+    }
+    Ok(())
+}
+
 /// Checks the records of a batch whose header already verified: exactly `record_count` records,
 /// offset deltas 0, 1, 2, ... as a producer writes them, and keys present when `keys_required`.
 /// Compressed batches are decompressed (bounded) to check them.
@@ -296,25 +392,9 @@ pub fn validate_records(
     keys_required: bool,
 ) -> Result<(), BatchError> {
     let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
-    let check = |payload: &[u8]| {
-        let mut expected = 0i32;
-        parse_records(payload, header.record_count, |r| {
-            if r.offset_delta != expected {
-                return Err(BatchError::Records(format!(
-                    "record {expected} has offset delta {}",
-                    r.offset_delta
-                )));
-            }
-            if keys_required && r.key.is_none() {
-                return Err(BatchError::MissingKey(r.offset_delta));
-            }
-            expected += 1;
-            Ok(())
-        })
-    };
     match header.compression()? {
-        Compression::None => check(payload),
-        c => check(&decompress(c, payload)?),
+        Compression::None => walk_records(payload, header.record_count, keys_required),
+        c => walk_records(&decompress(c, payload)?, header.record_count, keys_required),
     }
 }
 
@@ -323,17 +403,27 @@ pub fn decode_batch(batch: &[u8]) -> Result<(BatchHeader, Vec<Record>), BatchErr
     let header = verify_batch(batch)?;
     let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
     let payload = Bytes::from(decompress(header.compression()?, payload)?);
-    let mut records = Vec::with_capacity(header.record_count as usize);
+    // parse_records checks the count against the payload; allocate no more than that allows.
+    let mut records = Vec::with_capacity(
+        (header.record_count.max(0) as usize).min(payload.len() / RECORD_BYTES_MIN),
+    );
     let log_append = header.timestamp_type() == TimestampType::LogAppendTime;
     let slice = |s: &[u8]| payload.slice_ref(s);
     parse_records(&payload, header.record_count, |r| {
+        // Offsets stay inside the range the header claims, whatever the bytes inside say.
+        if r.offset_delta < 0 || r.offset_delta > header.last_offset_delta {
+            return Err(BatchError::Records(format!(
+                "record offset delta {} outside the batch's 0..={}",
+                r.offset_delta, header.last_offset_delta
+            )));
+        }
         let mut headers = Vec::with_capacity(r.header_count);
         parse_headers(r.headers_raw, r.header_count, |k, v| {
             headers.push((k.to_string(), v.map(slice)));
             Ok(())
         })?;
         records.push(Record {
-            offset: header.base_offset + r.offset_delta as i64,
+            offset: header.base_offset.saturating_add(r.offset_delta as i64),
             // Kafka: under LogAppendTime every record carries the batch's max timestamp.
             timestamp_ms: if log_append {
                 header.max_timestamp

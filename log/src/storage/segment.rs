@@ -71,8 +71,9 @@ impl<'f> BatchScanner<'f> {
         if self.pos + len as u64 > self.end {
             return Ok(false);
         }
+        // pos never moves backwards, so pos >= buf_pos always holds.
         let have_from = self.pos - self.buf_pos;
-        if self.pos >= self.buf_pos && have_from as usize + len <= self.buf.len() {
+        if have_from as usize + len <= self.buf.len() {
             return Ok(true);
         }
         let want = len
@@ -126,6 +127,9 @@ pub(crate) struct Segment {
     max_timestamp_ms: i64,
     /// When the segment was created, by the log's clock; for `segment.ms`.
     pub created_ms: i64,
+    /// Every batch in the file has passed its CRC check in this process (written here, or
+    /// rescanned at open). Reads verify the CRC of batches in segments that have not.
+    pub verified: bool,
 }
 
 /// What opening a segment found.
@@ -173,6 +177,7 @@ impl Segment {
             bytes_since_index: 0,
             max_timestamp_ms: -1,
             created_ms: now_ms,
+            verified: true,
         }
     }
 
@@ -200,7 +205,11 @@ impl Segment {
         let mut report = OpenReport::default();
         if trust_indexes && seg.load_indexes()? {
             match seg.rescan_tail() {
-                Ok(()) => return Ok((seg, report)),
+                Ok(()) => {
+                    // Only the tail was checked; the rest is verified as it is read.
+                    seg.verified = seg.index.entries().is_empty();
+                    return Ok((seg, report));
+                }
                 Err(e) => tracing::warn!(
                     segment = %log_path.display(),
                     error = %e,
@@ -417,11 +426,9 @@ impl Segment {
         last_offset - self.base_offset <= i64::from(u32::MAX)
     }
 
-    /// Reads `len` bytes at `pos`.
-    pub fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        self.file.read_exact_at(&mut buf, pos)?;
-        Ok(buf)
+    /// Fills `buf` from position `pos`.
+    pub fn read_into(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, pos)
     }
 
     /// Reads and parses the header of the batch at `pos` (no CRC check).
@@ -435,10 +442,26 @@ impl Segment {
     /// The position and header of the first batch whose last offset is `>= offset`, or `None`
     /// when every batch here ends before it.
     pub fn find_batch(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, ScanError> {
-        let mut pos = floor_entry(self.index.entries(), offset - self.base_offset, |e| {
+        let entry = floor_entry(self.index.entries(), offset - self.base_offset, |e| {
             i64::from(e.relative_offset)
-        })
-        .map_or(0, |e| u64::from(e.position));
+        });
+        let mut pos = entry.map_or(0, |e| u64::from(e.position));
+        if let Some(e) = entry {
+            // An entry that does not point at the batch it names (a damaged index) is ignored:
+            // walking from the segment's start is slow but right.
+            let ok = pos < self.size
+                && self.header_at(pos).is_ok_and(|h| {
+                    h.base_offset == self.base_offset + i64::from(e.relative_offset)
+                });
+            if !ok {
+                tracing::warn!(
+                    segment = self.base_offset,
+                    position = pos,
+                    "index entry does not match the log; scanning from the segment start"
+                );
+                pos = 0;
+            }
+        }
         while pos < self.size {
             let h = self.header_at(pos)?;
             if h.last_offset() >= offset {
