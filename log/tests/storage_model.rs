@@ -157,7 +157,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     let first_removed = m
                         .batches
                         .iter()
-                        .position(|(b, v)| b + v.len() as i64 - 1 >= to)
+                        .position(|(b, v)| b + v.len() as i64 > to)
                         .unwrap();
                     m.end = m.batches[first_removed].0;
                     m.batches.truncate(first_removed);

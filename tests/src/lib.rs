@@ -1,1 +1,20 @@
+//! `rill-tests`: end-to-end tests that cross crate boundaries or run rill's parts together
+//! (today the storage engine's `LogManager` with its background threads; later real brokers
+//! on loopback, Kafka clients, and streams jobs). The tests live in `tests/`; this library
+//! holds what they share.
 
+use rill_log::storage::{encode_batch, Compression, NewRecord};
+
+/// A batch of `n` records keyed `key-i` with values `{prefix}-i`, all at timestamp `ts_ms`.
+pub fn keyed_batch(prefix: &str, n: usize, ts_ms: i64) -> Vec<u8> {
+    let records: Vec<NewRecord> = (0..n)
+        .map(|i| {
+            NewRecord::new(
+                Some(format!("key-{i}")),
+                Some(format!("{prefix}-{i}")),
+                ts_ms,
+            )
+        })
+        .collect();
+    encode_batch(&records, Compression::None).expect("small batches encode")
+}

@@ -209,7 +209,7 @@ mod tests {
         let back = IndexFile::<OffsetEntry>::load(path.clone())
             .unwrap()
             .unwrap();
-        assert_eq!(back.entries(), &idx.entries()[..]);
+        assert_eq!(back.entries(), idx.entries());
         fs::write(&path, [1u8; 13]).unwrap();
         assert!(IndexFile::<OffsetEntry>::load(path).unwrap().is_none());
     }

@@ -681,9 +681,9 @@ impl PartitionLog {
         )))?;
         let mut end = 0usize;
         let batches: Box<dyn Iterator<Item = _>> = if seg.verified {
-            Box::new(batch::FramedIter::new(&buf))
+            Box::new(batch::FramedIter::new(buf))
         } else {
-            Box::new(BatchIter::new(&buf))
+            Box::new(BatchIter::new(buf))
         };
         for item in batches {
             match item {

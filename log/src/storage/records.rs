@@ -200,14 +200,13 @@ pub fn parse_records<'a>(
 pub fn parse_headers<'a>(
     raw: &'a [u8],
     count: usize,
-    mut visit: impl FnMut(&'a str, Option<&'a [u8]>) -> Result<(), BatchError>,
+    mut visit: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
     let mut r = Reader { buf: raw, pos: 0 };
     for _ in 0..count {
         let key = r
             .nullable_bytes()?
             .ok_or_else(|| malformed("null header key"))?;
-        let key = std::str::from_utf8(key).map_err(|_| malformed("header key is not UTF-8"))?;
         let value = r.nullable_bytes()?;
         visit(key, value)?;
     }
@@ -419,7 +418,8 @@ pub fn decode_batch(batch: &[u8]) -> Result<(BatchHeader, Vec<Record>), BatchErr
         }
         let mut headers = Vec::with_capacity(r.header_count);
         parse_headers(r.headers_raw, r.header_count, |k, v| {
-            headers.push((k.to_string(), v.map(slice)));
+            // Header keys are strings in Kafka's clients, which decode them leniently too.
+            headers.push((String::from_utf8_lossy(k).into_owned(), v.map(slice)));
             Ok(())
         })?;
         records.push(Record {

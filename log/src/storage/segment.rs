@@ -44,6 +44,9 @@ pub(crate) enum ScanError {
     Io(#[from] io::Error),
 }
 
+/// A batch found by [`BatchScanner`]: header, file position, bytes.
+pub(crate) type ScannedBatch<'a> = (BatchHeader, u64, &'a [u8]);
+
 /// Reads whole, verified batches from a segment file in large chunks.
 pub(crate) struct BatchScanner<'f> {
     file: &'f File,
@@ -87,7 +90,7 @@ impl<'f> BatchScanner<'f> {
 
     /// The next verified batch and its file position; `Ok(None)` at a clean end. A batch cut by
     /// the end of the file is an error (a torn write).
-    pub fn next_batch(&mut self) -> Result<Option<(BatchHeader, u64, &[u8])>, ScanError> {
+    pub fn next_batch(&mut self) -> Result<Option<ScannedBatch<'_>>, ScanError> {
         if self.pos >= self.end {
             return Ok(None);
         }

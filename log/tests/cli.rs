@@ -1,0 +1,69 @@
+//! The `rill` binary: `rill bench storage` runs, prints its table, and with `--json` one
+//! object per line with the documented fields; bad arguments fail with a clear message.
+
+use std::process::Command;
+
+fn rill() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rill"))
+}
+
+#[test]
+fn bench_storage_prints_json_rows_with_ratios() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args(["bench", "storage", "--seconds", "0.4", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let workloads: Vec<&str> = rows
+        .iter()
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
+    for w in [
+        "append-100B",
+        "append-1KiB",
+        "read-1KiB",
+        "append-fsync-64KiB",
+    ] {
+        assert!(workloads.contains(&w), "missing {w} in {workloads:?}");
+    }
+    for r in &rows {
+        for field in ["metric", "unit"] {
+            assert!(r[field].is_string());
+        }
+        let (value, baseline, ratio) = (
+            r["value"].as_f64().unwrap(),
+            r["baseline"].as_f64().unwrap(),
+            r["ratio"].as_f64().unwrap(),
+        );
+        assert!(value > 0.0 && baseline > 0.0, "{r}");
+        assert!(
+            (ratio - value / baseline).abs() < 1e-6 * ratio.max(1.0),
+            "{r}"
+        );
+    }
+    // The bench cleans up after itself.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    let out = rill()
+        .args(["bench", "storage", "--seconds", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seconds"));
+    let out = rill().args(["bench", "nosuch"]).output().unwrap();
+    assert!(!out.status.success());
+}
