@@ -340,7 +340,10 @@ fn run_storage_in(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, BenchError
     }
 
     let (batch, records) = filled_batch(1024, FSYNC_BATCH_BYTES)?;
-    let synced = LogConfig { flush_messages: 1, ..LogConfig::default() };
+    let synced = LogConfig {
+        flush_messages: 1,
+        ..LogConfig::default()
+    };
     let mut base = baseline_write_phase(&plain, &batch, records, phase, true)?;
     let (mut ours, _) = append_phase(&log_dir, synced, &batch, records, phase, false)?;
     rows.push(BenchRow::new(
