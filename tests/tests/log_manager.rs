@@ -3,7 +3,6 @@
 //! deletion, and background retention and cleaning on their threads.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rill_log::storage::{decode_batches, ManagerConfig, StorageError};
@@ -125,7 +124,7 @@ fn background_threads_apply_retention_and_compaction() {
     config.retention_check_interval_ms = 10;
     config.flush_check_interval_ms = 10;
     config.cleaner_backoff_ms = 10;
-    let manager = Arc::new(LogManager::open(config, clock.clone()).unwrap());
+    let manager = LogManager::open(config, clock.clone()).unwrap();
     manager
         .set_topic_config(
             "expiring",

@@ -19,6 +19,8 @@ use crate::types::{validate_topic_name, TopicPartition};
 /// Where per-topic config overrides live, one `<topic>.properties` file each.
 const TOPIC_CONFIG_DIR: &str = "topic-configs";
 const LOCK_FILE: &str = ".lock";
+/// A partition directory being deleted is renamed to `<topic>-<partition>.deleting` first.
+const DELETING_SUFFIX: &str = ".deleting";
 
 /// The manager's settings (Kafka's broker-level `log.*` configs).
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ impl ManagerConfig {
     }
 }
 
+/// What the manager and its background threads share. The threads hold only this, so dropping
+/// the `LogManager` can stop them.
 struct Shared {
     config: ManagerConfig,
     clock: SharedClock,
@@ -68,6 +72,94 @@ struct Shared {
     wake: Condvar,
     /// Held for the manager's life: a second process on the same directory fails to open it.
     _lock: File,
+}
+
+impl Shared {
+    fn all_logs(&self) -> Vec<Arc<PartitionLog>> {
+        self.logs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// One retention pass over every log. Errors on one log are logged and do not stop the rest.
+    pub fn run_retention(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut deleted = 0;
+        for log in self.all_logs() {
+            match log.enforce_retention(now) {
+                Ok(r) => deleted += r.segments_deleted,
+                Err(e) => {
+                    tracing::error!(tp = %log.topic_partition(), error = %e, "retention failed")
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Flushes every log whose `flush.ms` is due.
+    pub fn run_flush(&self) {
+        let now = self.clock.now_ms();
+        for log in self.all_logs() {
+            if let Err(e) = log.flush_if_due(now) {
+                tracing::error!(tp = %log.topic_partition(), error = %e, "scheduled flush failed");
+            }
+        }
+    }
+
+    /// Writes every log's checkpoint.
+    pub fn run_checkpoint(&self) {
+        for log in self.all_logs() {
+            if let Err(e) = log.checkpoint() {
+                tracing::error!(tp = %log.topic_partition(), error = %e, "checkpoint failed");
+            }
+        }
+    }
+
+    /// Cleans the compacted log with the highest dirty ratio above its
+    /// `min.cleanable.dirty.ratio`. Returns whether a log was cleaned.
+    pub fn run_cleaner_once(&self) -> bool {
+        let now = self.clock.now_ms();
+        let mut candidates: Vec<(f64, Arc<PartitionLog>)> = self
+            .all_logs()
+            .into_iter()
+            .filter_map(|log| {
+                let config = log.config();
+                if !config.cleanup_policy.compact {
+                    return None;
+                }
+                let ratio = cleaner::dirty_ratio(&log);
+                (ratio > 0.0 && ratio >= config.min_cleanable_dirty_ratio).then_some((ratio, log))
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, log) in candidates {
+            match cleaner::clean(&log, &self.config.cleaner, now) {
+                Ok(Some(_)) => return true,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(tp = %log.topic_partition(), error = %e, "cleaning failed")
+                }
+            }
+        }
+        false
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sleeps up to `ms`; false if the manager is stopping.
+    fn sleep(&self, ms: u64) -> bool {
+        let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let (stop, _) = self
+            .wake
+            .wait_timeout_while(stop, Duration::from_millis(ms), |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        !*stop
+    }
 }
 
 /// Many partition logs under one data directory.
@@ -119,6 +211,17 @@ impl LogManager {
         let mut logs = HashMap::new();
         for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let entry = entry.map_err(io_at(&dir))?;
+            // A partition whose deletion a crash interrupted.
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(DELETING_SUFFIX))
+            {
+                let path = entry.path();
+                tracing::info!(dir = %path.display(), "finishing an interrupted partition deletion");
+                fs::remove_dir_all(&path).map_err(io_at(&path))?;
+                continue;
+            }
             let Some(tp) = entry
                 .file_name()
                 .to_str()
@@ -263,7 +366,9 @@ impl LogManager {
         let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
         log.close()?;
         // Rename first so a crash mid-delete never leaves a half-deleted log that reopens.
-        let doomed = self.data_dir().join(format!("{}.deleting", tp.dir_name()));
+        let doomed = self
+            .data_dir()
+            .join(format!("{}{DELETING_SUFFIX}", tp.dir_name()));
         fs::rename(log.dir(), &doomed).map_err(io_at(log.dir()))?;
         fs::remove_dir_all(&doomed).map_err(io_at(&doomed))?;
         if self.logs_of(&tp.topic).is_empty() {
@@ -281,82 +386,31 @@ impl LogManager {
         Ok(())
     }
 
-    fn all_logs(&self) -> Vec<Arc<PartitionLog>> {
-        self.shared
-            .logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
     /// One retention pass over every log. Errors on one log are logged and do not stop the rest.
+    /// Returns the number of segments deleted.
     pub fn run_retention(&self) -> usize {
-        let now = self.shared.clock.now_ms();
-        let mut deleted = 0;
-        for log in self.all_logs() {
-            match log.enforce_retention(now) {
-                Ok(r) => deleted += r.segments_deleted,
-                Err(e) => {
-                    tracing::error!(tp = %log.topic_partition(), error = %e, "retention failed")
-                }
-            }
-        }
-        deleted
+        self.shared.run_retention()
     }
 
     /// Flushes every log whose `flush.ms` is due.
     pub fn run_flush(&self) {
-        let now = self.shared.clock.now_ms();
-        for log in self.all_logs() {
-            if let Err(e) = log.flush_if_due(now) {
-                tracing::error!(tp = %log.topic_partition(), error = %e, "scheduled flush failed");
-            }
-        }
+        self.shared.run_flush()
     }
 
     /// Writes every log's checkpoint.
     pub fn run_checkpoint(&self) {
-        for log in self.all_logs() {
-            if let Err(e) = log.checkpoint() {
-                tracing::error!(tp = %log.topic_partition(), error = %e, "checkpoint failed");
-            }
-        }
+        self.shared.run_checkpoint()
     }
 
     /// Cleans the compacted log with the highest dirty ratio above its
     /// `min.cleanable.dirty.ratio`. Returns whether a log was cleaned.
     pub fn run_cleaner_once(&self) -> bool {
-        let now = self.shared.clock.now_ms();
-        let mut candidates: Vec<(f64, Arc<PartitionLog>)> = self
-            .all_logs()
-            .into_iter()
-            .filter_map(|log| {
-                let config = log.config();
-                if !config.cleanup_policy.compact {
-                    return None;
-                }
-                let ratio = cleaner::dirty_ratio(&log);
-                (ratio > 0.0 && ratio >= config.min_cleanable_dirty_ratio).then_some((ratio, log))
-            })
-            .collect();
-        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, log) in candidates {
-            match cleaner::clean(&log, &self.shared.config.cleaner, now) {
-                Ok(Some(_)) => return true,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(tp = %log.topic_partition(), error = %e, "cleaning failed")
-                }
-            }
-        }
-        false
+        self.shared.run_cleaner_once()
     }
 
     /// Starts the background threads: one for retention, flush.ms and checkpoints, and
     /// `log.cleaner.threads` cleaners. They run until [`close`](Self::close).
-    pub fn start(self: &Arc<Self>) {
+    pub fn start(&self) {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         if !workers.is_empty() {
             return;
@@ -366,7 +420,7 @@ impl LogManager {
             .flush_check_interval_ms
             .min(c.retention_check_interval_ms)
             .max(1);
-        let me = Arc::clone(self);
+        let me = Arc::clone(&self.shared);
         let (retention_every, checkpoint_every) =
             (c.retention_check_interval_ms, c.checkpoint_interval_ms);
         workers.push(
@@ -392,7 +446,7 @@ impl LogManager {
         );
         if c.cleaner_enable {
             for i in 0..c.cleaner_threads.max(1) {
-                let me = Arc::clone(self);
+                let me = Arc::clone(&self.shared);
                 let backoff = c.cleaner_backoff_ms.max(1);
                 workers.push(
                     std::thread::Builder::new()
@@ -411,23 +465,22 @@ impl LogManager {
         }
     }
 
-    fn stopped(&self) -> bool {
-        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sleeps up to `ms`; false if the manager is stopping.
-    fn sleep(&self, ms: u64) -> bool {
-        let stop = self.shared.stop.lock().unwrap_or_else(|e| e.into_inner());
-        let (stop, _) = self
-            .shared
-            .wake
-            .wait_timeout_while(stop, Duration::from_millis(ms), |s| !*s)
-            .unwrap_or_else(|e| e.into_inner());
-        !*stop
-    }
-
     /// Stops the background threads, then flushes and closes every log cleanly.
     pub fn close(&self) -> Result<(), StorageError> {
+        self.stop_workers();
+        let mut first_err = None;
+        for log in self.shared.all_logs() {
+            if let Err(e) = log.close() {
+                tracing::error!(tp = %log.topic_partition(), error = %e, "closing log failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl LogManager {
+    fn stop_workers(&self) {
         *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.shared.wake.notify_all();
         let workers: Vec<_> = self
@@ -439,13 +492,13 @@ impl LogManager {
         for w in workers {
             let _ = w.join();
         }
-        let mut first_err = None;
-        for log in self.all_logs() {
-            if let Err(e) = log.close() {
-                tracing::error!(tp = %log.topic_partition(), error = %e, "closing log failed");
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for LogManager {
+    /// Stops the background threads. The logs are not closed: without [`close`](Self::close)
+    /// the next open recovers them as after a crash.
+    fn drop(&mut self) {
+        self.stop_workers();
     }
 }
