@@ -4,6 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use rill_log::storage::batch::{verify_batch, BatchIter};
+
+mod common;
+use common::reseal_all;
 use rill_log::storage::{decode_batches, validate_for_append};
 
 fuzz_target!(|input: &[u8]| {
@@ -12,6 +15,16 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let keys_required = flags & 1 == 1;
+    // Bit 1: re-seal each framed batch's CRC first, so mutations reach the record parsers
+    // instead of dying at the checksum.
+    let mut owned;
+    let data = if flags & 2 == 2 {
+        owned = data.to_vec();
+        reseal_all(&mut owned);
+        &owned[..]
+    } else {
+        data
+    };
 
     let _ = verify_batch(data);
 
@@ -36,3 +49,4 @@ fuzz_target!(|input: &[u8]| {
         );
     }
 });
+

@@ -7,6 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
+
+mod common;
+use common::reseal_all;
 use rill_log::storage::batch::BatchIter;
 use rill_log::{LogConfig, Offset, PartitionLog, SystemClock, TopicPartition};
 
@@ -65,14 +68,21 @@ fn read_all(log: &PartitionLog, trusted: bool) -> i64 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // [index len, timeindex len, index bytes, timeindex bytes, log bytes]. Both lengths 0: no
+    // [flags, index len, timeindex len, index bytes, timeindex bytes, log bytes]. Both lengths 0: no
     // index files, the log opens as after a crash (full rescan). Otherwise the index files and a
     // clean-shutdown checkpoint are written, so the open trusts the indexes.
-    let [index_len, time_len, rest @ ..] = data else {
+    // A leading flags byte: bit 0 re-seals the CRC of every framed batch in the log bytes, so
+    // mutations reach recovery's deeper checks (offset order, indexes) instead of the checksum.
+    let [flags, index_len, time_len, rest @ ..] = data else {
         return;
     };
     let (index, rest) = rest.split_at(usize::from(*index_len).min(rest.len()));
     let (time_index, log_bytes) = rest.split_at(usize::from(*time_len).min(rest.len()));
+    let mut log_owned = log_bytes.to_vec();
+    if flags & 1 == 1 {
+        reseal_all(&mut log_owned);
+    }
+    let log_bytes = &log_owned[..];
     let trusted = *index_len != 0 || *time_len != 0;
 
     let tmp = tempfile::tempdir().expect("tempdir");
