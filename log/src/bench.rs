@@ -66,11 +66,13 @@ pub struct StorageBenchOptions {
     pub dir: PathBuf,
 }
 
-/// The most bytes one append phase writes, so a long run cannot fill the disk.
-const PHASE_BYTES_MAX: u64 = 1 << 30;
+/// The most bytes one measured append phase writes, so a long run cannot fill the disk.
+const PHASE_BYTES_MAX: u64 = 512 << 20;
 const BATCH_BYTES: usize = 16 * 1024;
 const FSYNC_BATCH_BYTES: usize = 64 * 1024;
 const READ_CHUNK_BYTES: usize = 1 << 20;
+/// Rounds per append workload, each side measured once per round.
+const APPEND_ROUNDS: u32 = 4;
 
 /// A batch of records with `value_bytes`-byte values, as large as fits in `target_bytes`.
 fn filled_batch(value_bytes: usize, target_bytes: usize) -> Result<(Vec<u8>, u64), BenchError> {
@@ -88,6 +90,7 @@ fn filled_batch(value_bytes: usize, target_bytes: usize) -> Result<(Vec<u8>, u64
     }
 }
 
+#[derive(Default)]
 struct Throughput {
     bytes: u64,
     records: u64,
@@ -96,6 +99,13 @@ struct Throughput {
 }
 
 impl Throughput {
+    fn add(&mut self, other: Throughput) {
+        self.bytes += other.bytes;
+        self.records += other.records;
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -269,20 +279,26 @@ fn run_storage_in(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, BenchError
 
     for (name, value_bytes) in [("append-100B", 100usize), ("append-1KiB", 1024)] {
         let (batch, records) = filled_batch(value_bytes, BATCH_BYTES)?;
-        // Alternate halves of the budget to spread machine noise over both sides.
-        let half = phase / 2;
-        let mut base = baseline_write_phase(&plain, &batch, records, half, false)?;
-        let (mut ours, _) =
-            append_phase(&log_dir, LogConfig::default(), &batch, records, half, false)?;
-        let b2 = baseline_write_phase(&plain, &batch, records, half, false)?;
-        let keep = value_bytes == 1024;
-        let (o2, kept) = append_phase(&log_dir, LogConfig::default(), &batch, records, half, keep)?;
-        base.bytes += b2.bytes;
-        base.records += b2.records;
-        base.elapsed += b2.elapsed;
-        ours.bytes += o2.bytes;
-        ours.records += o2.records;
-        ours.elapsed += o2.elapsed;
+        // Several short rounds, alternating which side goes first, spread the machine's noise
+        // (writeback, other tenants) over both sides.
+        let slice = phase / APPEND_ROUNDS;
+        let mut base = Throughput::default();
+        let mut ours = Throughput::default();
+        let mut kept = None;
+        for round in 0..APPEND_ROUNDS {
+            let last = round + 1 == APPEND_ROUNDS;
+            let keep = last && value_bytes == 1024;
+            if round % 2 == 0 {
+                base.add(baseline_write_phase(&plain, &batch, records, slice, false)?);
+            }
+            let (o, k) =
+                append_phase(&log_dir, LogConfig::default(), &batch, records, slice, keep)?;
+            ours.add(o);
+            kept = k;
+            if round % 2 == 1 {
+                base.add(baseline_write_phase(&plain, &batch, records, slice, false)?);
+            }
+        }
         rows.push(BenchRow::new(
             name,
             "throughput",

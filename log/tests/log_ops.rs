@@ -469,6 +469,13 @@ fn flush_messages_one_fsyncs_before_ack() {
     assert!(!lazy.flush_if_due(999).unwrap());
     assert!(lazy.flush_if_due(1000).unwrap());
     assert_eq!(lazy.recovery_point(), Offset(3));
+    // A roll does not fsync on the append path; the rolled segment is due for a flush at once.
+    lazy.append(&mut simple_batch("v", 2, 0)).unwrap();
+    lazy.force_roll().unwrap();
+    assert_eq!(lazy.recovery_point(), Offset(3));
+    assert!(lazy.flush_if_due(1001).unwrap());
+    assert_eq!(lazy.recovery_point(), Offset(5));
+    assert!(!lazy.flush_if_due(1002).unwrap());
 }
 
 #[test]

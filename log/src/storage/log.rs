@@ -508,18 +508,17 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Seals the active segment (fsynced, indexes written) and starts a new one at the log end.
+    /// Seals the active segment (indexes written) and starts a new one at the log end. The
+    /// sealed segment is not fsynced here, which would stall appends for up to `segment.bytes`
+    /// of writeback: like Kafka, rill flushes it soon after, off the append path (the
+    /// `LogManager`'s flush thread; see [`flush_if_due`](Self::flush_if_due)).
     fn roll(&self, st: &mut LogState, now: i64) -> Result<(), StorageError> {
         let dir = &self.dir;
         let active = st.active_mut();
         active
-            .seal()
+            .seal(false)
             .map_err(io_at(segment_path(dir, active.base_offset, LOG_SUFFIX)))?;
         let leo = active.next_offset();
-        st.recovery_point = st.recovery_point.max(leo);
-        if st.recovery_point >= leo {
-            st.first_unflushed_ms = None;
-        }
         let seg = Segment::create(dir, leo, now).map_err(io_at(dir))?;
         st.segments.insert(leo, seg);
         tracing::debug!(tp = %self.tp, base = leo, "rolled a new segment");
@@ -571,12 +570,16 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Flushes if `flush.ms` has passed since the oldest unflushed append.
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append, or if a rolled
+    /// segment has not been fsynced yet.
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, StorageError> {
         let due = {
             let st = self.read_state();
-            st.first_unflushed_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.flush_ms)
+            let rolled_unflushed = st.recovery_point < st.active().base_offset;
+            rolled_unflushed
+                || st
+                    .first_unflushed_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.flush_ms)
         };
         if due {
             self.flush()?;
@@ -910,9 +913,19 @@ impl PartitionLog {
             return Ok(());
         }
         let dir = self.dir.clone();
+        // Rolled segments not yet flushed, then the active one, sealed and synced.
+        let from = st
+            .segments
+            .range(..=st.recovery_point)
+            .next_back()
+            .map_or(0, |(b, _)| *b);
+        for (base, seg) in st.segments.range(from..) {
+            seg.flush()
+                .map_err(io_at(segment_path(&dir, *base, LOG_SUFFIX)))?;
+        }
         let active = st.active_mut();
         active
-            .seal()
+            .seal(true)
             .map_err(io_at(segment_path(&dir, active.base_offset, LOG_SUFFIX)))?;
         st.recovery_point = st.log_end_offset();
         st.first_unflushed_ms = None;

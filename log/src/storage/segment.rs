@@ -520,14 +520,16 @@ impl Segment {
         Ok(self.next_offset)
     }
 
-    /// Called when the segment stops being the active one: a final time index entry, indexes
-    /// written, and everything fsynced so the segment can be trusted on the next open.
-    pub fn seal(&mut self) -> io::Result<()> {
+    /// Called when the segment stops being the active one: a final time index entry and the
+    /// indexes written; with `sync`, the log and indexes fsynced too.
+    pub fn seal(&mut self, sync: bool) -> io::Result<()> {
         if self.next_offset > self.base_offset {
             self.maybe_time_entry(self.max_timestamp_ms, self.next_offset - 1);
         }
-        self.file.sync_data()?;
-        self.persist_indexes(true)
+        if sync {
+            self.file.sync_data()?;
+        }
+        self.persist_indexes(sync)
     }
 
     pub fn persist_indexes(&mut self, sync: bool) -> io::Result<()> {
