@@ -253,3 +253,45 @@ fn a_closed_segment_cut_short_keeps_the_later_segments() {
     assert!(lost.iter().all(|r| r.0 < bases[1].0));
     assert_eq!(log.log_end_offset(), Offset(80));
 }
+
+#[test]
+fn a_torn_unflushed_closed_segment_ends_the_log_there() {
+    // Segments rolled since the last flush are not fsynced: a crash can tear one of them, and
+    // then nothing after the tear can be trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || config(&[("segment.bytes", "600"), ("index.interval.bytes", "100")]);
+    let log = open(dir.path(), cfg(), ManualClock::new(0));
+    for i in 0..10 {
+        log.append(&mut simple_batch(&format!("f{i}"), 2, i))
+            .unwrap();
+    }
+    log.flush().unwrap();
+    let flushed_end = log.recovery_point().0;
+    for i in 0..20 {
+        log.append(&mut simple_batch(&format!("u{i}"), 2, i))
+            .unwrap();
+    }
+    let all = read_all(&log);
+    let bases = log.segment_base_offsets();
+    let first_unflushed = bases.iter().copied().find(|b| b.0 >= flushed_end).unwrap();
+    assert!(
+        bases.last().unwrap().0 > first_unflushed.0,
+        "several unflushed segments"
+    );
+    drop(log); // crash
+               // Tear the first segment that was rolled after the flush, in its second batch.
+    let path = dir.path().join(format!("{:020}.log", first_unflushed.0));
+    let bytes = fs::read(&path).unwrap();
+    let first_len = BatchIter::new(&bytes)
+        .next()
+        .unwrap()
+        .unwrap()
+        .0
+        .total_bytes();
+    fs::write(&path, &bytes[..first_len + 10]).unwrap();
+    let log = open(dir.path(), cfg(), ManualClock::new(0));
+    let expected_end = first_unflushed.0 + 2;
+    assert_eq!(log.log_end_offset().0, expected_end);
+    assert_eq!(read_all(&log), all[..expected_end as usize].to_vec());
+    assert!(log.log_end_offset().0 >= flushed_end);
+}

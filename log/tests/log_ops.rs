@@ -558,3 +558,37 @@ impl Now for std::sync::Arc<ManualClock> {
         self.now_ms()
     }
 }
+
+#[test]
+fn max_timestamp_comes_from_the_records_not_the_producer() {
+    use rill_log::storage::batch::set_max_timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(
+        dir.path(),
+        config(&[("segment.bytes", "100")]),
+        ManualClock::new(0),
+    );
+    let mut lying = batch(&[(Some("k"), Some("v"), 1_000), (Some("k"), Some("v"), 2_000)]);
+    set_max_timestamp(&mut lying, i64::MAX);
+    log.append(&mut lying).unwrap();
+    let stored = log.read(Offset(0), 1 << 20).unwrap();
+    assert_eq!(verify_batch(&stored.records).unwrap().max_timestamp, 2_000);
+    // So retention by time can delete it.
+    log.append(&mut simple_batch("later", 3, 10_000)).unwrap();
+    let mut c = log.config();
+    c.set("retention.ms", "5000").unwrap();
+    log.set_config(c);
+    assert!(log.enforce_retention(9_000).unwrap().segments_deleted >= 1);
+    // A timestamp delta that overflows is refused.
+    let mut overflow = batch(&[
+        (Some("k"), Some("v"), i64::MAX - 1),
+        (Some("k"), Some("v"), i64::MAX),
+    ]);
+    // Base timestamp i64::MAX - 1 with a delta of 1 is fine; make the base larger so it overflows.
+    overflow[27..35].copy_from_slice(&i64::MAX.to_be_bytes());
+    rill_log::storage::batch::set_max_timestamp(&mut overflow, i64::MAX);
+    assert!(matches!(
+        log.append(&mut overflow),
+        Err(StorageError::InvalidBatch(BatchError::Records(_)))
+    ));
+}

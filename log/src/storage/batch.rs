@@ -379,6 +379,13 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) {
     reseal(batch);
 }
 
+/// Sets the header's max timestamp (to what the records hold, as Kafka's validator does) and
+/// re-seals the CRC.
+pub fn set_max_timestamp(batch: &mut [u8], max_timestamp: i64) {
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    reseal(batch);
+}
+
 /// Sets the last offset delta (the cleaner keeps a batch's last offset when it drops records)
 /// and re-seals the CRC.
 pub fn set_last_offset_delta(batch: &mut [u8], delta: i32) {

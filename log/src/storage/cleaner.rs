@@ -84,8 +84,11 @@ pub fn clean(
     config: &CleanerConfig,
     now_ms: i64,
 ) -> Result<Option<CleanStats>, StorageError> {
-    let Ok(_guard) = log.cleaning.try_lock() else {
-        return Ok(None);
+    let _guard = match log.cleaning.try_lock() {
+        Ok(guard) => guard,
+        // A pass that panicked left nothing half-installed (see the swap below): go on.
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
     };
     let dir = log.dir().to_path_buf();
 
@@ -101,7 +104,8 @@ pub fn clean(
             .segments
             .values()
             .take(closed)
-            .take_while(|s| now_ms.saturating_sub(s.max_timestamp_ms()) >= lag)
+            // As in Kafka, the lag applies only when set: a zero lag ignores (even future) timestamps.
+            .take_while(|s| lag == 0 || now_ms.saturating_sub(s.max_timestamp_ms()) >= lag)
             .map(|s| SegmentSnapshot {
                 base: s.base_offset,
                 next_offset: s.next_offset(),
@@ -195,39 +199,55 @@ pub fn clean(
         tracing::info!(tp = %log.topic_partition(), "log changed during cleaning; discarding the pass");
         return Ok(None);
     }
-    for (bases, new_seg) in outputs {
-        let swap = |seg: &Segment| -> io::Result<()> {
-            let swap_path = seg_suffixed(&dir, seg.base_offset, SWAP_SUFFIX);
-            fs::rename(
-                seg_suffixed(&dir, seg.base_offset, CLEANED_SUFFIX),
-                &swap_path,
-            )?;
-            sync_dir(&dir)
-        };
-        if let Some(seg) = &new_seg {
-            swap(seg).map_err(io_at(&dir))?;
+    let mut outputs = outputs.into_iter();
+    while let Some((bases, mut new_seg)) = outputs.next() {
+        // Every fallible file operation of a group happens before the segment map changes, so
+        // an I/O error leaves the running log serving the old segments (their open handles
+        // stay readable even once unlinked) and the directory in a state `prepare_dir` repairs.
+        let installed = (|| -> io::Result<()> {
+            if let Some(seg) = &new_seg {
+                let base = seg.base_offset;
+                fs::rename(
+                    seg_suffixed(&dir, base, CLEANED_SUFFIX),
+                    seg_suffixed(&dir, base, SWAP_SUFFIX),
+                )?;
+                sync_dir(&dir)?;
+            }
+            for b in &bases {
+                if let Some(old) = st.segments.get(b) {
+                    old.delete()?;
+                }
+            }
+            if let Some(seg) = &mut new_seg {
+                let base = seg.base_offset;
+                fs::rename(
+                    seg_suffixed(&dir, base, SWAP_SUFFIX),
+                    segment_path(&dir, base, LOG_SUFFIX),
+                )?;
+                seg.adopt_canonical_names()?;
+                for suffix in ["cleaned-index", "cleaned-timeindex"] {
+                    let _ = fs::remove_file(seg_suffixed(&dir, base, suffix));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = installed {
+            // If the old segments are still on disk, a leftover swap file must not replace
+            // them at the next open (the log may change before then).
+            let base = bases[0];
+            if segment_path(&dir, base, LOG_SUFFIX).exists() {
+                let _ = fs::remove_file(seg_suffixed(&dir, base, SWAP_SUFFIX));
+            }
+            let rest: Vec<_> = outputs.collect();
+            discard(&dir, &rest);
+            st.structure_version += 1;
+            return Err(io_at(&dir)(e));
         }
         for b in &bases {
-            if let Some(old) = st.segments.remove(b) {
-                old.delete().map_err(io_at(&dir))?;
-            }
+            st.segments.remove(b);
         }
-        if let Some(mut seg) = new_seg {
-            let base = seg.base_offset;
-            let cleaned_index_paths = [
-                seg_suffixed(&dir, base, "cleaned-index"),
-                seg_suffixed(&dir, base, "cleaned-timeindex"),
-            ];
-            fs::rename(
-                seg_suffixed(&dir, base, SWAP_SUFFIX),
-                segment_path(&dir, base, LOG_SUFFIX),
-            )
-            .map_err(io_at(&dir))?;
-            seg.adopt_canonical_names().map_err(io_at(&dir))?;
-            for p in cleaned_index_paths {
-                let _ = fs::remove_file(p);
-            }
-            st.segments.insert(base, seg);
+        if let Some(seg) = new_seg {
+            st.segments.insert(seg.base_offset, seg);
         }
     }
     sync_dir(&dir).map_err(io_at(&dir))?;
@@ -324,7 +344,15 @@ fn write_cleaned(
                 } else if kept.is_empty() {
                     None
                 } else {
-                    Some(reencode_retained(&h, &kept).map_err(|e| corrupt_at(log, s, at, e))?)
+                    match reencode_retained(&h, &kept) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            // Keeping the batch whole loses nothing; it is only less compact.
+                            tracing::warn!(tp = %log.topic_partition(), segment = s.base, position = at, error = %e, "cannot re-encode a batch; keeping it whole");
+                            stats.records_removed -= (total - kept.len()) as u64;
+                            Some(bytes.to_vec())
+                        }
+                    }
                 }
             };
             if let Some(b) = kept_bytes {

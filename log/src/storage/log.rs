@@ -160,6 +160,9 @@ pub(crate) struct LogState {
     /// Bumped whenever segments are removed or replaced, so the cleaner can tell whether the
     /// segments it read are still the ones in the log.
     pub structure_version: u64,
+    /// Bumped by every truncation, so a flush that started before one cannot claim durability
+    /// for offsets the truncation replaced.
+    pub truncations: u64,
     pub closed: bool,
 }
 
@@ -310,6 +313,7 @@ impl PartitionLog {
             leader_epoch: LeaderEpoch(0),
             first_unflushed_ms: None,
             structure_version: 0,
+            truncations: 0,
             closed: false,
         };
         let log = PartitionLog {
@@ -442,6 +446,9 @@ impl PartitionLog {
         for (mut h, at) in batches {
             let bytes = &mut records[at..at + h.total_bytes()];
             batch::assign_offset(bytes, Offset(next), epoch);
+            if !log_append && BatchHeader::parse(bytes)?.max_timestamp != h.max_timestamp {
+                batch::set_max_timestamp(bytes, h.max_timestamp);
+            }
             if log_append {
                 batch::stamp_log_append_time(bytes, now);
                 h.max_timestamp = now;
@@ -538,7 +545,7 @@ impl PartitionLog {
     /// Fsyncs everything appended so far and moves the recovery point to the log end. The fsync
     /// runs without the lock, so appends continue meanwhile.
     pub fn flush(&self) -> Result<(), StorageError> {
-        let (target, files) = {
+        let (target, truncations, files, active_base) = {
             let st = self.read_state();
             let target = st.log_end_offset();
             if st.recovery_point >= target {
@@ -554,15 +561,27 @@ impl PartitionLog {
                 .range(from..)
                 .map(|(b, s)| (*b, Arc::clone(s.file())))
                 .collect();
-            (target, files)
+            (target, st.truncations, files, st.active().base_offset)
         };
-        for (base, file) in files {
+        for (base, file) in &files {
             file.sync_data()
-                .map_err(io_at(segment_path(&self.dir, base, LOG_SUFFIX)))?;
+                .map_err(io_at(segment_path(&self.dir, *base, LOG_SUFFIX)))?;
+            // A sealed segment's indexes are trusted on the next open once it is below the
+            // recovery point; make them durable with it (Kafka's LogSegment.flush does too).
+            if *base != active_base {
+                for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    sync_file_if_exists(&segment_path(&self.dir, *base, suffix))?;
+                }
+            }
+        }
+        if files.len() > 1 {
+            // A roll happened since the last flush: the new segments' directory entries too.
+            sync_dir(&self.dir).map_err(io_at(&self.dir))?;
         }
         let mut st = self.write_state();
-        if target > st.recovery_point {
-            st.recovery_point = target;
+        // A truncation meanwhile may have replaced offsets below `target` with unsynced ones.
+        if st.truncations == truncations && target > st.recovery_point {
+            st.recovery_point = target.min(st.log_end_offset());
         }
         if st.recovery_point >= st.log_end_offset() {
             st.first_unflushed_ms = None;
@@ -749,11 +768,21 @@ impl PartitionLog {
     pub fn truncate_to(&self, to: Offset) -> Result<Offset, StorageError> {
         let now = self.clock.now_ms();
         let mut st = self.write_state();
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.clone()));
+        }
         let leo = st.log_end_offset();
         if to.0 >= leo {
             return Ok(Offset(leo));
         }
-        if to.0 <= st.log_start_offset {
+        let first_base = *st
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment");
+        // Compaction can leave the first segment starting above the log start: then nothing
+        // below `to` remains either, as in Kafka's `firstSegmentBaseOffset > targetOffset`.
+        if to.0 <= st.log_start_offset || to.0 <= first_base {
             self.truncate_fully(&mut st, to.0.max(0), now)?;
         } else {
             let doomed: Vec<i64> = st.segments.range(to.0..).map(|(b, _)| *b).collect();
@@ -776,6 +805,7 @@ impl PartitionLog {
         st.recovery_point = st.recovery_point.min(new_leo);
         st.cleaner_offset = st.cleaner_offset.min(new_leo);
         st.structure_version += 1;
+        st.truncations += 1;
         self.write_checkpoint(&st, false)?;
         tracing::info!(tp = %self.tp, to = to.0, log_end = new_leo, "truncated log");
         Ok(Offset(new_leo))
@@ -802,6 +832,9 @@ impl PartitionLog {
     pub fn delete_records(&self, before: Offset) -> Result<Offset, StorageError> {
         let now = self.clock.now_ms();
         let mut st = self.write_state();
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.clone()));
+        }
         let leo = st.log_end_offset();
         if before.0 > leo || before.0 < 0 {
             return Err(StorageError::OffsetOutOfRange {
@@ -856,12 +889,18 @@ impl PartitionLog {
         if st.closed {
             return Ok(RetentionReport::default());
         }
-        let mut new_start = st.log_start_offset;
+        let old_start = st.log_start_offset;
+        let mut new_start = old_start;
         if st.config.cleanup_policy.delete {
+            // Where each segment's offsets end: the next segment's base (compaction can leave a
+            // gap after a segment's last batch), or the log end for the active one.
+            let bases: Vec<i64> = st.segments.keys().copied().collect();
+            let end_of =
+                |i: usize, seg: &Segment| bases.get(i + 1).copied().unwrap_or(seg.next_offset());
             let retention_ms = st.config.retention_ms;
             if retention_ms >= 0 {
                 // Segments whose newest record is older than retention.ms, oldest first.
-                for seg in st.segments.values() {
+                for (i, seg) in st.segments.values().enumerate() {
                     if seg.is_empty() {
                         break;
                     }
@@ -873,25 +912,25 @@ impl PartitionLog {
                     if now_ms.saturating_sub(newest) <= retention_ms {
                         break;
                     }
-                    new_start = new_start.max(seg.next_offset());
+                    new_start = new_start.max(end_of(i, seg));
                 }
             }
             let retention_bytes = st.config.retention_bytes;
             if retention_bytes >= 0 {
                 let mut excess = st.size_bytes() as i64 - retention_bytes;
                 let closed = st.segments.len() - 1;
-                for seg in st.segments.values().take(closed) {
+                for (i, seg) in st.segments.values().enumerate().take(closed) {
                     if excess - (seg.size() as i64) < 0 {
                         break;
                     }
                     excess -= seg.size() as i64;
-                    new_start = new_start.max(seg.next_offset());
+                    new_start = new_start.max(end_of(i, seg));
                 }
             }
         }
         st.log_start_offset = new_start;
         let report = self.delete_segments_below_start(&mut st, now_ms)?;
-        if report.segments_deleted > 0 {
+        if report.segments_deleted > 0 || st.log_start_offset != old_start {
             st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
             self.write_checkpoint(&st, false)?;
             tracing::info!(tp = %self.tp, segments = report.segments_deleted, bytes = report.bytes_deleted, log_start = st.log_start_offset, "retention deleted segments");
@@ -902,6 +941,10 @@ impl PartitionLog {
     /// Writes the checkpoint (recovery point, log start, cleaner offset) without closing.
     pub fn checkpoint(&self) -> Result<(), StorageError> {
         let st = self.read_state();
+        if st.closed {
+            // Closing wrote the final, clean checkpoint; do not mark it unclean again.
+            return Ok(());
+        }
         self.write_checkpoint(&st, false)
     }
 
@@ -922,7 +965,11 @@ impl PartitionLog {
         for (base, seg) in st.segments.range(from..) {
             seg.flush()
                 .map_err(io_at(segment_path(&dir, *base, LOG_SUFFIX)))?;
+            for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                sync_file_if_exists(&segment_path(&dir, *base, suffix))?;
+            }
         }
+        sync_dir(&dir).map_err(io_at(&dir))?;
         let active = st.active_mut();
         active
             .seal(true)
@@ -936,7 +983,7 @@ impl PartitionLog {
 }
 
 /// Checks every batch of a producer's request before anything is written. Returns each header
-/// and its position in `records`.
+/// (its max timestamp recomputed from the records) and its position in `records`.
 pub fn validate_for_append(
     records: &[u8],
     max_message_bytes: u64,
@@ -962,13 +1009,26 @@ pub fn validate_for_append(
         }
         // Like Kafka, look inside every batch, compressed ones included (bounded decompression):
         // a batch whose records disagree with its header never reaches the log.
-        validate_records(&h, bytes, keys_required)?;
+        let max_timestamp = validate_records(&h, bytes, keys_required)?;
+        // The header's max timestamp drives retention and time lookups: take the records'
+        // word for it, not the producer's (the append re-seals a batch whose header differs).
+        let mut h = h;
+        h.max_timestamp = max_timestamp;
         out.push((h, at));
     }
     if out.is_empty() {
         return Err(BatchError::Empty);
     }
     Ok(out)
+}
+
+/// Fsyncs a file; a file deleted meanwhile (retention, cleaning) needs no fsync.
+fn sync_file_if_exists(path: &Path) -> Result<(), StorageError> {
+    match File::open(path) {
+        Ok(f) => f.sync_all().map_err(io_at(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_at(path)(e)),
+    }
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {

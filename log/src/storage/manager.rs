@@ -356,20 +356,24 @@ impl LogManager {
 
     /// Closes and deletes a partition's log and its directory.
     pub fn delete(&self, tp: &TopicPartition) -> Result<(), StorageError> {
-        let log = self
-            .shared
-            .logs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(tp)
+        // The map stays locked until the directory is renamed away, so no concurrent
+        // `get_or_create` can open a second log on the directory being deleted.
+        let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
+        let log = logs
+            .get(tp)
+            .cloned()
             .ok_or_else(|| StorageError::UnknownPartition(tp.clone()))?;
-        let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
-        log.close()?;
-        // Rename first so a crash mid-delete never leaves a half-deleted log that reopens.
         let doomed = self
             .data_dir()
             .join(format!("{}{DELETING_SUFFIX}", tp.dir_name()));
-        fs::rename(log.dir(), &doomed).map_err(io_at(log.dir()))?;
+        {
+            let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
+            log.close()?;
+            // Rename first so a crash mid-delete never leaves a half-deleted log that reopens.
+            fs::rename(log.dir(), &doomed).map_err(io_at(log.dir()))?;
+        }
+        logs.remove(tp);
+        drop(logs);
         fs::remove_dir_all(&doomed).map_err(io_at(&doomed))?;
         if self.logs_of(&tp.topic).is_empty() {
             let path = self
@@ -452,7 +456,16 @@ impl LogManager {
                     std::thread::Builder::new()
                         .name(format!("rill-log-cleaner-{i}"))
                         .spawn(move || loop {
-                            if !me.run_cleaner_once() && !me.sleep(backoff) {
+                            // A bug in one pass must not end compaction for every log.
+                            let cleaned =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    me.run_cleaner_once()
+                                }))
+                                .unwrap_or_else(|_| {
+                                    tracing::error!("a cleaning pass panicked; backing off");
+                                    false
+                                });
+                            if !cleaned && !me.sleep(backoff) {
                                 break;
                             }
                             if me.stopped() {

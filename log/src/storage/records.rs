@@ -335,12 +335,19 @@ fn skip_field(buf: &[u8], pos: &mut usize, nullable: bool) -> Option<bool> {
 /// The structure check of the append path, without allocating: exactly `count` records fill
 /// `payload`, each record's fields fill exactly its length, offset deltas run 0, 1, 2, ..., and
 /// every key is present when `keys_required`.
-fn walk_records(payload: &[u8], count: i32, keys_required: bool) -> Result<(), BatchError> {
+/// Returns the largest record timestamp (`base_timestamp` + delta).
+fn walk_records(
+    payload: &[u8],
+    count: i32,
+    keys_required: bool,
+    base_timestamp: i64,
+) -> Result<i64, BatchError> {
     if count < 0 || count as usize > payload.len() / RECORD_BYTES_MIN {
         return Err(BatchError::BadRecordCount(count));
     }
     let bad = |i: i32| BatchError::Records(format!("record {i} is malformed"));
     let mut pos = 0usize;
+    let mut max_timestamp = i64::MIN;
     for i in 0..count {
         let len = int_at(payload, &mut pos).ok_or_else(|| bad(i))?;
         if len < (RECORD_BYTES_MIN - 1) as i32 {
@@ -352,7 +359,11 @@ fn walk_records(payload: &[u8], count: i32, keys_required: bool) -> Result<(), B
             .ok_or_else(|| bad(i))?;
         let body = &payload[..end];
         pos += 1; // attributes
-        zigzag_at(body, &mut pos, 10).ok_or_else(|| bad(i))?; // timestamp delta
+        let delta = zigzag_at(body, &mut pos, 10).ok_or_else(|| bad(i))?;
+        let timestamp = base_timestamp
+            .checked_add(delta)
+            .ok_or_else(|| BatchError::Records(format!("record {i}'s timestamp overflows")))?;
+        max_timestamp = max_timestamp.max(timestamp);
         let offset_delta = int_at(body, &mut pos).ok_or_else(|| bad(i))?;
         if offset_delta != i {
             return Err(BatchError::Records(format!(
@@ -379,21 +390,23 @@ fn walk_records(payload: &[u8], count: i32, keys_required: bool) -> Result<(), B
     if pos != payload.len() {
         return Err(malformed("bytes left after the last record"));
     }
-    Ok(())
+    Ok(max_timestamp)
 }
 
 /// Checks the records of a batch whose header already verified: exactly `record_count` records,
 /// offset deltas 0, 1, 2, ... as a producer writes them, and keys present when `keys_required`.
-/// Compressed batches are decompressed (bounded) to check them.
+/// Compressed batches are decompressed (bounded) to check them. Returns the largest record
+/// timestamp, which the header's max timestamp should equal.
 pub fn validate_records(
     header: &BatchHeader,
     batch: &[u8],
     keys_required: bool,
-) -> Result<(), BatchError> {
+) -> Result<i64, BatchError> {
     let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let (count, base_ts) = (header.record_count, header.base_timestamp);
     match header.compression()? {
-        Compression::None => walk_records(payload, header.record_count, keys_required),
-        c => walk_records(&decompress(c, payload)?, header.record_count, keys_required),
+        Compression::None => walk_records(payload, count, keys_required, base_ts),
+        c => walk_records(&decompress(c, payload)?, count, keys_required, base_ts),
     }
 }
 
@@ -523,6 +536,12 @@ pub fn encode_batch(
 /// Re-encodes the surviving records of a batch for the cleaner: offsets, timestamps, producer
 /// fields, compression, timestamp type and the batch's last offset stay as they were.
 pub fn reencode_retained(original: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>, BatchError> {
+    // The encoder stores timestamp deltas from the smallest; refuse a span it cannot hold.
+    let min = kept.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+    let max = kept.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    if max.checked_sub(min).is_none() {
+        return Err(malformed("record timestamps span more than an i64"));
+    }
     let recs: Vec<PRecord> = kept
         .iter()
         .map(|r| {

@@ -205,9 +205,17 @@ impl Segment {
             .unwrap_or(0);
         let mut seg = Segment::with_file(dir, base_offset, file, created_ms);
         seg.size = meta.len();
+        // segment.ms counts from the first batch's timestamp (Kafka's rolling-based timestamp)
+        // when it is older than the file's last write, so a restart does not restart the clock.
+        // Live segments count from their first append instead (see `PartitionLog::append`).
+        if let Ok(h) = seg.header_at(0) {
+            if h.max_timestamp >= 0 {
+                seg.created_ms = seg.created_ms.min(h.max_timestamp);
+            }
+        }
         let mut report = OpenReport::default();
         if trust_indexes && seg.load_indexes()? {
-            match seg.rescan_tail() {
+            match seg.rescan_tail(true) {
                 Ok(()) => {
                     // Only the tail was checked; the rest is verified as it is read.
                     seg.verified = seg.index.entries().is_empty();
@@ -268,7 +276,7 @@ impl Segment {
     /// Re-verifies the batches after the last offset-index entry and recomputes what depends on
     /// them (next offset, max timestamp, bytes since the last index entry). Fails, changing
     /// nothing on disk, if they do not verify to the end of the file.
-    fn rescan_tail(&mut self) -> Result<(), ScanError> {
+    fn rescan_tail(&mut self, sealed: bool) -> Result<(), ScanError> {
         let (start_pos, start_offset) = match self.index.last() {
             Some(e) => (
                 u64::from(e.position),
@@ -293,6 +301,19 @@ impl Segment {
         }
         if let Some(t) = self.time_index.last() {
             if self.base_offset + i64::from(t.relative_offset) >= next {
+                return Err(ScanError::OffsetOrder {
+                    found: next,
+                    expected: next,
+                });
+            }
+        }
+        if sealed && next > self.base_offset {
+            // See `seal`: the last time entry names the last offset and the max timestamp.
+            let ok = self.time_index.last().is_some_and(|t| {
+                self.base_offset + i64::from(t.relative_offset) == next - 1
+                    && t.timestamp_ms >= max_ts
+            });
+            if !ok {
                 return Err(ScanError::OffsetOrder {
                     found: next,
                     expected: next,
@@ -465,11 +486,28 @@ impl Segment {
                 pos = 0;
             }
         }
+        let mut prev_next = i64::MIN;
         while pos < self.size {
             let h = self.header_at(pos)?;
+            // Headers here may not have been CRC-checked yet: a length past the end or offsets
+            // going backwards is damage, not the end of the data.
+            if pos + h.total_bytes() as u64 > self.size {
+                return Err(BatchError::Truncated {
+                    needed: h.total_bytes(),
+                    available: (self.size - pos) as usize,
+                }
+                .into());
+            }
+            if h.base_offset < prev_next {
+                return Err(ScanError::OffsetOrder {
+                    found: h.base_offset,
+                    expected: prev_next,
+                });
+            }
             if h.last_offset() >= offset {
                 return Ok(Some((pos, h)));
             }
+            prev_next = h.next_offset();
             pos += h.total_bytes() as u64;
         }
         Ok(None)
@@ -512,7 +550,7 @@ impl Segment {
             .entries()
             .partition_point(|e| i64::from(e.relative_offset) < cut_rel);
         self.time_index.truncate(keep_t);
-        if let Err(e) = self.rescan_tail() {
+        if let Err(e) = self.rescan_tail(false) {
             // What is left was valid before; if it no longer is, rebuild from scratch.
             tracing::warn!(error = %e, "segment did not verify after truncation; recovering");
             self.recover(index_interval_bytes)?;
@@ -523,8 +561,23 @@ impl Segment {
     /// Called when the segment stops being the active one: a final time index entry and the
     /// indexes written; with `sync`, the log and indexes fsynced too.
     pub fn seal(&mut self, sync: bool) -> io::Result<()> {
+        // A sealed segment's time index always ends at its last offset with its max timestamp,
+        // which lets a trusted open check the index against the log.
         if self.next_offset > self.base_offset {
-            self.maybe_time_entry(self.max_timestamp_ms, self.next_offset - 1);
+            let rel = (self.next_offset - 1 - self.base_offset) as u32;
+            if self
+                .time_index
+                .last()
+                .is_none_or(|t| t.relative_offset != rel)
+            {
+                let ts = self
+                    .max_timestamp_ms
+                    .max(self.time_index.last().map_or(-1, |t| t.timestamp_ms));
+                self.time_index.push(TimeEntry {
+                    timestamp_ms: ts,
+                    relative_offset: rel,
+                });
+            }
         }
         if sync {
             self.file.sync_data()?;
