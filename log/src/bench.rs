@@ -122,6 +122,27 @@ impl Throughput {
     }
 }
 
+/// Runs `op` (which moves `bytes` bytes and `records` records) until `budget` or
+/// `PHASE_BYTES_MAX` is reached, timing each call.
+fn timed_loop(
+    budget: Duration,
+    bytes: usize,
+    records: u64,
+    mut op: impl FnMut() -> Result<(), BenchError>,
+) -> Result<Throughput, BenchError> {
+    let mut t = Throughput::default();
+    let start = Instant::now();
+    while start.elapsed() < budget && t.bytes < PHASE_BYTES_MAX {
+        let call = Instant::now();
+        op()?;
+        t.latencies_us.push(call.elapsed().as_secs_f64() * 1e6);
+        t.bytes += bytes as u64;
+        t.records += records;
+    }
+    t.elapsed = start.elapsed();
+    Ok(t)
+}
+
 fn open_log(dir: &Path, config: LogConfig) -> Result<PartitionLog, BenchError> {
     let _ = fs::remove_dir_all(dir);
     Ok(PartitionLog::open(
@@ -143,22 +164,11 @@ fn append_phase(
 ) -> Result<(Throughput, Option<PartitionLog>), BenchError> {
     let log = open_log(dir, config)?;
     let mut buf = batch.to_vec();
-    let mut t = Throughput {
-        bytes: 0,
-        records: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
-    let start = Instant::now();
-    while start.elapsed() < budget && t.bytes < PHASE_BYTES_MAX {
-        let op = Instant::now();
-        // The batch is re-appended as is: offset assignment rewrites only uncovered fields.
+    // The batch is re-appended as is: offset assignment rewrites only uncovered fields.
+    let t = timed_loop(budget, batch.len(), records, || {
         log.append(&mut buf)?;
-        t.latencies_us.push(op.elapsed().as_secs_f64() * 1e6);
-        t.bytes += buf.len() as u64;
-        t.records += records;
-    }
-    t.elapsed = start.elapsed();
+        Ok(())
+    })?;
     if keep {
         Ok((t, Some(log)))
     } else {
@@ -182,24 +192,13 @@ fn baseline_write_phase(
     // phase creates, closes and deletes its segment: both leave the page cache alike.
     let _ = fs::remove_file(path);
     let mut f = OpenOptions::new().create_new(true).write(true).open(path)?;
-    let mut t = Throughput {
-        bytes: 0,
-        records: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
-    let start = Instant::now();
-    while start.elapsed() < budget && t.bytes < PHASE_BYTES_MAX {
-        let op = Instant::now();
+    let t = timed_loop(budget, batch.len(), records, || {
         f.write_all(batch)?;
         if sync {
             f.sync_data()?;
         }
-        t.latencies_us.push(op.elapsed().as_secs_f64() * 1e6);
-        t.bytes += batch.len() as u64;
-        t.records += records;
-    }
-    t.elapsed = start.elapsed();
+        Ok(())
+    })?;
     f.sync_all()?;
     drop(f);
     fs::remove_file(path)?;
@@ -210,12 +209,7 @@ fn baseline_write_phase(
 fn read_log(log: &PartitionLog) -> Result<Throughput, BenchError> {
     let end = log.log_end_offset().0;
     let mut next = log.log_start_offset().0;
-    let mut t = Throughput {
-        bytes: 0,
-        records: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
+    let mut t = Throughput::default();
     let start = Instant::now();
     let mut buf = ReadBuf::default();
     while next < end {
@@ -241,12 +235,7 @@ fn read_log(log: &PartitionLog) -> Result<Throughput, BenchError> {
 fn baseline_read(path: &Path) -> Result<Throughput, BenchError> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
-    let mut t = Throughput {
-        bytes: 0,
-        records: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-    };
+    let mut t = Throughput::default();
     let start = Instant::now();
     loop {
         let n = f.read(&mut buf)?;

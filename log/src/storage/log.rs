@@ -763,7 +763,8 @@ impl PartitionLog {
 
     /// Removes every batch that holds an offset `>= to` (replication's truncation). When `to`
     /// falls inside a batch, that whole batch goes, so the new log end is its base offset.
-    /// Truncating to or below the log start empties the log and restarts it at `to`.
+    /// When nothing at or above the log start would remain (`to` at or below the log start, or
+    /// inside a batch that starts below it), the log empties and restarts at `to`.
     /// Returns the new log end offset.
     pub fn truncate_to(&self, to: Offset) -> Result<Offset, StorageError> {
         let now = self.clock.now_ms();
@@ -780,9 +781,17 @@ impl PartitionLog {
             .keys()
             .next()
             .expect("a log always has a segment");
+        // The batch the cut falls in goes whole; if it starts below the log start, nothing
+        // visible would remain below `to`.
+        let cut_below_start = st
+            .segments
+            .range(..=to.0)
+            .next_back()
+            .and_then(|(_, seg)| seg.find_batch(to.0).ok().flatten())
+            .is_some_and(|(_, h)| h.base_offset < st.log_start_offset);
         // Compaction can leave the first segment starting above the log start: then nothing
         // below `to` remains either, as in Kafka's `firstSegmentBaseOffset > targetOffset`.
-        if to.0 <= st.log_start_offset || to.0 <= first_base {
+        if to.0 <= st.log_start_offset || to.0 <= first_base || cut_below_start {
             self.truncate_fully(&mut st, to.0.max(0), now)?;
         } else {
             let doomed: Vec<i64> = st.segments.range(to.0..).map(|(b, _)| *b).collect();
