@@ -7,6 +7,7 @@
 //! on top of it in later modules (see `docs/` and the repository's `DESIGN.md`).
 
 pub mod bench;
+pub mod broker;
 pub mod storage;
 pub mod time;
 pub mod types;

@@ -62,6 +62,8 @@ pub struct LogConfig {
     pub max_message_bytes: u64,
     /// `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
     pub message_timestamp_type: MessageTimestampType,
+    /// `min.insync.replicas`: in-sync replicas an `acks=all` produce needs (the broker's check).
+    pub min_insync_replicas: i32,
 }
 
 impl Default for LogConfig {
@@ -84,6 +86,7 @@ impl Default for LogConfig {
             flush_ms: i64::MAX,
             max_message_bytes: 1_048_588,
             message_timestamp_type: MessageTimestampType::CreateTime,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -99,6 +102,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
+    "min.insync.replicas",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -171,6 +175,9 @@ impl LogConfig {
                 self.min_cleanable_dirty_ratio = v;
             }
             "min.compaction.lag.ms" => self.min_compaction_lag_ms = int(key, value, 0, MAX)?,
+            "min.insync.replicas" => {
+                self.min_insync_replicas = int(key, value, 1, i32::MAX as i64)? as i32
+            }
             "flush.messages" => self.flush_messages = int(key, value, 1, MAX)? as u64,
             "flush.ms" => self.flush_ms = int(key, value, 0, MAX)?,
             "max.message.bytes" => {
@@ -218,6 +225,7 @@ impl LogConfig {
             "delete.retention.ms" => self.delete_retention_ms.to_string(),
             "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             "flush.messages" => self.flush_messages.to_string(),
             "flush.ms" => self.flush_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),

@@ -22,6 +22,7 @@ mod segment;
 pub use batch::{BatchError, BatchHeader, Compression, TimestampType};
 pub use config::{CleanupPolicy, ConfigError, LogConfig, MessageTimestampType};
 pub use error::StorageError;
+pub(crate) use log::write_atomically;
 pub use log::{
     validate_for_append, AppendInfo, PartitionLog, ReadBuf, ReadResult, RetentionReport,
 };

@@ -1,0 +1,342 @@
+//! Topic administration and cluster metadata: CreateTopics, DeleteTopics, Metadata.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{Broker, BrokerError, TopicMeta};
+use crate::storage::LogConfig;
+use crate::types::{validate_topic_name, TopicPartition};
+
+/// Kafka's DescribeConfigs sources: a topic override, or the default.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn text(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+impl Broker {
+    /// Creates a topic with `partitions` partitions and config `overrides` (checked first).
+    pub(crate) fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, (ResponseError, String)> {
+        validate_topic_name(name)
+            .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
+        if partitions < 1 {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("{partitions} partitions"),
+            ));
+        }
+        LogConfig::from_overrides(&self.config.log.defaults, &overrides)
+            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if topics.get(name).is_some() {
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("topic {name} exists"),
+            ));
+        }
+        let storage =
+            |e: crate::storage::StorageError| (super::storage_error_code(&e), e.to_string());
+        if !overrides.is_empty() {
+            self.logs
+                .set_topic_config(name, overrides)
+                .map_err(storage)?;
+        }
+        for p in 0..partitions {
+            self.logs
+                .get_or_create(&TopicPartition::new(name, p))
+                .map_err(storage)?;
+        }
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: uuid::Builder::from_random_bytes(self.random_bytes()).into_uuid(),
+            partitions,
+            leader_epoch: 0,
+        };
+        topics
+            .put(meta.clone())
+            .map_err(|e| (ResponseError::UnknownServerError, e.to_string()))?;
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(meta)
+    }
+
+    pub(crate) fn create_topics(
+        &self,
+        req: CreateTopicsRequest,
+    ) -> Result<CreateTopicsResponse, BrokerError> {
+        let mut results = Vec::with_capacity(req.topics.len());
+        for t in req.topics {
+            let name = t.name.0.to_string();
+            let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+            let partitions = if t.num_partitions == -1 {
+                self.config.num_partitions
+            } else {
+                t.num_partitions
+            };
+            let overrides: BTreeMap<String, String> = t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
+            let checked = if t.replication_factor != -1 && t.replication_factor != 1 {
+                Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "replication factor {} exceeds the 1 available broker",
+                        t.replication_factor
+                    ),
+                ))
+            } else if !t.assignments.is_empty() {
+                Err((
+                    ResponseError::InvalidRequest,
+                    "manual replica assignments are not supported".into(),
+                ))
+            } else if req.validate_only {
+                // Everything create_topic checks, without creating.
+                validate_topic_name(&name)
+                    .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))
+                    .and_then(|_| {
+                        if partitions < 1 {
+                            Err((
+                                ResponseError::InvalidPartitions,
+                                format!("{partitions} partitions"),
+                            ))
+                        } else if self
+                            .topics
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&name)
+                            .is_some()
+                        {
+                            Err((
+                                ResponseError::TopicAlreadyExists,
+                                format!("topic {name} exists"),
+                            ))
+                        } else {
+                            LogConfig::from_overrides(&self.config.log.defaults, &overrides)
+                                .map(|_| None)
+                                .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))
+                        }
+                    })
+            } else {
+                self.create_topic(&name, partitions, overrides.clone())
+                    .map(Some)
+            };
+            match checked {
+                Ok(meta) => {
+                    let effective =
+                        LogConfig::from_overrides(&self.config.log.defaults, &overrides)
+                            .unwrap_or_else(|_| self.config.log.defaults.clone());
+                    result.topic_id = meta.map_or(Uuid::nil(), |m| m.id);
+                    result.num_partitions = partitions;
+                    result.replication_factor = 1;
+                    result.configs = Some(
+                        effective
+                            .to_map()
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let source = if overrides.contains_key(&k) {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
+                                CreatableTopicConfigs::default()
+                                    .with_name(text(k))
+                                    .with_value(Some(text(v)))
+                                    .with_config_source(source)
+                            })
+                            .collect(),
+                    );
+                }
+                Err((code, message)) => {
+                    result.error_code = code.code();
+                    result.error_message = Some(text(message));
+                    result.num_partitions = -1;
+                    result.replication_factor = -1;
+                }
+            }
+            results.push(result);
+        }
+        Ok(CreateTopicsResponse::default().with_topics(results))
+    }
+
+    pub(crate) fn delete_topics(
+        &self,
+        req: DeleteTopicsRequest,
+    ) -> Result<DeleteTopicsResponse, BrokerError> {
+        // v0-5 name topics in `topic_names`; v6+ in `topics`, by name or by id.
+        let mut wanted: Vec<(Option<String>, Uuid)> = req
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+            .collect();
+        wanted.extend(
+            req.topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+        );
+        let mut responses = Vec::with_capacity(wanted.len());
+        for (name, id) in wanted {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            let found = match &name {
+                Some(n) => topics.get(n).cloned(),
+                None => topics.by_id(id).cloned(),
+            };
+            let mut result = DeletableTopicResult::default()
+                .with_name(name.clone().map(|n| TopicName(text(n))))
+                .with_topic_id(id);
+            match found {
+                None => {
+                    result.error_code = if name.is_some() {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    } else {
+                        ResponseError::UnknownTopicId.code()
+                    };
+                }
+                Some(meta) => {
+                    result.name = Some(TopicName(text(meta.name.clone())));
+                    result.topic_id = meta.id;
+                    let deleted = (0..meta.partitions).try_for_each(|p| {
+                        match self.logs.delete(&TopicPartition::new(meta.name.clone(), p)) {
+                            Err(crate::storage::StorageError::UnknownPartition(_)) => Ok(()),
+                            other => other,
+                        }
+                    });
+                    match deleted
+                        .map_err(BrokerError::from)
+                        .and_then(|()| topics.remove(&meta.name))
+                    {
+                        Ok(_) => tracing::info!(topic = %meta.name, "deleted topic"),
+                        Err(e) => {
+                            result.error_code = ResponseError::KafkaStorageError.code();
+                            result.error_message = Some(text(e.to_string()));
+                        }
+                    }
+                }
+            }
+            responses.push(result);
+        }
+        Ok(DeleteTopicsResponse::default().with_responses(responses))
+    }
+
+    pub(crate) fn metadata(&self, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
+        let wanted: Option<Vec<(Option<String>, Uuid)>> = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect()
+        });
+        let mut out = Vec::new();
+        match wanted {
+            None => {
+                let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                out.extend(topics.all().map(|m| self.topic_metadata(m)));
+            }
+            Some(list) => {
+                for (name, id) in list {
+                    let known = {
+                        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                        match &name {
+                            Some(n) => topics.get(n).cloned(),
+                            None => topics.by_id(id).cloned(),
+                        }
+                    };
+                    let topic = match (known, name) {
+                        (Some(m), _) => self.topic_metadata(&m),
+                        (None, Some(n))
+                            if req.allow_auto_topic_creation
+                                && self.config.auto_create_topics_enable =>
+                        {
+                            match self.create_topic(&n, self.config.num_partitions, BTreeMap::new())
+                            {
+                                Ok(m) => self.topic_metadata(&m),
+                                // Another request created it meanwhile.
+                                Err((ResponseError::TopicAlreadyExists, _)) => {
+                                    let topics =
+                                        self.topics.read().unwrap_or_else(|e| e.into_inner());
+                                    match topics.get(&n) {
+                                        Some(m) => self.topic_metadata(m),
+                                        None => error_topic(
+                                            Some(n),
+                                            id,
+                                            ResponseError::UnknownTopicOrPartition,
+                                        ),
+                                    }
+                                }
+                                Err((code, _)) => error_topic(Some(n), id, code),
+                            }
+                        }
+                        (None, Some(n)) => {
+                            let code = if validate_topic_name(&n).is_err() {
+                                ResponseError::InvalidTopicException
+                            } else {
+                                ResponseError::UnknownTopicOrPartition
+                            };
+                            error_topic(Some(n), id, code)
+                        }
+                        (None, None) => error_topic(None, id, ResponseError::UnknownTopicId),
+                    };
+                    out.push(topic);
+                }
+            }
+        }
+        let node = BrokerId(self.config.node_id);
+        Ok(MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(text(self.config.advertised_host.clone()))
+                .with_port(self.config.advertised_port)])
+            .with_cluster_id(Some(text(self.config.cluster_id.clone())))
+            .with_controller_id(node)
+            .with_topics(out))
+    }
+
+    fn topic_metadata(&self, m: &TopicMeta) -> MetadataResponseTopic {
+        let node = BrokerId(self.config.node_id);
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(text(m.name.clone()))))
+            .with_topic_id(m.id)
+            .with_is_internal(m.name.starts_with("__"))
+            .with_partitions(
+                (0..m.partitions)
+                    .map(|p| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_leader_id(node)
+                            .with_leader_epoch(m.leader_epoch)
+                            .with_replica_nodes(vec![node])
+                            .with_isr_nodes(vec![node])
+                    })
+                    .collect(),
+            )
+    }
+}
+
+fn error_topic(name: Option<String>, id: Uuid, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name.map(|n| TopicName(text(n))))
+        .with_topic_id(id)
+}

@@ -1,0 +1,195 @@
+//! Fetch (with long-poll: wait up to `max_wait_ms` until `min_bytes` are available) and
+//! ListOffsets (earliest, latest, by timestamp).
+
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{storage_error_code, Broker, TopicMeta};
+use crate::types::{Offset, TopicPartition};
+
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+/// Fetch's `isolation_level` for read_committed.
+const READ_COMMITTED: i8 = 1;
+
+impl Broker {
+    fn resolve(&self, name: &TopicName, id: Uuid) -> Option<TopicMeta> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        if name.0.is_empty() && !id.is_nil() {
+            topics.by_id(id).cloned()
+        } else {
+            topics.get(name.0.as_str()).cloned()
+        }
+    }
+
+    /// Reads every requested partition once; returns the response and the bytes it carries.
+    fn fetch_once(&self, req: &FetchRequest) -> (FetchResponse, usize) {
+        let mut budget = req.max_bytes.max(0) as usize;
+        let mut total = 0usize;
+        let mut topics = Vec::with_capacity(req.topics.len());
+        for t in &req.topics {
+            let meta = self.resolve(&t.topic, t.topic_id);
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for p in &t.partitions {
+                let mut data = PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_high_watermark(-1)
+                    .with_last_stable_offset(-1)
+                    .with_log_start_offset(-1);
+                let log = meta
+                    .as_ref()
+                    .filter(|m| p.partition >= 0 && p.partition < m.partitions)
+                    .and_then(|m| {
+                        self.logs
+                            .get(&TopicPartition::new(m.name.clone(), p.partition))
+                    });
+                let Some(log) = log else {
+                    data.error_code = if meta.is_none() && t.topic.0.is_empty() {
+                        ResponseError::UnknownTopicId.code()
+                    } else {
+                        ResponseError::UnknownTopicOrPartition.code()
+                    };
+                    partitions.push(data);
+                    continue;
+                };
+                // One node: the high watermark is the log end, and without transactions (yet)
+                // the last stable offset is the high watermark.
+                let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
+                let first_nonempty = total == 0;
+                let read = if limit == 0 && !first_nonempty {
+                    log.read_upto(Offset(p.fetch_offset), 0, Some(Offset(p.fetch_offset)))
+                } else {
+                    log.read(Offset(p.fetch_offset), limit.max(1))
+                };
+                match read {
+                    Ok(r) => {
+                        data.high_watermark = r.log_end_offset.0;
+                        data.last_stable_offset = r.log_end_offset.0;
+                        data.log_start_offset = r.log_start_offset.0;
+                        // Only the first partition with data may exceed the budget (so a
+                        // consumer always progresses); later ones wait for another fetch.
+                        let records = if r.records.len() > limit && !first_nonempty {
+                            bytes::Bytes::new()
+                        } else {
+                            r.records
+                        };
+                        total += records.len();
+                        budget = budget.saturating_sub(records.len());
+                        data.records = Some(records);
+                    }
+                    Err(e) => {
+                        data.error_code = storage_error_code(&e).code();
+                        data.high_watermark = log.log_end_offset().0;
+                        data.last_stable_offset = data.high_watermark;
+                        data.log_start_offset = log.log_start_offset().0;
+                    }
+                }
+                if req.isolation_level == READ_COMMITTED {
+                    data.aborted_transactions = Some(Vec::new());
+                }
+                partitions.push(data);
+            }
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(t.topic.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(partitions),
+            );
+        }
+        // Fetch sessions (KIP-227) are declined: session id 0, every request is full.
+        (
+            FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(topics),
+            total,
+        )
+    }
+
+    /// Answers as soon as `min_bytes` are available, or after `max_wait_ms` with what there is.
+    pub(crate) async fn fetch(&self, req: FetchRequest) -> FetchResponse {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        let min_bytes = req.min_bytes.max(0) as usize;
+        loop {
+            // Register for the next append before reading, so none is missed in between.
+            let appended = self.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let (resp, bytes) = self.fetch_once(&req);
+            let any_error = resp
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| p.error_code != 0);
+            if bytes >= min_bytes.max(1) || any_error || tokio::time::Instant::now() >= deadline {
+                return resp;
+            }
+            if tokio::time::timeout_at(deadline, appended).await.is_err() {
+                return self.fetch_once(&req).0;
+            }
+        }
+    }
+
+    pub(crate) fn list_offsets(&self, req: ListOffsetsRequest) -> ListOffsetsResponse {
+        let topics = req
+            .topics
+            .into_iter()
+            .map(|t| {
+                let meta = self.resolve(&t.name, Uuid::nil());
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut resp = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                            .with_leader_epoch(-1);
+                        let log = meta
+                            .as_ref()
+                            .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
+                            .and_then(|m| {
+                                self.logs
+                                    .get(&TopicPartition::new(m.name.clone(), p.partition_index))
+                            });
+                        let Some(log) = log else {
+                            resp.error_code = ResponseError::UnknownTopicOrPartition.code();
+                            return resp;
+                        };
+                        resp.leader_epoch = meta.as_ref().map_or(-1, |m| m.leader_epoch);
+                        match p.timestamp {
+                            LATEST => resp.offset = log.log_end_offset().0,
+                            EARLIEST => resp.offset = log.log_start_offset().0,
+                            ts if ts >= 0 => match log.offset_for_timestamp(ts) {
+                                Ok(Some((offset, found_ts))) => {
+                                    resp.offset = offset.0;
+                                    resp.timestamp = found_ts;
+                                }
+                                // No record that recent: Kafka answers offset -1.
+                                Ok(None) => {}
+                                Err(e) => resp.error_code = storage_error_code(&e).code(),
+                            },
+                            // -3 (max timestamp) and other special values are not handled yet.
+                            _ => resp.error_code = ResponseError::InvalidRequest.code(),
+                        }
+                        resp
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+}

@@ -1,0 +1,220 @@
+//! The broker: topics, partitions and the request handlers. One entry point,
+//! [`Broker::handle`]: a typed Kafka request in (the `kafka-protocol` crate's structs), a typed
+//! response out. The embedded client transport calls it directly; the TCP server will decode
+//! frames into the same requests, so both run the same code (DESIGN.md, decisions 2 and 3).
+//!
+//! Today's broker is a single node that leads every partition: leader epoch, high watermark
+//! (= log end offset), ISR (= this broker) are reported as Kafka reports them, so replication
+//! can plug in later without changing the handlers' contracts.
+
+mod admin;
+mod fetch;
+mod produce;
+mod topics;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::ResponseError;
+use tokio::sync::Notify;
+
+use crate::storage::{LogManager, ManagerConfig, StorageError};
+use crate::time::SharedClock;
+
+pub use topics::TopicMeta;
+use topics::TopicStore;
+
+/// Broker settings, under Kafka's names where Kafka has one.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// The host and port clients are told to connect to (`advertised.listeners`).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// The cluster id reported in Metadata.
+    pub cluster_id: String,
+    /// `auto.create.topics.enable`: Metadata for an unknown topic creates it.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of a topic created without a count.
+    pub num_partitions: i32,
+    /// The log manager: data directory, topic defaults, background work.
+    pub log: ManagerConfig,
+    /// Seed of the random source for topic ids (fixed in tests and simulations).
+    pub seed: u64,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        BrokerConfig {
+            node_id: 0,
+            advertised_host: "localhost".into(),
+            advertised_port: 9092,
+            cluster_id: "rill-cluster".into(),
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            log: ManagerConfig::new(data_dir),
+            seed,
+        }
+    }
+}
+
+/// Failures of the broker as a whole (per-partition problems are error codes in responses).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the broker does not handle {0} requests")]
+    Unsupported(&'static str),
+    #[error("topic metadata at {path}: {reason}")]
+    Metadata { path: PathBuf, reason: String },
+}
+
+/// A single-node Kafka broker over a [`LogManager`].
+pub struct Broker {
+    config: BrokerConfig,
+    logs: Arc<LogManager>,
+    topics: RwLock<TopicStore>,
+    /// Woken on every append, so long-polling fetches return as soon as data arrives.
+    appended: Notify,
+    rng: Mutex<u64>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.config.node_id)
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Opens the data directory (recovering every log) and the persisted topic metadata, and
+    /// starts the log manager's background work.
+    pub fn open(config: BrokerConfig, clock: SharedClock) -> Result<Broker, BrokerError> {
+        let logs = Arc::new(LogManager::open(config.log.clone(), clock.clone())?);
+        let topics = TopicStore::open(logs.data_dir())?;
+        // Every partition of every known topic has a log (a crash may have lost a new one).
+        for t in topics.all() {
+            for p in 0..t.partitions {
+                logs.get_or_create(&crate::types::TopicPartition::new(t.name.clone(), p))?;
+            }
+        }
+        logs.start();
+        Ok(Broker {
+            rng: Mutex::new(config.seed),
+            config,
+            logs,
+            topics: RwLock::new(topics),
+            appended: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn logs(&self) -> &Arc<LogManager> {
+        &self.logs
+    }
+
+    /// Handles one request. `Ok(None)` means the request gets no response (a produce with
+    /// `acks=0`). Requests of an API the broker does not handle fail with `Unsupported`.
+    pub async fn handle(&self, request: RequestKind) -> Result<Option<ResponseKind>, BrokerError> {
+        Ok(Some(match request {
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r)?),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)?),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r)?),
+            RequestKind::Produce(r) => match self.produce(r) {
+                Some(resp) => ResponseKind::Produce(resp),
+                None => return Ok(None),
+            },
+            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r).await),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r)),
+            other => return Err(BrokerError::Unsupported(api_name(&other))),
+        }))
+    }
+
+    /// Stops background work and closes every log cleanly.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.logs.close()?;
+        Ok(())
+    }
+
+    /// 16 random bytes from the broker's seeded generator (splitmix64).
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut state = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = || {
+            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = *state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&next().to_be_bytes());
+        out[8..].copy_from_slice(&next().to_be_bytes());
+        out
+    }
+}
+
+/// Kafka's error code for a storage failure on one partition.
+pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
+    use crate::storage::BatchError as B;
+    match e {
+        StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        StorageError::InvalidBatch(
+            B::Records(_) | B::MissingKey(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
+        ) => ResponseError::InvalidRecord,
+        StorageError::InvalidBatch(_) => ResponseError::CorruptMessage,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::UnknownPartition(_) => ResponseError::UnknownTopicOrPartition,
+        StorageError::TopicName(_) => ResponseError::InvalidTopicException,
+        StorageError::Config(_) => ResponseError::InvalidConfig,
+        StorageError::Corrupt { .. } | StorageError::Io { .. } | StorageError::Closed(_) => {
+            ResponseError::KafkaStorageError
+        }
+        StorageError::DirLocked(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// The API's name, for errors.
+fn api_name(r: &RequestKind) -> &'static str {
+    macro_rules! keys {
+        ($($v:ident),*) => {
+            match r {
+                $(RequestKind::$v(_) => stringify!($v),)*
+                _ => "such",
+            }
+        };
+    }
+    keys!(
+        ApiVersions,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        DeleteGroups,
+        InitProducerId,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        TxnOffsetCommit,
+        DeleteRecords,
+        DescribeConfigs,
+        IncrementalAlterConfigs,
+        CreatePartitions,
+        OffsetForLeaderEpoch,
+        DescribeCluster
+    )
+}

@@ -1,0 +1,509 @@
+//! The broker's handlers, called in-process with typed requests: topics, metadata, produce
+//! with acks, fetch with long-poll, list offsets, restart; exact responses and error codes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::simple_batch;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rill_log::broker::{Broker, BrokerConfig, BrokerError};
+use rill_log::storage::decode_batches;
+use rill_log::time::ManualClock;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn broker(dir: &std::path::Path) -> Broker {
+    let mut config = BrokerConfig::new(dir);
+    config.seed = 7;
+    Broker::open(config, ManualClock::new(1_000_000)).unwrap()
+}
+
+async fn call(b: &Broker, r: RequestKind) -> ResponseKind {
+    b.handle(r).await.unwrap().expect("a response")
+}
+
+async fn create(
+    b: &Broker,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> CreateTopicsResponse {
+    let t = CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(-1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.to_string()))
+                        .with_value(Some(StrBytes::from_string(v.to_string())))
+                })
+                .collect(),
+        );
+    match call(
+        b,
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![t])),
+    )
+    .await
+    {
+        ResponseKind::CreateTopics(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn produce_req(topic: &str, partition: i32, acks: i16, records: Vec<u8>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(records)))])])
+}
+
+async fn produce(
+    b: &Broker,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Vec<u8>,
+) -> Option<ProduceResponse> {
+    match b
+        .handle(RequestKind::Produce(produce_req(
+            topic, partition, acks, records,
+        )))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::Produce(r)) => Some(r),
+        None => None,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn fetch_req(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+async fn fetch(b: &Broker, req: FetchRequest) -> FetchResponse {
+    match call(b, RequestKind::Fetch(req)).await {
+        ResponseKind::Fetch(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn create_then_metadata_then_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let r = create(&b, "orders", 3, &[("retention.ms", "1000")]).await;
+    let t = &r.topics[0];
+    assert_eq!(t.error_code, 0);
+    assert_eq!((t.num_partitions, t.replication_factor), (3, 1));
+    assert!(!t.topic_id.is_nil());
+    let retention = t
+        .configs
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
+    assert_eq!(retention.value.as_deref(), Some("1000"));
+    assert_eq!(retention.config_source, 1);
+    // Errors: exists, bad name, bad partitions, bad config, replication factor.
+    assert_eq!(
+        create(&b, "orders", 1, &[]).await.topics[0].error_code,
+        ResponseError::TopicAlreadyExists.code()
+    );
+    assert_eq!(
+        create(&b, "bad/name", 1, &[]).await.topics[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    assert_eq!(
+        create(&b, "zero", 0, &[]).await.topics[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+    assert_eq!(
+        create(&b, "cfg", 1, &[("retention.ms", "soon")])
+            .await
+            .topics[0]
+            .error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let rf = CreatableTopic::default()
+        .with_name(name("rf"))
+        .with_num_partitions(1)
+        .with_replication_factor(3);
+    match call(
+        &b,
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![rf])),
+    )
+    .await
+    {
+        ResponseKind::CreateTopics(r) => assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::InvalidReplicationFactor.code()
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    let md = match call(
+        &b,
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    )
+    .await
+    {
+        ResponseKind::Metadata(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(md.brokers.len(), 1);
+    assert_eq!(md.brokers[0].port, 9092);
+    assert_eq!(
+        md.topics.len(),
+        1,
+        "only the created topic: {:?}",
+        md.topics
+    );
+    let topic = &md.topics[0];
+    assert_eq!(topic.name.as_ref().unwrap().0.as_str(), "orders");
+    assert_eq!(topic.topic_id, t.topic_id);
+    assert_eq!(topic.partitions.len(), 3);
+    for (i, p) in topic.partitions.iter().enumerate() {
+        assert_eq!(p.partition_index, i as i32);
+        assert_eq!(p.leader_id.0, 0);
+        assert_eq!(p.isr_nodes.iter().map(|n| n.0).collect::<Vec<_>>(), vec![0]);
+    }
+
+    let del = DeleteTopicsRequest::default().with_topics(vec![
+        DeleteTopicState::default().with_name(Some(name("orders"))),
+        DeleteTopicState::default().with_name(Some(name("missing"))),
+    ]);
+    match call(&b, RequestKind::DeleteTopics(del)).await {
+        ResponseKind::DeleteTopics(r) => {
+            assert_eq!(r.responses[0].error_code, 0);
+            assert_eq!(r.responses[0].topic_id, t.topic_id);
+            assert_eq!(
+                r.responses[1].error_code,
+                ResponseError::UnknownTopicOrPartition.code()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("orders-0").exists());
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn metadata_auto_creates_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let req = |allow| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("auto")))
+            ]))
+            .with_allow_auto_topic_creation(allow)
+    };
+    match call(&b, RequestKind::Metadata(req(false))).await {
+        ResponseKind::Metadata(m) => assert_eq!(
+            m.topics[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        ),
+        other => panic!("{other:?}"),
+    }
+    match call(&b, RequestKind::Metadata(req(true))).await {
+        ResponseKind::Metadata(m) => {
+            assert_eq!(m.topics[0].error_code, 0);
+            assert_eq!(m.topics[0].partitions.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn produce_then_fetch_exact_records_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 2, &[]).await;
+    let r = produce(&b, "t", 1, 1, simple_batch("a", 3, 10))
+        .await
+        .unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(
+        (
+            p.error_code,
+            p.base_offset,
+            p.log_append_time_ms,
+            p.log_start_offset
+        ),
+        (0, 0, -1, 0)
+    );
+    let r = produce(&b, "t", 1, -1, simple_batch("b", 2, 20))
+        .await
+        .unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 3);
+    // acks=0: no response, but the data is there.
+    assert!(produce(&b, "t", 1, 0, simple_batch("c", 1, 30))
+        .await
+        .is_none());
+
+    let f = fetch(&b, fetch_req("t", 1, 1, 0, 0)).await;
+    let part = &f.responses[0].partitions[0];
+    assert_eq!(
+        (
+            part.error_code,
+            part.high_watermark,
+            part.last_stable_offset,
+            part.log_start_offset
+        ),
+        (0, 6, 6, 0)
+    );
+    let recs = decode_batches(part.records.as_ref().unwrap()).unwrap();
+    let got: Vec<(i64, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    // The batch holding offset 1 starts at 0: Kafka returns it whole.
+    assert_eq!(
+        got,
+        vec![
+            (0, "a-0".into()),
+            (1, "a-1".into()),
+            (2, "a-2".into()),
+            (3, "b-0".into()),
+            (4, "b-1".into()),
+            (5, "c-0".into())
+        ]
+    );
+    // Partition 0 is empty; offset 7 is out of range.
+    let f = fetch(&b, fetch_req("t", 0, 0, 0, 0)).await;
+    assert_eq!(
+        f.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map(|r| r.len()),
+        Some(0)
+    );
+    let f = fetch(&b, fetch_req("t", 1, 7, 0, 0)).await;
+    assert_eq!(
+        f.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 6);
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn produce_errors_are_per_partition_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[("max.message.bytes", "200")]).await;
+    create(&b, "isr", 1, &[("min.insync.replicas", "2")]).await;
+    let code =
+        |r: Option<ProduceResponse>| r.unwrap().responses[0].partition_responses[0].error_code;
+    assert_eq!(
+        code(produce(&b, "nope", 0, 1, simple_batch("a", 1, 0)).await),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        code(produce(&b, "t", 5, 1, simple_batch("a", 1, 0)).await),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        code(produce(&b, "t", 0, 2, simple_batch("a", 1, 0)).await),
+        ResponseError::InvalidRequiredAcks.code()
+    );
+    let mut corrupt = simple_batch("a", 1, 0);
+    *corrupt.last_mut().unwrap() ^= 1;
+    assert_eq!(
+        code(produce(&b, "t", 0, 1, corrupt).await),
+        ResponseError::CorruptMessage.code()
+    );
+    assert_eq!(
+        code(produce(&b, "t", 0, 1, simple_batch(&"x".repeat(300), 1, 0)).await),
+        ResponseError::MessageTooLarge.code()
+    );
+    assert_eq!(
+        code(produce(&b, "isr", 0, -1, simple_batch("a", 1, 0)).await),
+        ResponseError::NotEnoughReplicas.code()
+    );
+    // acks=1 does not need the ISR.
+    assert_eq!(
+        code(produce(&b, "isr", 0, 1, simple_batch("a", 1, 0)).await),
+        0
+    );
+    // Nothing was appended by the failures.
+    let f = fetch(&b, fetch_req("t", 0, 0, 0, 0)).await;
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 0);
+    b.close().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetch_long_polls_until_min_bytes_or_max_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(broker(dir.path()));
+    create(&b, "t", 1, &[]).await;
+    // Nothing arrives: the fetch returns empty after max_wait (virtual time).
+    let start = tokio::time::Instant::now();
+    let f = fetch(&b, fetch_req("t", 0, 0, 500, 1)).await;
+    assert!(f.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    // Data arrives 100 ms into a 10 s wait: the fetch returns then, with it.
+    let waiting = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { fetch(&b, fetch_req("t", 0, 0, 10_000, 1)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = tokio::time::Instant::now();
+    produce(&b, "t", 0, 1, simple_batch("x", 2, 0)).await;
+    let f = waiting.await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(10));
+    assert_eq!(
+        decode_batches(f.responses[0].partitions[0].records.as_ref().unwrap())
+            .unwrap()
+            .len(),
+        2
+    );
+    // min_bytes larger than what is there: waits the whole max_wait, then returns what exists.
+    let start = tokio::time::Instant::now();
+    let f = fetch(&b, fetch_req("t", 0, 0, 300, 1 << 20)).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+    assert_eq!(
+        decode_batches(f.responses[0].partitions[0].records.as_ref().unwrap())
+            .unwrap()
+            .len(),
+        2
+    );
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn list_offsets_earliest_latest_and_by_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[]).await;
+    for ts in [100, 200, 300] {
+        produce(&b, "t", 0, 1, simple_batch("v", 2, ts)).await;
+    }
+    let req = |timestamps: &[i64]| {
+        ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name("t"))
+            .with_partitions(
+                timestamps
+                    .iter()
+                    .map(|ts| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(*ts)
+                    })
+                    .collect(),
+            )])
+    };
+    match call(&b, RequestKind::ListOffsets(req(&[-2, -1, 150, 300, 301]))).await {
+        ResponseKind::ListOffsets(r) => {
+            let got: Vec<(i16, i64, i64)> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.error_code, p.offset, p.timestamp))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (0, 0, -1),
+                    (0, 6, -1),
+                    (0, 2, 200),
+                    (0, 4, 300),
+                    (0, -1, -1)
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn topics_and_data_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let b = broker(dir.path());
+        let id = create(&b, "kept", 2, &[("cleanup.policy", "compact")])
+            .await
+            .topics[0]
+            .topic_id;
+        produce(&b, "kept", 1, 1, simple_batch("v", 4, 0)).await;
+        b.close().unwrap();
+        id
+    };
+    let b = broker(dir.path());
+    match call(
+        &b,
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    )
+    .await
+    {
+        ResponseKind::Metadata(m) => {
+            assert_eq!(m.topics.len(), 1);
+            assert_eq!(m.topics[0].topic_id, id);
+            assert_eq!(m.topics[0].partitions.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let f = fetch(&b, fetch_req("kept", 1, 0, 0, 0)).await;
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 4);
+    assert!(b.logs().topic_config("kept").cleanup_policy.compact);
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn unhandled_apis_are_refused_not_faked() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let err = b
+        .handle(RequestKind::Heartbeat(HeartbeatRequest::default()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::Unsupported("Heartbeat")));
+    b.close().unwrap();
+}
