@@ -507,3 +507,227 @@ async fn unhandled_apis_are_refused_not_faked() {
     assert!(matches!(err, BrokerError::Unsupported("Heartbeat")));
     b.close().unwrap();
 }
+
+#[tokio::test]
+async fn create_partitions_grows_a_topic_and_refuses_shrinking() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 2, &[]).await;
+    let req = |count| {
+        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(
+            vec![CreatePartitionsTopic::default().with_name(name("t")).with_count(count)],
+        ))
+    };
+    match call(&b, req(2)).await {
+        ResponseKind::CreatePartitions(r) => assert_eq!(
+            r.results[0].error_code,
+            ResponseError::InvalidPartitions.code()
+        ),
+        other => panic!("{other:?}"),
+    }
+    match call(&b, req(5)).await {
+        ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    let p4 = produce(&b, "t", 4, 1, simple_batch("v", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!(p4.responses[0].partition_responses[0].error_code, 0);
+    match call(
+        &b,
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    )
+    .await
+    {
+        ResponseKind::Metadata(m) => assert_eq!(m.topics[0].partitions.len(), 5),
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_low_watermark() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[]).await;
+    produce(&b, "t", 0, 1, simple_batch("v", 5, 0)).await;
+    let req = |offset| {
+        RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(
+            vec![DeleteRecordsTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(offset)])],
+        ))
+    };
+    let low = |r: ResponseKind| match r {
+        ResponseKind::DeleteRecords(r) => (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].low_watermark,
+        ),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(low(call(&b, req(3)).await), (0, 3));
+    assert_eq!(
+        low(call(&b, req(9)).await).0,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    assert_eq!(low(call(&b, req(-1)).await), (0, 5));
+    let f = fetch(&b, fetch_req("t", 0, 2, 0, 0)).await;
+    assert_eq!(
+        f.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    assert_eq!(f.responses[0].partitions[0].log_start_offset, 5);
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn describe_and_incrementally_alter_topic_configs() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[("retention.ms", "5000")]).await;
+    let describe = |keys: Option<Vec<&str>>| {
+        RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configuration_keys(keys.map(|ks| {
+                        ks.into_iter()
+                            .map(|k| StrBytes::from_string(k.into()))
+                            .collect()
+                    })),
+            ]))
+    };
+    let configs = |r: ResponseKind| match r {
+        ResponseKind::DescribeConfigs(r) => {
+            assert_eq!(r.results[0].error_code, 0);
+            r.results[0]
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.value.as_ref().unwrap().to_string(),
+                        c.config_source,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+        other => panic!("{other:?}"),
+    };
+    let all = configs(call(&b, describe(None)).await);
+    assert!(all.contains(&("retention.ms".into(), "5000".into(), 1)));
+    assert!(all.contains(&("segment.bytes".into(), "1073741824".into(), 5)));
+    assert_eq!(
+        configs(call(&b, describe(Some(vec!["cleanup.policy"]))).await),
+        vec![("cleanup.policy".into(), "delete".into(), 5)]
+    );
+
+    let alter = |ops: Vec<(&str, i8, Option<&str>)>| {
+        RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(
+                        ops.into_iter()
+                            .map(|(k, op, v)| {
+                                AlterableConfig::default()
+                                    .with_name(StrBytes::from_string(k.into()))
+                                    .with_config_operation(op)
+                                    .with_value(v.map(|v| StrBytes::from_string(v.into())))
+                            })
+                            .collect(),
+                    ),
+            ]),
+        )
+    };
+    let code = |r: ResponseKind| match r {
+        ResponseKind::IncrementalAlterConfigs(r) => r.responses[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    // SET, APPEND to a list, DELETE an override.
+    assert_eq!(
+        code(
+            call(
+                &b,
+                alter(vec![
+                    ("segment.ms", 0, Some("60000")),
+                    ("cleanup.policy", 2, Some("compact")),
+                    ("retention.ms", 1, None)
+                ])
+            )
+            .await
+        ),
+        0
+    );
+    let c = b.logs().topic_config("t");
+    assert_eq!(c.segment_ms, 60000);
+    assert!(c.cleanup_policy.compact && c.cleanup_policy.delete);
+    assert_eq!(c.retention_ms, 7 * 24 * 3600 * 1000);
+    // SUBTRACT from the list; a bad value is refused whole.
+    assert_eq!(
+        code(call(&b, alter(vec![("cleanup.policy", 3, Some("delete"))])).await),
+        0
+    );
+    assert!(!b.logs().topic_config("t").cleanup_policy.delete);
+    assert_eq!(
+        code(
+            call(
+                &b,
+                alter(vec![
+                    ("segment.ms", 0, Some("60001")),
+                    ("retention.ms", 0, Some("x"))
+                ])
+            )
+            .await
+        ),
+        ResponseError::InvalidConfig.code()
+    );
+    assert_eq!(b.logs().topic_config("t").segment_ms, 60000);
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_the_current_epoch() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[]).await;
+    produce(&b, "t", 0, 1, simple_batch("v", 4, 0)).await;
+    let req = |current, epoch| {
+        RequestKind::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default().with_topics(vec![
+                OffsetForLeaderTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(epoch)]),
+            ]))
+    };
+    let got = |r: ResponseKind| match r {
+        ResponseKind::OffsetForLeaderEpoch(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(got(call(&b, req(0, 0)).await), (0, 0, 4));
+    assert_eq!(got(call(&b, req(-1, 3)).await), (0, -1, -1));
+    assert_eq!(
+        got(call(&b, req(2, 0)).await).0,
+        ResponseError::UnknownLeaderEpoch.code()
+    );
+    b.close().unwrap();
+}

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{Broker, BrokerError, TopicMeta};
+use super::{Broker, BrokerError, Refusal, TopicMeta};
 use crate::storage::LogConfig;
 use crate::types::{validate_topic_name, TopicPartition};
 
@@ -36,7 +36,7 @@ impl Broker {
         name: &str,
         partitions: i32,
         overrides: BTreeMap<String, String>,
-    ) -> Result<TopicMeta, (ResponseError, String)> {
+    ) -> Result<TopicMeta, Refusal> {
         validate_topic_name(name)
             .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
         if partitions < 1 {

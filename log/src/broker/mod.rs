@@ -8,7 +8,9 @@
 //! can plug in later without changing the handlers' contracts.
 
 mod admin;
+mod configs;
 mod fetch;
+mod partitions;
 mod produce;
 mod topics;
 
@@ -136,6 +138,19 @@ impl Broker {
             },
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r)),
+            RequestKind::CreatePartitions(r) => {
+                ResponseKind::CreatePartitions(self.create_partitions(r))
+            }
+            RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(self.delete_records(r)),
+            RequestKind::DescribeConfigs(r) => {
+                ResponseKind::DescribeConfigs(self.describe_configs(r))
+            }
+            RequestKind::IncrementalAlterConfigs(r) => {
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+            }
+            RequestKind::OffsetForLeaderEpoch(r) => {
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
+            }
             other => return Err(BrokerError::Unsupported(api_name(&other))),
         }))
     }
@@ -162,6 +177,9 @@ impl Broker {
         out
     }
 }
+
+/// Why one topic or partition of a request was refused: Kafka's code and a message.
+pub(crate) type Refusal = (ResponseError, String);
 
 /// Kafka's error code for a storage failure on one partition.
 pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
