@@ -17,7 +17,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rill_log::broker::{Broker, BrokerConfig, BrokerError};
+use rill_log::broker::{Broker, BrokerConfig, BrokerError, RequestContext};
 use rill_log::storage::decode_batches;
 use rill_log::time::ManualClock;
 
@@ -32,7 +32,10 @@ fn broker(dir: &std::path::Path) -> Broker {
 }
 
 async fn call(b: &Broker, r: RequestKind) -> ResponseKind {
-    b.handle(r).await.unwrap().expect("a response")
+    b.handle(&RequestContext::embedded("test"), r)
+        .await
+        .unwrap()
+        .expect("a response")
 }
 
 async fn create(
@@ -85,9 +88,10 @@ async fn produce(
     records: Vec<u8>,
 ) -> Option<ProduceResponse> {
     match b
-        .handle(RequestKind::Produce(produce_req(
-            topic, partition, acks, records,
-        )))
+        .handle(
+            &RequestContext::embedded("test"),
+            RequestKind::Produce(produce_req(topic, partition, acks, records)),
+        )
         .await
         .unwrap()
     {
@@ -501,10 +505,13 @@ async fn unhandled_apis_are_refused_not_faked() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
     let err = b
-        .handle(RequestKind::Heartbeat(HeartbeatRequest::default()))
+        .handle(
+            &RequestContext::embedded("test"),
+            RequestKind::InitProducerId(InitProducerIdRequest::default()),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, BrokerError::Unsupported("Heartbeat")));
+    assert!(matches!(err, BrokerError::Unsupported("InitProducerId")));
     b.close().unwrap();
 }
 

@@ -10,17 +10,22 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod partitions;
 mod produce;
 mod topics;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 
+use crate::coordinator::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogManager, ManagerConfig, StorageError};
 use crate::time::SharedClock;
 
@@ -43,8 +48,33 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// The log manager: data directory, topic defaults, background work.
     pub log: ManagerConfig,
-    /// Seed of the random source for topic ids (fixed in tests and simulations).
+    /// Seed of the random source for topic and member ids (fixed in tests and simulations).
     pub seed: u64,
+    /// The group coordinator's settings (`group.*`).
+    pub group: GroupConfig,
+    /// How often session and rebalance timeouts are checked, in ms.
+    pub group_tick_ms: u64,
+}
+
+/// Who sent a request and in which version, as the transport saw it.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request's API version (behaviour differs by version, e.g. JoinGroup v4's
+    /// MEMBER_ID_REQUIRED round).
+    pub api_version: i16,
+    pub client_id: String,
+    pub client_host: String,
+}
+
+impl RequestContext {
+    /// An in-process caller using the newest version of every API.
+    pub fn embedded(client_id: impl Into<String>) -> Self {
+        RequestContext {
+            api_version: i16::MAX,
+            client_id: client_id.into(),
+            client_host: "embedded".into(),
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -62,6 +92,8 @@ impl BrokerConfig {
             num_partitions: 1,
             log: ManagerConfig::new(data_dir),
             seed,
+            group: GroupConfig::default(),
+            group_tick_ms: 100,
         }
     }
 }
@@ -85,6 +117,10 @@ pub struct Broker {
     /// Woken on every append, so long-polling fetches return as soon as data arrives.
     appended: Notify,
     rng: Mutex<u64>,
+    groups: Arc<Mutex<GroupCoordinator>>,
+    clock: SharedClock,
+    stop: Arc<AtomicBool>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -108,12 +144,40 @@ impl Broker {
             }
         }
         logs.start();
+        let groups = Arc::new(Mutex::new(GroupCoordinator::new(config.group.clone())));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Session and rebalance timeouts fire from here, by the injected clock.
+        let ticker = {
+            let (groups, stop, clock) = (Arc::clone(&groups), Arc::clone(&stop), clock.clone());
+            let every = Duration::from_millis(config.group_tick_ms.max(1));
+            std::thread::Builder::new()
+                .name("rill-group-timer".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // Parked, so close() can wake it at once.
+                        std::thread::park_timeout(every);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let now = clock.now_ms();
+                        groups.lock().unwrap_or_else(|e| e.into_inner()).tick(now);
+                    }
+                })
+                .map_err(|e| BrokerError::Metadata {
+                    path: PathBuf::new(),
+                    reason: e.to_string(),
+                })?
+        };
         Ok(Broker {
             rng: Mutex::new(config.seed),
             config,
             logs,
             topics: RwLock::new(topics),
             appended: Notify::new(),
+            groups,
+            clock,
+            stop,
+            ticker: Mutex::new(Some(ticker)),
         })
     }
 
@@ -127,7 +191,11 @@ impl Broker {
 
     /// Handles one request. `Ok(None)` means the request gets no response (a produce with
     /// `acks=0`). Requests of an API the broker does not handle fail with `Unsupported`.
-    pub async fn handle(&self, request: RequestKind) -> Result<Option<ResponseKind>, BrokerError> {
+    pub async fn handle(
+        &self,
+        ctx: &RequestContext,
+        request: RequestKind,
+    ) -> Result<Option<ResponseKind>, BrokerError> {
         Ok(Some(match request {
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r)?),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)?),
@@ -148,6 +216,16 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => {
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
             }
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(self.find_coordinator(r))
+            }
+            RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.join_group(ctx, r).await),
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r)),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r)),
+            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(r)),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r)),
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r)),
             RequestKind::OffsetForLeaderEpoch(r) => {
                 ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
             }
@@ -155,8 +233,19 @@ impl Broker {
         }))
     }
 
+    /// Runs the group coordinator's timers now (sessions, rebalance timeouts); the broker
+    /// also does this on its own every `group_tick_ms`.
+    pub fn tick(&self) {
+        let now = self.clock.now_ms();
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tick(now);
+    }
+
     /// Stops background work and closes every log cleanly.
     pub fn close(&self) -> Result<(), BrokerError> {
+        self.stop_ticker();
         self.logs.close()?;
         Ok(())
     }
@@ -175,6 +264,23 @@ impl Broker {
         out[..8].copy_from_slice(&next().to_be_bytes());
         out[8..].copy_from_slice(&next().to_be_bytes());
         out
+    }
+}
+
+impl Broker {
+    fn stop_ticker(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Broker {
+    /// Stops the timer thread; without [`close`](Broker::close) the logs reopen as after a crash.
+    fn drop(&mut self) {
+        self.stop_ticker();
     }
 }
 

@@ -1,0 +1,493 @@
+//! Consumer groups through the broker's handlers (classic protocol): joins with the
+//! MEMBER_ID_REQUIRED round, generations, leader assignment through SyncGroup, heartbeats,
+//! session expiry by the injected clock, rebalances on join and leave, static membership,
+//! describe / list / delete.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rill_log::broker::{Broker, BrokerConfig, RequestContext};
+use rill_log::time::ManualClock;
+
+const SESSION_MS: i32 = 10_000;
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+fn setup(dir: &std::path::Path) -> (Arc<Broker>, Arc<ManualClock>) {
+    let clock = ManualClock::new(1_000_000);
+    let mut config = BrokerConfig::new(dir);
+    config.seed = 1;
+    config.group.initial_rebalance_delay_ms = 0;
+    // The test drives the timers itself with `tick`.
+    config.group_tick_ms = 3_600_000;
+    (
+        Arc::new(Broker::open(config, clock.clone()).unwrap()),
+        clock,
+    )
+}
+
+fn ctx(client: &str) -> RequestContext {
+    RequestContext {
+        api_version: 9,
+        client_id: client.into(),
+        client_host: "/127.0.0.1".into(),
+    }
+}
+
+fn join_req(member_id: &str, instance: Option<&str>, metadata: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_session_timeout_ms(SESSION_MS)
+        .with_rebalance_timeout_ms(20_000)
+        .with_member_id(s(member_id))
+        .with_group_instance_id(instance.map(s))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(Bytes::from(metadata.to_string()))])
+}
+
+async fn join(b: &Broker, client: &str, req: JoinGroupRequest) -> JoinGroupResponse {
+    match b
+        .handle(&ctx(client), RequestKind::JoinGroup(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::JoinGroup(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The first round of a new member: MEMBER_ID_REQUIRED with the id to use.
+async fn member_id(b: &Broker, client: &str) -> String {
+    let r = join(b, client, join_req("", None, client)).await;
+    assert_eq!(r.error_code, ResponseError::MemberIdRequired.code());
+    assert!(r.member_id.starts_with(client));
+    r.member_id.to_string()
+}
+
+async fn sync(
+    b: &Broker,
+    member: &str,
+    generation: i32,
+    assignments: &[(&str, &str)],
+) -> SyncGroupResponse {
+    let req = SyncGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_protocol_type(Some(s("consumer")))
+        .with_protocol_name(Some(s("range")))
+        .with_assignments(
+            assignments
+                .iter()
+                .map(|(m, a)| {
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(s(m))
+                        .with_assignment(Bytes::from(a.to_string()))
+                })
+                .collect(),
+        );
+    match b
+        .handle(&ctx("x"), RequestKind::SyncGroup(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::SyncGroup(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn heartbeat(b: &Broker, member: &str, generation: i32) -> i16 {
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(generation)
+        .with_member_id(s(member));
+    match b
+        .handle(&ctx("x"), RequestKind::Heartbeat(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::Heartbeat(r)) => r.error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn describe(
+    b: &Broker,
+) -> kafka_protocol::messages::describe_groups_response::DescribedGroup {
+    match b
+        .handle(
+            &ctx("x"),
+            RequestKind::DescribeGroups(
+                DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+            ),
+        )
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::DescribeGroups(r)) => r.groups.into_iter().next().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Three members join concurrently; returns (member ids, generation, leader).
+async fn three_members(b: &Arc<Broker>) -> (Vec<String>, i32, String) {
+    let mut ids = Vec::new();
+    for c in ["c1", "c2", "c3"] {
+        ids.push(member_id(b, c).await);
+    }
+    let tasks: Vec<_> = ids
+        .iter()
+        .zip(["c1", "c2", "c3"])
+        .map(|(id, c)| {
+            let (b, id) = (Arc::clone(b), id.clone());
+            tokio::spawn(async move { join(&b, c, join_req(&id, None, c)).await })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for t in tasks {
+        responses.push(t.await.unwrap());
+    }
+    let generation = responses[0].generation_id;
+    let leader = responses[0].leader.to_string();
+    for r in &responses {
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.generation_id, generation);
+        assert_eq!(r.leader.as_str(), leader);
+        assert_eq!(r.protocol_name.as_deref(), Some("range"));
+        // Only the leader receives the members and their metadata.
+        if r.member_id.as_str() == leader {
+            let mut got: Vec<(String, String)> = r
+                .members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.to_string(),
+                        String::from_utf8(m.metadata.to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            got.sort();
+            let mut want: Vec<(String, String)> = ids
+                .iter()
+                .zip(["c1", "c2", "c3"])
+                .map(|(i, c)| (i.clone(), c.to_string()))
+                .collect();
+            want.sort();
+            assert_eq!(got, want);
+        } else {
+            assert!(r.members.is_empty());
+        }
+    }
+    (ids, generation, leader)
+}
+
+/// Everyone syncs; the leader brings `assignment of m = "a-" + m`.
+async fn sync_all(b: &Arc<Broker>, ids: &[String], generation: i32, leader: &str) {
+    let followers: Vec<_> = ids
+        .iter()
+        .filter(|i| i.as_str() != leader)
+        .map(|id| {
+            let (b, id) = (Arc::clone(b), id.clone());
+            tokio::spawn(async move { (id.clone(), sync(&b, &id, generation, &[]).await) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let owned: Vec<(String, String)> = ids.iter().map(|i| (i.clone(), format!("a-{i}"))).collect();
+    let assignments: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(i, a)| (i.as_str(), a.as_str()))
+        .collect();
+    let r = sync(b, leader, generation, &assignments).await;
+    assert_eq!(
+        (r.error_code, r.assignment.to_vec()),
+        (0, format!("a-{leader}").into_bytes())
+    );
+    for f in followers {
+        let (id, r) = f.await.unwrap();
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.assignment.to_vec(), format!("a-{id}").into_bytes());
+    }
+}
+
+#[tokio::test]
+async fn three_members_join_sync_and_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    let (ids, generation, leader) = three_members(&b).await;
+    assert_eq!(
+        describe(&b).await.group_state.as_str(),
+        "CompletingRebalance"
+    );
+    sync_all(&b, &ids, generation, &leader).await;
+    let d = describe(&b).await;
+    assert_eq!(d.group_state.as_str(), "Stable");
+    assert_eq!(d.protocol_type.as_str(), "consumer");
+    assert_eq!(d.members.len(), 3);
+    assert!(d
+        .members
+        .iter()
+        .all(|m| m.member_assignment.to_vec() == format!("a-{}", m.member_id).into_bytes()));
+    for id in &ids {
+        assert_eq!(heartbeat(&b, id, generation).await, 0);
+    }
+    assert_eq!(
+        heartbeat(&b, &ids[0], generation + 1).await,
+        ResponseError::IllegalGeneration.code()
+    );
+    assert_eq!(
+        heartbeat(&b, "nobody", generation).await,
+        ResponseError::UnknownMemberId.code()
+    );
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_member_expires_and_the_rest_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, clock) = setup(dir.path());
+    let (ids, generation, leader) = three_members(&b).await;
+    sync_all(&b, &ids, generation, &leader).await;
+    // Two members heartbeat through the session timeout; the third stays silent.
+    for _ in 0..3 {
+        clock.advance_ms(4_000);
+        heartbeat(&b, &ids[0], generation).await;
+        heartbeat(&b, &ids[1], generation).await;
+        b.tick();
+    }
+    assert_eq!(describe(&b).await.members.len(), 2);
+    assert_eq!(
+        heartbeat(&b, &ids[0], generation).await,
+        ResponseError::RebalanceInProgress.code()
+    );
+    // The survivors rejoin and get a new generation without the silent one.
+    let tasks: Vec<_> = ids[..2]
+        .iter()
+        .map(|id| {
+            let (b, id) = (Arc::clone(&b), id.clone());
+            tokio::spawn(async move { join(&b, "c", join_req(&id, None, "m")).await })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.generation_id, generation + 1);
+    }
+    assert_eq!(
+        heartbeat(&b, &ids[2], generation + 1).await,
+        ResponseError::UnknownMemberId.code()
+    );
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_joining_member_triggers_a_rebalance_and_leaving_empties_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    let (ids, generation, leader) = three_members(&b).await;
+    sync_all(&b, &ids, generation, &leader).await;
+    let newcomer = member_id(&b, "c4").await;
+    let pending = {
+        let (b, id) = (Arc::clone(&b), newcomer.clone());
+        tokio::spawn(async move { join(&b, "c4", join_req(&id, None, "c4")).await })
+    };
+    tokio::task::yield_now().await;
+    // The others learn of the rebalance from their heartbeat and rejoin.
+    assert_eq!(
+        heartbeat(&b, &ids[0], generation).await,
+        ResponseError::RebalanceInProgress.code()
+    );
+    let rejoins: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (b, id) = (Arc::clone(&b), id.clone());
+            tokio::spawn(async move { join(&b, "c", join_req(&id, None, "m")).await })
+        })
+        .collect();
+    let r = pending.await.unwrap();
+    assert_eq!((r.error_code, r.generation_id), (0, generation + 1));
+    for t in rejoins {
+        assert_eq!(t.await.unwrap().generation_id, generation + 1);
+    }
+    // Everyone leaves (v3+ batch): the group is Empty.
+    let mut all = ids.clone();
+    all.push(newcomer);
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_members(
+            all.iter()
+                .map(|m| MemberIdentity::default().with_member_id(s(m)))
+                .chain([MemberIdentity::default().with_member_id(s("ghost"))])
+                .collect(),
+        );
+    match b
+        .handle(&ctx("x"), RequestKind::LeaveGroup(leave))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::LeaveGroup(r)) => {
+            let codes: Vec<i16> = r.members.iter().map(|m| m.error_code).collect();
+            assert_eq!(
+                codes,
+                vec![0, 0, 0, 0, ResponseError::UnknownMemberId.code()]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(describe(&b).await.group_state.as_str(), "Empty");
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_static_member_rejoining_in_time_causes_no_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    // Static members join without the MEMBER_ID_REQUIRED round. Alone, i1 completes a
+    // generation at once; i2's arrival starts another, which i1 rejoins.
+    let first = join(&b, "i1", join_req("", Some("i1"), "i1")).await;
+    assert_eq!(first.error_code, 0);
+    let second = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { join(&b, "i2", join_req("", Some("i2"), "i2")).await })
+    };
+    tokio::task::yield_now().await;
+    let first = join(
+        &b,
+        "i1",
+        join_req(first.member_id.as_str(), Some("i1"), "i1"),
+    )
+    .await;
+    let second = second.await.unwrap();
+    let rs = [first, second];
+    assert!(rs.iter().all(|r| r.error_code == 0));
+    assert_eq!(rs[0].generation_id, rs[1].generation_id);
+    let generation = rs[0].generation_id;
+    let ids: Vec<String> = rs.iter().map(|r| r.member_id.to_string()).collect();
+    sync_all(&b, &ids, generation, rs[0].leader.as_str()).await;
+    // i2 restarts (unknown member id, same instance id): same generation, no rebalance.
+    let r = join(&b, "i2", join_req("", Some("i2"), "i2")).await;
+    assert_eq!((r.error_code, r.generation_id), (0, generation));
+    assert_ne!(r.member_id.to_string(), ids[1]);
+    assert_eq!(describe(&b).await.group_state.as_str(), "Stable");
+    assert_eq!(heartbeat(&b, &ids[0], generation).await, 0);
+    // The old incarnation is fenced.
+    let hb = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(generation)
+        .with_member_id(s(&ids[1]))
+        .with_group_instance_id(Some(s("i2")));
+    match b
+        .handle(&ctx("x"), RequestKind::Heartbeat(hb))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::Heartbeat(r)) => {
+            assert_eq!(r.error_code, ResponseError::FencedInstanceId.code())
+        }
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn bad_joins_and_group_listing_and_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    let mut short = join_req("", None, "x");
+    short.session_timeout_ms = 10;
+    assert_eq!(
+        join(&b, "c", short).await.error_code,
+        ResponseError::InvalidSessionTimeout.code()
+    );
+    assert_eq!(
+        join(&b, "c", join_req("made-up", None, "x"))
+            .await
+            .error_code,
+        ResponseError::UnknownMemberId.code()
+    );
+    let id = member_id(&b, "c").await;
+    let r = join(&b, "c", join_req(&id, None, "x")).await;
+    assert_eq!(r.error_code, 0);
+    let mut other = join_req("", None, "x");
+    other.protocol_type = s("connect");
+    assert_eq!(
+        join(&b, "c", other).await.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+    match b
+        .handle(
+            &ctx("x"),
+            RequestKind::ListGroups(ListGroupsRequest::default()),
+        )
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::ListGroups(r)) => {
+            assert_eq!(r.groups.len(), 1);
+            assert_eq!(r.groups[0].group_id.0.as_str(), "g");
+            assert_eq!(r.groups[0].group_state.as_str(), "CompletingRebalance");
+        }
+        other => panic!("{other:?}"),
+    }
+    let del = |b: &Arc<Broker>| {
+        let b = Arc::clone(b);
+        async move {
+            match b
+                .handle(
+                    &ctx("x"),
+                    RequestKind::DeleteGroups(
+                        DeleteGroupsRequest::default()
+                            .with_groups_names(vec![GroupId(s("g")), GroupId(s("none"))]),
+                    ),
+                )
+                .await
+                .unwrap()
+            {
+                Some(ResponseKind::DeleteGroups(r)) => {
+                    r.results.iter().map(|x| x.error_code).collect::<Vec<_>>()
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        del(&b).await,
+        vec![
+            ResponseError::NonEmptyGroup.code(),
+            ResponseError::GroupIdNotFound.code()
+        ]
+    );
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_member_id(s(&id));
+    b.handle(&ctx("x"), RequestKind::LeaveGroup(leave))
+        .await
+        .unwrap();
+    assert_eq!(
+        del(&b).await,
+        vec![0, ResponseError::GroupIdNotFound.code()]
+    );
+    match b
+        .handle(
+            &ctx("x"),
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("g"))),
+        )
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::FindCoordinator(r)) => {
+            assert_eq!((r.error_code, r.node_id.0, r.port), (0, 0, 9092))
+        }
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
