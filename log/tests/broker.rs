@@ -28,6 +28,7 @@ fn name(s: &str) -> TopicName {
 fn broker(dir: &std::path::Path) -> Broker {
     let mut config = BrokerConfig::new(dir);
     config.seed = 7;
+    config.offsets_topic_num_partitions = 2;
     Broker::open(config, ManualClock::new(1_000_000)).unwrap()
 }
 
@@ -193,13 +194,20 @@ async fn create_then_metadata_then_delete() {
     };
     assert_eq!(md.brokers.len(), 1);
     assert_eq!(md.brokers[0].port, 9092);
+    // The created topic, and the internal one of committed offsets.
+    let names: Vec<_> = md
+        .topics
+        .iter()
+        .map(|t| (t.name.as_ref().unwrap().0.to_string(), t.is_internal))
+        .collect();
     assert_eq!(
-        md.topics.len(),
-        1,
-        "only the created topic: {:?}",
-        md.topics
+        names,
+        vec![
+            ("__consumer_offsets".to_string(), true),
+            ("orders".to_string(), false)
+        ]
     );
-    let topic = &md.topics[0];
+    let topic = &md.topics[1];
     assert_eq!(topic.name.as_ref().unwrap().0.as_str(), "orders");
     assert_eq!(topic.topic_id, t.topic_id);
     assert_eq!(topic.partitions.len(), 3);
@@ -488,9 +496,14 @@ async fn topics_and_data_survive_a_restart() {
     .await
     {
         ResponseKind::Metadata(m) => {
-            assert_eq!(m.topics.len(), 1);
-            assert_eq!(m.topics[0].topic_id, id);
-            assert_eq!(m.topics[0].partitions.len(), 2);
+            let kept = m
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().unwrap().0.as_str() == "kept")
+                .unwrap();
+            assert_eq!(kept.topic_id, id);
+            assert_eq!(kept.partitions.len(), 2);
+            assert_eq!(m.topics.len(), 2);
         }
         other => panic!("{other:?}"),
     }
@@ -547,7 +560,14 @@ async fn create_partitions_grows_a_topic_and_refuses_shrinking() {
     )
     .await
     {
-        ResponseKind::Metadata(m) => assert_eq!(m.topics[0].partitions.len(), 5),
+        ResponseKind::Metadata(m) => {
+            let t = m
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().unwrap().0.as_str() == "t")
+                .unwrap();
+            assert_eq!(t.partitions.len(), 5);
+        }
         other => panic!("{other:?}"),
     }
     b.close().unwrap();

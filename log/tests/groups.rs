@@ -26,6 +26,7 @@ fn setup(dir: &std::path::Path) -> (Arc<Broker>, Arc<ManualClock>) {
     let mut config = BrokerConfig::new(dir);
     config.seed = 1;
     config.group.initial_rebalance_delay_ms = 0;
+    config.offsets_topic_num_partitions = 3;
     // The test drives the timers itself with `tick`.
     config.group_tick_ms = 3_600_000;
     (
@@ -489,5 +490,246 @@ async fn bad_joins_and_group_listing_and_deletion() {
         }
         other => panic!("{other:?}"),
     }
+    b.close().unwrap();
+}
+
+async fn commit(
+    b: &Broker,
+    group: &str,
+    generation: i32,
+    member: &str,
+    offsets: &[(&str, i32, i64)],
+) -> Vec<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for (t, p, o) in offsets {
+        let part = OffsetCommitRequestPartition::default()
+            .with_partition_index(*p)
+            .with_committed_offset(*o)
+            .with_committed_metadata(Some(s(&format!("m{o}"))));
+        match topics.iter_mut().find(|x| x.name.0.as_str() == *t) {
+            Some(x) => x.partitions.push(part),
+            None => topics.push(
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(topics);
+    match b
+        .handle(&ctx("x"), RequestKind::OffsetCommit(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::OffsetCommit(r)) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Committed (topic, partition, offset, metadata) of a group, all topics (OffsetFetch v7 form).
+async fn fetch_offsets(b: &Broker, group: &str) -> Vec<(String, i32, i64, String)> {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(None);
+    match b
+        .handle(&ctx("x"), RequestKind::OffsetFetch(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::OffsetFetch(r)) => r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.metadata.as_ref().unwrap().to_string(),
+                    )
+                })
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn offset_commits_are_checked_against_the_generation_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (b, _clock) = setup(dir.path());
+        let (ids, generation, leader) = three_members(&b).await;
+        // Before the sync the group is still rebalancing.
+        assert_eq!(
+            commit(&b, "g", generation, &ids[0], &[("t", 0, 5)]).await,
+            vec![ResponseError::RebalanceInProgress.code()]
+        );
+        sync_all(&b, &ids, generation, &leader).await;
+        assert_eq!(
+            commit(
+                &b,
+                "g",
+                generation,
+                &ids[0],
+                &[("t", 0, 5), ("t", 1, 7), ("u", 0, 1)]
+            )
+            .await,
+            vec![0, 0, 0]
+        );
+        assert_eq!(
+            commit(&b, "g", generation, &ids[1], &[("t", 1, 9)]).await,
+            vec![0]
+        );
+        assert_eq!(
+            commit(&b, "g", generation - 1, &ids[0], &[("t", 0, 6)]).await,
+            vec![ResponseError::IllegalGeneration.code()]
+        );
+        assert_eq!(
+            commit(&b, "g", generation, "stranger", &[("t", 0, 6)]).await,
+            vec![ResponseError::UnknownMemberId.code()]
+        );
+        // A standalone consumer (generation -1, no member) may commit to a group of its own.
+        assert_eq!(commit(&b, "solo", -1, "", &[("t", 2, 3)]).await, vec![0]);
+        assert_eq!(
+            fetch_offsets(&b, "g").await,
+            vec![
+                ("t".into(), 0, 5, "m5".into()),
+                ("t".into(), 1, 9, "m9".into()),
+                ("u".into(), 0, 1, "m1".into())
+            ]
+        );
+        b.close().unwrap();
+    }
+    // Restart: the offsets come back from __consumer_offsets; the group is listed as Empty.
+    let (b, _clock) = setup(dir.path());
+    assert_eq!(
+        fetch_offsets(&b, "g").await,
+        vec![
+            ("t".into(), 0, 5, "m5".into()),
+            ("t".into(), 1, 9, "m9".into()),
+            ("u".into(), 0, 1, "m1".into())
+        ]
+    );
+    assert_eq!(
+        fetch_offsets(&b, "solo").await,
+        vec![("t".into(), 2, 3, "m3".into())]
+    );
+    assert_eq!(describe(&b).await.group_state.as_str(), "Empty");
+    // A commit that names a partition without a commit fetches -1.
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_topics(Some(vec![
+            kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0, 3]),
+        ]));
+    match b
+        .handle(&ctx("x"), RequestKind::OffsetFetch(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::OffsetFetch(r)) => {
+            let got: Vec<(i32, i64)> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.committed_offset))
+                .collect();
+            assert_eq!(got, vec![(0, 5), (3, -1)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Deleting the group deletes its offsets, for good.
+    match b
+        .handle(
+            &ctx("x"),
+            RequestKind::DeleteGroups(
+                DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]),
+            ),
+        )
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::DeleteGroups(r)) => assert_eq!(r.results[0].error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    assert!(fetch_offsets(&b, "g").await.is_empty());
+    b.close().unwrap();
+    drop(b);
+    let (b, _clock) = setup(dir.path());
+    assert!(fetch_offsets(&b, "g").await.is_empty());
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn offsets_of_an_empty_group_expire_after_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, clock) = setup(dir.path());
+    let id = member_id(&b, "c").await;
+    let r = join(&b, "c", join_req(&id, None, "c")).await;
+    sync_all(&b, std::slice::from_ref(&id), r.generation_id, &id).await;
+    assert_eq!(
+        commit(&b, "g", r.generation_id, &id, &[("t", 0, 11)]).await,
+        vec![0]
+    );
+    b.handle(
+        &ctx("x"),
+        RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s(&id)),
+        ),
+    )
+    .await
+    .unwrap();
+    // Kept while the group has been empty for less than offsets.retention.minutes (7 days).
+    clock.advance_ms(7 * 24 * 3600 * 1000 - 1);
+    b.tick();
+    assert_eq!(fetch_offsets(&b, "g").await.len(), 1);
+    clock.advance_ms(2);
+    b.tick();
+    assert!(fetch_offsets(&b, "g").await.is_empty());
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn commit_metadata_has_a_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("solo")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)
+                .with_committed_metadata(Some(s(&"x".repeat(5000))))])]);
+    match b
+        .handle(&ctx("x"), RequestKind::OffsetCommit(req))
+        .await
+        .unwrap()
+    {
+        Some(ResponseKind::OffsetCommit(r)) => assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            ResponseError::OffsetMetadataTooLarge.code()
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(fetch_offsets(&b, "solo").await.is_empty());
     b.close().unwrap();
 }

@@ -5,17 +5,36 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
 use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Broker, RequestContext};
-use crate::coordinator::group::{ClientInfo, Delayed};
+use crate::coordinator::group::offsets::{Committed, OffsetStore};
+use crate::coordinator::group::{ClientInfo, Delayed, GroupCoordinator, GroupState};
+use crate::storage::LogManager;
+
+/// Each partition of an OffsetCommit: the commit to write, or why not.
+type CommitPlan = Vec<(TopicName, Vec<(i32, Result<Committed, ResponseError>)>)>;
+/// Each topic of an OffsetFetch: partitions with their commit, if any.
+type FetchedOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
 /// FindCoordinator key types: consumer group, transaction.
 const KEY_GROUP: i8 = 0;
@@ -115,10 +134,13 @@ impl Broker {
             .into_iter()
             .map(|id| {
                 let Some(g) = coordinator.group(id.0.as_str()) else {
-                    // Kafka describes an unknown group as Dead, without an error.
+                    // A group known only by committed offsets is Empty; an unknown one is Dead
+                    // (Kafka answers both without an error).
+                    let known = !self.offsets().of_group(id.0.as_str()).is_empty();
+                    let state = if known { "Empty" } else { "Dead" };
                     return DescribedGroup::default()
                         .with_group_id(id)
-                        .with_group_state(text("Dead"));
+                        .with_group_state(text(state));
                 };
                 let protocol = g.protocol_name.clone().unwrap_or_default();
                 DescribedGroup::default()
@@ -147,9 +169,13 @@ impl Broker {
 
     pub(crate) fn list_groups(&self, req: ListGroupsRequest) -> ListGroupsResponse {
         let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
-        let groups = self
-            .coordinator()
-            .list()
+        let mut listed = self.coordinator().list();
+        for g in self.offsets().groups() {
+            if !listed.iter().any(|(id, _, _)| *id == g) {
+                listed.push((g, String::new(), GroupState::Empty));
+            }
+        }
+        let groups = listed
             .into_iter()
             .filter(|(_, _, state)| {
                 states.is_empty() || states.contains(&state.name().to_lowercase())
@@ -170,7 +196,25 @@ impl Broker {
             .groups_names
             .into_iter()
             .map(|id| {
-                let deleted = self.coordinator().delete(id.0.as_str());
+                let group = id.0.to_string();
+                let has_offsets = !self.offsets().of_group(&group).is_empty();
+                let deleted = match self.coordinator().delete(&group) {
+                    // A group known only by its committed offsets (e.g. after a restart).
+                    Err(ResponseError::GroupIdNotFound) if has_offsets => Ok(()),
+                    other => other,
+                };
+                let deleted = deleted.and_then(|()| {
+                    let mut store = self.offsets();
+                    let doomed = store
+                        .of_group(&group)
+                        .into_iter()
+                        .map(|((_, t, p), _)| (t, p, None))
+                        .collect();
+                    store.write(&self.logs, &group, doomed).map_err(|e| {
+                        tracing::error!(group = %group, error = %e, "deleting committed offsets failed");
+                        ResponseError::CoordinatorNotAvailable
+                    })
+                });
                 let code = deleted.err().map_or(0, |e| e.code());
                 DeletableGroupResult::default()
                     .with_group_id(id)
@@ -178,5 +222,228 @@ impl Broker {
             })
             .collect();
         DeleteGroupsResponse::default().with_results(results)
+    }
+}
+
+impl Broker {
+    fn offsets(&self) -> std::sync::MutexGuard<'_, OffsetStore> {
+        self.offsets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
+        let group = req.group_id.0.to_string();
+        let now = self.clock.now_ms();
+        let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+        let allowed = self.coordinator().validate_commit(
+            &group,
+            req.member_id.as_str(),
+            instance.as_deref(),
+            req.generation_id_or_member_epoch,
+        );
+        let max_metadata = self.config.offset_metadata_max_bytes;
+        // Per partition: the error, or the commit to write.
+        let mut plan: CommitPlan = Vec::new();
+        for t in req.topics {
+            let parts = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let metadata = p
+                        .committed_metadata
+                        .map(|m| m.to_string())
+                        .unwrap_or_default();
+                    let too_large = metadata.len() > max_metadata;
+                    let c = allowed
+                        .and_then(|()| {
+                            (!too_large)
+                                .then_some(())
+                                .ok_or(ResponseError::OffsetMetadataTooLarge)
+                        })
+                        .map(|()| Committed {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata,
+                            commit_timestamp_ms: now,
+                        });
+                    (p.partition_index, c)
+                })
+                .collect();
+            plan.push((t.name, parts));
+        }
+        let writes: Vec<(String, i32, Option<Committed>)> = plan
+            .iter()
+            .flat_map(|(t, parts)| {
+                parts.iter().filter_map(|(p, c)| {
+                    c.as_ref()
+                        .ok()
+                        .map(|c| (t.0.to_string(), *p, Some(c.clone())))
+                })
+            })
+            .collect();
+        let written = self
+            .offsets()
+            .write(&self.logs, &group, writes)
+            .map_err(|e| {
+                tracing::error!(group = %group, error = %e, "writing committed offsets failed");
+                ResponseError::CoordinatorNotAvailable
+            });
+        let topics = plan
+            .into_iter()
+            .map(|(name, parts)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                let code = match (c, &written) {
+                                    (Err(e), _) | (Ok(_), &Err(e)) => e.code(),
+                                    (Ok(_), Ok(())) => 0,
+                                };
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetCommitResponse::default().with_topics(topics)
+    }
+
+    pub(crate) fn offset_fetch(&self, req: OffsetFetchRequest) -> OffsetFetchResponse {
+        let store = self.offsets();
+        let fetch = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> FetchedOffsets {
+            match topics {
+                Some(ts) => ts
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        let parts = ps
+                            .into_iter()
+                            .map(|p| (p, store.get(group, &t, p).cloned()))
+                            .collect();
+                        (t, parts)
+                    })
+                    .collect(),
+                None => {
+                    let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> =
+                        BTreeMap::new();
+                    for ((_, t, p), c) in store.of_group(group) {
+                        by_topic.entry(t).or_default().push((p, Some(c)));
+                    }
+                    by_topic.into_iter().collect()
+                }
+            }
+        };
+        let part = |(p, c): (i32, Option<Committed>)| match c {
+            Some(c) => (p, c.offset, c.leader_epoch, Some(text(c.metadata))),
+            // No commit: offset -1 and empty metadata, no error (Kafka).
+            None => (p, -1, -1, Some(text(""))),
+        };
+        if req.groups.is_empty() {
+            // v0-7: one group.
+            let group = req.group_id.0.to_string();
+            let topics = req.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let topics = fetch(&group, topics)
+                .into_iter()
+                .map(|(t, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(text(t)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(part)
+                                .map(|(p, o, e, m)| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_committed_leader_epoch(e)
+                                        .with_metadata(m)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_topics(topics);
+        }
+        // v8+: a batch of groups.
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let group = g.group_id.0.to_string();
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = fetch(&group, topics)
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(text(t)))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(part)
+                                    .map(|(p, o, e, m)| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                            .with_committed_leader_epoch(e)
+                                            .with_metadata(m)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        OffsetFetchResponse::default().with_groups(groups)
+    }
+}
+
+/// Expires the committed offsets of groups that have been empty for `retention_ms`, and of
+/// groups without any membership state (standalone consumers) commit by commit, writing
+/// tombstones so compaction removes them from `__consumer_offsets`.
+pub(crate) fn expire_offsets(
+    coordinator: &GroupCoordinator,
+    store: &mut OffsetStore,
+    logs: &LogManager,
+    now: i64,
+    retention_ms: i64,
+) {
+    let cutoff = now.saturating_sub(retention_ms);
+    let empty: Vec<String> = coordinator.empty_since_before(cutoff);
+    for group in store.groups() {
+        let commits = store.of_group(&group);
+        let doomed: Vec<(String, i32, Option<Committed>)> = commits
+            .into_iter()
+            .filter(|(_, c)| {
+                if empty.contains(&group) {
+                    true
+                } else if coordinator.knows(&group) {
+                    false
+                } else {
+                    c.commit_timestamp_ms <= cutoff
+                }
+            })
+            .map(|((_, t, p), _)| (t, p, None))
+            .collect();
+        if doomed.is_empty() {
+            continue;
+        }
+        let n = doomed.len();
+        match store.write(logs, &group, doomed) {
+            Ok(()) => tracing::info!(group = %group, offsets = n, "expired committed offsets"),
+            Err(e) => tracing::error!(group = %group, error = %e, "expiring offsets failed"),
+        }
     }
 }

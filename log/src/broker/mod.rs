@@ -25,6 +25,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 
+use crate::coordinator::group::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogManager, ManagerConfig, StorageError};
 use crate::time::SharedClock;
@@ -54,6 +55,12 @@ pub struct BrokerConfig {
     pub group: GroupConfig,
     /// How often session and rebalance timeouts are checked, in ms.
     pub group_tick_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`, in ms: committed offsets of a group empty this long expire.
+    pub offsets_retention_ms: i64,
+    /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
+    pub offset_metadata_max_bytes: usize,
 }
 
 /// Who sent a request and in which version, as the transport saw it.
@@ -94,6 +101,9 @@ impl BrokerConfig {
             seed,
             group: GroupConfig::default(),
             group_tick_ms: 100,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -118,6 +128,7 @@ pub struct Broker {
     appended: Notify,
     rng: Mutex<u64>,
     groups: Arc<Mutex<GroupCoordinator>>,
+    offsets: Arc<Mutex<OffsetStore>>,
     clock: SharedClock,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
@@ -145,10 +156,19 @@ impl Broker {
         }
         logs.start();
         let groups = Arc::new(Mutex::new(GroupCoordinator::new(config.group.clone())));
+        let offsets = Arc::new(Mutex::new(OffsetStore::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        // Session and rebalance timeouts fire from here, by the injected clock.
+        // Session and rebalance timeouts, and offset expiry, fire from here by the injected
+        // clock.
         let ticker = {
-            let (groups, stop, clock) = (Arc::clone(&groups), Arc::clone(&stop), clock.clone());
+            let (groups, offsets, stop, clock) = (
+                Arc::clone(&groups),
+                Arc::clone(&offsets),
+                Arc::clone(&stop),
+                clock.clone(),
+            );
+            let logs = Arc::clone(&logs);
+            let retention_ms = config.offsets_retention_ms;
             let every = Duration::from_millis(config.group_tick_ms.max(1));
             std::thread::Builder::new()
                 .name("rill-group-timer".into())
@@ -160,7 +180,10 @@ impl Broker {
                             break;
                         }
                         let now = clock.now_ms();
-                        groups.lock().unwrap_or_else(|e| e.into_inner()).tick(now);
+                        let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
+                        g.tick(now);
+                        let mut o = offsets.lock().unwrap_or_else(|e| e.into_inner());
+                        groups::expire_offsets(&g, &mut o, &logs, now, retention_ms);
                     }
                 })
                 .map_err(|e| BrokerError::Metadata {
@@ -168,17 +191,49 @@ impl Broker {
                     reason: e.to_string(),
                 })?
         };
-        Ok(Broker {
+        let broker = Broker {
             rng: Mutex::new(config.seed),
             config,
             logs,
             topics: RwLock::new(topics),
             appended: Notify::new(),
             groups,
+            offsets,
             clock,
             stop,
             ticker: Mutex::new(Some(ticker)),
-        })
+        };
+        // The internal topic of committed offsets, compacted as in Kafka.
+        let wanted = broker.config.offsets_topic_num_partitions;
+        let existing = broker.topic_partitions(OFFSETS_TOPIC);
+        if existing.is_none() {
+            let overrides = [
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "104857600"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            broker
+                .create_topic(OFFSETS_TOPIC, wanted, overrides)
+                .map_err(|(code, reason)| BrokerError::Metadata {
+                    path: PathBuf::from(OFFSETS_TOPIC),
+                    reason: format!("{code:?}: {reason}"),
+                })?;
+        }
+        let partitions = existing.unwrap_or(wanted);
+        let store = OffsetStore::load(&broker.logs, partitions)?;
+        *broker.offsets.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        Ok(broker)
+    }
+
+    /// The partition count of a topic, if it exists.
+    fn topic_partitions(&self, topic: &str) -> Option<i32> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .map(|t| t.partitions)
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -226,6 +281,8 @@ impl Broker {
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(r)),
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r)),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r)),
             RequestKind::OffsetForLeaderEpoch(r) => {
                 ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
             }
@@ -237,10 +294,16 @@ impl Broker {
     /// also does this on its own every `group_tick_ms`.
     pub fn tick(&self) {
         let now = self.clock.now_ms();
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tick(now);
+        let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick(now);
+        let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        groups::expire_offsets(
+            &g,
+            &mut o,
+            &self.logs,
+            now,
+            self.config.offsets_retention_ms,
+        );
     }
 
     /// Stops background work and closes every log cleanly.

@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod offsets;
+
 use bytes::Bytes;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -769,6 +771,57 @@ impl GroupCoordinator {
                 Self::maybe_complete_join(group, now);
             }
         }
+    }
+
+    /// Whether a member may commit offsets for `group_id` now (Kafka's rules for the classic
+    /// protocol): a generation of -1 with no member id is an admin or standalone consumer and may
+    /// commit only to a group without members; otherwise the member must be in the current
+    /// generation of a group that is not rebalancing.
+    pub fn validate_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance: Option<&str>,
+        generation_id: i32,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let Some(group) = self.groups.get(group_id) else {
+            return if generation_id < 0 {
+                Ok(())
+            } else {
+                Err(ResponseError::IllegalGeneration)
+            };
+        };
+        if generation_id < 0 && member_id.is_empty() {
+            return if group.members.is_empty() {
+                Ok(())
+            } else {
+                Err(ResponseError::UnknownMemberId)
+            };
+        }
+        Self::check_member(group, member_id, instance, generation_id)?;
+        match group.state {
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                Err(ResponseError::RebalanceInProgress)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Groups that have been Empty since before `cutoff_ms` (their offsets may expire).
+    pub fn empty_since_before(&self, cutoff_ms: i64) -> Vec<String> {
+        self.groups
+            .values()
+            .filter(|g| g.state == GroupState::Empty && g.empty_since_ms <= cutoff_ms)
+            .map(|g| g.group_id.clone())
+            .collect()
+    }
+
+    /// Whether the coordinator tracks the group (members or a past generation).
+    pub fn knows(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
     }
 
     /// Deletes an empty group (DeleteGroups); fails for a group with members.
