@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod broker;
+pub mod client;
 pub mod coordinator;
 pub mod storage;
 pub mod time;
