@@ -1,6 +1,65 @@
 //! Rill's Kafka clients — `Producer`, `Consumer`, `Admin` — written once against a transport
 //! (embedded: typed requests straight into the in-process `Broker`; TCP: the Kafka protocol).
 //!
-//! Today: the partitioner, which must place keys exactly where Kafka's Java client does.
+//! Today: the transport seam with its embedded transport, the `Admin` client, the `Producer`,
+//! and the partitioner, which places keys exactly where Kafka's Java client does.
 
+pub mod admin;
 pub mod partitioner;
+pub mod producer;
+pub mod transport;
+
+use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::ResponseError;
+
+pub use admin::Admin;
+pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use transport::{EmbeddedTransport, Transport};
+
+/// What a client call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker answered with a Kafka error code.
+    #[error("{error:?}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Kafka {
+        error: ResponseError,
+        message: Option<String>,
+    },
+    #[error("the broker sent no response")]
+    NoResponse,
+    #[error("the broker answered with an unexpected response: {0}")]
+    Unexpected(String),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl ClientError {
+    fn unexpected(r: &ResponseKind) -> Self {
+        let text = format!("{r:?}");
+        ClientError::Unexpected(text.chars().take(120).collect())
+    }
+
+    /// The Kafka error code, if the broker sent one.
+    pub fn kafka_error(&self) -> Option<ResponseError> {
+        match self {
+            ClientError::Kafka { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+}
+
+/// Turns a response's error code into a result.
+pub(crate) fn check(code: i16, message: Option<&str>) -> Result<(), ClientError> {
+    if code == 0 {
+        return Ok(());
+    }
+    let error = ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError);
+    Err(ClientError::Kafka {
+        error,
+        message: message.map(str::to_string),
+    })
+}

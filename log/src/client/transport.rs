@@ -1,0 +1,49 @@
+//! The one seam between rill's clients and a broker: send a typed Kafka request, get the typed
+//! response. The embedded transport calls an in-process [`Broker`]; the TCP transport (next)
+//! speaks the wire protocol to any Kafka-compatible broker.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+
+use super::ClientError;
+use crate::broker::{Broker, RequestContext};
+
+/// A boxed future, so transports can be used as trait objects.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sends requests to a broker.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Sends one request; `Ok(None)` when the request gets no response (produce, acks=0).
+    fn send(
+        &self,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>>;
+}
+
+/// Typed requests handed straight to an in-process broker: no bytes, no sockets.
+#[derive(Debug, Clone)]
+pub struct EmbeddedTransport {
+    broker: Arc<Broker>,
+    ctx: RequestContext,
+}
+
+impl EmbeddedTransport {
+    pub fn new(broker: Arc<Broker>, client_id: impl Into<String>) -> Self {
+        EmbeddedTransport {
+            broker,
+            ctx: RequestContext::embedded(client_id),
+        }
+    }
+}
+
+impl Transport for EmbeddedTransport {
+    fn send(
+        &self,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(async move { Ok(self.broker.handle(&self.ctx, request).await?) })
+    }
+}

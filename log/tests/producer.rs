@@ -1,0 +1,320 @@
+//! The Producer over the embedded transport: Kafka's key placement, per-partition order,
+//! batching by batch.size and linger.ms, retries that keep order, flush, and backpressure
+//! bounded by buffer.memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rill_log::broker::{Broker, BrokerConfig, RequestContext};
+use rill_log::client::partitioner::partition_for_key;
+use rill_log::client::transport::BoxFuture;
+use rill_log::client::{
+    Admin, ClientError, EmbeddedTransport, Producer, ProducerConfig, ProducerRecord, Transport,
+};
+use rill_log::storage::batch::BatchIter;
+use rill_log::storage::decode_batches;
+use rill_log::time::SystemClock;
+
+fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    let mut config = BrokerConfig::new(dir);
+    config.offsets_topic_num_partitions = 1;
+    Arc::new(Broker::open(config, Arc::new(SystemClock)).unwrap())
+}
+
+fn embedded(b: &Arc<Broker>) -> Arc<dyn Transport> {
+    Arc::new(EmbeddedTransport::new(Arc::clone(b), "test"))
+}
+
+/// Every batch of a partition: (record count, values).
+async fn batches(b: &Broker, topic: &str, partition: i32) -> Vec<Vec<String>> {
+    let req = FetchRequest::default()
+        .with_max_bytes(64 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_partition_max_bytes(64 << 20)])]);
+    let Some(ResponseKind::Fetch(f)) = b
+        .handle(&RequestContext::embedded("t"), RequestKind::Fetch(req))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let records = f.responses[0].partitions[0].records.clone().unwrap();
+    BatchIter::new(&records)
+        .map(|b| {
+            let (_, bytes, _) = b.unwrap();
+            decode_batches(bytes)
+                .unwrap()
+                .iter()
+                .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn keys_land_where_kafka_puts_them_in_send_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 3, &[])
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        embedded(&b),
+        ProducerConfig {
+            linger_ms: 1,
+            ..Default::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..300 {
+        let key = format!("k{}", i % 30);
+        let d = producer
+            .send(ProducerRecord::new("t", Some(key.clone()), format!("v{i}")))
+            .await
+            .unwrap();
+        deliveries.push((key, i, d));
+    }
+    let mut next_offset = [0i64; 3];
+    let mut sent: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for (key, i, d) in deliveries {
+        let md = d.await.unwrap().unwrap();
+        assert_eq!(
+            md.partition,
+            partition_for_key(key.as_bytes(), 3),
+            "key {key}"
+        );
+        // Offsets within a partition follow the order of send.
+        assert_eq!(md.offset, next_offset[md.partition as usize]);
+        next_offset[md.partition as usize] += 1;
+        sent[md.partition as usize].push(format!("v{i}"));
+    }
+    for p in 0..3 {
+        let stored: Vec<String> = batches(&b, "t", p).await.into_iter().flatten().collect();
+        assert_eq!(stored, sent[p as usize]);
+    }
+    producer.close().await;
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn batches_close_at_batch_size_and_flush_sends_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    // A long linger: only batch.size or flush can send.
+    let config = ProducerConfig {
+        linger_ms: 3_600_000,
+        batch_size: 1_000,
+        ..Default::default()
+    };
+    let producer = Producer::new(embedded(&b), config);
+    let mut deliveries = Vec::new();
+    for i in 0..25 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new(
+                    "t",
+                    None::<String>,
+                    format!("{i:0>100}"),
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await;
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+    let sizes: Vec<usize> = batches(&b, "t", 0).await.iter().map(Vec::len).collect();
+    // Each record costs 100 + 24 bytes: a batch closes at its 9th record (1116 >= 1000).
+    assert_eq!(sizes, vec![9, 9, 7]);
+    producer.close().await;
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn linger_groups_records_into_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        linger_ms: 200,
+        ..Default::default()
+    };
+    let producer = Producer::new(embedded(&b), config);
+    let mut deliveries = Vec::new();
+    for i in 0..40 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("t", Some("k"), format!("v{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+    let sizes: Vec<usize> = batches(&b, "t", 0).await.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![40]);
+    producer.close().await;
+    b.close().unwrap();
+}
+
+/// Fails every other produce request with a retriable error before it reaches the broker.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn Transport>,
+    calls: AtomicUsize,
+}
+
+impl Transport for Flaky {
+    fn send(
+        &self,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(async move {
+            if let RequestKind::Produce(p) = &request {
+                if self.calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                    let t = &p.topic_data[0];
+                    let resp = ProduceResponse::default().with_responses(vec![
+                        TopicProduceResponse::default()
+                            .with_name(t.name.clone())
+                            .with_partition_responses(vec![PartitionProduceResponse::default()
+                                .with_index(t.partition_data[0].index)
+                                .with_error_code(ResponseError::NotLeaderOrFollower.code())]),
+                    ]);
+                    return Ok(Some(ResponseKind::Produce(resp)));
+                }
+            }
+            self.inner.send(request).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn retries_keep_each_partitions_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 2, &[])
+        .await
+        .unwrap();
+    let flaky: Arc<dyn Transport> = Arc::new(Flaky {
+        inner: embedded(&b),
+        calls: AtomicUsize::new(0),
+    });
+    let config = ProducerConfig {
+        linger_ms: 0,
+        batch_size: 300,
+        retry_backoff_ms: 1,
+        ..Default::default()
+    };
+    let producer = Producer::new(flaky, config);
+    let mut deliveries = Vec::new();
+    for i in 0..200 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new(
+                    "t",
+                    Some(format!("{}", i % 2)),
+                    format!("v{i:03}"),
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    producer.flush().await;
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+    for p in 0..2 {
+        let stored: Vec<String> = batches(&b, "t", p).await.into_iter().flatten().collect();
+        let mut sorted = stored.clone();
+        sorted.sort();
+        assert_eq!(stored, sorted, "partition {p} out of order");
+        assert_eq!(stored.len(), 100);
+    }
+    producer.close().await;
+    b.close().unwrap();
+}
+
+/// Answers Metadata, never answers Produce: a stalled broker.
+#[derive(Debug)]
+struct Stalled {
+    inner: Arc<dyn Transport>,
+}
+
+impl Transport for Stalled {
+    fn send(
+        &self,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(async move {
+            if matches!(request, RequestKind::Produce(_)) {
+                std::future::pending::<()>().await;
+            }
+            self.inner.send(request).await
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_broker_blocks_send_within_buffer_memory_then_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        buffer_memory: 10_000,
+        max_block_ms: 500,
+        linger_ms: 0,
+        request_timeout_ms: 3_600_000,
+        ..Default::default()
+    };
+    let producer = Producer::new(
+        Arc::new(Stalled {
+            inner: embedded(&b),
+        }),
+        config,
+    );
+    let mut accepted = 0usize;
+    let mut held = Vec::new();
+    let err = loop {
+        match producer
+            .send(ProducerRecord::new("t", Some("k"), vec![b'x'; 975]))
+            .await
+        {
+            Ok(d) => {
+                accepted += 1;
+                held.push(d);
+            }
+            Err(e) => break e,
+        }
+        assert!(accepted <= 10, "more than buffer.memory was accepted");
+    };
+    // 10 records of 1000 bytes (1 key + 975 value + 24 overhead) fill the 10 000 bytes; the
+    // 11th waits max.block.ms, then fails.
+    assert_eq!(accepted, 10);
+    assert!(
+        matches!(err, ClientError::Timeout("buffer.memory")),
+        "{err:?}"
+    );
+    b.close().unwrap();
+}
