@@ -2,9 +2,10 @@
 //! (embedded: typed requests straight into the in-process `Broker`; TCP: the Kafka protocol).
 //!
 //! Today: the transport seam with its embedded transport, the `Admin` client, the `Producer`,
-//! and the partitioner, which places keys exactly where Kafka's Java client does.
+//! a `Consumer` of manually assigned partitions, and the partitioner, which places keys exactly where Kafka's Java client does.
 
 pub mod admin;
+pub mod consumer;
 pub mod partitioner;
 pub mod producer;
 pub mod transport;
@@ -13,6 +14,7 @@ use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::ResponseError;
 
 pub use admin::Admin;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use transport::{EmbeddedTransport, Transport};
 

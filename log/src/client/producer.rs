@@ -153,6 +153,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<Inner>,
+    /// The sender task, awaited by `close` so nothing outlives the producer.
+    sender: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -195,8 +197,11 @@ impl Producer {
             wake: Notify::new(),
             progress: Notify::new(),
         });
-        tokio::spawn(sender(Arc::clone(&inner)));
-        Producer { inner }
+        let task = tokio::spawn(sender(Arc::clone(&inner)));
+        Producer {
+            inner,
+            sender: Arc::new(Mutex::new(Some(task))),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -340,6 +345,10 @@ impl Producer {
         self.state().closed = true;
         self.inner.memory.close();
         self.inner.wake.notify_one();
+        let task = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
