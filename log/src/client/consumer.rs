@@ -3,12 +3,16 @@
 //! `fetch.min.bytes` / `fetch.max.wait.ms`, `max.poll.records`, seeks, and offsets committed
 //! to a group (`group.id`).
 //!
-//! Today the assignment is manual ([`Consumer::assign`]); subscription with group membership
-//! and rebalancing (JoinGroup / SyncGroup / Heartbeat, range and cooperative-sticky assignors)
-//! comes next on the same broker APIs.
+//! Partitions are either assigned by hand ([`Consumer::assign`]) or, after
+//! [`Consumer::subscribe`], by the group: the consumer joins `group.id` (JoinGroup with the
+//! MEMBER_ID_REQUIRED round, SyncGroup), heartbeats from a background task, rejoins when the
+//! coordinator rebalances, and as leader runs the group's assignor (`range`, or
+//! `cooperative-sticky` where partitions stay put and move in two steps).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -24,6 +28,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, Subscription};
 use super::transport::Transport;
 use super::{check, ClientError};
 use crate::storage::batch::BatchIter;
@@ -55,6 +60,21 @@ pub struct ConsumerConfig {
     pub max_partition_fetch_bytes: i32,
     /// `max.poll.records`.
     pub max_poll_records: usize,
+    /// `group.instance.id`: a static member (KIP-345).
+    pub group_instance_id: Option<String>,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: i32,
+    /// `heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `max.poll.interval.ms`, sent as the rebalance timeout.
+    pub max_poll_interval_ms: i32,
+    /// `partition.assignment.strategy`, in order of preference.
+    pub assignors: Vec<Arc<dyn Assignor>>,
+    /// `enable.auto.commit`: commit positions every `auto.commit.interval.ms` from `poll`,
+    /// before partitions are revoked, and on `close`.
+    pub enable_auto_commit: bool,
+    /// `auto.commit.interval.ms`.
+    pub auto_commit_interval_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -67,6 +87,13 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
             max_poll_records: 500,
+            group_instance_id: None,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            max_poll_interval_ms: 300_000,
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
         }
     }
 }
@@ -96,6 +123,69 @@ pub struct Consumer {
     /// Where the last fetch of each partition ended (past control batches and compaction holes),
     /// for the position once its buffered records are all returned.
     fetched_to: BTreeMap<TopicPartition, i64>,
+    /// Topics of `subscribe`; empty for manual assignment.
+    subscription: Vec<String>,
+    membership: Option<Membership>,
+    /// (revoked, assigned) of every rebalance this consumer went through, oldest first.
+    rebalances: Vec<(Vec<TopicPartition>, Vec<TopicPartition>)>,
+    last_auto_commit: tokio::time::Instant,
+}
+
+/// This consumer's place in its group.
+#[derive(Debug)]
+struct Membership {
+    member_id: String,
+    generation: i32,
+    protocol: String,
+    /// Set by the heartbeat task when the coordinator asks for a rejoin.
+    rejoin: Arc<AtomicBool>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+const PROTOCOL_TYPE: &str = "consumer";
+/// ConsumerProtocolSubscription v1 carries owned partitions (needed by cooperative rebalancing).
+const SUBSCRIPTION_VERSION: i16 = 1;
+const ASSIGNMENT_VERSION: i16 = 0;
+
+fn encode_versioned<T: kafka_protocol::protocol::Encodable>(m: &T, version: i16) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    bytes::BufMut::put_i16(&mut buf, version);
+    m.encode(&mut buf, version)
+        .expect("consumer protocol messages encode");
+    buf.freeze()
+}
+
+fn decode_versioned<T: kafka_protocol::protocol::Decodable>(mut b: Bytes) -> Option<T> {
+    if b.len() < 2 {
+        return None;
+    }
+    let version = bytes::Buf::get_i16(&mut b);
+    T::decode(&mut b, version.clamp(0, 3)).ok()
+}
+
+fn to_protocol_partitions(
+    tps: &[TopicPartition],
+) -> Vec<kafka_protocol::messages::consumer_protocol_subscription::TopicPartition> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in tps {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition.0);
+    }
+    by_topic
+        .into_iter()
+        .map(|(t, ps)| {
+            kafka_protocol::messages::consumer_protocol_subscription::TopicPartition::default()
+                .with_topic(TopicName(text(t)))
+                .with_partitions(ps)
+        })
+        .collect()
 }
 
 fn text(s: &str) -> StrBytes {
@@ -110,6 +200,10 @@ impl Consumer {
             positions: BTreeMap::new(),
             buffered: VecDeque::new(),
             fetched_to: BTreeMap::new(),
+            subscription: Vec::new(),
+            membership: None,
+            rebalances: Vec::new(),
+            last_auto_commit: tokio::time::Instant::now(),
         }
     }
 
@@ -282,11 +376,23 @@ impl Consumer {
     }
 
     /// Returns up to `max.poll.records` records from the assigned partitions, waiting at most
-    /// `fetch.max.wait.ms` for data to arrive.
+    /// `fetch.max.wait.ms` for data to arrive. A subscribed consumer first (re)joins its group
+    /// when it must.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        if !self.subscription.is_empty() {
+            self.ensure_membership().await?;
+            self.maybe_auto_commit().await;
+        }
         self.init_positions().await?;
         if self.buffered.is_empty() && !self.positions.is_empty() {
             self.fetch().await?;
+        } else if self.buffered.is_empty() {
+            // Nothing assigned: wait as a fetch would, so a polling loop does not spin (and the
+            // heartbeat task gets to run).
+            tokio::time::sleep(Duration::from_millis(
+                self.config.fetch_max_wait_ms.max(1) as u64
+            ))
+            .await;
         }
         let n = self.buffered.len().min(self.config.max_poll_records);
         let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
@@ -420,9 +526,16 @@ impl Consumer {
                     .with_committed_metadata(Some(text(""))),
             );
         }
+        // Inside the group, commits carry this member's generation; outside, -1.
+        let (member_id, generation) = match &self.membership {
+            Some(m) if m.generation >= 0 => (m.member_id.clone(), m.generation),
+            _ => (String::new(), -1),
+        };
         let req = OffsetCommitRequest::default()
             .with_group_id(GroupId(text(&group)))
-            .with_generation_id_or_member_epoch(-1)
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(text(&member_id))
+            .with_group_instance_id(self.config.group_instance_id.as_deref().map(text))
             .with_topics(
                 by_topic
                     .into_iter()
@@ -444,5 +557,350 @@ impl Consumer {
             }
             other => Err(ClientError::unexpected(&other)),
         }
+    }
+}
+
+impl Consumer {
+    /// Consumes `topics` as a member of `group.id`; the group decides the partitions.
+    pub fn subscribe(&mut self, topics: impl IntoIterator<Item = impl Into<String>>) {
+        self.subscription = topics.into_iter().map(Into::into).collect();
+        self.subscription.sort();
+        self.subscription.dedup();
+        if let Some(m) = &self.membership {
+            m.rejoin.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Every rebalance so far: the partitions revoked and the partitions assigned.
+    pub fn rebalances(&self) -> &[(Vec<TopicPartition>, Vec<TopicPartition>)] {
+        &self.rebalances
+    }
+
+    /// The generation this consumer is in, once it has joined.
+    pub fn generation(&self) -> Option<i32> {
+        self.membership.as_ref().map(|m| m.generation)
+    }
+
+    fn group_id(&self) -> Result<String, ClientError> {
+        self.config.group_id.clone().ok_or(ClientError::Kafka {
+            error: ResponseError::InvalidGroupId,
+            message: Some("subscribing needs a group.id".into()),
+        })
+    }
+
+    async fn maybe_auto_commit(&mut self) {
+        let every = Duration::from_millis(self.config.auto_commit_interval_ms);
+        if self.config.enable_auto_commit && self.last_auto_commit.elapsed() >= every {
+            self.last_auto_commit = tokio::time::Instant::now();
+            if let Err(e) = self.commit_sync().await {
+                tracing::debug!(error = %e, "auto-commit failed");
+            }
+        }
+    }
+
+    /// Joins (or rejoins) the group until this consumer holds an assignment for the current
+    /// generation.
+    async fn ensure_membership(&mut self) -> Result<(), ClientError> {
+        let group = self.group_id()?;
+        let backoff = Duration::from_millis(100);
+        loop {
+            if let Some(m) = &self.membership {
+                if !m.rejoin.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+            }
+            let cooperative_only = self.config.assignors.iter().all(|a| a.cooperative());
+            let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+            // Eager protocol: give up everything before rejoining (committing first).
+            if !cooperative_only && !owned.is_empty() {
+                if self.config.enable_auto_commit {
+                    let _ = self.commit_sync().await;
+                }
+                self.positions.clear();
+                self.buffered.clear();
+                self.fetched_to.clear();
+                self.rebalances.push((owned.clone(), Vec::new()));
+            }
+            let owned_now: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+            let member_id = self
+                .membership
+                .as_ref()
+                .map(|m| m.member_id.clone())
+                .unwrap_or_default();
+            let subscription = kafka_protocol::messages::ConsumerProtocolSubscription::default()
+                .with_topics(self.subscription.iter().map(|t| text(t)).collect())
+                .with_owned_partitions(to_protocol_partitions(&owned_now));
+            let metadata = encode_versioned(&subscription, SUBSCRIPTION_VERSION);
+            let req = kafka_protocol::messages::JoinGroupRequest::default()
+                .with_group_id(GroupId(text(&group)))
+                .with_session_timeout_ms(self.config.session_timeout_ms)
+                .with_rebalance_timeout_ms(self.config.max_poll_interval_ms)
+                .with_member_id(text(&member_id))
+                .with_group_instance_id(self.config.group_instance_id.as_deref().map(text))
+                .with_protocol_type(text(PROTOCOL_TYPE))
+                .with_protocols(
+                    self.config
+                        .assignors
+                        .iter()
+                        .map(|a| {
+                            kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+                                .with_name(text(a.name()))
+                                .with_metadata(metadata.clone())
+                        })
+                        .collect(),
+                );
+            let ResponseKind::JoinGroup(join) = self.call(RequestKind::JoinGroup(req)).await?
+            else {
+                return Err(ClientError::NoResponse);
+            };
+            match ResponseError::try_from_code(join.error_code) {
+                None => {}
+                Some(ResponseError::MemberIdRequired) => {
+                    self.set_member(join.member_id.to_string(), -1);
+                    continue;
+                }
+                Some(ResponseError::UnknownMemberId) => {
+                    self.set_member(String::new(), -1);
+                    continue;
+                }
+                Some(e) if e.is_retriable() || e == ResponseError::RebalanceInProgress => {
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                Some(_) => check(join.error_code, None)?,
+            }
+            let member_id = join.member_id.to_string();
+            let protocol = join
+                .protocol_name
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let assignments = if join.leader.as_str() == member_id {
+                self.lead(&protocol, &join.members).await?
+            } else {
+                Vec::new()
+            };
+            let sync = kafka_protocol::messages::SyncGroupRequest::default()
+                .with_group_id(GroupId(text(&group)))
+                .with_generation_id(join.generation_id)
+                .with_member_id(text(&member_id))
+                .with_group_instance_id(self.config.group_instance_id.as_deref().map(text))
+                .with_protocol_type(Some(text(PROTOCOL_TYPE)))
+                .with_protocol_name(Some(text(&protocol)))
+                .with_assignments(assignments);
+            let ResponseKind::SyncGroup(synced) = self.call(RequestKind::SyncGroup(sync)).await?
+            else {
+                return Err(ClientError::NoResponse);
+            };
+            match ResponseError::try_from_code(synced.error_code) {
+                None => {}
+                Some(ResponseError::UnknownMemberId) => {
+                    self.set_member(String::new(), -1);
+                    continue;
+                }
+                Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration) => {
+                    self.set_member(member_id, -1);
+                    continue;
+                }
+                Some(_) => check(synced.error_code, None)?,
+            }
+            let assignment: kafka_protocol::messages::ConsumerProtocolAssignment =
+                decode_versioned(synced.assignment.clone()).unwrap_or_default();
+            let new: BTreeSet<TopicPartition> = assignment
+                .assigned_partitions
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| TopicPartition::new(t.topic.0.to_string(), *p))
+                })
+                .collect();
+            let old: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
+            let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
+            let assigned: Vec<TopicPartition> = new.difference(&old).cloned().collect();
+            if !revoked.is_empty() && self.config.enable_auto_commit {
+                let _ = self.commit_sync().await;
+            }
+            for tp in &revoked {
+                self.positions.remove(tp);
+                self.fetched_to.remove(tp);
+            }
+            self.buffered
+                .retain(|r| new.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
+            for tp in &assigned {
+                self.positions.insert(tp.clone(), None);
+            }
+            if !revoked.is_empty() || !assigned.is_empty() {
+                self.rebalances.push((revoked.clone(), assigned));
+            }
+            self.set_member(member_id, join.generation_id);
+            if let Some(m) = self.membership.as_mut() {
+                m.protocol = protocol;
+            }
+            self.start_heartbeat(&group);
+            // Cooperative: what was revoked may now go elsewhere; rejoin so it can (KIP-429).
+            if !revoked.is_empty() && cooperative_only {
+                if let Some(m) = &self.membership {
+                    m.rejoin.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    fn set_member(&mut self, member_id: String, generation: i32) {
+        let rejoin = generation < 0;
+        match self.membership.as_mut() {
+            Some(m) => {
+                m.member_id = member_id;
+                m.generation = generation;
+                m.rejoin.store(rejoin, Ordering::SeqCst);
+            }
+            None => {
+                self.membership = Some(Membership {
+                    member_id,
+                    generation,
+                    protocol: String::new(),
+                    rejoin: Arc::new(AtomicBool::new(rejoin)),
+                    heartbeat: None,
+                });
+            }
+        }
+    }
+
+    /// As leader: run the chosen assignor over every member's subscription.
+    async fn lead(
+        &self,
+        protocol: &str,
+        members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
+    ) -> Result<
+        Vec<kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment>,
+        ClientError,
+    > {
+        let assignor = self
+            .config
+            .assignors
+            .iter()
+            .find(|a| a.name() == protocol)
+            .cloned()
+            .ok_or(ClientError::Kafka {
+                error: ResponseError::InconsistentGroupProtocol,
+                message: Some(protocol.into()),
+            })?;
+        let mut subs: BTreeMap<String, Subscription> = BTreeMap::new();
+        let mut topics: BTreeSet<String> = BTreeSet::new();
+        for m in members {
+            let s: kafka_protocol::messages::ConsumerProtocolSubscription =
+                decode_versioned(m.metadata.clone()).unwrap_or_default();
+            let sub = Subscription {
+                topics: s.topics.iter().map(|t| t.to_string()).collect(),
+                owned: s
+                    .owned_partitions
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(move |p| TopicPartition::new(t.topic.0.to_string(), *p))
+                    })
+                    .collect(),
+            };
+            topics.extend(sub.topics.iter().cloned());
+            subs.insert(m.member_id.to_string(), sub);
+        }
+        // Partition counts of every subscribed topic.
+        let req = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(text(t))))
+                })
+                .collect(),
+        ));
+        let ResponseKind::Metadata(md) = self.call(RequestKind::Metadata(req)).await? else {
+            return Err(ClientError::NoResponse);
+        };
+        let counts: BTreeMap<String, i32> = md
+            .topics
+            .iter()
+            .filter(|t| t.error_code == 0)
+            .filter_map(|t| {
+                t.name
+                    .as_ref()
+                    .map(|n| (n.0.to_string(), t.partitions.len() as i32))
+            })
+            .collect();
+        let plan = assignor.assign(&subs, &counts);
+        Ok(plan
+            .into_iter()
+            .map(|(member, tps)| {
+                let a = kafka_protocol::messages::ConsumerProtocolAssignment::default()
+                    .with_assigned_partitions(
+                        to_protocol_partitions(&tps)
+                            .into_iter()
+                            .map(|t| {
+                                kafka_protocol::messages::consumer_protocol_assignment::TopicPartition::default()
+                                    .with_topic(t.topic)
+                                    .with_partitions(t.partitions)
+                            })
+                            .collect(),
+                    );
+                kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(text(&member))
+                    .with_assignment(encode_versioned(&a, ASSIGNMENT_VERSION))
+            })
+            .collect())
+    }
+
+    /// Heartbeats every `heartbeat.interval.ms` until the coordinator asks for a rejoin.
+    fn start_heartbeat(&mut self, group: &str) {
+        let Some(m) = self.membership.as_mut() else {
+            return;
+        };
+        if let Some(h) = m.heartbeat.take() {
+            h.abort();
+        }
+        let transport = Arc::clone(&self.transport);
+        let rejoin = Arc::clone(&m.rejoin);
+        let every = Duration::from_millis(self.config.heartbeat_interval_ms.max(1));
+        let req = kafka_protocol::messages::HeartbeatRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id(m.generation)
+            .with_member_id(text(&m.member_id))
+            .with_group_instance_id(self.config.group_instance_id.as_deref().map(text));
+        m.heartbeat = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match transport.send(RequestKind::Heartbeat(req.clone())).await {
+                    Ok(Some(ResponseKind::Heartbeat(r))) if r.error_code == 0 => {}
+                    Ok(Some(ResponseKind::Heartbeat(_))) => {
+                        rejoin.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+
+    /// Commits (with auto-commit on), leaves the group, and stops heartbeating.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        if self.config.enable_auto_commit && self.config.group_id.is_some() {
+            let _ = self.commit_sync().await;
+        }
+        if let (Some(m), Ok(group)) = (self.membership.take(), self.group_id()) {
+            let req = kafka_protocol::messages::LeaveGroupRequest::default()
+                .with_group_id(GroupId(text(&group)))
+                .with_member_id(text(&m.member_id))
+                .with_members(vec![
+                    kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                        .with_member_id(text(&m.member_id))
+                        .with_group_instance_id(self.config.group_instance_id.as_deref().map(text)),
+                ]);
+            drop(m);
+            self.call(RequestKind::LeaveGroup(req)).await?;
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! a `Consumer` of manually assigned partitions, and the partitioner, which places keys exactly where Kafka's Java client does.
 
 pub mod admin;
+pub mod assignor;
 pub mod consumer;
 pub mod partitioner;
 pub mod producer;

@@ -293,7 +293,7 @@ impl Producer {
             done: tx,
             _memory: permit,
         };
-        let full = {
+        let (full, started) = {
             let mut st = self.state();
             if st.closed {
                 return Err(ClientError::Closed);
@@ -302,17 +302,19 @@ impl Producer {
                 .queues
                 .entry((record.topic.clone(), partition))
                 .or_default();
+            let started = q.first_at.is_none();
             q.first_at.get_or_insert_with(Instant::now);
             q.open.push(pending);
             q.open_bytes += size;
-            q.open_bytes >= self.inner.config.batch_size
+            (q.open_bytes >= self.inner.config.batch_size, started)
         };
-        if full {
-            if record.partition.is_none() {
-                self.inner
-                    .partitioner
-                    .on_new_batch(&record.topic, partition, partitions);
-            }
+        if full && record.partition.is_none() {
+            self.inner
+                .partitioner
+                .on_new_batch(&record.topic, partition, partitions);
+        }
+        // A full batch goes now; a new one needs the sender to start its linger clock.
+        if full || started {
             self.inner.wake.notify_one();
         }
         Ok(rx)
