@@ -67,3 +67,38 @@ fn bad_arguments_fail_clearly() {
     let out = rill().args(["bench", "nosuch"]).output().unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn bench_produce_and_consume_report_ratios_to_the_storage_paths() {
+    for (workload, names) in [
+        ("produce", &["produce-100B", "produce-1KiB"][..]),
+        ("consume", &["consume-100B"][..]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = rill()
+            .args(["bench", workload, "--seconds", "0.4", "--json", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for name in names {
+            let row = rows
+                .iter()
+                .find(|r| r["workload"] == *name && r["metric"] == "records")
+                .expect(name);
+            assert!(
+                row["value"].as_f64().unwrap() > 0.0 && row["baseline"].as_f64().unwrap() > 0.0
+            );
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,5 +1,5 @@
-//! The `rill` command: today `rill bench storage`; the broker, topic, produce, consume and
-//! group commands join it as the layers below them land.
+//! The `rill` command: today `rill bench storage|produce|consume`; the broker, topic,
+//! produce, consume and group commands join it as the TCP server lands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,71 @@ enum BenchWorkload {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// One embedded producer (acks=all) against the storage append path.
+    Produce {
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// One embedded consumer over a prepared backlog against reading the log directly.
+    Consume {
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Prints rows as a table or as JSON lines.
+fn print_rows(rows: &[rill_log::bench::BenchRow], json: bool) {
+    if json {
+        for r in rows {
+            println!("{}", serde_json::to_string(r).expect("rows serialize"));
+        }
+    } else {
+        print!("{}", format_table(rows));
+    }
+}
+
+/// Runs a client bench on a tokio runtime.
+fn run_client_bench(seconds: f64, json: bool, dir: Option<PathBuf>, produce: bool) -> ExitCode {
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        eprintln!("error: --seconds must be a positive number");
+        return ExitCode::from(2);
+    }
+    let dir = dir.unwrap_or_else(std::env::temp_dir);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(rill_log::bench::run_in_dir(&dir, |work| async move {
+        if produce {
+            rill_log::bench::run_produce(&work, seconds).await
+        } else {
+            rill_log::bench::run_consume(&work, seconds).await
+        }
+    }));
+    match result {
+        Ok(rows) => {
+            print_rows(&rows, json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -54,6 +119,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench {
+            workload: BenchWorkload::Produce { seconds, json, dir },
+        } => run_client_bench(seconds, json, dir, true),
+        Command::Bench {
+            workload: BenchWorkload::Consume { seconds, json, dir },
+        } => run_client_bench(seconds, json, dir, false),
+        Command::Bench {
             workload: BenchWorkload::Storage { seconds, json, dir },
         } => {
             if !(seconds > 0.0 && seconds.is_finite()) {
@@ -66,13 +137,7 @@ fn main() -> ExitCode {
             };
             match run_storage(&opts) {
                 Ok(rows) => {
-                    if json {
-                        for r in &rows {
-                            println!("{}", serde_json::to_string(r).expect("rows serialize"));
-                        }
-                    } else {
-                        print!("{}", format_table(&rows));
-                    }
+                    print_rows(&rows, json);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

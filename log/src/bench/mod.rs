@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod clients;
+pub use clients::{run_consume, run_produce};
+
 use crate::storage::batch::FramedIter;
 use crate::storage::{
     encode_batch, Compression, LogConfig, NewRecord, PartitionLog, ReadBuf, StorageError,
@@ -30,7 +33,7 @@ pub struct BenchRow {
 }
 
 impl BenchRow {
-    fn new(workload: &str, metric: &str, value: f64, unit: &str, baseline: f64) -> Self {
+    pub(crate) fn new(workload: &str, metric: &str, value: f64, unit: &str, baseline: f64) -> Self {
         BenchRow {
             workload: workload.into(),
             metric: metric.into(),
@@ -55,6 +58,8 @@ pub enum BenchError {
     Io(#[from] std::io::Error),
     #[error("could not build the bench's batches: {0}")]
     Batch(#[from] crate::storage::BatchError),
+    #[error("client: {0}")]
+    Client(String),
 }
 
 /// Options of `rill bench storage`.
@@ -75,7 +80,10 @@ const READ_CHUNK_BYTES: usize = 1 << 20;
 const APPEND_ROUNDS: u32 = 4;
 
 /// A batch of records with `value_bytes`-byte values, as large as fits in `target_bytes`.
-fn filled_batch(value_bytes: usize, target_bytes: usize) -> Result<(Vec<u8>, u64), BenchError> {
+pub(crate) fn filled_batch(
+    value_bytes: usize,
+    target_bytes: usize,
+) -> Result<(Vec<u8>, u64), BenchError> {
     let value = vec![b'r'; value_bytes];
     let mut n = (target_bytes / (value_bytes + 8)).max(1);
     loop {
@@ -246,6 +254,20 @@ fn baseline_read(path: &Path) -> Result<Throughput, BenchError> {
     }
     t.elapsed = start.elapsed();
     Ok(t)
+}
+
+/// Runs one of the client benches in a fresh directory under `dir`, removed afterwards.
+pub async fn run_in_dir<F, Fut>(dir: &Path, f: F) -> Result<Vec<BenchRow>, BenchError>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<BenchRow>, BenchError>>,
+{
+    fs::create_dir_all(dir)?;
+    let work = dir.join(format!("rill-bench-{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let result = f(work.clone()).await;
+    let _ = fs::remove_dir_all(&work);
+    result
 }
 
 /// Runs `rill bench storage`: append (100 B and 1 KiB records in 16 KiB batches), sequential

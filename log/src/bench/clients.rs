@@ -1,0 +1,191 @@
+//! `rill bench produce` and `rill bench consume`: the embedded Producer and Consumer against
+//! the storage engine's own append and read paths, measured in the same run.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{filled_batch, BenchError, BenchRow};
+use crate::broker::{Broker, BrokerConfig};
+use crate::client::{
+    Admin, ClientError, Consumer, ConsumerConfig, EmbeddedTransport, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, Transport,
+};
+use crate::storage::{LogConfig, PartitionLog, ReadBuf};
+use crate::time::SystemClock;
+use crate::types::{Offset, TopicPartition};
+
+impl From<ClientError> for BenchError {
+    fn from(e: ClientError) -> Self {
+        BenchError::Client(e.to_string())
+    }
+}
+
+fn open_broker(dir: &Path) -> Result<Arc<Broker>, BenchError> {
+    let mut config = BrokerConfig::new(dir);
+    config.offsets_topic_num_partitions = 1;
+    Broker::open(config, Arc::new(SystemClock))
+        .map(Arc::new)
+        .map_err(|e| BenchError::Client(e.to_string()))
+}
+
+/// Records/s of the storage append path for `value_bytes` records in 16 KiB batches.
+fn storage_append_rate(
+    dir: &Path,
+    value_bytes: usize,
+    budget: Duration,
+) -> Result<f64, BenchError> {
+    let _ = std::fs::remove_dir_all(dir);
+    let log = PartitionLog::open(
+        dir,
+        TopicPartition::new("b", 0),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+    )?;
+    let (mut batch, per_batch) = filled_batch(value_bytes, 16 * 1024)?;
+    let start = Instant::now();
+    let mut records = 0u64;
+    while start.elapsed() < budget {
+        log.append(&mut batch)?;
+        records += per_batch;
+    }
+    let rate = records as f64 / start.elapsed().as_secs_f64();
+    log.close()?;
+    drop(log);
+    std::fs::remove_dir_all(dir)?;
+    Ok(rate)
+}
+
+/// Producer throughput (acks=all, embedded) vs the storage append path, for 100 B and 1 KiB.
+pub async fn run_produce(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, BenchError> {
+    let phase = Duration::from_secs_f64((seconds / 4.0).max(0.05));
+    let mut rows = Vec::new();
+    for (name, value_bytes) in [("produce-100B", 100usize), ("produce-1KiB", 1024)] {
+        let baseline = storage_append_rate(&work.join("append"), value_bytes, phase)?;
+        let dir = work.join("broker");
+        let _ = std::fs::remove_dir_all(&dir);
+        let broker = open_broker(&dir)?;
+        let transport: Arc<dyn Transport> =
+            Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
+        Admin::new(Arc::clone(&transport))
+            .create_topic("bench", 1, &[])
+            .await?;
+        let producer = Producer::new(
+            transport,
+            ProducerConfig {
+                acks: -1,
+                ..Default::default()
+            },
+        );
+        let value = bytes::Bytes::from(vec![b'r'; value_bytes]);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut last = None;
+        while start.elapsed() < phase {
+            for _ in 0..1000 {
+                let mut r = ProducerRecord::new("bench", None::<bytes::Bytes>, value.clone());
+                r.partition = Some(0);
+                last = Some(producer.send(r).await?);
+                sent += 1;
+            }
+        }
+        producer.flush().await;
+        if let Some(d) = last {
+            d.await
+                .map_err(|_| BenchError::Client("delivery dropped".into()))??;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        producer.close().await;
+        broker
+            .close()
+            .map_err(|e| BenchError::Client(e.to_string()))?;
+        drop(broker);
+        std::fs::remove_dir_all(&dir)?;
+        let rate = sent as f64 / elapsed;
+        rows.push(BenchRow::new(name, "records", rate, "records/s", baseline));
+        rows.push(BenchRow::new(
+            name,
+            "throughput",
+            rate * value_bytes as f64 / 1e6,
+            "MB/s",
+            baseline * value_bytes as f64 / 1e6,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Consumer throughput over a prepared backlog vs reading the same log directly.
+pub async fn run_consume(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, BenchError> {
+    let budget = Duration::from_secs_f64((seconds / 3.0).max(0.05));
+    let dir = work.join("broker");
+    let _ = std::fs::remove_dir_all(&dir);
+    let broker = open_broker(&dir)?;
+    let transport: Arc<dyn Transport> =
+        Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
+    Admin::new(Arc::clone(&transport))
+        .create_topic("bench", 1, &[])
+        .await?;
+    // The backlog: 100 B records appended straight to the partition for `budget`.
+    let log = broker
+        .logs()
+        .get(&TopicPartition::new("bench", 0))
+        .ok_or_else(|| BenchError::Client("bench partition missing".into()))?;
+    let (mut batch, per_batch) = filled_batch(100, 16 * 1024)?;
+    let start = Instant::now();
+    let mut total = 0u64;
+    while start.elapsed() < budget && total < 20_000_000 {
+        log.append(&mut batch)?;
+        total += per_batch;
+    }
+    // Baseline: read the whole log directly, 1 MiB at a time.
+    let start = Instant::now();
+    let mut buf = ReadBuf::default();
+    let mut next = 0i64;
+    let end = log.log_end_offset().0;
+    while next < end {
+        log.read_into(Offset(next), 1 << 20, None, &mut buf)?;
+        let mut last = next;
+        for item in crate::storage::batch::FramedIter::new(buf.as_slice()) {
+            last = item?.0.next_offset();
+        }
+        next = last;
+    }
+    let baseline = total as f64 / start.elapsed().as_secs_f64();
+    // The consumer: decodes every record and hands it out.
+    let mut consumer = Consumer::new(
+        transport,
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            max_poll_records: 10_000,
+            fetch_max_wait_ms: 0,
+            ..Default::default()
+        },
+    );
+    consumer.assign([TopicPartition::new("bench", 0)]);
+    let start = Instant::now();
+    let mut consumed = 0u64;
+    while consumed < total {
+        let n = consumer.poll().await?.len() as u64;
+        if n == 0 && start.elapsed() > budget * 20 {
+            return Err(BenchError::Client("consumer stalled".into()));
+        }
+        consumed += n;
+    }
+    let rate = consumed as f64 / start.elapsed().as_secs_f64();
+    drop(log);
+    broker
+        .close()
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    drop(broker);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(vec![
+        BenchRow::new("consume-100B", "records", rate, "records/s", baseline),
+        BenchRow::new(
+            "consume-100B",
+            "throughput",
+            rate * 100.0 / 1e6,
+            "MB/s",
+            baseline * 100.0 / 1e6,
+        ),
+    ])
+}
