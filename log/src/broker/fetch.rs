@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{storage_error_code, Broker, TopicMeta};
-use crate::types::{Offset, TopicPartition};
+use crate::types::Offset;
 
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
@@ -46,13 +46,7 @@ impl Broker {
                     .with_high_watermark(-1)
                     .with_last_stable_offset(-1)
                     .with_log_start_offset(-1);
-                let log = meta
-                    .as_ref()
-                    .filter(|m| p.partition >= 0 && p.partition < m.partitions)
-                    .and_then(|m| {
-                        self.logs
-                            .get(&TopicPartition::new(m.name.clone(), p.partition))
-                    });
+                let log = self.log_of(meta.as_ref(), p.partition);
                 let Some(log) = log else {
                     data.error_code = if meta.is_none() && t.topic.0.is_empty() {
                         ResponseError::UnknownTopicId.code()
@@ -155,13 +149,7 @@ impl Broker {
                             .with_timestamp(-1)
                             .with_offset(-1)
                             .with_leader_epoch(-1);
-                        let log = meta
-                            .as_ref()
-                            .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
-                            .and_then(|m| {
-                                self.logs
-                                    .get(&TopicPartition::new(m.name.clone(), p.partition_index))
-                            });
+                        let log = self.log_of(meta.as_ref(), p.partition_index);
                         let Some(log) = log else {
                             resp.error_code = ResponseError::UnknownTopicOrPartition.code();
                             return resp;

@@ -227,6 +227,19 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The log of partition `partition` of a known topic, if it has one.
+    pub(crate) fn log_of(
+        &self,
+        meta: Option<&TopicMeta>,
+        partition: i32,
+    ) -> Option<Arc<crate::storage::PartitionLog>> {
+        let meta = meta.filter(|m| partition >= 0 && partition < m.partitions)?;
+        self.logs.get(&crate::types::TopicPartition::new(
+            meta.name.clone(),
+            partition,
+        ))
+    }
+
     /// The partition count of a topic, if it exists.
     fn topic_partitions(&self, topic: &str) -> Option<i32> {
         self.topics

@@ -106,13 +106,7 @@ impl Broker {
                         let mut result = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index)
                             .with_low_watermark(-1);
-                        let log = meta
-                            .as_ref()
-                            .filter(|m| p.partition_index >= 0 && p.partition_index < m.partitions)
-                            .and_then(|m| {
-                                self.logs
-                                    .get(&TopicPartition::new(m.name.clone(), p.partition_index))
-                            });
+                        let log = self.log_of(meta.as_ref(), p.partition_index);
                         let Some(log) = log else {
                             result.error_code = ResponseError::UnknownTopicOrPartition.code();
                             return result;
@@ -161,14 +155,10 @@ impl Broker {
                             .with_partition(p.partition)
                             .with_leader_epoch(-1)
                             .with_end_offset(-1);
-                        let found = meta
-                            .as_ref()
-                            .filter(|m| p.partition >= 0 && p.partition < m.partitions)
-                            .and_then(|m| {
-                                self.logs
-                                    .get(&TopicPartition::new(m.name.clone(), p.partition))
-                                    .map(|l| (m.leader_epoch, l))
-                            });
+                        let found = self
+                            .log_of(meta.as_ref(), p.partition)
+                            .zip(meta.as_ref().map(|m| m.leader_epoch))
+                            .map(|(l, e)| (e, l));
                         let Some((epoch, log)) = found else {
                             result.error_code = ResponseError::UnknownTopicOrPartition.code();
                             return result;

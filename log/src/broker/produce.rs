@@ -8,7 +8,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Broker};
-use crate::types::TopicPartition;
 
 /// In-sync replicas of every partition: this broker alone.
 const ISR_SIZE: i32 = 1;
@@ -38,10 +37,7 @@ impl Broker {
                         resp.error_code = code.code();
                         resp.error_message = Some(StrBytes::from_string(msg));
                     };
-                let log = known
-                    .as_ref()
-                    .filter(|m| p.index >= 0 && p.index < m.partitions)
-                    .and_then(|_| self.logs.get(&TopicPartition::new(name.clone(), p.index)));
+                let log = self.log_of(known.as_ref(), p.index);
                 match (log, p.records) {
                     _ if !matches!(acks, -1..=1) => fail(
                         &mut resp,
