@@ -102,3 +102,39 @@ fn bench_produce_and_consume_report_ratios_to_the_storage_paths() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
+
+#[test]
+fn bench_e2e_reports_latency_percentiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rill()
+        .args([
+            "bench",
+            "e2e",
+            "--seconds",
+            "0.3",
+            "--rate",
+            "2000",
+            "--json",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let metrics: Vec<&str> = rows.iter().map(|r| r["metric"].as_str().unwrap()).collect();
+    assert_eq!(metrics, vec!["p50 latency", "p99 latency", "p99.9 latency"]);
+    let values: Vec<f64> = rows.iter().map(|r| r["value"].as_f64().unwrap()).collect();
+    assert!(
+        values[0] > 0.0 && values[0] <= values[1] && values[1] <= values[2],
+        "{values:?}"
+    );
+}

@@ -189,3 +189,128 @@ pub async fn run_consume(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, Ben
         ),
     ])
 }
+
+/// End-to-end latency at a fixed rate: from the intended send time of each record (so a
+/// stalled sender counts against rill, no coordinated omission) to the moment the consumer's
+/// poll returns it. The baseline is the producer's acknowledgement latency in the same run.
+pub async fn run_e2e(
+    work: &Path,
+    seconds: f64,
+    rate: u64,
+    value_bytes: usize,
+) -> Result<Vec<BenchRow>, BenchError> {
+    use hdrhistogram::Histogram;
+    use std::sync::Mutex;
+    let dir = work.join("broker");
+    let _ = std::fs::remove_dir_all(&dir);
+    let broker = open_broker(&dir)?;
+    let transport: Arc<dyn Transport> =
+        Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
+    Admin::new(Arc::clone(&transport))
+        .create_topic("e2e", 1, &[])
+        .await?;
+    let total = ((seconds * rate as f64) as u64).max(1);
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let e2e = Arc::new(Mutex::new(new_hist()));
+    let acks = Arc::new(Mutex::new(new_hist()));
+    let origin = Instant::now();
+
+    let mut consumer = Consumer::new(
+        Arc::clone(&transport),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 100,
+            ..Default::default()
+        },
+    );
+    consumer.assign([TopicPartition::new("e2e", 0)]);
+    let reader = {
+        let e2e = Arc::clone(&e2e);
+        tokio::spawn(async move {
+            let mut seen = 0u64;
+            while seen < total {
+                let records = consumer.poll().await?;
+                let now = origin.elapsed().as_micros() as u64;
+                let mut h = e2e.lock().unwrap_or_else(|e| e.into_inner());
+                for r in &records {
+                    let v = r.value.as_deref().unwrap_or_default();
+                    let intended = u64::from_be_bytes(
+                        v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]),
+                    );
+                    let _ = h.record(now.saturating_sub(intended).max(1));
+                }
+                seen += records.len() as u64;
+            }
+            Ok::<(), ClientError>(())
+        })
+    };
+    let producer = Producer::new(
+        transport,
+        ProducerConfig {
+            linger_ms: 0,
+            ..Default::default()
+        },
+    );
+    let mut ack_tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let intended = origin + interval * i as u32;
+        // tokio's timers tick in milliseconds: sleep to just before the intended time, then
+        // yield until it, so pacing does not add up to a millisecond to every latency.
+        if let Some(early) = intended.checked_sub(Duration::from_millis(2)) {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(early)).await;
+        }
+        while Instant::now() < intended {
+            tokio::task::yield_now().await;
+        }
+        let intended_us = intended.duration_since(origin).as_micros() as u64;
+        let mut value = intended_us.to_be_bytes().to_vec();
+        value.resize(value_bytes.max(8), b'e');
+        let mut r = ProducerRecord::new("e2e", None::<bytes::Bytes>, value);
+        r.partition = Some(0);
+        let delivery = producer.send(r).await?;
+        let acks = Arc::clone(&acks);
+        ack_tasks.push(tokio::spawn(async move {
+            if let Ok(Ok(_)) = delivery.await {
+                let now = origin.elapsed().as_micros() as u64;
+                let _ = acks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(now.saturating_sub(intended_us).max(1));
+            }
+        }));
+    }
+    for t in ack_tasks {
+        let _ = t.await;
+    }
+    reader
+        .await
+        .map_err(|e| BenchError::Client(e.to_string()))??;
+    producer.close().await;
+    broker
+        .close()
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    drop(broker);
+    std::fs::remove_dir_all(&dir)?;
+    let (e2e, acks) = (
+        e2e.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        acks.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    );
+    let name = format!("e2e-{rate}-per-s-{value_bytes}B");
+    Ok([
+        ("p50 latency", 50.0),
+        ("p99 latency", 99.0),
+        ("p99.9 latency", 99.9),
+    ]
+    .into_iter()
+    .map(|(metric, q)| {
+        BenchRow::new(
+            &name,
+            metric,
+            e2e.value_at_quantile(q / 100.0) as f64,
+            "us",
+            acks.value_at_quantile(q / 100.0) as f64,
+        )
+    })
+    .collect())
+}

@@ -50,6 +50,22 @@ enum BenchWorkload {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// End-to-end latency (produce -> consumer poll) at a fixed rate, from the intended send
+    /// time; the baseline is the producer's acknowledgement latency in the same run.
+    E2e {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Records per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Record size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// One embedded consumer over a prepared backlog against reading the log directly.
     Consume {
         #[arg(long, default_value_t = 6.0)]
@@ -73,7 +89,19 @@ fn print_rows(rows: &[rill_log::bench::BenchRow], json: bool) {
 }
 
 /// Runs a client bench on a tokio runtime.
-fn run_client_bench(seconds: f64, json: bool, dir: Option<PathBuf>, produce: bool) -> ExitCode {
+#[derive(Debug, Clone, Copy)]
+enum ClientBench {
+    Produce,
+    Consume,
+    E2e { rate: u64, size: usize },
+}
+
+fn run_client_bench(
+    seconds: f64,
+    json: bool,
+    dir: Option<PathBuf>,
+    which: ClientBench,
+) -> ExitCode {
     if !(seconds > 0.0 && seconds.is_finite()) {
         eprintln!("error: --seconds must be a positive number");
         return ExitCode::from(2);
@@ -90,10 +118,12 @@ fn run_client_bench(seconds: f64, json: bool, dir: Option<PathBuf>, produce: boo
         }
     };
     let result = runtime.block_on(rill_log::bench::run_in_dir(&dir, |work| async move {
-        if produce {
-            rill_log::bench::run_produce(&work, seconds).await
-        } else {
-            rill_log::bench::run_consume(&work, seconds).await
+        match which {
+            ClientBench::Produce => rill_log::bench::run_produce(&work, seconds).await,
+            ClientBench::Consume => rill_log::bench::run_consume(&work, seconds).await,
+            ClientBench::E2e { rate, size } => {
+                rill_log::bench::run_e2e(&work, seconds, rate, size).await
+            }
         }
     }));
     match result {
@@ -120,10 +150,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench {
             workload: BenchWorkload::Produce { seconds, json, dir },
-        } => run_client_bench(seconds, json, dir, true),
+        } => run_client_bench(seconds, json, dir, ClientBench::Produce),
         Command::Bench {
             workload: BenchWorkload::Consume { seconds, json, dir },
-        } => run_client_bench(seconds, json, dir, false),
+        } => run_client_bench(seconds, json, dir, ClientBench::Consume),
+        Command::Bench {
+            workload:
+                BenchWorkload::E2e {
+                    seconds,
+                    rate,
+                    size,
+                    json,
+                    dir,
+                },
+        } => run_client_bench(seconds, json, dir, ClientBench::E2e { rate, size }),
         Command::Bench {
             workload: BenchWorkload::Storage { seconds, json, dir },
         } => {
