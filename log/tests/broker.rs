@@ -758,3 +758,33 @@ async fn offset_for_leader_epoch_answers_the_current_epoch() {
     );
     b.close().unwrap();
 }
+
+#[tokio::test]
+async fn the_internal_offsets_topic_is_protected_and_partition_counts_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let r = produce(&b, "__consumer_offsets", 0, 1, simple_batch("v", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+    let del = DeleteTopicsRequest::default().with_topics(vec![
+        DeleteTopicState::default().with_name(Some(name("__consumer_offsets")))
+    ]);
+    match call(&b, RequestKind::DeleteTopics(del)).await {
+        ResponseKind::DeleteTopics(r) => {
+            assert_eq!(
+                r.responses[0].error_code,
+                ResponseError::InvalidTopicException.code()
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        create(&b, "huge", 2_000_000_000, &[]).await.topics[0].error_code,
+        ResponseError::InvalidPartitions.code()
+    );
+    b.close().unwrap();
+}

@@ -493,6 +493,26 @@ async fn bad_joins_and_group_listing_and_deletion() {
     b.close().unwrap();
 }
 
+/// The topics the commit tests commit to: t (3 partitions) and u (1).
+async fn create_topics(b: &Broker) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let topics = [("t", 3), ("u", 1)]
+        .iter()
+        .map(|(n, p)| {
+            CreatableTopic::default()
+                .with_name(TopicName(s(n)))
+                .with_num_partitions(*p)
+                .with_replication_factor(-1)
+        })
+        .collect();
+    b.handle(
+        &ctx("x"),
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(topics)),
+    )
+    .await
+    .unwrap();
+}
+
 async fn commit(
     b: &Broker,
     group: &str,
@@ -570,6 +590,7 @@ async fn offset_commits_are_checked_against_the_generation_and_survive_restart()
     let dir = tempfile::tempdir().unwrap();
     {
         let (b, _clock) = setup(dir.path());
+        create_topics(&b).await;
         let (ids, generation, leader) = three_members(&b).await;
         // Before the sync the group is still rebalancing.
         assert_eq!(
@@ -676,6 +697,7 @@ async fn offset_commits_are_checked_against_the_generation_and_survive_restart()
 async fn offsets_of_an_empty_group_expire_after_the_retention() {
     let dir = tempfile::tempdir().unwrap();
     let (b, clock) = setup(dir.path());
+    create_topics(&b).await;
     let id = member_id(&b, "c").await;
     let r = join(&b, "c", join_req(&id, None, "c")).await;
     sync_all(&b, std::slice::from_ref(&id), r.generation_id, &id).await;
@@ -707,6 +729,7 @@ async fn offsets_of_an_empty_group_expire_after_the_retention() {
 async fn commit_metadata_has_a_size_limit() {
     let dir = tempfile::tempdir().unwrap();
     let (b, _clock) = setup(dir.path());
+    create_topics(&b).await;
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
@@ -731,5 +754,39 @@ async fn commit_metadata_has_a_size_limit() {
         other => panic!("{other:?}"),
     }
     assert!(fetch_offsets(&b, "solo").await.is_empty());
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn commits_are_taken_while_a_rebalance_is_prepared_and_refused_for_unknown_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    create_topics(&b).await;
+    let (ids, generation, leader) = three_members(&b).await;
+    sync_all(&b, &ids, generation, &leader).await;
+    // A fourth member's join puts the group in PreparingRebalance; the others commit first.
+    let newcomer = member_id(&b, "c4").await;
+    let pending = {
+        let (b, id) = (Arc::clone(&b), newcomer.clone());
+        tokio::spawn(async move { join(&b, "c4", join_req(&id, None, "c4")).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(
+        describe(&b).await.group_state.as_str(),
+        "PreparingRebalance"
+    );
+    assert_eq!(
+        commit(&b, "g", generation, &ids[0], &[("t", 0, 42)]).await,
+        vec![0]
+    );
+    assert_eq!(
+        commit(&b, "g", generation, &ids[0], &[("t", 7, 1), ("nope", 0, 1)]).await,
+        vec![ResponseError::UnknownTopicOrPartition.code(); 2]
+    );
+    assert_eq!(
+        fetch_offsets(&b, "g").await,
+        vec![("t".into(), 0, 42, "m42".into())]
+    );
+    pending.abort();
     b.close().unwrap();
 }

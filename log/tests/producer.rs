@@ -318,3 +318,30 @@ async fn a_stalled_broker_blocks_send_within_buffer_memory_then_times_out() {
     );
     b.close().unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_that_keeps_failing_fails_after_the_delivery_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    // acks=all can never succeed: min.insync.replicas exceeds the one broker (retriable).
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[("min.insync.replicas", "2")])
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        linger_ms: 0,
+        retry_backoff_ms: 5,
+        delivery_timeout_ms: 200,
+        ..Default::default()
+    };
+    let producer = Producer::new(embedded(&b), config);
+    let d = producer
+        .send(ProducerRecord::new("t", Some("k"), "v"))
+        .await
+        .unwrap();
+    let err = d.await.unwrap().unwrap_err();
+    assert_eq!(err.kafka_error(), Some(ResponseError::NotEnoughReplicas));
+    // Nothing is left pending: flush and close return.
+    producer.close().await;
+    b.close().unwrap();
+}

@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, Refusal, TopicMeta};
+use crate::coordinator::group::offsets::OFFSETS_TOPIC;
 use crate::storage::LogConfig;
 use crate::types::{validate_topic_name, TopicPartition};
 
@@ -39,10 +40,13 @@ impl Broker {
     ) -> Result<TopicMeta, Refusal> {
         validate_topic_name(name)
             .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
-        if partitions < 1 {
+        if partitions < 1 || partitions > self.config.max_partitions_per_topic {
             return Err((
                 ResponseError::InvalidPartitions,
-                format!("{partitions} partitions"),
+                format!(
+                    "{partitions} partitions (1 to {} allowed)",
+                    self.config.max_partitions_per_topic
+                ),
             ));
         }
         LogConfig::from_overrides(&self.config.log.defaults, &overrides)
@@ -119,7 +123,7 @@ impl Broker {
                 validate_topic_name(&name)
                     .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))
                     .and_then(|_| {
-                        if partitions < 1 {
+                        if partitions < 1 || partitions > self.config.max_partitions_per_topic {
                             Err((
                                 ResponseError::InvalidPartitions,
                                 format!("{partitions} partitions"),
@@ -215,6 +219,13 @@ impl Broker {
                     } else {
                         ResponseError::UnknownTopicId.code()
                     };
+                }
+                Some(meta) if meta.name == OFFSETS_TOPIC => {
+                    result.name = Some(TopicName(text(meta.name.clone())));
+                    result.topic_id = meta.id;
+                    result.error_code = ResponseError::InvalidTopicException.code();
+                    result.error_message =
+                        Some(text(format!("{} is an internal topic", meta.name)));
                 }
                 Some(meta) => {
                     result.name = Some(TopicName(text(meta.name.clone())));

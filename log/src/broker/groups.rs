@@ -244,16 +244,25 @@ impl Broker {
         // Per partition: the error, or the commit to write.
         let mut plan: CommitPlan = Vec::new();
         for t in req.topics {
+            let partitions = self.topic_partitions(t.name.0.as_str());
             let parts = t
                 .partitions
                 .into_iter()
                 .map(|p| {
+                    // Kafka refuses commits for partitions that do not exist.
+                    let known =
+                        partitions.is_some_and(|n| p.partition_index >= 0 && p.partition_index < n);
                     let metadata = p
                         .committed_metadata
                         .map(|m| m.to_string())
                         .unwrap_or_default();
                     let too_large = metadata.len() > max_metadata;
                     let c = allowed
+                        .and_then(|()| {
+                            known
+                                .then_some(())
+                                .ok_or(ResponseError::UnknownTopicOrPartition)
+                        })
                         .and_then(|()| {
                             (!too_large)
                                 .then_some(())

@@ -61,6 +61,10 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are removed.
+    pub offsets_retention_check_interval_ms: u64,
+    /// The most partitions a topic may have (a guard against a request creating millions).
+    pub max_partitions_per_topic: i32,
 }
 
 /// Who sent a request and in which version, as the transport saw it.
@@ -104,6 +108,8 @@ impl BrokerConfig {
             offsets_topic_num_partitions: 50,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offset_metadata_max_bytes: 4096,
+            offsets_retention_check_interval_ms: 600_000,
+            max_partitions_per_topic: 10_000,
         }
     }
 }
@@ -169,6 +175,8 @@ impl Broker {
             );
             let logs = Arc::clone(&logs);
             let retention_ms = config.offsets_retention_ms;
+            let expiry_every = config.offsets_retention_check_interval_ms;
+            let mut last_expiry = clock.now_ms();
             let every = Duration::from_millis(config.group_tick_ms.max(1));
             std::thread::Builder::new()
                 .name("rill-group-timer".into())
@@ -182,8 +190,11 @@ impl Broker {
                         let now = clock.now_ms();
                         let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
                         g.tick(now);
-                        let mut o = offsets.lock().unwrap_or_else(|e| e.into_inner());
-                        groups::expire_offsets(&g, &mut o, &logs, now, retention_ms);
+                        if now.saturating_sub(last_expiry) >= expiry_every as i64 {
+                            last_expiry = now;
+                            let mut o = offsets.lock().unwrap_or_else(|e| e.into_inner());
+                            groups::expire_offsets(&g, &mut o, &logs, now, retention_ms);
+                        }
                     }
                 })
                 .map_err(|e| BrokerError::Metadata {
@@ -241,7 +252,7 @@ impl Broker {
     }
 
     /// The partition count of a topic, if it exists.
-    fn topic_partitions(&self, topic: &str) -> Option<i32> {
+    pub(crate) fn topic_partitions(&self, topic: &str) -> Option<i32> {
         self.topics
             .read()
             .unwrap_or_else(|e| e.into_inner())

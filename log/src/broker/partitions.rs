@@ -15,6 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Broker, Refusal};
+use crate::coordinator::group::offsets::OFFSETS_TOPIC;
 use crate::types::{Offset, TopicPartition};
 
 /// DeleteRecords' "up to the high watermark".
@@ -41,6 +42,22 @@ impl Broker {
                             format!("no topic {name}"),
                         )
                     })?;
+                    if name == OFFSETS_TOPIC {
+                        // Groups are placed by partition count: it must not change.
+                        return Err((
+                            ResponseError::InvalidTopicException,
+                            format!("{name} is an internal topic"),
+                        ));
+                    }
+                    if t.count > self.config.max_partitions_per_topic {
+                        return Err((
+                            ResponseError::InvalidPartitions,
+                            format!(
+                                "at most {} partitions",
+                                self.config.max_partitions_per_topic
+                            ),
+                        ));
+                    }
                     if t.count <= meta.partitions {
                         return Err((
                             ResponseError::InvalidPartitions,
@@ -111,6 +128,11 @@ impl Broker {
                             result.error_code = ResponseError::UnknownTopicOrPartition.code();
                             return result;
                         };
+                        if log.topic_partition().topic == OFFSETS_TOPIC {
+                            // The broker's own committed offsets are not a client's to delete.
+                            result.error_code = ResponseError::InvalidTopicException.code();
+                            return result;
+                        }
                         let before = if p.offset == DELETE_TO_HIGH_WATERMARK {
                             log.log_end_offset()
                         } else {

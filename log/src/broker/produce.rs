@@ -39,6 +39,12 @@ impl Broker {
                     };
                 let log = self.log_of(known.as_ref(), p.index);
                 match (log, p.records) {
+                    // Internal topics are the broker's own (Kafka: "Cannot append to internal topic").
+                    _ if name.starts_with("__") => fail(
+                        &mut resp,
+                        ResponseError::InvalidTopicException,
+                        format!("{name} is an internal topic"),
+                    ),
                     _ if !matches!(acks, -1..=1) => fail(
                         &mut resp,
                         ResponseError::InvalidRequiredAcks,

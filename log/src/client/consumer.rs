@@ -163,12 +163,96 @@ fn encode_versioned<T: kafka_protocol::protocol::Encodable>(m: &T, version: i16)
     buf.freeze()
 }
 
-fn decode_versioned<T: kafka_protocol::protocol::Decodable>(mut b: Bytes) -> Option<T> {
+/// Decodes `<int16 version><message>` after checking its layout (see [`Walk`]), so counts
+/// in other members' bytes cannot make the decoder reserve more memory than the bytes hold.
+fn decode_versioned<T: kafka_protocol::protocol::Decodable>(
+    mut b: Bytes,
+    assignment: bool,
+) -> Option<T> {
     if b.len() < 2 {
         return None;
     }
-    let version = bytes::Buf::get_i16(&mut b);
-    T::decode(&mut b, version.clamp(0, 3)).ok()
+    let version = bytes::Buf::get_i16(&mut b).clamp(0, 3);
+    let mut w = Walk { b: &b, pos: 0 };
+    let ok = if assignment {
+        w.assignment()
+    } else {
+        w.subscription(version)
+    };
+    if !ok? {
+        return None;
+    }
+    T::decode(&mut b, version).ok()
+}
+
+/// A bounds-checked walk over the consumer protocol's non-flexible layout.
+struct Walk<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Walk<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|s| i16::from_be_bytes([s[0], s[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn string(&mut self, nullable: bool) -> Option<()> {
+        match self.i16()? {
+            -1 if nullable => Some(()),
+            n if n < 0 => None,
+            n => self.take(n as usize).map(|_| ()),
+        }
+    }
+    fn bytes(&mut self) -> Option<()> {
+        match self.i32()? {
+            -1 => Some(()),
+            n if n < 0 => None,
+            n => self.take(n as usize).map(|_| ()),
+        }
+    }
+    /// An array count: each element needs at least `min` bytes.
+    fn count(&mut self, min: usize) -> Option<usize> {
+        let n = self.i32()?;
+        let n = usize::try_from(n).ok()?;
+        (n.saturating_mul(min) <= self.b.len() - self.pos).then_some(n)
+    }
+    fn topic_partitions(&mut self) -> Option<()> {
+        for _ in 0..self.count(6)? {
+            self.string(false)?;
+            let n = self.count(4)?;
+            self.take(n * 4)?;
+        }
+        Some(())
+    }
+    fn subscription(&mut self, version: i16) -> Option<bool> {
+        for _ in 0..self.count(2)? {
+            self.string(false)?;
+        }
+        self.bytes()?;
+        if version >= 1 {
+            self.topic_partitions()?;
+        }
+        if version >= 2 {
+            self.i32()?;
+        }
+        if version >= 3 {
+            self.string(true)?;
+        }
+        Some(true)
+    }
+    fn assignment(&mut self) -> Option<bool> {
+        self.topic_partitions()?;
+        self.bytes()?;
+        Some(true)
+    }
 }
 
 fn to_protocol_partitions(
@@ -705,7 +789,7 @@ impl Consumer {
                 Some(_) => check(synced.error_code, None)?,
             }
             let assignment: kafka_protocol::messages::ConsumerProtocolAssignment =
-                decode_versioned(synced.assignment.clone()).unwrap_or_default();
+                decode_versioned(synced.assignment.clone(), true).unwrap_or_default();
             let new: BTreeSet<TopicPartition> = assignment
                 .assigned_partitions
                 .iter()
@@ -718,6 +802,8 @@ impl Consumer {
             let old: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
             let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
             let assigned: Vec<TopicPartition> = new.difference(&old).cloned().collect();
+            // The member is in the new generation now: commit what it gives up under it.
+            self.set_member(member_id.clone(), join.generation_id);
             if !revoked.is_empty() && self.config.enable_auto_commit {
                 let _ = self.commit_sync().await;
             }
@@ -792,7 +878,7 @@ impl Consumer {
         let mut topics: BTreeSet<String> = BTreeSet::new();
         for m in members {
             let s: kafka_protocol::messages::ConsumerProtocolSubscription =
-                decode_versioned(m.metadata.clone()).unwrap_or_default();
+                decode_versioned(m.metadata.clone(), false).unwrap_or_default();
             let sub = Subscription {
                 topics: s.topics.iter().map(|t| t.to_string()).collect(),
                 owned: s
@@ -874,6 +960,13 @@ impl Consumer {
                 tokio::time::sleep(every).await;
                 match transport.send(RequestKind::Heartbeat(req.clone())).await {
                     Ok(Some(ResponseKind::Heartbeat(r))) if r.error_code == 0 => {}
+                    // During a rebalance keep heartbeating (the session stays alive until the
+                    // member rejoins); stop once this generation or membership is gone.
+                    Ok(Some(ResponseKind::Heartbeat(r)))
+                        if r.error_code == ResponseError::RebalanceInProgress.code() =>
+                    {
+                        rejoin.store(true, Ordering::SeqCst);
+                    }
                     Ok(Some(ResponseKind::Heartbeat(_))) => {
                         rejoin.store(true, Ordering::SeqCst);
                         return;

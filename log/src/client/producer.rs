@@ -46,6 +46,9 @@ pub struct ProducerConfig {
     pub retry_backoff_ms: u64,
     /// `request.timeout.ms`: how long one produce request may take.
     pub request_timeout_ms: u64,
+    /// `delivery.timeout.ms`: how long a batch may take from creation to acknowledgement,
+    /// retries included; then its records fail.
+    pub delivery_timeout_ms: u64,
     /// Seed for the sticky partitioner's choices.
     pub seed: u64,
 }
@@ -62,6 +65,7 @@ impl Default for ProducerConfig {
             retries: i32::MAX as u32,
             retry_backoff_ms: 100,
             request_timeout_ms: 30_000,
+            delivery_timeout_ms: 120_000,
             seed: 0x5eed,
         }
     }
@@ -117,6 +121,7 @@ struct Batch {
     records: Vec<Pending>,
     attempts: u32,
     retry_at: Option<Instant>,
+    created: Instant,
 }
 
 #[derive(Default)]
@@ -265,9 +270,19 @@ impl Producer {
             }
             Some(p) => p,
             None => {
-                self.inner
-                    .partitioner
-                    .partition(&record.topic, record.key.as_deref(), partitions)
+                let p = self.inner.partitioner.partition(
+                    &record.topic,
+                    record.key.as_deref(),
+                    partitions,
+                );
+                // A custom partitioner must stay in range.
+                if p < 0 || p >= partitions {
+                    return Err(ClientError::Kafka {
+                        error: ResponseError::UnknownTopicOrPartition,
+                        message: Some(format!("partitioner chose {p} of {partitions} partitions")),
+                    });
+                }
+                p
             }
         };
         let permit = tokio::time::timeout_at(
@@ -413,6 +428,7 @@ async fn sender(inner: Arc<Inner>) {
                             records,
                             attempts: 0,
                             retry_at: None,
+                            created: now,
                         },
                     ));
                 } else {
@@ -467,7 +483,9 @@ async fn send_batch(inner: Arc<Inner>, tp: (String, i32), mut batch: Batch) {
         }
         Err(e)
             if e.kafka_error().is_some_and(|k| k.is_retriable())
-                && batch.attempts < inner.config.retries =>
+                && batch.attempts < inner.config.retries
+                && batch.created.elapsed()
+                    < Duration::from_millis(inner.config.delivery_timeout_ms) =>
         {
             batch.attempts += 1;
             batch.retry_at =

@@ -344,7 +344,8 @@ impl GroupCoordinator {
             if group.members.len() >= max_size {
                 return Delayed::Now(join_error(ResponseError::GroupMaxSizeReached, &member_id));
             }
-            if group.protocol_type.is_none() {
+            // The first member of an empty group sets its protocol type (Kafka's add).
+            if group.members.is_empty() {
                 group.protocol_type = Some(protocol_type);
             }
             group.members.insert(
@@ -395,6 +396,10 @@ impl GroupCoordinator {
                         .with_leader(text(group.leader_id.clone().unwrap_or_default()))
                         .with_member_id(text(member_id)),
                 );
+            }
+            GroupState::CompletingRebalance if !changed && !new_member => {
+                // A retried JoinGroup (a lost response) changes nothing: answer it again.
+                return Delayed::Now(Self::join_response(group, &member_id));
             }
             GroupState::Empty => {
                 Self::prepare_rebalance(group, now, initial_delay);
@@ -447,7 +452,8 @@ impl GroupCoordinator {
         let missing: Vec<String> = group
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none())
+            // Static members keep their place until their session expires (KIP-345).
+            .filter(|m| m.join_waiter.is_none() && m.group_instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in missing {
@@ -503,6 +509,34 @@ impl GroupCoordinator {
                 );
             }
         }
+    }
+
+    /// The JoinGroup answer of the current generation for `member_id` (the member list goes
+    /// to the leader only).
+    fn join_response(group: &Group, member_id: &str) -> JoinGroupResponse {
+        let protocol = group.protocol_name.clone().unwrap_or_default();
+        let leader = group.leader_id.clone().unwrap_or_default();
+        let members = if member_id == leader {
+            group
+                .members
+                .values()
+                .map(|m| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(text(m.member_id.clone()))
+                        .with_group_instance_id(m.group_instance_id.clone().map(text))
+                        .with_metadata(m.metadata_for(&protocol))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinGroupResponse::default()
+            .with_generation_id(group.generation_id)
+            .with_protocol_type(group.protocol_type.clone().map(text))
+            .with_protocol_name(Some(text(protocol)))
+            .with_leader(text(leader))
+            .with_member_id(text(member_id))
+            .with_members(members)
     }
 
     /// Checks that `member_id` (or, for a static member, its instance id) is a member of the
@@ -663,6 +697,12 @@ impl GroupCoordinator {
         let mut responses = Vec::new();
         let mut removed = false;
         for (member_id, instance) in leaving {
+            // A member id handed out by MEMBER_ID_REQUIRED but never used.
+            if instance.is_none() && group.pending.remove(&member_id).is_some() {
+                removed = true;
+                responses.push(MemberResponse::default().with_member_id(text(member_id)));
+                continue;
+            }
             let target = match (&instance, member_id.is_empty()) {
                 (Some(i), true) => group.by_instance(i),
                 // An instance known under another id means the caller is a zombie (fenced below).
@@ -803,9 +843,9 @@ impl GroupCoordinator {
         }
         Self::check_member(group, member_id, instance, generation_id)?;
         match group.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                Err(ResponseError::RebalanceInProgress)
-            }
+            // Kafka takes commits while a rebalance is being prepared (members commit before
+            // they rejoin) and refuses them only while the new assignment is being synced.
+            GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
         }
     }

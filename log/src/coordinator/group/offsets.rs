@@ -171,8 +171,8 @@ impl OffsetStore {
     /// Every committed offset of a group.
     pub fn of_group(&self, group: &str) -> Vec<(OffsetKey, Committed)> {
         self.cache
-            .iter()
-            .filter(|(k, _)| k.0 == group)
+            .range((group.to_string(), String::new(), i32::MIN)..)
+            .take_while(|(k, _)| k.0 == group)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
