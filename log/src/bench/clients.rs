@@ -29,6 +29,21 @@ fn open_broker(dir: &Path) -> Result<Arc<Broker>, BenchError> {
         .map_err(|e| BenchError::Client(e.to_string()))
 }
 
+/// A fresh embedded broker in `dir` with a one-partition `topic`, and a transport to it.
+async fn start_broker(
+    dir: &Path,
+    topic: &str,
+) -> Result<(Arc<Broker>, Arc<dyn Transport>), BenchError> {
+    let _ = std::fs::remove_dir_all(dir);
+    let broker = open_broker(dir)?;
+    let transport: Arc<dyn Transport> =
+        Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
+    Admin::new(Arc::clone(&transport))
+        .create_topic(topic, 1, &[])
+        .await?;
+    Ok((broker, transport))
+}
+
 /// Records/s of the storage append path for `value_bytes` records in 16 KiB batches.
 fn storage_append_rate(
     dir: &Path,
@@ -63,13 +78,7 @@ pub async fn run_produce(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, Ben
     for (name, value_bytes) in [("produce-100B", 100usize), ("produce-1KiB", 1024)] {
         let baseline = storage_append_rate(&work.join("append"), value_bytes, phase)?;
         let dir = work.join("broker");
-        let _ = std::fs::remove_dir_all(&dir);
-        let broker = open_broker(&dir)?;
-        let transport: Arc<dyn Transport> =
-            Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
-        Admin::new(Arc::clone(&transport))
-            .create_topic("bench", 1, &[])
-            .await?;
+        let (broker, transport) = start_broker(&dir, "bench").await?;
         let producer = Producer::new(
             transport,
             ProducerConfig {
@@ -118,13 +127,7 @@ pub async fn run_produce(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, Ben
 pub async fn run_consume(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, BenchError> {
     let budget = Duration::from_secs_f64((seconds / 3.0).max(0.05));
     let dir = work.join("broker");
-    let _ = std::fs::remove_dir_all(&dir);
-    let broker = open_broker(&dir)?;
-    let transport: Arc<dyn Transport> =
-        Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
-    Admin::new(Arc::clone(&transport))
-        .create_topic("bench", 1, &[])
-        .await?;
+    let (broker, transport) = start_broker(&dir, "bench").await?;
     // The backlog: 100 B records appended straight to the partition for `budget`.
     let log = broker
         .logs()
@@ -202,13 +205,7 @@ pub async fn run_e2e(
     use hdrhistogram::Histogram;
     use std::sync::Mutex;
     let dir = work.join("broker");
-    let _ = std::fs::remove_dir_all(&dir);
-    let broker = open_broker(&dir)?;
-    let transport: Arc<dyn Transport> =
-        Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
-    Admin::new(Arc::clone(&transport))
-        .create_topic("e2e", 1, &[])
-        .await?;
+    let (broker, transport) = start_broker(&dir, "e2e").await?;
     let total = ((seconds * rate as f64) as u64).max(1);
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
