@@ -788,3 +788,46 @@ async fn the_internal_offsets_topic_is_protected_and_partition_counts_are_bounde
     );
     b.close().unwrap();
 }
+
+#[tokio::test]
+async fn fetch_max_bytes_spans_partitions_but_the_first_batch_always_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 2, &[]).await;
+    let big = simple_batch(&"x".repeat(900), 1, 0);
+    let size = big.len();
+    produce(&b, "t", 0, 1, big.clone()).await;
+    produce(&b, "t", 1, 1, big).await;
+    let req = |max_bytes: i32| {
+        FetchRequest::default()
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("t"))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )])
+    };
+    let lens = |f: FetchResponse| -> Vec<usize> {
+        f.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .collect()
+    };
+    // Room for both.
+    assert_eq!(
+        lens(fetch(&b, req(4 * size as i32)).await),
+        vec![size, size]
+    );
+    // Room for one and a bit: the second partition waits for the next fetch.
+    assert_eq!(lens(fetch(&b, req(size as i32 + 100)).await), vec![size, 0]);
+    // Room for less than one batch: the first still comes whole, so consumers progress.
+    assert_eq!(lens(fetch(&b, req(10)).await), vec![size, 0]);
+    b.close().unwrap();
+}

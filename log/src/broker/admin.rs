@@ -204,10 +204,14 @@ impl Broker {
         );
         let mut responses = Vec::with_capacity(wanted.len());
         for (name, id) in wanted {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            let found = match &name {
-                Some(n) => topics.get(n).cloned(),
-                None => topics.by_id(id).cloned(),
+            // The topic lock is not held while partitions are deleted (which may wait for a
+            // cleaning pass): produce and fetch to other topics go on meanwhile.
+            let found = {
+                let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                match &name {
+                    Some(n) => topics.get(n).cloned(),
+                    None => topics.by_id(id).cloned(),
+                }
             };
             let mut result = DeletableTopicResult::default()
                 .with_name(name.clone().map(|n| TopicName(text(n))))
@@ -236,10 +240,12 @@ impl Broker {
                             other => other,
                         }
                     });
-                    match deleted
-                        .map_err(BrokerError::from)
-                        .and_then(|()| topics.remove(&meta.name))
-                    {
+                    match deleted.map_err(BrokerError::from).and_then(|()| {
+                        self.topics
+                            .write()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&meta.name)
+                    }) {
                         Ok(_) => tracing::info!(topic = %meta.name, "deleted topic"),
                         Err(e) => {
                             result.error_code = ResponseError::KafkaStorageError.code();

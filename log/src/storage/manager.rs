@@ -356,18 +356,23 @@ impl LogManager {
 
     /// Closes and deletes a partition's log and its directory.
     pub fn delete(&self, tp: &TopicPartition) -> Result<(), StorageError> {
+        let log = self
+            .get(tp)
+            .ok_or_else(|| StorageError::UnknownPartition(tp.clone()))?;
+        // Wait for a cleaning pass on this log to end *before* locking the map, so every other
+        // partition stays usable meanwhile; holding the cleaning lock keeps a new pass out.
+        let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
         // The map stays locked until the directory is renamed away, so no concurrent
         // `get_or_create` can open a second log on the directory being deleted.
         let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
-        let log = logs
-            .get(tp)
-            .cloned()
-            .ok_or_else(|| StorageError::UnknownPartition(tp.clone()))?;
+        if !logs.get(tp).is_some_and(|l| Arc::ptr_eq(l, &log)) {
+            // Deleted (or replaced) by someone else meanwhile.
+            return Err(StorageError::UnknownPartition(tp.clone()));
+        }
         let doomed = self
             .data_dir()
             .join(format!("{}{DELETING_SUFFIX}", tp.dir_name()));
         {
-            let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
             log.close()?;
             // Rename first so a crash mid-delete never leaves a half-deleted log that reopens.
             fs::rename(log.dir(), &doomed).map_err(io_at(log.dir()))?;
