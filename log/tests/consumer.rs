@@ -2,25 +2,17 @@
 //! `auto.offset.reset`, per-partition order, `max.poll.records`, seeks by offset and by time,
 //! and committed offsets that let a new consumer resume with no gap, across a broker restart.
 
+mod common;
+
 use std::sync::Arc;
 
-use rill_log::broker::{Broker, BrokerConfig};
+use common::{broker, embedded};
+
+use rill_log::broker::Broker;
 use rill_log::client::{
-    Admin, Consumer, ConsumerConfig, EmbeddedTransport, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, Transport,
+    Admin, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
-use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let mut config = BrokerConfig::new(dir);
-    config.offsets_topic_num_partitions = 1;
-    Arc::new(Broker::open(config, Arc::new(SystemClock)).unwrap())
-}
-
-fn embedded(b: &Arc<Broker>) -> Arc<dyn Transport> {
-    Arc::new(EmbeddedTransport::new(Arc::clone(b), "test"))
-}
 
 /// Produces `n` records "v0".."v{n-1}" to `partition` with timestamps 1000 + i.
 async fn produce(b: &Arc<Broker>, partition: i32, n: usize, prefix: &str) {

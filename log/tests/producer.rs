@@ -2,33 +2,24 @@
 //! batching by batch.size and linger.ms, retries that keep order, flush, and backpressure
 //! bounded by buffer.memory.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use common::{broker, embedded};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rill_log::broker::{Broker, BrokerConfig, RequestContext};
+use rill_log::broker::{Broker, RequestContext};
 use rill_log::client::partitioner::partition_for_key;
 use rill_log::client::transport::BoxFuture;
-use rill_log::client::{
-    Admin, ClientError, EmbeddedTransport, Producer, ProducerConfig, ProducerRecord, Transport,
-};
+use rill_log::client::{Admin, ClientError, Producer, ProducerConfig, ProducerRecord, Transport};
 use rill_log::storage::batch::BatchIter;
 use rill_log::storage::decode_batches;
-use rill_log::time::SystemClock;
-
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let mut config = BrokerConfig::new(dir);
-    config.offsets_topic_num_partitions = 1;
-    Arc::new(Broker::open(config, Arc::new(SystemClock)).unwrap())
-}
-
-fn embedded(b: &Arc<Broker>) -> Arc<dyn Transport> {
-    Arc::new(EmbeddedTransport::new(Arc::clone(b), "test"))
-}
 
 /// Every batch of a partition: (record count, values).
 async fn batches(b: &Broker, topic: &str, partition: i32) -> Vec<Vec<String>> {

@@ -238,6 +238,15 @@ impl Broker {
         Ok(broker)
     }
 
+    /// What the broker knows of `topic`, if it exists.
+    pub(crate) fn topic_meta(&self, topic: &str) -> Option<TopicMeta> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned()
+    }
+
     /// The log of partition `partition` of a known topic, if it has one.
     pub(crate) fn log_of(
         &self,

@@ -110,12 +110,7 @@ impl Broker {
             .topics
             .into_iter()
             .map(|t| {
-                let meta = self
-                    .topics
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(t.name.0.as_str())
-                    .cloned();
+                let meta = self.topic_meta(t.name.0.as_str());
                 let partitions = t
                     .partitions
                     .into_iter()
@@ -163,12 +158,7 @@ impl Broker {
             .topics
             .into_iter()
             .map(|t| {
-                let meta = self
-                    .topics
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(t.topic.0.as_str())
-                    .cloned();
+                let meta = self.topic_meta(t.topic.0.as_str());
                 let partitions = t
                     .partitions
                     .into_iter()

@@ -19,12 +19,7 @@ impl Broker {
         let mut responses = Vec::with_capacity(req.topic_data.len());
         for topic in req.topic_data {
             let name = topic.name.0.to_string();
-            let known = self
-                .topics
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&name)
-                .cloned();
+            let known = self.topic_meta(&name);
             let mut partitions = Vec::with_capacity(topic.partition_data.len());
             for p in topic.partition_data {
                 let mut resp = PartitionProduceResponse::default()

@@ -87,3 +87,18 @@ pub fn config(pairs: &[(&str, &str)]) -> LogConfig {
     }
     c
 }
+
+/// An embedded broker with a one-partition `__consumer_offsets`, on the system clock.
+pub fn broker(dir: &std::path::Path) -> Arc<rill_log::broker::Broker> {
+    let mut config = rill_log::broker::BrokerConfig::new(dir);
+    config.offsets_topic_num_partitions = 1;
+    Arc::new(rill_log::broker::Broker::open(config, Arc::new(rill_log::time::SystemClock)).unwrap())
+}
+
+/// The embedded transport to `b`.
+pub fn embedded(b: &Arc<rill_log::broker::Broker>) -> Arc<dyn rill_log::client::Transport> {
+    Arc::new(rill_log::client::EmbeddedTransport::new(
+        Arc::clone(b),
+        "test",
+    ))
+}
