@@ -31,7 +31,7 @@ async fn produce(b: &Arc<Broker>, partition: i32, n: usize, prefix: &str) {
         ds.push(p.send(r).await.unwrap());
     }
     for d in ds {
-        d.await.unwrap().unwrap();
+        d.await.unwrap();
     }
     p.close().await;
 }

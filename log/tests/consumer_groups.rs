@@ -155,7 +155,7 @@ async fn three_members_share_six_partitions_and_rebalance_when_one_leaves() {
         deliveries.push(producer.send(r).await.unwrap());
     }
     for d in deliveries {
-        d.await.unwrap().unwrap();
+        d.await.unwrap();
     }
     producer.close().await;
     let mut consumed = Vec::new();
@@ -286,7 +286,7 @@ async fn no_record_is_lost_while_members_come_and_go() {
     for i in 0..total {
         let mut r = ProducerRecord::new("t", None::<String>, format!("v{i}"));
         r.partition = Some(i % 4);
-        producer.send(r).await.unwrap().await.unwrap().unwrap();
+        producer.send(r).await.unwrap().await.unwrap();
         if i == 100 {
             // A member joins mid-stream...
             tasks.push(spawn_member(

@@ -100,8 +100,7 @@ pub async fn run_produce(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, Ben
         }
         producer.flush().await;
         if let Some(d) = last {
-            d.await
-                .map_err(|_| BenchError::Client("delivery dropped".into()))??;
+            d.await?;
         }
         let elapsed = start.elapsed().as_secs_f64();
         producer.close().await;
@@ -268,7 +267,7 @@ pub async fn run_e2e(
         let delivery = producer.send(r).await?;
         let acks = Arc::clone(&acks);
         ack_tasks.push(tokio::spawn(async move {
-            if let Ok(Ok(_)) = delivery.await {
+            if delivery.await.is_ok() {
                 let now = origin.elapsed().as_micros() as u64;
                 let _ = acks
                     .lock()

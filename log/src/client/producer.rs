@@ -5,8 +5,8 @@
 //! retry can never reorder a partition. Memory is bounded by `buffer.memory`: `send` waits
 //! for room (backpressure) and fails after `max.block.ms`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::partitioner::{DefaultPartitioner, Partitioner};
@@ -108,38 +108,136 @@ pub struct RecordMetadata {
     pub timestamp_ms: i64,
 }
 
-/// The outcome of one record, resolved when its batch is acknowledged.
-pub type Delivery = oneshot::Receiver<Result<RecordMetadata, ClientError>>;
+/// How a batch ended: its base offset (-1 under acks=0), or the error its records fail with.
+type Outcome = Result<i64, (Option<ResponseError>, String)>;
 
-struct Pending {
-    record: NewRecord,
-    done: oneshot::Sender<Result<RecordMetadata, ClientError>>,
-    _memory: OwnedSemaphorePermit,
+/// The outcome of one batch, shared by the [`Delivery`] of each of its records: one
+/// allocation per batch rather than a channel per record.
+#[derive(Default)]
+struct BatchSlot {
+    outcome: OnceLock<Outcome>,
+    done: Notify,
 }
 
-struct Batch {
-    records: Vec<Pending>,
+impl BatchSlot {
+    fn finish(&self, outcome: Outcome) {
+        if self.outcome.set(outcome).is_ok() {
+            self.done.notify_waiters();
+        }
+    }
+}
+
+/// The outcome of one record, resolved when its batch is acknowledged or fails. Await it
+/// (`delivery.await`) or poll it with [`Delivery::try_get`]; dropping it changes nothing.
+pub struct Delivery {
+    slot: Arc<BatchSlot>,
+    index: u32,
+    partition: i32,
+    timestamp_ms: i64,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("partition", &self.partition)
+            .field("outcome", &self.try_get())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// The outcome if the batch has ended, without waiting.
+    pub fn try_get(&self) -> Option<Result<RecordMetadata, ClientError>> {
+        self.slot.outcome.get().map(|outcome| match outcome {
+            Ok(base) => Ok(RecordMetadata {
+                partition: self.partition,
+                offset: if *base < 0 {
+                    -1
+                } else {
+                    base + i64::from(self.index)
+                },
+                timestamp_ms: self.timestamp_ms,
+            }),
+            Err((Some(error), text)) => Err(ClientError::Kafka {
+                error: *error,
+                message: Some(text.clone()),
+            }),
+            Err((None, text)) if text.is_empty() => Err(ClientError::Closed),
+            Err((None, text)) => Err(ClientError::Unexpected(text.clone())),
+        })
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
+        loop {
+            let done = self.slot.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if let Some(result) = self.try_get() {
+                return result;
+            }
+            done.await;
+        }
+    }
+}
+
+impl std::future::IntoFuture for Delivery {
+    type Output = Result<RecordMetadata, ClientError>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+/// Records bound for one partition, sent in one produce request (Kafka's `ProducerBatch`).
+struct ProducerBatch {
+    records: Vec<NewRecord>,
+    /// What the records hold of `buffer.memory`, given back when the batch is dropped.
+    bytes: usize,
+    memory: Arc<Semaphore>,
+    slot: Arc<BatchSlot>,
+    created: Instant,
+    /// Taken by the sender at least once: it accepts no more records.
+    sealed: bool,
     attempts: u32,
     retry_at: Option<Instant>,
-    created: Instant,
 }
 
+impl Drop for ProducerBatch {
+    fn drop(&mut self) {
+        // A batch dropped unsent (the producer went away) fails its records as closed.
+        self.slot.finish(Err((None, String::new())));
+        self.memory.add_permits(self.bytes);
+    }
+}
+
+/// One partition's batches, oldest first; a batch being retried goes back to the front.
 #[derive(Default)]
 struct PartitionQueue {
-    open: Vec<Pending>,
-    open_bytes: usize,
-    first_at: Option<Instant>,
-    /// A batch that failed and goes out again before anything newer.
-    retry: Option<Batch>,
+    batches: VecDeque<ProducerBatch>,
     in_flight: bool,
+}
+
+struct TopicQueues {
+    partitions: i32,
+    queues: Vec<PartitionQueue>,
 }
 
 #[derive(Default)]
 struct State {
-    queues: BTreeMap<(String, i32), PartitionQueue>,
-    partitions: HashMap<String, i32>,
+    topics: HashMap<String, TopicQueues>,
     flushing: usize,
     closed: bool,
+}
+
+impl State {
+    fn idle(&self) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| &t.queues)
+            .all(|q| q.batches.is_empty() && !q.in_flight)
+    }
 }
 
 struct Inner {
@@ -148,10 +246,16 @@ struct Inner {
     partitioner: Arc<dyn Partitioner>,
     memory: Arc<Semaphore>,
     state: Mutex<State>,
-    /// Wakes the sender (new full batch, flush, completion).
+    /// Wakes the sender (new batch, full batch, flush, completion).
     wake: Notify,
     /// Wakes flushers when a batch completes.
     progress: Notify,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A Kafka producer. Cheap to clone; all clones share one sender task.
@@ -209,16 +313,9 @@ impl Producer {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The partition count of `topic`, from Metadata (auto-creating the topic where the broker
-    /// allows), retried until `max.block.ms`.
-    async fn partitions(&self, topic: &str, deadline: Instant) -> Result<i32, ClientError> {
-        if let Some(n) = self.state().partitions.get(topic) {
-            return Ok(*n);
-        }
+    /// allows), retried until `deadline`.
+    async fn fetch_partitions(&self, topic: &str, deadline: Instant) -> Result<i32, ClientError> {
         loop {
             let req = MetadataRequest::default()
                 .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
@@ -234,7 +331,14 @@ impl Producer {
                 Some(ResponseKind::Metadata(m)) => match m.topics.first() {
                     Some(t) if t.error_code == 0 && !t.partitions.is_empty() => {
                         let n = t.partitions.len() as i32;
-                        self.state().partitions.insert(topic.to_string(), n);
+                        self.inner
+                            .state()
+                            .topics
+                            .entry(topic.to_string())
+                            .or_insert_with(|| TopicQueues {
+                                partitions: n,
+                                queues: (0..n).map(|_| PartitionQueue::default()).collect(),
+                            });
                         return Ok(n);
                     }
                     Some(t) => check(t.error_code, None).err(),
@@ -252,7 +356,10 @@ impl Producer {
     /// Queues a record. Waits (up to `max.block.ms`) for metadata and for room in
     /// `buffer.memory`; the returned [`Delivery`] resolves when the broker acknowledges it.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
-        let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
+        // The clock is read only when `send` has to wait: the common path does not block.
+        let mut deadline = None;
+        let max_block = Duration::from_millis(self.inner.config.max_block_ms);
+        let mut deadline = move || *deadline.get_or_insert_with(|| Instant::now() + max_block);
         let size = record_bytes(&record);
         if size > self.inner.config.buffer_memory {
             return Err(ClientError::Kafka {
@@ -260,7 +367,16 @@ impl Producer {
                 message: Some(format!("{size} bytes exceed buffer.memory")),
             });
         }
-        let partitions = self.partitions(&record.topic, deadline).await?;
+        let known = self
+            .inner
+            .state()
+            .topics
+            .get(record.topic.as_str())
+            .map(|t| t.partitions);
+        let partitions = match known {
+            Some(n) => n,
+            None => self.fetch_partitions(&record.topic, deadline()).await?,
+        };
         let partition = match record.partition {
             Some(p) if p < 0 || p >= partitions => {
                 return Err(ClientError::Kafka {
@@ -285,43 +401,67 @@ impl Producer {
                 p
             }
         };
-        let permit = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("buffer.memory"))?
-        .map_err(|_| ClientError::Closed)?;
+        let permit = match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout_at(
+                deadline(),
+                Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout("buffer.memory"))?
+            .map_err(|_| ClientError::Closed)?,
+        };
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         });
-        let (tx, rx) = oneshot::channel();
-        let pending = Pending {
-            record: NewRecord {
-                key: record.key,
-                value: record.value,
-                timestamp_ms,
-                headers: record.headers,
-            },
-            done: tx,
-            _memory: permit,
+        let new = NewRecord {
+            key: record.key,
+            value: record.value,
+            timestamp_ms,
+            headers: record.headers,
         };
-        let (full, started) = {
-            let mut st = self.state();
+        let batch_size = self.inner.config.batch_size;
+        let (delivery, started, full) = {
+            let mut st = self.inner.state();
             if st.closed {
                 return Err(ClientError::Closed);
             }
             let q = st
-                .queues
-                .entry((record.topic.clone(), partition))
-                .or_default();
-            let started = q.first_at.is_none();
-            q.first_at.get_or_insert_with(Instant::now);
-            q.open.push(pending);
-            q.open_bytes += size;
-            (q.open_bytes >= self.inner.config.batch_size, started)
+                .topics
+                .get_mut(record.topic.as_str())
+                .and_then(|t| t.queues.get_mut(partition as usize))
+                .ok_or(ClientError::Closed)?;
+            let open = q
+                .batches
+                .back()
+                .is_some_and(|b| !b.sealed && b.bytes + size <= batch_size);
+            if !open {
+                q.batches.push_back(ProducerBatch {
+                    records: Vec::new(),
+                    bytes: 0,
+                    memory: Arc::clone(&self.inner.memory),
+                    slot: Arc::default(),
+                    created: Instant::now(),
+                    sealed: false,
+                    attempts: 0,
+                    retry_at: None,
+                });
+            }
+            let batch = q.batches.back_mut().ok_or(ClientError::Closed)?;
+            // The batch now owns the memory; it gives it back when dropped.
+            permit.forget();
+            batch.bytes += size;
+            let delivery = Delivery {
+                slot: Arc::clone(&batch.slot),
+                index: batch.records.len() as u32,
+                partition,
+                timestamp_ms,
+            };
+            batch.records.push(new);
+            (delivery, !open, batch.bytes >= batch_size)
         };
         if full && record.partition.is_none() {
             self.inner
@@ -332,34 +472,29 @@ impl Producer {
         if full || started {
             self.inner.wake.notify_one();
         }
-        Ok(rx)
+        Ok(delivery)
     }
 
     /// Sends everything queued now and waits until all of it is acknowledged (or failed).
     pub async fn flush(&self) {
-        self.state().flushing += 1;
+        self.inner.state().flushing += 1;
         loop {
             let progressed = self.inner.progress.notified();
             tokio::pin!(progressed);
             progressed.as_mut().enable();
             self.inner.wake.notify_one();
-            let idle = self
-                .state()
-                .queues
-                .values()
-                .all(|q| q.open.is_empty() && q.retry.is_none() && !q.in_flight);
-            if idle {
+            if self.inner.state().idle() {
                 break;
             }
             progressed.await;
         }
-        self.state().flushing -= 1;
+        self.inner.state().flushing -= 1;
     }
 
     /// Flushes, then stops the sender; later sends fail with `Closed`.
     pub async fn close(&self) {
         self.flush().await;
-        self.state().closed = true;
+        self.inner.state().closed = true;
         self.inner.memory.close();
         self.inner.wake.notify_one();
         let task = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -378,66 +513,46 @@ async fn sender(inner: Arc<Inner>) {
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = Instant::now();
-        let mut ready: Vec<((String, i32), Batch)> = Vec::new();
+        let mut ready: Vec<(String, i32, ProducerBatch)> = Vec::new();
         let mut next_wake: Option<Instant> = None;
         {
-            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-            if st.closed
-                && st
-                    .queues
-                    .values()
-                    .all(|q| q.open.is_empty() && q.retry.is_none() && !q.in_flight)
-            {
+            let mut st = inner.state();
+            if st.closed && st.idle() {
                 return;
             }
             let flushing = st.flushing > 0 || st.closed;
-            for (tp, q) in st.queues.iter_mut() {
-                if q.in_flight {
-                    continue;
-                }
-                if let Some(b) = q.retry.take() {
-                    match b.retry_at {
-                        Some(at) if at > now => {
-                            next_wake = Some(next_wake.map_or(at, |w| w.min(at)));
-                            q.retry = Some(b);
-                        }
-                        _ => {
-                            q.in_flight = true;
-                            ready.push((tp.clone(), b));
-                        }
+            for (topic, t) in st.topics.iter_mut() {
+                for (partition, q) in t.queues.iter_mut().enumerate() {
+                    if q.in_flight {
+                        continue;
                     }
-                    continue;
-                }
-                let Some(first) = q.first_at else { continue };
-                let due = first + linger;
-                if flushing || q.open_bytes >= inner.config.batch_size || now >= due {
-                    // Take up to batch.size bytes (at least one record).
-                    let mut taken = 0;
-                    let mut bytes = 0;
-                    while taken < q.open.len() && (taken == 0 || bytes < inner.config.batch_size) {
-                        bytes += record_bytes_pending(&q.open[taken]);
-                        taken += 1;
+                    let Some(front) = q.batches.front() else {
+                        continue;
+                    };
+                    let due = match front.retry_at {
+                        Some(at) => at,
+                        None if flushing
+                            || q.batches.len() > 1
+                            || front.bytes >= inner.config.batch_size =>
+                        {
+                            now
+                        }
+                        None => front.created + linger,
+                    };
+                    if due > now {
+                        next_wake = Some(next_wake.map_or(due, |w| w.min(due)));
+                        continue;
                     }
-                    let records: Vec<Pending> = q.open.drain(..taken).collect();
-                    q.open_bytes = q.open_bytes.saturating_sub(bytes);
-                    q.first_at = (!q.open.is_empty()).then_some(now);
-                    q.in_flight = true;
-                    ready.push((
-                        tp.clone(),
-                        Batch {
-                            records,
-                            attempts: 0,
-                            retry_at: None,
-                            created: now,
-                        },
-                    ));
-                } else {
-                    next_wake = Some(next_wake.map_or(due, |w| w.min(due)));
+                    if let Some(mut batch) = q.batches.pop_front() {
+                        batch.sealed = true;
+                        q.in_flight = true;
+                        ready.push((topic.clone(), partition as i32, batch));
+                    }
                 }
             }
         }
-        for (tp, batch) in ready {
-            tokio::spawn(send_batch(Arc::clone(&inner), tp, batch));
+        for (topic, partition, batch) in ready {
+            tokio::spawn(send_batch(Arc::clone(&inner), topic, partition, batch));
         }
         match next_wake {
             Some(at) => {
@@ -448,39 +563,21 @@ async fn sender(inner: Arc<Inner>) {
     }
 }
 
-fn record_bytes_pending(p: &Pending) -> usize {
-    let r = &p.record;
-    r.key.as_ref().map_or(0, |k| k.len())
-        + r.value.as_ref().map_or(0, |v| v.len())
-        + r.headers
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
-            .sum::<usize>()
-        + 24
-}
-
 /// Sends one batch; on success resolves its records, on a retriable error queues it again
 /// (ahead of newer records), otherwise fails its records.
-async fn send_batch(inner: Arc<Inner>, tp: (String, i32), mut batch: Batch) {
-    let outcome = produce_once(&inner, &tp, &batch).await;
-    let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-    let q = st.queues.entry(tp.clone()).or_default();
+async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch: ProducerBatch) {
+    let outcome = produce_once(&inner, &topic, partition, &batch.records).await;
+    let mut st = inner.state();
+    let Some(q) = st
+        .topics
+        .get_mut(&topic)
+        .and_then(|t| t.queues.get_mut(partition as usize))
+    else {
+        return;
+    };
     q.in_flight = false;
     match outcome {
-        Ok(base_offset) => {
-            for (i, p) in batch.records.into_iter().enumerate() {
-                let offset = if base_offset < 0 {
-                    -1
-                } else {
-                    base_offset + i as i64
-                };
-                let _ = p.done.send(Ok(RecordMetadata {
-                    partition: tp.1,
-                    offset,
-                    timestamp_ms: p.record.timestamp_ms,
-                }));
-            }
-        }
+        Ok(base_offset) => batch.slot.finish(Ok(base_offset)),
         Err(e)
             if e.kafka_error().is_some_and(|k| k.is_retriable())
                 && batch.attempts < inner.config.retries
@@ -490,22 +587,12 @@ async fn send_batch(inner: Arc<Inner>, tp: (String, i32), mut batch: Batch) {
             batch.attempts += 1;
             batch.retry_at =
                 Some(Instant::now() + Duration::from_millis(inner.config.retry_backoff_ms));
-            tracing::debug!(topic = %tp.0, partition = tp.1, attempt = batch.attempts, error = %e, "retrying batch");
-            q.retry = Some(batch);
+            tracing::debug!(%topic, partition, attempt = batch.attempts, error = %e, "retrying batch");
+            q.batches.push_front(batch);
         }
         Err(e) => {
             let text = e.to_string();
-            let code = e.kafka_error();
-            for p in batch.records {
-                let err = match code {
-                    Some(error) => ClientError::Kafka {
-                        error,
-                        message: Some(text.clone()),
-                    },
-                    None => ClientError::Unexpected(text.clone()),
-                };
-                let _ = p.done.send(Err(err));
-            }
+            batch.slot.finish(Err((e.kafka_error(), text)));
         }
     }
     drop(st);
@@ -516,19 +603,19 @@ async fn send_batch(inner: Arc<Inner>, tp: (String, i32), mut batch: Batch) {
 /// One produce request for one batch; the base offset (or -1 under acks=0).
 async fn produce_once(
     inner: &Inner,
-    tp: &(String, i32),
-    batch: &Batch,
+    topic: &str,
+    partition: i32,
+    records: &[NewRecord],
 ) -> Result<i64, ClientError> {
-    let records: Vec<NewRecord> = batch.records.iter().map(|p| p.record.clone()).collect();
-    let bytes = encode_batch(&records, inner.config.compression)
+    let bytes = encode_batch(records, inner.config.compression)
         .map_err(|e| ClientError::Unexpected(e.to_string()))?;
     let req = ProduceRequest::default()
         .with_acks(inner.config.acks)
         .with_timeout_ms(inner.config.request_timeout_ms.min(i32::MAX as u64) as i32)
         .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(tp.0.clone())))
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(tp.1)
+                .with_index(partition)
                 .with_records(Some(Bytes::from(bytes)))])]);
     let timeout = Duration::from_millis(inner.config.request_timeout_ms);
     let resp = tokio::time::timeout(timeout, inner.transport.send(RequestKind::Produce(req)))
