@@ -472,6 +472,21 @@ async fn list_offsets_earliest_latest_and_by_timestamp() {
         }
         other => panic!("{other:?}"),
     }
+    // -3 (KIP-734): the first record with the largest timestamp, even when later records are
+    // older; -4 is not a thing.
+    produce(&b, "t", 0, 1, simple_batch("v", 2, 50)).await;
+    match call(&b, RequestKind::ListOffsets(req(&[-3, -1, -4]))).await {
+        ResponseKind::ListOffsets(r) => {
+            let got: Vec<(i16, i64, i64)> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.error_code, p.offset, p.timestamp))
+                .collect();
+            let invalid = ResponseError::InvalidRequest.code();
+            assert_eq!(got, vec![(0, 4, 300), (0, 8, -1), (invalid, -1, -1)]);
+        }
+        other => panic!("{other:?}"),
+    }
     b.close().unwrap();
 }
 

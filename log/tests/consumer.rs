@@ -1,6 +1,7 @@
 //! The Consumer over the embedded transport (manual assignment): positions from commits or
 //! `auto.offset.reset`, per-partition order, `max.poll.records`, seeks by offset and by time,
-//! and committed offsets that let a new consumer resume with no gap, across a broker restart.
+//! committed offsets that let a new consumer resume with no gap, across a broker restart,
+//! pause / resume, seeks to either end, offsets by time, auto-commit and `commit_async`.
 
 mod common;
 
@@ -164,5 +165,99 @@ async fn latest_reset_skips_the_backlog_and_seeks_move_the_position() {
     // A committed group with auto.offset.reset=none and no commit is an error, not a guess.
     let mut strict = consumer(&b, Some("fresh"), OffsetReset::None, 10);
     assert!(strict.poll().await.is_err());
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn pause_resume_seek_to_either_end_and_offsets_for_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 2, &[])
+        .await
+        .unwrap();
+    produce(&b, 0, 10, "a").await;
+    produce(&b, 1, 5, "b").await;
+    let (p0, p1) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+    let mut c = consumer(&b, None, OffsetReset::Earliest, 100);
+    c.pause(std::slice::from_ref(&p0)).unwrap();
+    assert_eq!(c.paused(), vec![p0.clone()]);
+    let got = values(&mut c, 5).await;
+    assert_eq!(
+        got.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        (0..5).map(|o| (1, o)).collect::<Vec<_>>(),
+        "a paused partition is neither fetched nor returned"
+    );
+    assert_eq!(c.position(&p0), Some(0));
+    c.resume(std::slice::from_ref(&p0));
+    let got = values(&mut c, 10).await;
+    assert_eq!(got.iter().filter(|r| r.0 == 0).count(), 10);
+    // Back to the start of p1, past the end of p0.
+    c.seek_to_beginning(std::slice::from_ref(&p1))
+        .await
+        .unwrap();
+    c.seek_to_end(std::slice::from_ref(&p0)).await.unwrap();
+    assert_eq!((c.position(&p0), c.position(&p1)), (Some(10), Some(0)));
+    let got = values(&mut c, 5).await;
+    assert_eq!(
+        got.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        (0..5).map(|o| (1, o)).collect::<Vec<_>>()
+    );
+    // Timestamps are 1000 + i: the first record at or after 1003 is offset 3; none that late.
+    let found = c
+        .offsets_for_times(&[(p0.clone(), 1003), (p1.clone(), 5000)])
+        .await
+        .unwrap();
+    assert_eq!(found[&p0], Some((3, 1003)));
+    assert_eq!(found[&p1], None);
+    // Pausing or seeking what is not assigned is refused.
+    let other = TopicPartition::new("t", 7);
+    assert!(c.pause(std::slice::from_ref(&other)).is_err());
+    assert!(c.seek_to_end(&[other]).await.is_err());
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn auto_commit_and_commit_async_store_the_positions_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 2, &[])
+        .await
+        .unwrap();
+    produce(&b, 0, 30, "v").await;
+    let p0 = TopicPartition::new("t", 0);
+    // Auto-commit on every poll: the next poll commits what the previous one returned.
+    let mut c = Consumer::new(
+        embedded(&b),
+        ConsumerConfig {
+            group_id: Some("auto".into()),
+            auto_offset_reset: OffsetReset::Earliest,
+            max_poll_records: 12,
+            fetch_max_wait_ms: 10,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 0,
+            ..Default::default()
+        },
+    );
+    c.assign([p0.clone()]);
+    assert_eq!(c.poll().await.unwrap().len(), 12);
+    assert_eq!(
+        c.committed(std::slice::from_ref(&p0)).await.unwrap()[&p0],
+        None
+    );
+    assert_eq!(c.poll().await.unwrap().len(), 12);
+    assert_eq!(
+        c.committed(std::slice::from_ref(&p0)).await.unwrap()[&p0],
+        Some(12)
+    );
+    // commit_async: the handle resolves once the commit is stored.
+    let mut c = consumer(&b, Some("async"), OffsetReset::Earliest, 20);
+    assert_eq!(c.poll().await.unwrap().len(), 20);
+    c.commit_async().await.unwrap().unwrap();
+    assert_eq!(
+        c.committed(std::slice::from_ref(&p0)).await.unwrap()[&p0],
+        Some(20)
+    );
     b.close().unwrap();
 }

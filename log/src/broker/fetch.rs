@@ -19,6 +19,7 @@ use crate::types::Offset;
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
 /// Fetch's `isolation_level` for read_committed.
 const READ_COMMITTED: i8 = 1;
 
@@ -158,16 +159,22 @@ impl Broker {
                         match p.timestamp {
                             LATEST => resp.offset = log.log_end_offset().0,
                             EARLIEST => resp.offset = log.log_start_offset().0,
-                            ts if ts >= 0 => match log.offset_for_timestamp(ts) {
-                                Ok(Some((offset, found_ts))) => {
-                                    resp.offset = offset.0;
-                                    resp.timestamp = found_ts;
+                            ts if ts >= 0 || ts == MAX_TIMESTAMP => {
+                                let found = if ts == MAX_TIMESTAMP {
+                                    log.offset_of_max_timestamp()
+                                } else {
+                                    log.offset_for_timestamp(ts)
+                                };
+                                match found {
+                                    Ok(Some((offset, found_ts))) => {
+                                        resp.offset = offset.0;
+                                        resp.timestamp = found_ts;
+                                    }
+                                    // No record that recent: Kafka answers offset -1.
+                                    Ok(None) => {}
+                                    Err(e) => resp.error_code = storage_error_code(&e).code(),
                                 }
-                                // No record that recent: Kafka answers offset -1.
-                                Ok(None) => {}
-                                Err(e) => resp.error_code = storage_error_code(&e).code(),
-                            },
-                            // -3 (max timestamp) and other special values are not handled yet.
+                            }
                             _ => resp.error_code = ResponseError::InvalidRequest.code(),
                         }
                         resp

@@ -1,5 +1,6 @@
-//! `Admin`: topics, partitions, configs and records, over any [`Transport`], with Kafka's
-//! error codes turned into [`ClientError`]s.
+//! `Admin`: topics, partitions, configs, records, offsets and consumer groups (members,
+//! assignments, committed offsets, lag), over any [`Transport`], with Kafka's error codes
+//! turned into [`ClientError`]s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,15 +15,19 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, RequestKind,
-    ResponseKind, TopicName,
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::consumer::decode_assignment;
 use super::transport::Transport;
 use super::{check, ClientError};
+use crate::types::TopicPartition;
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -43,6 +48,75 @@ pub enum ConfigOp {
     Delete,
     Append(String),
     Subtract(String),
+}
+
+/// Which offset [`Admin::list_offsets`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    Earliest,
+    Latest,
+    /// The first record with the largest timestamp (KIP-734).
+    MaxTimestamp,
+    /// The first record with a timestamp at or after this one.
+    Timestamp(i64),
+}
+
+impl OffsetSpec {
+    fn wire(self) -> i64 {
+        match self {
+            OffsetSpec::Earliest => -2,
+            OffsetSpec::Latest => -1,
+            OffsetSpec::MaxTimestamp => -3,
+            OffsetSpec::Timestamp(ts) => ts,
+        }
+    }
+}
+
+/// A listed offset: `offset` -1 where no record matched; `timestamp_ms` -1 for earliest/latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: String,
+}
+
+/// A group member as DescribeGroups shows it; `assignment` is decoded for consumer groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    /// Empty, PreparingRebalance, CompletingRebalance, Stable or Dead.
+    pub state: String,
+    pub protocol_type: String,
+    /// The chosen assignor, for consumer groups.
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// A partition's committed offset against its log end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: TopicPartition,
+    pub committed: i64,
+    pub log_end: i64,
+    /// `log_end - committed`, never below 0.
+    pub lag: i64,
 }
 
 /// Administrative operations.
@@ -215,6 +289,185 @@ impl Admin {
             }
             other => Err(ClientError::unexpected(&other)),
         }
+    }
+
+    /// ListOffsets for each partition.
+    pub async fn list_offsets(
+        &self,
+        query: &[(TopicPartition, OffsetSpec)],
+    ) -> Result<BTreeMap<TopicPartition, ListedOffset>, ClientError> {
+        let mut by_topic: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
+        for (tp, spec) in query {
+            by_topic.entry(&tp.topic).or_default().push(
+                ListOffsetsPartition::default()
+                    .with_partition_index(tp.partition.0)
+                    .with_timestamp(spec.wire()),
+            );
+        }
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        ListOffsetsTopic::default()
+                            .with_name(TopicName(text(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        match self.call(RequestKind::ListOffsets(req)).await? {
+            ResponseKind::ListOffsets(r) => {
+                let mut out = BTreeMap::new();
+                for t in r.topics {
+                    for p in t.partitions {
+                        check(p.error_code, None)?;
+                        out.insert(
+                            TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                            ListedOffset {
+                                offset: p.offset,
+                                timestamp_ms: p.timestamp,
+                            },
+                        );
+                    }
+                }
+                Ok(out)
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// Every group the coordinator knows.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        match self
+            .call(RequestKind::ListGroups(ListGroupsRequest::default()))
+            .await?
+        {
+            ResponseKind::ListGroups(r) => {
+                check(r.error_code, None)?;
+                Ok(r.groups
+                    .into_iter()
+                    .map(|g| GroupListing {
+                        group_id: g.group_id.0.to_string(),
+                        protocol_type: g.protocol_type.to_string(),
+                        state: g.group_state.to_string(),
+                    })
+                    .collect())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// State, protocol and members (with decoded assignments) of each group.
+    pub async fn describe_groups(
+        &self,
+        groups: &[&str],
+    ) -> Result<Vec<GroupDescription>, ClientError> {
+        let req = DescribeGroupsRequest::default()
+            .with_groups(groups.iter().map(|g| GroupId(text(g))).collect());
+        match self.call(RequestKind::DescribeGroups(req)).await? {
+            ResponseKind::DescribeGroups(r) => r
+                .groups
+                .into_iter()
+                .map(|g| {
+                    check(g.error_code, g.error_message.as_deref())?;
+                    let consumer = g.protocol_type.as_str() == "consumer";
+                    Ok(GroupDescription {
+                        group_id: g.group_id.0.to_string(),
+                        state: g.group_state.to_string(),
+                        protocol_type: g.protocol_type.to_string(),
+                        protocol: g.protocol_data.to_string(),
+                        members: g
+                            .members
+                            .into_iter()
+                            .map(|m| MemberDescription {
+                                member_id: m.member_id.to_string(),
+                                group_instance_id: m.group_instance_id.map(|i| i.to_string()),
+                                client_id: m.client_id.to_string(),
+                                client_host: m.client_host.to_string(),
+                                assignment: if consumer {
+                                    decode_assignment(m.member_assignment)
+                                } else {
+                                    Vec::new()
+                                },
+                            })
+                            .collect(),
+                    })
+                })
+                .collect(),
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// Deletes empty groups and their committed offsets; fails on the first group that could
+    /// not be deleted (NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND, ...).
+    pub async fn delete_groups(&self, groups: &[&str]) -> Result<(), ClientError> {
+        let req = DeleteGroupsRequest::default()
+            .with_groups_names(groups.iter().map(|g| GroupId(text(g))).collect());
+        match self.call(RequestKind::DeleteGroups(req)).await? {
+            ResponseKind::DeleteGroups(r) => {
+                for g in r.results {
+                    check(g.error_code, Some(g.group_id.as_str()))?;
+                }
+                Ok(())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// Every offset committed by `group`, with its metadata string.
+    pub async fn list_group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, (i64, String)>, ClientError> {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_topics(None);
+        match self.call(RequestKind::OffsetFetch(req)).await? {
+            ResponseKind::OffsetFetch(r) => {
+                check(r.error_code, None)?;
+                let mut out = BTreeMap::new();
+                for t in r.topics {
+                    for p in t.partitions {
+                        check(p.error_code, None)?;
+                        if p.committed_offset >= 0 {
+                            out.insert(
+                                TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                                (
+                                    p.committed_offset,
+                                    p.metadata.map(|m| m.to_string()).unwrap_or_default(),
+                                ),
+                            );
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// Consumer lag of `group`: for each partition it committed to, the committed offset
+    /// against the partition's log end.
+    pub async fn consumer_lag(&self, group: &str) -> Result<Vec<PartitionLag>, ClientError> {
+        let committed = self.list_group_offsets(group).await?;
+        let query: Vec<(TopicPartition, OffsetSpec)> = committed
+            .keys()
+            .map(|tp| (tp.clone(), OffsetSpec::Latest))
+            .collect();
+        let ends = self.list_offsets(&query).await?;
+        Ok(committed
+            .into_iter()
+            .map(|(tp, (committed, _))| {
+                let log_end = ends.get(&tp).map_or(-1, |o| o.offset);
+                PartitionLag {
+                    lag: (log_end - committed).max(0),
+                    partition: tp,
+                    committed,
+                    log_end,
+                }
+            })
+            .collect())
     }
 
     /// Deletes the records of a partition below `before`; returns the new low watermark.

@@ -1,6 +1,7 @@
 //! Partition assignors run by the group leader, with Kafka's names and rules so rill's
 //! consumers can share a group with Kafka's: `range` (per topic, contiguous ranges over members
-//! sorted by id) and `cooperative-sticky` (balanced, keeps owned partitions, and never moves a
+//! sorted by id), `roundrobin` (every partition of every topic, in order, dealt to members in
+//! turn, skipping members not subscribed to its topic) and `cooperative-sticky` (balanced, keeps owned partitions, and never moves a
 //! partition directly between members in one rebalance: the owner gives it up first, KIP-429).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -68,6 +69,51 @@ impl Assignor for RangeAssignor {
                         .push(TopicPartition::new(topic.clone(), p));
                 }
                 next += take;
+            }
+        }
+        out
+    }
+}
+
+/// Kafka's RoundRobinAssignor.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RoundRobinAssignor;
+
+impl Assignor for RoundRobinAssignor {
+    fn name(&self) -> &'static str {
+        "roundrobin"
+    }
+
+    fn cooperative(&self) -> bool {
+        false
+    }
+
+    fn assign(
+        &self,
+        members: &BTreeMap<String, Subscription>,
+        partitions: &BTreeMap<String, i32>,
+    ) -> BTreeMap<String, Vec<TopicPartition>> {
+        let mut out: BTreeMap<String, Vec<TopicPartition>> =
+            members.keys().map(|m| (m.clone(), Vec::new())).collect();
+        let ring: Vec<(&String, &Subscription)> = members.iter().collect();
+        if ring.is_empty() {
+            return out;
+        }
+        let mut next = 0;
+        for (topic, &count) in partitions {
+            if !ring.iter().any(|(_, s)| s.topics.contains(topic)) {
+                continue;
+            }
+            for p in 0..count {
+                // The next member in the ring that subscribes to this topic.
+                while !ring[next % ring.len()].1.topics.contains(topic) {
+                    next += 1;
+                }
+                let member = ring[next % ring.len()].0;
+                out.get_mut(member)
+                    .expect("member")
+                    .push(TopicPartition::new(topic.clone(), p));
+                next += 1;
             }
         }
         out
@@ -187,6 +233,19 @@ mod tests {
         assert_eq!(got["a"], vec![0, 1, 2]);
         assert_eq!(got["b"], vec![3, 4]);
         assert_eq!(got["c"], vec![5, 6]);
+    }
+
+    #[test]
+    fn roundrobin_deals_partitions_in_turn_skipping_unsubscribed_members() {
+        let mut members = subs(&[("a", &[]), ("b", &[]), ("c", &[])], &["t", "u"]);
+        members.get_mut("c").unwrap().topics = vec!["u".into()];
+        let parts = BTreeMap::from([("t".to_string(), 3), ("u".to_string(), 4)]);
+        let got = RoundRobinAssignor.assign(&members, &parts);
+        let show = |m: &str| -> Vec<String> { got[m].iter().map(|tp| tp.to_string()).collect() };
+        // t-0 a, t-1 b, t-2 a (c skipped), then u-0 b, u-1 c, u-2 a, u-3 b.
+        assert_eq!(show("a"), vec!["t-0", "t-2", "u-2"]);
+        assert_eq!(show("b"), vec!["t-1", "u-0", "u-3"]);
+        assert_eq!(show("c"), vec!["u-1"]);
     }
 
     #[test]

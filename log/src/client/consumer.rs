@@ -6,11 +6,15 @@
 //! Partitions are either assigned by hand ([`Consumer::assign`]) or, after
 //! [`Consumer::subscribe`], by the group: the consumer joins `group.id` (JoinGroup with the
 //! MEMBER_ID_REQUIRED round, SyncGroup), heartbeats from a background task, rejoins when the
-//! coordinator rebalances, and as leader runs the group's assignor (`range`, or
-//! `cooperative-sticky` where partitions stay put and move in two steps).
+//! coordinator rebalances, and as leader runs the group's assignor (`range`, `roundrobin`, or
+//! `cooperative-sticky` where partitions stay put and move in two steps). A
+//! [`RebalanceListener`] hears of partitions revoked, assigned and lost; a consumer that does
+//! not poll within `max.poll.interval.ms` leaves its group and loses its partitions.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +81,47 @@ pub struct ConsumerConfig {
     pub auto_commit_interval_ms: u64,
 }
 
+/// A future a [`RebalanceListener`] returns.
+pub type ListenerFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Hears of a subscribed consumer's partitions changing hands (Kafka's
+/// `ConsumerRebalanceListener`). Each callback runs inside `poll` and gets the consumer, so it
+/// can commit (`commit_sync`) or seek.
+///
+/// - `on_partitions_revoked`: partitions this consumer gives up, while it still holds them
+///   (their positions are still there to commit). Eager assignors revoke everything before
+///   each rejoin; cooperative ones only what moves. Not called with an empty set.
+/// - `on_partitions_assigned`: after every completed rebalance, with the newly added
+///   partitions (possibly none); positions start at the committed offset on the next fetch.
+/// - `on_partitions_lost`: the membership is gone (session expired, fenced, or
+///   `max.poll.interval.ms` passed) and the partitions may already belong to someone else, so
+///   committing is pointless. Defaults to `on_partitions_revoked`, as in Kafka.
+pub trait RebalanceListener: Send + Sync {
+    fn on_partitions_revoked<'a>(
+        &'a self,
+        _consumer: &'a mut Consumer,
+        _partitions: &'a [TopicPartition],
+    ) -> ListenerFuture<'a> {
+        Box::pin(async {})
+    }
+
+    fn on_partitions_assigned<'a>(
+        &'a self,
+        _consumer: &'a mut Consumer,
+        _partitions: &'a [TopicPartition],
+    ) -> ListenerFuture<'a> {
+        Box::pin(async {})
+    }
+
+    fn on_partitions_lost<'a>(
+        &'a self,
+        consumer: &'a mut Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> ListenerFuture<'a> {
+        self.on_partitions_revoked(consumer, partitions)
+    }
+}
+
 impl Default for ConsumerConfig {
     fn default() -> Self {
         ConsumerConfig {
@@ -110,8 +155,8 @@ pub struct ConsumerRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// A consumer of manually assigned partitions.
-#[derive(Debug)]
+/// A Kafka consumer: of manually assigned partitions, or of a group's share of subscribed
+/// topics.
 pub struct Consumer {
     transport: Arc<dyn Transport>,
     config: ConsumerConfig,
@@ -129,6 +174,23 @@ pub struct Consumer {
     /// (revoked, assigned) of every rebalance this consumer went through, oldest first.
     rebalances: Vec<(Vec<TopicPartition>, Vec<TopicPartition>)>,
     last_auto_commit: tokio::time::Instant,
+    /// Partitions `poll` neither fetches nor returns until resumed.
+    paused: BTreeSet<TopicPartition>,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    /// Milliseconds since `created` at the last `poll`, for `max.poll.interval.ms`.
+    last_poll_ms: Arc<AtomicU64>,
+    created: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("group_id", &self.config.group_id)
+            .field("subscription", &self.subscription)
+            .field("positions", &self.positions)
+            .field("paused", &self.paused)
+            .finish_non_exhaustive()
+    }
 }
 
 /// This consumer's place in its group.
@@ -139,6 +201,8 @@ struct Membership {
     protocol: String,
     /// Set by the heartbeat task when the coordinator asks for a rejoin.
     rejoin: Arc<AtomicBool>,
+    /// Set by the heartbeat task when the membership is gone: the partitions are lost.
+    lost: Arc<AtomicBool>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -255,6 +319,21 @@ impl Walk<'_> {
     }
 }
 
+/// The partitions in a consumer group member's assignment bytes (none if they do not parse).
+pub(crate) fn decode_assignment(bytes: Bytes) -> Vec<TopicPartition> {
+    let assignment: kafka_protocol::messages::ConsumerProtocolAssignment =
+        decode_versioned(bytes, true).unwrap_or_default();
+    assignment
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| TopicPartition::new(t.topic.0.to_string(), *p))
+        })
+        .collect()
+}
+
 fn to_protocol_partitions(
     tps: &[TopicPartition],
 ) -> Vec<kafka_protocol::messages::consumer_protocol_subscription::TopicPartition> {
@@ -288,6 +367,10 @@ impl Consumer {
             membership: None,
             rebalances: Vec::new(),
             last_auto_commit: tokio::time::Instant::now(),
+            paused: BTreeSet::new(),
+            listener: None,
+            last_poll_ms: Arc::new(AtomicU64::new(0)),
+            created: tokio::time::Instant::now(),
         }
     }
 
@@ -311,6 +394,48 @@ impl Consumer {
         });
         self.fetched_to
             .retain(|tp, _| self.positions.contains_key(tp));
+        self.paused.retain(|tp| self.positions.contains_key(tp));
+    }
+
+    /// Stops fetching and returning records of these partitions (their positions stay) until
+    /// [`Consumer::resume`]. Group membership is unaffected.
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<(), ClientError> {
+        for tp in partitions {
+            self.assigned(tp)?;
+        }
+        for tp in partitions {
+            self.paused.insert(tp.clone());
+            // Records fetched but not yet returned are fetched again after `resume`.
+            self.drop_buffered(tp);
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self, partitions: &[TopicPartition]) {
+        for tp in partitions {
+            self.paused.remove(tp);
+        }
+    }
+
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.paused.iter().cloned().collect()
+    }
+
+    fn assigned(&self, tp: &TopicPartition) -> Result<(), ClientError> {
+        if self.positions.contains_key(tp) {
+            Ok(())
+        } else {
+            Err(ClientError::Kafka {
+                error: ResponseError::UnknownTopicOrPartition,
+                message: Some(format!("{tp} is not assigned")),
+            })
+        }
+    }
+
+    fn drop_buffered(&mut self, tp: &TopicPartition) {
+        self.buffered
+            .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition.0));
+        self.fetched_to.remove(tp);
     }
 
     pub fn assignment(&self) -> Vec<TopicPartition> {
@@ -319,15 +444,51 @@ impl Consumer {
 
     /// Moves a partition's position; the next poll reads from `offset`.
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<(), ClientError> {
-        let pos = self.positions.get_mut(tp).ok_or(ClientError::Kafka {
-            error: ResponseError::UnknownTopicOrPartition,
-            message: Some(format!("{tp} is not assigned")),
-        })?;
-        *pos = Some(offset);
-        self.buffered
-            .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition.0));
-        self.fetched_to.remove(tp);
+        self.assigned(tp)?;
+        self.positions.insert(tp.clone(), Some(offset));
+        self.drop_buffered(tp);
         Ok(())
+    }
+
+    /// Moves these partitions to their log start offset.
+    pub async fn seek_to_beginning(&mut self, tps: &[TopicPartition]) -> Result<(), ClientError> {
+        for tp in tps {
+            self.assigned(tp)?;
+            let (offset, _) = self.list_offset(tp, -2).await?;
+            self.seek(tp, offset)?;
+        }
+        Ok(())
+    }
+
+    /// Moves these partitions to their log end offset (the next record written).
+    pub async fn seek_to_end(&mut self, tps: &[TopicPartition]) -> Result<(), ClientError> {
+        for tp in tps {
+            self.assigned(tp)?;
+            let (offset, _) = self.list_offset(tp, -1).await?;
+            self.seek(tp, offset)?;
+        }
+        Ok(())
+    }
+
+    /// For each partition, the first record with a timestamp at or after the given one, as
+    /// `(offset, timestamp)`; `None` where no record is that late (Kafka's `offsetsForTimes`).
+    /// Any partition may be asked about, assigned or not.
+    pub async fn offsets_for_times(
+        &self,
+        query: &[(TopicPartition, i64)],
+    ) -> Result<BTreeMap<TopicPartition, Option<(i64, i64)>>, ClientError> {
+        let mut out = BTreeMap::new();
+        for (tp, ts) in query {
+            if *ts < 0 {
+                return Err(ClientError::Kafka {
+                    error: ResponseError::InvalidRequest,
+                    message: Some(format!("timestamp {ts} for {tp} is negative")),
+                });
+            }
+            let (offset, timestamp) = self.list_offset(tp, *ts).await?;
+            out.insert(tp.clone(), (offset >= 0).then_some((offset, timestamp)));
+        }
+        Ok(out)
     }
 
     /// The offset of the next record `poll` returns for `tp`, once known.
@@ -383,8 +544,13 @@ impl Consumer {
         }
     }
 
-    /// ListOffsets with one special timestamp (-1 latest, -2 earliest) or a real one.
-    async fn list_offset(&self, tp: &TopicPartition, timestamp: i64) -> Result<i64, ClientError> {
+    /// ListOffsets with one special timestamp (-1 latest, -2 earliest) or a real one:
+    /// `(offset, timestamp)`, offset -1 where no record is that late.
+    async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+    ) -> Result<(i64, i64), ClientError> {
         let req = ListOffsetsRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
             .with_topics(vec![ListOffsetsTopic::default()
@@ -400,7 +566,7 @@ impl Consumer {
                     .and_then(|t| t.partitions.first())
                     .ok_or(ClientError::NoResponse)?;
                 check(p.error_code, None)?;
-                Ok(p.offset)
+                Ok((p.offset, p.timestamp))
             }
             other => Err(ClientError::unexpected(&other)),
         }
@@ -413,9 +579,9 @@ impl Consumer {
         tp: &TopicPartition,
         timestamp_ms: i64,
     ) -> Result<(), ClientError> {
-        let mut offset = self.list_offset(tp, timestamp_ms).await?;
+        let (mut offset, _) = self.list_offset(tp, timestamp_ms).await?;
         if offset < 0 {
-            offset = self.list_offset(tp, -1).await?;
+            offset = self.list_offset(tp, -1).await?.0;
         }
         self.seek(tp, offset)
     }
@@ -448,8 +614,8 @@ impl Consumer {
 
     async fn reset_offset(&self, tp: &TopicPartition) -> Result<i64, ClientError> {
         match self.config.auto_offset_reset {
-            OffsetReset::Earliest => self.list_offset(tp, -2).await,
-            OffsetReset::Latest => self.list_offset(tp, -1).await,
+            OffsetReset::Earliest => Ok(self.list_offset(tp, -2).await?.0),
+            OffsetReset::Latest => Ok(self.list_offset(tp, -1).await?.0),
             OffsetReset::None => Err(ClientError::Kafka {
                 error: ResponseError::OffsetOutOfRange,
                 message: Some(format!(
@@ -463,12 +629,17 @@ impl Consumer {
     /// `fetch.max.wait.ms` for data to arrive. A subscribed consumer first (re)joins its group
     /// when it must.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.last_poll_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::SeqCst);
         if !self.subscription.is_empty() {
             self.ensure_membership().await?;
+        }
+        if self.config.group_id.is_some() {
             self.maybe_auto_commit().await;
         }
         self.init_positions().await?;
-        if self.buffered.is_empty() && !self.positions.is_empty() {
+        let fetchable = self.positions.len() > self.paused.len();
+        if self.buffered.is_empty() && fetchable {
             self.fetch().await?;
         } else if self.buffered.is_empty() {
             // Nothing assigned: wait as a fetch would, so a polling loop does not spin (and the
@@ -510,6 +681,9 @@ impl Consumer {
     async fn fetch(&mut self) -> Result<(), ClientError> {
         let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
         for (tp, pos) in &self.positions {
+            if self.paused.contains(tp) {
+                continue;
+            }
             by_topic.entry(tp.topic.clone()).or_default().push(
                 FetchPartition::default()
                     .with_partition(tp.partition.0)
@@ -584,12 +758,22 @@ impl Consumer {
     /// Commits the current positions of every assigned partition to `group.id` (as a consumer
     /// outside group membership: generation -1).
     pub async fn commit_sync(&self) -> Result<(), ClientError> {
-        let offsets: Vec<(TopicPartition, i64)> = self
-            .positions
+        self.commit_offsets(&self.current_offsets()).await
+    }
+
+    /// Commits the current positions in the background; the handle yields the outcome
+    /// (Kafka's `commitAsync`: a failed async commit is not retried, a later one supersedes it).
+    pub fn commit_async(&self) -> tokio::task::JoinHandle<Result<(), ClientError>> {
+        let req = self.commit_request(&self.current_offsets());
+        let transport = Arc::clone(&self.transport);
+        tokio::spawn(async move { send_commit(&*transport, req?).await })
+    }
+
+    fn current_offsets(&self) -> Vec<(TopicPartition, i64)> {
+        self.positions
             .iter()
             .filter_map(|(tp, p)| p.map(|p| (tp.clone(), p)))
-            .collect();
-        self.commit_offsets(&offsets).await
+            .collect()
     }
 
     /// Commits the given offsets (the offset of the next record to read) to `group.id`.
@@ -597,6 +781,13 @@ impl Consumer {
         &self,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<(), ClientError> {
+        send_commit(&*self.transport, self.commit_request(offsets)?).await
+    }
+
+    fn commit_request(
+        &self,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<OffsetCommitRequest, ClientError> {
         let group = self.config.group_id.clone().ok_or(ClientError::Kafka {
             error: ResponseError::InvalidGroupId,
             message: Some("no group.id".into()),
@@ -615,7 +806,7 @@ impl Consumer {
             Some(m) if m.generation >= 0 => (m.member_id.clone(), m.generation),
             _ => (String::new(), -1),
         };
-        let req = OffsetCommitRequest::default()
+        Ok(OffsetCommitRequest::default()
             .with_group_id(GroupId(text(&group)))
             .with_generation_id_or_member_epoch(generation)
             .with_member_id(text(&member_id))
@@ -629,18 +820,25 @@ impl Consumer {
                             .with_partitions(ps)
                     })
                     .collect(),
-            );
-        match self.call(RequestKind::OffsetCommit(req)).await? {
-            ResponseKind::OffsetCommit(r) => {
-                for t in r.topics {
-                    for p in t.partitions {
-                        check(p.error_code, None)?;
-                    }
+            ))
+    }
+}
+
+async fn send_commit(
+    transport: &dyn Transport,
+    req: OffsetCommitRequest,
+) -> Result<(), ClientError> {
+    match transport.send(RequestKind::OffsetCommit(req)).await? {
+        Some(ResponseKind::OffsetCommit(r)) => {
+            for t in r.topics {
+                for p in t.partitions {
+                    check(p.error_code, None)?;
                 }
-                Ok(())
             }
-            other => Err(ClientError::unexpected(&other)),
+            Ok(())
         }
+        Some(other) => Err(ClientError::unexpected(&other)),
+        None => Err(ClientError::NoResponse),
     }
 }
 
@@ -655,7 +853,17 @@ impl Consumer {
         }
     }
 
-    /// Every rebalance so far: the partitions revoked and the partitions assigned.
+    /// [`Consumer::subscribe`], with a listener told of every change to the assignment.
+    pub fn subscribe_with_listener(
+        &mut self,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+        listener: Arc<dyn RebalanceListener>,
+    ) {
+        self.listener = Some(listener);
+        self.subscribe(topics);
+    }
+
+    /// Every rebalance so far: the partitions revoked (or lost) and the partitions assigned.
     pub fn rebalances(&self) -> &[(Vec<TopicPartition>, Vec<TopicPartition>)] {
         &self.rebalances
     }
@@ -676,7 +884,11 @@ impl Consumer {
         let every = Duration::from_millis(self.config.auto_commit_interval_ms);
         if self.config.enable_auto_commit && self.last_auto_commit.elapsed() >= every {
             self.last_auto_commit = tokio::time::Instant::now();
-            if let Err(e) = self.commit_sync().await {
+            let offsets = self.current_offsets();
+            if offsets.is_empty() {
+                return;
+            }
+            if let Err(e) = self.commit_offsets(&offsets).await {
                 tracing::debug!(error = %e, "auto-commit failed");
             }
         }
@@ -688,6 +900,13 @@ impl Consumer {
         let group = self.group_id()?;
         let backoff = Duration::from_millis(100);
         loop {
+            let lost = self
+                .membership
+                .as_ref()
+                .is_some_and(|m| m.lost.swap(false, Ordering::SeqCst));
+            if lost {
+                self.lose_partitions().await;
+            }
             if let Some(m) = &self.membership {
                 if !m.rejoin.load(Ordering::SeqCst) {
                     return Ok(());
@@ -700,7 +919,11 @@ impl Consumer {
                 if self.config.enable_auto_commit {
                     let _ = self.commit_sync().await;
                 }
+                if let Some(l) = self.listener.clone() {
+                    l.on_partitions_revoked(self, &owned).await;
+                }
                 self.positions.clear();
+                self.paused.clear();
                 self.buffered.clear();
                 self.fetched_to.clear();
                 self.rebalances.push((owned.clone(), Vec::new()));
@@ -744,6 +967,8 @@ impl Consumer {
                     continue;
                 }
                 Some(ResponseError::UnknownMemberId) => {
+                    // The coordinator forgot this member: whatever it held is lost.
+                    self.lose_partitions().await;
                     self.set_member(String::new(), -1);
                     continue;
                 }
@@ -752,6 +977,14 @@ impl Consumer {
                     continue;
                 }
                 Some(_) => check(join.error_code, None)?,
+            }
+            // The old generation's heartbeats end here: one answered ILLEGAL_GENERATION now
+            // would only say the group moved on, which this member is doing.
+            if let Some(m) = self.membership.as_mut() {
+                if let Some(h) = m.heartbeat.take() {
+                    h.abort();
+                }
+                m.lost.store(false, Ordering::SeqCst);
             }
             let member_id = join.member_id.to_string();
             let protocol = join
@@ -779,6 +1012,7 @@ impl Consumer {
             match ResponseError::try_from_code(synced.error_code) {
                 None => {}
                 Some(ResponseError::UnknownMemberId) => {
+                    self.lose_partitions().await;
                     self.set_member(String::new(), -1);
                     continue;
                 }
@@ -788,16 +1022,8 @@ impl Consumer {
                 }
                 Some(_) => check(synced.error_code, None)?,
             }
-            let assignment: kafka_protocol::messages::ConsumerProtocolAssignment =
-                decode_versioned(synced.assignment.clone(), true).unwrap_or_default();
-            let new: BTreeSet<TopicPartition> = assignment
-                .assigned_partitions
-                .iter()
-                .flat_map(|t| {
-                    t.partitions
-                        .iter()
-                        .map(move |p| TopicPartition::new(t.topic.0.to_string(), *p))
-                })
+            let new: BTreeSet<TopicPartition> = decode_assignment(synced.assignment.clone())
+                .into_iter()
                 .collect();
             let old: BTreeSet<TopicPartition> = self.positions.keys().cloned().collect();
             let revoked: Vec<TopicPartition> = old.difference(&new).cloned().collect();
@@ -807,9 +1033,15 @@ impl Consumer {
             if !revoked.is_empty() && self.config.enable_auto_commit {
                 let _ = self.commit_sync().await;
             }
+            if !revoked.is_empty() {
+                if let Some(l) = self.listener.clone() {
+                    l.on_partitions_revoked(self, &revoked).await;
+                }
+            }
             for tp in &revoked {
                 self.positions.remove(tp);
                 self.fetched_to.remove(tp);
+                self.paused.remove(tp);
             }
             self.buffered
                 .retain(|r| new.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
@@ -817,13 +1049,16 @@ impl Consumer {
                 self.positions.insert(tp.clone(), None);
             }
             if !revoked.is_empty() || !assigned.is_empty() {
-                self.rebalances.push((revoked.clone(), assigned));
+                self.rebalances.push((revoked.clone(), assigned.clone()));
             }
             self.set_member(member_id, join.generation_id);
             if let Some(m) = self.membership.as_mut() {
                 m.protocol = protocol;
             }
             self.start_heartbeat(&group);
+            if let Some(l) = self.listener.clone() {
+                l.on_partitions_assigned(self, &assigned).await;
+            }
             // Cooperative: what was revoked may now go elsewhere; rejoin so it can (KIP-429).
             if !revoked.is_empty() && cooperative_only {
                 if let Some(m) = &self.membership {
@@ -833,6 +1068,27 @@ impl Consumer {
             }
             return Ok(());
         }
+    }
+
+    /// The membership is gone: drop every partition without committing (someone else may own
+    /// them now) and tell the listener.
+    async fn lose_partitions(&mut self) {
+        let owned: Vec<TopicPartition> = self.positions.keys().cloned().collect();
+        if owned.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = owned.len(),
+            "group membership lost; partitions dropped"
+        );
+        if let Some(l) = self.listener.clone() {
+            l.on_partitions_lost(self, &owned).await;
+        }
+        self.positions.clear();
+        self.buffered.clear();
+        self.fetched_to.clear();
+        self.paused.clear();
+        self.rebalances.push((owned, Vec::new()));
     }
 
     fn set_member(&mut self, member_id: String, generation: i32) {
@@ -849,6 +1105,7 @@ impl Consumer {
                     generation,
                     protocol: String::new(),
                     rejoin: Arc::new(AtomicBool::new(rejoin)),
+                    lost: Arc::new(AtomicBool::new(false)),
                     heartbeat: None,
                 });
             }
@@ -949,6 +1206,18 @@ impl Consumer {
         }
         let transport = Arc::clone(&self.transport);
         let rejoin = Arc::clone(&m.rejoin);
+        let lost = Arc::clone(&m.lost);
+        let last_poll_ms = Arc::clone(&self.last_poll_ms);
+        let created = self.created;
+        let max_poll_interval = self.config.max_poll_interval_ms.max(0) as u64;
+        let leave = kafka_protocol::messages::LeaveGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_member_id(text(&m.member_id))
+            .with_members(vec![
+                kafka_protocol::messages::leave_group_request::MemberIdentity::default()
+                    .with_member_id(text(&m.member_id))
+                    .with_group_instance_id(self.config.group_instance_id.as_deref().map(text)),
+            ]);
         let every = Duration::from_millis(self.config.heartbeat_interval_ms.max(1));
         let req = kafka_protocol::messages::HeartbeatRequest::default()
             .with_group_id(GroupId(text(group)))
@@ -958,6 +1227,20 @@ impl Consumer {
         m.heartbeat = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
+                let since_poll = (created.elapsed().as_millis() as u64)
+                    .saturating_sub(last_poll_ms.load(Ordering::SeqCst));
+                if since_poll > max_poll_interval {
+                    // The application stopped polling: leave so the group moves on without it
+                    // (Kafka's poll-timeout leave); the next poll rejoins as a new member.
+                    tracing::warn!(
+                        since_poll_ms = since_poll,
+                        "max.poll.interval.ms passed without a poll; leaving the group"
+                    );
+                    let _ = transport.send(RequestKind::LeaveGroup(leave)).await;
+                    lost.store(true, Ordering::SeqCst);
+                    rejoin.store(true, Ordering::SeqCst);
+                    return;
+                }
                 match transport.send(RequestKind::Heartbeat(req.clone())).await {
                     Ok(Some(ResponseKind::Heartbeat(r))) if r.error_code == 0 => {}
                     // During a rebalance keep heartbeating (the session stays alive until the
@@ -966,6 +1249,20 @@ impl Consumer {
                         if r.error_code == ResponseError::RebalanceInProgress.code() =>
                     {
                         rejoin.store(true, Ordering::SeqCst);
+                    }
+                    // Fenced or forgotten: this generation's partitions may be someone else's.
+                    Ok(Some(ResponseKind::Heartbeat(r)))
+                        if [
+                            ResponseError::UnknownMemberId,
+                            ResponseError::IllegalGeneration,
+                            ResponseError::FencedInstanceId,
+                        ]
+                        .iter()
+                        .any(|e| e.code() == r.error_code) =>
+                    {
+                        lost.store(true, Ordering::SeqCst);
+                        rejoin.store(true, Ordering::SeqCst);
+                        return;
                     }
                     Ok(Some(ResponseKind::Heartbeat(_))) => {
                         rejoin.store(true, Ordering::SeqCst);

@@ -1,11 +1,14 @@
 //! Rill's Kafka clients — `Producer`, `Consumer`, `Admin` — written once against a transport
 //! (embedded: typed requests straight into the in-process `Broker`; TCP: the Kafka protocol).
 //!
-//! Today: the transport seam with its embedded transport, the `Admin` client, the `Producer`,
-//! a `Consumer` of manually assigned partitions, and the partitioner, which places keys exactly where Kafka's Java client does.
+//! Today: the transport seam with its embedded transport, the `Admin` client, the `Producer`
+//! (whose partitioner places keys exactly where Kafka's Java client does), the `Consumer` of
+//! assigned partitions or of a group's subscription, the assignors, and typed configs built
+//! from Kafka's property names.
 
 pub mod admin;
 pub mod assignor;
+pub mod config;
 pub mod consumer;
 pub mod partitioner;
 pub mod producer;
@@ -14,8 +17,14 @@ pub mod transport;
 use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::ResponseError;
 
-pub use admin::Admin;
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset};
+pub use admin::{
+    Admin, GroupDescription, GroupListing, ListedOffset, MemberDescription, OffsetSpec,
+    PartitionLag,
+};
+pub use assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, ListenerFuture, OffsetReset, RebalanceListener,
+};
 pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use transport::{EmbeddedTransport, Transport};
 
@@ -38,6 +47,8 @@ pub enum ClientError {
     Timeout(&'static str),
     #[error("the client is closed")]
     Closed,
+    #[error(transparent)]
+    Config(#[from] crate::storage::ConfigError),
 }
 
 impl ClientError {

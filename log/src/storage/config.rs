@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 /// A config key or value that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("unknown topic config `{0}`")]
+    #[error("unknown config `{0}`")]
     UnknownKey(String),
     #[error("invalid value `{value}` for `{key}`: {reason}")]
     InvalidValue {
@@ -110,7 +110,7 @@ pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "segment.ms",
 ];
 
-fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::InvalidValue {
         key: key.into(),
         value: value.into(),
@@ -118,7 +118,7 @@ fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-fn int(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+pub(crate) fn int(key: &str, value: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
     let v: i64 = value
         .trim()
         .parse()

@@ -761,6 +761,25 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The first record carrying the log's largest timestamp (offset and timestamp), or `None`
+    /// for an empty log. Kafka's ListOffsets with -3 (KIP-734).
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, i64)>, StorageError> {
+        let max_ts = {
+            let st = self.read_state();
+            st.segments
+                .values()
+                .filter(|seg| seg.next_offset() > st.log_start_offset)
+                .map(|seg| seg.max_timestamp_ms())
+                .max()
+                .unwrap_or(-1)
+        };
+        if max_ts < 0 {
+            return Ok(None);
+        }
+        // No record is later than `max_ts`, so the first at or after it carries it.
+        self.offset_for_timestamp(max_ts)
+    }
+
     /// Removes every batch that holds an offset `>= to` (replication's truncation). When `to`
     /// falls inside a batch, that whole batch goes, so the new log end is its base offset.
     /// When nothing at or above the log start would remain (`to` at or below the log start, or
