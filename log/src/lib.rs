@@ -8,8 +8,10 @@
 
 pub mod bench;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod coordinator;
+pub mod net;
 pub mod storage;
 pub mod time;
 pub mod types;

@@ -1,11 +1,13 @@
-//! The `rill` command: today `rill bench storage|produce|consume`; the broker, topic,
-//! produce, consume and group commands join it as the TCP server lands.
+//! The `rill` command: `rill broker` (a Kafka-compatible broker process), the client commands
+//! `rill topics|produce|consume|groups` (over the Kafka protocol, to rill or any Kafka
+//! cluster), and `rill bench`. Errors are one line on stderr and a non-zero exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rill_log::bench::{format_table, run_storage, StorageBenchOptions};
+use rill_log::cli::{commands, CliError, NodeConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,10 +22,154 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a broker: the Kafka protocol on a TCP listener over a data directory.
+    Broker {
+        /// The data directory (Kafka's `log.dirs`); overrides the config file.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// `host:port` to listen on (Kafka's `listeners`; port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// `host:port` clients are told to connect to (Kafka's `advertised.listeners`).
+        #[arg(long)]
+        advertised_listener: Option<String>,
+        /// A TOML file of broker properties under Kafka's names (see the README).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One broker property, `key=value`; repeatable; overrides the config file.
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Create, list, describe, delete topics and alter their configs.
+    Topics {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+    /// Send each line of stdin as a record.
+    Produce {
+        #[command(flatten)]
+        conn: Conn,
+        topic: String,
+        /// Split each line at the first SEP into key and value.
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+        /// A header `key=value` on every record; repeatable.
+        #[arg(long = "header", value_name = "KEY=VALUE")]
+        headers: Vec<String>,
+        /// Send every record to this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// A producer property `key=value` (`acks=1`, `compression.type=zstd`, ...); repeatable.
+        #[arg(long = "property", short = 'X', value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+    },
+    /// Print records of a topic.
+    Consume {
+        #[command(flatten)]
+        conn: Conn,
+        topic: String,
+        /// Start at the earliest offset (without a committed one).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Start at this offset of --partition.
+        #[arg(long)]
+        offset: Option<i64>,
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Consume as a member of this group, committing what was printed.
+        #[arg(long)]
+        group: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Stop after this many milliseconds without a record.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Output format: %t topic, %p partition, %o offset, %T timestamp, %k key, %v value,
+        /// %h headers, \n, \t.
+        #[arg(long, default_value = "%v")]
+        format: String,
+        /// A consumer property `key=value`; repeatable.
+        #[arg(long = "property", short = 'X', value_name = "KEY=VALUE")]
+        properties: Vec<String>,
+    },
+    /// List and describe consumer groups; reset their offsets.
+    Groups {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
     /// Measure rill against a baseline run in the same process.
     Bench {
         #[command(subcommand)]
         workload: BenchWorkload,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Conn {
+    /// `host:port[,host:port...]` of the cluster.
+    #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+    bootstrap_server: String,
+    /// Print JSON objects, one per line, instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsAction {
+    Create {
+        topic: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// A topic config `key=value`; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    List,
+    Describe {
+        topic: String,
+    },
+    Delete {
+        topic: String,
+    },
+    AlterConfig {
+        topic: String,
+        /// Set `key=value`; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Remove an override (back to the default); repeatable.
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupsAction {
+    List,
+    Describe {
+        group: String,
+    },
+    /// Move a group's committed offsets for one topic (the group must have no members).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        #[arg(long, group = "to")]
+        to_offset: Option<i64>,
+        /// Epoch milliseconds: the first record at or after it.
+        #[arg(long, group = "to")]
+        to_timestamp: Option<i64>,
+        /// Commit the plan (without it, only print it).
+        #[arg(long)]
+        execute: bool,
     },
 }
 
@@ -138,6 +284,186 @@ fn run_client_bench(
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn broker_command(
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    advertised: Option<String>,
+    config_file: Option<PathBuf>,
+    overrides: Vec<String>,
+) -> Result<(), CliError> {
+    let mut config = NodeConfig::new(PathBuf::new());
+    if let Some(path) = &config_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        config.apply_toml(&text)?;
+    }
+    for (k, v) in commands::pairs(&overrides)? {
+        config.set(&k, &v)?;
+    }
+    if let Some(dir) = data_dir {
+        config.broker.log.data_dir = dir;
+    }
+    if let Some(l) = listen {
+        config.set("listeners", &l)?;
+    }
+    if let Some(a) = advertised {
+        config.set("advertised.listeners", &a)?;
+    }
+    if config.broker.log.data_dir.as_os_str().is_empty() {
+        return Err(CliError::Usage(
+            "no data directory: give --data-dir or log.dirs in the config".into(),
+        ));
+    }
+    runtime()?.block_on(rill_log::cli::broker::run(config, shutdown_signal()))
+}
+
+fn client_command(command: Command) -> Result<(), CliError> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match command {
+            Command::Topics { conn, action } => {
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let table = match action {
+                    TopicsAction::Create {
+                        topic,
+                        partitions,
+                        configs,
+                    } => {
+                        commands::topics_create(t, &topic, partitions, &commands::pairs(&configs)?)
+                            .await?
+                    }
+                    TopicsAction::List => commands::topics_list(t).await?,
+                    TopicsAction::Describe { topic } => commands::topics_describe(t, &topic).await?,
+                    TopicsAction::Delete { topic } => commands::topics_delete(t, &topic).await?,
+                    TopicsAction::AlterConfig { topic, set, delete } => {
+                        commands::topics_alter_config(t, &topic, &commands::pairs(&set)?, &delete)
+                            .await?
+                    }
+                };
+                table.print(conn.json);
+            }
+            Command::Produce {
+                conn,
+                topic,
+                key_separator,
+                headers,
+                partition,
+                properties,
+            } => {
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let opts = commands::ProduceOptions {
+                    topic: topic.clone(),
+                    key_separator,
+                    headers: commands::pairs(&headers)?,
+                    partition,
+                    properties: commands::pairs(&properties)?,
+                };
+                let stdin = std::io::stdin();
+                let n = commands::produce(t, &opts, stdin.lock()).await?;
+                if conn.json {
+                    println!("{}", serde_json::json!({"topic": topic, "records": n}));
+                } else {
+                    eprintln!("produced {n} record(s) to {topic}");
+                }
+            }
+            Command::Consume {
+                conn,
+                topic,
+                from_beginning,
+                offset,
+                partition,
+                group,
+                max_messages,
+                timeout_ms,
+                format,
+                properties,
+            } => {
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let opts = commands::ConsumeOptions {
+                    topic,
+                    from_beginning,
+                    offset,
+                    partition,
+                    group,
+                    max_messages,
+                    timeout_ms,
+                    format: if conn.json {
+                        r#"{"topic":"%t","partition":%p,"offset":%o,"timestamp":%T,"key":"%k","value":"%v"}"#.into()
+                    } else {
+                        format
+                    },
+                    properties: commands::pairs(&properties)?,
+                };
+                let stdout = std::io::stdout();
+                commands::consume(t, &opts, &mut stdout.lock()).await?;
+            }
+            Command::Groups { conn, action } => {
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let table = match action {
+                    GroupsAction::List => commands::groups_list(t).await?,
+                    GroupsAction::Describe { group } => commands::groups_describe(t, &group).await?,
+                    GroupsAction::ResetOffsets {
+                        group,
+                        topic,
+                        to_earliest,
+                        to_latest,
+                        to_offset,
+                        to_timestamp,
+                        execute,
+                    } => {
+                        let to = match (to_earliest, to_latest, to_offset, to_timestamp) {
+                            (true, _, _, _) => commands::ResetTo::Earliest,
+                            (_, true, _, _) => commands::ResetTo::Latest,
+                            (_, _, Some(o), _) => commands::ResetTo::Offset(o),
+                            (_, _, _, Some(ts)) => commands::ResetTo::Timestamp(ts),
+                            _ => {
+                                return Err(CliError::Usage(
+                                    "give one of --to-earliest, --to-latest, --to-offset, --to-timestamp"
+                                        .into(),
+                                ))
+                            }
+                        };
+                        commands::groups_reset_offsets(t, &group, &topic, to, execute).await?
+                    }
+                };
+                table.print(conn.json);
+            }
+            Command::Broker { .. } | Command::Bench { .. } => {}
+        }
+        Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -147,26 +473,42 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bench {
-            workload: BenchWorkload::Produce { seconds, json, dir },
-        } => run_client_bench(seconds, json, dir, ClientBench::Produce),
-        Command::Bench {
-            workload: BenchWorkload::Consume { seconds, json, dir },
-        } => run_client_bench(seconds, json, dir, ClientBench::Consume),
-        Command::Bench {
-            workload:
-                BenchWorkload::E2e {
-                    seconds,
-                    rate,
-                    size,
-                    json,
-                    dir,
-                },
+    let outcome = match cli.command {
+        Command::Broker {
+            data_dir,
+            listen,
+            advertised_listener,
+            config,
+            overrides,
+        } => broker_command(data_dir, listen, advertised_listener, config, overrides),
+        Command::Bench { workload } => return bench(workload),
+        other => client_command(other),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(workload: BenchWorkload) -> ExitCode {
+    match workload {
+        BenchWorkload::Produce { seconds, json, dir } => {
+            run_client_bench(seconds, json, dir, ClientBench::Produce)
+        }
+        BenchWorkload::Consume { seconds, json, dir } => {
+            run_client_bench(seconds, json, dir, ClientBench::Consume)
+        }
+        BenchWorkload::E2e {
+            seconds,
+            rate,
+            size,
+            json,
+            dir,
         } => run_client_bench(seconds, json, dir, ClientBench::E2e { rate, size }),
-        Command::Bench {
-            workload: BenchWorkload::Storage { seconds, json, dir },
-        } => {
+        BenchWorkload::Storage { seconds, json, dir } => {
             if !(seconds > 0.0 && seconds.is_finite()) {
                 eprintln!("error: --seconds must be a positive number");
                 return ExitCode::from(2);

@@ -39,6 +39,8 @@ pub struct TopicDescription {
     pub name: String,
     pub partitions: i32,
     pub internal: bool,
+    /// The leader's node id of each partition, by partition index.
+    pub leaders: Vec<i32>,
 }
 
 /// How to change one config key (IncrementalAlterConfigs).
@@ -204,6 +206,15 @@ impl Admin {
                     name: t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default(),
                     partitions: t.partitions.len() as i32,
                     internal: t.is_internal,
+                    leaders: {
+                        let mut ps: Vec<(i32, i32)> = t
+                            .partitions
+                            .iter()
+                            .map(|p| (p.partition_index, p.leader_id.0))
+                            .collect();
+                        ps.sort();
+                        ps.into_iter().map(|(_, l)| l).collect()
+                    },
                 })
                 .collect()),
             other => Err(ClientError::unexpected(&other)),

@@ -47,6 +47,9 @@ pub enum ClientError {
     Timeout(&'static str),
     #[error("the client is closed")]
     Closed,
+    /// The connection to a broker failed or returned something unreadable.
+    #[error("network: {0}")]
+    Network(String),
     #[error(transparent)]
     Config(#[from] crate::storage::ConfigError),
 }
@@ -55,6 +58,16 @@ impl ClientError {
     fn unexpected(r: &ResponseKind) -> Self {
         let text = format!("{r:?}");
         ClientError::Unexpected(text.chars().take(120).collect())
+    }
+
+    /// Whether trying again may succeed: a retriable Kafka error, or a network failure (the
+    /// next attempt reconnects).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Kafka { error, .. } => error.is_retriable(),
+            ClientError::Network(_) => true,
+            _ => false,
+        }
     }
 
     /// The Kafka error code, if the broker sent one.

@@ -322,13 +322,10 @@ impl Producer {
                     TopicName(StrBytes::from_string(topic.to_string())),
                 ))]))
                 .with_allow_auto_topic_creation(true);
-            let last = match self
-                .inner
-                .transport
-                .send(RequestKind::Metadata(req))
-                .await?
-            {
-                Some(ResponseKind::Metadata(m)) => match m.topics.first() {
+            let last = match self.inner.transport.send(RequestKind::Metadata(req)).await {
+                Err(e) if e.is_retriable() => Some(e),
+                Err(e) => return Err(e),
+                Ok(Some(ResponseKind::Metadata(m))) => match m.topics.first() {
                     Some(t) if t.error_code == 0 && !t.partitions.is_empty() => {
                         let n = t.partitions.len() as i32;
                         self.inner
@@ -344,7 +341,7 @@ impl Producer {
                     Some(t) => check(t.error_code, None).err(),
                     None => Some(ClientError::NoResponse),
                 },
-                _ => Some(ClientError::NoResponse),
+                Ok(_) => Some(ClientError::NoResponse),
             };
             if Instant::now() >= deadline {
                 return Err(last.unwrap_or(ClientError::Timeout("metadata")));
@@ -579,7 +576,7 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
     match outcome {
         Ok(base_offset) => batch.slot.finish(Ok(base_offset)),
         Err(e)
-            if e.kafka_error().is_some_and(|k| k.is_retriable())
+            if e.is_retriable()
                 && batch.attempts < inner.config.retries
                 && batch.created.elapsed()
                     < Duration::from_millis(inner.config.delivery_timeout_ms) =>

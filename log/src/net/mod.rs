@@ -1,0 +1,18 @@
+//! The Kafka wire protocol over TCP: the server in front of the [`crate::broker::Broker`]
+//! and the client transport that speaks to any Kafka-compatible broker.
+//!
+//! - [`frame`]: length-prefixed frames and request/response headers.
+//! - [`schema`]: the bounded structural check every request body passes before decoding.
+//! - [`versions`]: the APIs and versions rill advertises, and fitting responses to old versions.
+//! - [`server`]: accept loop, per-connection request handling, limits, graceful shutdown.
+//! - [`client`]: [`TcpTransport`], the clients' transport over TCP.
+
+pub mod client;
+pub mod frame;
+pub mod schema;
+mod schema_tables;
+pub mod server;
+pub mod versions;
+
+pub use client::{TcpConfig, TcpTransport};
+pub use server::{Server, ServerConfig};

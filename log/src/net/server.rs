@@ -1,0 +1,300 @@
+//! The TCP server: accepts connections and answers Kafka requests with the [`Broker`].
+//!
+//! Each connection reads one frame at a time and answers it before reading the next, so
+//! responses leave in request order (Kafka's broker mutes a connection the same way; clients
+//! may still pipeline, the requests wait in the socket). Everything a peer controls is
+//! bounded: the frame size (`socket.request.max.bytes`), the bytes of requests held at once
+//! across connections (`queued.max.request.bytes`), the time a started frame may take to
+//! arrive (a slow client cannot pin memory forever), idle connections
+//! (`connections.max.idle.ms`), the number of connections (`max.connections`), and the array
+//! elements a request may declare (checked by [`super::schema`] before decoding). A
+//! connection that breaks a rule is closed with a log line; everyone else is unaffected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::ResponseError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::frame::{finish_frame, parse_header, start_response};
+use super::schema;
+use super::versions::{api_versions_response, fit_response, supported};
+use crate::broker::{Broker, BrokerError, RequestContext};
+
+/// Server limits, under Kafka's broker config names where Kafka has one.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `socket.request.max.bytes`: the largest request frame accepted.
+    pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: request bytes held (being read or handled) across all
+    /// connections; a connection waits for room before reading a frame's body.
+    pub queued_max_request_bytes: usize,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// Once a frame's length has arrived, the rest must arrive within this (rill's guard
+    /// against slow clients holding memory).
+    pub request_read_timeout_ms: u64,
+    /// `max.connections`: connections beyond this are closed at once.
+    pub max_connections: usize,
+    /// The most array elements one request may declare, all arrays together.
+    pub max_request_elements: usize,
+    /// On shutdown, how long in-flight requests get to finish before their connections are
+    /// dropped.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: 512 << 20,
+            connections_max_idle_ms: 600_000,
+            request_read_timeout_ms: 30_000,
+            max_connections: 1_000,
+            max_request_elements: 1 << 20,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    broker: Arc<Broker>,
+    config: ServerConfig,
+    memory: Arc<Semaphore>,
+}
+
+impl Server {
+    /// Serves `listener` with `broker` until [`Server::shutdown`]. Needs a tokio runtime.
+    pub fn start(listener: TcpListener, broker: Arc<Broker>, config: ServerConfig) -> Server {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            memory: Arc::new(Semaphore::new(config.queued_max_request_bytes.max(1))),
+            broker,
+            config,
+        });
+        let accept = tokio::spawn(accept_loop(listener, shared, stopped));
+        Server { addr, stop, accept }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets every connection finish the request it is handling (up to
+    /// `shutdown_grace_ms`), then closes them all. The broker stays open: close it after.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.accept.await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if connections.len() >= shared.config.max_connections {
+                        tracing::warn!(%peer, limit = shared.config.max_connections, "max.connections reached; closing the new connection");
+                        drop(stream);
+                        continue;
+                    }
+                    connections.spawn(serve_connection(stream, peer, Arc::clone(&shared), stop.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+    if tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            remaining = connections.len(),
+            "connections still busy after the shutdown grace; dropping them"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Why a connection ends.
+enum Close {
+    /// The peer went away, idled out, or the server is stopping: nothing to report.
+    Quiet,
+    /// The peer broke a rule or sent something unreadable.
+    Refused(String),
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(64 * 1024, rd);
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    let idle = Duration::from_millis(shared.config.connections_max_idle_ms);
+    let read_timeout = Duration::from_millis(shared.config.request_read_timeout_ms);
+    let outcome: Close = loop {
+        // Between requests: wait for the next frame, the idle timeout, or shutdown.
+        let len = tokio::select! {
+            _ = stop.changed() => break Close::Quiet,
+            len = tokio::time::timeout(idle, rd.read_i32()) => match len {
+                Err(_) => break Close::Quiet,
+                Ok(Err(_)) => break Close::Quiet,
+                Ok(Ok(len)) => len,
+            },
+        };
+        if len <= 0 || len as usize > shared.config.socket_request_max_bytes {
+            break Close::Refused(format!(
+                "frame of {len} bytes (socket.request.max.bytes is {})",
+                shared.config.socket_request_max_bytes
+            ));
+        }
+        let len = len as usize;
+        let frame = match tokio::time::timeout(read_timeout, async {
+            let permit = Arc::clone(&shared.memory)
+                .acquire_many_owned(len as u32)
+                .await
+                .ok()?;
+            let mut buf = vec![0u8; len];
+            rd.read_exact(&mut buf).await.ok()?;
+            Some((Bytes::from(buf), permit))
+        })
+        .await
+        {
+            Ok(Some(f)) => f,
+            Ok(None) => break Close::Quiet,
+            Err(_) => {
+                break Close::Refused(format!(
+                    "a {len}-byte request did not arrive within {} ms",
+                    shared.config.request_read_timeout_ms
+                ))
+            }
+        };
+        let (frame, _permit) = frame;
+        let response = match handle_frame(&shared, peer, frame).await {
+            Ok(r) => r,
+            Err(reason) => break Close::Refused(reason),
+        };
+        if let Some(resp) = response {
+            if wr.write_all(&resp).await.is_err() {
+                break Close::Quiet;
+            }
+        }
+        // Flush unless more requests are already waiting (pipelined clients).
+        if rd.buffer().is_empty() && wr.flush().await.is_err() {
+            break Close::Quiet;
+        }
+    };
+    let _ = wr.flush().await;
+    if let Close::Refused(reason) = outcome {
+        tracing::warn!(%peer, %reason, "closing connection");
+    }
+}
+
+/// One request frame in, at most one response frame out; `Err` closes the connection.
+async fn handle_frame(
+    shared: &Shared,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<Option<Bytes>, String> {
+    let (header, body_at) = parse_header(&frame).map_err(|e| e.to_string())?;
+    let key = ApiKey::try_from(header.api_key)
+        .map_err(|_| format!("unknown API key {}", header.api_key))?;
+    let version = header.api_version;
+    let Some((min, max)) = supported(key) else {
+        return Err(format!("{key:?} is not supported"));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client
+            // can retry with a version we speak.
+            let resp = ResponseKind::ApiVersions(api_versions_response(Some(
+                ResponseError::UnsupportedVersion,
+            )));
+            return encode(header.correlation_id, key, 0, resp).map(Some);
+        }
+        return Err(format!(
+            "{key:?} v{version} is not supported (rill speaks v{min}-v{max})"
+        ));
+    }
+    let schema = schema::schema(header.api_key, version)
+        .ok_or_else(|| format!("no schema for {key:?} v{version}"))?;
+    schema::walk(
+        schema,
+        version,
+        &frame[body_at..],
+        shared.config.max_request_elements,
+    )
+    .map_err(|e| format!("{} v{version}: {e}", schema.name))?;
+    let mut body = frame.slice(body_at..);
+    let request = RequestKind::decode(key, &mut body, version)
+        .map_err(|e| format!("{key:?} v{version} does not decode: {e}"))?;
+    let response = match request {
+        RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions_response(None))),
+        request => {
+            let ctx = RequestContext {
+                api_version: version,
+                client_id: header.client_id.unwrap_or_default(),
+                client_host: peer.ip().to_string(),
+            };
+            match shared.broker.handle(&ctx, request).await {
+                Ok(r) => r,
+                Err(BrokerError::Unsupported(name)) => {
+                    return Err(format!("{name} is not handled"));
+                }
+                Err(e) => return Err(format!("{key:?} v{version} failed: {e}")),
+            }
+        }
+    };
+    match response {
+        None => Ok(None),
+        Some(mut resp) => {
+            fit_response(&mut resp, version);
+            encode(header.correlation_id, key, version, resp).map(Some)
+        }
+    }
+}
+
+fn encode(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    resp: ResponseKind,
+) -> Result<Bytes, String> {
+    let mut buf = start_response(correlation_id, key.response_header_version(version));
+    resp.encode(&mut buf, version)
+        .map_err(|e| format!("cannot encode the {key:?} v{version} response: {e}"))?;
+    finish_frame(&mut buf);
+    Ok(buf.freeze())
+}
