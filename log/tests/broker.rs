@@ -544,6 +544,46 @@ async fn unhandled_apis_are_refused_not_faked() {
 }
 
 #[tokio::test]
+async fn describe_cluster_lists_this_broker_as_broker_and_controller() {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    match call(
+        &b,
+        RequestKind::DescribeCluster(DescribeClusterRequest::default().with_endpoint_type(1)),
+    )
+    .await
+    {
+        ResponseKind::DescribeCluster(r) => {
+            assert_eq!(r.error_code, 0);
+            assert_eq!(r.cluster_id.as_str(), "rill-cluster");
+            assert_eq!(r.controller_id.0, 0);
+            let ids: Vec<(i32, String, i32)> = r
+                .brokers
+                .iter()
+                .map(|x| (x.broker_id.0, x.host.to_string(), x.port))
+                .collect();
+            assert_eq!(ids, vec![(0, "localhost".to_string(), 9092)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Controller endpoints (type 2) are refused with Kafka's code.
+    match call(
+        &b,
+        RequestKind::DescribeCluster(DescribeClusterRequest::default().with_endpoint_type(2)),
+    )
+    .await
+    {
+        ResponseKind::DescribeCluster(r) => {
+            assert_eq!(r.error_code, ResponseError::UnsupportedEndpointType.code());
+            assert!(r.brokers.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
+
+#[tokio::test]
 async fn create_partitions_grows_a_topic_and_refuses_shrinking() {
     use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
     let dir = tempfile::tempdir().unwrap();

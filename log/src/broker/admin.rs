@@ -6,12 +6,13 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -328,6 +329,25 @@ impl Broker {
             .with_cluster_id(Some(text(self.config.cluster_id.clone())))
             .with_controller_id(node)
             .with_topics(out))
+    }
+
+    /// DescribeCluster: this broker, which is also the controller. Only broker endpoints
+    /// (type 1) are described; asking for controllers (type 2) is refused as Kafka's brokers do.
+    pub(crate) fn describe_cluster(&self, req: DescribeClusterRequest) -> DescribeClusterResponse {
+        let resp = DescribeClusterResponse::default()
+            .with_endpoint_type(req.endpoint_type)
+            .with_cluster_id(text(self.config.cluster_id.clone()))
+            .with_controller_id(BrokerId(self.config.node_id));
+        if req.endpoint_type != 1 {
+            return resp
+                .with_error_code(ResponseError::UnsupportedEndpointType.code())
+                .with_error_message(Some(text("rill describes broker endpoints only")))
+                .with_controller_id(BrokerId(-1));
+        }
+        resp.with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(self.config.node_id))
+            .with_host(text(self.config.advertised_host.clone()))
+            .with_port(self.config.advertised_port)])
     }
 
     fn topic_metadata(&self, m: &TopicMeta) -> MetadataResponseTopic {

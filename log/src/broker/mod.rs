@@ -319,6 +319,9 @@ impl Broker {
             RequestKind::OffsetForLeaderEpoch(r) => {
                 ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
             }
+            RequestKind::DescribeCluster(r) => {
+                ResponseKind::DescribeCluster(self.describe_cluster(r))
+            }
             other => return Err(BrokerError::Unsupported(api_name(&other))),
         }))
     }

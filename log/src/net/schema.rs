@@ -6,7 +6,7 @@
 //! first walked against its schema (field types by version, from Kafka's message definitions):
 //! each array count must fit in the bytes left (an element takes at least one byte), every
 //! length must fit in the frame, and the whole request may hold at most `max_elements` array
-//! elements. Only a body that walks cleanly and ends exactly at the frame's end is decoded.
+//! elements. Only a body that walks cleanly is decoded.
 
 use super::schema_tables::REQUESTS;
 
@@ -70,14 +70,18 @@ pub(crate) fn schema(api_key: i16, version: i16) -> Option<&'static RequestSchem
         .find(|s| s.api_key == api_key && s.versions.0 <= version && version <= s.versions.1)
 }
 
-/// Checks that `body` is a well-formed `version` request of `schema` with at most
-/// `max_elements` array elements in all.
+/// Checks that `body` starts with a well-formed `version` request of `schema` holding at
+/// most `max_elements` array elements in all; returns how many bytes the request took.
+///
+/// Bytes after the request are not an error: Kafka's brokers ignore them, and librdkafka
+/// relies on it (its Metadata v9+ request for all topics writes a 4-byte null count where a
+/// 1-byte varint belongs, librdkafka issue 5049).
 pub(crate) fn walk(
     schema: &RequestSchema,
     version: i16,
     body: &[u8],
     max_elements: usize,
-) -> Result<(), WalkError> {
+) -> Result<usize, WalkError> {
     let mut w = Walker {
         b: body,
         pos: 0,
@@ -86,8 +90,23 @@ pub(crate) fn walk(
         elements_left: max_elements,
     };
     w.fields(schema.fields)?;
-    if w.pos != body.len() {
-        return Err(w.err("bytes left after the request"));
+    Ok(w.pos)
+}
+
+/// [`walk`], requiring the request to take the whole body.
+#[cfg(test)]
+pub(crate) fn walk_exact(
+    schema: &RequestSchema,
+    version: i16,
+    body: &[u8],
+    max_elements: usize,
+) -> Result<(), WalkError> {
+    let used = walk(schema, version, body, max_elements)?;
+    if used != body.len() {
+        return Err(WalkError {
+            at: used,
+            what: "bytes left after the request",
+        });
     }
     Ok(())
 }

@@ -487,7 +487,7 @@ pub(crate) static REQUESTS: &[RequestSchema] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::schema::walk;
+    use crate::net::schema::walk_exact as walk;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::messages::{
         add_offsets_to_txn_request::AddOffsetsToTxnRequest,

@@ -206,14 +206,12 @@ async fn serve_connection(
             Ok(r) => r,
             Err(reason) => break Close::Refused(reason),
         };
+        // Every response goes out at once: the next request may be one the broker holds
+        // (a long-poll Fetch, a JoinGroup), and this answer must not wait behind it.
         if let Some(resp) = response {
-            if wr.write_all(&resp).await.is_err() {
+            if wr.write_all(&resp).await.is_err() || wr.flush().await.is_err() {
                 break Close::Quiet;
             }
-        }
-        // Flush unless more requests are already waiting (pipelined clients).
-        if rd.buffer().is_empty() && wr.flush().await.is_err() {
-            break Close::Quiet;
         }
     };
     let _ = wr.flush().await;
@@ -232,6 +230,7 @@ async fn handle_frame(
     let key = ApiKey::try_from(header.api_key)
         .map_err(|_| format!("unknown API key {}", header.api_key))?;
     let version = header.api_version;
+    tracing::trace!(%peer, api = ?key, version, correlation = header.correlation_id, client = ?header.client_id, "request");
     let Some((min, max)) = supported(key) else {
         return Err(format!("{key:?} is not supported"));
     };
@@ -250,13 +249,29 @@ async fn handle_frame(
     }
     let schema = schema::schema(header.api_key, version)
         .ok_or_else(|| format!("no schema for {key:?} v{version}"))?;
-    schema::walk(
+    let used = schema::walk(
         schema,
         version,
         &frame[body_at..],
         shared.config.max_request_elements,
     )
-    .map_err(|e| format!("{} v{version}: {e}", schema.name))?;
+    .map_err(|e| {
+        // The first bytes, to make a client's encoding bug findable.
+        let head: String = frame.iter().take(48).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{} v{version}: {e} (frame starts {head}, body at {body_at})",
+            schema.name
+        )
+    })?;
+    if body_at + used < frame.len() {
+        tracing::debug!(
+            %peer,
+            api = schema.name,
+            version,
+            extra = frame.len() - body_at - used,
+            "ignoring bytes after the request, as Kafka does"
+        );
+    }
     let mut body = frame.slice(body_at..);
     let request = RequestKind::decode(key, &mut body, version)
         .map_err(|e| format!("{key:?} v{version} does not decode: {e}"))?;

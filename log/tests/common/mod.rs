@@ -102,3 +102,149 @@ pub fn embedded(b: &Arc<rill_log::broker::Broker>) -> Arc<dyn rill_log::client::
         "test",
     ))
 }
+
+/// A `rill broker` process on a free loopback port, killed when dropped.
+pub struct BrokerProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+    /// The broker's stderr, collected in the background.
+    pub stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl BrokerProcess {
+    /// Starts `rill broker` on `dir` (small internal topics, no initial rebalance delay) and
+    /// waits for its "listening on" line.
+    pub fn start(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
+        use std::io::{BufRead, Read};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+            .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--override",
+                "group.initial.rebalance.delay.ms=0",
+                "--override",
+                "offsets.topic.num.partitions=3",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("rill broker starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+        let addr = line
+            .split_whitespace()
+            .nth(4)
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        assert!(line.starts_with("rill broker listening on "), "{line}");
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        BrokerProcess {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// SIGKILL, no chance to flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (within `secs`).
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        wait_child(&mut self.child, secs)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `secs` for `child` to exit; kills it after.
+pub fn wait_child(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Runs a command with stdin text, a deadline, and collects (success, stdout, stderr).
+pub fn run_with_timeout(
+    cmd: &mut std::process::Command,
+    stdin: &str,
+    secs: u64,
+) -> (bool, String, String) {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("command starts");
+    let mut input = child.stdin.take().expect("stdin");
+    let text = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_child(&mut child, secs);
+    let _ = writer.join();
+    let stdout = reader.join().unwrap_or_default();
+    let mut stderr = err_reader.join().unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n(killed after {secs} s)"));
+    }
+    (status.is_some_and(|s| s.success()), stdout, stderr)
+}

@@ -368,6 +368,7 @@ impl GroupCoordinator {
             m.rebalance_timeout_ms = rebalance_timeout_ms;
             m.client = client;
         }
+        tracing::debug!(group = %group.group_id, member = %member_id, new = !known, state = ?group.state, generation = group.generation_id, "join");
         Self::join_known(group, member_id, protocols, !known, now, initial_delay)
     }
 
@@ -457,6 +458,7 @@ impl GroupCoordinator {
             .map(|m| m.member_id.clone())
             .collect();
         for id in missing {
+            tracing::info!(group = %group.group_id, member = %id, "member did not rejoin within the rebalance timeout; removed");
             group.members.remove(&id);
         }
         group.pending.clear();
@@ -478,6 +480,7 @@ impl GroupCoordinator {
             group.leader_id = group.members.keys().next().cloned();
         }
         group.state = GroupState::CompletingRebalance;
+        tracing::debug!(group = %group.group_id, generation = group.generation_id, members = ?group.members.keys().collect::<Vec<_>>(), "join complete");
         let protocol = group.protocol_name.clone().unwrap_or_default();
         let leader = group.leader_id.clone().unwrap_or_default();
         let all_members: Vec<JoinGroupResponseMember> = group
@@ -568,6 +571,7 @@ impl GroupCoordinator {
 
     /// SyncGroup: the leader brings the assignment, which every member then receives.
     pub fn sync(&mut self, req: SyncGroupRequest, now: i64) -> Delayed<SyncGroupResponse> {
+        tracing::debug!(group = %req.group_id.0, member = %req.member_id, generation = req.generation_id, "sync");
         let group_id = req.group_id.0.to_string();
         let member_id = req.member_id.to_string();
         let Some(group) = self.groups.get_mut(&group_id) else {
@@ -671,6 +675,9 @@ impl GroupCoordinator {
                 _ => Ok(()),
             }
         })();
+        if let Err(e) = code {
+            tracing::debug!(group = %req.group_id.0, member = %req.member_id, generation = req.generation_id, error = ?e, "heartbeat refused");
+        }
         HeartbeatResponse::default().with_error_code(code.err().map_or(0, |e| e.code()))
     }
 
