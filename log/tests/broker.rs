@@ -885,4 +885,12 @@ async fn fetch_max_bytes_spans_partitions_but_the_first_batch_always_comes() {
     // Room for less than one batch: the first still comes whole, so consumers progress.
     assert_eq!(lens(fetch(&b, req(10)).await), vec![size, 0]);
     b.close().unwrap();
+    drop(b);
+    // The broker's fetch.max.bytes caps what a client may ask for.
+    let mut config = BrokerConfig::new(dir.path());
+    config.offsets_topic_num_partitions = 1;
+    config.fetch_max_bytes = size + 100;
+    let b = Broker::open(config, ManualClock::new(1_000_000)).unwrap();
+    assert_eq!(lens(fetch(&b, req(i32::MAX)).await), vec![size, 0]);
+    b.close().unwrap();
 }

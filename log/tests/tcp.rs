@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::Decodable;
@@ -381,4 +383,240 @@ async fn shutdown_finishes_in_flight_requests_and_data_survives() {
     assert_eq!(values, vec![bytes::Bytes::from("kept")]);
     again.server.shutdown().await;
     again.broker.close().unwrap();
+}
+
+/// A request of every API rill serves, filled so each version has something to say.
+fn sample_request(key: ApiKey, version: i16) -> kafka_protocol::messages::RequestKind {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let s = |x: &str| StrBytes::from_string(x.to_string());
+    let topic = || TopicName(s("sweep"));
+    match key {
+        ApiKey::Produce => RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5_000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(topic())
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(bytes::Bytes::from(common::simple_batch(
+                                "sweep", 2, 1_000,
+                            )))),
+                    ])]),
+        ),
+        ApiKey::Fetch => RequestKind::Fetch(
+            FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_partition_max_bytes(1 << 20)])]),
+        ),
+        ApiKey::ListOffsets => RequestKind::ListOffsets(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ])]),
+        ),
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),
+            ])))
+        }
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        ApiKey::OffsetFetch if version >= 8 => {
+            RequestKind::OffsetFetch(OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("sweep-g")))
+                    .with_topics(None),
+            ]))
+        }
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic())
+                        .with_partition_indexes(vec![0]),
+                ])),
+        ),
+        ApiKey::FindCoordinator => {
+            RequestKind::FindCoordinator(FindCoordinatorRequest::default().with_key(s("sweep-g")))
+        }
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(s(&format!("sweep-join-{version}"))))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(s("range"))
+                .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))]),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_member_id(s("nobody")),
+        ),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_member_id(s("nobody")),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_member_id(s("nobody")),
+        ),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s("sweep-g"))]),
+        ),
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::CreateTopics => RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(s(&format!("sweep-create-{version}"))))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)]),
+        ),
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(TopicName(s(&format!(
+                        "sweep-create-{}",
+                        version + 1
+                    )))))]),
+        ),
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(0),
+                    ])]),
+        ),
+        ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_leader_epoch(0),
+                        ]),
+                ]),
+        ),
+        ApiKey::DescribeConfigs => {
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("sweep")),
+            ]))
+        }
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(TopicName(s("sweep-absent")))
+                        .with_count(2),
+                ]),
+        ),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("sweep-absent"))]),
+        ),
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("sweep"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("3600000"))),
+                    ]),
+            ]),
+        ),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        other => panic!("no sample for {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_version_of_every_api_is_answered_in_that_version() {
+    use kafka_protocol::messages::ResponseKind;
+    use rill_log::net::versions::{fit_request, SUPPORTED};
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ServerConfig::default()).await;
+    Admin::new(transport(&node.addr).await)
+        .create_topic("sweep", 1, &[])
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(&node.addr).await.unwrap();
+    let mut correlation = 100;
+    for (key, min, max) in SUPPORTED {
+        for version in *min..=*max {
+            correlation += 1;
+            let mut req = sample_request(*key, version);
+            fit_request(&mut req, version);
+            let mut body = BytesMut::new();
+            req.encode(&mut body, version)
+                .unwrap_or_else(|e| panic!("{key:?} v{version} does not encode: {e}"));
+            s.write_all(&frame(*key as i16, version, correlation, &body))
+                .await
+                .unwrap();
+            let mut resp = read_frame(&mut s)
+                .await
+                .unwrap_or_else(|| panic!("{key:?} v{version}: the connection closed"));
+            assert_eq!(resp.get_i32(), correlation, "{key:?} v{version}");
+            if key.response_header_version(version) >= 1 {
+                assert_eq!(resp.get_u8(), 0, "{key:?} v{version}: response tags");
+            }
+            let decoded = ResponseKind::decode(*key, &mut resp, version)
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: the answer does not decode: {e}"));
+            assert!(
+                !resp.has_remaining(),
+                "{key:?} v{version}: bytes after the answer"
+            );
+            if let ResponseKind::Produce(p) = &decoded {
+                let part = &p.responses[0].partition_responses[0];
+                assert_eq!(part.error_code, 0, "{key:?} v{version}: {part:?}");
+            }
+        }
+    }
+    node.server.shutdown().await;
+    node.broker.close().unwrap();
 }

@@ -35,7 +35,8 @@ impl Broker {
 
     /// Reads every requested partition once; returns the response and the bytes it carries.
     fn fetch_once(&self, req: &FetchRequest) -> (FetchResponse, usize) {
-        let mut budget = req.max_bytes.max(0) as usize;
+        // The response holds at most `fetch.max.bytes`, whatever the client asks for.
+        let mut budget = (req.max_bytes.max(0) as usize).min(self.config.fetch_max_bytes);
         let mut total = 0usize;
         let mut topics = Vec::with_capacity(req.topics.len());
         for t in &req.topics {

@@ -65,6 +65,9 @@ pub struct BrokerConfig {
     pub offsets_retention_check_interval_ms: u64,
     /// The most partitions a topic may have (a guard against a request creating millions).
     pub max_partitions_per_topic: i32,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries (the first batch
+    /// of a partition always comes, as in Kafka).
+    pub fetch_max_bytes: usize,
 }
 
 /// Who sent a request and in which version, as the transport saw it.
@@ -110,6 +113,7 @@ impl BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_check_interval_ms: 600_000,
             max_partitions_per_topic: 10_000,
+            fetch_max_bytes: 57_671_680,
         }
     }
 }

@@ -128,6 +128,7 @@ impl NodeConfig {
                 b.group.initial_rebalance_delay_ms = int(key, v, 0, I32)?
             }
             "group.max.size" => b.group.max_size = int(key, v, 1, I32)? as usize,
+            "fetch.max.bytes" => b.fetch_max_bytes = int(key, v, 1024, I32)? as usize,
             "log.retention.check.interval.ms" => {
                 b.log.retention_check_interval_ms = int(key, v, 1, i64::MAX)? as u64
             }

@@ -15,4 +15,4 @@ pub mod server;
 pub mod versions;
 
 pub use client::{TcpConfig, TcpTransport};
-pub use server::{Server, ServerConfig};
+pub use server::{decode_request, Decoded, Server, ServerConfig};

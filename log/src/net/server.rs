@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::frame::{finish_frame, parse_header, start_response};
+use super::frame::{finish_frame, parse_header, start_response, RequestHeader};
 use super::schema;
 use super::versions::{api_versions_response, fit_response, supported};
 use crate::broker::{Broker, BrokerError, RequestContext};
@@ -220,28 +220,30 @@ async fn serve_connection(
     }
 }
 
-/// One request frame in, at most one response frame out; `Err` closes the connection.
-async fn handle_frame(
-    shared: &Shared,
-    peer: SocketAddr,
-    frame: Bytes,
-) -> Result<Option<Bytes>, String> {
-    let (header, body_at) = parse_header(&frame).map_err(|e| e.to_string())?;
+/// What a request frame turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A request rill handles, at a version it speaks.
+    Request(RequestHeader, Box<RequestKind>),
+    /// ApiVersions at a version rill does not speak: answer with the v0 error reply.
+    UnsupportedApiVersions(RequestHeader),
+}
+
+/// Reads one request frame (without its length prefix): the header, the advertised-version
+/// check, the bounded schema walk, then kafka-protocol's decoder. `Err` says why the frame is
+/// refused; nothing a peer sends can make this panic or allocate beyond the frame's worth
+/// (the `request_decoding` fuzz target drives it with arbitrary bytes).
+pub fn decode_request(frame: &Bytes, max_elements: usize) -> Result<Decoded, String> {
+    let (header, body_at) = parse_header(frame).map_err(|e| e.to_string())?;
     let key = ApiKey::try_from(header.api_key)
         .map_err(|_| format!("unknown API key {}", header.api_key))?;
     let version = header.api_version;
-    tracing::trace!(%peer, api = ?key, version, correlation = header.correlation_id, client = ?header.client_id, "request");
     let Some((min, max)) = supported(key) else {
         return Err(format!("{key:?} is not supported"));
     };
     if version < min || version > max {
         if key == ApiKey::ApiVersions {
-            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client
-            // can retry with a version we speak.
-            let resp = ResponseKind::ApiVersions(api_versions_response(Some(
-                ResponseError::UnsupportedVersion,
-            )));
-            return encode(header.correlation_id, key, 0, resp).map(Some);
+            return Ok(Decoded::UnsupportedApiVersions(header));
         }
         return Err(format!(
             "{key:?} v{version} is not supported (rill speaks v{min}-v{max})"
@@ -249,13 +251,7 @@ async fn handle_frame(
     }
     let schema = schema::schema(header.api_key, version)
         .ok_or_else(|| format!("no schema for {key:?} v{version}"))?;
-    let used = schema::walk(
-        schema,
-        version,
-        &frame[body_at..],
-        shared.config.max_request_elements,
-    )
-    .map_err(|e| {
+    let used = schema::walk(schema, version, &frame[body_at..], max_elements).map_err(|e| {
         // The first bytes, to make a client's encoding bug findable.
         let head: String = frame.iter().take(48).map(|b| format!("{b:02x}")).collect();
         format!(
@@ -265,7 +261,6 @@ async fn handle_frame(
     })?;
     if body_at + used < frame.len() {
         tracing::debug!(
-            %peer,
             api = schema.name,
             version,
             extra = frame.len() - body_at - used,
@@ -275,6 +270,29 @@ async fn handle_frame(
     let mut body = frame.slice(body_at..);
     let request = RequestKind::decode(key, &mut body, version)
         .map_err(|e| format!("{key:?} v{version} does not decode: {e}"))?;
+    Ok(Decoded::Request(header, Box::new(request)))
+}
+
+/// One request frame in, at most one response frame out; `Err` closes the connection.
+async fn handle_frame(
+    shared: &Shared,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<Option<Bytes>, String> {
+    let (header, request) = match decode_request(&frame, shared.config.max_request_elements)? {
+        Decoded::Request(header, request) => (header, *request),
+        Decoded::UnsupportedApiVersions(header) => {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client
+            // can retry with a version we speak.
+            let resp = ResponseKind::ApiVersions(api_versions_response(Some(
+                ResponseError::UnsupportedVersion,
+            )));
+            return encode(header.correlation_id, ApiKey::ApiVersions, 0, resp).map(Some);
+        }
+    };
+    let key = ApiKey::try_from(header.api_key).map_err(|_| "unknown API key".to_string())?;
+    let version = header.api_version;
+    tracing::trace!(%peer, api = ?key, version, correlation = header.correlation_id, client = ?header.client_id, "request");
     let response = match request {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions_response(None))),
         request => {

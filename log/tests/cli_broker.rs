@@ -1,0 +1,250 @@
+//! `rill broker` as a real process and the client commands against it: topics, produce from
+//! stdin, consume with formats and groups, groups describe and reset-offsets, JSON output,
+//! one-line errors; data surviving `kill -9` and a restart; a clean stop on SIGTERM; and a
+//! config file with a bad key refused at start.
+
+mod common;
+
+use std::process::Command;
+
+use common::{run_with_timeout, BrokerProcess};
+
+fn rill() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rill"))
+}
+
+/// Runs `rill <args> --bootstrap-server addr` with `stdin`; (ok, stdout, stderr).
+fn cli(addr: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut cmd = rill();
+    cmd.args(args).args(["--bootstrap-server", addr]);
+    run_with_timeout(&mut cmd, stdin, 60)
+}
+
+fn ok(addr: &str, args: &[&str], stdin: &str) -> String {
+    let (success, out, err) = cli(addr, args, stdin);
+    assert!(success, "rill {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn the_cli_drives_a_broker_process_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let a = broker.addr.as_str();
+    ok(
+        a,
+        &[
+            "topics",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        "",
+    );
+    let listed = json_lines(&ok(a, &["topics", "list", "--json"], ""));
+    assert!(listed
+        .iter()
+        .any(|t| t["topic"] == "orders" && t["partitions"] == 2));
+    // Produce keyed lines with a header; same key, same partition, in order.
+    let input: String = (0..20).map(|i| format!("k{}:v{i}\n", i % 4)).collect();
+    ok(
+        a,
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--header",
+            "src=test",
+        ],
+        &input,
+    );
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--max-messages",
+            "20",
+            "--format",
+            "%p|%o|%k|%v|%h",
+        ],
+        "",
+    );
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(lines.len(), 20, "{out}");
+    for k in 0..4 {
+        let key = format!("k{k}");
+        let mine: Vec<&Vec<&str>> = lines.iter().filter(|l| l[2] == key).collect();
+        assert!(
+            mine.iter().all(|l| l[0] == mine[0][0]),
+            "{key} on one partition"
+        );
+        let values: Vec<&str> = mine.iter().map(|l| l[3]).collect();
+        let want: Vec<String> = (0..5).map(|j| format!("v{}", k + 4 * j)).collect();
+        assert_eq!(values, want);
+        assert!(mine.iter().all(|l| l[4] == "src=test"));
+    }
+    // A group reads 12, commits exactly what it printed; describe shows the lag of the rest.
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--from-beginning",
+            "--max-messages",
+            "12",
+        ],
+        "",
+    );
+    assert_eq!(out.lines().count(), 12);
+    let rows = json_lines(&ok(a, &["groups", "describe", "billing", "--json"], ""));
+    let committed: i64 = rows.iter().map(|r| r["committed"].as_i64().unwrap()).sum();
+    let lag: i64 = rows.iter().map(|r| r["lag"].as_i64().unwrap()).sum();
+    assert_eq!((committed, lag), (12, 8), "{rows:?}");
+    assert!(rows.iter().all(|r| r["state"] == "Empty"));
+    // The group resumes after its commit.
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--timeout-ms",
+            "1500",
+        ],
+        "",
+    );
+    assert_eq!(out.lines().count(), 8, "{out}");
+    // Reset to the start (plan, then execute), and the group reads everything again.
+    let plan = json_lines(&ok(
+        a,
+        &[
+            "groups",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to-earliest",
+            "--json",
+        ],
+        "",
+    ));
+    assert!(plan.iter().all(|r| r["new"] == 0), "{plan:?}");
+    ok(
+        a,
+        &[
+            "groups",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to-earliest",
+            "--execute",
+        ],
+        "",
+    );
+    let out = ok(
+        a,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--timeout-ms",
+            "1500",
+        ],
+        "",
+    );
+    assert_eq!(out.lines().count(), 20);
+    let groups = json_lines(&ok(a, &["groups", "list", "--json"], ""));
+    assert!(groups.iter().any(|g| g["group"] == "billing"));
+    // Configs: alter, then describe shows it.
+    ok(
+        a,
+        &[
+            "topics",
+            "alter-config",
+            "orders",
+            "--set",
+            "retention.ms=7200000",
+        ],
+        "",
+    );
+    let described = ok(a, &["topics", "describe", "orders"], "");
+    assert!(described.contains("retention.ms") && described.contains("7200000"));
+    // One-line errors.
+    let (success, _, err) = cli(a, &["topics", "describe", "nope"], "");
+    assert!(!success);
+    assert_eq!(err.trim(), "error: unknown topic `nope`");
+    let (success, _, err) = cli(a, &["topics", "create", "orders"], "");
+    assert!(!success);
+    assert_eq!(err.trim(), "error: the topic already exists");
+    let (success, _, err) = cli("127.0.0.1:1", &["topics", "list"], "");
+    assert!(!success);
+    assert!(
+        err.starts_with("error: cannot connect to 127.0.0.1:1") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    ok(a, &["topics", "delete", "orders"], "");
+    let listed = json_lines(&ok(a, &["topics", "list", "--json"], ""));
+    assert!(listed.iter().all(|t| t["topic"] != "orders"));
+}
+
+#[test]
+fn data_survives_kill_9_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path(), &[]);
+    let input: String = (0..100).map(|i| format!("r{i}\n")).collect();
+    ok(&broker.addr, &["topics", "create", "t"], "");
+    ok(&broker.addr, &["produce", "t"], &input);
+    broker.kill9();
+    // Same data directory, a new process: every acknowledged record is there.
+    let mut broker = BrokerProcess::start(dir.path(), &[]);
+    let out = ok(
+        &broker.addr,
+        &["consume", "t", "--from-beginning", "--max-messages", "100"],
+        "",
+    );
+    let want: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), want);
+    let status = broker.terminate(30).expect("the broker stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        broker.stderr.lock().unwrap().is_empty()
+            || !broker.stderr.lock().unwrap().contains("panicked")
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_refused_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rill.toml");
+    std::fs::write(&config, "num.partitions = 3\nlog.retention.hourz = 1\n").unwrap();
+    let mut cmd = rill();
+    cmd.args(["broker", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"));
+    let (success, _, err) = run_with_timeout(&mut cmd, "", 30);
+    assert!(!success);
+    assert_eq!(err.trim(), "error: unknown config `log.retention.hourz`");
+    let mut cmd = rill();
+    cmd.args(["broker", "--listen", "127.0.0.1:0"]);
+    let (success, _, err) = run_with_timeout(&mut cmd, "", 30);
+    assert!(!success);
+    assert!(err.contains("no data directory"), "{err}");
+}
