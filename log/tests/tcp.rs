@@ -620,3 +620,87 @@ async fn every_advertised_version_of_every_api_is_answered_in_that_version() {
     node.server.shutdown().await;
     node.broker.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_reconnect_when_the_broker_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ServerConfig::default()).await;
+    let addr = node.addr.clone();
+    let t = transport(&addr).await;
+    Admin::new(Arc::clone(&t))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        Arc::clone(&t),
+        ProducerConfig {
+            linger_ms: 0,
+            retry_backoff_ms: 50,
+            ..Default::default()
+        },
+    );
+    let send = |v: &'static str| {
+        let mut r = ProducerRecord::new("t", None::<String>, v);
+        r.partition = Some(0);
+        r
+    };
+    producer.send(send("before")).await.unwrap().await.unwrap();
+    let mut c = Consumer::new(
+        Arc::clone(&t),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 50,
+            ..Default::default()
+        },
+    );
+    c.assign([TopicPartition::new("t", 0)]);
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        seen.extend(
+            c.poll()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value.unwrap()),
+        );
+    }
+    // The broker goes away: polls report nothing (no error) while it is gone.
+    node.server.shutdown().await;
+    node.broker.close().unwrap();
+    drop(node.broker);
+    assert!(c.poll().await.unwrap().is_empty());
+    // It comes back on the same address; a send issued now is retried until it lands.
+    let pending = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.send(send("after")).await.unwrap().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    let mut config = BrokerConfig::new(dir.path());
+    config.offsets_topic_num_partitions = 1;
+    config.advertised_host = "127.0.0.1".into();
+    config.advertised_port = i32::from(listener.local_addr().unwrap().port());
+    let broker = Arc::new(Broker::open(config, Arc::new(SystemClock)).unwrap());
+    let server = Server::start(listener, Arc::clone(&broker), ServerConfig::default());
+    let delivered = pending.await.unwrap().unwrap();
+    assert_eq!(delivered.offset, 1);
+    for _ in 0..100 {
+        seen.extend(
+            c.poll()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.value.unwrap()),
+        );
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![bytes::Bytes::from("before"), bytes::Bytes::from("after")]
+    );
+    producer.close().await;
+    server.shutdown().await;
+    broker.close().unwrap();
+}

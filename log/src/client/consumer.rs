@@ -627,8 +627,21 @@ impl Consumer {
 
     /// Returns up to `max.poll.records` records from the assigned partitions, waiting at most
     /// `fetch.max.wait.ms` for data to arrive. A subscribed consumer first (re)joins its group
-    /// when it must.
+    /// when it must. Failures that may pass (a broker restarting, a moved leader, a lost
+    /// connection) are retried by later polls, as Kafka's consumer does: this poll then
+    /// returns no records after a short backoff. Other failures are returned.
     pub async fn poll(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
+        match self.poll_once().await {
+            Err(e) if e.is_retriable() => {
+                tracing::debug!(error = %e, "poll failed; retrying on the next poll");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(Vec::new())
+            }
+            other => other,
+        }
+    }
+
+    async fn poll_once(&mut self) -> Result<Vec<ConsumerRecord>, ClientError> {
         self.last_poll_ms
             .store(self.created.elapsed().as_millis() as u64, Ordering::SeqCst);
         if !self.subscription.is_empty() {
