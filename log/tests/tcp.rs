@@ -30,7 +30,12 @@ struct Node {
 }
 
 async fn start(dir: &std::path::Path, server: ServerConfig) -> Node {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_at(dir, "127.0.0.1:0", server).await
+}
+
+/// A broker on `dir` served at `addr` (port 0: a free one).
+async fn start_at(dir: &std::path::Path, addr: &str, server: ServerConfig) -> Node {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = BrokerConfig::new(dir);
     config.offsets_topic_num_partitions = 1;
@@ -675,13 +680,7 @@ async fn clients_reconnect_when_the_broker_comes_back() {
         async move { producer.send(send("after")).await.unwrap().await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let listener = TcpListener::bind(&addr).await.unwrap();
-    let mut config = BrokerConfig::new(dir.path());
-    config.offsets_topic_num_partitions = 1;
-    config.advertised_host = "127.0.0.1".into();
-    config.advertised_port = i32::from(listener.local_addr().unwrap().port());
-    let broker = Arc::new(Broker::open(config, Arc::new(SystemClock)).unwrap());
-    let server = Server::start(listener, Arc::clone(&broker), ServerConfig::default());
+    let again = start_at(dir.path(), &addr, ServerConfig::default()).await;
     let delivered = pending.await.unwrap().unwrap();
     assert_eq!(delivered.offset, 1);
     for _ in 0..100 {
@@ -701,6 +700,6 @@ async fn clients_reconnect_when_the_broker_comes_back() {
         vec![bytes::Bytes::from("before"), bytes::Bytes::from("after")]
     );
     producer.close().await;
-    server.shutdown().await;
-    broker.close().unwrap();
+    again.server.shutdown().await;
+    again.broker.close().unwrap();
 }
