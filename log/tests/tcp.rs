@@ -703,3 +703,123 @@ async fn clients_reconnect_when_the_broker_comes_back() {
     again.server.shutdown().await;
     again.broker.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_over_tcp_rebalances_when_one_leaves_and_seeks_by_time() {
+    use std::collections::BTreeSet;
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ServerConfig::default()).await;
+    let t = transport(&node.addr).await;
+    Admin::new(Arc::clone(&t))
+        .create_topic("g3", 6, &[])
+        .await
+        .unwrap();
+    let producer = Producer::new(Arc::clone(&t), ProducerConfig::default());
+    let mut ds = Vec::new();
+    for i in 0..600i64 {
+        let mut r = ProducerRecord::new("g3", None::<String>, format!("v{i}"));
+        r.partition = Some((i % 6) as i32);
+        r.timestamp_ms = Some(10_000 + i);
+        ds.push(producer.send(r).await.unwrap());
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    producer.close().await;
+    let member = |t: &Arc<dyn Transport>| {
+        let mut c = Consumer::new(
+            Arc::clone(t),
+            ConsumerConfig {
+                group_id: Some("three".into()),
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_wait_ms: 20,
+                heartbeat_interval_ms: 50,
+                session_timeout_ms: 6_000,
+                max_poll_records: 50,
+                ..Default::default()
+            },
+        );
+        c.subscribe(["g3"]);
+        c
+    };
+    // Each member on its own connection and task, as separate processes would be.
+    type Shared = Arc<std::sync::Mutex<(Vec<Vec<TopicPartition>>, BTreeSet<(i32, i64)>)>>;
+    let shared: Shared = Arc::new(std::sync::Mutex::new((
+        vec![Vec::new(); 3],
+        BTreeSet::new(),
+    )));
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let mut c = member(&transport(&node.addr).await);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        stops.push(Arc::clone(&stop));
+        let shared = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let records = c.poll().await.unwrap();
+                c.commit_sync().await.ok();
+                let mut s = shared.lock().unwrap();
+                s.0[i] = c.assignment();
+                s.1.extend(records.iter().map(|r| (r.partition, r.offset)));
+            }
+            c.close().await.unwrap();
+            shared.lock().unwrap().0[i].clear();
+        }));
+    }
+    let wait_for = |want: Vec<usize>, all_seen: bool| {
+        let shared = Arc::clone(&shared);
+        async move {
+            for _ in 0..1000 {
+                {
+                    let s = shared.lock().unwrap();
+                    let mut owned: Vec<&TopicPartition> = s.0.iter().flatten().collect();
+                    owned.sort();
+                    owned.dedup();
+                    let mut sizes: Vec<usize> =
+                        s.0.iter().map(Vec::len).filter(|n| *n > 0).collect();
+                    sizes.sort();
+                    if owned.len() == 6 && sizes == want && (!all_seen || s.1.len() == 600) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("never reached {want:?}: {:?}", shared.lock().unwrap().0);
+        }
+    };
+    wait_for(vec![2, 2, 2], false).await;
+    stops[2].store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(vec![3, 3], true).await;
+    for s in &stops {
+        s.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let lag = Admin::new(Arc::clone(&t))
+        .consumer_lag("three")
+        .await
+        .unwrap();
+    assert_eq!(lag.iter().map(|l| l.committed).sum::<i64>(), 600, "{lag:?}");
+    // Seek by time over TCP: partition 2 holds timestamps 10002, 10008, ... (offset k has
+    // 10002 + 6k), so 10047 lands on offset 8 (10050).
+    let mut c = Consumer::new(
+        t,
+        ConsumerConfig {
+            fetch_max_wait_ms: 20,
+            ..Default::default()
+        },
+    );
+    let tp = TopicPartition::new("g3", 2);
+    c.assign([tp.clone()]);
+    c.seek_to_timestamp(&tp, 10_047).await.unwrap();
+    let first = loop {
+        if let Some(r) = c.poll().await.unwrap().into_iter().next() {
+            break r;
+        }
+    };
+    assert_eq!((first.offset, first.timestamp_ms), (8, 10_050));
+    node.server.shutdown().await;
+    node.broker.close().unwrap();
+}
