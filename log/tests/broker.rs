@@ -535,11 +535,11 @@ async fn unhandled_apis_are_refused_not_faked() {
     let err = b
         .handle(
             &RequestContext::embedded("test"),
-            RequestKind::InitProducerId(InitProducerIdRequest::default()),
+            RequestKind::EndTxn(EndTxnRequest::default()),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, BrokerError::Unsupported("InitProducerId")));
+    assert!(matches!(err, BrokerError::Unsupported("EndTxn")));
     b.close().unwrap();
 }
 

@@ -111,7 +111,7 @@ async fn api_versions_answers_our_ranges_and_falls_back_to_v0() {
     assert!(
         !v.api_keys
             .iter()
-            .any(|k| k.api_key == ApiKey::InitProducerId as i16),
+            .any(|k| k.api_key == ApiKey::EndTxn as i16),
         "only handled APIs are advertised"
     );
     // A version we do not speak: error 35 in the v0 layout, with our ranges.
@@ -295,7 +295,7 @@ async fn bad_requests_close_only_their_connection() {
         ("unknown API key", frame(999, 0, 1, &[])),
         (
             "unadvertised API",
-            frame(ApiKey::InitProducerId as i16, 1, 1, &[0, 0]),
+            frame(ApiKey::EndTxn as i16, 1, 1, &[0, 0]),
         ),
         ("unsupported version", frame(0, 1, 1, &[])),
         // Metadata v1 claiming two billion topics in a 4-byte array.
@@ -576,6 +576,12 @@ fn sample_request(key: ApiKey, version: i16) -> kafka_protocol::messages::Reques
             ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transaction_timeout_ms(-1)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
         other => panic!("no sample for {other:?}"),
     }
 }

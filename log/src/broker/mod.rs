@@ -13,6 +13,7 @@ mod fetch;
 mod groups;
 mod partitions;
 mod produce;
+mod producer_ids;
 mod topics;
 
 use std::path::PathBuf;
@@ -139,6 +140,7 @@ pub struct Broker {
     rng: Mutex<u64>,
     groups: Arc<Mutex<GroupCoordinator>>,
     offsets: Arc<Mutex<OffsetStore>>,
+    producer_ids: Mutex<producer_ids::ProducerIds>,
     clock: SharedClock,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
@@ -158,6 +160,7 @@ impl Broker {
     pub fn open(config: BrokerConfig, clock: SharedClock) -> Result<Broker, BrokerError> {
         let logs = Arc::new(LogManager::open(config.log.clone(), clock.clone())?);
         let topics = TopicStore::open(logs.data_dir())?;
+        let producer_ids = Mutex::new(producer_ids::ProducerIds::open(logs.data_dir())?);
         // Every partition of every known topic has a log (a crash may have lost a new one).
         for t in topics.all() {
             for p in 0..t.partitions {
@@ -214,6 +217,7 @@ impl Broker {
             appended: Notify::new(),
             groups,
             offsets,
+            producer_ids,
             clock,
             stop,
             ticker: Mutex::new(Some(ticker)),
@@ -326,6 +330,9 @@ impl Broker {
             RequestKind::DescribeCluster(r) => {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
             }
+            RequestKind::InitProducerId(r) => {
+                ResponseKind::InitProducerId(self.init_producer_id(r)?)
+            }
             other => return Err(BrokerError::Unsupported(api_name(&other))),
         }))
     }
@@ -392,6 +399,7 @@ pub(crate) type Refusal = (ResponseError, String);
 
 /// Kafka's error code for a storage failure on one partition.
 pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
+    use crate::storage::producer_state::ProducerStateError as P;
     use crate::storage::BatchError as B;
     match e {
         StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
@@ -407,6 +415,9 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
             ResponseError::KafkaStorageError
         }
         StorageError::DirLocked(_) => ResponseError::KafkaStorageError,
+        StorageError::Producer(P::InvalidEpoch { .. }) => ResponseError::InvalidProducerEpoch,
+        StorageError::Producer(P::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::Producer(P::OneBatchOnly) => ResponseError::InvalidRecord,
     }
 }
 

@@ -1,13 +1,17 @@
 //! Produce: append each partition's record batches, with Kafka's acks semantics (0: no
 //! response, 1 and -1: after the local append; on one broker the ISR is this broker, so -1 only
-//! adds the `min.insync.replicas` check).
+//! adds the `min.insync.replicas` check). Idempotent producers' batches are checked by the
+//! partition's producer state: a retry already in the log is answered with its original
+//! offsets. InitProducerId hands out the producer ids.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{storage_error_code, Broker};
+use super::{storage_error_code, Broker, BrokerError};
 
 /// In-sync replicas of every partition: this broker alone.
 const ISR_SIZE: i32 = 1;
@@ -95,5 +99,37 @@ impl Broker {
             self.appended.notify_waiters();
         }
         (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    }
+}
+
+impl Broker {
+    /// InitProducerId for an idempotent producer: a fresh producer id at epoch 0, or, when the
+    /// producer asks with its current id and epoch (KIP-360, after an error), the same id at
+    /// the next epoch. Transactional ids come with the transaction coordinator.
+    pub(crate) fn init_producer_id(
+        &self,
+        req: InitProducerIdRequest,
+    ) -> Result<InitProducerIdResponse, BrokerError> {
+        if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+            tracing::debug!(
+                "InitProducerId with a transactional id refused: no transaction coordinator yet"
+            );
+            return Ok(InitProducerIdResponse::default()
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1));
+        }
+        let (id, epoch) = if req.producer_id.0 >= 0
+            && req.producer_epoch >= 0
+            && req.producer_epoch < i16::MAX - 1
+        {
+            (req.producer_id.0, req.producer_epoch + 1)
+        } else {
+            let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+            (ids.next_id()?, 0)
+        };
+        Ok(InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch))
     }
 }

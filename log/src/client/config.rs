@@ -71,16 +71,31 @@ impl ProducerConfig {
             "retry.backoff.ms" => self.retry_backoff_ms = ms(0)?,
             "request.timeout.ms" => self.request_timeout_ms = ms(1)?,
             "delivery.timeout.ms" => self.delivery_timeout_ms = ms(1)?,
+            "enable.idempotence" => self.enable_idempotence = boolean(key, value)?,
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
     }
 
-    /// The defaults with these Kafka producer properties applied.
+    /// The defaults with these Kafka producer properties applied. As in Kafka, idempotence
+    /// (on by default) turns itself off when `acks` is not `all` and it was not asked for;
+    /// asked for with `acks` 0 or 1, it is an error.
     pub fn from_props(
         props: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
     ) -> Result<Self, ConfigError> {
-        build(Self::default(), props, Self::set, |c| {
+        let props: Vec<(String, String)> = props
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        let explicit = props.iter().any(|(k, _)| k == "enable.idempotence");
+        let mut config = build(Self::default(), props, Self::set, |_| Ok(()))?;
+        if config.enable_idempotence && config.acks != -1 {
+            if explicit {
+                return Err(invalid("enable.idempotence", "true", "needs acks=all"));
+            }
+            config.enable_idempotence = false;
+        }
+        build(config, Vec::<(String, String)>::new(), Self::set, |c| {
             // Kafka's own rule: a record must be able to wait out linger and one request.
             if c.delivery_timeout_ms < c.linger_ms + c.request_timeout_ms {
                 return Err(invalid(
@@ -197,6 +212,16 @@ mod tests {
             (p.acks, p.linger_ms, p.compression, p.batch_size),
             (-1, 20, Compression::Zstd, 65536)
         );
+        assert!(p.enable_idempotence, "on by default");
+        // acks=1 quietly turns idempotence off unless it was asked for.
+        assert!(
+            !ProducerConfig::from_props([("acks", "1")])
+                .unwrap()
+                .enable_idempotence
+        );
+        let e = ProducerConfig::from_props([("acks", "1"), ("enable.idempotence", "true")])
+            .unwrap_err();
+        assert!(e.to_string().contains("needs acks=all"), "{e}");
         let c = ConsumerConfig::from_props([
             ("group.id", "g"),
             ("auto.offset.reset", "earliest"),

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    MetadataRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
+    InitProducerIdRequest, MetadataRequest, ProduceRequest, ProducerId, RequestKind, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use super::partitioner::{DefaultPartitioner, Partitioner};
 use super::transport::Transport;
 use super::{check, ClientError};
-use crate::storage::{encode_batch, Compression, NewRecord};
+use crate::storage::{encode_batch, encode_idempotent_batch, Compression, NewRecord};
 
 /// Producer settings, under Kafka's names.
 #[derive(Debug, Clone)]
@@ -51,6 +52,10 @@ pub struct ProducerConfig {
     pub delivery_timeout_ms: u64,
     /// Seed for the sticky partitioner's choices.
     pub seed: u64,
+    /// `enable.idempotence`: the producer gets a producer id (InitProducerId) and numbers its
+    /// batches per partition, so the broker drops retried duplicates and refuses gaps.
+    /// Needs `acks=-1`.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -67,6 +72,7 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             delivery_timeout_ms: 120_000,
             seed: 0x5eed,
+            enable_idempotence: true,
         }
     }
 }
@@ -202,6 +208,9 @@ struct ProducerBatch {
     sealed: bool,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Idempotence: (producer id, epoch, first sequence), fixed the first time the batch is
+    /// sent so every retry is the same batch to the broker.
+    sequence: Option<(i64, i16, i32)>,
 }
 
 impl Drop for ProducerBatch {
@@ -217,6 +226,8 @@ impl Drop for ProducerBatch {
 struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
     in_flight: bool,
+    /// The sequence the next new batch of this partition starts at.
+    next_sequence: i32,
 }
 
 struct TopicQueues {
@@ -229,6 +240,11 @@ struct State {
     topics: HashMap<String, TopicQueues>,
     flushing: usize,
     closed: bool,
+    /// Idempotence: the producer id and epoch, once InitProducerId answered.
+    producer: Option<(i64, i16)>,
+    /// A batch failed for good: its sequences are lost, so the epoch is bumped and every
+    /// partition's sequence starts again at 0 before new batches go out (KIP-360).
+    bump_epoch: bool,
 }
 
 impl State {
@@ -294,9 +310,13 @@ impl Producer {
 
     pub fn with_partitioner(
         transport: Arc<dyn Transport>,
-        config: ProducerConfig,
+        mut config: ProducerConfig,
         partitioner: Arc<dyn Partitioner>,
     ) -> Self {
+        // Idempotence needs every write acknowledged (Kafka's rule).
+        if config.acks != -1 {
+            config.enable_idempotence = false;
+        }
         let inner = Arc::new(Inner {
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
             transport,
@@ -445,6 +465,7 @@ impl Producer {
                     sealed: false,
                     attempts: 0,
                     retry_at: None,
+                    sequence: None,
                 });
             }
             let batch = q.batches.back_mut().ok_or(ClientError::Closed)?;
@@ -509,6 +530,23 @@ async fn sender(inner: Arc<Inner>) {
         let woken = inner.wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
+        if inner.config.enable_idempotence {
+            let pending = {
+                let st = inner.state();
+                !st.idle() && (st.producer.is_none() || st.bump_epoch)
+            };
+            if pending {
+                if let Err(e) = init_producer_id(&inner).await {
+                    tracing::warn!(error = %e, "InitProducerId failed; retrying");
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(inner.config.retry_backoff_ms),
+                        woken,
+                    )
+                    .await;
+                    continue;
+                }
+            }
+        }
         let now = Instant::now();
         let mut ready: Vec<(String, i32, ProducerBatch)> = Vec::new();
         let mut next_wake: Option<Instant> = None;
@@ -518,6 +556,7 @@ async fn sender(inner: Arc<Inner>) {
                 return;
             }
             let flushing = st.flushing > 0 || st.closed;
+            let producer = st.producer;
             for (topic, t) in st.topics.iter_mut() {
                 for (partition, q) in t.queues.iter_mut().enumerate() {
                     if q.in_flight {
@@ -539,6 +578,18 @@ async fn sender(inner: Arc<Inner>) {
                     if due > now {
                         next_wake = Some(next_wake.map_or(due, |w| w.min(due)));
                         continue;
+                    }
+                    if inner.config.enable_idempotence
+                        && q.batches.front().is_some_and(|b| b.sequence.is_none())
+                    {
+                        let Some((pid, epoch)) = producer else {
+                            continue;
+                        };
+                        if let Some(b) = q.batches.front_mut() {
+                            let count = b.records.len() as i32;
+                            b.sequence = Some((pid, epoch, q.next_sequence));
+                            q.next_sequence = next_sequence(q.next_sequence, count);
+                        }
                     }
                     if let Some(mut batch) = q.batches.pop_front() {
                         batch.sealed = true;
@@ -563,7 +614,7 @@ async fn sender(inner: Arc<Inner>) {
 /// Sends one batch; on success resolves its records, on a retriable error queues it again
 /// (ahead of newer records), otherwise fails its records.
 async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch: ProducerBatch) {
-    let outcome = produce_once(&inner, &topic, partition, &batch.records).await;
+    let outcome = produce_once(&inner, &topic, partition, &batch.records, batch.sequence).await;
     let mut st = inner.state();
     let Some(q) = st
         .topics
@@ -590,6 +641,10 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
         Err(e) => {
             let text = e.to_string();
             batch.slot.finish(Err((e.kafka_error(), text)));
+            if batch.sequence.is_some() {
+                // Whether it was written is unknown, so its sequences cannot be reused.
+                st.bump_epoch = true;
+            }
         }
     }
     drop(st);
@@ -603,9 +658,15 @@ async fn produce_once(
     topic: &str,
     partition: i32,
     records: &[NewRecord],
+    sequence: Option<(i64, i16, i32)>,
 ) -> Result<i64, ClientError> {
-    let bytes = encode_batch(records, inner.config.compression)
-        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+    let bytes = match sequence {
+        Some((pid, epoch, seq)) => {
+            encode_idempotent_batch(records, inner.config.compression, pid, epoch, seq)
+        }
+        None => encode_batch(records, inner.config.compression),
+    }
+    .map_err(|e| ClientError::Unexpected(e.to_string()))?;
     let req = ProduceRequest::default()
         .with_acks(inner.config.acks)
         .with_timeout_ms(inner.config.request_timeout_ms.min(i32::MAX as u64) as i32)
@@ -633,5 +694,44 @@ async fn produce_once(
             Ok(p.base_offset)
         }
         Some(other) => Err(ClientError::unexpected(&other)),
+    }
+}
+
+/// The sequence after `count` records from `seq` (sequences wrap at `i32::MAX` to 0).
+fn next_sequence(seq: i32, count: i32) -> i32 {
+    ((i64::from(seq) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Gets a producer id, or bumps the epoch of the current one after a batch failed for good,
+/// resetting every partition's sequence (KIP-360).
+async fn init_producer_id(inner: &Inner) -> Result<(), ClientError> {
+    let current = inner.state().producer;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id(ProducerId(current.map_or(-1, |(id, _)| id)))
+        .with_producer_epoch(current.map_or(-1, |(_, e)| e));
+    match inner
+        .transport
+        .send(RequestKind::InitProducerId(req))
+        .await?
+    {
+        Some(ResponseKind::InitProducerId(r)) => {
+            check(r.error_code, None)?;
+            let mut st = inner.state();
+            st.producer = Some((r.producer_id.0, r.producer_epoch));
+            st.bump_epoch = false;
+            for q in st.topics.values_mut().flat_map(|t| t.queues.iter_mut()) {
+                q.next_sequence = 0;
+            }
+            tracing::debug!(
+                producer_id = r.producer_id.0,
+                epoch = r.producer_epoch,
+                "producer id"
+            );
+            Ok(())
+        }
+        Some(other) => Err(ClientError::unexpected(&other)),
+        None => Err(ClientError::NoResponse),
     }
 }

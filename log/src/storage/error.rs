@@ -40,6 +40,9 @@ pub enum StorageError {
     TopicName(#[from] TopicNameError),
     #[error("unknown topic partition {0}")]
     UnknownPartition(TopicPartition),
+    /// An idempotent producer's batch was refused (stale epoch, sequence gap).
+    #[error(transparent)]
+    Producer(#[from] super::producer_state::ProducerStateError),
 }
 
 /// Attaches a path to an I/O error.

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use super::batch::{self, BatchError, BatchHeader, BatchIter, TimestampType};
 use super::config::{LogConfig, MessageTimestampType};
 use super::error::{io_at, StorageError};
+use super::producer_state::{ProducerEntry, ProducerState, ProducerStateError};
 use super::records::{decode_batch, validate_records};
 use super::segment::{
     parse_segment_name, segment_path, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
@@ -30,6 +31,8 @@ use crate::types::{LeaderEpoch, Offset, TopicPartition};
 /// whether the log was closed cleanly.
 const CHECKPOINT_FILE: &str = "partition.checkpoint";
 const CHECKPOINT_HEADER: &str = "rill-partition-checkpoint v1";
+/// Idempotent producers' state as of a fully flushed log end (see `producer_state.rs`).
+const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
 
 /// Suffixes of the cleaner's in-flight files (see `cleaner`).
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
@@ -49,6 +52,9 @@ pub struct AppendInfo {
     pub max_timestamp_ms: i64,
     pub record_count: u64,
     pub bytes: u64,
+    /// The batch was a retry of an idempotent producer's batch already in the log: nothing was
+    /// written and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// What a read returned.
@@ -163,6 +169,8 @@ pub(crate) struct LogState {
     /// Bumped by every truncation, so a flush that started before one cannot claim durability
     /// for offsets the truncation replaced.
     pub truncations: u64,
+    /// Idempotent producers' sequence state, updated with every append.
+    pub producers: ProducerState,
     pub closed: bool,
 }
 
@@ -314,6 +322,7 @@ impl PartitionLog {
             first_unflushed_ms: None,
             structure_version: 0,
             truncations: 0,
+            producers: ProducerState::default(),
             closed: false,
         };
         let log = PartitionLog {
@@ -323,9 +332,75 @@ impl PartitionLog {
             state: RwLock::new(state),
             cleaning: Mutex::new(()),
         };
+        log.load_producer_state()?;
         // From here until a clean close, a crash must be treated as unclean.
         log.write_checkpoint(&log.read_state(), false)?;
         Ok(log)
+    }
+
+    /// Rebuilds the producer state: the snapshot if it is sound and not ahead of the log, then
+    /// every batch after it (from the log start without one).
+    fn load_producer_state(&self) -> Result<(), StorageError> {
+        let path = self.dir.join(PRODUCER_SNAPSHOT);
+        let snapshot = fs::read(&path).ok().and_then(|b| ProducerState::decode(&b));
+        let mut st = self.write_state();
+        let leo = st.log_end_offset();
+        let (mut producers, from) = match snapshot {
+            Some((p, offset)) if offset <= leo && offset >= 0 => {
+                (p, offset.max(st.log_start_offset))
+            }
+            _ => (ProducerState::default(), st.log_start_offset),
+        };
+        let mut replayed = 0u64;
+        for seg in st.segments.values() {
+            if seg.next_offset() <= from {
+                continue;
+            }
+            let Some((pos, _)) = seg.find_batch(from).map_err(|e| self.scan_error(seg, e))? else {
+                continue;
+            };
+            let mut scanner = BatchScanner::new(seg.file(), pos, seg.size());
+            while let Some((h, _, _)) = scanner.next_batch().map_err(|e| self.scan_error(seg, e))? {
+                if h.last_offset() >= from {
+                    producers.update(&h, h.max_timestamp);
+                    replayed += 1;
+                }
+            }
+        }
+        if replayed > 0 || !producers.is_empty() {
+            tracing::debug!(tp = %self.tp, producers = producers.len(), replayed, "producer state loaded");
+        }
+        st.producers = producers;
+        Ok(())
+    }
+
+    /// Writes the producer snapshot for a fully flushed log (so it never covers data a crash
+    /// could lose): temp file, fsync, rename.
+    fn write_producer_snapshot(&self, st: &LogState) -> Result<(), StorageError> {
+        let leo = st.log_end_offset();
+        if st.recovery_point < leo {
+            return Ok(());
+        }
+        let path = self.dir.join(PRODUCER_SNAPSHOT);
+        let tmp = self.dir.join(format!("{PRODUCER_SNAPSHOT}.tmp"));
+        let bytes = st.producers.encode(leo);
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_at(&path))
+    }
+
+    /// Forgets idle producers (`producer.id.expiration.ms`); returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.write_state().producers.expire(now_ms, expiration_ms)
+    }
+
+    /// What the partition knows of an idempotent producer.
+    pub fn producer(&self, producer_id: i64) -> Option<ProducerEntry> {
+        self.read_state().producers.get(producer_id).cloned()
     }
 
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
@@ -436,6 +511,24 @@ impl PartitionLog {
         if st.closed {
             return Err(StorageError::Closed(self.tp.clone()));
         }
+        // Idempotent producers send one batch per request (Kafka requires it of every v2
+        // producer); its sequence is checked against what the partition has seen.
+        if batches.iter().any(|(h, _)| h.producer_id >= 0) {
+            if batches.len() != 1 {
+                return Err(ProducerStateError::OneBatchOnly.into());
+            }
+            if let Some(dup) = st.producers.check(&batches[0].0)? {
+                return Ok(AppendInfo {
+                    base_offset: Offset(dup.first_offset),
+                    last_offset: Offset(dup.last_offset),
+                    log_append_time_ms: -1,
+                    max_timestamp_ms: dup.max_timestamp,
+                    record_count: 0,
+                    bytes: 0,
+                    duplicate: true,
+                });
+            }
+        }
         self.maybe_roll(&mut st, records.len() as u64, offsets, now)?;
         let epoch = st.leader_epoch;
         let log_append = st.config.message_timestamp_type == MessageTimestampType::LogAppendTime;
@@ -473,6 +566,9 @@ impl PartitionLog {
                 active.base_offset,
                 LOG_SUFFIX,
             )))?;
+        for (h, _) in &assigned {
+            st.producers.update(h, h.max_timestamp);
+        }
         let first_unflushed = *st.first_unflushed_ms.get_or_insert(now);
         let unflushed = (next - st.recovery_point) as u64;
         let flush_due = unflushed >= st.config.flush_messages
@@ -488,6 +584,7 @@ impl PartitionLog {
             max_timestamp_ms: max_ts,
             record_count,
             bytes: records.len() as u64,
+            duplicate: false,
         })
     }
 
@@ -834,6 +931,7 @@ impl PartitionLog {
         st.cleaner_offset = st.cleaner_offset.min(new_leo);
         st.structure_version += 1;
         st.truncations += 1;
+        st.producers.truncate(new_leo);
         self.write_checkpoint(&st, false)?;
         tracing::info!(tp = %self.tp, to = to.0, log_end = new_leo, "truncated log");
         Ok(Offset(new_leo))
@@ -973,6 +1071,7 @@ impl PartitionLog {
             // Closing wrote the final, clean checkpoint; do not mark it unclean again.
             return Ok(());
         }
+        self.write_producer_snapshot(&st)?;
         self.write_checkpoint(&st, false)
     }
 
@@ -1004,6 +1103,7 @@ impl PartitionLog {
             .map_err(io_at(segment_path(&dir, active.base_offset, LOG_SUFFIX)))?;
         st.recovery_point = st.log_end_offset();
         st.first_unflushed_ms = None;
+        self.write_producer_snapshot(&st)?;
         self.write_checkpoint(&st, true)?;
         st.closed = true;
         Ok(())

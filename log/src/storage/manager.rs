@@ -42,6 +42,9 @@ pub struct ManagerConfig {
     /// `log.cleaner.backoff.ms`: how long a cleaner thread sleeps when nothing is dirty enough.
     pub cleaner_backoff_ms: u64,
     pub cleaner: CleanerConfig,
+    /// `producer.id.expiration.ms`: an idempotent producer silent this long is forgotten by
+    /// each partition (checked with retention).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl ManagerConfig {
@@ -55,6 +58,7 @@ impl ManagerConfig {
             cleaner_enable: true,
             cleaner_threads: 1,
             cleaner_backoff_ms: 15_000,
+            producer_id_expiration_ms: 86_400_000,
             cleaner: CleanerConfig::default(),
         }
     }
@@ -89,6 +93,10 @@ impl Shared {
         let now = self.clock.now_ms();
         let mut deleted = 0;
         for log in self.all_logs() {
+            let expired = log.expire_producers(now, self.config.producer_id_expiration_ms);
+            if expired > 0 {
+                tracing::debug!(tp = %log.topic_partition(), expired, "forgot idle producers");
+            }
             match log.enforce_retention(now) {
                 Ok(r) => deleted += r.segments_deleted,
                 Err(e) => {

@@ -16,6 +16,7 @@ mod error;
 mod index;
 mod log;
 pub mod manager;
+pub mod producer_state;
 pub mod records;
 mod segment;
 
@@ -27,4 +28,6 @@ pub use log::{
     validate_for_append, AppendInfo, PartitionLog, ReadBuf, ReadResult, RetentionReport,
 };
 pub use manager::{LogManager, ManagerConfig};
-pub use records::{decode_batch, decode_batches, encode_batch, NewRecord, Record};
+pub use records::{
+    decode_batch, decode_batches, encode_batch, encode_idempotent_batch, NewRecord, Record,
+};

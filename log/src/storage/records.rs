@@ -533,6 +533,50 @@ pub fn encode_batch(
     encode(&recs, compression)
 }
 
+/// [`encode_batch`] for an idempotent producer: the batch carries the producer id, epoch and
+/// the sequence of its first record.
+pub fn encode_idempotent_batch(
+    records: &[NewRecord],
+    compression: Compression,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<Vec<u8>, BatchError> {
+    if records.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    let template = BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: 0,
+        base_timestamp: 0,
+        max_timestamp: 0,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count: 0,
+    };
+    let recs: Vec<PRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            protocol_record(
+                i as i64,
+                r.timestamp_ms,
+                &r.key,
+                &r.value,
+                &r.headers,
+                Some(&template),
+            )
+        })
+        .collect();
+    encode(&recs, compression)
+}
+
 /// Re-encodes the surviving records of a batch for the cleaner: offsets, timestamps, producer
 /// fields, compression, timestamp type and the batch's last offset stay as they were.
 pub fn reencode_retained(original: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>, BatchError> {
