@@ -211,6 +211,29 @@ def scenario_offsets_seek_by_time_and_admin():
     check(topic not in admin().list_topics(timeout=10).topics, "topic still listed")
 
 
+def scenario_idempotent_producer():
+    topic = f"cf-idem-{RUN}"
+    create_topic(topic, 2)
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "linger.ms": 2,
+                  "compression.type": "lz4"})
+    errors = []
+    for i in range(500):
+        p.produce(topic, key=f"k{i % 7}".encode(), value=f"{i}".encode(),
+                  on_delivery=lambda err, msg: err and errors.append(err))
+    check(p.flush(15) == 0, "idempotent producer did not flush")
+    check(not errors, f"delivery errors: {errors}")
+    c = consumer(f"cf-idem-{RUN}")
+    c.subscribe([topic])
+    got = drain(c, 500)
+    time.sleep(0.5)
+    extra = drain(c, 1, timeout=1.0)
+    c.close()
+    check(len(got) == 500 and not extra, f"consumed {len(got)} + {len(extra)} of 500")
+    for k in range(7):
+        values = [int(m.value()) for m in got if m.key() == f"k{k}".encode()]
+        check(values == sorted(values), f"k{k} out of order")
+
+
 def scenario_commit_for_other_clients():
     """Commits offsets that the kafka-python and aiokafka scripts then read (group and topic
     names passed through stdout)."""
@@ -229,6 +252,7 @@ SCENARIOS = [
     scenario_codecs_keys_headers,
     scenario_offsets_seek_by_time_and_admin,
     scenario_group_of_three_rebalances,
+    scenario_idempotent_producer,
     scenario_commit_for_other_clients,
 ]
 

@@ -25,9 +25,8 @@ def check(cond, what):
 
 
 def producer(**extra):
-    # Idempotence (InitProducerId) is not served yet; kafka-python 3 turns it on by default.
-    return KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=False,
-                         **extra)
+    # kafka-python 3 is idempotent by default (InitProducerId, sequence numbers).
+    return KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", **extra)
 
 
 def admin():
