@@ -117,7 +117,10 @@ async fn retries_are_deduplicated_gaps_and_stale_epochs_refused_across_restarts(
     let b = broker(dir.path(), &clock);
     assert_eq!(produce(&b, batch(pid, epoch, 2, &["c"])).await, (0, 2));
     let (fresh, _) = init(&b, None).await;
-    assert!(fresh > pid + 1, "ids are not reused after a restart: {fresh} vs {pid}");
+    assert!(
+        fresh > pid + 1,
+        "ids are not reused after a restart: {fresh} vs {pid}"
+    );
     // A bumped epoch fences the old one and starts again at sequence 0.
     let (same, bumped) = init(&b, Some((pid, epoch))).await;
     assert_eq!((same, bumped), (pid, epoch + 1));

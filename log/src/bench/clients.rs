@@ -71,48 +71,72 @@ fn storage_append_rate(
     Ok(rate)
 }
 
-/// Producer throughput (acks=all, embedded) vs the storage append path, for 100 B and 1 KiB.
-pub async fn run_produce(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, BenchError> {
+/// Records/s of one embedded producer (acks=all, default batching) sending `value_bytes`
+/// records to a fresh one-partition topic for `phase`.
+async fn producer_rate(
+    work: &Path,
+    value_bytes: usize,
+    phase: Duration,
+    idempotent: bool,
+) -> Result<f64, BenchError> {
+    let dir = work.join("broker");
+    let (broker, transport) = start_broker(&dir, "bench").await?;
+    let producer = Producer::new(
+        transport,
+        ProducerConfig {
+            acks: -1,
+            enable_idempotence: idempotent,
+            ..Default::default()
+        },
+    );
+    let value = bytes::Bytes::from(vec![b'r'; value_bytes]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut last = None;
+    while start.elapsed() < phase {
+        for _ in 0..1000 {
+            let mut r = ProducerRecord::new("bench", None::<bytes::Bytes>, value.clone());
+            r.partition = Some(0);
+            last = Some(producer.send(r).await?);
+            sent += 1;
+        }
+    }
+    producer.flush().await;
+    if let Some(d) = last {
+        d.await?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    producer.close().await;
+    broker
+        .close()
+        .map_err(|e| BenchError::Client(e.to_string()))?;
+    drop(broker);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(sent as f64 / elapsed)
+}
+
+/// Producer throughput (acks=all, embedded) for 100 B and 1 KiB: against the storage append
+/// path, or with `idempotent`, the idempotent producer against the plain one in the same run.
+pub async fn run_produce(
+    work: &Path,
+    seconds: f64,
+    idempotent: bool,
+) -> Result<Vec<BenchRow>, BenchError> {
     let phase = Duration::from_secs_f64((seconds / 4.0).max(0.05));
     let mut rows = Vec::new();
     for (name, value_bytes) in [("produce-100B", 100usize), ("produce-1KiB", 1024)] {
-        let baseline = storage_append_rate(&work.join("append"), value_bytes, phase)?;
-        let dir = work.join("broker");
-        let (broker, transport) = start_broker(&dir, "bench").await?;
-        let producer = Producer::new(
-            transport,
-            ProducerConfig {
-                acks: -1,
-                ..Default::default()
-            },
-        );
-        let value = bytes::Bytes::from(vec![b'r'; value_bytes]);
-        let start = Instant::now();
-        let mut sent = 0u64;
-        let mut last = None;
-        while start.elapsed() < phase {
-            for _ in 0..1000 {
-                let mut r = ProducerRecord::new("bench", None::<bytes::Bytes>, value.clone());
-                r.partition = Some(0);
-                last = Some(producer.send(r).await?);
-                sent += 1;
-            }
-        }
-        producer.flush().await;
-        if let Some(d) = last {
-            d.await?;
-        }
-        let elapsed = start.elapsed().as_secs_f64();
-        producer.close().await;
-        broker
-            .close()
-            .map_err(|e| BenchError::Client(e.to_string()))?;
-        drop(broker);
-        std::fs::remove_dir_all(&dir)?;
-        let rate = sent as f64 / elapsed;
-        rows.push(BenchRow::new(name, "records", rate, "records/s", baseline));
+        let (name, rate, baseline) = if idempotent {
+            let plain = producer_rate(work, value_bytes, phase, false).await?;
+            let idem = producer_rate(work, value_bytes, phase, true).await?;
+            (format!("{name}-idempotent"), idem, plain)
+        } else {
+            let baseline = storage_append_rate(&work.join("append"), value_bytes, phase)?;
+            let rate = producer_rate(work, value_bytes, phase, false).await?;
+            (name.to_string(), rate, baseline)
+        };
+        rows.push(BenchRow::new(&name, "records", rate, "records/s", baseline));
         rows.push(BenchRow::new(
-            name,
+            &name,
             "throughput",
             rate * value_bytes as f64 / 1e6,
             "MB/s",

@@ -195,6 +195,9 @@ enum BenchWorkload {
         json: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The idempotent producer against the plain one (instead of against storage).
+        #[arg(long)]
+        idempotent: bool,
     },
     /// End-to-end latency (produce -> consumer poll) at a fixed rate, from the intended send
     /// time; the baseline is the producer's acknowledgement latency in the same run.
@@ -237,7 +240,7 @@ fn print_rows(rows: &[rill_log::bench::BenchRow], json: bool) {
 /// Runs a client bench on a tokio runtime.
 #[derive(Debug, Clone, Copy)]
 enum ClientBench {
-    Produce,
+    Produce { idempotent: bool },
     Consume,
     E2e { rate: u64, size: usize },
 }
@@ -265,7 +268,9 @@ fn run_client_bench(
     };
     let result = runtime.block_on(rill_log::bench::run_in_dir(&dir, |work| async move {
         match which {
-            ClientBench::Produce => rill_log::bench::run_produce(&work, seconds).await,
+            ClientBench::Produce { idempotent } => {
+                rill_log::bench::run_produce(&work, seconds, idempotent).await
+            }
             ClientBench::Consume => rill_log::bench::run_consume(&work, seconds).await,
             ClientBench::E2e { rate, size } => {
                 rill_log::bench::run_e2e(&work, seconds, rate, size).await
@@ -495,9 +500,12 @@ fn main() -> ExitCode {
 
 fn bench(workload: BenchWorkload) -> ExitCode {
     match workload {
-        BenchWorkload::Produce { seconds, json, dir } => {
-            run_client_bench(seconds, json, dir, ClientBench::Produce)
-        }
+        BenchWorkload::Produce {
+            seconds,
+            json,
+            dir,
+            idempotent,
+        } => run_client_bench(seconds, json, dir, ClientBench::Produce { idempotent }),
         BenchWorkload::Consume { seconds, json, dir } => {
             run_client_bench(seconds, json, dir, ClientBench::Consume)
         }

@@ -141,6 +141,9 @@ impl NodeConfig {
             "log.cleaner.enable" => b.log.cleaner_enable = bool_of(v)?,
             "log.cleaner.threads" => b.log.cleaner_threads = int(key, v, 1, 64)? as usize,
             "log.cleaner.backoff.ms" => b.log.cleaner_backoff_ms = int(key, v, 1, i64::MAX)? as u64,
+            "producer.id.expiration.ms" => {
+                b.log.producer_id_expiration_ms = int(key, v, 1, i64::MAX)?
+            }
             "log.cleaner.dedupe.buffer.size" => {
                 b.log.cleaner.dedupe_buffer_bytes = int(key, v, 1 << 10, i64::MAX)? as usize
             }
