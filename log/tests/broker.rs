@@ -204,10 +204,11 @@ async fn create_then_metadata_then_delete() {
         names,
         vec![
             ("__consumer_offsets".to_string(), true),
+            ("__transaction_state".to_string(), true),
             ("orders".to_string(), false)
         ]
     );
-    let topic = &md.topics[1];
+    let topic = &md.topics[2];
     assert_eq!(topic.name.as_ref().unwrap().0.as_str(), "orders");
     assert_eq!(topic.topic_id, t.topic_id);
     assert_eq!(topic.partitions.len(), 3);
@@ -518,7 +519,8 @@ async fn topics_and_data_survive_a_restart() {
                 .unwrap();
             assert_eq!(kept.topic_id, id);
             assert_eq!(kept.partitions.len(), 2);
-            assert_eq!(m.topics.len(), 2);
+            // kept, __consumer_offsets, __transaction_state.
+            assert_eq!(m.topics.len(), 3);
         }
         other => panic!("{other:?}"),
     }
@@ -535,11 +537,11 @@ async fn unhandled_apis_are_refused_not_faked() {
     let err = b
         .handle(
             &RequestContext::embedded("test"),
-            RequestKind::EndTxn(EndTxnRequest::default()),
+            RequestKind::AlterConfigs(AlterConfigsRequest::default()),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, BrokerError::Unsupported("EndTxn")));
+    assert!(matches!(err, BrokerError::Unsupported("AlterConfigs")));
     b.close().unwrap();
 }
 

@@ -58,7 +58,7 @@ fn batch(pid: i64, epoch: i16, seq: i32, values: &[&str]) -> Vec<u8> {
         .iter()
         .map(|v| NewRecord::new(None::<String>, Some(v.to_string()), 1_000))
         .collect();
-    encode_idempotent_batch(&recs, Compression::None, pid, epoch, seq).unwrap()
+    encode_idempotent_batch(&recs, Compression::None, pid, epoch, seq, false).unwrap()
 }
 
 /// (error code, base offset) of a produce of `bytes` to t-0.

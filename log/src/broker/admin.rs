@@ -19,7 +19,6 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, Refusal, TopicMeta};
-use crate::coordinator::group::offsets::OFFSETS_TOPIC;
 use crate::storage::LogConfig;
 use crate::types::{validate_topic_name, TopicPartition};
 
@@ -225,7 +224,7 @@ impl Broker {
                         ResponseError::UnknownTopicId.code()
                     };
                 }
-                Some(meta) if meta.name == OFFSETS_TOPIC => {
+                Some(meta) if super::is_internal(&meta.name) => {
                     result.name = Some(TopicName(text(meta.name.clone())));
                     result.topic_id = meta.id;
                     result.error_code = ResponseError::InvalidTopicException.code();

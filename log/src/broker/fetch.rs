@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId, TopicName,
 };
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
@@ -62,15 +64,37 @@ impl Broker {
                 // the last stable offset is the high watermark.
                 let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                 let first_nonempty = total == 0;
+                let committed = req.isolation_level == READ_COMMITTED;
+                let lso = log.last_stable_offset();
                 let read = if limit == 0 && !first_nonempty {
                     log.read_upto(Offset(p.fetch_offset), 0, Some(Offset(p.fetch_offset)))
+                } else if committed {
+                    // read_committed stops at the last stable offset.
+                    log.read_upto(Offset(p.fetch_offset), limit.max(1), Some(lso))
                 } else {
                     log.read(Offset(p.fetch_offset), limit.max(1))
                 };
                 match read {
                     Ok(r) => {
                         data.high_watermark = r.log_end_offset.0;
-                        data.last_stable_offset = r.log_end_offset.0;
+                        data.last_stable_offset = lso.0;
+                        if committed && !r.records.is_empty() {
+                            let end = crate::storage::batch::BatchIter::new(&r.records)
+                                .filter_map(Result::ok)
+                                .map(|(h, _, _)| h.next_offset())
+                                .last()
+                                .unwrap_or(p.fetch_offset);
+                            data.aborted_transactions = Some(
+                                log.aborted_transactions(Offset(p.fetch_offset), Offset(end))
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect(),
+                            );
+                        }
                         data.log_start_offset = r.log_start_offset.0;
                         // Only the first partition with data may exceed the budget (so a
                         // consumer always progresses); later ones wait for another fetch.
@@ -86,11 +110,11 @@ impl Broker {
                     Err(e) => {
                         data.error_code = storage_error_code(&e).code();
                         data.high_watermark = log.log_end_offset().0;
-                        data.last_stable_offset = data.high_watermark;
+                        data.last_stable_offset = log.last_stable_offset().0;
                         data.log_start_offset = log.log_start_offset().0;
                     }
                 }
-                if req.isolation_level == READ_COMMITTED {
+                if req.isolation_level == READ_COMMITTED && data.aborted_transactions.is_none() {
                     data.aborted_transactions = Some(Vec::new());
                 }
                 partitions.push(data);
@@ -137,6 +161,7 @@ impl Broker {
     }
 
     pub(crate) fn list_offsets(&self, req: ListOffsetsRequest) -> ListOffsetsResponse {
+        let isolation = req.isolation_level;
         let topics = req
             .topics
             .into_iter()
@@ -158,6 +183,10 @@ impl Broker {
                         };
                         resp.leader_epoch = meta.as_ref().map_or(-1, |m| m.leader_epoch);
                         match p.timestamp {
+                            // read_committed consumers see the end of the stable part.
+                            LATEST if isolation == READ_COMMITTED => {
+                                resp.offset = log.last_stable_offset().0
+                            }
                             LATEST => resp.offset = log.log_end_offset().0,
                             EARLIEST => resp.offset = log.log_start_offset().0,
                             ts if ts >= 0 || ts == MAX_TIMESTAMP => {

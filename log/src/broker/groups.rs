@@ -38,6 +38,7 @@ type FetchedOffsets = Vec<(String, Vec<(i32, Option<Committed>)>)>;
 
 /// FindCoordinator key types: consumer group, transaction.
 const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -55,7 +56,9 @@ impl Broker {
         let host = text(self.config.advertised_host.clone());
         let port = self.config.advertised_port;
         // v0-3 ask for one key; v4 for a batch.
-        let error = (req.key_type != KEY_GROUP).then_some(ResponseError::InvalidRequest);
+        // Groups and transactional ids are both coordinated here.
+        let error = (req.key_type != KEY_GROUP && req.key_type != KEY_TRANSACTION)
+            .then_some(ResponseError::InvalidRequest);
         let coordinators = req
             .coordinator_keys
             .iter()

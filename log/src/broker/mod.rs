@@ -15,6 +15,7 @@ mod partitions;
 mod produce;
 mod producer_ids;
 mod topics;
+mod txn;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,12 @@ use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 
 use crate::coordinator::group::offsets::{OffsetStore, OFFSETS_TOPIC};
+use crate::coordinator::txn::TRANSACTION_TOPIC;
+
+/// The broker's own topics, closed to clients' writes, deletes and resizes.
+pub(crate) fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_TOPIC
+}
 use crate::coordinator::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogManager, ManagerConfig, StorageError};
 use crate::time::SharedClock;
@@ -69,6 +76,13 @@ pub struct BrokerConfig {
     /// `fetch.max.bytes`: the most record bytes one Fetch response carries (the first batch
     /// of a partition always comes, as in Kafka).
     pub fetch_max_bytes: usize,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub transaction_state_num_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask.
+    pub transaction_max_timeout_ms: i32,
+    /// Test hook: EndTxn stops (as if the broker crashed) after writing this many markers.
+    #[doc(hidden)]
+    pub txn_crash_after_markers: Option<usize>,
 }
 
 /// Who sent a request and in which version, as the transport saw it.
@@ -115,6 +129,9 @@ impl BrokerConfig {
             offsets_retention_check_interval_ms: 600_000,
             max_partitions_per_topic: 10_000,
             fetch_max_bytes: 57_671_680,
+            transaction_state_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            txn_crash_after_markers: None,
         }
     }
 }
@@ -141,6 +158,7 @@ pub struct Broker {
     groups: Arc<Mutex<GroupCoordinator>>,
     offsets: Arc<Mutex<OffsetStore>>,
     producer_ids: Mutex<producer_ids::ProducerIds>,
+    txns: Arc<Mutex<txn::TxnStore>>,
     clock: SharedClock,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
@@ -170,13 +188,15 @@ impl Broker {
         logs.start();
         let groups = Arc::new(Mutex::new(GroupCoordinator::new(config.group.clone())));
         let offsets = Arc::new(Mutex::new(OffsetStore::default()));
+        let txns = Arc::new(Mutex::new(txn::TxnStore::default()));
         let stop = Arc::new(AtomicBool::new(false));
         // Session and rebalance timeouts, and offset expiry, fire from here by the injected
         // clock.
         let ticker = {
-            let (groups, offsets, stop, clock) = (
+            let (groups, offsets, txns, stop, clock) = (
                 Arc::clone(&groups),
                 Arc::clone(&offsets),
+                Arc::clone(&txns),
                 Arc::clone(&stop),
                 clock.clone(),
             );
@@ -195,6 +215,7 @@ impl Broker {
                             break;
                         }
                         let now = clock.now_ms();
+                        txn::run_timers(&txns, &logs, &offsets, now);
                         let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
                         g.tick(now);
                         if now.saturating_sub(last_expiry) >= expiry_every as i64 {
@@ -218,6 +239,7 @@ impl Broker {
             groups,
             offsets,
             producer_ids,
+            txns,
             clock,
             stop,
             ticker: Mutex::new(Some(ticker)),
@@ -243,6 +265,33 @@ impl Broker {
         let partitions = existing.unwrap_or(wanted);
         let store = OffsetStore::load(&broker.logs, partitions)?;
         *broker.offsets.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        // Transaction metadata, compacted likewise; transactions a crash left prepared are
+        // finished before the first request.
+        let wanted = broker.config.transaction_state_num_partitions;
+        let existing = broker.topic_partitions(TRANSACTION_TOPIC);
+        if existing.is_none() {
+            let overrides = [
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "104857600"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            broker
+                .create_topic(TRANSACTION_TOPIC, wanted, overrides)
+                .map_err(|(code, reason)| BrokerError::Metadata {
+                    path: PathBuf::from(TRANSACTION_TOPIC),
+                    reason: format!("{code:?}: {reason}"),
+                })?;
+        }
+        let store = txn::TxnStore::load(&broker.logs, existing.unwrap_or(wanted))?;
+        *broker.txns.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        txn::run_timers(
+            &broker.txns,
+            &broker.logs,
+            &broker.offsets,
+            broker.clock.now_ms(),
+        );
         Ok(broker)
     }
 
@@ -330,9 +379,23 @@ impl Broker {
             RequestKind::DescribeCluster(r) => {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
             }
-            RequestKind::InitProducerId(r) => {
-                ResponseKind::InitProducerId(self.init_producer_id(r)?)
+            RequestKind::InitProducerId(r) => match r.transactional_id.as_deref() {
+                Some(id) if !id.is_empty() => {
+                    let id = id.to_string();
+                    ResponseKind::InitProducerId(self.init_transactional_producer(&id, &r)?)
+                }
+                _ => ResponseKind::InitProducerId(self.init_producer_id(r)?),
+            },
+            RequestKind::AddPartitionsToTxn(r) => {
+                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r)?)
             }
+            RequestKind::AddOffsetsToTxn(r) => {
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r)?)
+            }
+            RequestKind::TxnOffsetCommit(r) => {
+                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r)?)
+            }
+            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r)?),
             other => return Err(BrokerError::Unsupported(api_name(&other))),
         }))
     }
@@ -343,6 +406,7 @@ impl Broker {
         let now = self.clock.now_ms();
         let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         g.tick(now);
+        txn::run_timers(&self.txns, &self.logs, &self.offsets, now);
         let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         groups::expire_offsets(
             &g,
@@ -453,6 +517,7 @@ fn api_name(r: &RequestKind) -> &'static str {
         IncrementalAlterConfigs,
         CreatePartitions,
         OffsetForLeaderEpoch,
-        DescribeCluster
+        DescribeCluster,
+        AlterConfigs
     )
 }

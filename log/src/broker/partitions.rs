@@ -15,7 +15,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Broker, Refusal};
-use crate::coordinator::group::offsets::OFFSETS_TOPIC;
 use crate::types::{Offset, TopicPartition};
 
 /// DeleteRecords' "up to the high watermark".
@@ -42,7 +41,7 @@ impl Broker {
                             format!("no topic {name}"),
                         )
                     })?;
-                    if name == OFFSETS_TOPIC {
+                    if super::is_internal(&name) {
                         // Groups are placed by partition count: it must not change.
                         return Err((
                             ResponseError::InvalidTopicException,
@@ -123,7 +122,7 @@ impl Broker {
                             result.error_code = ResponseError::UnknownTopicOrPartition.code();
                             return result;
                         };
-                        if log.topic_partition().topic == OFFSETS_TOPIC {
+                        if super::is_internal(&log.topic_partition().topic) {
                             // The broker's own committed offsets are not a client's to delete.
                             result.error_code = ResponseError::InvalidTopicException.code();
                             return result;

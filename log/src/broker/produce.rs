@@ -71,7 +71,21 @@ impl Broker {
                         } else {
                             // The leader rewrites offsets in place: the request's bytes are ours.
                             let mut bytes = records.to_vec();
-                            match log.append(&mut bytes) {
+                            // Transaction markers are the coordinator's to write (Kafka refuses
+                            // control batches from clients too).
+                            let control = crate::storage::batch::BatchIter::new(&bytes)
+                                .any(|b| b.is_ok_and(|(h, _, _)| h.is_control()));
+                            let appended_or = if control {
+                                Err(crate::storage::StorageError::InvalidBatch(
+                                    crate::storage::BatchError::Records(
+                                        "control batches come from the transaction coordinator only"
+                                            .into(),
+                                    ),
+                                ))
+                            } else {
+                                log.append(&mut bytes)
+                            };
+                            match appended_or {
                                 Ok(info) => {
                                     appended = true;
                                     resp.base_offset = info.base_offset.0;

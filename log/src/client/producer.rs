@@ -662,7 +662,7 @@ async fn produce_once(
 ) -> Result<i64, ClientError> {
     let bytes = match sequence {
         Some((pid, epoch, seq)) => {
-            encode_idempotent_batch(records, inner.config.compression, pid, epoch, seq)
+            encode_idempotent_batch(records, inner.config.compression, pid, epoch, seq, false)
         }
         None => encode_batch(records, inner.config.compression),
     }

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use super::batch::{self, BatchError, BatchHeader, BatchIter, TimestampType};
 use super::config::{LogConfig, MessageTimestampType};
 use super::error::{io_at, StorageError};
-use super::producer_state::{ProducerEntry, ProducerState, ProducerStateError};
+use super::producer_state::{AbortedTxn, Marker, ProducerEntry, ProducerState, ProducerStateError};
+use super::records::{control_marker, encode_marker};
 use super::records::{decode_batch, validate_records};
 use super::segment::{
     parse_segment_name, segment_path, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
@@ -360,9 +361,11 @@ impl PartitionLog {
                 continue;
             };
             let mut scanner = BatchScanner::new(seg.file(), pos, seg.size());
-            while let Some((h, _, _)) = scanner.next_batch().map_err(|e| self.scan_error(seg, e))? {
+            while let Some((h, _, bytes)) =
+                scanner.next_batch().map_err(|e| self.scan_error(seg, e))?
+            {
                 if h.last_offset() >= from {
-                    producers.update(&h, h.max_timestamp);
+                    apply_to_producers(&mut producers, &h, bytes);
                     replayed += 1;
                 }
             }
@@ -391,6 +394,41 @@ impl PartitionLog {
             fs::rename(&tmp, &path)
         };
         write().map_err(io_at(&path))
+    }
+
+    /// Appends a transaction marker (commit or abort) for `producer_id`, ending its open
+    /// transaction in this partition; returns the marker's offset.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+    ) -> Result<Offset, StorageError> {
+        let mut batch = encode_marker(
+            producer_id,
+            producer_epoch,
+            marker,
+            coordinator_epoch,
+            self.clock.now_ms(),
+        )?;
+        Ok(self.append(&mut batch)?.base_offset)
+    }
+
+    /// The last stable offset: below it every transaction has ended (the log end when none
+    /// is open). `read_committed` reads stop here.
+    pub fn last_stable_offset(&self) -> Offset {
+        let st = self.read_state();
+        Offset(
+            st.producers
+                .first_unstable_offset()
+                .unwrap_or_else(|| st.log_end_offset()),
+        )
+    }
+
+    /// Aborted transactions overlapping `[from, to)`, for `read_committed` fetches.
+    pub fn aborted_transactions(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        self.read_state().producers.aborted_in(from.0, to.0)
     }
 
     /// Forgets idle producers (`producer.id.expiration.ms`); returns how many.
@@ -513,7 +551,10 @@ impl PartitionLog {
         }
         // Idempotent producers send one batch per request (Kafka requires it of every v2
         // producer); its sequence is checked against what the partition has seen.
-        if batches.iter().any(|(h, _)| h.producer_id >= 0) {
+        if batches
+            .iter()
+            .any(|(h, _)| h.producer_id >= 0 && !h.is_control())
+        {
             if batches.len() != 1 {
                 return Err(ProducerStateError::OneBatchOnly.into());
             }
@@ -566,8 +607,8 @@ impl PartitionLog {
                 active.base_offset,
                 LOG_SUFFIX,
             )))?;
-        for (h, _) in &assigned {
-            st.producers.update(h, h.max_timestamp);
+        for (h, at) in &assigned {
+            apply_to_producers(&mut st.producers, h, &records[*at..*at + h.total_bytes()]);
         }
         let first_unflushed = *st.first_unflushed_ms.get_or_insert(now);
         let unflushed = (next - st.recovery_point) as u64;
@@ -1056,6 +1097,8 @@ impl PartitionLog {
         }
         st.log_start_offset = new_start;
         let report = self.delete_segments_below_start(&mut st, now_ms)?;
+        let start = st.log_start_offset;
+        st.producers.trim_aborted(start);
         if report.segments_deleted > 0 || st.log_start_offset != old_start {
             st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
             self.write_checkpoint(&st, false)?;
@@ -1224,4 +1267,16 @@ fn prepare_dir(dir: &Path) -> io::Result<Vec<i64>> {
     }
     sync_dir(dir)?;
     Ok(logs)
+}
+
+/// Feeds one appended (or replayed) batch to the producer state: sequences for data batches,
+/// the end of a transaction for a marker.
+fn apply_to_producers(producers: &mut ProducerState, h: &BatchHeader, bytes: &[u8]) {
+    if h.is_control() {
+        if let Some(marker) = control_marker(bytes) {
+            producers.end_transaction(h.producer_id, h.producer_epoch, marker, h.base_offset);
+        }
+    } else {
+        producers.update(h, h.max_timestamp);
+    }
 }

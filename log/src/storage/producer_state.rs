@@ -3,11 +3,15 @@
 //! append checks each batch against it: a retried batch already in the log is recognised and
 //! answered with its original offsets, a sequence gap or a stale epoch is refused.
 //!
+//! Transactions leave their trace here too: the first offset of each producer's open
+//! transaction (the earliest one is the last stable offset, where `read_committed` reads
+//! stop) and the offset ranges of aborted transactions (which `read_committed` consumers skip).
+//!
 //! The state is rebuilt on open from a snapshot (`producer.snapshot`, written at clean close
 //! and checkpoints) plus a replay of the batches after it, and entries expire when their
 //! producer has not written for `producer.id.expiration.ms`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::batch::BatchHeader;
 
@@ -67,10 +71,30 @@ fn follows(last: i32, next: i32) -> bool {
     next == last.wrapping_add(1) || (last == i32::MAX && next == 0)
 }
 
+/// A transaction marker: the end of a producer's transaction in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+/// The offsets of an aborted transaction in this partition: from its first batch to its
+/// abort marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
 /// The producers of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// Producer id -> first offset of its open transaction.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerState {
@@ -134,10 +158,53 @@ impl ProducerState {
         })
     }
 
+    /// The first offset of the earliest open transaction: where the stable part ends.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// Aborted transactions overlapping `[from, to)`.
+    pub fn aborted_in(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below the log start.
+    pub fn trim_aborted(&mut self, log_start: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start);
+    }
+
+    /// Records a transaction marker appended at `offset` for `producer_id`. A marker written
+    /// with a newer epoch (the coordinator fencing a zombie) makes that epoch the current one,
+    /// so the old producer's later batches are refused here too.
+    pub fn end_transaction(&mut self, producer_id: i64, epoch: i16, marker: Marker, offset: i64) {
+        if let Some(e) = self.producers.get_mut(&producer_id) {
+            if epoch > e.epoch {
+                e.epoch = epoch;
+                e.batches.clear();
+            }
+        }
+        if let Some(first) = self.ongoing.remove(&producer_id) {
+            if marker == Marker::Abort {
+                self.aborted.push(AbortedTxn {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+        }
+    }
+
     /// Records an appended batch (its header carries the assigned offsets).
     pub fn update(&mut self, h: &BatchHeader, now_ms: i64) {
         if h.producer_id < 0 || h.is_control() {
             return;
+        }
+        if h.is_transactional() {
+            self.ongoing.entry(h.producer_id).or_insert(h.base_offset);
         }
         let e = self
             .producers
@@ -167,8 +234,11 @@ impl ProducerState {
     /// Forgets producers idle for longer than `expiration_ms`; returns how many.
     pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < expiration_ms);
+        let ongoing = &self.ongoing;
+        // A producer with an open transaction stays (its coordinator will end it).
+        self.producers.retain(|id, e| {
+            ongoing.contains_key(id) || now_ms.saturating_sub(e.last_append_ms) < expiration_ms
+        });
         before - self.producers.len()
     }
 
@@ -178,6 +248,8 @@ impl ProducerState {
             e.batches.retain(|b| b.last_offset < offset);
         }
         self.producers.retain(|_, e| !e.batches.is_empty());
+        self.ongoing.retain(|_, first| *first < offset);
+        self.aborted.retain(|a| a.last_offset < offset);
     }
 
     /// The snapshot file's bytes: `offset` (where replay resumes), then every producer, then a
@@ -202,6 +274,17 @@ impl ProducerState {
                 out.extend_from_slice(&b.last_offset.to_be_bytes());
                 out.extend_from_slice(&b.max_timestamp.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (id, first) in &self.ongoing {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&first.to_be_bytes());
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -252,11 +335,39 @@ impl ProducerState {
                 },
             );
         }
-        (r.pos == body.len()).then_some((ProducerState { producers }, offset))
+        let n = r.u32()? as usize;
+        if n > body.len() / 16 {
+            return None;
+        }
+        let mut ongoing = BTreeMap::new();
+        for _ in 0..n {
+            let id = r.i64()?;
+            ongoing.insert(id, r.i64()?);
+        }
+        let n = r.u32()? as usize;
+        if n > body.len() / 24 {
+            return None;
+        }
+        let mut aborted = Vec::with_capacity(n);
+        for _ in 0..n {
+            aborted.push(AbortedTxn {
+                producer_id: r.i64()?,
+                first_offset: r.i64()?,
+                last_offset: r.i64()?,
+            });
+        }
+        (r.pos == body.len()).then_some((
+            ProducerState {
+                producers,
+                ongoing,
+                aborted,
+            },
+            offset,
+        ))
     }
 }
 
-const SNAPSHOT_MAGIC: u32 = 0x5052_4f31; // "PRO1"
+const SNAPSHOT_MAGIC: u32 = 0x5052_4f32; // "PRO2"
 
 struct Reader<'a> {
     b: &'a [u8],

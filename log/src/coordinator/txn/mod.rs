@@ -1,0 +1,84 @@
+//! The transaction coordinator's state (Kafka's KIP-98 model): per `transactional.id`, the
+//! producer id and epoch, the transaction's state and the partitions (and group offsets) it
+//! touched. The broker persists every change in the compacted `__transaction_state` topic
+//! (one record per transactional id, last one wins) before answering, so a restart finds each
+//! transaction where it was and finishes the ones caught between prepare and complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// The internal topic holding transaction metadata.
+pub const TRANSACTION_TOPIC: &str = "__transaction_state";
+
+/// Kafka's transaction states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+    Dead,
+}
+
+/// An offset sent to a transaction (TxnOffsetCommit), committed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// One transactional id's metadata, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMetadata {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// Partitions holding this transaction's records (markers go to each).
+    pub partitions: BTreeSet<(String, i32)>,
+    /// Consumer group -> offsets committed with the transaction.
+    pub offsets: BTreeMap<String, Vec<PendingOffset>>,
+    /// When the current transaction started (its timeout counts from here).
+    pub started_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl TxnMetadata {
+    pub fn new(transactional_id: &str, producer_id: i64, timeout_ms: i32, now_ms: i64) -> Self {
+        TxnMetadata {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch: 0,
+            timeout_ms,
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            offsets: BTreeMap::new(),
+            started_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+
+    /// Whether a transaction is between its first write and its end.
+    pub fn in_progress(&self) -> bool {
+        matches!(
+            self.state,
+            TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+        )
+    }
+
+    /// The record value persisted for this metadata.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("transaction metadata serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<TxnMetadata> {
+        serde_json::from_slice(bytes).ok()
+    }
+}

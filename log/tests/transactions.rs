@@ -1,0 +1,322 @@
+//! Transactions at the broker (KIP-98): a committed transaction over three partitions and a
+//! group's offsets becomes visible to read_committed fetches all at once; an aborted one is
+//! listed in the aborted transactions every read_committed fetch returns; read_uncommitted sees
+//! both; a second InitProducerId fences the zombie; a stuck transaction aborts after its
+//! timeout; a crash between PrepareCommit and CompleteCommit is finished on restart.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rill_log::broker::{Broker, BrokerConfig, RequestContext};
+use rill_log::client::{Admin, EmbeddedTransport};
+use rill_log::storage::{encode_idempotent_batch, Compression, NewRecord};
+use rill_log::time::ManualClock;
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+fn open(
+    dir: &std::path::Path,
+    clock: &Arc<ManualClock>,
+    crash_after: Option<usize>,
+) -> Arc<Broker> {
+    let mut config = BrokerConfig::new(dir);
+    config.offsets_topic_num_partitions = 1;
+    config.transaction_state_num_partitions = 2;
+    config.txn_crash_after_markers = crash_after;
+    Arc::new(Broker::open(config, clock.clone()).unwrap())
+}
+
+async fn call(b: &Broker, r: RequestKind) -> ResponseKind {
+    b.handle(&RequestContext::embedded("test"), r)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn init(b: &Broker, txn: &str, timeout_ms: i32) -> (i64, i16) {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(txn))))
+        .with_transaction_timeout_ms(timeout_ms)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    match call(b, RequestKind::InitProducerId(req)).await {
+        ResponseKind::InitProducerId(r) => {
+            assert_eq!(r.error_code, 0, "{r:?}");
+            (r.producer_id.0, r.producer_epoch)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn add_partitions(b: &Broker, txn: &str, (pid, epoch): (i64, i16), parts: &[i32]) -> i16 {
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(txn)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(parts.to_vec())]);
+    match call(b, RequestKind::AddPartitionsToTxn(req)).await {
+        ResponseKind::AddPartitionsToTxn(r) => {
+            r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn produce(b: &Broker, (pid, epoch): (i64, i16), partition: i32, seq: i32, v: &str) -> i16 {
+    let recs = [NewRecord::new(None::<String>, Some(v.to_string()), 1_000)];
+    let bytes = encode_idempotent_batch(&recs, Compression::None, pid, epoch, seq, true).unwrap();
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s("t")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(bytes)))])]);
+    match call(b, RequestKind::Produce(req)).await {
+        ResponseKind::Produce(r) => r.responses[0].partition_responses[0].error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn end(b: &Broker, txn: &str, (pid, epoch): (i64, i16), commit: bool) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(txn)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    match call(b, RequestKind::EndTxn(req)).await {
+        ResponseKind::EndTxn(r) => r.error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Per partition 0..3: (last stable offset, record offsets returned, aborted first offsets).
+async fn fetch(b: &Broker, committed: bool) -> Vec<(i64, Vec<i64>, Vec<i64>)> {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(if committed { 1 } else { 0 })
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s("t")))
+            .with_partitions(
+                (0..3)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_partition_max_bytes(1 << 20)
+                    })
+                    .collect(),
+            )]);
+    match call(b, RequestKind::Fetch(req)).await {
+        ResponseKind::Fetch(r) => r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                let records = p.records.clone().unwrap_or_default();
+                let offsets = rill_log::storage::batch::BatchIter::new(&records)
+                    .filter_map(Result::ok)
+                    .filter(|(h, _, _)| !h.is_control())
+                    .map(|(h, _, _)| h.base_offset)
+                    .collect();
+                let aborted = p
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| a.first_offset)
+                    .collect();
+                (p.last_stable_offset, offsets, aborted)
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn committed_offset(b: &Broker, group: &str) -> i64 {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(None);
+    match call(b, RequestKind::OffsetFetch(req)).await {
+        ResponseKind::OffsetFetch(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.committed_offset)
+            .next()
+            .unwrap_or(-1),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn setup(b: &Arc<Broker>) {
+    Admin::new(Arc::new(EmbeddedTransport::new(Arc::clone(b), "t")))
+        .create_topic("t", 3, &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn commits_appear_at_once_aborts_never_and_zombies_are_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let p = init(&b, "tx", 60_000).await;
+    assert_eq!(add_partitions(&b, "tx", p, &[0, 1, 2]).await, 0);
+    for part in 0..3 {
+        assert_eq!(produce(&b, p, part, 0, "one").await, 0);
+    }
+    // Offsets of a consumer group go with the transaction.
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_producer_id(ProducerId(p.0))
+        .with_producer_epoch(p.1)
+        .with_group_id(GroupId(s("g")));
+    match call(&b, RequestKind::AddOffsetsToTxn(add)).await {
+        ResponseKind::AddOffsetsToTxn(r) => assert_eq!(r.error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_group_id(GroupId(s("g")))
+        .with_producer_id(ProducerId(p.0))
+        .with_producer_epoch(p.1)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("in")))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(42)])]);
+    match call(&b, RequestKind::TxnOffsetCommit(commit)).await {
+        ResponseKind::TxnOffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    // Open: read_committed sees nothing (the stable part ends at offset 0), the offsets are
+    // not committed yet; read_uncommitted sees the records.
+    assert_eq!(
+        fetch(&b, true).await,
+        vec![
+            (0, vec![], vec![]),
+            (0, vec![], vec![]),
+            (0, vec![], vec![])
+        ]
+    );
+    assert_eq!(fetch(&b, false).await[1].1, vec![0]);
+    assert_eq!(committed_offset(&b, "g").await, -1);
+    assert_eq!(end(&b, "tx", p, true).await, 0);
+    // Committed: every partition at once, markers at offset 1, the offsets with them.
+    assert_eq!(
+        fetch(&b, true).await,
+        vec![
+            (2, vec![0], vec![]),
+            (2, vec![0], vec![]),
+            (2, vec![0], vec![])
+        ]
+    );
+    assert_eq!(committed_offset(&b, "g").await, 42);
+    // An aborted transaction: read_committed fetches list it so consumers skip it.
+    assert_eq!(add_partitions(&b, "tx", p, &[0]).await, 0);
+    assert_eq!(produce(&b, p, 0, 1, "two").await, 0);
+    assert_eq!(end(&b, "tx", p, false).await, 0);
+    let after = fetch(&b, true).await;
+    assert_eq!(after[0], (4, vec![0, 2], vec![2]));
+    assert_eq!(fetch(&b, false).await[0].1, vec![0, 2]);
+    // A new instance with the same transactional id fences the old one.
+    assert_eq!(add_partitions(&b, "tx", p, &[1]).await, 0);
+    assert_eq!(produce(&b, p, 1, 1, "zombie").await, 0);
+    let fresh = init(&b, "tx", 60_000).await;
+    assert_eq!(fresh.0, p.0);
+    assert!(fresh.1 > p.1);
+    // The zombie's open transaction was aborted, and it can neither write nor commit.
+    assert_eq!(fetch(&b, true).await[1].2, vec![2]);
+    let fenced = ResponseError::InvalidProducerEpoch.code();
+    assert_eq!(produce(&b, p, 1, 2, "late").await, fenced);
+    assert_eq!(end(&b, "tx", p, true).await, fenced);
+    assert_eq!(add_partitions(&b, "tx", p, &[2]).await, fenced);
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_stuck_transaction_aborts_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let p = init(&b, "slow", 5_000).await;
+    assert_eq!(add_partitions(&b, "slow", p, &[0]).await, 0);
+    assert_eq!(produce(&b, p, 0, 0, "stuck").await, 0);
+    clock.advance_ms(4_000);
+    b.tick();
+    assert_eq!(
+        fetch(&b, true).await[0].0,
+        0,
+        "still open within the timeout"
+    );
+    clock.advance_ms(2_000);
+    b.tick();
+    assert_eq!(fetch(&b, true).await[0], (2, vec![0], vec![0]));
+    assert_eq!(
+        end(&b, "slow", p, true).await,
+        ResponseError::InvalidProducerEpoch.code()
+    );
+    b.close().unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_between_prepare_and_complete_is_finished_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    {
+        let b = open(dir.path(), &clock, Some(1));
+        setup(&b).await;
+        let p = init(&b, "tx", 60_000).await;
+        assert_eq!(add_partitions(&b, "tx", p, &[0, 1, 2]).await, 0);
+        for part in 0..3 {
+            assert_eq!(produce(&b, p, part, 0, "v").await, 0);
+        }
+        // The commit stops after its first marker, as if the broker died there.
+        let err = b
+            .handle(
+                &RequestContext::embedded("test"),
+                RequestKind::EndTxn(
+                    EndTxnRequest::default()
+                        .with_transactional_id(TransactionalId(s("tx")))
+                        .with_producer_id(ProducerId(p.0))
+                        .with_producer_epoch(p.1)
+                        .with_committed(true),
+                ),
+            )
+            .await;
+        assert!(err.is_err());
+        let half = fetch(&b, true).await;
+        assert_eq!(half[0].0, 2, "partition 0 got its marker");
+        assert_eq!((half[1].0, half[2].0), (0, 0), "the others did not");
+        b.close().unwrap();
+    }
+    // The restarted coordinator finds PrepareCommit and finishes it: every partition is
+    // committed (partition 0 gets its marker again; a marker for an ended transaction changes
+    // nothing, as in Kafka when markers are retried).
+    let b = open(dir.path(), &clock, None);
+    assert_eq!(
+        fetch(&b, true).await,
+        vec![
+            (3, vec![0], vec![]),
+            (2, vec![0], vec![]),
+            (2, vec![0], vec![])
+        ]
+    );
+    b.close().unwrap();
+}
