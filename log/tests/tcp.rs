@@ -111,7 +111,7 @@ async fn api_versions_answers_our_ranges_and_falls_back_to_v0() {
     assert!(
         !v.api_keys
             .iter()
-            .any(|k| k.api_key == ApiKey::EndTxn as i16),
+            .any(|k| k.api_key == ApiKey::CreateAcls as i16),
         "only handled APIs are advertised"
     );
     // A version we do not speak: error 35 in the v0 layout, with our ranges.
@@ -295,7 +295,7 @@ async fn bad_requests_close_only_their_connection() {
         ("unknown API key", frame(999, 0, 1, &[])),
         (
             "unadvertised API",
-            frame(ApiKey::EndTxn as i16, 1, 1, &[0, 0]),
+            frame(ApiKey::CreateAcls as i16, 1, 1, &[0, 0]),
         ),
         ("unsupported version", frame(0, 1, 1, &[])),
         // Metadata v1 claiming two billion topics in a 4-byte array.
@@ -576,6 +576,44 @@ fn sample_request(key: ApiKey, version: i16) -> kafka_protocol::messages::Reques
             ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(s("sweep-tx")))
+                .with_v3_and_below_producer_id(ProducerId(1))
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![0]),
+                ]),
+        ),
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("sweep-tx")))
+                .with_producer_id(ProducerId(1))
+                .with_group_id(GroupId(s("sweep-g"))),
+        ),
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("sweep-tx")))
+                .with_producer_id(ProducerId(1))
+                .with_committed(true),
+        ),
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(s("sweep-tx")))
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_producer_id(ProducerId(1))
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default()
                 .with_transaction_timeout_ms(-1)

@@ -320,3 +320,124 @@ async fn a_crash_between_prepare_and_complete_is_finished_on_restart() {
     );
     b.close().unwrap();
 }
+
+mod client {
+    use super::*;
+    use rill_log::client::{
+        Consumer, ConsumerConfig, ConsumerGroupMetadata, IsolationLevel, OffsetReset, Producer,
+        ProducerConfig, ProducerRecord, Transport,
+    };
+    use rill_log::types::TopicPartition;
+
+    fn producer(t: &Arc<dyn Transport>, id: &str) -> Producer {
+        Producer::new(
+            Arc::clone(t),
+            ProducerConfig {
+                transactional_id: Some(id.into()),
+                linger_ms: 0,
+                max_block_ms: 5_000,
+                ..Default::default()
+            },
+        )
+    }
+
+    async fn read_all(t: &Arc<dyn Transport>, isolation: IsolationLevel) -> Vec<String> {
+        let mut c = Consumer::new(
+            Arc::clone(t),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_wait_ms: 0,
+                isolation_level: isolation,
+                ..Default::default()
+            },
+        );
+        c.assign((0..3).map(|p| TopicPartition::new("t", p)));
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            out.extend(
+                c.poll()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+            );
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_transactional_producer_and_a_read_committed_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let b = open(dir.path(), &clock, None);
+        setup(&b).await;
+        let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "c"));
+        let p = producer(&t, "pipeline");
+        // Sending before a transaction is a usage error.
+        assert!(p
+            .send(ProducerRecord::new("t", None::<String>, "x"))
+            .await
+            .is_err());
+        p.init_transactions().await.unwrap();
+        p.begin_transaction().unwrap();
+        for (i, part) in [0, 1, 2].into_iter().enumerate() {
+            let mut r = ProducerRecord::new("t", None::<String>, format!("kept-{i}"));
+            r.partition = Some(part);
+            p.send(r).await.unwrap();
+        }
+        let group = ConsumerGroupMetadata {
+            group_id: "g".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        p.send_offsets_to_transaction(&[(TopicPartition::new("in", 0), 7)], &group)
+            .await
+            .unwrap();
+        // Not yet committed: read_committed sees nothing.
+        p.flush().await;
+        assert!(read_all(&t, IsolationLevel::ReadCommitted).await.is_empty());
+        p.commit_transaction().await.unwrap();
+        assert_eq!(
+            read_all(&t, IsolationLevel::ReadCommitted).await,
+            vec!["kept-0", "kept-1", "kept-2"]
+        );
+        assert_eq!(committed_offset(&b, "g").await, 7);
+        // An aborted transaction: its records and offsets never show.
+        p.begin_transaction().unwrap();
+        for part in [0, 2] {
+            let mut r = ProducerRecord::new("t", None::<String>, format!("dropped-{part}"));
+            r.partition = Some(part);
+            p.send(r).await.unwrap();
+        }
+        p.send_offsets_to_transaction(&[(TopicPartition::new("in", 0), 99)], &group)
+            .await
+            .unwrap();
+        p.abort_transaction().await.unwrap();
+        assert_eq!(
+            read_all(&t, IsolationLevel::ReadCommitted).await,
+            vec!["kept-0", "kept-1", "kept-2"]
+        );
+        assert_eq!(
+            read_all(&t, IsolationLevel::ReadUncommitted).await,
+            vec!["dropped-0", "dropped-2", "kept-0", "kept-1", "kept-2"]
+        );
+        assert_eq!(committed_offset(&b, "g").await, 7);
+        // A second instance with the same transactional.id fences the first.
+        let zombie = p;
+        let successor = producer(&t, "pipeline");
+        successor.init_transactions().await.unwrap();
+        zombie.begin_transaction().unwrap();
+        let mut r = ProducerRecord::new("t", None::<String>, "from-the-zombie");
+        r.partition = Some(1);
+        let d = zombie.send(r).await.unwrap();
+        assert!(d.await.is_err(), "the fenced producer's record is refused");
+        let err = zombie.commit_transaction().await.unwrap_err();
+        assert!(err.to_string().contains("abort"), "{err}");
+        assert!(!read_all(&t, IsolationLevel::ReadUncommitted)
+            .await
+            .contains(&"from-the-zombie".to_string()));
+        b.close().unwrap();
+    }
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
-use super::consumer::{ConsumerConfig, OffsetReset};
+use super::consumer::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::producer::ProducerConfig;
 use crate::storage::config::{int, invalid};
 use crate::storage::{Compression, ConfigError};
@@ -159,6 +159,19 @@ impl ConsumerConfig {
             "heartbeat.interval.ms" => self.heartbeat_interval_ms = int(key, value, 1, I32)? as u64,
             "max.poll.interval.ms" => self.max_poll_interval_ms = int(key, value, 1, I32)? as i32,
             "enable.auto.commit" => self.enable_auto_commit = boolean(key, value)?,
+            "isolation.level" => {
+                self.isolation_level = match value.trim() {
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    _ => {
+                        return Err(invalid(
+                            key,
+                            value,
+                            "must be read_uncommitted or read_committed",
+                        ))
+                    }
+                }
+            }
             "auto.commit.interval.ms" => {
                 self.auto_commit_interval_ms = int(key, value, 0, I32)? as u64
             }

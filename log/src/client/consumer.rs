@@ -37,6 +37,8 @@ use super::transport::Transport;
 use super::{check, ClientError};
 use crate::storage::batch::BatchIter;
 use crate::storage::decode_batch;
+use crate::storage::producer_state::Marker;
+use crate::storage::records::control_marker;
 use crate::types::TopicPartition;
 
 /// Where a partition without a committed offset starts (`auto.offset.reset`).
@@ -46,6 +48,26 @@ pub enum OffsetReset {
     Latest,
     /// Fail instead.
     None,
+}
+
+/// Which records a consumer reads (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Everything written, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Only up to the last stable offset, skipping aborted transactions.
+    ReadCommitted,
+}
+
+/// What a transactional producer sends with `send_offsets_to_transaction` so the commit is
+/// checked against this consumer's generation (KIP-447).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
 }
 
 /// Consumer settings, under Kafka's names.
@@ -79,6 +101,8 @@ pub struct ConsumerConfig {
     pub enable_auto_commit: bool,
     /// `auto.commit.interval.ms`.
     pub auto_commit_interval_ms: u64,
+    /// `isolation.level`: read_uncommitted (default) or read_committed.
+    pub isolation_level: IsolationLevel,
 }
 
 /// A future a [`RebalanceListener`] returns.
@@ -139,6 +163,7 @@ impl Default for ConsumerConfig {
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
             enable_auto_commit: true,
             auto_commit_interval_ms: 5_000,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -553,6 +578,9 @@ impl Consumer {
     ) -> Result<(i64, i64), ClientError> {
         let req = ListOffsetsRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_isolation_level(i8::from(
+                self.config.isolation_level == IsolationLevel::ReadCommitted,
+            ))
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(TopicName(text(&tp.topic)))
                 .with_partitions(vec![ListOffsetsPartition::default()
@@ -704,8 +732,10 @@ impl Consumer {
                     .with_partition_max_bytes(self.config.max_partition_fetch_bytes),
             );
         }
+        let committed_only = self.config.isolation_level == IsolationLevel::ReadCommitted;
         let req = FetchRequest::default()
             .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_isolation_level(i8::from(committed_only))
             .with_max_wait_ms(self.config.fetch_max_wait_ms)
             .with_min_bytes(self.config.fetch_min_bytes)
             .with_max_bytes(self.config.fetch_max_bytes)
@@ -739,11 +769,34 @@ impl Consumer {
                 check(p.error_code, None)?;
                 let records = p.records.unwrap_or_default();
                 let mut next = pos;
+                // read_committed: records of aborted transactions are skipped. A producer is
+                // "aborting" from the first offset the broker lists for it until its abort
+                // marker (Kafka's consumer does the same walk).
+                let mut aborted: Vec<(i64, i64)> = p
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.first_offset, a.producer_id.0))
+                    .collect();
+                aborted.sort();
+                let mut aborted = aborted.into_iter().peekable();
+                let mut aborting: BTreeSet<i64> = BTreeSet::new();
                 for item in BatchIter::new(&records) {
                     let (h, bytes, _) =
                         item.map_err(|e| ClientError::Unexpected(format!("corrupt batch: {e}")))?;
+                    while let Some((_, pid)) = aborted.next_if(|(f, _)| *f <= h.last_offset()) {
+                        aborting.insert(pid);
+                    }
+                    let skip = if h.is_control() {
+                        if control_marker(bytes) == Some(Marker::Abort) {
+                            aborting.remove(&h.producer_id);
+                        }
+                        true
+                    } else {
+                        committed_only && h.is_transactional() && aborting.contains(&h.producer_id)
+                    };
                     // Control batches (transaction markers) carry no user records.
-                    if !h.is_control() {
+                    if !skip {
                         let (_, recs) = decode_batch(bytes)
                             .map_err(|e| ClientError::Unexpected(format!("corrupt batch: {e}")))?;
                         let from = next;
@@ -879,6 +932,22 @@ impl Consumer {
     /// Every rebalance so far: the partitions revoked (or lost) and the partitions assigned.
     pub fn rebalances(&self) -> &[(Vec<TopicPartition>, Vec<TopicPartition>)] {
         &self.rebalances
+    }
+
+    /// This consumer's group, generation and member id, for a transactional producer's
+    /// `send_offsets_to_transaction`; `None` without a `group.id`.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        let group_id = self.config.group_id.clone()?;
+        let (member_id, generation_id) = match &self.membership {
+            Some(m) if m.generation >= 0 => (m.member_id.clone(), m.generation),
+            _ => (String::new(), -1),
+        };
+        Some(ConsumerGroupMetadata {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id: self.config.group_instance_id.clone(),
+        })
     }
 
     /// The generation this consumer is in, once it has joined.

@@ -23,7 +23,8 @@ pub use admin::{
 };
 pub use assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
 pub use consumer::{
-    Consumer, ConsumerConfig, ConsumerRecord, ListenerFuture, OffsetReset, RebalanceListener,
+    Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, IsolationLevel,
+    ListenerFuture, OffsetReset, RebalanceListener,
 };
 pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use transport::{EmbeddedTransport, Transport};

@@ -10,11 +10,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, GroupId,
     InitProducerIdRequest, MetadataRequest, ProduceRequest, ProducerId, RequestKind, ResponseKind,
-    TopicName,
+    TopicName, TransactionalId, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -56,6 +61,12 @@ pub struct ProducerConfig {
     /// batches per partition, so the broker drops retried duplicates and refuses gaps.
     /// Needs `acks=-1`.
     pub enable_idempotence: bool,
+    /// `transactional.id`: makes the producer transactional (idempotent too). Call
+    /// [`Producer::init_transactions`] once, then send inside `begin_transaction` /
+    /// `commit_transaction` (or `abort_transaction`).
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer than this.
+    pub transaction_timeout_ms: i32,
 }
 
 impl Default for ProducerConfig {
@@ -73,6 +84,8 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 120_000,
             seed: 0x5eed,
             enable_idempotence: true,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -245,6 +258,17 @@ struct State {
     /// A batch failed for good: its sequences are lost, so the epoch is bumped and every
     /// partition's sequence starts again at 0 before new batches go out (KIP-360).
     bump_epoch: bool,
+    /// The transaction being built, for a transactional producer.
+    txn: Option<OpenTxn>,
+}
+
+/// A transactional producer's open transaction.
+#[derive(Debug, Default)]
+struct OpenTxn {
+    /// Partitions already added to the transaction at the coordinator.
+    partitions: std::collections::BTreeSet<(String, i32)>,
+    /// The first failure of a batch in this transaction: it can only be aborted now.
+    failed: Option<String>,
 }
 
 impl State {
@@ -313,7 +337,11 @@ impl Producer {
         mut config: ProducerConfig,
         partitioner: Arc<dyn Partitioner>,
     ) -> Self {
-        // Idempotence needs every write acknowledged (Kafka's rule).
+        // Idempotence needs every write acknowledged (Kafka's rule); transactions need it.
+        if config.transactional_id.is_some() {
+            config.enable_idempotence = true;
+            config.acks = -1;
+        }
         if config.acks != -1 {
             config.enable_idempotence = false;
         }
@@ -446,6 +474,11 @@ impl Producer {
             if st.closed {
                 return Err(ClientError::Closed);
             }
+            if self.inner.config.transactional_id.is_some() && st.txn.is_none() {
+                return Err(txn_state_error(
+                    "a transactional producer sends inside begin_transaction()",
+                ));
+            }
             let q = st
                 .topics
                 .get_mut(record.topic.as_str())
@@ -533,7 +566,10 @@ async fn sender(inner: Arc<Inner>) {
         if inner.config.enable_idempotence {
             let pending = {
                 let st = inner.state();
-                !st.idle() && (st.producer.is_none() || st.bump_epoch)
+                // A transactional producer gets its id from init_transactions.
+                inner.config.transactional_id.is_none()
+                    && !st.idle()
+                    && (st.producer.is_none() || st.bump_epoch)
             };
             if pending {
                 if let Err(e) = init_producer_id(&inner).await {
@@ -599,6 +635,7 @@ async fn sender(inner: Arc<Inner>) {
                 }
             }
         }
+        let ready = add_to_transaction(&inner, ready).await;
         for (topic, partition, batch) in ready {
             tokio::spawn(send_batch(Arc::clone(&inner), topic, partition, batch));
         }
@@ -640,8 +677,10 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
         }
         Err(e) => {
             let text = e.to_string();
-            batch.slot.finish(Err((e.kafka_error(), text)));
-            if batch.sequence.is_some() {
+            batch.slot.finish(Err((e.kafka_error(), text.clone())));
+            if let Some(txn) = st.txn.as_mut() {
+                txn.failed.get_or_insert(text.clone());
+            } else if batch.sequence.is_some() {
                 // Whether it was written is unknown, so its sequences cannot be reused.
                 st.bump_epoch = true;
             }
@@ -662,7 +701,15 @@ async fn produce_once(
 ) -> Result<i64, ClientError> {
     let bytes = match sequence {
         Some((pid, epoch, seq)) => {
-            encode_idempotent_batch(records, inner.config.compression, pid, epoch, seq, false)
+            let transactional = inner.config.transactional_id.is_some();
+            encode_idempotent_batch(
+                records,
+                inner.config.compression,
+                pid,
+                epoch,
+                seq,
+                transactional,
+            )
         }
         None => encode_batch(records, inner.config.compression),
     }
@@ -706,9 +753,14 @@ fn next_sequence(seq: i32, count: i32) -> i32 {
 /// resetting every partition's sequence (KIP-360).
 async fn init_producer_id(inner: &Inner) -> Result<(), ClientError> {
     let current = inner.state().producer;
+    let txn_id = inner.config.transactional_id.clone();
     let req = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(-1)
+        .with_transaction_timeout_ms(if txn_id.is_some() {
+            inner.config.transaction_timeout_ms
+        } else {
+            -1
+        })
+        .with_transactional_id(txn_id.map(|t| TransactionalId(StrBytes::from_string(t))))
         .with_producer_id(ProducerId(current.map_or(-1, |(id, _)| id)))
         .with_producer_epoch(current.map_or(-1, |(_, e)| e));
     match inner
@@ -733,5 +785,311 @@ async fn init_producer_id(inner: &Inner) -> Result<(), ClientError> {
         }
         Some(other) => Err(ClientError::unexpected(&other)),
         None => Err(ClientError::NoResponse),
+    }
+}
+
+/// Adds the partitions of `ready` batches that are new to the open transaction at the
+/// coordinator (AddPartitionsToTxn) before they are sent; batches whose partitions could not
+/// be added fail, which dooms the transaction to an abort.
+async fn add_to_transaction(
+    inner: &Inner,
+    ready: Vec<(String, i32, ProducerBatch)>,
+) -> Vec<(String, i32, ProducerBatch)> {
+    let Some(txn_id) = inner.config.transactional_id.clone() else {
+        return ready;
+    };
+    let (new, producer) = {
+        let st = inner.state();
+        let known = st.txn.as_ref().map(|t| &t.partitions);
+        let mut new: Vec<(String, i32)> = ready
+            .iter()
+            .map(|(t, p, _)| (t.clone(), *p))
+            .filter(|tp| known.is_none_or(|k| !k.contains(tp)))
+            .collect();
+        new.sort();
+        new.dedup();
+        (new, st.producer)
+    };
+    if new.is_empty() {
+        return ready;
+    }
+    let outcome = match producer {
+        None => Err(ClientError::Kafka {
+            error: ResponseError::InvalidTxnState,
+            message: Some("init_transactions() first".into()),
+        }),
+        Some((pid, epoch)) => add_partitions(inner, &txn_id, pid, epoch, &new).await,
+    };
+    let mut st = inner.state();
+    match outcome {
+        Ok(()) => {
+            if let Some(txn) = st.txn.as_mut() {
+                txn.partitions.extend(new);
+            }
+            ready
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if let Some(txn) = st.txn.as_mut() {
+                txn.failed.get_or_insert(text.clone());
+            }
+            let mut kept = Vec::new();
+            for (topic, partition, batch) in ready {
+                if new.contains(&(topic.clone(), partition)) {
+                    batch.slot.finish(Err((e.kafka_error(), text.clone())));
+                    if let Some(q) = st
+                        .topics
+                        .get_mut(&topic)
+                        .and_then(|t| t.queues.get_mut(partition as usize))
+                    {
+                        q.in_flight = false;
+                    }
+                } else {
+                    kept.push((topic, partition, batch));
+                }
+            }
+            drop(st);
+            inner.progress.notify_waiters();
+            kept
+        }
+    }
+}
+
+async fn add_partitions(
+    inner: &Inner,
+    txn_id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> Result<(), ClientError> {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in partitions {
+        by_topic.entry(t).or_default().push(*p);
+    }
+    let req = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(
+            txn_id.to_string(),
+        )))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    retry_txn_request(inner, RequestKind::AddPartitionsToTxn(req), |r| match r {
+        ResponseKind::AddPartitionsToTxn(r) => Some(
+            r.results_by_topic_v3_and_below
+                .iter()
+                .flat_map(|t| &t.results_by_partition)
+                .map(|p| p.partition_error_code)
+                .find(|c| *c != 0)
+                .unwrap_or(0),
+        ),
+        _ => None,
+    })
+    .await
+}
+
+/// Sends a transaction request until it succeeds, fails for good, or `max.block.ms` passes;
+/// CONCURRENT_TRANSACTIONS and other retriable errors are retried after the backoff.
+async fn retry_txn_request(
+    inner: &Inner,
+    request: RequestKind,
+    code_of: impl Fn(&ResponseKind) -> Option<i16>,
+) -> Result<(), ClientError> {
+    let deadline = Instant::now() + Duration::from_millis(inner.config.max_block_ms);
+    loop {
+        let outcome = match inner.transport.send(request.clone()).await {
+            Ok(Some(resp)) => match code_of(&resp) {
+                Some(code) => check(code, None),
+                None => Err(ClientError::unexpected(&resp)),
+            },
+            Ok(None) => Err(ClientError::NoResponse),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Err(e)
+                if (e.is_retriable()
+                    || e.kafka_error() == Some(ResponseError::ConcurrentTransactions))
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(inner.config.retry_backoff_ms)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn txn_state_error(message: &str) -> ClientError {
+    ClientError::Kafka {
+        error: ResponseError::InvalidTxnState,
+        message: Some(message.into()),
+    }
+}
+
+impl Producer {
+    fn txn_id(&self) -> Result<String, ClientError> {
+        self.inner
+            .config
+            .transactional_id
+            .clone()
+            .ok_or_else(|| txn_state_error("no transactional.id"))
+    }
+
+    /// Registers the `transactional.id` with its coordinator (InitProducerId): gets the
+    /// producer id and a new epoch, which fences any earlier producer with the same id and
+    /// finishes (aborts) the transaction it left open.
+    pub async fn init_transactions(&self) -> Result<(), ClientError> {
+        self.txn_id()?;
+        init_producer_id(&self.inner).await
+    }
+
+    /// Starts a transaction: every record sent until `commit_transaction` or
+    /// `abort_transaction` belongs to it.
+    pub fn begin_transaction(&self) -> Result<(), ClientError> {
+        self.txn_id()?;
+        let mut st = self.inner.state();
+        if st.producer.is_none() {
+            return Err(txn_state_error("init_transactions() first"));
+        }
+        if st.txn.is_some() {
+            return Err(txn_state_error("a transaction is already open"));
+        }
+        st.txn = Some(OpenTxn::default());
+        Ok(())
+    }
+
+    /// Commits `offsets` (the next offsets to read) for the consumer's group with the open
+    /// transaction: they become committed exactly when the transaction does (exactly-once
+    /// read-process-write). The group's generation and member are checked (KIP-447).
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(crate::types::TopicPartition, i64)],
+        group: &super::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), ClientError> {
+        let txn_id = self.txn_id()?;
+        let (pid, epoch) = {
+            let st = self.inner.state();
+            if st.txn.is_none() {
+                return Err(txn_state_error("begin_transaction() first"));
+            }
+            st.producer
+                .ok_or_else(|| txn_state_error("init_transactions() first"))?
+        };
+        let text = |s: &str| StrBytes::from_string(s.to_string());
+        let add = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(text(&txn_id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(text(&group.group_id)));
+        retry_txn_request(
+            &self.inner,
+            RequestKind::AddOffsetsToTxn(add),
+            |r| match r {
+                ResponseKind::AddOffsetsToTxn(r) => Some(r.error_code),
+                _ => None,
+            },
+        )
+        .await?;
+        let mut by_topic: std::collections::BTreeMap<&str, Vec<(i32, i64)>> = Default::default();
+        for (tp, o) in offsets {
+            by_topic
+                .entry(&tp.topic)
+                .or_default()
+                .push((tp.partition.0, *o));
+        }
+        let commit = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(text(&txn_id)))
+            .with_group_id(GroupId(text(&group.group_id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(group.generation_id)
+            .with_member_id(text(&group.member_id))
+            .with_group_instance_id(group.group_instance_id.as_deref().map(text))
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        TxnOffsetCommitRequestTopic::default()
+                            .with_name(TopicName(text(t)))
+                            .with_partitions(
+                                ps.into_iter()
+                                    .map(|(p, o)| {
+                                        TxnOffsetCommitRequestPartition::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        retry_txn_request(
+            &self.inner,
+            RequestKind::TxnOffsetCommit(commit),
+            |r| match r {
+                ResponseKind::TxnOffsetCommit(r) => Some(
+                    r.topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .map(|p| p.error_code)
+                        .find(|c| *c != 0)
+                        .unwrap_or(0),
+                ),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Sends what is queued, then commits the transaction: its records and offsets become
+    /// visible to read_committed consumers all at once. If any record of it failed, the
+    /// transaction is not committed and this returns the failure: abort it then.
+    pub async fn commit_transaction(&self) -> Result<(), ClientError> {
+        self.end_transaction(true).await
+    }
+
+    /// Sends what is queued, then aborts the transaction: read_committed consumers never see
+    /// its records, and its offsets are not committed.
+    pub async fn abort_transaction(&self) -> Result<(), ClientError> {
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<(), ClientError> {
+        let txn_id = self.txn_id()?;
+        if self.inner.state().txn.is_none() {
+            return Err(txn_state_error("no open transaction"));
+        }
+        self.flush().await;
+        let (pid, epoch, failed) = {
+            let st = self.inner.state();
+            let (pid, epoch) = st
+                .producer
+                .ok_or_else(|| txn_state_error("init_transactions() first"))?;
+            (pid, epoch, st.txn.as_ref().and_then(|t| t.failed.clone()))
+        };
+        if let (true, Some(reason)) = (commit, failed) {
+            return Err(txn_state_error(&format!(
+                "a record of the transaction failed ({reason}); abort it"
+            )));
+        }
+        let req = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(txn_id)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        retry_txn_request(&self.inner, RequestKind::EndTxn(req), |r| match r {
+            ResponseKind::EndTxn(r) => Some(r.error_code),
+            _ => None,
+        })
+        .await?;
+        self.inner.state().txn = None;
+        Ok(())
     }
 }

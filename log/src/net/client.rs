@@ -322,6 +322,14 @@ impl TcpTransport {
     }
 
     async fn dispatch(&self, request: RequestKind) -> Result<Option<ResponseKind>, ClientError> {
+        if let Some(txn) = transactional_id_of(&request) {
+            let target = self.coordinator(1, &txn).await?;
+            let resp = self.send_to(target, request).await?;
+            if resp.as_ref().is_some_and(coordinator_moved) {
+                lock(&self.inner.coordinators).remove(&(1, txn));
+            }
+            return Ok(resp);
+        }
         if let Some(group) = group_of(&request) {
             let target = self.coordinator(0, &group).await?;
             let resp = self.send_to(target, request).await?;
@@ -378,6 +386,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The transactional id a request is about, for routing to its transaction coordinator.
+fn transactional_id_of(req: &RequestKind) -> Option<String> {
+    let id = match req {
+        RequestKind::InitProducerId(r) => r.transactional_id.as_ref()?,
+        RequestKind::AddPartitionsToTxn(r) => &r.v3_and_below_transactional_id,
+        RequestKind::AddOffsetsToTxn(r) => &r.transactional_id,
+        RequestKind::EndTxn(r) => &r.transactional_id,
+        _ => return None,
+    };
+    (!id.is_empty()).then(|| id.0.to_string())
+}
+
 /// The consumer group a request is about, for routing to its coordinator.
 fn group_of(req: &RequestKind) -> Option<String> {
     let g = match req {
@@ -387,6 +407,7 @@ fn group_of(req: &RequestKind) -> Option<String> {
         RequestKind::LeaveGroup(r) => &r.group_id,
         RequestKind::OffsetCommit(r) => &r.group_id,
         RequestKind::OffsetFetch(r) => &r.group_id,
+        RequestKind::TxnOffsetCommit(r) => &r.group_id,
         RequestKind::DescribeGroups(r) if r.groups.len() == 1 => &r.groups[0],
         RequestKind::DeleteGroups(r) if r.groups_names.len() == 1 => &r.groups_names[0],
         _ => return None,
@@ -566,6 +587,9 @@ fn coordinator_moved(resp: &ResponseKind) -> bool {
         ResponseKind::Heartbeat(r) => r.error_code,
         ResponseKind::LeaveGroup(r) => r.error_code,
         ResponseKind::OffsetFetch(r) => r.error_code,
+        ResponseKind::EndTxn(r) => r.error_code,
+        ResponseKind::AddOffsetsToTxn(r) => r.error_code,
+        ResponseKind::InitProducerId(r) => r.error_code,
         ResponseKind::OffsetCommit(r) => r
             .topics
             .iter()
