@@ -71,13 +71,22 @@ fn storage_append_rate(
     Ok(rate)
 }
 
+/// Which producer `rill bench produce` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProducerMode {
+    Plain,
+    Idempotent,
+    /// Transactional, committing every 100 ms.
+    Transactional,
+}
+
 /// Records/s of one embedded producer (acks=all, default batching) sending `value_bytes`
 /// records to a fresh one-partition topic for `phase`.
 async fn producer_rate(
     work: &Path,
     value_bytes: usize,
     phase: Duration,
-    idempotent: bool,
+    mode: ProducerMode,
 ) -> Result<f64, BenchError> {
     let dir = work.join("broker");
     let (broker, transport) = start_broker(&dir, "bench").await?;
@@ -85,21 +94,36 @@ async fn producer_rate(
         transport,
         ProducerConfig {
             acks: -1,
-            enable_idempotence: idempotent,
+            enable_idempotence: mode != ProducerMode::Plain,
+            transactional_id: (mode == ProducerMode::Transactional).then(|| "bench".to_string()),
             ..Default::default()
         },
     );
+    let transactional = mode == ProducerMode::Transactional;
+    if transactional {
+        producer.init_transactions().await?;
+        producer.begin_transaction()?;
+    }
     let value = bytes::Bytes::from(vec![b'r'; value_bytes]);
     let start = Instant::now();
+    let mut txn_started = Instant::now();
     let mut sent = 0u64;
     let mut last = None;
     while start.elapsed() < phase {
+        if transactional && txn_started.elapsed() >= Duration::from_millis(100) {
+            producer.commit_transaction().await?;
+            producer.begin_transaction()?;
+            txn_started = Instant::now();
+        }
         for _ in 0..1000 {
             let mut r = ProducerRecord::new("bench", None::<bytes::Bytes>, value.clone());
             r.partition = Some(0);
             last = Some(producer.send(r).await?);
             sent += 1;
         }
+    }
+    if transactional {
+        producer.commit_transaction().await?;
     }
     producer.flush().await;
     if let Some(d) = last {
@@ -115,24 +139,33 @@ async fn producer_rate(
     Ok(sent as f64 / elapsed)
 }
 
-/// Producer throughput (acks=all, embedded) for 100 B and 1 KiB: against the storage append
-/// path, or with `idempotent`, the idempotent producer against the plain one in the same run.
+/// Producer throughput (acks=all, embedded) for 100 B and 1 KiB: the plain producer against
+/// the storage append path, or the idempotent / transactional one against the plain one in
+/// the same run.
 pub async fn run_produce(
     work: &Path,
     seconds: f64,
-    idempotent: bool,
+    mode: ProducerMode,
 ) -> Result<Vec<BenchRow>, BenchError> {
     let phase = Duration::from_secs_f64((seconds / 4.0).max(0.05));
     let mut rows = Vec::new();
     for (name, value_bytes) in [("produce-100B", 100usize), ("produce-1KiB", 1024)] {
-        let (name, rate, baseline) = if idempotent {
-            let plain = producer_rate(work, value_bytes, phase, false).await?;
-            let idem = producer_rate(work, value_bytes, phase, true).await?;
-            (format!("{name}-idempotent"), idem, plain)
-        } else {
-            let baseline = storage_append_rate(&work.join("append"), value_bytes, phase)?;
-            let rate = producer_rate(work, value_bytes, phase, false).await?;
-            (name.to_string(), rate, baseline)
+        let (name, rate, baseline) = match mode {
+            ProducerMode::Plain => {
+                let baseline = storage_append_rate(&work.join("append"), value_bytes, phase)?;
+                let rate = producer_rate(work, value_bytes, phase, mode).await?;
+                (name.to_string(), rate, baseline)
+            }
+            _ => {
+                let plain = producer_rate(work, value_bytes, phase, ProducerMode::Plain).await?;
+                let rate = producer_rate(work, value_bytes, phase, mode).await?;
+                let suffix = if mode == ProducerMode::Idempotent {
+                    "idempotent"
+                } else {
+                    "transactional"
+                };
+                (format!("{name}-{suffix}"), rate, plain)
+            }
         };
         rows.push(BenchRow::new(&name, "records", rate, "records/s", baseline));
         rows.push(BenchRow::new(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod clients;
-pub use clients::{run_consume, run_e2e, run_produce};
+pub use clients::{run_consume, run_e2e, run_produce, ProducerMode};
 
 use crate::storage::batch::FramedIter;
 use crate::storage::{

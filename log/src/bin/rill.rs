@@ -196,8 +196,11 @@ enum BenchWorkload {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The idempotent producer against the plain one (instead of against storage).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "transactional")]
         idempotent: bool,
+        /// The transactional producer (a commit every 100 ms) against the plain one.
+        #[arg(long)]
+        transactional: bool,
     },
     /// End-to-end latency (produce -> consumer poll) at a fixed rate, from the intended send
     /// time; the baseline is the producer's acknowledgement latency in the same run.
@@ -240,7 +243,7 @@ fn print_rows(rows: &[rill_log::bench::BenchRow], json: bool) {
 /// Runs a client bench on a tokio runtime.
 #[derive(Debug, Clone, Copy)]
 enum ClientBench {
-    Produce { idempotent: bool },
+    Produce { mode: rill_log::bench::ProducerMode },
     Consume,
     E2e { rate: u64, size: usize },
 }
@@ -268,8 +271,8 @@ fn run_client_bench(
     };
     let result = runtime.block_on(rill_log::bench::run_in_dir(&dir, |work| async move {
         match which {
-            ClientBench::Produce { idempotent } => {
-                rill_log::bench::run_produce(&work, seconds, idempotent).await
+            ClientBench::Produce { mode } => {
+                rill_log::bench::run_produce(&work, seconds, mode).await
             }
             ClientBench::Consume => rill_log::bench::run_consume(&work, seconds).await,
             ClientBench::E2e { rate, size } => {
@@ -505,7 +508,15 @@ fn bench(workload: BenchWorkload) -> ExitCode {
             json,
             dir,
             idempotent,
-        } => run_client_bench(seconds, json, dir, ClientBench::Produce { idempotent }),
+            transactional,
+        } => {
+            let mode = match (idempotent, transactional) {
+                (_, true) => rill_log::bench::ProducerMode::Transactional,
+                (true, _) => rill_log::bench::ProducerMode::Idempotent,
+                _ => rill_log::bench::ProducerMode::Plain,
+            };
+            run_client_bench(seconds, json, dir, ClientBench::Produce { mode })
+        }
         BenchWorkload::Consume { seconds, json, dir } => {
             run_client_bench(seconds, json, dir, ClientBench::Consume)
         }

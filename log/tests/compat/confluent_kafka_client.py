@@ -234,6 +234,41 @@ def scenario_idempotent_producer():
         check(values == sorted(values), f"k{k} out of order")
 
 
+def scenario_transactions_commit_then_abort():
+    topic = f"cf-txn-{RUN}"
+    create_topic(topic, 3)
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": f"cf-tx-{RUN}",
+                  "linger.ms": 2})
+    p.init_transactions(15)
+    p.begin_transaction()
+    for i in range(30):
+        p.produce(topic, key=f"k{i}".encode(), value=f"committed-{i}".encode())
+    p.commit_transaction(15)
+    p.begin_transaction()
+    for i in range(20):
+        p.produce(topic, key=f"k{i}".encode(), value=f"aborted-{i}".encode())
+    p.flush(15)
+    p.abort_transaction(15)
+    # A transaction left open by this producer: read_committed must stop before it.
+    p.begin_transaction()
+    p.produce(topic, key=b"late", value=b"open")
+    p.flush(15)
+    committed = consumer(f"cf-rc-{RUN}", **{"isolation.level": "read_committed"})
+    committed.subscribe([topic])
+    got = drain(committed, 30)
+    time.sleep(0.5)
+    got += drain(committed, 1, timeout=1.0)
+    committed.close()
+    values = sorted(m.value().decode() for m in got)
+    check(values == sorted(f"committed-{i}" for i in range(30)), f"read_committed saw {values[:5]}... ({len(values)})")
+    everything = consumer(f"cf-ru-{RUN}", **{"isolation.level": "read_uncommitted"})
+    everything.subscribe([topic])
+    seen = drain(everything, 51)
+    everything.close()
+    check(len(seen) == 51, f"read_uncommitted saw {len(seen)} of 51")
+    p.abort_transaction(15)
+
+
 def scenario_commit_for_other_clients():
     """Commits offsets that the kafka-python and aiokafka scripts then read (group and topic
     names passed through stdout)."""
@@ -253,6 +288,7 @@ SCENARIOS = [
     scenario_offsets_seek_by_time_and_admin,
     scenario_group_of_three_rebalances,
     scenario_idempotent_producer,
+    scenario_transactions_commit_then_abort,
     scenario_commit_for_other_clients,
 ]
 
