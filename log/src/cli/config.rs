@@ -129,6 +129,12 @@ impl NodeConfig {
             }
             "group.max.size" => b.group.max_size = int(key, v, 1, I32)? as usize,
             "fetch.max.bytes" => b.fetch_max_bytes = int(key, v, 1024, I32)? as usize,
+            "transaction.state.log.num.partitions" => {
+                b.transaction_state_num_partitions = int(key, v, 1, 10_000)? as i32
+            }
+            "transaction.max.timeout.ms" => {
+                b.transaction_max_timeout_ms = int(key, v, 1, I32)? as i32
+            }
             "log.retention.check.interval.ms" => {
                 b.log.retention_check_interval_ms = int(key, v, 1, i64::MAX)? as u64
             }

@@ -72,6 +72,16 @@ impl ProducerConfig {
             "request.timeout.ms" => self.request_timeout_ms = ms(1)?,
             "delivery.timeout.ms" => self.delivery_timeout_ms = ms(1)?,
             "enable.idempotence" => self.enable_idempotence = boolean(key, value)?,
+            "transactional.id" => {
+                let v = value.trim();
+                if v.is_empty() {
+                    return Err(invalid(key, value, "must not be empty"));
+                }
+                self.transactional_id = Some(v.to_string());
+            }
+            "transaction.timeout.ms" => {
+                self.transaction_timeout_ms = int(key, value, 1, I32)? as i32
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
