@@ -441,3 +441,65 @@ mod client {
         b.close().unwrap();
     }
 }
+
+#[test]
+fn compaction_removes_aborted_records_and_leaves_open_transactions_alone() {
+    use rill_log::storage::cleaner::{clean, CleanerConfig};
+    use rill_log::storage::producer_state::Marker;
+    use rill_log::storage::{decode_batches, encode_batch, LogConfig, PartitionLog};
+    use rill_log::types::{Offset, TopicPartition};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let mut config = LogConfig::default();
+    for (k, v) in [("cleanup.policy", "compact"), ("segment.bytes", "200")] {
+        config.set(k, v).unwrap();
+    }
+    let log = PartitionLog::open(
+        dir.path(),
+        TopicPartition::new("c", 0),
+        config,
+        clock.clone(),
+    )
+    .unwrap();
+    let rec = |v: &str| [NewRecord::new(Some("k"), Some(v.to_string()), 1_000)];
+    let txn = |pid: i64, seq: i32, v: &str| {
+        encode_idempotent_batch(&rec(v), Compression::None, pid, 0, seq, true).unwrap()
+    };
+    // k=committed (plain), then k=aborted in a transaction that aborts, then k=open in a
+    // transaction still open, each in its own segment (200-byte segments).
+    log.append(&mut encode_batch(&rec("committed"), Compression::None).unwrap())
+        .unwrap();
+    log.append(&mut txn(5, 0, "aborted")).unwrap();
+    log.append_marker(5, 0, Marker::Abort, 0).unwrap();
+    log.append(&mut txn(6, 0, "open")).unwrap();
+    log.append(&mut encode_batch(&rec("filler"), Compression::None).unwrap())
+        .unwrap();
+    assert_eq!(log.last_stable_offset(), Offset(3));
+    clean(&log, &CleanerConfig::default(), 1_000_000).unwrap();
+    // Every value left, segment by segment (markers' values start with a zero byte).
+    let mut values: Vec<String> = Vec::new();
+    let mut next = 0;
+    while next < log.log_end_offset().0 {
+        let read = log.read(Offset(next), 1 << 20).unwrap();
+        let end = rill_log::storage::batch::BatchIter::new(&read.records)
+            .filter_map(Result::ok)
+            .map(|(h, _, _)| h.next_offset())
+            .last()
+            .unwrap_or(next + 1);
+        values.extend(
+            decode_batches(&read.records)
+                .unwrap()
+                .into_iter()
+                .filter_map(|r| r.value)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .filter(|v| !v.starts_with('\0')),
+        );
+        next = end;
+    }
+    // The aborted value never shadowed "committed" and is gone; the open transaction's
+    // segment (from the last stable offset on) was not cleaned.
+    assert!(values.contains(&"committed".to_string()), "{values:?}");
+    assert!(!values.contains(&"aborted".to_string()), "{values:?}");
+    assert!(values.contains(&"open".to_string()), "{values:?}");
+    log.close().unwrap();
+}

@@ -15,8 +15,10 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::batch::BatchHeader;
 use super::error::{io_at, StorageError};
 use super::log::{sync_dir, PartitionLog, CLEANED_SUFFIX, SWAP_SUFFIX};
+use super::producer_state::AbortedTxn;
 use super::records::{decode_batch, reencode_retained};
 use super::segment::{segment_path, BatchScanner, Segment, LOG_SUFFIX};
 
@@ -93,19 +95,22 @@ pub fn clean(
     let dir = log.dir().to_path_buf();
 
     // 1. Snapshot the closed segments old enough to compact.
-    let (log_config, version, cleaner_offset, snaps) = {
+    let (log_config, version, cleaner_offset, snaps, aborted) = {
         let st = log.read_state();
         if !st.config.cleanup_policy.compact || st.closed {
             return Ok(None);
         }
         let lag = st.config.min_compaction_lag_ms;
         let closed = st.segments.len() - 1;
+        // Open transactions are not cleaned: their outcome decides what survives.
+        let stable = st.producers.first_unstable_offset().unwrap_or(i64::MAX);
         let snaps: Vec<SegmentSnapshot> = st
             .segments
             .values()
             .take(closed)
             // As in Kafka, the lag applies only when set: a zero lag ignores (even future) timestamps.
             .take_while(|s| lag == 0 || now_ms.saturating_sub(s.max_timestamp_ms()) >= lag)
+            .take_while(|s| s.next_offset() <= stable)
             .map(|s| SegmentSnapshot {
                 base: s.base_offset,
                 next_offset: s.next_offset(),
@@ -118,8 +123,10 @@ pub fn clean(
             st.structure_version,
             st.cleaner_offset,
             snaps,
+            st.producers.aborted_in(i64::MIN, i64::MAX),
         )
     };
+    let aborted_batch = |h: &BatchHeader| in_aborted_txn(&aborted, h);
 
     // 2. Map every key of the dirty segments to its newest offset.
     let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -129,7 +136,7 @@ pub fn clean(
     for s in snaps.iter().filter(|s| s.next_offset > cleaner_offset) {
         let mut scanner = BatchScanner::new(&s.file, 0, s.size);
         while let Some((h, at, bytes)) = scanner.next_batch().map_err(|e| corrupt(log, s, e))? {
-            if h.is_control() {
+            if h.is_control() || aborted_batch(&h) {
                 continue;
             }
             let (_, records) = decode_batch(bytes).map_err(|e| corrupt_at(log, s, at, e))?;
@@ -158,7 +165,13 @@ pub fn clean(
         for group in &groups {
             let base = group[0].base;
             let path = dir.join(format!("{base:020}.{LOG_SUFFIX}.{CLEANED_SUFFIX}"));
-            let written = write_cleaned(log, group, &path, &map, &log_config, now_ms, &mut stats)?;
+            let pass = Pass {
+                map: &map,
+                config: &log_config,
+                now_ms,
+                aborted: &aborted,
+            };
+            let written = write_cleaned(log, group, &path, &pass, &mut stats)?;
             stats.segments_read += group.len();
             let seg = if written == 0 {
                 fs::remove_file(&path).map_err(io_at(&path))?;
@@ -301,15 +314,40 @@ fn group_segments<'a>(
 }
 
 /// Writes the retained batches of `group` to `path`; returns the bytes written.
+/// Whether `h` holds records of an aborted transaction: those never count as a key's newest
+/// value and are removed by cleaning, as in Kafka (their markers stay).
+fn in_aborted_txn(aborted: &[AbortedTxn], h: &BatchHeader) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == h.producer_id
+                && a.first_offset <= h.base_offset
+                && h.base_offset <= a.last_offset
+        })
+}
+
+/// What one cleaning pass decides by: each key's newest offset, the topic config, the time,
+/// and the aborted transactions.
+struct Pass<'a> {
+    map: &'a HashMap<Vec<u8>, i64>,
+    config: &'a super::LogConfig,
+    now_ms: i64,
+    aborted: &'a [AbortedTxn],
+}
+
 fn write_cleaned(
     log: &PartitionLog,
     group: &[&SegmentSnapshot],
     path: &std::path::Path,
-    map: &HashMap<Vec<u8>, i64>,
-    config: &super::LogConfig,
-    now_ms: i64,
+    pass: &Pass<'_>,
     stats: &mut CleanStats,
 ) -> Result<u64, StorageError> {
+    let Pass {
+        map,
+        config,
+        now_ms,
+        aborted,
+    } = *pass;
     let file = File::create(path).map_err(io_at(path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut written = 0u64;
@@ -319,6 +357,8 @@ fn write_cleaned(
         while let Some((h, at, bytes)) = scanner.next_batch().map_err(|e| corrupt(log, s, e))? {
             let kept_bytes: Option<Vec<u8>> = if h.is_control() {
                 Some(bytes.to_vec())
+            } else if in_aborted_txn(aborted, &h) {
+                None
             } else {
                 let (_, records) = decode_batch(bytes).map_err(|e| corrupt_at(log, s, at, e))?;
                 let total = records.len();
