@@ -250,6 +250,28 @@ async fn commits_appear_at_once_aborts_never_and_zombies_are_fenced() {
 }
 
 #[tokio::test]
+async fn idle_transactional_ids_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let mut config = BrokerConfig::new(dir.path());
+    config.offsets_topic_num_partitions = 1;
+    config.transaction_state_num_partitions = 1;
+    config.transactional_id_expiration_ms = 10_000;
+    let b = Arc::new(Broker::open(config, clock.clone()).unwrap());
+    let (first, _) = init(&b, "idle", 5_000).await;
+    let (again, epoch) = init(&b, "idle", 5_000).await;
+    assert_eq!((again, epoch), (first, 1), "known: same id, next epoch");
+    clock.advance_ms(11_000);
+    b.tick();
+    let (fresh, epoch) = init(&b, "idle", 5_000).await;
+    assert!(
+        fresh != first && epoch == 0,
+        "forgotten: a new id ({fresh}, {epoch})"
+    );
+    b.close().unwrap();
+}
+
+#[tokio::test]
 async fn a_stuck_transaction_aborts_after_its_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
@@ -432,7 +454,8 @@ mod client {
         let mut r = ProducerRecord::new("t", None::<String>, "from-the-zombie");
         r.partition = Some(1);
         let d = zombie.send(r).await.unwrap();
-        assert!(d.await.is_err(), "the fenced producer's record is refused");
+        let refused = d.await.unwrap_err();
+        assert!(refused.is_fatal_for_transactions(), "{refused}");
         let err = zombie.commit_transaction().await.unwrap_err();
         assert!(err.to_string().contains("abort"), "{err}");
         assert!(!read_all(&t, IsolationLevel::ReadUncommitted)

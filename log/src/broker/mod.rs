@@ -80,6 +80,9 @@ pub struct BrokerConfig {
     pub transaction_state_num_partitions: i32,
     /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask.
     pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id with no transaction for this long
+    /// is forgotten (its producer id too).
+    pub transactional_id_expiration_ms: i64,
     /// Test hook: EndTxn stops (as if the broker crashed) after writing this many markers.
     #[doc(hidden)]
     pub txn_crash_after_markers: Option<usize>,
@@ -131,6 +134,7 @@ impl BrokerConfig {
             fetch_max_bytes: 57_671_680,
             transaction_state_num_partitions: 50,
             transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
             txn_crash_after_markers: None,
         }
     }
@@ -202,6 +206,7 @@ impl Broker {
             );
             let logs = Arc::clone(&logs);
             let retention_ms = config.offsets_retention_ms;
+            let id_expiration_ms = config.transactional_id_expiration_ms;
             let expiry_every = config.offsets_retention_check_interval_ms;
             let mut last_expiry = clock.now_ms();
             let every = Duration::from_millis(config.group_tick_ms.max(1));
@@ -215,7 +220,7 @@ impl Broker {
                             break;
                         }
                         let now = clock.now_ms();
-                        txn::run_timers(&txns, &logs, &offsets, now);
+                        txn::run_timers(&txns, &logs, &offsets, now, id_expiration_ms);
                         let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
                         g.tick(now);
                         if now.saturating_sub(last_expiry) >= expiry_every as i64 {
@@ -291,6 +296,7 @@ impl Broker {
             &broker.logs,
             &broker.offsets,
             broker.clock.now_ms(),
+            broker.config.transactional_id_expiration_ms,
         );
         Ok(broker)
     }
@@ -406,7 +412,13 @@ impl Broker {
         let now = self.clock.now_ms();
         let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         g.tick(now);
-        txn::run_timers(&self.txns, &self.logs, &self.offsets, now);
+        txn::run_timers(
+            &self.txns,
+            &self.logs,
+            &self.offsets,
+            now,
+            self.config.transactional_id_expiration_ms,
+        );
         let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         groups::expire_offsets(
             &g,

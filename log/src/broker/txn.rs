@@ -82,6 +82,23 @@ impl TxnStore {
         Ok(store)
     }
 
+    /// Writes a tombstone for `txn_id` (its state is gone, as if it never existed).
+    fn forget(&mut self, logs: &LogManager, txn_id: &str) -> Result<(), StorageError> {
+        let tp = TopicPartition::new(TRANSACTION_TOPIC, partition_for(txn_id, self.partitions));
+        let log = logs.get_or_create(&tp)?;
+        let record = NewRecord {
+            key: Some(txn_id.as_bytes().to_vec().into()),
+            value: None,
+            timestamp_ms: 0,
+            headers: Vec::new(),
+        };
+        let mut batch = encode_batch(std::slice::from_ref(&record), Compression::None)?;
+        log.append(&mut batch)?;
+        self.txns.remove(txn_id);
+        tracing::debug!(txn = %txn_id, "transactional id expired");
+        Ok(())
+    }
+
     /// Writes `meta` to its `__transaction_state` partition, then keeps it.
     fn persist(&mut self, logs: &LogManager, meta: TxnMetadata) -> Result<(), StorageError> {
         let tp = TopicPartition::new(
@@ -179,14 +196,28 @@ fn abort_fencing(
     complete(store, logs, offsets, meta, now_ms, None)
 }
 
-/// Finishes transactions a restart found prepared, and aborts those past their timeout.
+/// Finishes transactions a restart found prepared, aborts those past their timeout, and
+/// forgets transactional ids idle for `transactional.id.expiration.ms` (a tombstone in
+/// `__transaction_state`).
 pub(crate) fn run_timers(
     store: &Mutex<TxnStore>,
     logs: &LogManager,
     offsets: &Mutex<OffsetStore>,
     now_ms: i64,
+    id_expiration_ms: i64,
 ) {
     let mut st = store.lock().unwrap_or_else(|e| e.into_inner());
+    let expired: Vec<String> = st
+        .txns
+        .values()
+        .filter(|m| !m.in_progress() && now_ms.saturating_sub(m.updated_ms) > id_expiration_ms)
+        .map(|m| m.transactional_id.clone())
+        .collect();
+    for id in expired {
+        if let Err(e) = st.forget(logs, &id) {
+            tracing::error!(txn = %id, error = %e, "expiring a transactional id failed");
+        }
+    }
     let due: Vec<TxnMetadata> = st
         .txns
         .values()

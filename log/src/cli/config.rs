@@ -132,6 +132,9 @@ impl NodeConfig {
             "transaction.state.log.num.partitions" => {
                 b.transaction_state_num_partitions = int(key, v, 1, 10_000)? as i32
             }
+            "transactional.id.expiration.ms" => {
+                b.transactional_id_expiration_ms = int(key, v, 1, i64::MAX)?
+            }
             "transaction.max.timeout.ms" => {
                 b.transaction_max_timeout_ms = int(key, v, 1, I32)? as i32
             }

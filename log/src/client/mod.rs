@@ -71,6 +71,23 @@ impl ClientError {
         }
     }
 
+    /// For a transactional producer: whether the producer can go on at all. Fatal errors
+    /// (fenced by a newer instance with the same `transactional.id`, an unknown producer id
+    /// mapping, no authorization) mean closing the producer; any other failure inside a
+    /// transaction is abortable: abort the transaction and carry on.
+    pub fn is_fatal_for_transactions(&self) -> bool {
+        matches!(
+            self.kafka_error(),
+            Some(
+                ResponseError::ProducerFenced
+                    | ResponseError::InvalidProducerEpoch
+                    | ResponseError::InvalidProducerIdMapping
+                    | ResponseError::TransactionalIdAuthorizationFailed
+                    | ResponseError::UnsupportedVersion
+            )
+        )
+    }
+
     /// The Kafka error code, if the broker sent one.
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
