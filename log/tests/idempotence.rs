@@ -245,3 +245,59 @@ async fn a_lost_acknowledgement_never_writes_a_record_twice() {
     }
     b.close().unwrap();
 }
+
+#[test]
+fn compaction_keeps_each_producers_last_batch_so_a_crash_replay_knows_its_sequence() {
+    use rill_log::storage::cleaner::{clean, CleanerConfig};
+    use rill_log::storage::encode_batch;
+    let dir = tempfile::tempdir().unwrap();
+    let tp = TopicPartition::new("c", 0);
+    let clock = ManualClock::new(1_000_000);
+    let mut config = LogConfig::default();
+    // One batch per segment.
+    for (k, v) in [("cleanup.policy", "compact"), ("segment.bytes", "100")] {
+        config.set(k, v).unwrap();
+    }
+    let open = || PartitionLog::open(dir.path(), tp.clone(), config.clone(), clock.clone());
+    let keyed = |v: &str| [NewRecord::new(Some("k"), Some(v.to_string()), 1_000)];
+    {
+        let log = open().unwrap();
+        // Producer 3's only batch (k=a), then a plain write superseding key k.
+        log.append(
+            &mut encode_idempotent_batch(&keyed("a"), Compression::None, 3, 0, 0, false).unwrap(),
+        )
+        .unwrap();
+        for v in ["b", "c", "d"] {
+            log.append(&mut encode_batch(&keyed(v), Compression::None).unwrap())
+                .unwrap();
+        }
+        let stats = clean(&log, &CleanerConfig::default(), 1_000_000)
+            .unwrap()
+            .expect("a cleaning pass ran");
+        // Of the closed segments (a, b, c; d is active), "b" went as "c" is newer; producer
+        // 3's superseded "a" stayed: it is that producer's last batch.
+        assert_eq!(stats.records_removed, 1);
+        // A crash: no close, no snapshot.
+    }
+    let _ = std::fs::remove_file(dir.path().join("producer.snapshot"));
+    let log = open().unwrap();
+    // Replay still finds producer 3's batch: its next sequence goes on, a retry is a
+    // duplicate, a gap is refused.
+    assert_eq!(log.producer(3).map(|e| e.batches.len()), Some(1));
+    let retry = log
+        .append(
+            &mut encode_idempotent_batch(&keyed("a"), Compression::None, 3, 0, 0, false).unwrap(),
+        )
+        .unwrap();
+    assert!(retry.duplicate);
+    assert!(log
+        .append(
+            &mut encode_idempotent_batch(&keyed("z"), Compression::None, 3, 0, 5, false).unwrap()
+        )
+        .is_err());
+    log.append(
+        &mut encode_idempotent_batch(&keyed("e"), Compression::None, 3, 0, 1, false).unwrap(),
+    )
+    .unwrap();
+    log.close().unwrap();
+}

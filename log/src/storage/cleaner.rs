@@ -95,7 +95,7 @@ pub fn clean(
     let dir = log.dir().to_path_buf();
 
     // 1. Snapshot the closed segments old enough to compact.
-    let (log_config, version, cleaner_offset, snaps, aborted) = {
+    let (log_config, version, cleaner_offset, snaps, aborted, producer_tails) = {
         let st = log.read_state();
         if !st.config.cleanup_policy.compact || st.closed {
             return Ok(None);
@@ -124,6 +124,7 @@ pub fn clean(
             st.cleaner_offset,
             snaps,
             st.producers.aborted_in(i64::MIN, i64::MAX),
+            st.producers.last_batch_offsets(),
         )
     };
     let aborted_batch = |h: &BatchHeader| in_aborted_txn(&aborted, h);
@@ -170,6 +171,7 @@ pub fn clean(
                 config: &log_config,
                 now_ms,
                 aborted: &aborted,
+                producer_tails: &producer_tails,
             };
             let written = write_cleaned(log, group, &path, &pass, &mut stats)?;
             stats.segments_read += group.len();
@@ -333,6 +335,8 @@ struct Pass<'a> {
     config: &'a super::LogConfig,
     now_ms: i64,
     aborted: &'a [AbortedTxn],
+    /// Base offsets of each idempotent producer's newest batch: kept whole.
+    producer_tails: &'a std::collections::HashSet<i64>,
 }
 
 fn write_cleaned(
@@ -347,6 +351,7 @@ fn write_cleaned(
         config,
         now_ms,
         aborted,
+        producer_tails,
     } = *pass;
     let file = File::create(path).map_err(io_at(path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -355,7 +360,9 @@ fn write_cleaned(
         stats.bytes_read += s.size;
         let mut scanner = BatchScanner::new(&s.file, 0, s.size);
         while let Some((h, at, bytes)) = scanner.next_batch().map_err(|e| corrupt(log, s, e))? {
-            let kept_bytes: Option<Vec<u8>> = if h.is_control() {
+            let kept_bytes: Option<Vec<u8>> = if h.is_control()
+                || (h.producer_id >= 0 && producer_tails.contains(&h.base_offset))
+            {
                 Some(bytes.to_vec())
             } else if in_aborted_txn(aborted, &h) {
                 None

@@ -158,6 +158,16 @@ impl ProducerState {
         })
     }
 
+    /// The base offset of each producer's newest batch. Cleaning keeps these batches whole, so
+    /// a replay after a crash still knows where each producer's sequence stands (Kafka's
+    /// cleaner keeps each producer's last batch for the same reason).
+    pub fn last_batch_offsets(&self) -> std::collections::HashSet<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.batches.back().map(|b| b.first_offset))
+            .collect()
+    }
+
     /// The first offset of the earliest open transaction: where the stable part ends.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.ongoing.values().min().copied()
