@@ -494,10 +494,16 @@ fn compaction_removes_aborted_records_and_leaves_open_transactions_alone() {
         .unwrap();
     log.append(&mut txn(5, 0, "aborted")).unwrap();
     log.append_marker(5, 0, Marker::Abort, 0).unwrap();
+    // The same producer's next (committed) transaction, on another key: the aborted batch is
+    // no longer its last one (which cleaning keeps whole for the sequence state).
+    let other = [NewRecord::new(Some("j"), Some("later".to_string()), 1_000)];
+    log.append(&mut encode_idempotent_batch(&other, Compression::None, 5, 0, 1, true).unwrap())
+        .unwrap();
+    log.append_marker(5, 0, Marker::Commit, 0).unwrap();
     log.append(&mut txn(6, 0, "open")).unwrap();
     log.append(&mut encode_batch(&rec("filler"), Compression::None).unwrap())
         .unwrap();
-    assert_eq!(log.last_stable_offset(), Offset(3));
+    assert_eq!(log.last_stable_offset(), Offset(5));
     clean(&log, &CleanerConfig::default(), 1_000_000).unwrap();
     // Every value left, segment by segment (markers' values start with a zero byte).
     let mut values: Vec<String> = Vec::new();
@@ -524,5 +530,6 @@ fn compaction_removes_aborted_records_and_leaves_open_transactions_alone() {
     assert!(values.contains(&"committed".to_string()), "{values:?}");
     assert!(!values.contains(&"aborted".to_string()), "{values:?}");
     assert!(values.contains(&"open".to_string()), "{values:?}");
+    assert!(values.contains(&"later".to_string()), "{values:?}");
     log.close().unwrap();
 }
