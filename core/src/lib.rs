@@ -7,6 +7,9 @@
 //! at-least-once or exactly-once guarantees), state stores (fjall, in-memory, RocksDB behind a
 //! feature) and a test driver. It runs on `rill-log`'s clients, embedded or over TCP.
 //!
-//! Nothing is here yet: the log underneath comes first (see `rill_log`).
+//! Here so far: [`state`], the state stores (key-value, window, session, timestamped) on the
+//! in-memory and fjall backends, with their conformance suite.
 
 pub use rill_log as log;
+
+pub mod state;

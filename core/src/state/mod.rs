@@ -1,0 +1,92 @@
+//! State stores: the key-value store every stateful operator keeps its state in, and the
+//! window and session stores (and timestamped values) layered on it.
+//!
+//! A backend implements [`KeyValueStore`] over bytes, ordered by key (unsigned lexicographic,
+//! as Kafka Streams orders serialized keys); [`WindowStore`], [`SessionStore`] and
+//! [`TimestampedKeyValueStore`] encode their keys and values so that the byte order gives
+//! the lookups they need, on any backend. Backends: [`memory::InMemoryStore`] and
+//! [`fjall_store::FjallStore`] (persistent, pure Rust, the default); every backend passes the
+//! same [`conformance`] suite.
+//!
+//! Still to come (issue 6): changelog logging, the write cache, restore and checkpoints.
+
+pub mod conformance;
+pub mod fjall_store;
+pub mod memory;
+mod session;
+mod timestamped;
+mod window;
+
+pub use session::{Session, SessionStore};
+pub use timestamped::{TimestampedKeyValueStore, ValueAndTimestamp};
+pub use window::WindowStore;
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {store}: {reason}")]
+    Backend { store: String, reason: String },
+    #[error("store {store}: corrupt entry: {reason}")]
+    Corrupt { store: String, reason: String },
+}
+
+/// A key-value store over bytes, ordered by key.
+pub trait KeyValueStore: Send + std::fmt::Debug {
+    fn name(&self) -> &str;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes `key`; returns the value it had.
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Entries with `from <= key <= to` (both inclusive, as Kafka Streams' `range`), in key
+    /// order; empty when `from > to`.
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// Entries whose key starts with `prefix`, in key order.
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// Every entry, in key order.
+    fn all(&self) -> Result<Vec<Entry>, StoreError>;
+    /// An estimate of the number of entries (exact for the in-memory store).
+    fn approximate_num_entries(&self) -> u64;
+    /// Makes every write so far durable (a no-op in memory).
+    fn flush(&mut self) -> Result<(), StoreError>;
+}
+
+/// The smallest key greater than every key starting with `prefix` (`None`: no such key, the
+/// prefix is all 0xff).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A length-prefixed key, so that a store key starting with it belongs to exactly this key
+/// (no key is a prefix of another's encoding).
+pub(crate) fn framed_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.len() + 16);
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// A timestamp whose big-endian bytes sort like the number (sign bit flipped).
+pub(crate) fn ts_bytes(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub(crate) fn ts_from(b: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
+}
+
+/// Splits a framed key (see [`framed_key`]) into the key and what follows it.
+pub(crate) fn split_framed(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let key = b.get(4..4 + len)?;
+    Some((key, &b[4 + len..]))
+}

@@ -1,0 +1,105 @@
+//! Every state store backend passes the conformance suite, agrees with a model under random
+//! operations, and the persistent one keeps flushed state across a reopen.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use rill_core::state::conformance;
+use rill_core::state::fjall_store::FjallStore;
+use rill_core::state::memory::InMemoryStore;
+use rill_core::state::KeyValueStore;
+
+#[test]
+fn in_memory_passes_the_conformance_suite() {
+    conformance::run_all(&mut |name| InMemoryStore::new(name));
+}
+
+#[test]
+fn fjall_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::run_all(&mut |name| FjallStore::open(&dir.path().join(name), name).unwrap());
+}
+
+#[test]
+fn fjall_keeps_flushed_state_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = FjallStore::open(dir.path(), "counts").unwrap();
+        s.put(b"a", b"1").unwrap();
+        s.put(b"b", b"2").unwrap();
+        s.delete(b"a").unwrap();
+        s.flush().unwrap();
+    }
+    let s = FjallStore::open(dir.path(), "counts").unwrap();
+    assert_eq!(s.all().unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    Range(Vec<u8>, Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    // Few distinct bytes so keys collide, share prefixes and hit 0xff edges.
+    proptest::collection::vec(
+        prop_oneof![Just(0u8), Just(1), Just(0x7f), Just(0xff)],
+        0..4,
+    )
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (key(), proptest::collection::vec(any::<u8>(), 0..3)).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => key().prop_map(Op::Delete),
+        1 => (key(), key()).prop_map(|(a, b)| Op::Range(a, b)),
+        1 => key().prop_map(Op::Prefix),
+    ]
+}
+
+fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op]) {
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for op in ops {
+        match op {
+            Op::Put(k, v) => {
+                store.put(k, v).unwrap();
+                model.insert(k.clone(), v.clone());
+            }
+            Op::Delete(k) => assert_eq!(store.delete(k).unwrap(), model.remove(k)),
+            Op::Range(a, b) => {
+                let want: Vec<(Vec<u8>, Vec<u8>)> = if a > b {
+                    Vec::new()
+                } else {
+                    model
+                        .range(a.clone()..=b.clone())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                };
+                assert_eq!(store.range(a, b).unwrap(), want);
+            }
+            Op::Prefix(p) => {
+                let want: Vec<(Vec<u8>, Vec<u8>)> = model
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(p))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                assert_eq!(store.prefix_scan(p).unwrap(), want);
+            }
+        }
+    }
+    let all: Vec<(Vec<u8>, Vec<u8>)> = model.into_iter().collect();
+    assert_eq!(store.all().unwrap(), all);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn backends_agree_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+        check_against_model(&mut InMemoryStore::new("m"), &ops);
+        let dir = tempfile::tempdir().unwrap();
+        check_against_model(&mut FjallStore::open(dir.path(), "m").unwrap(), &ops);
+    }
+}
