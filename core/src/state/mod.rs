@@ -8,8 +8,10 @@
 //! [`fjall_store::FjallStore`] (persistent, pure Rust, the default); every backend passes the
 //! same [`conformance`] suite.
 //!
-//! Still to come (issue 6): changelog logging, the write cache, restore and checkpoints.
+//! [`changelog`] logs a store's changes to its changelog partition at commit (deduplicated
+//! per key in between), restores it, and checkpoints the changelog offset local state reflects.
 
+pub mod changelog;
 pub mod conformance;
 pub mod fjall_store;
 pub mod memory;

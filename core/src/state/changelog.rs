@@ -1,0 +1,239 @@
+//! Changelogged stores: every change to a store is also written, at commit, to its changelog
+//! partition (a compacted topic), and a store is restored by replaying that changelog.
+//!
+//! Between commits, changes are collected per key (the write cache: ten updates of a key
+//! between two commits log one record); the store itself is written through, so reads see
+//! every change at once. A commit sends the collected changes, waits for their
+//! acknowledgement, flushes the store, and records in a checkpoint file the changelog offset
+//! the local state reflects. On start, restore replays the changelog from the checkpoint (or
+//! from the start without one) up to its end: a clean restart replays only the tail.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rill_log::client::{
+    Admin, ClientError, Consumer, ConsumerConfig, OffsetReset, OffsetSpec, Producer,
+    ProducerRecord, Transport,
+};
+use rill_log::types::TopicPartition;
+
+use super::{Entry, KeyValueStore, StoreError};
+
+/// Why a changelog operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("changelog {changelog}: {source}")]
+    Client {
+        changelog: TopicPartition,
+        source: ClientError,
+    },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RestoreReport {
+    /// Changelog offset restoring started at.
+    pub from_offset: i64,
+    /// The changelog end it caught up to.
+    pub end_offset: i64,
+    /// Changelog records applied.
+    pub records: u64,
+}
+
+/// A store whose changes are logged to `changelog`.
+#[derive(Debug)]
+pub struct LoggedStore<S: KeyValueStore> {
+    inner: S,
+    changelog: TopicPartition,
+    /// Changes since the last commit, by key (`None`: deleted).
+    dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<S: KeyValueStore> LoggedStore<S> {
+    pub fn new(inner: S, changelog: TopicPartition) -> Self {
+        LoggedStore {
+            inner,
+            changelog,
+            dirty: BTreeMap::new(),
+        }
+    }
+
+    pub fn changelog(&self) -> &TopicPartition {
+        &self.changelog
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.inner.put(key, value)?;
+        self.dirty.insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let old = self.inner.delete(key)?;
+        self.dirty.insert(key.to_vec(), None);
+        Ok(old)
+    }
+
+    pub fn all(&self) -> Result<Vec<Entry>, StoreError> {
+        self.inner.all()
+    }
+
+    pub fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.inner.range(from, to)
+    }
+
+    /// Changes waiting for the next commit (after the write cache's deduplication).
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    /// Sends the collected changes to the changelog through `producer` and waits until they
+    /// are acknowledged, then flushes the store. Returns the changelog offset after the last
+    /// change written (what a checkpoint records), or `None` when there was nothing to send.
+    /// A transactional producer's open transaction carries them (exactly-once commits).
+    pub async fn commit(&mut self, producer: &Producer) -> Result<Option<i64>, ChangelogError> {
+        let client = |source| ChangelogError::Client {
+            changelog: self.changelog.clone(),
+            source,
+        };
+        let mut deliveries = Vec::with_capacity(self.dirty.len());
+        for (k, v) in std::mem::take(&mut self.dirty) {
+            let mut r =
+                ProducerRecord::new(self.changelog.topic.clone(), Some(k), Vec::<u8>::new());
+            r.value = v.map(Into::into);
+            r.partition = Some(self.changelog.partition.0);
+            deliveries.push(producer.send(r).await.map_err(client)?);
+        }
+        producer.flush().await;
+        let mut last = None;
+        for d in deliveries {
+            let md = d.await.map_err(client)?;
+            last = Some(last.unwrap_or(md.offset).max(md.offset));
+        }
+        self.inner.flush()?;
+        Ok(last.map(|o| o + 1))
+    }
+
+    /// Replays the changelog from `from` (the checkpoint, or the log start) to its end into
+    /// the store; `progress` hears the offset reached after each batch of records.
+    pub async fn restore(
+        &mut self,
+        transport: Arc<dyn Transport>,
+        from: Option<i64>,
+        mut progress: impl FnMut(i64, i64),
+    ) -> Result<RestoreReport, ChangelogError> {
+        let tp = self.changelog.clone();
+        let client = |source| ChangelogError::Client {
+            changelog: tp.clone(),
+            source,
+        };
+        let ends = Admin::new(Arc::clone(&transport))
+            .list_offsets(&[(tp.clone(), OffsetSpec::Earliest)])
+            .await
+            .map_err(client)?;
+        let start = ends.get(&tp).map_or(0, |o| o.offset);
+        let end = Admin::new(Arc::clone(&transport))
+            .list_offsets(&[(tp.clone(), OffsetSpec::Latest)])
+            .await
+            .map_err(client)?
+            .get(&tp)
+            .map_or(0, |o| o.offset);
+        // A checkpoint below the log start (retention, compaction) restores from the start.
+        let from = from.unwrap_or(start).max(start);
+        let mut report = RestoreReport {
+            from_offset: from,
+            end_offset: end,
+            records: 0,
+        };
+        if from >= end {
+            return Ok(report);
+        }
+        let mut consumer = Consumer::new(
+            transport,
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                enable_auto_commit: false,
+                fetch_max_wait_ms: 10,
+                max_poll_records: 10_000,
+                ..Default::default()
+            },
+        );
+        consumer.assign([tp.clone()]);
+        consumer.seek(&tp, from).map_err(client)?;
+        while consumer.position(&tp).unwrap_or(from) < end {
+            for r in consumer.poll().await.map_err(client)? {
+                if r.offset >= end {
+                    break;
+                }
+                let key = r.key.map(|k| k.to_vec()).unwrap_or_default();
+                match r.value {
+                    Some(v) => self.inner.put(&key, &v)?,
+                    None => {
+                        self.inner.delete(&key)?;
+                    }
+                }
+                report.records += 1;
+            }
+            progress(consumer.position(&tp).unwrap_or(from).min(end), end);
+        }
+        self.inner.flush()?;
+        Ok(report)
+    }
+}
+
+/// The checkpoint file of `store` in `dir`.
+fn checkpoint_path(dir: &Path, store: &str) -> PathBuf {
+    dir.join(format!("{store}.checkpoint"))
+}
+
+/// Records that the local state of `store` reflects its changelog up to `offset` (written
+/// atomically: temp file, fsync, rename).
+pub fn write_checkpoint(dir: &Path, store: &str, offset: i64) -> Result<(), ChangelogError> {
+    let path = checkpoint_path(dir, store);
+    let tmp = path.with_extension("checkpoint.tmp");
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| ChangelogError::Checkpoint {
+        path: path.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// The changelog offset `store`'s local state reflects, if a checkpoint says so. An
+/// unreadable checkpoint counts as none (restore then replays everything).
+pub fn read_checkpoint(dir: &Path, store: &str) -> Option<i64> {
+    std::fs::read_to_string(checkpoint_path(dir, store))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|o: &i64| *o >= 0)
+}
+
+/// Removes `store`'s checkpoint: done before processing starts, so a crash while the local
+/// state runs ahead of the changelog forces a full restore (Kafka Streams does the same
+/// under exactly-once).
+pub fn remove_checkpoint(dir: &Path, store: &str) -> Result<(), ChangelogError> {
+    match std::fs::remove_file(checkpoint_path(dir, store)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ChangelogError::Checkpoint {
+            path: checkpoint_path(dir, store),
+            reason: e.to_string(),
+        }),
+    }
+}
