@@ -7,9 +7,16 @@
 //! at-least-once or exactly-once guarantees), state stores (fjall, in-memory, RocksDB behind a
 //! feature) and a test driver. It runs on `rill-log`'s clients, embedded or over TCP.
 //!
-//! Here so far: [`state`], the state stores (key-value, window, session, timestamped) on the
-//! in-memory and fjall backends, with their conformance suite.
+//! Here so far: the Processor API ([`processor`]), [`topology`] building and description,
+//! [`task`]s with stream time and punctuation, a broker-less [`testing`] driver, and
+//! [`state`] stores (key-value, window, session, timestamped) on the in-memory and fjall
+//! backends with changelogs and checkpoints. The runtime (group membership, commits,
+//! exactly-once) comes next.
 
 pub use rill_log as log;
 
+pub mod processor;
 pub mod state;
+pub mod task;
+pub mod testing;
+pub mod topology;

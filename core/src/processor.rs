@@ -1,0 +1,228 @@
+//! The Processor API: a [`Processor`] gets each record of its task with a [`ProcessorContext`]
+//! through which it forwards records to its children (all, or one by name), reads and writes
+//! its state stores, learns where the record came from, and schedules punctuations on stream
+//! time or wall-clock time. Forwarding is synchronous and depth-first, as in Kafka Streams:
+//! a child has processed a record when `forward` returns.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::state::KeyValueStore;
+
+/// A record between processors: bytes, as serdes are the DSL's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub timestamp: i64,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl Record {
+    pub fn new(
+        key: Option<impl Into<Bytes>>,
+        value: Option<impl Into<Bytes>>,
+        timestamp: i64,
+    ) -> Self {
+        Record {
+            key: key.map(Into::into),
+            value: value.map(Into::into),
+            timestamp,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Where the record being processed came from (none inside a punctuation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What a punctuation's clock is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PunctuationType {
+    /// The task's stream time (the largest record timestamp seen): fires when records move it.
+    StreamTime,
+    /// The injected wall clock: fires as time passes, records or not.
+    WallClockTime,
+}
+
+/// Why processing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("no state store {0} is connected to this processor")]
+    UnknownStore(String),
+    #[error("no child processor {0}")]
+    UnknownChild(String),
+    #[error(transparent)]
+    Store(#[from] crate::state::StoreError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A punctuation callback: gets the context and the punctuation's timestamp.
+pub type Punctuator =
+    Box<dyn FnMut(&mut ProcessorContext<'_>, i64) -> Result<(), ProcessError> + Send>;
+
+/// A node of a topology that processes records.
+pub trait Processor: Send {
+    /// Called once before the first record (schedule punctuations here).
+    fn init(&mut self, _ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: Record,
+    ) -> Result<(), ProcessError>;
+
+    /// Called once when the task closes.
+    fn close(&mut self) {}
+}
+
+/// A scheduled punctuation of a node.
+pub(crate) struct Schedule {
+    pub node: usize,
+    pub kind: PunctuationType,
+    pub interval_ms: i64,
+    /// The next time it fires at or after.
+    pub next_ms: i64,
+    pub callback: Option<Punctuator>,
+}
+
+/// The task-side state a context works on.
+pub(crate) struct TaskParts {
+    /// Processors by node index (`None` while that node is running: it cannot be re-entered).
+    pub processors: Vec<Option<Box<dyn Processor>>>,
+    pub children: Vec<Vec<usize>>,
+    pub names: Vec<String>,
+    /// Node index -> connected store names.
+    pub node_stores: Vec<Vec<String>>,
+    pub stores: BTreeMap<String, Box<dyn KeyValueStore>>,
+    pub sinks: Vec<Option<crate::topology::SinkSpec>>,
+    /// Records written by sinks: (topic, record).
+    pub output: Vec<(String, Record)>,
+    pub schedules: Vec<Schedule>,
+    pub stream_time: i64,
+    pub wall_clock_ms: i64,
+    pub commit_requested: bool,
+}
+
+/// What a processor sees of its task while it runs.
+pub struct ProcessorContext<'a> {
+    pub(crate) parts: &'a mut TaskParts,
+    pub(crate) node: usize,
+    pub(crate) metadata: Option<RecordMetadata>,
+    pub(crate) task: (usize, i32),
+}
+
+impl std::fmt::Debug for ProcessorContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorContext")
+            .field("node", &self.parts.names[self.node])
+            .field("task", &self.task)
+            .finish()
+    }
+}
+
+impl ProcessorContext<'_> {
+    /// Sends `record` to every child, each processing it before this returns.
+    pub fn forward(&mut self, record: Record) -> Result<(), ProcessError> {
+        let children = self.parts.children[self.node].clone();
+        for child in children {
+            self.run_child(child, record.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Sends `record` to the child named `name` only.
+    pub fn forward_to(&mut self, name: &str, record: Record) -> Result<(), ProcessError> {
+        let child = self.parts.children[self.node]
+            .iter()
+            .copied()
+            .find(|c| self.parts.names[*c] == name)
+            .ok_or_else(|| ProcessError::UnknownChild(name.to_string()))?;
+        self.run_child(child, record)
+    }
+
+    fn run_child(&mut self, child: usize, record: Record) -> Result<(), ProcessError> {
+        if let Some(sink) = &self.parts.sinks[child] {
+            let topic = sink.topic_for(&record);
+            self.parts.output.push((topic, record));
+            return Ok(());
+        }
+        let mut p = self.parts.processors[child].take().ok_or_else(|| {
+            ProcessError::Failed(format!("{} re-entered", self.parts.names[child]))
+        })?;
+        let mut ctx = ProcessorContext {
+            parts: self.parts,
+            node: child,
+            metadata: self.metadata.clone(),
+            task: self.task,
+        };
+        let r = p.process(&mut ctx, record);
+        self.parts.processors[child] = Some(p);
+        r
+    }
+
+    /// A state store connected to this processor.
+    pub fn store(&mut self, name: &str) -> Result<&mut dyn KeyValueStore, ProcessError> {
+        if !self.parts.node_stores[self.node].iter().any(|s| s == name) {
+            return Err(ProcessError::UnknownStore(name.to_string()));
+        }
+        self.parts
+            .stores
+            .get_mut(name)
+            .map(|s| s.as_mut() as &mut dyn KeyValueStore)
+            .ok_or_else(|| ProcessError::UnknownStore(name.to_string()))
+    }
+
+    /// The record being processed came from here (`None` in a punctuation).
+    pub fn record_metadata(&self) -> Option<&RecordMetadata> {
+        self.metadata.as_ref()
+    }
+
+    /// The task's stream time: the largest record timestamp it has seen (-1 before any).
+    pub fn stream_time(&self) -> i64 {
+        self.parts.stream_time
+    }
+
+    /// (sub-topology, partition) of the task.
+    pub fn task_id(&self) -> (usize, i32) {
+        self.task
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.parts.names[self.node]
+    }
+
+    /// Calls `callback` every `interval_ms` of stream time or wall-clock time. Stream-time
+    /// punctuations fire at most once per advance of stream time, at times aligned to
+    /// multiples of the interval: with interval 10, records at 20, 142, 155, 160 fire at 20,
+    /// 142, 155 and 160 (then next at 30, 150, 160, 170).
+    pub fn schedule(&mut self, interval_ms: i64, kind: PunctuationType, callback: Punctuator) {
+        let interval_ms = interval_ms.max(1);
+        let next_ms = match kind {
+            PunctuationType::StreamTime => 0,
+            PunctuationType::WallClockTime => self.parts.wall_clock_ms + interval_ms,
+        };
+        self.parts.schedules.push(Schedule {
+            node: self.node,
+            kind,
+            interval_ms,
+            next_ms,
+            callback: Some(callback),
+        });
+    }
+
+    /// Asks the runtime to commit soon.
+    pub fn request_commit(&mut self) {
+        self.parts.commit_requested = true;
+    }
+}

@@ -1,0 +1,260 @@
+//! A task: one sub-topology running over one input partition, with its own processors, state
+//! stores and stream time. It processes one record at a time, fires punctuations, and
+//! collects what its sinks write.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::processor::{
+    ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
+};
+use crate::state::fjall_store::FjallStore;
+use crate::state::memory::InMemoryStore;
+use crate::state::KeyValueStore;
+use crate::topology::{NodeKind, StoreBackend, Topology};
+
+/// What to do with a record whose timestamp is negative (Kafka's extractors fail on it by
+/// default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvalidTimestampPolicy {
+    /// Stop with an error.
+    #[default]
+    Fail,
+    /// Skip the record (logged and counted).
+    LogAndSkip,
+    /// Give it the task's current stream time.
+    UseStreamTime,
+}
+
+/// (sub-topology, partition).
+pub type TaskId = (usize, i32);
+
+/// One sub-topology over one partition.
+pub struct Task {
+    pub id: TaskId,
+    parts: TaskParts,
+    /// Source node index per topic.
+    sources: BTreeMap<String, usize>,
+    policy: InvalidTimestampPolicy,
+    /// Records skipped for invalid timestamps.
+    pub dropped: u64,
+    pub processed: u64,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("stream_time", &self.parts.stream_time)
+            .finish()
+    }
+}
+
+impl Task {
+    /// Builds the task's processors and stores (persistent ones under `state_dir`) and calls
+    /// every processor's `init`.
+    pub fn new(
+        topology: &Topology,
+        id: TaskId,
+        state_dir: Option<&Path>,
+        policy: InvalidTimestampPolicy,
+        wall_clock_ms: i64,
+    ) -> Result<Task, ProcessError> {
+        let sub = topology
+            .sub_topologies()
+            .into_iter()
+            .find(|s| s.id == id.0)
+            .ok_or_else(|| ProcessError::Failed(format!("no sub-topology {}", id.0)))?;
+        let n = topology.nodes.len();
+        let mut processors: Vec<Option<Box<dyn crate::processor::Processor>>> =
+            (0..n).map(|_| None).collect();
+        let mut sinks = vec![None; n];
+        let mut sources = BTreeMap::new();
+        let mut stores: BTreeMap<String, Box<dyn KeyValueStore>> = BTreeMap::new();
+        for i in &sub.nodes {
+            let node = &topology.nodes[*i];
+            match &node.kind {
+                NodeKind::Source { topics } => {
+                    for t in topics {
+                        sources.insert(t.clone(), *i);
+                    }
+                }
+                NodeKind::Processor { supplier } => processors[*i] = Some(supplier()),
+                NodeKind::Sink(spec) => sinks[*i] = Some(spec.clone()),
+            }
+            for s in &node.stores {
+                if stores.contains_key(s) {
+                    continue;
+                }
+                let spec = &topology.stores[s];
+                let store: Box<dyn KeyValueStore> = match (spec.backend, state_dir) {
+                    (StoreBackend::Fjall, Some(dir)) => {
+                        let dir = dir.join(format!("{}_{}", id.0, id.1)).join(s);
+                        Box::new(FjallStore::open(&dir, s)?)
+                    }
+                    _ => Box::new(InMemoryStore::new(s.clone())),
+                };
+                stores.insert(s.clone(), store);
+            }
+        }
+        let mut task = Task {
+            id,
+            parts: TaskParts {
+                processors,
+                children: topology.children(),
+                names: topology.nodes.iter().map(|n| n.name.clone()).collect(),
+                node_stores: topology.nodes.iter().map(|n| n.stores.clone()).collect(),
+                stores,
+                sinks,
+                output: Vec::new(),
+                schedules: Vec::new(),
+                stream_time: -1,
+                wall_clock_ms,
+                commit_requested: false,
+            },
+            sources,
+            policy,
+            dropped: 0,
+            processed: 0,
+        };
+        for i in sub.nodes {
+            if let Some(mut p) = task.parts.processors[i].take() {
+                let mut ctx = ProcessorContext {
+                    parts: &mut task.parts,
+                    node: i,
+                    metadata: None,
+                    task: id,
+                };
+                let r = p.init(&mut ctx);
+                task.parts.processors[i] = Some(p);
+                r?;
+            }
+        }
+        Ok(task)
+    }
+
+    /// The topics this task reads.
+    pub fn topics(&self) -> Vec<String> {
+        self.sources.keys().cloned().collect()
+    }
+
+    pub fn stream_time(&self) -> i64 {
+        self.parts.stream_time
+    }
+
+    /// Processes one record of `topic` (at `offset`), then fires due stream-time punctuations.
+    pub fn process(
+        &mut self,
+        topic: &str,
+        offset: i64,
+        mut record: Record,
+    ) -> Result<(), ProcessError> {
+        let source = *self.sources.get(topic).ok_or_else(|| {
+            ProcessError::Failed(format!("task {:?} does not read {topic}", self.id))
+        })?;
+        if record.timestamp < 0 {
+            match self.policy {
+                InvalidTimestampPolicy::Fail => {
+                    return Err(ProcessError::Failed(format!(
+                        "record at {topic}-{}@{offset} has invalid timestamp {}",
+                        self.id.1, record.timestamp
+                    )))
+                }
+                InvalidTimestampPolicy::LogAndSkip => {
+                    tracing::warn!(
+                        topic,
+                        offset,
+                        timestamp = record.timestamp,
+                        "skipping a record with an invalid timestamp"
+                    );
+                    self.dropped += 1;
+                    return Ok(());
+                }
+                InvalidTimestampPolicy::UseStreamTime => {
+                    record.timestamp = self.parts.stream_time.max(0)
+                }
+            }
+        }
+        self.parts.stream_time = self.parts.stream_time.max(record.timestamp);
+        let mut ctx = ProcessorContext {
+            parts: &mut self.parts,
+            node: source,
+            metadata: Some(RecordMetadata {
+                topic: topic.to_string(),
+                partition: self.id.1,
+                offset,
+            }),
+            task: self.id,
+        };
+        ctx.forward(record)?;
+        self.processed += 1;
+        let now = self.parts.stream_time;
+        self.punctuate(PunctuationType::StreamTime, now)
+    }
+
+    /// Moves the wall clock to `now_ms` and fires due wall-clock punctuations.
+    pub fn advance_wall_clock(&mut self, now_ms: i64) -> Result<(), ProcessError> {
+        self.parts.wall_clock_ms = self.parts.wall_clock_ms.max(now_ms);
+        let now = self.parts.wall_clock_ms;
+        self.punctuate(PunctuationType::WallClockTime, now)
+    }
+
+    /// Fires each schedule of `kind` due at `now`, once, and moves it to the next multiple of
+    /// its interval after `now`.
+    fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<(), ProcessError> {
+        for i in 0..self.parts.schedules.len() {
+            let s = &mut self.parts.schedules[i];
+            if s.kind != kind || now < s.next_ms || now < 0 {
+                continue;
+            }
+            s.next_ms = (now / s.interval_ms + 1) * s.interval_ms;
+            let node = s.node;
+            let Some(mut callback) = s.callback.take() else {
+                continue;
+            };
+            let mut p = self.parts.processors[node].take();
+            let mut ctx = ProcessorContext {
+                parts: &mut self.parts,
+                node,
+                metadata: None,
+                task: self.id,
+            };
+            let r = callback(&mut ctx, now);
+            if let Some(p) = p.take() {
+                self.parts.processors[node] = Some(p);
+            }
+            self.parts.schedules[i].callback = Some(callback);
+            r?;
+        }
+        Ok(())
+    }
+
+    /// What the sinks wrote since the last call: (topic, record).
+    pub fn take_output(&mut self) -> Vec<(String, Record)> {
+        std::mem::take(&mut self.parts.output)
+    }
+
+    /// A state store of this task.
+    pub fn store(&mut self, name: &str) -> Option<&mut dyn KeyValueStore> {
+        self.parts
+            .stores
+            .get_mut(name)
+            .map(|s| s.as_mut() as &mut dyn KeyValueStore)
+    }
+
+    /// Whether a processor asked for a commit (and clears the request).
+    pub fn take_commit_request(&mut self) -> bool {
+        std::mem::take(&mut self.parts.commit_requested)
+    }
+
+    /// Flushes every store and closes every processor.
+    pub fn close(mut self) -> Result<(), ProcessError> {
+        for s in self.parts.stores.values_mut() {
+            s.flush()?;
+        }
+        for p in self.parts.processors.iter_mut().flatten() {
+            p.close();
+        }
+        Ok(())
+    }
+}

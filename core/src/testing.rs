@@ -1,0 +1,204 @@
+//! A test driver: runs a topology with no broker. Records piped into input topics go to the
+//! task of their partition (murmur2 of the key, as Kafka's producer places them, or a given
+//! partition) and are processed at once; sink output is collected per topic (and fed back
+//! when the topology reads that topic too); the wall clock moves only when the test says.
+//! Unlike Kafka's TopologyTestDriver, topics may have several partitions, each its own task
+//! with its own stores and stream time.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rill_log::client::partitioner::partition_for_key;
+
+use crate::processor::{ProcessError, Record};
+use crate::state::KeyValueStore;
+use crate::task::{InvalidTimestampPolicy, Task, TaskId};
+use crate::topology::Topology;
+
+/// Test driver settings.
+#[derive(Debug, Clone, Default)]
+pub struct TestDriverConfig {
+    /// Partitions of a topic not listed in `topic_partitions`.
+    pub default_partitions: i32,
+    pub topic_partitions: BTreeMap<String, i32>,
+    /// Where persistent stores live (none: every store is in memory).
+    pub state_dir: Option<PathBuf>,
+    pub invalid_timestamps: InvalidTimestampPolicy,
+    pub wall_clock_start_ms: i64,
+}
+
+/// A record a sink wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub partition: i32,
+    pub record: Record,
+}
+
+pub struct TestDriver {
+    tasks: BTreeMap<TaskId, Task>,
+    /// Topic -> sub-topology reading it.
+    readers: BTreeMap<String, usize>,
+    partitions: BTreeMap<String, i32>,
+    default_partitions: i32,
+    outputs: BTreeMap<String, Vec<OutputRecord>>,
+    offsets: BTreeMap<(String, i32), i64>,
+    wall_clock_ms: i64,
+}
+
+impl std::fmt::Debug for TestDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDriver")
+            .field("tasks", &self.tasks.keys())
+            .finish()
+    }
+}
+
+impl TestDriver {
+    /// Creates every task (one per sub-topology and partition) and initializes it.
+    pub fn new(topology: &Topology, config: TestDriverConfig) -> Result<TestDriver, ProcessError> {
+        let default_partitions = config.default_partitions.max(1);
+        let count = |t: &str| {
+            config
+                .topic_partitions
+                .get(t)
+                .copied()
+                .unwrap_or(default_partitions)
+        };
+        let mut tasks = BTreeMap::new();
+        let mut readers = BTreeMap::new();
+        for st in topology.sub_topologies() {
+            let n = st.source_topics.iter().map(|t| count(t)).max().unwrap_or(0);
+            for t in &st.source_topics {
+                readers.insert(t.clone(), st.id);
+            }
+            for p in 0..n {
+                let id = (st.id, p);
+                tasks.insert(
+                    id,
+                    Task::new(
+                        topology,
+                        id,
+                        config.state_dir.as_deref(),
+                        config.invalid_timestamps,
+                        config.wall_clock_start_ms,
+                    )?,
+                );
+            }
+        }
+        Ok(TestDriver {
+            tasks,
+            readers,
+            partitions: config.topic_partitions,
+            default_partitions,
+            outputs: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            wall_clock_ms: config.wall_clock_start_ms,
+        })
+    }
+
+    fn partitions_of(&self, topic: &str) -> i32 {
+        self.partitions
+            .get(topic)
+            .copied()
+            .unwrap_or(self.default_partitions)
+    }
+
+    /// Pipes a record into `topic`, to the partition of its key (partition 0 without a key).
+    pub fn pipe(&mut self, topic: &str, record: Record) -> Result<(), ProcessError> {
+        let partition = match &record.key {
+            Some(k) => partition_for_key(k, self.partitions_of(topic)),
+            None => 0,
+        };
+        self.pipe_to(topic, partition, record)
+    }
+
+    /// Pipes a record into one partition of `topic`.
+    pub fn pipe_to(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        record: Record,
+    ) -> Result<(), ProcessError> {
+        let offset = {
+            let o = self
+                .offsets
+                .entry((topic.to_string(), partition))
+                .or_insert(0);
+            *o += 1;
+            *o - 1
+        };
+        let Some(sub) = self.readers.get(topic).copied() else {
+            return Err(ProcessError::Failed(format!("no source reads {topic}")));
+        };
+        let task = self
+            .tasks
+            .get_mut(&(sub, partition))
+            .ok_or_else(|| ProcessError::Failed(format!("{topic} has no partition {partition}")))?;
+        task.process(topic, offset, record)?;
+        self.collect()
+    }
+
+    /// Routes what the sinks wrote: into the output topics, and back into the topology for
+    /// topics it also reads.
+    fn collect(&mut self) -> Result<(), ProcessError> {
+        let mut pending = Vec::new();
+        for task in self.tasks.values_mut() {
+            pending.extend(task.take_output());
+        }
+        for (topic, record) in pending {
+            let n = self.partitions_of(&topic);
+            let partition = record.key.as_ref().map_or(0, |k| partition_for_key(k, n));
+            self.outputs
+                .entry(topic.clone())
+                .or_default()
+                .push(OutputRecord {
+                    partition,
+                    record: record.clone(),
+                });
+            if self.readers.contains_key(&topic) {
+                self.pipe_to(&topic, partition, record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the wall clock forward by `ms`, firing wall-clock punctuations.
+    pub fn advance_wall_clock(&mut self, ms: i64) -> Result<(), ProcessError> {
+        self.wall_clock_ms += ms.max(0);
+        let now = self.wall_clock_ms;
+        for task in self.tasks.values_mut() {
+            task.advance_wall_clock(now)?;
+        }
+        self.collect()
+    }
+
+    /// Every record written to `topic` since the last read.
+    pub fn read_output(&mut self, topic: &str) -> Vec<OutputRecord> {
+        self.outputs.remove(topic).unwrap_or_default()
+    }
+
+    /// A store of the task reading `topic`'s `partition`.
+    pub fn store(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        name: &str,
+    ) -> Option<&mut dyn KeyValueStore> {
+        let sub = *self.readers.get(topic)?;
+        self.tasks.get_mut(&(sub, partition))?.store(name)
+    }
+
+    /// The task reading `topic`'s `partition`.
+    pub fn task(&self, topic: &str, partition: i32) -> Option<&Task> {
+        let sub = *self.readers.get(topic)?;
+        self.tasks.get(&(sub, partition))
+    }
+
+    /// Flushes and closes every task.
+    pub fn close(self) -> Result<(), ProcessError> {
+        for (_, t) in self.tasks {
+            t.close()?;
+        }
+        Ok(())
+    }
+}

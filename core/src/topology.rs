@@ -1,0 +1,422 @@
+//! The topology: sources reading topics, processors, sinks writing topics, and the state
+//! stores connected to processors. Nodes connected through parents form sub-topologies; each
+//! runs as one task per input partition. `describe` prints it as Kafka Streams does, and as
+//! Graphviz DOT or Mermaid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::processor::{Processor, Record};
+
+/// Makes a fresh processor for each task.
+pub type ProcessorSupplier = Arc<dyn Fn() -> Box<dyn Processor> + Send + Sync>;
+
+/// Where a sink writes.
+#[derive(Clone)]
+pub enum TopicChoice {
+    Static(String),
+    /// A topic per record.
+    PerRecord(Arc<dyn Fn(&Record) -> String + Send + Sync>),
+}
+
+impl std::fmt::Debug for TopicChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicChoice::Static(t) => write!(f, "Static({t})"),
+            TopicChoice::PerRecord(_) => f.write_str("PerRecord"),
+        }
+    }
+}
+
+/// A sink's settings.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    pub topic: TopicChoice,
+}
+
+impl SinkSpec {
+    pub fn topic_for(&self, record: &Record) -> String {
+        match &self.topic {
+            TopicChoice::Static(t) => t.clone(),
+            TopicChoice::PerRecord(f) => f(record),
+        }
+    }
+}
+
+/// Which backend a store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreBackend {
+    InMemory,
+    /// Persistent, on fjall, under the task's state directory.
+    Fjall,
+}
+
+/// A state store of the topology.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    pub name: String,
+    pub backend: StoreBackend,
+    /// Logged to a changelog topic (`<application.id>-<store>-changelog`).
+    pub logged: bool,
+}
+
+#[derive(Clone)]
+pub(crate) enum NodeKind {
+    Source { topics: Vec<String> },
+    Processor { supplier: ProcessorSupplier },
+    Sink(SinkSpec),
+}
+
+#[derive(Clone)]
+pub(crate) struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    pub parents: Vec<usize>,
+    pub stores: Vec<String>,
+}
+
+/// Why a topology cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("a node named {0} already exists")]
+    DuplicateName(String),
+    #[error("node {node}: no parent named {parent}")]
+    UnknownParent { node: String, parent: String },
+    #[error("node {node}: {parent} is a sink and cannot have children")]
+    SinkAsParent { node: String, parent: String },
+    #[error("node {0} needs at least one parent")]
+    NoParent(String),
+    #[error("source {0} reads no topic")]
+    NoTopic(String),
+    #[error("topic {0} is read by more than one source")]
+    TopicReadTwice(String),
+    #[error("store {store}: no processor named {processor}")]
+    UnknownProcessor { store: String, processor: String },
+    #[error("a store named {0} already exists")]
+    DuplicateStore(String),
+}
+
+/// A connected part of the topology: its nodes and the topics it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubTopology {
+    pub id: usize,
+    pub nodes: Vec<usize>,
+    pub source_topics: Vec<String>,
+}
+
+/// Sources, processors, sinks and stores.
+#[derive(Clone, Default)]
+pub struct Topology {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) stores: BTreeMap<String, StoreSpec>,
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Topology {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    fn add(
+        &mut self,
+        name: &str,
+        kind: NodeKind,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        if self.index(name).is_some() {
+            return Err(TopologyError::DuplicateName(name.to_string()));
+        }
+        let mut ps = Vec::new();
+        for p in parents {
+            let i = self.index(p).ok_or_else(|| TopologyError::UnknownParent {
+                node: name.to_string(),
+                parent: p.to_string(),
+            })?;
+            if matches!(self.nodes[i].kind, NodeKind::Sink(_)) {
+                return Err(TopologyError::SinkAsParent {
+                    node: name.to_string(),
+                    parent: p.to_string(),
+                });
+            }
+            ps.push(i);
+        }
+        if ps.is_empty() && !matches!(kind, NodeKind::Source { .. }) {
+            return Err(TopologyError::NoParent(name.to_string()));
+        }
+        self.nodes.push(Node {
+            name: name.to_string(),
+            kind,
+            parents: ps,
+            stores: Vec::new(),
+        });
+        Ok(self)
+    }
+
+    /// A source reading `topics`.
+    pub fn add_source(&mut self, name: &str, topics: &[&str]) -> Result<&mut Self, TopologyError> {
+        if topics.is_empty() {
+            return Err(TopologyError::NoTopic(name.to_string()));
+        }
+        for t in topics {
+            if self.source_topics().contains(&t.to_string()) {
+                return Err(TopologyError::TopicReadTwice(t.to_string()));
+            }
+        }
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        self.add(name, NodeKind::Source { topics }, &[])
+    }
+
+    /// A processor (a fresh one per task from `supplier`) fed by `parents`.
+    pub fn add_processor(
+        &mut self,
+        name: &str,
+        supplier: ProcessorSupplier,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        self.add(name, NodeKind::Processor { supplier }, parents)
+    }
+
+    /// A sink writing every record it gets to `topic`.
+    pub fn add_sink(
+        &mut self,
+        name: &str,
+        topic: &str,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        let spec = SinkSpec {
+            topic: TopicChoice::Static(topic.to_string()),
+        };
+        self.add(name, NodeKind::Sink(spec), parents)
+    }
+
+    /// A sink choosing each record's topic.
+    pub fn add_sink_with(
+        &mut self,
+        name: &str,
+        chooser: Arc<dyn Fn(&Record) -> String + Send + Sync>,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        let spec = SinkSpec {
+            topic: TopicChoice::PerRecord(chooser),
+        };
+        self.add(name, NodeKind::Sink(spec), parents)
+    }
+
+    /// A state store, connected to `processors` (they reach it through their context).
+    pub fn add_state_store(
+        &mut self,
+        spec: StoreSpec,
+        processors: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        if self.stores.contains_key(&spec.name) {
+            return Err(TopologyError::DuplicateStore(spec.name));
+        }
+        for p in processors {
+            let i = self
+                .index(p)
+                .filter(|i| matches!(self.nodes[*i].kind, NodeKind::Processor { .. }))
+                .ok_or_else(|| TopologyError::UnknownProcessor {
+                    store: spec.name.clone(),
+                    processor: p.to_string(),
+                })?;
+            self.nodes[i].stores.push(spec.name.clone());
+        }
+        self.stores.insert(spec.name.clone(), spec);
+        Ok(self)
+    }
+
+    pub(crate) fn children(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for p in &n.parents {
+                out[*p].push(i);
+            }
+        }
+        out
+    }
+
+    fn source_topics(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Source { topics } => Some(topics.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// The connected parts: nodes linked by parents, or by a shared store.
+    pub fn sub_topologies(&self) -> Vec<SubTopology> {
+        let n = self.nodes.len();
+        let mut group: Vec<usize> = (0..n).collect();
+        fn find(g: &mut [usize], x: usize) -> usize {
+            let mut r = x;
+            while g[r] != r {
+                r = g[r];
+            }
+            g[x] = r;
+            r
+        }
+        let union = |g: &mut Vec<usize>, a: usize, b: usize| {
+            let (ra, rb) = (find(g, a), find(g, b));
+            g[ra.max(rb)] = ra.min(rb);
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            for p in &node.parents {
+                union(&mut group, i, *p);
+            }
+        }
+        let mut by_store: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            for s in &node.stores {
+                if let Some(first) = by_store.insert(s, i) {
+                    union(&mut group, i, first);
+                }
+            }
+        }
+        let mut parts: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..n {
+            let root = find(&mut group, i);
+            parts.entry(root).or_default().push(i);
+        }
+        parts
+            .into_values()
+            .enumerate()
+            .map(|(id, nodes)| {
+                let source_topics = nodes
+                    .iter()
+                    .filter_map(|i| match &self.nodes[*i].kind {
+                        NodeKind::Source { topics } => Some(topics.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                SubTopology {
+                    id,
+                    nodes,
+                    source_topics,
+                }
+            })
+            .collect()
+    }
+
+    /// The changelog topic of `store` for an application (Kafka Streams' name).
+    pub fn changelog_topic(application_id: &str, store: &str) -> String {
+        format!("{application_id}-{store}-changelog")
+    }
+
+    fn kind_label(&self, i: usize) -> String {
+        let n = &self.nodes[i];
+        match &n.kind {
+            NodeKind::Source { topics } => {
+                format!("Source: {} (topics: [{}])", n.name, topics.join(", "))
+            }
+            NodeKind::Processor { .. } => {
+                format!("Processor: {} (stores: [{}])", n.name, n.stores.join(", "))
+            }
+            NodeKind::Sink(s) => match &s.topic {
+                TopicChoice::Static(t) => format!("Sink: {} (topic: {t})", n.name),
+                TopicChoice::PerRecord(_) => format!("Sink: {} (topic: chosen per record)", n.name),
+            },
+        }
+    }
+
+    /// Kafka Streams' text form: each sub-topology with its nodes, children and parents.
+    pub fn describe(&self) -> String {
+        let children = self.children();
+        let mut out = String::from("Topologies:\n");
+        for st in self.sub_topologies() {
+            out.push_str(&format!("   Sub-topology: {}\n", st.id));
+            for i in &st.nodes {
+                out.push_str(&format!("    {}\n", self.kind_label(*i)));
+                let kids: Vec<&str> = children[*i]
+                    .iter()
+                    .map(|c| self.nodes[*c].name.as_str())
+                    .collect();
+                let parents: Vec<&str> = self.nodes[*i]
+                    .parents
+                    .iter()
+                    .map(|p| self.nodes[*p].name.as_str())
+                    .collect();
+                if !kids.is_empty() {
+                    out.push_str(&format!("      --> {}\n", kids.join(", ")));
+                }
+                if !parents.is_empty() {
+                    out.push_str(&format!("      <-- {}\n", parents.join(", ")));
+                }
+            }
+        }
+        out
+    }
+
+    /// Graphviz DOT: topics as ellipses, nodes as boxes, stores as cylinders.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph topology {\n  rankdir=LR;\n");
+        for st in self.sub_topologies() {
+            out.push_str(&format!(
+                "  subgraph cluster_{} {{\n    label=\"sub-topology {}\";\n",
+                st.id, st.id
+            ));
+            for i in &st.nodes {
+                out.push_str(&format!("    \"{}\" [shape=box];\n", self.nodes[*i].name));
+            }
+            out.push_str("  }\n");
+        }
+        for (from, to) in self.edges() {
+            out.push_str(&format!("  \"{from}\" -> \"{to}\";\n"));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// Mermaid flowchart of the same graph.
+    pub fn to_mermaid(&self) -> String {
+        let id = |s: &str| s.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let mut out = String::from("flowchart LR\n");
+        for (from, to) in self.edges() {
+            out.push_str(&format!(
+                "  {}[\"{from}\"] --> {}[\"{to}\"]\n",
+                id(&from),
+                id(&to)
+            ));
+        }
+        out
+    }
+
+    /// Every edge: topic -> source, parent -> child, sink -> topic, store <-> processor.
+    fn edges(&self) -> Vec<(String, String)> {
+        let mut out = BTreeSet::new();
+        for n in &self.nodes {
+            match &n.kind {
+                NodeKind::Source { topics } => {
+                    for t in topics {
+                        out.insert((format!("topic {t}"), n.name.clone()));
+                    }
+                }
+                NodeKind::Sink(SinkSpec {
+                    topic: TopicChoice::Static(t),
+                }) => {
+                    out.insert((n.name.clone(), format!("topic {t}")));
+                }
+                _ => {}
+            }
+            for p in &n.parents {
+                out.insert((self.nodes[*p].name.clone(), n.name.clone()));
+            }
+            for s in &n.stores {
+                out.insert((n.name.clone(), format!("store {s}")));
+            }
+        }
+        out.into_iter().collect()
+    }
+}

@@ -1,0 +1,310 @@
+//! The Processor API through the test driver: depth-first forwarding (to all children or one
+//! by name), state stores per task, several partitions with their own tasks and stream times,
+//! punctuation on stream time and wall-clock time with Kafka Streams' exact firing times,
+//! invalid timestamps, per-record topics, and the topology's descriptions.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, PunctuationType, Record};
+use rill_core::task::InvalidTimestampPolicy;
+use rill_core::testing::{TestDriver, TestDriverConfig};
+use rill_core::topology::{StoreBackend, StoreSpec, Topology, TopologyError};
+
+fn rec(key: &str, value: &str, ts: i64) -> Record {
+    Record::new(Some(key.to_string()), Some(value.to_string()), ts)
+}
+
+fn text(b: &Option<Bytes>) -> String {
+    b.as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Counts per key in store "counts", forwarding (key, count).
+struct Count;
+
+impl Processor for Count {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let key = r.key.clone().unwrap_or_default();
+        let store = ctx.store("counts")?;
+        let n = store
+            .get(&key)?
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            + 1;
+        store.put(&key, &n.to_be_bytes())?;
+        ctx.forward(Record::new(Some(key), Some(n.to_string()), r.timestamp))
+    }
+}
+
+/// Routes even values to "evens", odd ones to "odds".
+struct Split;
+
+impl Processor for Split {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let v: i64 = text(&r.value).parse().unwrap_or(0);
+        ctx.forward_to(if v % 2 == 0 { "evens" } else { "odds" }, r)
+    }
+}
+
+fn counting_topology(backend: StoreBackend) -> Topology {
+    let mut t = Topology::new();
+    t.add_source("in", &["words"])
+        .unwrap()
+        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
+        .unwrap()
+        .add_sink("out", "counts", &["count"])
+        .unwrap()
+        .add_state_store(
+            StoreSpec {
+                name: "counts".into(),
+                backend,
+                logged: true,
+            },
+            &["count"],
+        )
+        .unwrap();
+    t
+}
+
+#[test]
+fn counts_per_key_with_a_store_per_partition_task() {
+    for backend in [StoreBackend::InMemory, StoreBackend::Fjall] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = TestDriver::new(
+            &counting_topology(backend),
+            TestDriverConfig {
+                default_partitions: 2,
+                state_dir: Some(dir.path().to_path_buf()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for (i, w) in ["a", "b", "a", "c", "a", "b"].iter().enumerate() {
+            d.pipe("words", rec(w, "x", i as i64)).unwrap();
+        }
+        let out: Vec<(String, String)> = d
+            .read_output("counts")
+            .into_iter()
+            .map(|o| (text(&o.record.key), text(&o.record.value)))
+            .collect();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            out,
+            pairs(&[
+                ("a", "1"),
+                ("b", "1"),
+                ("a", "2"),
+                ("c", "1"),
+                ("a", "3"),
+                ("b", "2")
+            ])
+        );
+        // Each key's count lives in the store of its partition's task only.
+        let pa = rill_log::client::partitioner::partition_for_key(b"a", 2);
+        let count_of = |d: &mut TestDriver, p: i32| {
+            d.store("words", p, "counts")
+                .unwrap()
+                .get(b"a")
+                .unwrap()
+                .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+        };
+        assert_eq!(count_of(&mut d, pa), Some(3));
+        assert_eq!(count_of(&mut d, 1 - pa), None);
+        d.close().unwrap();
+    }
+}
+
+#[test]
+fn forwarding_is_depth_first_and_can_name_a_child() {
+    let mut t = Topology::new();
+    t.add_source("in", &["numbers"])
+        .unwrap()
+        .add_processor("split", Arc::new(|| Box::new(Split)), &["in"])
+        .unwrap()
+        .add_sink("evens", "even-numbers", &["split"])
+        .unwrap()
+        .add_sink("odds", "odd-numbers", &["split"])
+        .unwrap()
+        .add_sink("all", "all-numbers", &["in"])
+        .unwrap();
+    let mut d = TestDriver::new(&t, TestDriverConfig::default()).unwrap();
+    for v in 1..=5 {
+        d.pipe(
+            "numbers",
+            Record::new(None::<Bytes>, Some(v.to_string()), v),
+        )
+        .unwrap();
+    }
+    let values = |d: &mut TestDriver, topic: &str| -> Vec<String> {
+        d.read_output(topic)
+            .iter()
+            .map(|o| text(&o.record.value))
+            .collect()
+    };
+    assert_eq!(values(&mut d, "even-numbers"), vec!["2", "4"]);
+    assert_eq!(values(&mut d, "odd-numbers"), vec!["1", "3", "5"]);
+    assert_eq!(values(&mut d, "all-numbers"), vec!["1", "2", "3", "4", "5"]);
+}
+
+/// Records each punctuation's timestamp.
+struct Ticker {
+    kind: PunctuationType,
+    fired: Arc<Mutex<Vec<i64>>>,
+}
+
+impl Processor for Ticker {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let fired = Arc::clone(&self.fired);
+        ctx.schedule(
+            10,
+            self.kind,
+            Box::new(move |ctx, ts| {
+                fired.lock().unwrap().push(ts);
+                ctx.forward(Record::new(None::<Bytes>, Some(format!("tick@{ts}")), ts))
+            }),
+        );
+        Ok(())
+    }
+
+    fn process(&mut self, _ctx: &mut ProcessorContext<'_>, _r: Record) -> Result<(), ProcessError> {
+        Ok(())
+    }
+}
+
+fn ticker(kind: PunctuationType) -> (Topology, Arc<Mutex<Vec<i64>>>) {
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let f = Arc::clone(&fired);
+    let mut t = Topology::new();
+    t.add_source("in", &["events"])
+        .unwrap()
+        .add_processor(
+            "tick",
+            Arc::new(move || {
+                Box::new(Ticker {
+                    kind,
+                    fired: Arc::clone(&f),
+                })
+            }),
+            &["in"],
+        )
+        .unwrap()
+        .add_sink("out", "ticks", &["tick"])
+        .unwrap();
+    (t, fired)
+}
+
+#[test]
+fn stream_time_punctuation_fires_at_kafkas_times() {
+    let (t, fired) = ticker(PunctuationType::StreamTime);
+    let mut d = TestDriver::new(&t, TestDriverConfig::default()).unwrap();
+    // Stream time only moves forward: the late record at 100 fires nothing.
+    for ts in [20, 142, 100, 155, 160] {
+        d.pipe("events", rec("k", "v", ts)).unwrap();
+    }
+    assert_eq!(*fired.lock().unwrap(), vec![20, 142, 155, 160]);
+    // Punctuations forward like process does.
+    let ticks: Vec<String> = d
+        .read_output("ticks")
+        .iter()
+        .map(|o| text(&o.record.value))
+        .collect();
+    assert_eq!(ticks, vec!["tick@20", "tick@142", "tick@155", "tick@160"]);
+    // Wall-clock time does not drive stream-time punctuation.
+    d.advance_wall_clock(1_000).unwrap();
+    assert_eq!(fired.lock().unwrap().len(), 4);
+}
+
+#[test]
+fn wall_clock_punctuation_follows_the_injected_clock() {
+    let (t, fired) = ticker(PunctuationType::WallClockTime);
+    let mut d = TestDriver::new(
+        &t,
+        TestDriverConfig {
+            wall_clock_start_ms: 1_000,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    d.advance_wall_clock(5).unwrap();
+    assert!(fired.lock().unwrap().is_empty(), "not before one interval");
+    d.advance_wall_clock(20).unwrap();
+    d.advance_wall_clock(4).unwrap();
+    d.advance_wall_clock(1).unwrap();
+    // At 1025 once (not once per missed interval), then at the next multiple, 1030.
+    assert_eq!(*fired.lock().unwrap(), vec![1_025, 1_030]);
+    // Records do not drive wall-clock punctuation.
+    d.pipe("events", rec("k", "v", 99_999)).unwrap();
+    assert_eq!(fired.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn invalid_timestamps_follow_the_policy() {
+    let t = counting_topology(StoreBackend::InMemory);
+    let mut d = TestDriver::new(&t, TestDriverConfig::default()).unwrap();
+    assert!(
+        d.pipe("words", rec("a", "x", -1)).is_err(),
+        "fail by default"
+    );
+    let mut d = TestDriver::new(
+        &t,
+        TestDriverConfig {
+            invalid_timestamps: InvalidTimestampPolicy::LogAndSkip,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    d.pipe("words", rec("a", "x", -1)).unwrap();
+    d.pipe("words", rec("a", "x", 5)).unwrap();
+    assert_eq!(d.read_output("counts").len(), 1);
+    assert_eq!(d.task("words", 0).unwrap().dropped, 1);
+    assert_eq!(d.task("words", 0).unwrap().stream_time(), 5);
+}
+
+#[test]
+fn topologies_refuse_bad_wiring_and_describe_themselves() {
+    let mut t = Topology::new();
+    t.add_source("in", &["a"]).unwrap();
+    assert_eq!(
+        t.add_sink("out", "b", &["nope"]).err(),
+        Some(TopologyError::UnknownParent {
+            node: "out".into(),
+            parent: "nope".into()
+        })
+    );
+    assert!(matches!(
+        t.add_source("in", &["c"]),
+        Err(TopologyError::DuplicateName(_))
+    ));
+    assert!(matches!(
+        t.add_source("again", &["a"]),
+        Err(TopologyError::TopicReadTwice(_))
+    ));
+    t.add_sink("out", "b", &["in"]).unwrap();
+    assert!(matches!(
+        t.add_sink("after", "c", &["out"]),
+        Err(TopologyError::SinkAsParent { .. })
+    ));
+    // A second, unconnected part is its own sub-topology.
+    let c = counting_topology(StoreBackend::InMemory);
+    let subs = c.sub_topologies();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].source_topics, vec!["words".to_string()]);
+    let text = c.describe();
+    assert_eq!(
+        text,
+        "Topologies:\n   Sub-topology: 0\n    Source: in (topics: [words])\n      --> count\n    \
+         Processor: count (stores: [counts])\n      --> out\n      <-- in\n    Sink: out (topic: \
+         counts)\n      <-- count\n"
+    );
+    assert!(c.to_dot().contains("\"in\" -> \"count\";"));
+    assert!(c.to_mermaid().contains("count[\"count\"] --> out[\"out\"]"));
+    assert_eq!(
+        Topology::changelog_topic("app", "counts"),
+        "app-counts-changelog"
+    );
+}
