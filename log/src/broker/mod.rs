@@ -250,46 +250,17 @@ impl Broker {
             ticker: Mutex::new(Some(ticker)),
         };
         // The internal topic of committed offsets, compacted as in Kafka.
-        let wanted = broker.config.offsets_topic_num_partitions;
-        let existing = broker.topic_partitions(OFFSETS_TOPIC);
-        if existing.is_none() {
-            let overrides = [
-                ("cleanup.policy", "compact"),
-                ("segment.bytes", "104857600"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            broker
-                .create_topic(OFFSETS_TOPIC, wanted, overrides)
-                .map_err(|(code, reason)| BrokerError::Metadata {
-                    path: PathBuf::from(OFFSETS_TOPIC),
-                    reason: format!("{code:?}: {reason}"),
-                })?;
-        }
-        let partitions = existing.unwrap_or(wanted);
+        let partitions =
+            broker.internal_topic(OFFSETS_TOPIC, broker.config.offsets_topic_num_partitions)?;
         let store = OffsetStore::load(&broker.logs, partitions)?;
         *broker.offsets.lock().unwrap_or_else(|e| e.into_inner()) = store;
         // Transaction metadata, compacted likewise; transactions a crash left prepared are
         // finished before the first request.
-        let wanted = broker.config.transaction_state_num_partitions;
-        let existing = broker.topic_partitions(TRANSACTION_TOPIC);
-        if existing.is_none() {
-            let overrides = [
-                ("cleanup.policy", "compact"),
-                ("segment.bytes", "104857600"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            broker
-                .create_topic(TRANSACTION_TOPIC, wanted, overrides)
-                .map_err(|(code, reason)| BrokerError::Metadata {
-                    path: PathBuf::from(TRANSACTION_TOPIC),
-                    reason: format!("{code:?}: {reason}"),
-                })?;
-        }
-        let store = txn::TxnStore::load(&broker.logs, existing.unwrap_or(wanted))?;
+        let partitions = broker.internal_topic(
+            TRANSACTION_TOPIC,
+            broker.config.transaction_state_num_partitions,
+        )?;
+        let store = txn::TxnStore::load(&broker.logs, partitions)?;
         *broker.txns.lock().unwrap_or_else(|e| e.into_inner()) = store;
         txn::run_timers(
             &broker.txns,
@@ -299,6 +270,28 @@ impl Broker {
             broker.config.transactional_id_expiration_ms,
         );
         Ok(broker)
+    }
+
+    /// The partition count of internal topic `name`, creating it (compacted, `wanted`
+    /// partitions) if it does not exist yet. An existing one keeps its count: the placement
+    /// of groups and transactional ids depends on it.
+    fn internal_topic(&self, name: &str, wanted: i32) -> Result<i32, BrokerError> {
+        if let Some(n) = self.topic_partitions(name) {
+            return Ok(n);
+        }
+        let overrides = [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        self.create_topic(name, wanted, overrides)
+            .map_err(|(code, reason)| BrokerError::Metadata {
+                path: PathBuf::from(name),
+                reason: format!("{code:?}: {reason}"),
+            })?;
+        Ok(wanted)
     }
 
     /// What the broker knows of `topic`, if it exists.

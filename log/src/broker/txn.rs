@@ -28,10 +28,8 @@ use super::{Broker, BrokerError};
 use crate::coordinator::group::offsets::{partition_for, Committed, OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::txn::{PendingOffset, TxnMetadata, TxnState, TRANSACTION_TOPIC};
 use crate::storage::producer_state::Marker;
-use crate::storage::{
-    decode_batches, encode_batch, Compression, LogManager, NewRecord, StorageError,
-};
-use crate::types::{Offset, TopicPartition};
+use crate::storage::{encode_batch, Compression, LogManager, NewRecord, StorageError};
+use crate::types::TopicPartition;
 
 /// Every transactional id's metadata, mirrored from `__transaction_state`.
 #[derive(Debug, Default)]
@@ -51,33 +49,19 @@ impl TxnStore {
             let Some(log) = logs.get(&TopicPartition::new(TRANSACTION_TOPIC, p)) else {
                 continue;
             };
-            let mut next = log.log_start_offset().0;
-            let end = log.log_end_offset().0;
-            while next < end {
-                let r = log.read(Offset(next), 1 << 20)?;
-                if r.records.is_empty() {
-                    break;
-                }
-                let last = crate::storage::batch::BatchIter::new(&r.records)
-                    .filter_map(Result::ok)
-                    .map(|(h, _, _)| h.next_offset())
-                    .max()
-                    .unwrap_or(next);
-                for rec in decode_batches(&r.records)? {
-                    let Some(key) = rec
-                        .key
-                        .as_ref()
-                        .map(|k| String::from_utf8_lossy(k).into_owned())
-                    else {
-                        continue;
-                    };
-                    match rec.value.as_deref().and_then(TxnMetadata::decode) {
-                        Some(m) => store.txns.insert(key, m),
-                        None => store.txns.remove(&key),
-                    };
-                }
-                next = next.max(last);
-            }
+            log.scan_records(|rec| {
+                let Some(key) = rec
+                    .key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                else {
+                    return;
+                };
+                match rec.value.as_deref().and_then(TxnMetadata::decode) {
+                    Some(m) => store.txns.insert(key, m),
+                    None => store.txns.remove(&key),
+                };
+            })?;
         }
         Ok(store)
     }

@@ -20,7 +20,7 @@ use super::config::{LogConfig, MessageTimestampType};
 use super::error::{io_at, StorageError};
 use super::producer_state::{AbortedTxn, Marker, ProducerEntry, ProducerState, ProducerStateError};
 use super::records::{control_marker, encode_marker};
-use super::records::{decode_batch, validate_records};
+use super::records::{decode_batch, validate_records, Record};
 use super::segment::{
     parse_segment_name, segment_path, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
@@ -394,6 +394,34 @@ impl PartitionLog {
             fs::rename(&tmp, &path)
         };
         write().map_err(io_at(&path))
+    }
+
+    /// Calls `f` with every record from the log start to the log end, in offset order (past
+    /// compaction holes). Control batches' records are included; callers that keep state
+    /// from a compacted topic read it this way on start.
+    pub fn scan_records(&self, mut f: impl FnMut(Record)) -> Result<(), StorageError> {
+        let mut next = self.log_start_offset().0;
+        let end = self.log_end_offset().0;
+        while next < end {
+            let r = self.read(Offset(next), 1 << 20)?;
+            if r.records.is_empty() {
+                break;
+            }
+            // Past any compaction hole at the end of what was read.
+            let batches_end = BatchIter::new(&r.records)
+                .filter_map(Result::ok)
+                .map(|(h, _, _)| h.next_offset())
+                .max()
+                .unwrap_or(next);
+            for rec in super::decode_batches(&r.records)? {
+                if rec.offset >= next {
+                    next = rec.offset + 1;
+                    f(rec);
+                }
+            }
+            next = next.max(batches_end);
+        }
+        Ok(())
     }
 
     /// Appends a transaction marker (commit or abort) for `producer_id`, ending its open

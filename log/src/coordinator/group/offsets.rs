@@ -7,10 +7,8 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::storage::{
-    decode_batches, encode_batch, Compression, LogManager, NewRecord, StorageError,
-};
-use crate::types::{Offset, TopicPartition};
+use crate::storage::{encode_batch, Compression, LogManager, NewRecord, StorageError};
+use crate::types::TopicPartition;
 
 /// The internal topic's name.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -131,34 +129,15 @@ impl OffsetStore {
             let Some(log) = logs.get(&TopicPartition::new(OFFSETS_TOPIC, p)) else {
                 continue;
             };
-            let mut next = log.log_start_offset().0;
-            let end = log.log_end_offset().0;
-            while next < end {
-                let r = log.read(Offset(next), 1 << 20)?;
-                if r.records.is_empty() {
-                    break;
-                }
-                for rec in decode_batches(&r.records)? {
-                    if rec.offset < next {
-                        continue;
-                    }
-                    next = rec.offset + 1;
-                    let Some(key) = rec.key.and_then(decode_key) else {
-                        continue;
-                    };
-                    match rec.value.and_then(decode_value) {
-                        Some(v) => store.cache.insert(key, v),
-                        None => store.cache.remove(&key),
-                    };
-                }
-                // Past any compaction hole at the end of what was read.
-                let last = crate::storage::batch::BatchIter::new(&r.records)
-                    .filter_map(Result::ok)
-                    .map(|(h, _, _)| h.next_offset())
-                    .max()
-                    .unwrap_or(next);
-                next = next.max(last);
-            }
+            log.scan_records(|rec| {
+                let Some(key) = rec.key.and_then(decode_key) else {
+                    return;
+                };
+                match rec.value.and_then(decode_value) {
+                    Some(v) => store.cache.insert(key, v),
+                    None => store.cache.remove(&key),
+                };
+            })?;
         }
         Ok(store)
     }
