@@ -10,12 +10,13 @@
 //! Here so far: the Processor API ([`processor`]), [`topology`] building and description,
 //! [`task`]s with stream time and punctuation, a broker-less [`testing`] driver, and
 //! [`state`] stores (key-value, window, session, timestamped) on the in-memory and fjall
-//! backends with changelogs and checkpoints. The runtime (group membership, commits,
-//! exactly-once) comes next.
+//! backends with changelogs and checkpoints, and the at-least-once [`runtime`]. Exactly-once
+//! comes next.
 
 pub use rill_log as log;
 
 pub mod processor;
+pub mod runtime;
 pub mod state;
 pub mod task;
 pub mod testing;

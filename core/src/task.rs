@@ -8,10 +8,12 @@ use std::path::Path;
 use crate::processor::{
     ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
 };
+use crate::state::changelog::LoggedStore;
 use crate::state::fjall_store::FjallStore;
 use crate::state::memory::InMemoryStore;
 use crate::state::KeyValueStore;
 use crate::topology::{NodeKind, StoreBackend, Topology};
+use rill_log::types::TopicPartition;
 
 /// What to do with a record whose timestamp is negative (Kafka's extractors fail on it by
 /// default).
@@ -60,6 +62,19 @@ impl Task {
         policy: InvalidTimestampPolicy,
         wall_clock_ms: i64,
     ) -> Result<Task, ProcessError> {
+        Self::with_changelogs(topology, id, state_dir, policy, wall_clock_ms, None)
+    }
+
+    /// [`Task::new`], with the stores marked `logged` writing to their changelogs
+    /// (`<application_id>-<store>-changelog`, partition = the task's partition).
+    pub fn with_changelogs(
+        topology: &Topology,
+        id: TaskId,
+        state_dir: Option<&Path>,
+        policy: InvalidTimestampPolicy,
+        wall_clock_ms: i64,
+        application_id: Option<&str>,
+    ) -> Result<Task, ProcessError> {
         let sub = topology
             .sub_topologies()
             .into_iter()
@@ -93,6 +108,13 @@ impl Task {
                         Box::new(FjallStore::open(&dir, s)?)
                     }
                     _ => Box::new(InMemoryStore::new(s.clone())),
+                };
+                let store: Box<dyn KeyValueStore> = match application_id {
+                    Some(app) if spec.logged => Box::new(LoggedStore::new(
+                        store,
+                        TopicPartition::new(Topology::changelog_topic(app, s), id.1),
+                    )),
+                    _ => store,
                 };
                 stores.insert(s.clone(), store);
             }
@@ -240,6 +262,11 @@ impl Task {
             .stores
             .get_mut(name)
             .map(|s| s.as_mut() as &mut dyn KeyValueStore)
+    }
+
+    /// Every store of the task, by name.
+    pub fn stores_mut(&mut self) -> impl Iterator<Item = (&String, &mut Box<dyn KeyValueStore>)> {
+        self.parts.stores.iter_mut()
     }
 
     /// Whether a processor asked for a commit (and clears the request).

@@ -129,65 +129,112 @@ impl<S: KeyValueStore> LoggedStore<S> {
         &mut self,
         transport: Arc<dyn Transport>,
         from: Option<i64>,
-        mut progress: impl FnMut(i64, i64),
+        progress: impl FnMut(i64, i64),
     ) -> Result<RestoreReport, ChangelogError> {
         let tp = self.changelog.clone();
-        let client = |source| ChangelogError::Client {
-            changelog: tp.clone(),
-            source,
-        };
-        let ends = Admin::new(Arc::clone(&transport))
-            .list_offsets(&[(tp.clone(), OffsetSpec::Earliest)])
-            .await
-            .map_err(client)?;
-        let start = ends.get(&tp).map_or(0, |o| o.offset);
-        let end = Admin::new(Arc::clone(&transport))
-            .list_offsets(&[(tp.clone(), OffsetSpec::Latest)])
-            .await
-            .map_err(client)?
-            .get(&tp)
-            .map_or(0, |o| o.offset);
-        // A checkpoint below the log start (retention, compaction) restores from the start.
-        let from = from.unwrap_or(start).max(start);
-        let mut report = RestoreReport {
-            from_offset: from,
-            end_offset: end,
-            records: 0,
-        };
-        if from >= end {
-            return Ok(report);
-        }
-        let mut consumer = Consumer::new(
-            transport,
-            ConsumerConfig {
-                auto_offset_reset: OffsetReset::Earliest,
-                enable_auto_commit: false,
-                fetch_max_wait_ms: 10,
-                max_poll_records: 10_000,
-                ..Default::default()
-            },
-        );
-        consumer.assign([tp.clone()]);
-        consumer.seek(&tp, from).map_err(client)?;
-        while consumer.position(&tp).unwrap_or(from) < end {
-            for r in consumer.poll().await.map_err(client)? {
-                if r.offset >= end {
-                    break;
-                }
-                let key = r.key.map(|k| k.to_vec()).unwrap_or_default();
-                match r.value {
-                    Some(v) => self.inner.put(&key, &v)?,
-                    None => {
-                        self.inner.delete(&key)?;
-                    }
-                }
-                report.records += 1;
-            }
-            progress(consumer.position(&tp).unwrap_or(from).min(end), end);
-        }
-        self.inner.flush()?;
-        Ok(report)
+        restore_into(&mut self.inner, &tp, transport, from, progress).await
     }
+}
+
+impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        LoggedStore::put(self, key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        LoggedStore::delete(self, key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.inner.range(from, to)
+    }
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.inner.prefix_scan(prefix)
+    }
+    fn all(&self) -> Result<Vec<Entry>, StoreError> {
+        self.inner.all()
+    }
+    fn approximate_num_entries(&self) -> u64 {
+        self.inner.approximate_num_entries()
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+    fn changelog(&self) -> Option<&TopicPartition> {
+        Some(&self.changelog)
+    }
+    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.dirty).into_iter().collect()
+    }
+}
+
+/// Replays changelog `tp` from `from` (or its start) to its current end into `store`.
+pub async fn restore_into(
+    store: &mut dyn KeyValueStore,
+    tp: &TopicPartition,
+    transport: Arc<dyn Transport>,
+    from: Option<i64>,
+    mut progress: impl FnMut(i64, i64),
+) -> Result<RestoreReport, ChangelogError> {
+    let client = |source| ChangelogError::Client {
+        changelog: tp.clone(),
+        source,
+    };
+    let ends = Admin::new(Arc::clone(&transport))
+        .list_offsets(&[(tp.clone(), OffsetSpec::Earliest)])
+        .await
+        .map_err(client)?;
+    let start = ends.get(tp).map_or(0, |o| o.offset);
+    let end = Admin::new(Arc::clone(&transport))
+        .list_offsets(&[(tp.clone(), OffsetSpec::Latest)])
+        .await
+        .map_err(client)?
+        .get(tp)
+        .map_or(0, |o| o.offset);
+    // A checkpoint below the log start (retention, compaction) restores from the start.
+    let from = from.unwrap_or(start).max(start);
+    let mut report = RestoreReport {
+        from_offset: from,
+        end_offset: end,
+        records: 0,
+    };
+    if from >= end {
+        return Ok(report);
+    }
+    let mut consumer = Consumer::new(
+        transport,
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            enable_auto_commit: false,
+            fetch_max_wait_ms: 10,
+            max_poll_records: 10_000,
+            ..Default::default()
+        },
+    );
+    consumer.assign([tp.clone()]);
+    consumer.seek(tp, from).map_err(client)?;
+    while consumer.position(tp).unwrap_or(from) < end {
+        for r in consumer.poll().await.map_err(client)? {
+            if r.offset >= end {
+                break;
+            }
+            let key = r.key.map(|k| k.to_vec()).unwrap_or_default();
+            match r.value {
+                Some(v) => store.put(&key, &v)?,
+                None => {
+                    store.delete(&key)?;
+                }
+            }
+            report.records += 1;
+        }
+        progress(consumer.position(tp).unwrap_or(from).min(end), end);
+    }
+    store.flush()?;
+    Ok(report)
 }
 
 /// The checkpoint file of `store` in `dir`.

@@ -53,6 +53,53 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     fn approximate_num_entries(&self) -> u64;
     /// Makes every write so far durable (a no-op in memory).
     fn flush(&mut self) -> Result<(), StoreError>;
+
+    /// For a changelogged store: its changelog partition.
+    fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
+        None
+    }
+
+    /// For a changelogged store: the changes since the last call, one per key (`None`:
+    /// deleted), to be written to the changelog at commit.
+    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        Vec::new()
+    }
+}
+
+impl KeyValueStore for Box<dyn KeyValueStore> {
+    fn name(&self) -> &str {
+        self.as_ref().name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.as_ref().get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.as_mut().put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.as_mut().delete(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.as_ref().range(from, to)
+    }
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.as_ref().prefix_scan(prefix)
+    }
+    fn all(&self) -> Result<Vec<Entry>, StoreError> {
+        self.as_ref().all()
+    }
+    fn approximate_num_entries(&self) -> u64 {
+        self.as_ref().approximate_num_entries()
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.as_mut().flush()
+    }
+    fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
+        self.as_ref().changelog()
+    }
+    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.as_mut().take_changes()
+    }
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no such key, the

@@ -15,7 +15,6 @@ pub mod producer;
 pub mod transport;
 
 use kafka_protocol::messages::ResponseKind;
-use kafka_protocol::ResponseError;
 
 pub use admin::{
     Admin, GroupDescription, GroupListing, ListedOffset, MemberDescription, OffsetSpec,
@@ -26,7 +25,8 @@ pub use consumer::{
     Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, IsolationLevel,
     ListenerFuture, OffsetReset, RebalanceListener,
 };
-pub use producer::{Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use kafka_protocol::ResponseError;
+pub use producer::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use transport::{EmbeddedTransport, Transport};
 
 /// What a client call can fail with.

@@ -1,0 +1,161 @@
+//! The at-least-once runtime over an embedded broker: two application instances share a
+//! 4-partition topic's tasks; when one closes, its tasks move to the other with their state
+//! (restored from the changelogs), and the counts carry on exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::runtime::{KafkaStreams, StreamsConfig};
+use rill_core::topology::{StoreBackend, StoreSpec, Topology};
+use rill_log::broker::{Broker, BrokerConfig};
+use rill_log::client::{
+    Admin, Consumer, ConsumerConfig, EmbeddedTransport, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, Transport,
+};
+use rill_log::time::SystemClock;
+use rill_log::types::TopicPartition;
+
+struct Count;
+
+impl Processor for Count {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let key = r.key.clone().unwrap_or_default();
+        let store = ctx.store("counts")?;
+        let n = store
+            .get(&key)?
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            + 1;
+        store.put(&key, &n.to_be_bytes())?;
+        ctx.forward(Record::new(Some(key), Some(n.to_string()), r.timestamp))
+    }
+}
+
+fn topology() -> Topology {
+    let mut t = Topology::new();
+    t.add_source("in", &["words"])
+        .unwrap()
+        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
+        .unwrap()
+        .add_sink("out", "counts", &["count"])
+        .unwrap()
+        .add_state_store(
+            StoreSpec {
+                name: "counts".into(),
+                backend: StoreBackend::InMemory,
+                logged: true,
+            },
+            &["count"],
+        )
+        .unwrap();
+    t
+}
+
+async fn produce(t: &Arc<dyn Transport>, n: usize) {
+    let p = Producer::new(Arc::clone(t), ProducerConfig::default());
+    let mut ds = Vec::new();
+    for i in 0..n {
+        ds.push(
+            p.send(ProducerRecord::new(
+                "words",
+                Some(format!("k{}", i % 10)),
+                "x",
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    p.close().await;
+}
+
+/// The last count output per key.
+async fn latest_counts(t: &Arc<dyn Transport>) -> BTreeMap<String, u64> {
+    let mut c = Consumer::new(
+        Arc::clone(t),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 10,
+            max_poll_records: 10_000,
+            ..Default::default()
+        },
+    );
+    c.assign((0..4).map(|p| TopicPartition::new("counts", p)));
+    let mut out = BTreeMap::new();
+    for _ in 0..20 {
+        for r in c.poll().await.unwrap() {
+            let k = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let v: u64 = String::from_utf8(r.value.unwrap_or_else(Bytes::new).to_vec())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let e = out.entry(k).or_insert(0);
+            *e = (*e).max(v);
+        }
+    }
+    out
+}
+
+fn config() -> StreamsConfig {
+    let mut c = StreamsConfig::new("wordcount");
+    c.commit_interval_ms = 200;
+    c.poll_ms = 50;
+    c.session_timeout_ms = 6_000;
+    c.heartbeat_interval_ms = 100;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_tasks_and_state_follows_a_moved_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bc = BrokerConfig::new(dir.path());
+    bc.offsets_topic_num_partitions = 1;
+    bc.transaction_state_num_partitions = 1;
+    bc.group.initial_rebalance_delay_ms = 0;
+    bc.group_tick_ms = 20;
+    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
+    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
+    let admin = Admin::new(Arc::clone(&t));
+    admin.create_topic("words", 4, &[]).await.unwrap();
+    admin.create_topic("counts", 4, &[]).await.unwrap();
+    produce(&t, 400).await;
+    let a = KafkaStreams::start(topology(), Arc::clone(&t), config());
+    let b2 = KafkaStreams::start(topology(), Arc::clone(&t), config());
+    // Both end up with two of the four tasks.
+    let mut shared = false;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (ta, tb) = (a.tasks().await, b2.tasks().await);
+        if ta.len() == 2 && tb.len() == 2 && ta.is_disjoint(&tb) {
+            shared = true;
+            break;
+        }
+    }
+    assert!(shared, "the instances never split the tasks");
+    // Wait until the first 400 are processed, then stop one instance.
+    for _ in 0..300 {
+        if a.processed() + b2.processed() >= 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.close().await.unwrap();
+    // Its tasks move to the other instance, whose restored state continues the counts.
+    produce(&t, 400).await;
+    for _ in 0..500 {
+        if b2.tasks().await.len() == 4 && latest_counts(&t).await.values().all(|n| *n == 80) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b2.tasks().await.len(), 4);
+    let counts = latest_counts(&t).await;
+    assert_eq!(counts.len(), 10);
+    assert!(counts.values().all(|n| *n == 80), "{counts:?}");
+    b2.close().await.unwrap();
+    b.close().unwrap();
+}
