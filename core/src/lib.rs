@@ -10,8 +10,8 @@
 //! Here so far: the Processor API ([`processor`]), [`topology`] building and description,
 //! [`task`]s with stream time and punctuation, a broker-less [`testing`] driver, and
 //! [`state`] stores (key-value, window, session, timestamped) on the in-memory and fjall
-//! backends with changelogs and checkpoints, and the at-least-once [`runtime`]. Exactly-once
-//! comes next.
+//! backends with changelogs and checkpoints, and the [`runtime`] under at-least-once or
+//! exactly-once v2.
 
 pub use rill_log as log;
 

@@ -1,12 +1,17 @@
-//! The runtime (at-least-once for now): an application instance joins the consumer group
+//! The runtime: an application instance joins the consumer group
 //! `application.id` for its source topics, runs one [`Task`] per assigned partition, writes
 //! what sinks produce with a producer, and commits every `commit.interval.ms`: the output and
 //! every store's changes (to its changelog) are acknowledged first, then the consumed offsets
 //! are committed. A task that moves to another instance is committed and closed here, and
 //! restored there from its changelogs before it processes anything, so state follows tasks.
 //!
-//! Exactly-once (a transactional producer per instance, offsets sent with the transaction)
-//! is the next step; [`ProcessingGuarantee`] names only what is built.
+//! Under exactly-once (Kafka's `exactly_once_v2`) the instance has one transactional producer:
+//! output, changelog changes and the consumed offsets of a commit interval go into one
+//! transaction, inputs and changelogs are read `read_committed`, and a failed commit (say the
+//! coordinator aborted a transaction past its timeout, fencing the producer) is recovered
+//! from: a new epoch, every task rebuilt from its committed changelog, every partition
+//! rewound to its committed offset, and the records since reprocessed, so each input record
+//! affects output and state exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -15,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rill_log::client::{
-    Admin, ClientError, Consumer, ConsumerConfig, Delivery, ListenerFuture, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, RebalanceListener, ResponseError, Transport,
+    Admin, ClientError, Consumer, ConsumerConfig, Delivery, IsolationLevel, ListenerFuture,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceListener, ResponseError,
+    Transport,
 };
 use rill_log::types::TopicPartition;
 use tokio::sync::Mutex;
@@ -32,6 +38,8 @@ pub enum ProcessingGuarantee {
     /// Nothing is lost; after a crash, records since the last commit are processed again.
     #[default]
     AtLeastOnce,
+    /// Each record affects output and state exactly once (transactions, read_committed).
+    ExactlyOnceV2,
 }
 
 /// Application settings, under Kafka Streams' names.
@@ -49,6 +57,8 @@ pub struct StreamsConfig {
     pub poll_ms: i32,
     pub session_timeout_ms: i32,
     pub heartbeat_interval_ms: u64,
+    /// `transaction.timeout.ms` of the exactly-once producer.
+    pub transaction_timeout_ms: i32,
 }
 
 impl StreamsConfig {
@@ -62,6 +72,7 @@ impl StreamsConfig {
             poll_ms: 100,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
+            transaction_timeout_ms: 10_000,
         }
     }
 }
@@ -91,6 +102,9 @@ struct RunState {
     /// Output not yet acknowledged.
     in_flight: Vec<Delivery>,
     processed: Arc<AtomicU64>,
+    /// Exactly-once recoveries (failed commits redone from the last commit).
+    recoveries: Arc<AtomicU64>,
+    eos: bool,
 }
 
 impl RunState {
@@ -133,13 +147,26 @@ impl RunState {
             .collect())
     }
 
-    /// Commits everything of `partitions` (all with `None`), then forgets their offsets.
+    /// Commits everything of `partitions` (all with `None`, and always all under
+    /// exactly-once, where one transaction holds every task's work).
     async fn commit(
         &mut self,
         consumer: &Consumer,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<(), StreamsError> {
         let offsets = self.flush_all().await?;
+        if self.eos {
+            if let Some(group) = consumer.group_metadata() {
+                if !offsets.is_empty() {
+                    self.producer
+                        .send_offsets_to_transaction(&offsets, &group)
+                        .await?;
+                }
+            }
+            self.producer.commit_transaction().await?;
+            self.producer.begin_transaction()?;
+            return Ok(());
+        }
         let offsets: Vec<(TopicPartition, i64)> = offsets
             .into_iter()
             .filter(|(tp, _)| partitions.is_none_or(|ps| ps.contains(tp)))
@@ -172,6 +199,7 @@ impl RunState {
                         &changelog,
                         Arc::clone(&self.transport),
                         None,
+                        self.eos,
                         |_, _| {},
                     )
                     .await?;
@@ -181,6 +209,35 @@ impl RunState {
                 }
             }
             self.tasks.insert(id, task);
+        }
+        Ok(())
+    }
+
+    /// After a failed exactly-once commit: a new producer epoch (which aborts what the failed
+    /// transaction wrote), every task rebuilt from its committed changelogs, and every
+    /// partition rewound to its committed offset.
+    async fn recover(&mut self, consumer: &mut Consumer) -> Result<(), StreamsError> {
+        tracing::warn!("exactly-once commit failed; restoring tasks to the last commit");
+        self.recoveries.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.clear();
+        self.producer.init_transactions().await?;
+        self.producer.begin_transaction()?;
+        let partitions: Vec<TopicPartition> = consumer.assignment();
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        self.tasks.clear();
+        self.consumed.clear();
+        let wanted: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| self.task_of(tp).is_some_and(|id| ids.contains(&id)))
+            .cloned()
+            .collect();
+        self.assign(&wanted).await?;
+        let committed = consumer.committed(&partitions).await?;
+        for tp in &partitions {
+            match committed.get(tp).copied().flatten() {
+                Some(o) => consumer.seek(tp, o)?,
+                None => consumer.seek_to_beginning(std::slice::from_ref(tp)).await?,
+            }
         }
         Ok(())
     }
@@ -255,6 +312,7 @@ pub struct KafkaStreams {
     stop: Arc<AtomicBool>,
     run: tokio::task::JoinHandle<Result<(), StreamsError>>,
     processed: Arc<AtomicU64>,
+    recoveries: Arc<AtomicU64>,
     state: Arc<Mutex<RunState>>,
 }
 
@@ -274,15 +332,25 @@ impl KafkaStreams {
     ) -> KafkaStreams {
         let stop = Arc::new(AtomicBool::new(false));
         let processed = Arc::new(AtomicU64::new(0));
+        let recoveries = Arc::new(AtomicU64::new(0));
         let sub_of = topology
             .sub_topologies()
             .into_iter()
             .flat_map(|s| s.source_topics.into_iter().map(move |t| (t, s.id)))
             .collect();
+        let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        let transactional_id = eos.then(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{}-{}-{nanos}", config.application_id, std::process::id())
+        });
         let producer = Producer::new(
             Arc::clone(&transport),
             ProducerConfig {
                 linger_ms: 5,
+                transactional_id,
+                transaction_timeout_ms: config.transaction_timeout_ms,
                 ..Default::default()
             },
         );
@@ -296,12 +364,15 @@ impl KafkaStreams {
             consumed: BTreeMap::new(),
             in_flight: Vec::new(),
             processed: Arc::clone(&processed),
+            recoveries: Arc::clone(&recoveries),
+            eos,
         }));
         let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
         KafkaStreams {
             stop,
             run,
             processed,
+            recoveries,
             state,
         }
     }
@@ -309,6 +380,11 @@ impl KafkaStreams {
     /// Records processed by this instance so far.
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::SeqCst)
+    }
+
+    /// Exactly-once commits that failed and were redone from the last commit.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::SeqCst)
     }
 
     /// The tasks this instance runs now.
@@ -337,6 +413,12 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
         )
     };
     ensure_changelogs(&transport, &config, &partitions, &topics).await?;
+    let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+    if eos {
+        let st = state.lock().await;
+        st.producer.init_transactions().await?;
+        st.producer.begin_transaction()?;
+    }
     let failure = Arc::new(std::sync::Mutex::new(None));
     let mut consumer = Consumer::new(
         Arc::clone(&transport),
@@ -347,6 +429,11 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
             fetch_max_wait_ms: config.poll_ms,
             session_timeout_ms: config.session_timeout_ms,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
+            isolation_level: if eos {
+                IsolationLevel::ReadCommitted
+            } else {
+                IsolationLevel::ReadUncommitted
+            },
             ..Default::default()
         },
     );
@@ -391,7 +478,14 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
             st.processed.fetch_add(1, Ordering::SeqCst);
         }
         if last_commit.elapsed() >= commit_every {
-            st.commit(&consumer, None).await?;
+            match st.commit(&consumer, None).await {
+                Ok(()) => {}
+                Err(e) if eos => {
+                    tracing::warn!(error = %e, "commit failed");
+                    st.recover(&mut consumer).await?;
+                }
+                Err(e) => return Err(e),
+            }
             last_commit = tokio::time::Instant::now();
         }
     }

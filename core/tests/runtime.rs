@@ -159,3 +159,116 @@ async fn two_instances_share_tasks_and_state_follows_a_moved_task() {
     b2.close().await.unwrap();
     b.close().unwrap();
 }
+
+/// Counts like [`Count`], but stalls once (on its `stall_at`-th record) for longer than the
+/// transaction timeout, so the coordinator aborts the open transaction under it.
+struct StallingCount {
+    seen: u64,
+    stall_at: u64,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Processor for StallingCount {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        self.seen += 1;
+        if self.seen == self.stall_at
+            && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_millis(900));
+        }
+        Count.process(ctx, r)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
+    use rill_core::runtime::ProcessingGuarantee;
+    use rill_log::client::IsolationLevel;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bc = BrokerConfig::new(dir.path());
+    bc.offsets_topic_num_partitions = 1;
+    bc.transaction_state_num_partitions = 1;
+    bc.group.initial_rebalance_delay_ms = 0;
+    bc.group_tick_ms = 20;
+    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
+    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
+    let admin = Admin::new(Arc::clone(&t));
+    admin.create_topic("words", 4, &[]).await.unwrap();
+    admin.create_topic("counts", 4, &[]).await.unwrap();
+    produce(&t, 400).await;
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = Arc::clone(&stalled);
+    let mut topo = Topology::new();
+    topo.add_source("in", &["words"])
+        .unwrap()
+        .add_processor(
+            "count",
+            Arc::new(move || {
+                Box::new(StallingCount {
+                    seen: 0,
+                    stall_at: 30,
+                    stalled: Arc::clone(&s2),
+                })
+            }),
+            &["in"],
+        )
+        .unwrap()
+        .add_sink("out", "counts", &["count"])
+        .unwrap()
+        .add_state_store(
+            StoreSpec {
+                name: "counts".into(),
+                backend: StoreBackend::InMemory,
+                logged: true,
+            },
+            &["count"],
+        )
+        .unwrap();
+    let mut cfg = config();
+    cfg.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
+    cfg.commit_interval_ms = 100;
+    cfg.transaction_timeout_ms = 400;
+    let app = KafkaStreams::start(topo, Arc::clone(&t), cfg);
+    // Every count output, read_committed, per key in order.
+    let mut c = Consumer::new(
+        Arc::clone(&t),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 20,
+            max_poll_records: 10_000,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..Default::default()
+        },
+    );
+    c.assign((0..4).map(|p| TopicPartition::new("counts", p)));
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for _ in 0..600 {
+        for r in c.poll().await.unwrap() {
+            let k = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let v: u64 = String::from_utf8(r.value.unwrap().to_vec())
+                .unwrap()
+                .parse()
+                .unwrap();
+            seen.entry(k).or_default().push(v);
+        }
+        if seen.len() == 10 && seen.values().all(|v| v.len() >= 40) {
+            break;
+        }
+    }
+    assert!(
+        stalled.load(std::sync::atomic::Ordering::SeqCst),
+        "the stall happened"
+    );
+    // Exactly once: each key's committed counts are 1, 2, ..., 40 with no repeat or gap,
+    // although the first transaction was aborted under the application and redone.
+    if seen.len() != 10 {
+        let recoveries = app.recoveries();
+        let outcome = app.close().await;
+        panic!("incomplete: {seen:?}, recoveries {recoveries}, app {outcome:?}");
+    }
+    for (k, v) in &seen {
+        assert_eq!(*v, (1..=40).collect::<Vec<u64>>(), "{k}");
+    }
+    app.close().await.unwrap();
+    b.close().unwrap();
+}

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rill_log::client::{
-    Admin, ClientError, Consumer, ConsumerConfig, OffsetReset, OffsetSpec, Producer,
-    ProducerRecord, Transport,
+    Admin, ClientError, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, OffsetSpec,
+    Producer, ProducerRecord, Transport,
 };
 use rill_log::types::TopicPartition;
 
@@ -132,7 +132,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
         progress: impl FnMut(i64, i64),
     ) -> Result<RestoreReport, ChangelogError> {
         let tp = self.changelog.clone();
-        restore_into(&mut self.inner, &tp, transport, from, progress).await
+        restore_into(&mut self.inner, &tp, transport, from, false, progress).await
     }
 }
 
@@ -173,13 +173,22 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
 }
 
 /// Replays changelog `tp` from `from` (or its start) to its current end into `store`.
+///
+/// With `committed_only` (exactly-once), only committed changes are applied: the end is the
+/// last stable offset and aborted transactions are skipped.
 pub async fn restore_into(
     store: &mut dyn KeyValueStore,
     tp: &TopicPartition,
     transport: Arc<dyn Transport>,
     from: Option<i64>,
+    committed_only: bool,
     mut progress: impl FnMut(i64, i64),
 ) -> Result<RestoreReport, ChangelogError> {
+    let isolation = if committed_only {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     let client = |source| ChangelogError::Client {
         changelog: tp.clone(),
         source,
@@ -189,12 +198,21 @@ pub async fn restore_into(
         .await
         .map_err(client)?;
     let start = ends.get(tp).map_or(0, |o| o.offset);
-    let end = Admin::new(Arc::clone(&transport))
-        .list_offsets(&[(tp.clone(), OffsetSpec::Latest)])
+    // The end: the log end, or for committed changes only the last stable offset.
+    let mut probe = Consumer::new(
+        Arc::clone(&transport),
+        ConsumerConfig {
+            isolation_level: isolation,
+            enable_auto_commit: false,
+            ..Default::default()
+        },
+    );
+    probe.assign([tp.clone()]);
+    probe
+        .seek_to_end(std::slice::from_ref(tp))
         .await
-        .map_err(client)?
-        .get(tp)
-        .map_or(0, |o| o.offset);
+        .map_err(client)?;
+    let end = probe.position(tp).unwrap_or(0);
     // A checkpoint below the log start (retention, compaction) restores from the start.
     let from = from.unwrap_or(start).max(start);
     let mut report = RestoreReport {
@@ -212,6 +230,7 @@ pub async fn restore_into(
             enable_auto_commit: false,
             fetch_max_wait_ms: 10,
             max_poll_records: 10_000,
+            isolation_level: isolation,
             ..Default::default()
         },
     );

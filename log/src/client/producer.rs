@@ -752,7 +752,14 @@ fn next_sequence(seq: i32, count: i32) -> i32 {
 /// Gets a producer id, or bumps the epoch of the current one after a batch failed for good,
 /// resetting every partition's sequence (KIP-360).
 async fn init_producer_id(inner: &Inner) -> Result<(), ClientError> {
-    let current = inner.state().producer;
+    // A transactional producer registers as a new instance of its transactional id (the
+    // coordinator bumps the epoch, fencing whoever had it, possibly this producer's old
+    // self); an idempotent one asks to bump its own epoch (KIP-360).
+    let current = if inner.config.transactional_id.is_some() {
+        None
+    } else {
+        inner.state().producer
+    };
     let txn_id = inner.config.transactional_id.clone();
     let req = InitProducerIdRequest::default()
         .with_transaction_timeout_ms(if txn_id.is_some() {
@@ -945,9 +952,15 @@ impl Producer {
     /// Registers the `transactional.id` with its coordinator (InitProducerId): gets the
     /// producer id and a new epoch, which fences any earlier producer with the same id and
     /// finishes (aborts) the transaction it left open.
+    /// After a fatal error (fenced, or the coordinator aborted the transaction past its
+    /// timeout), calling it again starts over with a new epoch: the open transaction is
+    /// dropped on this side too.
     pub async fn init_transactions(&self) -> Result<(), ClientError> {
         self.txn_id()?;
-        init_producer_id(&self.inner).await
+        self.flush().await;
+        init_producer_id(&self.inner).await?;
+        self.inner.state().txn = None;
+        Ok(())
     }
 
     /// Starts a transaction: every record sent until `commit_transaction` or
