@@ -15,6 +15,7 @@
 
 pub use rill_log as log;
 
+pub mod metrics;
 pub mod processor;
 pub mod runtime;
 pub mod state;

@@ -15,20 +15,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rill_log::client::{
-    Admin, ClientError, Consumer, ConsumerConfig, Delivery, IsolationLevel, ListenerFuture,
+    Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Delivery, IsolationLevel, ListenerFuture,
     OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceListener, ResponseError,
     Transport,
 };
 use rill_log::types::TopicPartition;
 use tokio::sync::Mutex;
 
+use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::processor::{ProcessError, Record};
-use crate::state::changelog::{restore_into, ChangelogError};
+use crate::state::changelog::{read_checkpoint, restore_into, write_checkpoint, ChangelogError};
 use crate::task::{InvalidTimestampPolicy, Task, TaskId};
 use crate::topology::Topology;
 
@@ -59,6 +60,33 @@ pub struct StreamsConfig {
     pub heartbeat_interval_ms: u64,
     /// `transaction.timeout.ms` of the exactly-once producer.
     pub transaction_timeout_ms: i32,
+    /// `num.stream.threads`: group members (each with its consumer, producer and tasks) in
+    /// this instance.
+    pub num_stream_threads: usize,
+    /// `group.instance.id` (static membership, KIP-345): a restarted instance takes its
+    /// tasks back without a rebalance; thread `i` joins as `<id>-<i>`.
+    pub group_instance_id: Option<String>,
+    /// `statestore.cache.max.bytes`: uncommitted store changes held by the instance; past it,
+    /// a commit comes early.
+    pub cache_max_bytes: usize,
+    /// `processing.exception.handler`: a record whose processing failed.
+    pub processing_exception_handler: ExceptionHandler,
+    /// `production.exception.handler`: an output record that could not be sent
+    /// (at-least-once only; under exactly-once a failed send fails the transaction).
+    pub production_exception_handler: ExceptionHandler,
+}
+
+/// What to do with a record that failed (Kafka Streams' exception handlers).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ExceptionHandler {
+    /// Stop the stream thread with the error.
+    #[default]
+    Fail,
+    /// Log it, count it as dropped, and go on.
+    LogAndContinue,
+    /// Write it to `topic` with its origin and the error in `__streams.errors.*` headers,
+    /// then go on.
+    DeadLetter { topic: String },
 }
 
 impl StreamsConfig {
@@ -73,6 +101,11 @@ impl StreamsConfig {
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             transaction_timeout_ms: 10_000,
+            num_stream_threads: 1,
+            group_instance_id: None,
+            cache_max_bytes: 10 * 1024 * 1024,
+            processing_exception_handler: ExceptionHandler::Fail,
+            production_exception_handler: ExceptionHandler::Fail,
         }
     }
 }
@@ -101,9 +134,9 @@ struct RunState {
     consumed: BTreeMap<TopicPartition, i64>,
     /// Output not yet acknowledged.
     in_flight: Vec<Delivery>,
-    processed: Arc<AtomicU64>,
-    /// Exactly-once recoveries (failed commits redone from the last commit).
-    recoveries: Arc<AtomicU64>,
+    /// This stream thread's index.
+    thread: usize,
+    metrics: Arc<Metrics>,
     eos: bool,
 }
 
@@ -112,49 +145,68 @@ impl RunState {
         self.sub_of.get(&tp.topic).map(|s| (*s, tp.partition.0))
     }
 
-    /// Output and changelogs acknowledged, stores flushed; the offsets to commit.
-    async fn flush_all(&mut self) -> Result<Vec<(TopicPartition, i64)>, StreamsError> {
-        let mut changes = Vec::new();
+    /// Bytes of store changes waiting for the next commit, over every task.
+    fn uncommitted_bytes(&mut self) -> usize {
+        let mut total = 0;
         for task in self.tasks.values_mut() {
-            for (_, store) in task.stores_mut() {
-                let Some(tp) = store.changelog().cloned() else {
-                    continue;
-                };
-                for (k, v) in store.take_changes() {
-                    let mut r = ProducerRecord::new(tp.topic.clone(), Some(k), Vec::<u8>::new());
-                    r.value = v.map(Into::into);
-                    r.partition = Some(tp.partition.0);
-                    changes.push(r);
-                }
-            }
+            total += task
+                .stores_mut()
+                .map(|(_, s)| s.uncommitted_bytes())
+                .sum::<usize>();
         }
-        for r in changes {
-            self.in_flight.push(self.producer.send(r).await?);
-        }
-        self.producer.flush().await;
-        for d in std::mem::take(&mut self.in_flight) {
-            d.await?;
-        }
-        for task in self.tasks.values_mut() {
-            for (_, store) in task.stores_mut() {
-                store.flush().map_err(ProcessError::from)?;
-            }
-        }
-        Ok(self
-            .consumed
-            .iter()
-            .map(|(tp, o)| (tp.clone(), *o))
-            .collect())
+        total
     }
 
     /// Commits everything of `partitions` (all with `None`, and always all under
-    /// exactly-once, where one transaction holds every task's work).
+    /// exactly-once, where one transaction holds every task's work):
+    /// 1. every store's uncommitted changes go to its changelog, and they and the output are
+    ///    acknowledged;
+    /// 2. exactly-once: the consumed offsets join the transaction, which commits;
+    /// 3. the changes are written into local state, flushed, and checkpointed;
+    /// 4. at-least-once: the consumed offsets are committed.
+    ///
+    /// Local state thus never runs ahead of the committed changelog (see `state::changelog`).
     async fn commit(
         &mut self,
         consumer: &Consumer,
         partitions: Option<&[TopicPartition]>,
     ) -> Result<(), StreamsError> {
-        let offsets = self.flush_all().await?;
+        let started = std::time::Instant::now();
+        let mut logged = Vec::new();
+        for (id, task) in self.tasks.iter_mut() {
+            for (name, store) in task.stores_mut() {
+                let Some(tp) = store.changelog().cloned() else {
+                    continue;
+                };
+                for (k, v) in store.uncommitted() {
+                    let mut r = ProducerRecord::new(tp.topic.clone(), Some(k), Vec::<u8>::new());
+                    r.value = v.map(Into::into);
+                    r.partition = Some(tp.partition.0);
+                    logged.push((*id, name.clone(), r));
+                }
+            }
+        }
+        let mut changelog_deliveries = Vec::with_capacity(logged.len());
+        for (id, name, r) in logged {
+            changelog_deliveries.push((id, name, self.producer.send(r).await?));
+        }
+        self.producer.flush().await;
+        for d in std::mem::take(&mut self.in_flight) {
+            d.await?;
+        }
+        // The changelog offset after each store's last change: its next checkpoint.
+        let mut ends: BTreeMap<(TaskId, String), i64> = BTreeMap::new();
+        for (id, name, d) in changelog_deliveries {
+            let end = d.await?.offset + 1;
+            let e = ends.entry((id, name)).or_insert(end);
+            *e = (*e).max(end);
+        }
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .consumed
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o))
+            .filter(|(tp, _)| self.eos || partitions.is_none_or(|ps| ps.contains(tp)))
+            .collect();
         if self.eos {
             if let Some(group) = consumer.group_metadata() {
                 if !offsets.is_empty() {
@@ -165,15 +217,25 @@ impl RunState {
             }
             self.producer.commit_transaction().await?;
             self.producer.begin_transaction()?;
-            return Ok(());
         }
-        let offsets: Vec<(TopicPartition, i64)> = offsets
-            .into_iter()
-            .filter(|(tp, _)| partitions.is_none_or(|ps| ps.contains(tp)))
-            .collect();
-        if !offsets.is_empty() {
+        for (id, task) in self.tasks.iter_mut() {
+            let names: Vec<String> = task.stores_mut().map(|(n, _)| n.clone()).collect();
+            for name in names {
+                if let Some(store) = task.store(&name) {
+                    store.apply_uncommitted().map_err(ProcessError::from)?;
+                    store.flush().map_err(ProcessError::from)?;
+                }
+                if let (Some(end), Some(dir)) =
+                    (ends.get(&(*id, name.clone())), task.checkpoint_dir(&name))
+                {
+                    write_checkpoint(dir, &name, *end)?;
+                }
+            }
+        }
+        if !self.eos && !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await?;
         }
+        self.metrics.record_commit(self.thread, started.elapsed());
         Ok(())
     }
 
@@ -192,21 +254,29 @@ impl RunState {
                 0,
                 Some(&self.config.application_id),
             )?;
-            for (name, store) in task.stores_mut() {
-                if let Some(changelog) = store.changelog().cloned() {
-                    let report = restore_into(
-                        store.as_mut(),
-                        &changelog,
-                        Arc::clone(&self.transport),
-                        None,
-                        self.eos,
-                        |_, _| {},
-                    )
-                    .await?;
-                    // Restoring wrote into the store through its logging layer: not news.
-                    store.take_changes();
-                    tracing::info!(task = ?id, store = %name, records = report.records, "store restored");
-                }
+            let names: Vec<String> = task.stores_mut().map(|(n, _)| n.clone()).collect();
+            for name in names {
+                let from = task
+                    .checkpoint_dir(&name)
+                    .and_then(|dir| read_checkpoint(dir, &name));
+                let Some(store) = task.store(&name) else {
+                    continue;
+                };
+                let Some(changelog) = store.changelog().cloned() else {
+                    continue;
+                };
+                let metrics = &self.metrics;
+                let report = restore_into(
+                    store,
+                    &changelog,
+                    Arc::clone(&self.transport),
+                    from,
+                    self.eos,
+                    |at, end| metrics.record_restore(&changelog, at, end),
+                )
+                .await?;
+                tracing::info!(task = ?id, store = %name, from = report.from_offset,
+                    records = report.records, "store restored");
             }
             self.tasks.insert(id, task);
         }
@@ -218,13 +288,17 @@ impl RunState {
     /// partition rewound to its committed offset.
     async fn recover(&mut self, consumer: &mut Consumer) -> Result<(), StreamsError> {
         tracing::warn!("exactly-once commit failed; restoring tasks to the last commit");
-        self.recoveries.fetch_add(1, Ordering::SeqCst);
+        self.metrics.record_recovery(self.thread);
         self.in_flight.clear();
         self.producer.init_transactions().await?;
         self.producer.begin_transaction()?;
         let partitions: Vec<TopicPartition> = consumer.assignment();
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
-        self.tasks.clear();
+        for id in &ids {
+            // Dropped, not closed: their uncommitted changes go with them.
+            self.tasks.remove(id);
+            self.metrics.remove_task(*id);
+        }
         self.consumed.clear();
         let wanted: Vec<TopicPartition> = partitions
             .iter()
@@ -247,7 +321,10 @@ impl RunState {
         for tp in partitions {
             if let Some(id) = self.task_of(tp) {
                 if let Some(task) = self.tasks.remove(&id) {
-                    let _ = task.close();
+                    if let Err(e) = task.close() {
+                        tracing::warn!(task = ?id, error = %e, "closing a revoked task");
+                    }
+                    self.metrics.remove_task(id);
                 }
             }
             self.consumed.remove(tp);
@@ -307,13 +384,17 @@ impl RebalanceListener for Rebalance {
     }
 }
 
-/// A running application instance.
+/// One stream thread: a group member with its own consumer, producer and tasks.
+struct StreamThread {
+    run: tokio::task::JoinHandle<Result<(), StreamsError>>,
+    state: Arc<Mutex<RunState>>,
+}
+
+/// A running application instance of `num_stream_threads` stream threads.
 pub struct KafkaStreams {
     stop: Arc<AtomicBool>,
-    run: tokio::task::JoinHandle<Result<(), StreamsError>>,
-    processed: Arc<AtomicU64>,
-    recoveries: Arc<AtomicU64>,
-    state: Arc<Mutex<RunState>>,
+    threads: Vec<StreamThread>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for KafkaStreams {
@@ -322,87 +403,276 @@ impl std::fmt::Debug for KafkaStreams {
     }
 }
 
+/// The file under `state.dir` that keeps the instance's process id across restarts.
+const PROCESS_ID_FILE: &str = "rill-process-id";
+
+/// This instance's process id: kept in `state_dir` when there is one, so that a restarted
+/// instance reuses its transactional ids, and its first `init_transactions` fences its
+/// previous incarnation and aborts that one's open transaction at once (instead of waiting
+/// for `transaction.timeout.ms`).
+fn process_id(state_dir: Option<&std::path::Path>) -> String {
+    let fresh = || {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{:x}-{:x}", std::process::id(), nanos)
+    };
+    let Some(dir) = state_dir else {
+        return fresh();
+    };
+    let path = dir.join(PROCESS_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return id.to_string();
+        }
+    }
+    let id = fresh();
+    let tmp = dir.join(format!("{PROCESS_ID_FILE}.tmp"));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&tmp, &id))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot keep the process id");
+    }
+    id
+}
+
 impl KafkaStreams {
     /// Starts an instance of `topology` (needs a tokio runtime): creates missing changelog
-    /// topics, joins the group and processes until [`KafkaStreams::close`].
+    /// topics, and each stream thread joins the group and processes until
+    /// [`KafkaStreams::close`].
     pub fn start(
         topology: Topology,
         transport: Arc<dyn Transport>,
         config: StreamsConfig,
     ) -> KafkaStreams {
         let stop = Arc::new(AtomicBool::new(false));
-        let processed = Arc::new(AtomicU64::new(0));
-        let recoveries = Arc::new(AtomicU64::new(0));
-        let sub_of = topology
+        let metrics = Arc::new(Metrics::default());
+        let sub_of: BTreeMap<String, usize> = topology
             .sub_topologies()
             .into_iter()
             .flat_map(|s| s.source_topics.into_iter().map(move |t| (t, s.id)))
             .collect();
         let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
-        let transactional_id = eos.then(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            format!("{}-{}-{nanos}", config.application_id, std::process::id())
-        });
-        let producer = Producer::new(
-            Arc::clone(&transport),
-            ProducerConfig {
-                linger_ms: 5,
-                transactional_id,
-                transaction_timeout_ms: config.transaction_timeout_ms,
-                ..Default::default()
-            },
-        );
-        let state = Arc::new(Mutex::new(RunState {
-            topology,
-            config,
-            transport,
-            producer,
-            tasks: BTreeMap::new(),
-            sub_of,
-            consumed: BTreeMap::new(),
-            in_flight: Vec::new(),
-            processed: Arc::clone(&processed),
-            recoveries: Arc::clone(&recoveries),
-            eos,
-        }));
-        let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
+        let process = process_id(config.state_dir.as_deref());
+        let threads = (0..config.num_stream_threads.max(1))
+            .map(|thread| {
+                let producer = Producer::new(
+                    Arc::clone(&transport),
+                    ProducerConfig {
+                        linger_ms: 5,
+                        transactional_id: eos
+                            .then(|| format!("{}-{process}-{thread}", config.application_id)),
+                        transaction_timeout_ms: config.transaction_timeout_ms,
+                        ..Default::default()
+                    },
+                );
+                let state = Arc::new(Mutex::new(RunState {
+                    topology: topology.clone(),
+                    config: config.clone(),
+                    transport: Arc::clone(&transport),
+                    producer,
+                    tasks: BTreeMap::new(),
+                    sub_of: sub_of.clone(),
+                    consumed: BTreeMap::new(),
+                    in_flight: Vec::new(),
+                    thread,
+                    metrics: Arc::clone(&metrics),
+                    eos,
+                }));
+                let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
+                StreamThread { run, state }
+            })
+            .collect();
         KafkaStreams {
             stop,
-            run,
-            processed,
-            recoveries,
-            state,
+            threads,
+            metrics,
         }
     }
 
     /// Records processed by this instance so far.
     pub fn processed(&self) -> u64 {
-        self.processed.load(Ordering::SeqCst)
+        self.metrics.snapshot().processed()
     }
 
     /// Exactly-once commits that failed and were redone from the last commit.
     pub fn recoveries(&self) -> u64 {
-        self.recoveries.load(Ordering::SeqCst)
+        let snapshot = self.metrics.snapshot();
+        snapshot.threads.iter().map(|t| t.recoveries).sum()
+    }
+
+    /// Every figure of the instance, per task and per thread.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
     }
 
     /// The tasks this instance runs now.
     pub async fn tasks(&self) -> BTreeSet<TaskId> {
-        self.state.lock().await.tasks.keys().copied().collect()
+        let mut all = BTreeSet::new();
+        for t in &self.threads {
+            all.extend(t.state.lock().await.tasks.keys().copied());
+        }
+        all
     }
 
-    /// Commits, closes every task, leaves the group.
+    /// Commits, closes every task, leaves the group; the first thread's error, if any.
     pub async fn close(self) -> Result<(), StreamsError> {
         self.stop.store(true, Ordering::SeqCst);
-        self.run
-            .await
-            .map_err(|e| StreamsError::Process(ProcessError::Failed(e.to_string())))?
+        let mut result = Ok(());
+        for t in self.threads {
+            let r = t
+                .run
+                .await
+                .map_err(|e| StreamsError::Process(ProcessError::Failed(e.to_string())))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// What a poison record or a failed send does, per [`ExceptionHandler`].
+enum Handled {
+    /// Carry on (counted as dropped).
+    Continue,
+    /// Stop the thread with this error.
+    Fail(StreamsError),
+}
+
+impl RunState {
+    /// Applies the handler to a record that failed in `stage` (`processing` or
+    /// `production`): the dead-letter option writes it, with its origin and the error in
+    /// headers (Kafka's `__streams.errors.*`, KIP-1034), to the dead-letter topic.
+    async fn handle_error(
+        &mut self,
+        handler: &ExceptionHandler,
+        stage: &str,
+        origin: Option<(&str, i32, i64)>,
+        record: Option<ProducerRecord>,
+        error: StreamsError,
+    ) -> Handled {
+        match handler {
+            ExceptionHandler::Fail => return Handled::Fail(error),
+            ExceptionHandler::LogAndContinue => {
+                tracing::warn!(stage, ?origin, error = %error, "skipping a failed record");
+            }
+            ExceptionHandler::DeadLetter { topic } => {
+                tracing::warn!(stage, ?origin, error = %error, dlq = %topic,
+                    "sending a failed record to the dead-letter topic");
+                let mut dead = match record {
+                    Some(r) => {
+                        let mut d = ProducerRecord::new(topic.clone(), r.key, Vec::<u8>::new());
+                        d.value = r.value;
+                        d.headers = r.headers;
+                        d
+                    }
+                    None => ProducerRecord::new(topic.clone(), None::<Vec<u8>>, Vec::<u8>::new()),
+                };
+                let mut header = |k: &str, v: String| dead.headers.push((k.into(), Some(v.into())));
+                header("__streams.errors.exception", stage.to_string());
+                header("__streams.errors.message", error.to_string());
+                if let Some((t, p, o)) = origin {
+                    header("__streams.errors.topic", t.to_string());
+                    header("__streams.errors.partition", p.to_string());
+                    header("__streams.errors.offset", o.to_string());
+                }
+                match self.producer.send(dead).await {
+                    Ok(d) => self.in_flight.push(d),
+                    Err(e) => return Handled::Fail(e.into()),
+                }
+            }
+        }
+        Handled::Continue
+    }
+
+    /// Processes one consumed record in its task, sends what the sinks wrote, and applies
+    /// the processing exception handler to a failure.
+    async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
+        let tp = TopicPartition::new(r.topic.clone(), r.partition);
+        let Some(id) = self.task_of(&tp) else {
+            return Ok(());
+        };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Ok(());
+        };
+        let record = Record {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            timestamp: r.timestamp_ms,
+            headers: r.headers.clone(),
+        };
+        let started = std::time::Instant::now();
+        let dropped = task.dropped;
+        let result = task.process(&r.topic, r.offset, record);
+        let newly_dropped = task.dropped - dropped;
+        let output = task.take_output();
+        self.metrics.record_processed(self.thread, id, started.elapsed());
+        self.metrics.record_dropped(self.thread, id, newly_dropped);
+        if let Err(e) = result {
+            let mut original = ProducerRecord::new(r.topic.clone(), r.key, Vec::<u8>::new());
+            original.value = r.value;
+            original.headers = r.headers;
+            let handler = self.config.processing_exception_handler.clone();
+            let origin = Some((r.topic.as_str(), r.partition, r.offset));
+            match self
+                .handle_error(&handler, "processing", origin, Some(original), e.into())
+                .await
+            {
+                Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
+                Handled::Fail(e) => return Err(e),
+            }
+        }
+        for (topic, out) in output {
+            let mut pr = ProducerRecord::new(topic, out.key, Vec::<u8>::new());
+            pr.value = out.value;
+            pr.timestamp_ms = Some(out.timestamp);
+            pr.headers = out.headers;
+            self.send(pr, Some((&r.topic, r.partition, r.offset)), id)
+                .await?;
+        }
+        self.consumed.insert(tp, r.offset + 1);
+        Ok(())
+    }
+
+    /// Sends a sink's record; a send refused at once (too large, unknown topic...) goes to
+    /// the production exception handler under at-least-once. (Under exactly-once any failed
+    /// send fails the transaction, which is recovered from, as Kafka Streams does.)
+    async fn send(
+        &mut self,
+        record: ProducerRecord,
+        origin: Option<(&str, i32, i64)>,
+        task: TaskId,
+    ) -> Result<(), StreamsError> {
+        let copy = (!self.eos).then(|| record.clone());
+        match self.producer.send(record).await {
+            Ok(d) => {
+                self.in_flight.push(d);
+                Ok(())
+            }
+            Err(e) if !self.eos => {
+                let handler = self.config.production_exception_handler.clone();
+                match self
+                    .handle_error(&handler, "production", origin, copy, e.into())
+                    .await
+                {
+                    Handled::Continue => {
+                        self.metrics.record_dropped(self.thread, task, 1);
+                        Ok(())
+                    }
+                    Handled::Fail(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
 async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), StreamsError> {
-    let (transport, config, topics, partitions) = {
+    let (transport, config, topics, topology, thread) = {
         let st = state.lock().await;
         let topics: Vec<String> = st.sub_of.keys().cloned().collect();
         (
@@ -410,9 +680,12 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
             st.config.clone(),
             topics,
             st.topology.clone(),
+            st.thread,
         )
     };
-    ensure_changelogs(&transport, &config, &partitions, &topics).await?;
+    if thread == 0 {
+        ensure_changelogs(&transport, &config, &topology, &topics).await?;
+    }
     let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
     if eos {
         let st = state.lock().await;
@@ -424,6 +697,10 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
         Arc::clone(&transport),
         ConsumerConfig {
             group_id: Some(config.application_id.clone()),
+            group_instance_id: config
+                .group_instance_id
+                .as_ref()
+                .map(|id| format!("{id}-{thread}")),
             auto_offset_reset: OffsetReset::Earliest,
             enable_auto_commit: false,
             fetch_max_wait_ms: config.poll_ms,
@@ -452,32 +729,16 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
             return Err(StreamsError::Process(ProcessError::Failed(e)));
         }
         let mut st = state.lock().await;
+        let mut commit_requested = false;
         for r in records {
-            let tp = TopicPartition::new(r.topic.clone(), r.partition);
-            let Some(id) = st.task_of(&tp) else { continue };
-            let Some(task) = st.tasks.get_mut(&id) else {
-                continue;
-            };
-            let record = Record {
-                key: r.key,
-                value: r.value,
-                timestamp: r.timestamp_ms,
-                headers: r.headers,
-            };
-            task.process(&r.topic, r.offset, record)?;
-            let output = task.take_output();
-            for (topic, out) in output {
-                let mut pr = ProducerRecord::new(topic, out.key, Vec::<u8>::new());
-                pr.value = out.value;
-                pr.timestamp_ms = Some(out.timestamp);
-                pr.headers = out.headers;
-                let d = st.producer.send(pr).await?;
-                st.in_flight.push(d);
-            }
-            st.consumed.insert(tp, r.offset + 1);
-            st.processed.fetch_add(1, Ordering::SeqCst);
+            st.process(r).await?;
         }
-        if last_commit.elapsed() >= commit_every {
+        for task in st.tasks.values_mut() {
+            commit_requested |= task.take_commit_request();
+        }
+        // The write cache is full: commit early rather than grow past the limit.
+        let cache_full = st.uncommitted_bytes() > config.cache_max_bytes;
+        if commit_requested || cache_full || last_commit.elapsed() >= commit_every {
             match st.commit(&consumer, None).await {
                 Ok(()) => {}
                 Err(e) if eos => {

@@ -2,13 +2,13 @@
 //! stores and stream time. It processes one record at a time, fires punctuations, and
 //! collects what its sinks write.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use crate::processor::{
     ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
 };
-use crate::state::changelog::LoggedStore;
+use crate::state::changelog::{read_checkpoint, LoggedStore};
 use crate::state::fjall_store::FjallStore;
 use crate::state::memory::InMemoryStore;
 use crate::state::KeyValueStore;
@@ -37,6 +37,10 @@ pub struct Task {
     parts: TaskParts,
     /// Source node index per topic.
     sources: BTreeMap<String, usize>,
+    /// Where the task's persistent stores and their checkpoints live.
+    task_dir: Option<PathBuf>,
+    /// Stores kept on disk (under `task_dir`).
+    persistent: BTreeSet<String>,
     policy: InvalidTimestampPolicy,
     /// Records skipped for invalid timestamps.
     pub dropped: u64,
@@ -86,6 +90,8 @@ impl Task {
         let mut sinks = vec![None; n];
         let mut sources = BTreeMap::new();
         let mut stores: BTreeMap<String, Box<dyn KeyValueStore>> = BTreeMap::new();
+        let task_dir = state_dir.map(|d| d.join(format!("{}_{}", id.0, id.1)));
+        let mut persistent = BTreeSet::new();
         for i in &sub.nodes {
             let node = &topology.nodes[*i];
             match &node.kind {
@@ -102,15 +108,24 @@ impl Task {
                     continue;
                 }
                 let spec = &topology.stores[s];
-                let store: Box<dyn KeyValueStore> = match (spec.backend, state_dir) {
-                    (StoreBackend::Fjall, Some(dir)) => {
-                        let dir = dir.join(format!("{}_{}", id.0, id.1)).join(s);
+                let logged = spec.logged && application_id.is_some();
+                let store: Box<dyn KeyValueStore> = match (spec.backend, &task_dir) {
+                    (StoreBackend::Fjall, Some(task_dir)) => {
+                        let dir = task_dir.join(s);
+                        // Without a checkpoint the local state is of unknown age: a full
+                        // restore starts from nothing (see `state::changelog`).
+                        if logged && read_checkpoint(task_dir, s).is_none() {
+                            wipe(&dir).map_err(|e| {
+                                ProcessError::Failed(format!("wiping {}: {e}", dir.display()))
+                            })?;
+                        }
+                        persistent.insert(s.clone());
                         Box::new(FjallStore::open(&dir, s)?)
                     }
                     _ => Box::new(InMemoryStore::new(s.clone())),
                 };
                 let store: Box<dyn KeyValueStore> = match application_id {
-                    Some(app) if spec.logged => Box::new(LoggedStore::new(
+                    Some(app) if logged => Box::new(LoggedStore::new(
                         store,
                         TopicPartition::new(Topology::changelog_topic(app, s), id.1),
                     )),
@@ -135,6 +150,8 @@ impl Task {
                 commit_requested: false,
             },
             sources,
+            task_dir,
+            persistent,
             policy,
             dropped: 0,
             processed: 0,
@@ -256,6 +273,13 @@ impl Task {
         std::mem::take(&mut self.parts.output)
     }
 
+    /// Where store `name`'s checkpoint lives, if the store is persistent.
+    pub fn checkpoint_dir(&self, name: &str) -> Option<&Path> {
+        self.task_dir
+            .as_deref()
+            .filter(|_| self.persistent.contains(name))
+    }
+
     /// A state store of this task.
     pub fn store(&mut self, name: &str) -> Option<&mut dyn KeyValueStore> {
         self.parts
@@ -283,5 +307,13 @@ impl Task {
             p.close();
         }
         Ok(())
+    }
+}
+
+/// Removes a store directory (nothing there is fine).
+fn wipe(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }

@@ -1,14 +1,19 @@
 //! Changelogged stores: every change to a store is also written, at commit, to its changelog
 //! partition (a compacted topic), and a store is restored by replaying that changelog.
 //!
-//! Between commits, changes are collected per key (the write cache: ten updates of a key
-//! between two commits log one record); the store itself is written through, so reads see
-//! every change at once. A commit sends the collected changes, waits for their
-//! acknowledgement, flushes the store, and records in a checkpoint file the changelog offset
-//! the local state reflects. On start, restore replays the changelog from the checkpoint (or
-//! from the start without one) up to its end: a clean restart replays only the tail.
+//! Between commits, changes wait in an overlay, one entry per key (the write cache: ten
+//! updates of a key between two commits log one record), and reads see the overlay over the
+//! store. A commit sends the overlay to the changelog and waits for its acknowledgement
+//! (under exactly-once: for the transaction to commit); only then is the overlay written into
+//! the store, the store flushed, and a checkpoint file records the changelog offset the local
+//! state now reflects. So local state is never ahead of the committed changelog, and the
+//! checkpoint never ahead of local state: after any crash, even under exactly-once, healthy
+//! local state is brought back by replaying the changelog from its checkpoint (no wipe, no
+//! full restore). A store with no checkpoint is wiped and restored in full, because a full
+//! replay cannot remove keys whose tombstones compaction has already dropped.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +23,7 @@ use rill_log::client::{
 };
 use rill_log::types::TopicPartition;
 
-use super::{Entry, KeyValueStore, StoreError};
+use super::{prefix_end, Entry, KeyValueStore, StoreError};
 
 /// Why a changelog operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +55,10 @@ pub struct RestoreReport {
 pub struct LoggedStore<S: KeyValueStore> {
     inner: S,
     changelog: TopicPartition,
-    /// Changes since the last commit, by key (`None`: deleted).
+    /// Changes since the last commit, by key (`None`: deleted); not yet in `inner`.
     dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Bytes of keys and values in `dirty`.
+    dirty_bytes: usize,
 }
 
 impl<S: KeyValueStore> LoggedStore<S> {
@@ -60,35 +67,8 @@ impl<S: KeyValueStore> LoggedStore<S> {
             inner,
             changelog,
             dirty: BTreeMap::new(),
+            dirty_bytes: 0,
         }
-    }
-
-    pub fn changelog(&self) -> &TopicPartition {
-        &self.changelog
-    }
-
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.inner.put(key, value)?;
-        self.dirty.insert(key.to_vec(), Some(value.to_vec()));
-        Ok(())
-    }
-
-    pub fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let old = self.inner.delete(key)?;
-        self.dirty.insert(key.to_vec(), None);
-        Ok(old)
-    }
-
-    pub fn all(&self) -> Result<Vec<Entry>, StoreError> {
-        self.inner.all()
-    }
-
-    pub fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        self.inner.range(from, to)
     }
 
     /// Changes waiting for the next commit (after the write cache's deduplication).
@@ -96,17 +76,51 @@ impl<S: KeyValueStore> LoggedStore<S> {
         self.dirty.len()
     }
 
-    /// Sends the collected changes to the changelog through `producer` and waits until they
-    /// are acknowledged, then flushes the store. Returns the changelog offset after the last
-    /// change written (what a checkpoint records), or `None` when there was nothing to send.
-    /// A transactional producer's open transaction carries them (exactly-once commits).
+    fn record(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        let added = key.len() + value.as_ref().map_or(0, Vec::len);
+        if let Some(old) = self.dirty.insert(key.to_vec(), value) {
+            self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());
+        }
+        self.dirty_bytes += added;
+    }
+
+    /// `base` (entries of the store, in key order) with the overlay's entries in
+    /// `[from, to]` laid over it.
+    fn overlaid(
+        &self,
+        base: Vec<Entry>,
+        from: std::ops::Bound<&[u8]>,
+        to: std::ops::Bound<&[u8]>,
+    ) -> Vec<Entry> {
+        let mut changes = self
+            .dirty
+            .range::<[u8], _>((from, to))
+            .peekable();
+        if changes.peek().is_none() {
+            return base;
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
+        for (k, v) in changes {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        merged.into_iter().collect()
+    }
+
+    /// Sends the collected changes to the changelog through `producer`, waits until they
+    /// are acknowledged, then writes them into the store and flushes it. Returns the
+    /// changelog offset after the last change written (what a checkpoint records), or `None`
+    /// when there was nothing to send. (The runtime does the same in steps, so that under
+    /// exactly-once the store is written only once the transaction has committed.)
     pub async fn commit(&mut self, producer: &Producer) -> Result<Option<i64>, ChangelogError> {
         let client = |source| ChangelogError::Client {
             changelog: self.changelog.clone(),
             source,
         };
         let mut deliveries = Vec::with_capacity(self.dirty.len());
-        for (k, v) in std::mem::take(&mut self.dirty) {
+        for (k, v) in self.uncommitted() {
             let mut r =
                 ProducerRecord::new(self.changelog.topic.clone(), Some(k), Vec::<u8>::new());
             r.value = v.map(Into::into);
@@ -119,7 +133,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
             let md = d.await.map_err(client)?;
             last = Some(last.unwrap_or(md.offset).max(md.offset));
         }
-        self.inner.flush()?;
+        self.apply_uncommitted()?;
         Ok(last.map(|o| o + 1))
     }
 
@@ -132,7 +146,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
         progress: impl FnMut(i64, i64),
     ) -> Result<RestoreReport, ChangelogError> {
         let tp = self.changelog.clone();
-        restore_into(&mut self.inner, &tp, transport, from, false, progress).await
+        restore_into(self, &tp, transport, from, false, progress).await
     }
 }
 
@@ -141,34 +155,72 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.inner.name()
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
+        match self.dirty.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.inner.get(key),
+        }
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        LoggedStore::put(self, key, value)
+        self.record(key, Some(value.to_vec()));
+        Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        LoggedStore::delete(self, key)
+        let old = self.get(key)?;
+        self.record(key, None);
+        Ok(old)
     }
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        self.inner.range(from, to)
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let base = self.inner.range(from, to)?;
+        Ok(self.overlaid(base, Bound::Included(from), Bound::Included(to)))
     }
     fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        self.inner.prefix_scan(prefix)
+        let base = self.inner.prefix_scan(prefix)?;
+        let end = prefix_end(prefix);
+        let to = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(self.overlaid(base, Bound::Included(prefix), to))
     }
     fn all(&self) -> Result<Vec<Entry>, StoreError> {
-        self.inner.all()
+        let base = self.inner.all()?;
+        Ok(self.overlaid(base, Bound::Unbounded, Bound::Unbounded))
     }
     fn approximate_num_entries(&self) -> u64 {
-        self.inner.approximate_num_entries()
+        let added = self.dirty.values().filter(|v| v.is_some()).count() as u64;
+        self.inner.approximate_num_entries() + added
     }
+    /// Flushes what the store holds; uncommitted changes stay in the overlay.
     fn flush(&mut self) -> Result<(), StoreError> {
         self.inner.flush()
     }
     fn changelog(&self) -> Option<&TopicPartition> {
         Some(&self.changelog)
     }
-    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        std::mem::take(&mut self.dirty).into_iter().collect()
+    fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.dirty
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+    fn uncommitted_bytes(&self) -> usize {
+        self.dirty_bytes
+    }
+    fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
+        for (k, v) in std::mem::take(&mut self.dirty) {
+            match v {
+                Some(v) => self.inner.put(&k, &v)?,
+                None => {
+                    self.inner.delete(&k)?;
+                }
+            }
+        }
+        self.dirty_bytes = 0;
+        self.inner.flush()
+    }
+    fn discard_uncommitted(&mut self) {
+        self.dirty.clear();
+        self.dirty_bytes = 0;
     }
 }
 
@@ -213,7 +265,15 @@ pub async fn restore_into(
         .await
         .map_err(client)?;
     let end = probe.position(tp).unwrap_or(0);
-    // A checkpoint below the log start (retention, compaction) restores from the start.
+    // A checkpoint below the log start (retention removed what it points at): the local
+    // state may hold keys whose deletion is gone from the log, so it is wiped and restored
+    // from the start.
+    if from.is_some_and(|f| f < start) {
+        for (k, _) in store.all()? {
+            store.delete(&k)?;
+        }
+        store.apply_uncommitted()?;
+    }
     let from = from.unwrap_or(start).max(start);
     let mut report = RestoreReport {
         from_offset: from,
@@ -250,8 +310,12 @@ pub async fn restore_into(
             }
             report.records += 1;
         }
+        // A logged store takes each batch straight into local state: restoring is not news
+        // for the changelog, and the overlay stays small.
+        store.apply_uncommitted()?;
         progress(consumer.position(tp).unwrap_or(from).min(end), end);
     }
+    store.apply_uncommitted()?;
     store.flush()?;
     Ok(report)
 }

@@ -1,6 +1,6 @@
 //! The persistent key-value store on fjall (a pure-Rust LSM tree): one fjall database per
 //! store directory, one keyspace per store. `flush` syncs fjall's journal, so what was
-//! flushed survives a crash; a checkpoint (to come with changelogs) records which changelog
+//! flushed survives a crash; a checkpoint (see `changelog`) records which changelog
 //! offset that state reflects.
 //!
 //! fjall refuses (panics on) empty keys and keys over 64 KiB, so every key is stored behind a

@@ -8,8 +8,9 @@
 //! [`fjall_store::FjallStore`] (persistent, pure Rust, the default); every backend passes the
 //! same [`conformance`] suite.
 //!
-//! [`changelog`] logs a store's changes to its changelog partition at commit (deduplicated
-//! per key in between), restores it, and checkpoints the changelog offset local state reflects.
+//! [`changelog`] keeps a store's changes in an overlay until commit (deduplicated per key),
+//! logs them to its changelog partition, restores it, and checkpoints the changelog offset
+//! local state reflects.
 
 pub mod changelog;
 pub mod conformance;
@@ -59,11 +60,26 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
         None
     }
 
-    /// For a changelogged store: the changes since the last call, one per key (`None`:
-    /// deleted), to be written to the changelog at commit.
-    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    /// For a changelogged store: the changes since the last commit, one per key (`None`:
+    /// deleted), to be written to the changelog at commit. Reads already see them.
+    fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         Vec::new()
     }
+
+    /// Bytes of keys and values waiting in [`KeyValueStore::uncommitted`].
+    fn uncommitted_bytes(&self) -> usize {
+        0
+    }
+
+    /// Writes the uncommitted changes into local state and flushes it: called once the
+    /// changelog holds them for good (acknowledged, or their transaction committed).
+    fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Forgets the uncommitted changes (their transaction aborted): local state is back at
+    /// the last commit.
+    fn discard_uncommitted(&mut self) {}
 }
 
 impl KeyValueStore for Box<dyn KeyValueStore> {
@@ -97,8 +113,17 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         self.as_ref().changelog()
     }
-    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.as_mut().take_changes()
+    fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.as_ref().uncommitted()
+    }
+    fn uncommitted_bytes(&self) -> usize {
+        self.as_ref().uncommitted_bytes()
+    }
+    fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
+        self.as_mut().apply_uncommitted()
+    }
+    fn discard_uncommitted(&mut self) {
+        self.as_mut().discard_uncommitted()
     }
 }
 
