@@ -147,14 +147,17 @@ impl Metrics {
     }
 
     fn thread(inner: &mut Inner, thread: usize) -> &mut ThreadCounters {
-        inner.threads.entry(thread).or_insert_with(|| ThreadCounters {
-            processed: 0,
-            dropped: 0,
-            commits: 0,
-            recoveries: 0,
-            latency: histogram(),
-            commit_latency: histogram(),
-        })
+        inner
+            .threads
+            .entry(thread)
+            .or_insert_with(|| ThreadCounters {
+                processed: 0,
+                dropped: 0,
+                commits: 0,
+                recoveries: 0,
+                latency: histogram(),
+                commit_latency: histogram(),
+            })
     }
 
     fn task(inner: &mut Inner, task: TaskId) -> &mut TaskCounters {

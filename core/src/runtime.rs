@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rill_log::client::{
-    Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Delivery, IsolationLevel, ListenerFuture,
-    OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceListener, ResponseError,
-    Transport,
+    Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Delivery, IsolationLevel,
+    ListenerFuture, OffsetReset, Producer, ProducerConfig, ProducerRecord, RebalanceListener,
+    ResponseError, Transport,
 };
 use rill_log::types::TopicPartition;
 use tokio::sync::Mutex;
@@ -492,6 +492,14 @@ impl KafkaStreams {
         }
     }
 
+    /// Whether every stream thread is still running (one that failed stops; [`close`] tells
+    /// why).
+    ///
+    /// [`close`]: KafkaStreams::close
+    pub fn is_running(&self) -> bool {
+        self.threads.iter().all(|t| !t.run.is_finished())
+    }
+
     /// Records processed by this instance so far.
     pub fn processed(&self) -> u64 {
         self.metrics.snapshot().processed()
@@ -610,7 +618,8 @@ impl RunState {
         let result = task.process(&r.topic, r.offset, record);
         let newly_dropped = task.dropped - dropped;
         let output = task.take_output();
-        self.metrics.record_processed(self.thread, id, started.elapsed());
+        self.metrics
+            .record_processed(self.thread, id, started.elapsed());
         self.metrics.record_dropped(self.thread, id, newly_dropped);
         if let Err(e) = result {
             let mut original = ProducerRecord::new(r.topic.clone(), r.key, Vec::<u8>::new());

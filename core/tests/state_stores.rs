@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use rill_core::state::changelog::LoggedStore;
 use rill_core::state::conformance;
 use rill_core::state::fjall_store::FjallStore;
 use rill_core::state::memory::InMemoryStore;
 use rill_core::state::KeyValueStore;
+use rill_log::types::TopicPartition;
 
 #[test]
 fn in_memory_passes_the_conformance_suite() {
@@ -18,6 +20,27 @@ fn in_memory_passes_the_conformance_suite() {
 fn fjall_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     conformance::run_all(&mut |name| FjallStore::open(&dir.path().join(name), name).unwrap());
+}
+
+fn changelog() -> TopicPartition {
+    TopicPartition::new("app-m-changelog", 0)
+}
+
+/// The logged layer (uncommitted changes in an overlay, read through) answers as a store does,
+/// before and after its changes are applied.
+#[test]
+fn logged_stores_pass_the_conformance_suite() {
+    conformance::run_all(&mut |name| LoggedStore::new(InMemoryStore::new(name), changelog()));
+    let dir = tempfile::tempdir().unwrap();
+    conformance::run_all(&mut |name| {
+        let fjall = FjallStore::open(&dir.path().join(name), name).unwrap();
+        let mut s = LoggedStore::new(fjall, changelog());
+        // Some state already applied under the overlay.
+        s.put(b"zz-applied", b"1").unwrap();
+        s.apply_uncommitted().unwrap();
+        s.delete(b"zz-applied").unwrap();
+        s
+    });
 }
 
 #[test]
@@ -40,6 +63,10 @@ enum Op {
     Delete(Vec<u8>),
     Range(Vec<u8>, Vec<u8>),
     Prefix(Vec<u8>),
+    /// Uncommitted changes reach local state (a commit).
+    Apply,
+    /// Uncommitted changes are dropped (an aborted transaction).
+    Discard,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -56,13 +83,29 @@ fn op() -> impl Strategy<Value = Op> {
         2 => key().prop_map(Op::Delete),
         1 => (key(), key()).prop_map(|(a, b)| Op::Range(a, b)),
         1 => key().prop_map(Op::Prefix),
+        1 => Just(Op::Apply),
+        1 => Just(Op::Discard),
     ]
 }
 
-fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op]) {
+/// With `logged`, the store keeps uncommitted changes apart (`Discard` goes back to the last
+/// `Apply`); a plain store writes through and ignores both.
+fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op], logged: bool) {
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut committed = model.clone();
     for op in ops {
         match op {
+            Op::Apply => {
+                store.apply_uncommitted().unwrap();
+                committed = model.clone();
+                assert_eq!(store.uncommitted_bytes(), 0);
+            }
+            Op::Discard => {
+                store.discard_uncommitted();
+                if logged {
+                    model = committed.clone();
+                }
+            }
             Op::Put(k, v) => {
                 store.put(k, v).unwrap();
                 model.insert(k.clone(), v.clone());
@@ -98,8 +141,13 @@ proptest! {
 
     #[test]
     fn backends_agree_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
-        check_against_model(&mut InMemoryStore::new("m"), &ops);
+        check_against_model(&mut InMemoryStore::new("m"), &ops, false);
         let dir = tempfile::tempdir().unwrap();
-        check_against_model(&mut FjallStore::open(dir.path(), "m").unwrap(), &ops);
+        check_against_model(&mut FjallStore::open(dir.path(), "m").unwrap(), &ops, false);
+        let mut logged = LoggedStore::new(InMemoryStore::new("m"), changelog());
+        check_against_model(&mut logged, &ops, true);
+        let dir = tempfile::tempdir().unwrap();
+        let fjall = FjallStore::open(dir.path(), "m").unwrap();
+        check_against_model(&mut LoggedStore::new(fjall, changelog()), &ops, true);
     }
 }

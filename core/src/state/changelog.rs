@@ -92,10 +92,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
         from: std::ops::Bound<&[u8]>,
         to: std::ops::Bound<&[u8]>,
     ) -> Vec<Entry> {
-        let mut changes = self
-            .dirty
-            .range::<[u8], _>((from, to))
-            .peekable();
+        let mut changes = self.dirty.range::<[u8], _>((from, to)).peekable();
         if changes.peek().is_none() {
             return base;
         }
