@@ -15,6 +15,8 @@
 
 pub use rill_log as log;
 
+pub mod assignor;
+pub mod bench;
 pub mod metrics;
 pub mod processor;
 pub mod runtime;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use rill_log::types::TopicPartition;
 
+use crate::state::changelog::RestoreReport;
 use crate::task::TaskId;
 
 /// The highest latency recorded (longer ones are clamped): one hour, in nanoseconds.
@@ -76,12 +77,17 @@ pub struct ThreadMetrics {
 }
 
 /// How far restoring a changelog partition has come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RestoreProgress {
+    /// Where restoring started: the checkpoint, or the log start.
+    pub from: i64,
     /// The changelog offset reached.
     pub offset: i64,
     /// The changelog end restoring runs to.
     pub end: i64,
+    /// Changelog records applied (set when the restore is done).
+    pub records: u64,
+    pub done: bool,
 }
 
 /// Everything at one moment.
@@ -203,10 +209,32 @@ impl Metrics {
         self.with(|m| Self::thread(m, thread).recoveries += 1)
     }
 
+    /// Restoring `changelog` reached `offset` of `end`.
     pub(crate) fn record_restore(&self, changelog: &TopicPartition, offset: i64, end: i64) {
         self.with(|m| {
-            m.restores
-                .insert(changelog.clone(), RestoreProgress { offset, end });
+            let p = m.restores.entry(changelog.clone()).or_default();
+            *p = RestoreProgress {
+                offset,
+                end,
+                done: false,
+                ..*p
+            };
+        })
+    }
+
+    /// Restoring `changelog` is done.
+    pub(crate) fn record_restored(&self, changelog: &TopicPartition, report: RestoreReport) {
+        self.with(|m| {
+            m.restores.insert(
+                changelog.clone(),
+                RestoreProgress {
+                    from: report.from_offset,
+                    offset: report.end_offset.max(report.from_offset),
+                    end: report.end_offset,
+                    records: report.records,
+                    done: true,
+                },
+            );
         })
     }
 

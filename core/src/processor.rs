@@ -62,6 +62,10 @@ pub enum ProcessError {
     Store(#[from] crate::state::StoreError),
     #[error("{0}")]
     Failed(String),
+    /// A record's key or value could not be deserialized: the runtime hands it to the
+    /// deserialization exception handler rather than the processing one.
+    #[error("deserialization failed: {0}")]
+    Deserialization(String),
 }
 
 /// A punctuation callback: gets the context and the punctuation's timestamp.

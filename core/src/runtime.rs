@@ -27,11 +27,12 @@ use rill_log::client::{
 use rill_log::types::TopicPartition;
 use tokio::sync::Mutex;
 
+use crate::assignor::StreamsAssignor;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::processor::{ProcessError, Record};
 use crate::state::changelog::{read_checkpoint, restore_into, write_checkpoint, ChangelogError};
 use crate::task::{InvalidTimestampPolicy, Task, TaskId};
-use crate::topology::Topology;
+use crate::topology::{Topology, TopologyError};
 
 /// What the runtime guarantees about each input record's effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,11 +70,17 @@ pub struct StreamsConfig {
     /// `statestore.cache.max.bytes`: uncommitted store changes held by the instance; past it,
     /// a commit comes early.
     pub cache_max_bytes: usize,
-    /// `processing.exception.handler`: a record whose processing failed.
+    /// `deserialization.exception.handler`: a record whose key or value could not be
+    /// deserialized (a processor returned [`ProcessError::Deserialization`]).
+    pub deserialization_exception_handler: ExceptionHandler,
+    /// `processing.exception.handler`: a record whose processing failed otherwise.
     pub processing_exception_handler: ExceptionHandler,
     /// `production.exception.handler`: an output record that could not be sent
     /// (at-least-once only; under exactly-once a failed send fails the transaction).
     pub production_exception_handler: ExceptionHandler,
+    /// `repartition.purge.interval.ms`: how often consumed and committed records are
+    /// deleted from repartition topics.
+    pub repartition_purge_interval_ms: u64,
 }
 
 /// What to do with a record that failed (Kafka Streams' exception handlers).
@@ -104,8 +111,10 @@ impl StreamsConfig {
             num_stream_threads: 1,
             group_instance_id: None,
             cache_max_bytes: 10 * 1024 * 1024,
+            deserialization_exception_handler: ExceptionHandler::Fail,
             processing_exception_handler: ExceptionHandler::Fail,
             production_exception_handler: ExceptionHandler::Fail,
+            repartition_purge_interval_ms: 30_000,
         }
     }
 }
@@ -119,6 +128,8 @@ pub enum StreamsError {
     Process(#[from] ProcessError),
     #[error(transparent)]
     Changelog(#[from] ChangelogError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
 }
 
 /// The tasks of this instance and what they consumed.
@@ -138,6 +149,7 @@ struct RunState {
     thread: usize,
     metrics: Arc<Metrics>,
     eos: bool,
+    last_purge: std::time::Instant,
 }
 
 impl RunState {
@@ -236,7 +248,34 @@ impl RunState {
             consumer.commit_offsets(&offsets).await?;
         }
         self.metrics.record_commit(self.thread, started.elapsed());
+        self.purge_repartitions(&offsets).await;
         Ok(())
+    }
+
+    /// Deletes what was consumed and committed from repartition topics, at most every
+    /// `repartition.purge.interval.ms` (Kafka Streams does the same: nobody reads it again).
+    async fn purge_repartitions(&mut self, committed: &[(TopicPartition, i64)]) {
+        let interval = Duration::from_millis(self.config.repartition_purge_interval_ms);
+        if self.last_purge.elapsed() < interval {
+            return;
+        }
+        self.last_purge = std::time::Instant::now();
+        let internal = self
+            .topology
+            .repartition_topics(&self.config.application_id);
+        let admin = Admin::new(Arc::clone(&self.transport));
+        for (tp, offset) in committed
+            .iter()
+            .filter(|(tp, _)| internal.contains(&tp.topic))
+        {
+            if let Err(e) = admin
+                .delete_records(&tp.topic, tp.partition.0, *offset)
+                .await
+            {
+                // Only space is at stake: the next purge tries again.
+                tracing::debug!(partition = %tp, error = %e, "purging a repartition topic");
+            }
+        }
     }
 
     /// Creates the task of each newly assigned partition and restores its stores.
@@ -275,6 +314,7 @@ impl RunState {
                     |at, end| metrics.record_restore(&changelog, at, end),
                 )
                 .await?;
+                self.metrics.record_restored(&changelog, report);
                 tracing::info!(task = ?id, store = %name, from = report.from_offset,
                     records = report.records, "store restored");
             }
@@ -447,6 +487,7 @@ impl KafkaStreams {
         transport: Arc<dyn Transport>,
         config: StreamsConfig,
     ) -> KafkaStreams {
+        let topology = topology.for_application(&config.application_id);
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
         let sub_of: BTreeMap<String, usize> = topology
@@ -480,6 +521,7 @@ impl KafkaStreams {
                     thread,
                     metrics: Arc::clone(&metrics),
                     eos,
+                    last_purge: std::time::Instant::now(),
                 }));
                 let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
                 StreamThread { run, state }
@@ -625,10 +667,19 @@ impl RunState {
             let mut original = ProducerRecord::new(r.topic.clone(), r.key, Vec::<u8>::new());
             original.value = r.value;
             original.headers = r.headers;
-            let handler = self.config.processing_exception_handler.clone();
+            let (stage, handler) = match e {
+                ProcessError::Deserialization(_) => (
+                    "deserialization",
+                    self.config.deserialization_exception_handler.clone(),
+                ),
+                _ => (
+                    "processing",
+                    self.config.processing_exception_handler.clone(),
+                ),
+            };
             let origin = Some((r.topic.as_str(), r.partition, r.offset));
             match self
-                .handle_error(&handler, "processing", origin, Some(original), e.into())
+                .handle_error(&handler, stage, origin, Some(original), e.into())
                 .await
             {
                 Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
@@ -681,20 +732,18 @@ impl RunState {
 }
 
 async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), StreamsError> {
-    let (transport, config, topics, topology, thread) = {
+    let (transport, config, sub_of, topology, thread) = {
         let st = state.lock().await;
-        let topics: Vec<String> = st.sub_of.keys().cloned().collect();
         (
             Arc::clone(&st.transport),
             st.config.clone(),
-            topics,
+            st.sub_of.clone(),
             st.topology.clone(),
             st.thread,
         )
     };
-    if thread == 0 {
-        ensure_changelogs(&transport, &config, &topology, &topics).await?;
-    }
+    let topics: Vec<String> = sub_of.keys().cloned().collect();
+    prepare_topics(&transport, &config, &topology, &topics).await?;
     let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
     if eos {
         let st = state.lock().await;
@@ -720,6 +769,10 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
             } else {
                 IsolationLevel::ReadUncommitted
             },
+            assignors: vec![Arc::new(StreamsAssignor::new(
+                sub_of,
+                config.state_dir.clone(),
+            ))],
             ..Default::default()
         },
     );
@@ -774,9 +827,10 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
     Ok(())
 }
 
-/// Creates the changelog topics of logged stores (compacted, as many partitions as the
-/// source topics), if they do not exist.
-async fn ensure_changelogs(
+/// Checks the source topics (they exist; co-partitioned ones agree on partition counts) and
+/// creates the changelog topics of logged stores (as many partitions as the source topics,
+/// compacted, or `compact,delete` for window stores) that do not exist yet.
+async fn prepare_topics(
     transport: &Arc<dyn Transport>,
     config: &StreamsConfig,
     topology: &Topology,
@@ -784,25 +838,49 @@ async fn ensure_changelogs(
 ) -> Result<(), StreamsError> {
     let admin = Admin::new(Arc::clone(transport));
     let existing = admin.list_topics().await?;
-    let partitions = existing
+    let mut counts: BTreeMap<String, i32> = existing
         .iter()
-        .filter(|t| topics.contains(&t.name))
-        .map(|t| t.partitions)
+        .map(|t| (t.name.clone(), t.partitions))
+        .collect();
+    let repartitions = topology.repartition_topics(&config.application_id);
+    let partitions = topics
+        .iter()
+        .filter(|t| !repartitions.contains(t))
+        .filter_map(|t| counts.get(t).copied())
         .max()
         .unwrap_or(1);
-    for spec in topology.stores.values().filter(|s| s.logged) {
-        let name = Topology::changelog_topic(&config.application_id, &spec.name);
-        if existing.iter().any(|t| t.name == name) {
-            continue;
-        }
-        match admin
-            .create_topic(&name, partitions, &[("cleanup.policy", "compact")])
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
-            Err(e) => return Err(e.into()),
+    for name in &repartitions {
+        if !counts.contains_key(name) {
+            create_topic(&admin, name, partitions, &[("cleanup.policy", "delete")]).await?;
+            counts.insert(name.clone(), partitions);
         }
     }
+    topology.check_sources(&counts)?;
+    for spec in topology.stores.values().filter(|s| s.logged) {
+        let name = Topology::changelog_topic(&config.application_id, &spec.name);
+        if counts.contains_key(&name) {
+            continue;
+        }
+        let configs = spec.changelog_configs();
+        let configs: Vec<(&str, &str)> = configs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        create_topic(&admin, &name, partitions, &configs).await?;
+    }
     Ok(())
+}
+
+/// Creates an internal topic (another instance creating it first is fine).
+async fn create_topic(
+    admin: &Admin,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), StreamsError> {
+    match admin.create_topic(name, partitions, configs).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

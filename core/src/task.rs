@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::processor::{
     ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
@@ -12,7 +13,7 @@ use crate::state::changelog::{read_checkpoint, LoggedStore};
 use crate::state::fjall_store::FjallStore;
 use crate::state::memory::InMemoryStore;
 use crate::state::KeyValueStore;
-use crate::topology::{NodeKind, StoreBackend, Topology};
+use crate::topology::{NodeKind, StoreBackend, TimestampExtractor, Topology};
 use rill_log::types::TopicPartition;
 
 /// What to do with a record whose timestamp is negative (Kafka's extractors fail on it by
@@ -37,6 +38,8 @@ pub struct Task {
     parts: TaskParts,
     /// Source node index per topic.
     sources: BTreeMap<String, usize>,
+    /// Timestamp extractors of the sources that have one, per topic.
+    extractors: BTreeMap<String, TimestampExtractor>,
     /// Where the task's persistent stores and their checkpoints live.
     task_dir: Option<PathBuf>,
     /// Stores kept on disk (under `task_dir`).
@@ -89,15 +92,19 @@ impl Task {
             (0..n).map(|_| None).collect();
         let mut sinks = vec![None; n];
         let mut sources = BTreeMap::new();
+        let mut extractors = BTreeMap::new();
         let mut stores: BTreeMap<String, Box<dyn KeyValueStore>> = BTreeMap::new();
         let task_dir = state_dir.map(|d| d.join(format!("{}_{}", id.0, id.1)));
         let mut persistent = BTreeSet::new();
         for i in &sub.nodes {
             let node = &topology.nodes[*i];
             match &node.kind {
-                NodeKind::Source { topics } => {
+                NodeKind::Source { topics, extractor } => {
                     for t in topics {
                         sources.insert(t.clone(), *i);
+                        if let Some(e) = extractor {
+                            extractors.insert(t.clone(), Arc::clone(e));
+                        }
                     }
                 }
                 NodeKind::Processor { supplier } => processors[*i] = Some(supplier()),
@@ -110,7 +117,7 @@ impl Task {
                 let spec = &topology.stores[s];
                 let logged = spec.logged && application_id.is_some();
                 let store: Box<dyn KeyValueStore> = match (spec.backend, &task_dir) {
-                    (StoreBackend::Fjall, Some(task_dir)) => {
+                    (StoreBackend::Fjall | StoreBackend::RocksDb, Some(task_dir)) => {
                         let dir = task_dir.join(s);
                         // Without a checkpoint the local state is of unknown age: a full
                         // restore starts from nothing (see `state::changelog`).
@@ -120,7 +127,7 @@ impl Task {
                             })?;
                         }
                         persistent.insert(s.clone());
-                        Box::new(FjallStore::open(&dir, s)?)
+                        open_persistent(spec.backend, &dir, s)?
                     }
                     _ => Box::new(InMemoryStore::new(s.clone())),
                 };
@@ -150,6 +157,7 @@ impl Task {
                 commit_requested: false,
             },
             sources,
+            extractors,
             task_dir,
             persistent,
             policy,
@@ -191,6 +199,9 @@ impl Task {
         let source = *self.sources.get(topic).ok_or_else(|| {
             ProcessError::Failed(format!("task {:?} does not read {topic}", self.id))
         })?;
+        if let Some(extract) = self.extractors.get(topic) {
+            record.timestamp = extract(&record, self.parts.stream_time);
+        }
         if record.timestamp < 0 {
             match self.policy {
                 InvalidTimestampPolicy::Fail => {
@@ -315,5 +326,24 @@ fn wipe(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Opens a persistent store of `backend` in `dir`.
+fn open_persistent(
+    backend: StoreBackend,
+    dir: &Path,
+    name: &str,
+) -> Result<Box<dyn KeyValueStore>, ProcessError> {
+    match backend {
+        #[cfg(feature = "rocksdb")]
+        StoreBackend::RocksDb => Ok(Box::new(crate::state::rocksdb_store::RocksDbStore::open(
+            dir, name,
+        )?)),
+        #[cfg(not(feature = "rocksdb"))]
+        StoreBackend::RocksDb => Err(ProcessError::Failed(format!(
+            "store {name} wants RocksDB, but rill-core was built without its `rocksdb` feature"
+        ))),
+        _ => Ok(Box::new(FjallStore::open(dir, name)?)),
     }
 }

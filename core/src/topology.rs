@@ -49,6 +49,9 @@ pub enum StoreBackend {
     InMemory,
     /// Persistent, on fjall, under the task's state directory.
     Fjall,
+    /// Persistent, on RocksDB, under the task's state directory (needs rill-core's `rocksdb`
+    /// feature; without it, opening the store fails with an error that says so).
+    RocksDb,
 }
 
 /// A state store of the topology.
@@ -58,12 +61,42 @@ pub struct StoreSpec {
     pub backend: StoreBackend,
     /// Logged to a changelog topic (`<application.id>-<store>-changelog`).
     pub logged: bool,
+    /// For a window or session store: how long it keeps windows. Its changelog is then
+    /// `compact,delete` with `retention.ms` = this plus a day (Kafka Streams'
+    /// `windowstore.changelog.additional.retention.ms`), so expired windows leave the log too;
+    /// `None`: compacted only.
+    pub window_retention_ms: Option<i64>,
+}
+
+/// Kafka Streams' `windowstore.changelog.additional.retention.ms` default: one day.
+pub const WINDOW_CHANGELOG_ADDITIONAL_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl StoreSpec {
+    /// The configs of this store's changelog topic.
+    pub fn changelog_configs(&self) -> Vec<(String, String)> {
+        match self.window_retention_ms {
+            None => vec![("cleanup.policy".into(), "compact".into())],
+            Some(ms) => vec![
+                ("cleanup.policy".into(), "compact,delete".into()),
+                (
+                    "retention.ms".into(),
+                    ms.saturating_add(WINDOW_CHANGELOG_ADDITIONAL_RETENTION_MS)
+                        .to_string(),
+                ),
+            ],
+        }
+    }
 }
 
 #[derive(Clone)]
 pub(crate) enum NodeKind {
-    Source { topics: Vec<String> },
-    Processor { supplier: ProcessorSupplier },
+    Source {
+        topics: Vec<String>,
+        extractor: Option<TimestampExtractor>,
+    },
+    Processor {
+        supplier: ProcessorSupplier,
+    },
     Sink(SinkSpec),
 }
 
@@ -94,6 +127,15 @@ pub enum TopologyError {
     UnknownProcessor { store: String, processor: String },
     #[error("a store named {0} already exists")]
     DuplicateStore(String),
+    #[error("co-partitioning: {0} is not a source topic")]
+    NotASource(String),
+    #[error(
+        "co-partitioning: topics read together must have as many partitions each, but {}",
+        .0.iter().map(|(t, n)| format!("{t} has {n}")).collect::<Vec<_>>().join(", ")
+    )]
+    NotCopartitioned(Vec<(String, i32)>),
+    #[error("source topic {0} does not exist")]
+    MissingSourceTopic(String),
 }
 
 /// A connected part of the topology: its nodes and the topics it reads.
@@ -109,7 +151,14 @@ pub struct SubTopology {
 pub struct Topology {
     pub(crate) nodes: Vec<Node>,
     pub(crate) stores: BTreeMap<String, StoreSpec>,
+    /// Source topics that must have the same partition count (they are joined).
+    pub(crate) copartition_groups: Vec<BTreeSet<String>>,
+    /// Names of the repartition topics (before the application id is put in front).
+    pub(crate) repartitions: BTreeSet<String>,
 }
+
+/// Gives a record its timestamp: `(record, stream time of the task) -> timestamp`.
+pub type TimestampExtractor = Arc<dyn Fn(&Record, i64) -> i64 + Send + Sync>;
 
 impl std::fmt::Debug for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,7 +221,101 @@ impl Topology {
             }
         }
         let topics = topics.iter().map(|t| t.to_string()).collect();
-        self.add(name, NodeKind::Source { topics }, &[])
+        self.add(
+            name,
+            NodeKind::Source {
+                topics,
+                extractor: None,
+            },
+            &[],
+        )
+    }
+
+    /// A source reading `topics` whose records take their timestamp from `extractor` (Kafka's
+    /// `TimestampExtractor`: it sees the record, with the producer's timestamp, and the
+    /// task's stream time; a negative result falls under the invalid-timestamp policy).
+    pub fn add_source_with_extractor(
+        &mut self,
+        name: &str,
+        topics: &[&str],
+        extractor: TimestampExtractor,
+    ) -> Result<&mut Self, TopologyError> {
+        self.add_source(name, topics)?;
+        if let Some(NodeKind::Source { extractor: e, .. }) =
+            self.nodes.last_mut().map(|n| &mut n.kind)
+        {
+            *e = Some(extractor);
+        }
+        Ok(self)
+    }
+
+    /// A repartition topic after `parents`: what they forward is written, partitioned by
+    /// key, to the internal topic `<application.id>-<name>-repartition` (created at start
+    /// with as many partitions as the widest source topic, `cleanup.policy=delete`, records
+    /// deleted once consumed and committed), and read back by the new source node `name`,
+    /// which starts another sub-topology. Later nodes name `name` as their parent.
+    pub fn add_repartition(
+        &mut self,
+        name: &str,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        let sink = format!("{name}-repartition-sink");
+        self.add_sink(&sink, name, parents)?;
+        if let Err(e) = self.add_source(name, &[name]) {
+            self.nodes.pop();
+            return Err(e);
+        }
+        self.repartitions.insert(name.to_string());
+        Ok(self)
+    }
+
+    /// The repartition topic `name` of an application (Kafka Streams' name).
+    pub fn repartition_topic(application_id: &str, name: &str) -> String {
+        format!("{application_id}-{name}-repartition")
+    }
+
+    /// The full names of the repartition topics of an application.
+    pub fn repartition_topics(&self, application_id: &str) -> Vec<String> {
+        self.repartitions
+            .iter()
+            .map(|n| Self::repartition_topic(application_id, n))
+            .collect()
+    }
+
+    /// This topology as an application runs it: repartition topics under their full names.
+    pub fn for_application(&self, application_id: &str) -> Topology {
+        let mut t = self.clone();
+        let full = |name: &String| -> Option<String> {
+            self.repartitions
+                .contains(name)
+                .then(|| Self::repartition_topic(application_id, name))
+        };
+        for n in &mut t.nodes {
+            match &mut n.kind {
+                NodeKind::Source { topics, .. } => {
+                    for topic in topics.iter_mut() {
+                        if let Some(f) = full(topic).filter(|_| *topic == n.name) {
+                            *topic = f;
+                        }
+                    }
+                }
+                NodeKind::Sink(SinkSpec {
+                    topic: TopicChoice::Static(topic),
+                }) if n.name == format!("{topic}-repartition-sink") => {
+                    if let Some(f) = full(topic) {
+                        *topic = f;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for group in &mut t.copartition_groups {
+            *group = group
+                .iter()
+                .map(|topic| full(topic).unwrap_or_else(|| topic.clone()))
+                .collect();
+        }
+        t
     }
 
     /// A processor (a fresh one per task from `supplier`) fed by `parents`.
@@ -248,7 +391,7 @@ impl Topology {
         self.nodes
             .iter()
             .filter_map(|n| match &n.kind {
-                NodeKind::Source { topics } => Some(topics.clone()),
+                NodeKind::Source { topics, .. } => Some(topics.clone()),
                 _ => None,
             })
             .flatten()
@@ -296,7 +439,7 @@ impl Topology {
                 let source_topics = nodes
                     .iter()
                     .filter_map(|i| match &self.nodes[*i].kind {
-                        NodeKind::Source { topics } => Some(topics.clone()),
+                        NodeKind::Source { topics, .. } => Some(topics.clone()),
                         _ => None,
                     })
                     .flatten()
@@ -310,6 +453,37 @@ impl Topology {
             .collect()
     }
 
+    /// Declares that `topics` (source topics) are joined, so partition `p` of each must hold
+    /// the same keys: at start, differing partition counts are an error.
+    pub fn copartition(&mut self, topics: &[&str]) -> Result<&mut Self, TopologyError> {
+        let sources = self.source_topics();
+        if let Some(t) = topics.iter().find(|t| !sources.contains(&t.to_string())) {
+            return Err(TopologyError::NotASource(t.to_string()));
+        }
+        self.copartition_groups
+            .push(topics.iter().map(|t| t.to_string()).collect());
+        Ok(self)
+    }
+
+    /// Checks the source topics against their partition counts (`counts`, topic -> count):
+    /// every source topic exists, and co-partitioned topics have equal counts.
+    pub fn check_sources(&self, counts: &BTreeMap<String, i32>) -> Result<(), TopologyError> {
+        if let Some(t) = self
+            .source_topics()
+            .into_iter()
+            .find(|t| !counts.contains_key(t))
+        {
+            return Err(TopologyError::MissingSourceTopic(t));
+        }
+        for group in &self.copartition_groups {
+            let sizes: Vec<(String, i32)> = group.iter().map(|t| (t.clone(), counts[t])).collect();
+            if sizes.iter().any(|(_, n)| *n != sizes[0].1) {
+                return Err(TopologyError::NotCopartitioned(sizes));
+            }
+        }
+        Ok(())
+    }
+
     /// The changelog topic of `store` for an application (Kafka Streams' name).
     pub fn changelog_topic(application_id: &str, store: &str) -> String {
         format!("{application_id}-{store}-changelog")
@@ -318,7 +492,7 @@ impl Topology {
     fn kind_label(&self, i: usize) -> String {
         let n = &self.nodes[i];
         match &n.kind {
-            NodeKind::Source { topics } => {
+            NodeKind::Source { topics, .. } => {
                 format!("Source: {} (topics: [{}])", n.name, topics.join(", "))
             }
             NodeKind::Processor { .. } => {
@@ -398,7 +572,7 @@ impl Topology {
         let mut out = BTreeSet::new();
         for n in &self.nodes {
             match &n.kind {
-                NodeKind::Source { topics } => {
+                NodeKind::Source { topics, .. } => {
                     for t in topics {
                         out.insert((format!("topic {t}"), n.name.clone()));
                     }

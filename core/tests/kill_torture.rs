@@ -67,6 +67,7 @@ fn topology() -> Topology {
                 name: "counts".into(),
                 backend: StoreBackend::Fjall,
                 logged: true,
+                window_retention_ms: None,
             },
             &["count"],
         )

@@ -60,6 +60,7 @@ fn counting_topology(backend: StoreBackend) -> Topology {
                 name: "counts".into(),
                 backend,
                 logged: true,
+                window_retention_ms: None,
             },
             &["count"],
         )
@@ -69,7 +70,13 @@ fn counting_topology(backend: StoreBackend) -> Topology {
 
 #[test]
 fn counts_per_key_with_a_store_per_partition_task() {
-    for backend in [StoreBackend::InMemory, StoreBackend::Fjall] {
+    let backends = [
+        StoreBackend::InMemory,
+        StoreBackend::Fjall,
+        #[cfg(feature = "rocksdb")]
+        StoreBackend::RocksDb,
+    ];
+    for backend in backends {
         let dir = tempfile::tempdir().unwrap();
         let mut d = TestDriver::new(
             &counting_topology(backend),
@@ -307,4 +314,124 @@ fn topologies_refuse_bad_wiring_and_describe_themselves() {
         Topology::changelog_topic("app", "counts"),
         "app-counts-changelog"
     );
+}
+
+#[cfg(not(feature = "rocksdb"))]
+#[test]
+fn a_rocksdb_store_without_the_feature_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = TestDriver::new(
+        &counting_topology(StoreBackend::RocksDb),
+        TestDriverConfig {
+            state_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .and_then(|mut d| d.pipe("words", rec("a", "x", 0)))
+    .unwrap_err();
+    assert!(err.to_string().contains("`rocksdb` feature"), "{err}");
+}
+
+/// Re-keys each record by its value.
+struct KeyByValue;
+
+impl Processor for KeyByValue {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        ctx.forward(Record::new(r.value.clone(), r.value, r.timestamp))
+    }
+}
+
+/// clicks (key: page, value: user) -> key by user -> repartition -> count per user.
+fn rekeyed_count() -> Topology {
+    let mut t = Topology::new();
+    t.add_source("clicks-in", &["clicks"])
+        .unwrap()
+        .add_processor("by-user", Arc::new(|| Box::new(KeyByValue)), &["clicks-in"])
+        .unwrap()
+        .add_repartition("users", &["by-user"])
+        .unwrap()
+        .add_processor("count", Arc::new(|| Box::new(Count)), &["users"])
+        .unwrap()
+        .add_sink("out", "user-counts", &["count"])
+        .unwrap()
+        .add_state_store(
+            StoreSpec {
+                name: "counts".into(),
+                backend: StoreBackend::InMemory,
+                logged: true,
+                window_retention_ms: None,
+            },
+            &["count"],
+        )
+        .unwrap();
+    t
+}
+
+#[test]
+fn a_repartition_topic_splits_the_topology_and_regroups_by_the_new_key() {
+    let t = rekeyed_count();
+    let subs = t.sub_topologies();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[1].source_topics, ["users"]);
+    let app = t.for_application("app");
+    assert_eq!(
+        app.sub_topologies()[1].source_topics,
+        ["app-users-repartition"]
+    );
+    assert_eq!(t.repartition_topics("app"), ["app-users-repartition"]);
+    assert!(
+        app.describe().contains("app-users-repartition"),
+        "{}",
+        app.describe()
+    );
+    // Clicks of one user on pages in different partitions are counted in one place.
+    let mut d = TestDriver::new(
+        &t,
+        TestDriverConfig {
+            default_partitions: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (i, (page, user)) in [("p1", "ann"), ("p2", "bob"), ("p3", "ann"), ("p4", "ann")]
+        .iter()
+        .enumerate()
+    {
+        d.pipe("clicks", rec(page, user, i as i64)).unwrap();
+    }
+    let out: Vec<(String, String)> = d
+        .read_output("user-counts")
+        .into_iter()
+        .map(|o| (text(&o.record.key), text(&o.record.value)))
+        .collect();
+    let want: Vec<(String, String)> = [("ann", "1"), ("bob", "1"), ("ann", "2"), ("ann", "3")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn a_timestamp_extractor_sets_record_time_and_stream_time() {
+    let mut t = Topology::new();
+    t.add_source_with_extractor(
+        "in",
+        &["events"],
+        Arc::new(|r: &Record, _stream_time| text(&r.value).parse::<i64>().unwrap_or(-1)),
+    )
+    .unwrap()
+    .add_sink("out", "timed", &["in"])
+    .unwrap();
+    let mut d = TestDriver::new(&t, TestDriverConfig::default()).unwrap();
+    d.pipe("events", rec("k", "500", 1)).unwrap();
+    d.pipe("events", rec("k", "300", 2)).unwrap();
+    let ts: Vec<i64> = d
+        .read_output("timed")
+        .iter()
+        .map(|o| o.record.timestamp)
+        .collect();
+    assert_eq!(ts, [500, 300]);
+    assert_eq!(d.task("events", 0).unwrap().stream_time(), 500);
+    // An unparsable value extracts -1: the default policy refuses it.
+    assert!(d.pipe("events", rec("k", "soon", 3)).is_err());
 }

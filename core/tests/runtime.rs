@@ -46,6 +46,7 @@ fn topology() -> Topology {
                 name: "counts".into(),
                 backend: StoreBackend::InMemory,
                 logged: true,
+                window_retention_ms: None,
             },
             &["count"],
         )
@@ -220,6 +221,7 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
                 name: "counts".into(),
                 backend: StoreBackend::InMemory,
                 logged: true,
+                window_retention_ms: None,
             },
             &["count"],
         )

@@ -43,6 +43,45 @@ fn logged_stores_pass_the_conformance_suite() {
     });
 }
 
+#[cfg(feature = "rocksdb")]
+mod rocksdb {
+    use super::*;
+    use rill_core::state::rocksdb_store::RocksDbStore;
+
+    #[test]
+    fn rocksdb_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::run_all(&mut |name| RocksDbStore::open(&dir.path().join(name), name).unwrap());
+    }
+
+    #[test]
+    fn rocksdb_keeps_flushed_state_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = RocksDbStore::open(dir.path(), "counts").unwrap();
+            s.put(b"a", b"1").unwrap();
+            s.put(b"b", b"2").unwrap();
+            s.delete(b"a").unwrap();
+            s.flush().unwrap();
+        }
+        let s = RocksDbStore::open(dir.path(), "counts").unwrap();
+        assert_eq!(s.all().unwrap(), vec![(b"b".to_vec(), b"2".to_vec())]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn rocksdb_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            check_against_model(&mut RocksDbStore::open(dir.path(), "m").unwrap(), &ops, false);
+            let dir = tempfile::tempdir().unwrap();
+            let db = RocksDbStore::open(dir.path(), "m").unwrap();
+            check_against_model(&mut LoggedStore::new(db, changelog()), &ops, true);
+        }
+    }
+}
+
 #[test]
 fn fjall_keeps_flushed_state_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();

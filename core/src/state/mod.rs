@@ -5,8 +5,9 @@
 //! as Kafka Streams orders serialized keys); [`WindowStore`], [`SessionStore`] and
 //! [`TimestampedKeyValueStore`] encode their keys and values so that the byte order gives
 //! the lookups they need, on any backend. Backends: [`memory::InMemoryStore`] and
-//! [`fjall_store::FjallStore`] (persistent, pure Rust, the default); every backend passes the
-//! same [`conformance`] suite.
+//! [`fjall_store::FjallStore`] (persistent, pure Rust, the default), and `RocksDbStore`
+//! (`rocksdb_store`, behind the cargo feature `rocksdb`); every backend passes the same
+//! [`conformance`] suite.
 //!
 //! [`changelog`] keeps a store's changes in an overlay until commit (deduplicated per key),
 //! logs them to its changelog partition, restores it, and checkpoints the changelog offset
@@ -16,6 +17,8 @@ pub mod changelog;
 pub mod conformance;
 pub mod fjall_store;
 pub mod memory;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb_store;
 mod session;
 mod timestamped;
 mod window;

@@ -33,7 +33,7 @@ pub struct BenchRow {
 }
 
 impl BenchRow {
-    pub(crate) fn new(workload: &str, metric: &str, value: f64, unit: &str, baseline: f64) -> Self {
+    pub fn new(workload: &str, metric: &str, value: f64, unit: &str, baseline: f64) -> Self {
         BenchRow {
             workload: workload.into(),
             metric: metric.into(),

@@ -227,6 +227,45 @@ enum BenchWorkload {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The streams runtime (pass-through and count per key, at-least-once and exactly-once):
+    /// runs the `rill-bench-streams` program of rill-core, found beside this one; its flags
+    /// (`--records`, `--keys`, `--value-bytes`, `--json`, `--dir`) are passed on.
+    #[command(disable_help_flag = true)]
+    Streams {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The program that runs `rill bench streams`: the streams runtime lives in rill-core, above
+/// this crate, so the `rill` binary hands over to it rather than linking it.
+const STREAMS_BENCH: &str = "rill-bench-streams";
+
+fn streams_bench(args: &[String]) -> ExitCode {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(STREAMS_BENCH)))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from(STREAMS_BENCH));
+    match std::process::Command::new(&program).args(args).status() {
+        Ok(status) => match status.code() {
+            Some(0) => ExitCode::SUCCESS,
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => ExitCode::FAILURE,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "error: `rill bench streams` runs `{STREAMS_BENCH}`, which is not built: \
+                 `cargo build --release --workspace` builds it beside `rill` (or run \
+                 `cargo run --release -p rill-core --bin {STREAMS_BENCH} -- ...`)"
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: cannot run {}: {e}", program.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints rows as a table or as JSON lines.
@@ -503,6 +542,7 @@ fn main() -> ExitCode {
 
 fn bench(workload: BenchWorkload) -> ExitCode {
     match workload {
+        BenchWorkload::Streams { args } => streams_bench(&args),
         BenchWorkload::Produce {
             seconds,
             json,

@@ -14,6 +14,8 @@ pub struct Subscription {
     pub topics: Vec<String>,
     /// Partitions the member owned in the last generation (cooperative protocol).
     pub owned: Vec<TopicPartition>,
+    /// What the member's assignor added to its subscription ([`Assignor::user_data`]).
+    pub user_data: Vec<u8>,
 }
 
 /// Assigns partitions: `members` (member id -> subscription), `partitions` (topic -> count).
@@ -22,6 +24,11 @@ pub trait Assignor: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Whether members keep partitions across a rebalance (cooperative) or give up all (eager).
     fn cooperative(&self) -> bool;
+    /// Bytes this member adds to its subscription for the leader's assignor (Kafka's
+    /// `subscriptionUserData`), asked for at every join.
+    fn user_data(&self) -> Vec<u8> {
+        Vec::new()
+    }
     fn assign(
         &self,
         members: &BTreeMap<String, Subscription>,
@@ -213,6 +220,7 @@ mod tests {
                             .iter()
                             .map(|(t, p)| TopicPartition::new(*t, *p))
                             .collect(),
+                        user_data: Vec::new(),
                     },
                 )
             })

@@ -1019,7 +1019,7 @@ impl Consumer {
             let subscription = kafka_protocol::messages::ConsumerProtocolSubscription::default()
                 .with_topics(self.subscription.iter().map(|t| text(t)).collect())
                 .with_owned_partitions(to_protocol_partitions(&owned_now));
-            let metadata = encode_versioned(&subscription, SUBSCRIPTION_VERSION);
+
             let req = kafka_protocol::messages::JoinGroupRequest::default()
                 .with_group_id(GroupId(text(&group)))
                 .with_session_timeout_ms(self.config.session_timeout_ms)
@@ -1032,9 +1032,13 @@ impl Consumer {
                         .assignors
                         .iter()
                         .map(|a| {
+                            let user_data = a.user_data();
+                            let subscription = subscription.clone().with_user_data(
+                                (!user_data.is_empty()).then(|| Bytes::from(user_data)),
+                            );
                             kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
                                 .with_name(text(a.name()))
-                                .with_metadata(metadata.clone())
+                                .with_metadata(encode_versioned(&subscription, SUBSCRIPTION_VERSION))
                         })
                         .collect(),
                 );
@@ -1229,6 +1233,7 @@ impl Consumer {
                             .map(move |p| TopicPartition::new(t.topic.0.to_string(), *p))
                     })
                     .collect(),
+                user_data: s.user_data.map(|b| b.to_vec()).unwrap_or_default(),
             };
             topics.extend(sub.topics.iter().cloned());
             subs.insert(m.member_id.to_string(), sub);

@@ -20,7 +20,9 @@ pub use admin::{
     Admin, GroupDescription, GroupListing, ListedOffset, MemberDescription, OffsetSpec,
     PartitionLag,
 };
-pub use assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
+pub use assignor::{
+    Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor, Subscription,
+};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerGroupMetadata, ConsumerRecord, IsolationLevel,
     ListenerFuture, OffsetReset, RebalanceListener,

@@ -1,0 +1,452 @@
+//! The runtime's options over an embedded broker: exception handlers (log-and-continue,
+//! dead-letter topic), checkpoints on a clean restart (only the changelog tail is restored; no
+//! checkpoint means wipe and full restore), stream threads, metrics, and the start-up checks
+//! on source topics (missing, not co-partitioned).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::runtime::{ExceptionHandler, KafkaStreams, StreamsConfig};
+use rill_core::topology::{StoreBackend, StoreSpec, Topology};
+use rill_log::broker::{Broker, BrokerConfig};
+use rill_log::client::{
+    Admin, Consumer, ConsumerConfig, ConsumerRecord, EmbeddedTransport, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, Transport,
+};
+use rill_log::time::SystemClock;
+use rill_log::types::TopicPartition;
+
+/// Counts per key (the count as text); fails on the value `poison`, and cannot deserialize
+/// `garbage`.
+struct Count;
+
+impl Processor for Count {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        if r.value.as_deref() == Some(b"poison".as_slice()) {
+            return Err(ProcessError::Failed("cannot count poison".into()));
+        }
+        if r.value.as_deref() == Some(b"garbage".as_slice()) {
+            return Err(ProcessError::Deserialization("not a word".into()));
+        }
+        let key = r.key.clone().unwrap_or_default();
+        let store = ctx.store("counts")?;
+        let n = store
+            .get(&key)?
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            + 1;
+        store.put(&key, &n.to_be_bytes())?;
+        ctx.forward(Record::new(Some(key), Some(n.to_string()), r.timestamp))
+    }
+}
+
+fn topology(backend: StoreBackend) -> Topology {
+    let mut t = Topology::new();
+    t.add_source("in", &["words"])
+        .unwrap()
+        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
+        .unwrap()
+        .add_sink("out", "counts", &["count"])
+        .unwrap()
+        .add_state_store(
+            StoreSpec {
+                name: "counts".into(),
+                backend,
+                logged: true,
+                window_retention_ms: None,
+            },
+            &["count"],
+        )
+        .unwrap();
+    t
+}
+
+async fn broker(dir: &Path, partitions: i32) -> (Arc<Broker>, Arc<dyn Transport>) {
+    let mut bc = BrokerConfig::new(dir);
+    bc.offsets_topic_num_partitions = 1;
+    bc.transaction_state_num_partitions = 1;
+    bc.group.initial_rebalance_delay_ms = 0;
+    bc.group_tick_ms = 20;
+    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
+    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
+    let admin = Admin::new(Arc::clone(&t));
+    admin.create_topic("words", partitions, &[]).await.unwrap();
+    admin.create_topic("counts", partitions, &[]).await.unwrap();
+    (b, t)
+}
+
+async fn produce(t: &Arc<dyn Transport>, records: &[(&str, &str)]) {
+    let p = Producer::new(Arc::clone(t), ProducerConfig::default());
+    let mut ds = Vec::new();
+    for (k, v) in records {
+        let r = ProducerRecord::new("words", Some(k.to_string()), v.to_string());
+        ds.push(p.send(r).await.unwrap());
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    p.close().await;
+}
+
+/// Every record of `topic` (all partitions) until `enough` of them or 10 s.
+async fn read_all(t: &Arc<dyn Transport>, topic: &str, enough: usize) -> Vec<ConsumerRecord> {
+    let partitions = Admin::new(Arc::clone(t))
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == topic)
+        .map_or(1, |d| d.partitions);
+    let mut c = Consumer::new(
+        Arc::clone(t),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 20,
+            max_poll_records: 10_000,
+            ..Default::default()
+        },
+    );
+    c.assign((0..partitions).map(|p| TopicPartition::new(topic, p)));
+    let mut out = Vec::new();
+    let started = std::time::Instant::now();
+    while out.len() < enough && started.elapsed() < Duration::from_secs(10) {
+        out.extend(c.poll().await.unwrap());
+    }
+    out
+}
+
+fn config() -> StreamsConfig {
+    let mut c = StreamsConfig::new("app");
+    c.commit_interval_ms = 100;
+    c.poll_ms = 20;
+    c.heartbeat_interval_ms = 100;
+    c
+}
+
+/// Waits until `app` has processed `n` records (10 s at most).
+async fn wait_processed(app: &KafkaStreams, n: u64) {
+    for _ in 0..500 {
+        if app.processed() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("processed {} of {n}", app.processed());
+}
+
+fn text(b: &Option<Bytes>) -> String {
+    String::from_utf8_lossy(b.as_deref().unwrap_or_default()).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_continue_skips_a_poison_record_and_counts_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 1).await;
+    produce(&t, &[("a", "x"), ("a", "poison"), ("a", "x")]).await;
+    let mut cfg = config();
+    cfg.processing_exception_handler = ExceptionHandler::LogAndContinue;
+    let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), cfg);
+    wait_processed(&app, 3).await;
+    let m = app.metrics();
+    assert_eq!((m.processed(), m.dropped()), (3, 1));
+    app.close().await.unwrap();
+    let out: Vec<String> = read_all(&t, "counts", 2)
+        .await
+        .iter()
+        .map(|r| text(&r.value))
+        .collect();
+    assert_eq!(out, ["1", "2"]);
+    b.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_record_fails_the_application_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 1).await;
+    produce(&t, &[("a", "poison")]).await;
+    let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), config());
+    for _ in 0..500 {
+        if !app.is_running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!app.is_running());
+    let err = app.close().await.unwrap_err();
+    assert!(err.to_string().contains("cannot count poison"), "{err}");
+    b.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_topic_gets_the_record_its_origin_and_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 1).await;
+    Admin::new(Arc::clone(&t))
+        .create_topic("dlq", 1, &[])
+        .await
+        .unwrap();
+    produce(
+        &t,
+        &[("a", "x"), ("b", "poison"), ("a", "x"), ("c", "garbage")],
+    )
+    .await;
+    let mut cfg = config();
+    let dlq = ExceptionHandler::DeadLetter {
+        topic: "dlq".into(),
+    };
+    cfg.processing_exception_handler = dlq.clone();
+    cfg.deserialization_exception_handler = dlq;
+    let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), cfg);
+    wait_processed(&app, 4).await;
+    assert_eq!(app.metrics().dropped(), 2);
+    app.close().await.unwrap();
+    let dead = read_all(&t, "dlq", 2).await;
+    assert_eq!(dead.len(), 2);
+    let garbage = &dead[1];
+    assert_eq!(text(&garbage.value), "garbage");
+    let exception = garbage
+        .headers
+        .iter()
+        .find(|(k, _)| k.as_str() == "__streams.errors.exception")
+        .map(|(_, v)| text(v));
+    assert_eq!(exception.as_deref(), Some("deserialization"));
+    let r = &dead[0];
+    assert_eq!(
+        (text(&r.key), text(&r.value)),
+        ("b".into(), "poison".into())
+    );
+    let headers: BTreeMap<String, String> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), text(v)))
+        .collect();
+    assert_eq!(headers["__streams.errors.exception"], "processing");
+    assert!(headers["__streams.errors.message"].contains("cannot count poison"));
+    assert_eq!(headers["__streams.errors.topic"], "words");
+    assert_eq!(headers["__streams.errors.partition"], "0");
+    assert_eq!(headers["__streams.errors.offset"], "1");
+    let out: Vec<String> = read_all(&t, "counts", 2)
+        .await
+        .iter()
+        .map(|r| text(&r.value))
+        .collect();
+    assert_eq!(out, ["1", "2"]);
+    b.close().unwrap();
+}
+
+/// The restore of the `counts` changelog (partition 0) in the app's metrics.
+fn restore_of(app: &KafkaStreams) -> rill_core::metrics::RestoreProgress {
+    let tp = TopicPartition::new("app-counts-changelog", 0);
+    *app.metrics().restores.get(&tp).expect("restored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_restart_restores_only_the_tail_and_no_checkpoint_means_a_full_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(&dir.path().join("broker"), 1).await;
+    let state = dir.path().join("state");
+    let mut cfg = config();
+    cfg.state_dir = Some(state.clone());
+    let ten: Vec<(&str, &str)> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .flat_map(|k| [(*k, "x"), (*k, "x")])
+        .collect();
+    produce(&t, &ten).await;
+    let app = KafkaStreams::start(topology(StoreBackend::Fjall), Arc::clone(&t), cfg.clone());
+    wait_processed(&app, 10).await;
+    app.close().await.unwrap();
+    let checkpoint = std::fs::read_to_string(state.join("0_0/counts.checkpoint")).unwrap();
+    let checkpoint: i64 = checkpoint.trim().parse().unwrap();
+    assert!(checkpoint >= 5, "five keys were logged: {checkpoint}");
+    // Restart: local state is good up to the checkpoint, nothing to replay.
+    produce(&t, &[("a", "x")]).await;
+    let app = KafkaStreams::start(topology(StoreBackend::Fjall), Arc::clone(&t), cfg.clone());
+    wait_processed(&app, 1).await;
+    let r = restore_of(&app);
+    assert_eq!((r.from, r.records, r.done), (checkpoint, 0, true));
+    app.close().await.unwrap();
+    // Without a checkpoint the local state is wiped and the whole changelog replayed.
+    std::fs::remove_file(state.join("0_0/counts.checkpoint")).unwrap();
+    produce(&t, &[("a", "x")]).await;
+    let app = KafkaStreams::start(topology(StoreBackend::Fjall), Arc::clone(&t), cfg);
+    wait_processed(&app, 1).await;
+    let r = restore_of(&app);
+    assert_eq!(r.from, 0);
+    assert!(r.records > checkpoint as u64, "{r:?}");
+    app.close().await.unwrap();
+    // The counts carried on exactly: a was seen 2 + 1 + 1 times.
+    let out = read_all(&t, "counts", 12).await;
+    let last_a = out.iter().rev().find(|r| text(&r.key) == "a").unwrap();
+    assert_eq!(text(&last_a.value), "4");
+    b.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stream_threads_share_the_tasks_and_report_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 4).await;
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let records: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "x")).collect();
+    produce(&t, &records).await;
+    let mut cfg = config();
+    cfg.num_stream_threads = 2;
+    let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), cfg);
+    wait_processed(&app, 40).await;
+    for _ in 0..300 {
+        if app.tasks().await.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = app.metrics();
+    assert_eq!(m.threads.len(), 2);
+    assert_eq!(m.tasks.len(), 4);
+    assert!(
+        m.threads.iter().all(|th| th.processed > 0),
+        "both threads work: {:?}",
+        m.threads
+    );
+    let by_task: u64 = m.tasks.values().map(|t| t.processed).sum();
+    assert_eq!(by_task, 40);
+    for task in m.tasks.values() {
+        assert_eq!(task.process_latency.count, task.processed);
+        assert!(task.process_latency.p50_ns <= task.process_latency.max_ns);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = app.metrics();
+    assert!(m
+        .threads
+        .iter()
+        .all(|th| th.commits > 0 && th.commit_latency.count == th.commits));
+    app.close().await.unwrap();
+    b.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_not_copartitioned_sources_stop_the_start_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 2).await;
+    Admin::new(Arc::clone(&t))
+        .create_topic("clicks", 3, &[])
+        .await
+        .unwrap();
+    let stopped = |app: KafkaStreams| async move {
+        for _ in 0..500 {
+            if !app.is_running() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        app.close().await.unwrap_err().to_string()
+    };
+    let mut joined = Topology::new();
+    joined
+        .add_source("words-in", &["words"])
+        .unwrap()
+        .add_source("clicks-in", &["clicks"])
+        .unwrap()
+        .add_sink("out", "counts", &["words-in", "clicks-in"])
+        .unwrap()
+        .copartition(&["words", "clicks"])
+        .unwrap();
+    let err = stopped(KafkaStreams::start(joined, Arc::clone(&t), config())).await;
+    assert!(
+        err.contains("clicks has 3") && err.contains("words has 2"),
+        "{err}"
+    );
+    let mut missing = Topology::new();
+    missing
+        .add_source("in", &["nowhere"])
+        .unwrap()
+        .add_sink("out", "counts", &["in"])
+        .unwrap();
+    let err = stopped(KafkaStreams::start(missing, Arc::clone(&t), config())).await;
+    assert_eq!(err, "source topic nowhere does not exist");
+    b.close().unwrap();
+}
+
+/// Re-keys each record by its value.
+struct KeyByValue;
+
+impl Processor for KeyByValue {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        ctx.forward(Record::new(r.value.clone(), r.value, r.timestamp))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repartition_topic_is_created_regroups_records_and_is_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 3).await;
+    // words: key = page, value = user. Count per user after re-keying.
+    let mut topo = Topology::new();
+    topo.add_source("in", &["words"])
+        .unwrap()
+        .add_processor("by-user", Arc::new(|| Box::new(KeyByValue)), &["in"])
+        .unwrap()
+        .add_repartition("users", &["by-user"])
+        .unwrap()
+        .add_processor("count", Arc::new(|| Box::new(Count)), &["users"])
+        .unwrap()
+        .add_sink("out", "counts", &["count"])
+        .unwrap()
+        .add_state_store(
+            StoreSpec {
+                name: "counts".into(),
+                backend: StoreBackend::InMemory,
+                logged: true,
+                window_retention_ms: None,
+            },
+            &["count"],
+        )
+        .unwrap();
+    let clicks: Vec<(String, &str)> = (0..30)
+        .map(|i| (format!("page{i}"), if i % 3 == 0 { "bob" } else { "ann" }))
+        .collect();
+    let records: Vec<(&str, &str)> = clicks.iter().map(|(p, u)| (p.as_str(), *u)).collect();
+    produce(&t, &records).await;
+    let mut cfg = config();
+    cfg.repartition_purge_interval_ms = 0;
+    let app = KafkaStreams::start(topo, Arc::clone(&t), cfg);
+    // 30 clicks, each processed twice: before and after the repartition topic.
+    wait_processed(&app, 60).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.close().await.unwrap();
+    let topics = Admin::new(Arc::clone(&t)).list_topics().await.unwrap();
+    let repartition = topics
+        .iter()
+        .find(|d| d.name == "app-users-repartition")
+        .expect("the repartition topic exists");
+    assert_eq!(repartition.partitions, 3);
+    let out = read_all(&t, "counts", 30).await;
+    let last = |user: &str| {
+        out.iter()
+            .rev()
+            .find(|r| text(&r.key) == user)
+            .map(|r| text(&r.value))
+    };
+    assert_eq!(
+        (last("ann"), last("bob")),
+        (Some("20".into()), Some("10".into()))
+    );
+    // What was consumed and committed is gone from the repartition topic.
+    let earliest = Admin::new(Arc::clone(&t))
+        .list_offsets(
+            &(0..3)
+                .map(|p| {
+                    (
+                        TopicPartition::new("app-users-repartition", p),
+                        rill_log::client::OffsetSpec::Earliest,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let purged: i64 = earliest.values().map(|o| o.offset).sum();
+    assert!(purged > 0, "{earliest:?}");
+    b.close().unwrap();
+}
