@@ -28,7 +28,7 @@ use rill_log::net::{Server, ServerConfig, TcpConfig, TcpTransport};
 use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 
-const KEYS: usize = 20;
+const KEYS: usize = 300;
 const RECORDS: usize = 3_000;
 const KILLS: usize = 22;
 const PARTITIONS: i32 = 2;
@@ -87,6 +87,11 @@ async fn torture_child() {
         eprintln!("torture_child needs RILL_TORTURE_BOOTSTRAP, _STATE and _GUARANTEE");
         std::process::exit(2);
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let transport: Arc<dyn Transport> = Arc::new(
         TcpTransport::connect(TcpConfig::new(bootstrap))
             .await
@@ -99,9 +104,13 @@ async fn torture_child() {
     config.session_timeout_ms = 6_000;
     config.heartbeat_interval_ms = 200;
     config.transaction_timeout_ms = 5_000;
+    // Checkpoints often, so most kills leave local state ahead of its checkpoint.
+    config.checkpoint_after_changes = 40;
     if guarantee == "eos" {
         config.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
-        config.commit_interval_ms = 50;
+        // Longer than the input's 80 ms pace, so a transaction with output is open most of the
+        // time and kills abort some.
+        config.commit_interval_ms = 200;
     } else {
         config.commit_interval_ms = 400;
     }
@@ -178,11 +187,23 @@ impl Harness {
             .env("RILL_TORTURE_BOOTSTRAP", &self.addr)
             .env("RILL_TORTURE_STATE", &self.state)
             .env("RILL_TORTURE_GUARANTEE", guarantee)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap()
+    }
+
+    /// The last lines of every child's log, for a failure message.
+    fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for child in 1..=self.children {
+            let log = read(&self.log(child));
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+            out.push_str(&format!("--- child {child}:\n{tail}\n"));
+        }
+        out
     }
 
     fn log(&self, child: usize) -> PathBuf {
@@ -204,7 +225,9 @@ impl Harness {
 }
 
 fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("({}: {e})", path.display()))
 }
 
 /// Produces `RECORDS` records (value = their id, key = `k<id % KEYS>`) over about 12 s.
@@ -321,7 +344,11 @@ async fn exactly_once_output_is_exact_across_sigkills() {
     )
     .await;
     let all: usize = everything.values().map(Vec::len).sum();
-    assert!(all > committed, "no kill interrupted a transaction");
+    assert!(
+        all > committed,
+        "no kill interrupted a transaction ({committed} committed)\n{}",
+        h.logs_tail()
+    );
     eprintln!(
         "exactly_once: {committed} committed outputs, {} aborted",
         all - committed

@@ -5,11 +5,12 @@
 //! updates of a key between two commits log one record), and reads see the overlay over the
 //! store. A commit sends the overlay to the changelog and waits for its acknowledgement
 //! (under exactly-once: for the transaction to commit); only then is the overlay written into
-//! the store, the store flushed, and a checkpoint file records the changelog offset the local
-//! state now reflects. So local state is never ahead of the committed changelog, and the
-//! checkpoint never ahead of local state: after any crash, even under exactly-once, healthy
-//! local state is brought back by replaying the changelog from its checkpoint (no wipe, no
-//! full restore). A store with no checkpoint is wiped and restored in full, because a full
+//! the store. Now and then (see the runtime) the store is synced and a checkpoint file records
+//! the changelog offset the local state reflects. So local state is never ahead of the
+//! committed changelog, and the checkpoint never ahead of durable local state: after any
+//! crash, even under exactly-once, local state lies between its checkpoint and the committed
+//! changelog end, and replaying the changelog from the checkpoint (which rewrites every key
+//! changed since with its committed value) brings it back exactly — no wipe, no full restore. A store with no checkpoint is wiped and restored in full, because a full
 //! replay cannot remove keys whose tombstones compaction has already dropped.
 
 use std::collections::BTreeMap;
@@ -131,6 +132,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
             last = Some(last.unwrap_or(md.offset).max(md.offset));
         }
         self.apply_uncommitted()?;
+        self.inner.flush()?;
         Ok(last.map(|o| o + 1))
     }
 
@@ -213,7 +215,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
             }
         }
         self.dirty_bytes = 0;
-        self.inner.flush()
+        Ok(())
     }
     fn discard_uncommitted(&mut self) {
         self.dirty.clear();

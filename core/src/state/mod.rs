@@ -74,8 +74,8 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
         0
     }
 
-    /// Writes the uncommitted changes into local state and flushes it: called once the
-    /// changelog holds them for good (acknowledged, or their transaction committed).
+    /// Writes the uncommitted changes into local state (not synced: see `flush`): called
+    /// once the changelog holds them for good (acknowledged, or their transaction committed).
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
