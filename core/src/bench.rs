@@ -113,6 +113,8 @@ fn cpu_time() -> Option<Duration> {
 struct Rate {
     per_second: f64,
     per_core_second: f64,
+    /// The median commit's duration (runtime workloads).
+    commit_p50_ms: f64,
 }
 
 fn rate(records: u64, wall: Duration, cpu: Option<Duration>) -> Rate {
@@ -123,6 +125,7 @@ fn rate(records: u64, wall: Duration, cpu: Option<Duration>) -> Rate {
     Rate {
         per_second,
         per_core_second,
+        commit_p50_ms: 0.0,
     }
 }
 
@@ -220,6 +223,11 @@ async fn run_app(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let processed = app.processed();
+    let commit_p50_ms = app
+        .metrics()
+        .threads
+        .first()
+        .map_or(0.0, |t| t.commit_latency.p50_ns as f64 / 1e6);
     app.close().await.map_err(client)?;
     if processed < records {
         return Err(BenchError::Client(format!(
@@ -227,7 +235,10 @@ async fn run_app(
         )));
     }
     let cpu = cpu.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
-    Ok(rate(records, started.elapsed(), cpu))
+    Ok(Rate {
+        commit_p50_ms,
+        ..rate(records, started.elapsed(), cpu)
+    })
 }
 
 /// Runs every workload in a fresh embedded broker under `work`.
@@ -275,6 +286,17 @@ pub async fn run_streams(
     both("count-alo/pass-alo", count_alo, pass_alo);
     both("count-eos/count-alo", count_eos, count_alo);
     both("count-eos/pass-eos", count_eos, pass_eos);
+    // The share of each 100 ms exactly-once commit interval spent committing (processing
+    // waits meanwhile).
+    for (workload, r) in [("pass-eos", pass_eos), ("count-eos", count_eos)] {
+        rows.push(BenchRow::new(
+            workload,
+            "commit-p50",
+            r.commit_p50_ms,
+            "ms",
+            100.0,
+        ));
+    }
     Ok(rows)
 }
 
@@ -292,8 +314,8 @@ mod tests {
             value_bytes: 100,
         };
         let rows = run_streams(dir.path(), &o).await.unwrap();
-        assert_eq!(rows.len(), 10);
-        for r in &rows {
+        assert_eq!(rows.len(), 12);
+        for r in &rows[..10] {
             assert!(r.value > 0.0 && r.baseline > 0.0, "{r:?}");
             assert!((r.ratio - r.value / r.baseline).abs() < 1e-9);
         }

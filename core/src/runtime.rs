@@ -566,7 +566,7 @@ impl KafkaStreams {
 
     /// Records processed by this instance so far.
     pub fn processed(&self) -> u64 {
-        self.metrics.snapshot().processed()
+        self.metrics.processed()
     }
 
     /// Exactly-once commits that failed and were redone from the last commit.
@@ -664,18 +664,27 @@ impl RunState {
     /// Processes one consumed record in its task, sends what the sinks wrote, and applies
     /// the processing exception handler to a failure.
     async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
-        let tp = TopicPartition::new(r.topic.clone(), r.partition);
-        let Some(id) = self.task_of(&tp) else {
+        let Some(id) = self.sub_of.get(&r.topic).map(|s| (*s, r.partition)) else {
             return Ok(());
         };
         let Some(task) = self.tasks.get_mut(&id) else {
             return Ok(());
         };
+        // The original is kept only for a dead-letter topic.
+        let dead_letters = |h: &ExceptionHandler| matches!(h, ExceptionHandler::DeadLetter { .. });
+        let original = (dead_letters(&self.config.processing_exception_handler)
+            || dead_letters(&self.config.deserialization_exception_handler))
+        .then(|| {
+            let mut o = ProducerRecord::new(r.topic.clone(), r.key.clone(), Vec::<u8>::new());
+            o.value = r.value.clone();
+            o.headers = r.headers.clone();
+            o
+        });
         let record = Record {
-            key: r.key.clone(),
-            value: r.value.clone(),
+            key: r.key,
+            value: r.value,
             timestamp: r.timestamp_ms,
-            headers: r.headers.clone(),
+            headers: r.headers,
         };
         let started = std::time::Instant::now();
         let dropped = task.dropped;
@@ -686,9 +695,6 @@ impl RunState {
             .record_processed(self.thread, id, started.elapsed());
         self.metrics.record_dropped(self.thread, id, newly_dropped);
         if let Err(e) = result {
-            let mut original = ProducerRecord::new(r.topic.clone(), r.key, Vec::<u8>::new());
-            original.value = r.value;
-            original.headers = r.headers;
             let (stage, handler) = match e {
                 ProcessError::Deserialization(_) => (
                     "deserialization",
@@ -701,7 +707,7 @@ impl RunState {
             };
             let origin = Some((r.topic.as_str(), r.partition, r.offset));
             match self
-                .handle_error(&handler, stage, origin, Some(original), e.into())
+                .handle_error(&handler, stage, origin, original, e.into())
                 .await
             {
                 Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
@@ -716,7 +722,6 @@ impl RunState {
             self.send(pr, Some((&r.topic, r.partition, r.offset)), id)
                 .await?;
         }
-        self.consumed.insert(tp, r.offset + 1);
         Ok(())
     }
 
@@ -729,7 +734,11 @@ impl RunState {
         origin: Option<(&str, i32, i64)>,
         task: TaskId,
     ) -> Result<(), StreamsError> {
-        let copy = (!self.eos).then(|| record.clone());
+        let dead_letters = matches!(
+            self.config.production_exception_handler,
+            ExceptionHandler::DeadLetter { .. }
+        );
+        let copy = (!self.eos && dead_letters).then(|| record.clone());
         match self.producer.send(record).await {
             Ok(d) => {
                 self.in_flight.push(d);
@@ -814,8 +823,26 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
         }
         let mut st = state.lock().await;
         let mut commit_requested = false;
+        // The next offset to commit, once per partition of the batch.
+        let mut last: Option<(String, i32, i64)> = None;
         for r in records {
+            let task = st.sub_of.get(&r.topic).map(|s| (*s, r.partition));
+            if !task.is_some_and(|id| st.tasks.contains_key(&id)) {
+                continue;
+            }
+            match &mut last {
+                Some((t, p, o)) if *t == r.topic && *p == r.partition => *o = r.offset,
+                _ => {
+                    if let Some((t, p, o)) = last.take() {
+                        st.consumed.insert(TopicPartition::new(t, p), o + 1);
+                    }
+                    last = Some((r.topic.clone(), r.partition, r.offset));
+                }
+            }
             st.process(r).await?;
+        }
+        if let Some((t, p, o)) = last {
+            st.consumed.insert(TopicPartition::new(t, p), o + 1);
         }
         for task in st.tasks.values_mut() {
             commit_requested |= task.take_commit_request();
