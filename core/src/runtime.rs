@@ -511,11 +511,7 @@ impl KafkaStreams {
         let topology = topology.for_application(&config.application_id);
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
-        let sub_of: BTreeMap<String, usize> = topology
-            .sub_topologies()
-            .into_iter()
-            .flat_map(|s| s.source_topics.into_iter().map(move |t| (t, s.id)))
-            .collect();
+        let sub_of = sources_of(&topology);
         let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
         let process = process_id(config.state_dir.as_deref());
         let threads = (0..config.num_stream_threads.max(1))
@@ -763,16 +759,24 @@ impl RunState {
 }
 
 async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), StreamsError> {
-    let (transport, config, sub_of, topology, thread) = {
+    let (transport, config, topology, thread) = {
         let st = state.lock().await;
         (
             Arc::clone(&st.transport),
             st.config.clone(),
-            st.sub_of.clone(),
             st.topology.clone(),
             st.thread,
         )
     };
+    // Pattern sources read the topics that exist now.
+    let existing = Admin::new(Arc::clone(&transport)).list_topics().await?;
+    let topology = topology.with_pattern_topics(existing.iter().map(|t| t.name.as_str()));
+    let sub_of = sources_of(&topology);
+    {
+        let mut st = state.lock().await;
+        st.topology = topology.clone();
+        st.sub_of = sub_of.clone();
+    }
     let topics: Vec<String> = sub_of.keys().cloned().collect();
     prepare_topics(&transport, &config, &topology, &topics).await?;
     let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
@@ -876,6 +880,15 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
     Ok(())
 }
 
+/// Source topic -> the sub-topology reading it.
+fn sources_of(topology: &Topology) -> BTreeMap<String, usize> {
+    topology
+        .sub_topologies()
+        .into_iter()
+        .flat_map(|s| s.source_topics.into_iter().map(move |t| (t, s.id)))
+        .collect()
+}
+
 /// Checks the source topics (they exist; co-partitioned ones agree on partition counts) and
 /// creates the changelog topics of logged stores (as many partitions as the source topics,
 /// compacted, or `compact,delete` for window stores) that do not exist yet.
@@ -905,6 +918,21 @@ async fn prepare_topics(
         }
     }
     topology.check_sources(&counts)?;
+    // A changelog of this application that no store writes: a store renamed or removed.
+    // Its state stays there, unread; say so rather than lose it silently.
+    let prefix = format!("{}-", config.application_id);
+    for name in counts.keys() {
+        let store = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix("-changelog"));
+        if let Some(store) = store {
+            if !topology.stores.get(store).is_some_and(|s| s.logged) {
+                tracing::warn!(changelog = %name, store,
+                    "a changelog of this application belongs to no store of its topology \
+                     (renamed or removed?): its state is not restored");
+            }
+        }
+    }
     for spec in topology.stores.values().filter(|s| s.logged) {
         let name = Topology::changelog_topic(&config.application_id, &spec.name);
         if counts.contains_key(&name) {

@@ -99,7 +99,9 @@ impl Task {
         for i in &sub.nodes {
             let node = &topology.nodes[*i];
             match &node.kind {
-                NodeKind::Source { topics, extractor } => {
+                NodeKind::Source {
+                    topics, extractor, ..
+                } => {
                     for t in topics {
                         sources.insert(t.clone(), *i);
                         if let Some(e) = extractor {

@@ -20,6 +20,7 @@ use crate::topology::Topology;
 pub struct TestDriverConfig {
     /// Partitions of a topic not listed in `topic_partitions`.
     pub default_partitions: i32,
+    /// Partitions per topic; also the topics a pattern source may match.
     pub topic_partitions: BTreeMap<String, i32>,
     /// Where persistent stores live (none: every store is in memory).
     pub state_dir: Option<PathBuf>,
@@ -64,6 +65,9 @@ impl TestDriver {
                 .copied()
                 .unwrap_or(default_partitions)
         };
+        // Pattern sources read the topics listed in `topic_partitions` that they match.
+        let topology =
+            &topology.with_pattern_topics(config.topic_partitions.keys().map(|t| t.as_str()));
         let mut tasks = BTreeMap::new();
         let mut readers = BTreeMap::new();
         for st in topology.sub_topologies() {

@@ -92,6 +92,9 @@ impl StoreSpec {
 pub(crate) enum NodeKind {
     Source {
         topics: Vec<String>,
+        /// Reads every topic whose whole name matches (resolved against the cluster's topics
+        /// when the application starts).
+        pattern: Option<regex::Regex>,
         extractor: Option<TimestampExtractor>,
     },
     Processor {
@@ -136,6 +139,8 @@ pub enum TopologyError {
     NotCopartitioned(Vec<(String, i32)>),
     #[error("source topic {0} does not exist")]
     MissingSourceTopic(String),
+    #[error("source {source_name}: bad topic pattern: {reason}")]
+    BadPattern { source_name: String, reason: String },
 }
 
 /// A connected part of the topology: its nodes and the topics it reads.
@@ -225,10 +230,70 @@ impl Topology {
             name,
             NodeKind::Source {
                 topics,
+                pattern: None,
                 extractor: None,
             },
             &[],
         )
+    }
+
+    /// A source reading every topic whose whole name matches `pattern` (a regular expression,
+    /// as Kafka's pattern subscriptions): the topics are those that exist when the
+    /// application starts, other than the application's own internal topics and topics other
+    /// sources read. (A topic created later is picked up at the next start.)
+    pub fn add_source_pattern(
+        &mut self,
+        name: &str,
+        pattern: &str,
+    ) -> Result<&mut Self, TopologyError> {
+        let pattern = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            TopologyError::BadPattern {
+                source_name: name.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.add(
+            name,
+            NodeKind::Source {
+                topics: Vec::new(),
+                pattern: Some(pattern),
+                extractor: None,
+            },
+            &[],
+        )
+    }
+
+    /// This topology with each pattern source reading the topics of `existing` it matches
+    /// (internal topics — names ending in `-changelog` or `-repartition` — and topics read by
+    /// other sources excepted).
+    pub fn with_pattern_topics<'a>(&self, existing: impl IntoIterator<Item = &'a str>) -> Topology {
+        let mut t = self.clone();
+        let taken = self.source_topics();
+        let candidates: Vec<&str> = existing
+            .into_iter()
+            .filter(|name| {
+                !taken.iter().any(|t| t == name)
+                    && !name.ends_with("-changelog")
+                    && !name.ends_with("-repartition")
+                    && !name.starts_with("__")
+            })
+            .collect();
+        for n in &mut t.nodes {
+            if let NodeKind::Source {
+                topics,
+                pattern: Some(p),
+                ..
+            } = &mut n.kind
+            {
+                *topics = candidates
+                    .iter()
+                    .filter(|name| p.is_match(name))
+                    .map(|name| name.to_string())
+                    .collect();
+                topics.sort();
+            }
+        }
+        t
     }
 
     /// A source reading `topics` whose records take their timestamp from `extractor` (Kafka's
@@ -492,6 +557,9 @@ impl Topology {
     fn kind_label(&self, i: usize) -> String {
         let n = &self.nodes[i];
         match &n.kind {
+            NodeKind::Source {
+                pattern: Some(p), ..
+            } => format!("Source: {} (topic pattern: {})", n.name, p.as_str()),
             NodeKind::Source { topics, .. } => {
                 format!("Source: {} (topics: [{}])", n.name, topics.join(", "))
             }

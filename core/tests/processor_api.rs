@@ -435,3 +435,49 @@ fn a_timestamp_extractor_sets_record_time_and_stream_time() {
     // An unparsable value extracts -1: the default policy refuses it.
     assert!(d.pipe("events", rec("k", "soon", 3)).is_err());
 }
+
+#[test]
+fn a_pattern_source_reads_every_matching_topic() {
+    let mut t = Topology::new();
+    t.add_source_pattern("clicks", "clicks-.*")
+        .unwrap()
+        .add_sink("out", "all-clicks", &["clicks"])
+        .unwrap();
+    assert!(
+        t.describe().contains("topic pattern: ^(?:clicks-.*)$"),
+        "{}",
+        t.describe()
+    );
+    let resolved = t.with_pattern_topics(["clicks-eu", "clicks-us", "views", "clicks-x-changelog"]);
+    assert_eq!(
+        resolved.sub_topologies()[0].source_topics,
+        ["clicks-eu", "clicks-us"]
+    );
+    let topics = [("clicks-eu", 1), ("clicks-us", 1), ("views", 1)]
+        .iter()
+        .map(|(t, n)| (t.to_string(), *n))
+        .collect();
+    let mut d = TestDriver::new(
+        &t,
+        TestDriverConfig {
+            topic_partitions: topics,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    d.pipe("clicks-eu", rec("a", "1", 1)).unwrap();
+    d.pipe("clicks-us", rec("b", "2", 2)).unwrap();
+    assert!(d.pipe("views", rec("c", "3", 3)).is_err());
+    let out: Vec<String> = d
+        .read_output("all-clicks")
+        .iter()
+        .map(|o| text(&o.record.value))
+        .collect();
+    assert_eq!(out, ["1", "2"]);
+    assert!(matches!(
+        Topology::new()
+            .add_source_pattern("bad", "clicks-(")
+            .map(|_| ()),
+        Err(TopologyError::BadPattern { .. })
+    ));
+}

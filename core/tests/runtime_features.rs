@@ -450,3 +450,24 @@ async fn a_repartition_topic_is_created_regroups_records_and_is_purged() {
     assert!(purged > 0, "{earliest:?}");
     b.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_source_subscribes_to_the_matching_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 1).await;
+    produce(&t, &[("a", "x"), ("b", "x")]).await;
+    let mut topo = Topology::new();
+    topo.add_source_pattern("in", "wor.s")
+        .unwrap()
+        .add_sink("out", "copies", &["in"])
+        .unwrap();
+    Admin::new(Arc::clone(&t))
+        .create_topic("copies", 1, &[])
+        .await
+        .unwrap();
+    let app = KafkaStreams::start(topo, Arc::clone(&t), config());
+    wait_processed(&app, 2).await;
+    app.close().await.unwrap();
+    assert_eq!(read_all(&t, "copies", 2).await.len(), 2);
+    b.close().unwrap();
+}
