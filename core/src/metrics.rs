@@ -174,6 +174,13 @@ impl Metrics {
         })
     }
 
+    /// `thread` started: it shows in snapshots from now on.
+    pub(crate) fn register_thread(&self, thread: usize) {
+        self.with(|m| {
+            Self::thread(m, thread);
+        })
+    }
+
     /// A record went through `task` on `thread` in `took`.
     pub(crate) fn record_processed(&self, thread: usize, task: TaskId, took: Duration) {
         self.with(|m| {

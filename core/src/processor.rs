@@ -68,6 +68,15 @@ pub enum ProcessError {
     Deserialization(String),
 }
 
+/// A record a sink wrote.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub topic: String,
+    pub record: Record,
+    /// The sink's partitioner, if it has one.
+    pub partitioner: Option<std::sync::Arc<dyn crate::topology::Partitioner>>,
+}
+
 /// A punctuation callback: gets the context and the punctuation's timestamp.
 pub type Punctuator =
     Box<dyn FnMut(&mut ProcessorContext<'_>, i64) -> Result<(), ProcessError> + Send>;
@@ -110,7 +119,7 @@ pub(crate) struct TaskParts {
     pub stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     pub sinks: Vec<Option<crate::topology::SinkSpec>>,
     /// Records written by sinks: (topic, record).
-    pub output: Vec<(String, Record)>,
+    pub output: Vec<Output>,
     pub schedules: Vec<Schedule>,
     pub stream_time: i64,
     pub wall_clock_ms: i64,
@@ -156,8 +165,11 @@ impl ProcessorContext<'_> {
 
     fn run_child(&mut self, child: usize, record: Record) -> Result<(), ProcessError> {
         if let Some(sink) = &self.parts.sinks[child] {
-            let topic = sink.topic_for(&record);
-            self.parts.output.push((topic, record));
+            self.parts.output.push(Output {
+                topic: sink.topic_for(&record),
+                record,
+                partitioner: sink.partitioner.clone(),
+            });
             return Ok(());
         }
         let mut p = self.parts.processors[child].take().ok_or_else(|| {

@@ -157,6 +157,8 @@ struct RunState {
     last_purge: std::time::Instant,
     /// Per store: the changelog end since its last checkpoint, and the changes logged since.
     unchecked: BTreeMap<(TaskId, String), (i64, u64)>,
+    /// Partition counts of sink topics with a partitioner.
+    partition_counts: BTreeMap<String, i32>,
 }
 
 impl RunState {
@@ -540,6 +542,7 @@ impl KafkaStreams {
                     eos,
                     last_purge: std::time::Instant::now(),
                     unchecked: BTreeMap::new(),
+                    partition_counts: BTreeMap::new(),
                 }));
                 let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
                 StreamThread { run, state }
@@ -574,6 +577,15 @@ impl KafkaStreams {
     /// Every figure of the instance, per task and per thread.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// The tasks each stream thread runs now (Kafka Streams' `metadataForLocalThreads`).
+    pub async fn thread_tasks(&self) -> Vec<BTreeSet<TaskId>> {
+        let mut out = Vec::with_capacity(self.threads.len());
+        for t in &self.threads {
+            out.push(t.state.lock().await.tasks.keys().copied().collect());
+        }
+        out
     }
 
     /// The tasks this instance runs now.
@@ -710,15 +722,45 @@ impl RunState {
                 Handled::Fail(e) => return Err(e),
             }
         }
-        for (topic, out) in output {
-            let mut pr = ProducerRecord::new(topic, out.key, Vec::<u8>::new());
-            pr.value = out.value;
-            pr.timestamp_ms = Some(out.timestamp);
-            pr.headers = out.headers;
+        for out in output {
+            let partition = match &out.partitioner {
+                Some(p) => {
+                    let n = self.partitions_of(&out.topic).await?;
+                    Some(
+                        p.partition(&out.topic, out.record.key.as_deref(), n)
+                            .clamp(0, n - 1),
+                    )
+                }
+                None => None,
+            };
+            let o = out.record;
+            let mut pr = ProducerRecord::new(out.topic, o.key, Vec::<u8>::new());
+            pr.value = o.value;
+            pr.timestamp_ms = Some(o.timestamp);
+            pr.headers = o.headers;
+            pr.partition = partition;
             self.send(pr, Some((&r.topic, r.partition, r.offset)), id)
                 .await?;
         }
         Ok(())
+    }
+
+    /// The partition count of `topic`, for a sink's partitioner (asked once per topic).
+    async fn partitions_of(&mut self, topic: &str) -> Result<i32, StreamsError> {
+        if let Some(n) = self.partition_counts.get(topic) {
+            return Ok(*n);
+        }
+        let described = Admin::new(Arc::clone(&self.transport))
+            .list_topics()
+            .await?
+            .into_iter()
+            .find(|t| t.name == topic);
+        let n = described.map_or(0, |t| t.partitions);
+        if n < 1 {
+            return Err(TopologyError::MissingSinkTopic(topic.to_string()).into());
+        }
+        self.partition_counts.insert(topic.to_string(), n);
+        Ok(n)
     }
 
     /// Sends a sink's record; a send refused at once (too large, unknown topic...) goes to
@@ -768,6 +810,7 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
             st.thread,
         )
     };
+    state.lock().await.metrics.register_thread(thread);
     // Pattern sources read the topics that exist now.
     let existing = Admin::new(Arc::clone(&transport)).list_topics().await?;
     let topology = topology.with_pattern_topics(existing.iter().map(|t| t.name.as_str()));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::processor::{
-    ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
+    Output, ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
 };
 use crate::state::changelog::{read_checkpoint, LoggedStore};
 use crate::state::fjall_store::FjallStore;
@@ -281,8 +281,8 @@ impl Task {
         Ok(())
     }
 
-    /// What the sinks wrote since the last call: (topic, record).
-    pub fn take_output(&mut self) -> Vec<(String, Record)> {
+    /// What the sinks wrote since the last call.
+    pub fn take_output(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.parts.output)
     }
 

@@ -149,9 +149,14 @@ impl TestDriver {
         for task in self.tasks.values_mut() {
             pending.extend(task.take_output());
         }
-        for (topic, record) in pending {
+        for out in pending {
+            let (topic, record) = (out.topic, out.record);
             let n = self.partitions_of(&topic);
-            let partition = record.key.as_ref().map_or(0, |k| partition_for_key(k, n));
+            let key = record.key.as_deref();
+            let partition = match &out.partitioner {
+                Some(p) => p.partition(&topic, key, n).clamp(0, n - 1),
+                None => key.map_or(0, |k| partition_for_key(k, n)),
+            };
             self.outputs
                 .entry(topic.clone())
                 .or_default()

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::processor::{Processor, Record};
+pub use rill_log::client::partitioner::Partitioner;
 
 /// Makes a fresh processor for each task.
 pub type ProcessorSupplier = Arc<dyn Fn() -> Box<dyn Processor> + Send + Sync>;
@@ -32,6 +33,9 @@ impl std::fmt::Debug for TopicChoice {
 #[derive(Clone, Debug)]
 pub struct SinkSpec {
     pub topic: TopicChoice,
+    /// Places each record among the topic's partitions (Kafka Streams' `StreamPartitioner`);
+    /// none: the producer's default (murmur2 of the key).
+    pub partitioner: Option<Arc<dyn Partitioner>>,
 }
 
 impl SinkSpec {
@@ -139,6 +143,8 @@ pub enum TopologyError {
     NotCopartitioned(Vec<(String, i32)>),
     #[error("source topic {0} does not exist")]
     MissingSourceTopic(String),
+    #[error("sink topic {0} does not exist (its sink's partitioner needs its partition count)")]
+    MissingSinkTopic(String),
     #[error("source {source_name}: bad topic pattern: {reason}")]
     BadPattern { source_name: String, reason: String },
 }
@@ -366,6 +372,7 @@ impl Topology {
                 }
                 NodeKind::Sink(SinkSpec {
                     topic: TopicChoice::Static(topic),
+                    ..
                 }) if n.name == format!("{topic}-repartition-sink") => {
                     if let Some(f) = full(topic) {
                         *topic = f;
@@ -402,6 +409,22 @@ impl Topology {
     ) -> Result<&mut Self, TopologyError> {
         let spec = SinkSpec {
             topic: TopicChoice::Static(topic.to_string()),
+            partitioner: None,
+        };
+        self.add(name, NodeKind::Sink(spec), parents)
+    }
+
+    /// A sink writing to `topic`, each record in the partition `partitioner` picks.
+    pub fn add_sink_with_partitioner(
+        &mut self,
+        name: &str,
+        topic: &str,
+        partitioner: Arc<dyn Partitioner>,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        let spec = SinkSpec {
+            topic: TopicChoice::Static(topic.to_string()),
+            partitioner: Some(partitioner),
         };
         self.add(name, NodeKind::Sink(spec), parents)
     }
@@ -415,6 +438,7 @@ impl Topology {
     ) -> Result<&mut Self, TopologyError> {
         let spec = SinkSpec {
             topic: TopicChoice::PerRecord(chooser),
+            partitioner: None,
         };
         self.add(name, NodeKind::Sink(spec), parents)
     }
@@ -647,6 +671,7 @@ impl Topology {
                 }
                 NodeKind::Sink(SinkSpec {
                     topic: TopicChoice::Static(t),
+                    ..
                 }) => {
                     out.insert((n.name.clone(), format!("topic {t}")));
                 }

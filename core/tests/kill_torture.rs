@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::runtime::{KafkaStreams, ProcessingGuarantee, StreamsConfig};
-use rill_core::topology::{StoreBackend, StoreSpec, Topology};
+use rill_core::topology::{ProcessorSupplier, StoreBackend, Topology};
 use rill_log::broker::{Broker, BrokerConfig};
 use rill_log::client::{
     Admin, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, Producer, ProducerConfig,
@@ -28,24 +28,22 @@ use rill_log::net::{Server, ServerConfig, TcpConfig, TcpTransport};
 use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 
+mod common;
+use common::{counting_topology_with, increment, text};
+
 const KEYS: usize = 300;
 const RECORDS: usize = 3_000;
 const KILLS: usize = 22;
 const PARTITIONS: i32 = 2;
 
 /// Counts per key; emits `"<count> <input id>"`.
-struct Count;
+struct CountWithId;
 
-impl Processor for Count {
+impl Processor for CountWithId {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
         let key = r.key.clone().unwrap_or_default();
-        let store = ctx.store("counts")?;
-        let n = store
-            .get(&key)?
-            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            + 1;
-        store.put(&key, &n.to_be_bytes())?;
-        let id = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).to_string();
+        let n = increment(ctx, &key)?;
+        let id = text(&r.value);
         ctx.forward(Record::new(
             Some(key),
             Some(format!("{n} {id}")),
@@ -55,24 +53,8 @@ impl Processor for Count {
 }
 
 fn topology() -> Topology {
-    let mut t = Topology::new();
-    t.add_source("in", &["input"])
-        .unwrap()
-        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
-        .unwrap()
-        .add_sink("out", "output", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend: StoreBackend::Fjall,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
-    t
+    let count: ProcessorSupplier = Arc::new(|| Box::new(CountWithId));
+    counting_topology_with("input", "output", StoreBackend::Fjall, count)
 }
 
 /// The child: runs the application until killed (or until it fails: exit code 1).

@@ -9,33 +9,10 @@ use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, PunctuationType, Record};
 use rill_core::task::InvalidTimestampPolicy;
 use rill_core::testing::{TestDriver, TestDriverConfig};
-use rill_core::topology::{StoreBackend, StoreSpec, Topology, TopologyError};
+use rill_core::topology::{StoreBackend, Topology, TopologyError};
 
-fn rec(key: &str, value: &str, ts: i64) -> Record {
-    Record::new(Some(key.to_string()), Some(value.to_string()), ts)
-}
-
-fn text(b: &Option<Bytes>) -> String {
-    b.as_ref()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default()
-}
-
-/// Counts per key in store "counts", forwarding (key, count).
-struct Count;
-
-impl Processor for Count {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        let key = r.key.clone().unwrap_or_default();
-        let store = ctx.store("counts")?;
-        let n = store
-            .get(&key)?
-            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            + 1;
-        store.put(&key, &n.to_be_bytes())?;
-        ctx.forward(Record::new(Some(key), Some(n.to_string()), r.timestamp))
-    }
-}
+mod common;
+use common::{counting_topology, rec, rekeyed_count, text, LastPartition};
 
 /// Routes even values to "evens", odd ones to "odds".
 struct Split;
@@ -45,27 +22,6 @@ impl Processor for Split {
         let v: i64 = text(&r.value).parse().unwrap_or(0);
         ctx.forward_to(if v % 2 == 0 { "evens" } else { "odds" }, r)
     }
-}
-
-fn counting_topology(backend: StoreBackend) -> Topology {
-    let mut t = Topology::new();
-    t.add_source("in", &["words"])
-        .unwrap()
-        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
-        .unwrap()
-        .add_sink("out", "counts", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
-    t
 }
 
 #[test]
@@ -79,7 +35,7 @@ fn counts_per_key_with_a_store_per_partition_task() {
     for backend in backends {
         let dir = tempfile::tempdir().unwrap();
         let mut d = TestDriver::new(
-            &counting_topology(backend),
+            &counting_topology("words", "counts", backend),
             TestDriverConfig {
                 default_partitions: 2,
                 state_dir: Some(dir.path().to_path_buf()),
@@ -251,7 +207,7 @@ fn wall_clock_punctuation_follows_the_injected_clock() {
 
 #[test]
 fn invalid_timestamps_follow_the_policy() {
-    let t = counting_topology(StoreBackend::InMemory);
+    let t = counting_topology("words", "counts", StoreBackend::InMemory);
     let mut d = TestDriver::new(&t, TestDriverConfig::default()).unwrap();
     assert!(
         d.pipe("words", rec("a", "x", -1)).is_err(),
@@ -297,7 +253,7 @@ fn topologies_refuse_bad_wiring_and_describe_themselves() {
         Err(TopologyError::SinkAsParent { .. })
     ));
     // A second, unconnected part is its own sub-topology.
-    let c = counting_topology(StoreBackend::InMemory);
+    let c = counting_topology("words", "counts", StoreBackend::InMemory);
     let subs = c.sub_topologies();
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0].source_topics, vec!["words".to_string()]);
@@ -321,7 +277,7 @@ fn topologies_refuse_bad_wiring_and_describe_themselves() {
 fn a_rocksdb_store_without_the_feature_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = TestDriver::new(
-        &counting_topology(StoreBackend::RocksDb),
+        &counting_topology("words", "counts", StoreBackend::RocksDb),
         TestDriverConfig {
             state_dir: Some(dir.path().to_path_buf()),
             ..Default::default()
@@ -332,44 +288,9 @@ fn a_rocksdb_store_without_the_feature_is_a_clear_error() {
     assert!(err.to_string().contains("`rocksdb` feature"), "{err}");
 }
 
-/// Re-keys each record by its value.
-struct KeyByValue;
-
-impl Processor for KeyByValue {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        ctx.forward(Record::new(r.value.clone(), r.value, r.timestamp))
-    }
-}
-
-/// clicks (key: page, value: user) -> key by user -> repartition -> count per user.
-fn rekeyed_count() -> Topology {
-    let mut t = Topology::new();
-    t.add_source("clicks-in", &["clicks"])
-        .unwrap()
-        .add_processor("by-user", Arc::new(|| Box::new(KeyByValue)), &["clicks-in"])
-        .unwrap()
-        .add_repartition("users", &["by-user"])
-        .unwrap()
-        .add_processor("count", Arc::new(|| Box::new(Count)), &["users"])
-        .unwrap()
-        .add_sink("out", "user-counts", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend: StoreBackend::InMemory,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
-    t
-}
-
 #[test]
 fn a_repartition_topic_splits_the_topology_and_regroups_by_the_new_key() {
-    let t = rekeyed_count();
+    let t = rekeyed_count("clicks", "user-counts");
     let subs = t.sub_topologies();
     assert_eq!(subs.len(), 2);
     assert_eq!(subs[1].source_topics, ["users"]);
@@ -480,4 +401,30 @@ fn a_pattern_source_reads_every_matching_topic() {
             .map(|_| ()),
         Err(TopologyError::BadPattern { .. })
     ));
+}
+
+#[test]
+fn a_sink_partitioner_places_records() {
+    let mut t = Topology::new();
+    t.add_source("in", &["words"])
+        .unwrap()
+        .add_sink_with_partitioner("out", "placed", Arc::new(LastPartition), &["in"])
+        .unwrap();
+    let mut d = TestDriver::new(
+        &t,
+        TestDriverConfig {
+            default_partitions: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for k in ["a", "b", "c", "d"] {
+        d.pipe("words", rec(k, "x", 0)).unwrap();
+    }
+    let partitions: Vec<i32> = d
+        .read_output("placed")
+        .iter()
+        .map(|o| o.partition)
+        .collect();
+    assert_eq!(partitions, [2, 2, 2, 2]);
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::runtime::{KafkaStreams, StreamsConfig};
-use rill_core::topology::{StoreBackend, StoreSpec, Topology};
+use rill_core::topology::{StoreBackend, Topology};
+
+mod common;
+use common::{counting_topology, counting_topology_with, Count};
 use rill_log::broker::{Broker, BrokerConfig};
 use rill_log::client::{
     Admin, Consumer, ConsumerConfig, EmbeddedTransport, OffsetReset, Producer, ProducerConfig,
@@ -18,40 +21,8 @@ use rill_log::client::{
 use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 
-struct Count;
-
-impl Processor for Count {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        let key = r.key.clone().unwrap_or_default();
-        let store = ctx.store("counts")?;
-        let n = store
-            .get(&key)?
-            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            + 1;
-        store.put(&key, &n.to_be_bytes())?;
-        ctx.forward(Record::new(Some(key), Some(n.to_string()), r.timestamp))
-    }
-}
-
 fn topology() -> Topology {
-    let mut t = Topology::new();
-    t.add_source("in", &["words"])
-        .unwrap()
-        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
-        .unwrap()
-        .add_sink("out", "counts", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend: StoreBackend::InMemory,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
-    t
+    counting_topology("words", "counts", StoreBackend::InMemory)
 }
 
 async fn produce(t: &Arc<dyn Transport>, n: usize) {
@@ -199,33 +170,18 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
     produce(&t, 400).await;
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = Arc::clone(&stalled);
-    let mut topo = Topology::new();
-    topo.add_source("in", &["words"])
-        .unwrap()
-        .add_processor(
-            "count",
-            Arc::new(move || {
-                Box::new(StallingCount {
-                    seen: 0,
-                    stall_at: 30,
-                    stalled: Arc::clone(&s2),
-                })
-            }),
-            &["in"],
-        )
-        .unwrap()
-        .add_sink("out", "counts", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend: StoreBackend::InMemory,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
+    let topo = counting_topology_with(
+        "words",
+        "counts",
+        StoreBackend::InMemory,
+        Arc::new(move || {
+            Box::new(StallingCount {
+                seen: 0,
+                stall_at: 30,
+                stalled: Arc::clone(&s2),
+            })
+        }),
+    );
     let mut cfg = config();
     cfg.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
     cfg.commit_interval_ms = 100;

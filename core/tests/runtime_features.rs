@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::runtime::{ExceptionHandler, KafkaStreams, StreamsConfig};
-use rill_core::topology::{StoreBackend, StoreSpec, Topology};
+use rill_core::topology::{StoreBackend, Topology};
 use rill_log::broker::{Broker, BrokerConfig};
 use rill_log::client::{
     Admin, Consumer, ConsumerConfig, ConsumerRecord, EmbeddedTransport, OffsetReset, Producer,
@@ -20,48 +19,30 @@ use rill_log::client::{
 use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 
+mod common;
+use common::{counting_topology_with, rekeyed_count, text, Count, LastPartition};
+
 /// Counts per key (the count as text); fails on the value `poison`, and cannot deserialize
 /// `garbage`.
-struct Count;
+struct PickyCount;
 
-impl Processor for Count {
+impl Processor for PickyCount {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        if r.value.as_deref() == Some(b"poison".as_slice()) {
-            return Err(ProcessError::Failed("cannot count poison".into()));
+        match r.value.as_deref() {
+            Some(b"poison") => Err(ProcessError::Failed("cannot count poison".into())),
+            Some(b"garbage") => Err(ProcessError::Deserialization("not a word".into())),
+            _ => Count.process(ctx, r),
         }
-        if r.value.as_deref() == Some(b"garbage".as_slice()) {
-            return Err(ProcessError::Deserialization("not a word".into()));
-        }
-        let key = r.key.clone().unwrap_or_default();
-        let store = ctx.store("counts")?;
-        let n = store
-            .get(&key)?
-            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            + 1;
-        store.put(&key, &n.to_be_bytes())?;
-        ctx.forward(Record::new(Some(key), Some(n.to_string()), r.timestamp))
     }
 }
 
 fn topology(backend: StoreBackend) -> Topology {
-    let mut t = Topology::new();
-    t.add_source("in", &["words"])
-        .unwrap()
-        .add_processor("count", Arc::new(|| Box::new(Count)), &["in"])
-        .unwrap()
-        .add_sink("out", "counts", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
-    t
+    counting_topology_with(
+        "words",
+        "counts",
+        backend,
+        Arc::new(|| Box::new(PickyCount)),
+    )
 }
 
 async fn broker(dir: &Path, partitions: i32) -> (Arc<Broker>, Arc<dyn Transport>) {
@@ -135,10 +116,6 @@ async fn wait_processed(app: &KafkaStreams, n: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("processed {} of {n}", app.processed());
-}
-
-fn text(b: &Option<Bytes>) -> String {
-    String::from_utf8_lossy(b.as_deref().unwrap_or_default()).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,19 +265,24 @@ async fn a_clean_restart_restores_only_the_tail_and_no_checkpoint_means_a_full_r
 async fn two_stream_threads_share_the_tasks_and_report_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (b, t) = broker(dir.path(), 4).await;
-    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
-    let records: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "x")).collect();
-    produce(&t, &records).await;
     let mut cfg = config();
     cfg.num_stream_threads = 2;
     let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), cfg);
-    wait_processed(&app, 40).await;
-    for _ in 0..300 {
-        if app.tasks().await.len() == 4 {
+    // The assignor gives each thread two of the four tasks (the second thread's arrive in
+    // the cooperative second round).
+    let mut split = Vec::new();
+    for _ in 0..500 {
+        split = app.thread_tasks().await;
+        if split.iter().all(|t| t.len() == 2) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(split.iter().all(|t| t.len() == 2), "{split:?}");
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    let records: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "x")).collect();
+    produce(&t, &records).await;
+    wait_processed(&app, 40).await;
     let m = app.metrics();
     assert_eq!(m.threads.len(), 2);
     assert_eq!(m.tasks.len(), 4);
@@ -368,41 +350,12 @@ async fn missing_or_not_copartitioned_sources_stop_the_start_with_a_clear_error(
     b.close().unwrap();
 }
 
-/// Re-keys each record by its value.
-struct KeyByValue;
-
-impl Processor for KeyByValue {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        ctx.forward(Record::new(r.value.clone(), r.value, r.timestamp))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repartition_topic_is_created_regroups_records_and_is_purged() {
     let dir = tempfile::tempdir().unwrap();
     let (b, t) = broker(dir.path(), 3).await;
     // words: key = page, value = user. Count per user after re-keying.
-    let mut topo = Topology::new();
-    topo.add_source("in", &["words"])
-        .unwrap()
-        .add_processor("by-user", Arc::new(|| Box::new(KeyByValue)), &["in"])
-        .unwrap()
-        .add_repartition("users", &["by-user"])
-        .unwrap()
-        .add_processor("count", Arc::new(|| Box::new(Count)), &["users"])
-        .unwrap()
-        .add_sink("out", "counts", &["count"])
-        .unwrap()
-        .add_state_store(
-            StoreSpec {
-                name: "counts".into(),
-                backend: StoreBackend::InMemory,
-                logged: true,
-                window_retention_ms: None,
-            },
-            &["count"],
-        )
-        .unwrap();
+    let topo = rekeyed_count("words", "counts");
     let clicks: Vec<(String, &str)> = (0..30)
         .map(|i| (format!("page{i}"), if i % 3 == 0 { "bob" } else { "ann" }))
         .collect();
@@ -469,5 +422,24 @@ async fn a_pattern_source_subscribes_to_the_matching_topics() {
     wait_processed(&app, 2).await;
     app.close().await.unwrap();
     assert_eq!(read_all(&t, "copies", 2).await.len(), 2);
+    b.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_partitioner_places_output_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 3).await;
+    produce(&t, &[("a", "x"), ("b", "x"), ("c", "x"), ("d", "x")]).await;
+    let mut topo = Topology::new();
+    topo.add_source("in", &["words"])
+        .unwrap()
+        .add_sink_with_partitioner("out", "counts", Arc::new(LastPartition), &["in"])
+        .unwrap();
+    let app = KafkaStreams::start(topo, Arc::clone(&t), config());
+    wait_processed(&app, 4).await;
+    app.close().await.unwrap();
+    let out = read_all(&t, "counts", 4).await;
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|r| r.partition == 2), "{out:?}");
     b.close().unwrap();
 }

@@ -388,6 +388,58 @@ mod client {
         out
     }
 
+    /// KIP-447: a read_committed consumer asking for the committed offsets of a group waits
+    /// while an open transaction holds offsets of those partitions; read_uncommitted does not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_committed_offsets_wait_for_the_transaction_holding_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let b = open(dir.path(), &clock, None);
+        setup(&b).await;
+        let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "c"));
+        let p = producer(&t, "stable");
+        p.init_transactions().await.unwrap();
+        p.begin_transaction().unwrap();
+        let group = ConsumerGroupMetadata {
+            group_id: "g2".into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        let tp = TopicPartition::new("in", 0);
+        p.send_offsets_to_transaction(&[(tp.clone(), 7)], &group)
+            .await
+            .unwrap();
+        let consumer = |isolation_level| {
+            Consumer::new(
+                Arc::clone(&t),
+                ConsumerConfig {
+                    group_id: Some("g2".into()),
+                    isolation_level,
+                    ..Default::default()
+                },
+            )
+        };
+        let uncommitted = consumer(IsolationLevel::ReadUncommitted);
+        let now = uncommitted
+            .committed(std::slice::from_ref(&tp))
+            .await
+            .unwrap();
+        assert_eq!(now[&tp], None);
+        let committed = consumer(IsolationLevel::ReadCommitted);
+        let tp2 = tp.clone();
+        let waiting = tokio::spawn(async move { committed.committed(&[tp2]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "answered while the offset was unstable"
+        );
+        p.commit_transaction().await.unwrap();
+        let stable = waiting.await.unwrap().unwrap();
+        assert_eq!(stable[&tp], Some(7));
+        b.close().unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_transactional_producer_and_a_read_committed_consumer() {
         let dir = tempfile::tempdir().unwrap();

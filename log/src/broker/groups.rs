@@ -5,7 +5,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -324,6 +324,29 @@ impl Broker {
     }
 
     pub(crate) fn offset_fetch(&self, req: OffsetFetchRequest) -> OffsetFetchResponse {
+        // require_stable (v7+, KIP-447): a partition whose offset sits in an open transaction
+        // answers UNSTABLE_OFFSET_COMMIT, and the client retries, so a consumer taking over
+        // never starts from an offset a committing transaction is about to move.
+        let unstable = |group: &str| -> BTreeSet<(String, i32)> {
+            if req.require_stable {
+                self.unstable_offsets(group)
+            } else {
+                BTreeSet::new()
+            }
+        };
+        let unstable_single = unstable(req.group_id.0.as_str());
+        let unstable_groups: BTreeMap<String, BTreeSet<(String, i32)>> = req
+            .groups
+            .iter()
+            .map(|g| (g.group_id.0.to_string(), unstable(g.group_id.0.as_str())))
+            .collect();
+        let code_of = |unstable: &BTreeSet<(String, i32)>, topic: &str, partition: i32| {
+            if unstable.contains(&(topic.to_string(), partition)) {
+                ResponseError::UnstableOffsetCommit.code()
+            } else {
+                0
+            }
+        };
         let store = self.offsets();
         let fetch = |group: &str, topics: Option<Vec<(String, Vec<i32>)>>| -> FetchedOffsets {
             match topics {
@@ -363,21 +386,22 @@ impl Broker {
             let topics = fetch(&group, topics)
                 .into_iter()
                 .map(|(t, parts)| {
+                    let partitions = parts
+                        .into_iter()
+                        .map(part)
+                        .map(|(p, o, e, m)| {
+                            let code = code_of(&unstable_single, &t, p);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(o)
+                                .with_committed_leader_epoch(e)
+                                .with_metadata(m)
+                                .with_error_code(code)
+                        })
+                        .collect();
                     OffsetFetchResponseTopic::default()
                         .with_name(TopicName(text(t)))
-                        .with_partitions(
-                            parts
-                                .into_iter()
-                                .map(part)
-                                .map(|(p, o, e, m)| {
-                                    OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(o)
-                                        .with_committed_leader_epoch(e)
-                                        .with_metadata(m)
-                                })
-                                .collect(),
-                        )
+                        .with_partitions(partitions)
                 })
                 .collect();
             return OffsetFetchResponse::default().with_topics(topics);
@@ -393,24 +417,26 @@ impl Broker {
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
+                let unstable = &unstable_groups[&group];
                 let topics = fetch(&group, topics)
                     .into_iter()
                     .map(|(t, parts)| {
+                        let partitions = parts
+                            .into_iter()
+                            .map(part)
+                            .map(|(p, o, e, m)| {
+                                let code = code_of(unstable, &t, p);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(o)
+                                    .with_committed_leader_epoch(e)
+                                    .with_metadata(m)
+                                    .with_error_code(code)
+                            })
+                            .collect();
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(text(t)))
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .map(part)
-                                    .map(|(p, o, e, m)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o)
-                                            .with_committed_leader_epoch(e)
-                                            .with_metadata(m)
-                                    })
-                                    .collect(),
-                            )
+                            .with_partitions(partitions)
                     })
                     .collect();
                 OffsetFetchResponseGroup::default()

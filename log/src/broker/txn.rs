@@ -8,7 +8,7 @@
 //! (persisted). A restart that finds a transaction in PrepareCommit or PrepareAbort finishes
 //! it, so nothing stays half-visible.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -240,6 +240,24 @@ fn fenced_or_unknown(meta: Option<&TxnMetadata>, pid: i64, epoch: i16) -> Option
 }
 
 impl Broker {
+    /// Partitions with an offset of `group` in a transaction not yet completed: their
+    /// committed offset may still change (KIP-447's unstable offsets).
+    pub(crate) fn unstable_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
+        self.txn_store()
+            .txns
+            .values()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+            })
+            .filter_map(|m| m.offsets.get(group))
+            .flatten()
+            .map(|o| (o.topic.clone(), o.partition))
+            .collect()
+    }
+
     fn txn_store(&self) -> std::sync::MutexGuard<'_, TxnStore> {
         self.txns.lock().unwrap_or_else(|e| e.into_inner())
     }

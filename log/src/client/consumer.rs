@@ -240,6 +240,9 @@ impl Drop for Membership {
 }
 
 const PROTOCOL_TYPE: &str = "consumer";
+/// How long `committed` keeps asking while offsets are unstable (an open transaction holds
+/// them): a transaction ends by commit, abort or its timeout well within it.
+const UNSTABLE_OFFSETS_WAIT: Duration = Duration::from_secs(60);
 /// ConsumerProtocolSubscription v1 carries owned partitions (needed by cooperative rebalancing).
 const SUBSCRIPTION_VERSION: i16 = 1;
 const ASSIGNMENT_VERSION: i16 = 0;
@@ -521,7 +524,9 @@ impl Consumer {
         self.positions.get(tp).copied().flatten()
     }
 
-    /// The offsets committed for these partitions in `group.id` (`None` where none).
+    /// The offsets committed for these partitions in `group.id` (`None` where none). Under
+    /// read_committed, waits (up to a minute) for open transactions holding offsets of
+    /// these partitions to complete.
     pub async fn committed(
         &self,
         tps: &[TopicPartition],
@@ -537,8 +542,12 @@ impl Consumer {
                 .or_default()
                 .push(tp.partition.0);
         }
+        // read_committed asks for stable offsets (KIP-447): while a transaction holding an
+        // offset of this group is open, the broker answers UNSTABLE_OFFSET_COMMIT and we ask
+        // again, rather than start from an offset that commit is about to move.
         let req = OffsetFetchRequest::default()
             .with_group_id(GroupId(text(&group)))
+            .with_require_stable(self.config.isolation_level == IsolationLevel::ReadCommitted)
             .with_topics(Some(
                 by_topic
                     .into_iter()
@@ -549,7 +558,23 @@ impl Consumer {
                     })
                     .collect(),
             ));
-        match self.call(RequestKind::OffsetFetch(req)).await? {
+        let unstable = ResponseError::UnstableOffsetCommit.code();
+        let started = std::time::Instant::now();
+        let response = loop {
+            match self.call(RequestKind::OffsetFetch(req.clone())).await? {
+                ResponseKind::OffsetFetch(r)
+                    if started.elapsed() < UNSTABLE_OFFSETS_WAIT
+                        && r.topics
+                            .iter()
+                            .flat_map(|t| &t.partitions)
+                            .any(|p| p.error_code == unstable) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => break other,
+            }
+        };
+        match response {
             ResponseKind::OffsetFetch(r) => {
                 check(r.error_code, None)?;
                 let mut out = BTreeMap::new();
