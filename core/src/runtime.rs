@@ -588,6 +588,26 @@ impl KafkaStreams {
         out
     }
 
+    /// Interactive queries: calls `query` with store `name` of every task this instance runs
+    /// now (one store instance per task, each holding its partition's keys), and collects
+    /// what it returns. Reads see changes not yet committed, as Kafka Streams' queries do.
+    pub async fn query_store<R>(
+        &self,
+        name: &str,
+        mut query: impl FnMut(TaskId, &dyn crate::state::KeyValueStore) -> R,
+    ) -> Vec<R> {
+        let mut out = Vec::new();
+        for t in &self.threads {
+            let mut state = t.state.lock().await;
+            for (id, task) in state.tasks.iter_mut() {
+                if let Some(store) = task.store(name) {
+                    out.push(query(*id, &*store));
+                }
+            }
+        }
+        out
+    }
+
     /// The tasks this instance runs now.
     pub async fn tasks(&self) -> BTreeSet<TaskId> {
         let mut all = BTreeSet::new();

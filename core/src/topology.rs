@@ -132,6 +132,8 @@ pub enum TopologyError {
     TopicReadTwice(String),
     #[error("store {store}: no processor named {processor}")]
     UnknownProcessor { store: String, processor: String },
+    #[error("no store named {0}")]
+    UnknownStore(String),
     #[error("a store named {0} already exists")]
     DuplicateStore(String),
     #[error("co-partitioning: {0} is not a source topic")]
@@ -463,6 +465,30 @@ impl Topology {
             self.nodes[i].stores.push(spec.name.clone());
         }
         self.stores.insert(spec.name.clone(), spec);
+        Ok(self)
+    }
+
+    /// Gives processor `processor` access to the existing store `store` too (Kafka's
+    /// `connectProcessorAndStateStores`): a join reading a table's store. Both then run in
+    /// one sub-topology.
+    pub fn connect_store(
+        &mut self,
+        store: &str,
+        processor: &str,
+    ) -> Result<&mut Self, TopologyError> {
+        if !self.stores.contains_key(store) {
+            return Err(TopologyError::UnknownStore(store.to_string()));
+        }
+        let i = self
+            .index(processor)
+            .filter(|i| matches!(self.nodes[*i].kind, NodeKind::Processor { .. }))
+            .ok_or_else(|| TopologyError::UnknownProcessor {
+                store: store.to_string(),
+                processor: processor.to_string(),
+            })?;
+        if !self.nodes[i].stores.iter().any(|s| s == store) {
+            self.nodes[i].stores.push(store.to_string());
+        }
         Ok(self)
     }
 

@@ -85,6 +85,53 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     fn discard_uncommitted(&mut self) {}
 }
 
+/// A borrowed store is a store: window and session views can wrap the store a processor
+/// gets from its context.
+impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        (**self).put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).delete(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        (**self).range(from, to)
+    }
+    fn prefix_scan(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        (**self).prefix_scan(prefix)
+    }
+    fn all(&self) -> Result<Vec<Entry>, StoreError> {
+        (**self).all()
+    }
+    fn approximate_num_entries(&self) -> u64 {
+        (**self).approximate_num_entries()
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        (**self).flush()
+    }
+    fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
+        (**self).changelog()
+    }
+    fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        (**self).uncommitted()
+    }
+    fn uncommitted_bytes(&self) -> usize {
+        (**self).uncommitted_bytes()
+    }
+    fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
+        (**self).apply_uncommitted()
+    }
+    fn discard_uncommitted(&mut self) {
+        (**self).discard_uncommitted()
+    }
+}
+
 impl KeyValueStore for Box<dyn KeyValueStore> {
     fn name(&self) -> &str {
         self.as_ref().name()
@@ -132,7 +179,7 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no such key, the
 /// prefix is all 0xff).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -145,7 +192,7 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// A length-prefixed key, so that a store key starting with it belongs to exactly this key
 /// (no key is a prefix of another's encoding).
-pub(crate) fn framed_key(key: &[u8]) -> Vec<u8> {
+pub fn framed_key(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + key.len() + 16);
     out.extend_from_slice(&(key.len() as u32).to_be_bytes());
     out.extend_from_slice(key);
@@ -153,16 +200,18 @@ pub(crate) fn framed_key(key: &[u8]) -> Vec<u8> {
 }
 
 /// A timestamp whose big-endian bytes sort like the number (sign bit flipped).
-pub(crate) fn ts_bytes(ts: i64) -> [u8; 8] {
+/// These key-encoding helpers are public so that stores built on [`KeyValueStore`] elsewhere
+/// (the DSL's join and suppression buffers) order their keys the same way.
+pub fn ts_bytes(ts: i64) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-pub(crate) fn ts_from(b: &[u8]) -> Option<i64> {
+pub fn ts_from(b: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(b.try_into().ok()?) ^ (1 << 63)) as i64)
 }
 
 /// Splits a framed key (see [`framed_key`]) into the key and what follows it.
-pub(crate) fn split_framed(b: &[u8]) -> Option<(&[u8], &[u8])> {
+pub fn split_framed(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
     let key = b.get(4..4 + len)?;
     Some((key, &b[4 + len..]))

@@ -62,6 +62,27 @@ impl<S: KeyValueStore> SessionStore<S> {
         Ok(out)
     }
 
+    /// Every session of every key, by key then end.
+    pub fn all(&self) -> Result<Vec<(Session, Vec<u8>)>, StoreError> {
+        self.inner
+            .all()?
+            .into_iter()
+            .map(|(k, v)| Ok((self.decode(&k)?, v)))
+            .collect()
+    }
+
+    /// Deletes every session that ended before `cutoff`; returns how many.
+    pub fn purge_ended_before(&mut self, cutoff: i64) -> Result<usize, StoreError> {
+        let mut gone = 0;
+        for (k, _) in self.inner.all()? {
+            if self.decode(&k)?.end < cutoff {
+                self.inner.delete(&k)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.inner.flush()
     }

@@ -94,6 +94,19 @@ impl<S: KeyValueStore> WindowStore<S> {
         Ok(gone)
     }
 
+    /// Deletes every window starting before `cutoff` (a caller that tracks its own stream
+    /// time, as the DSL's windowed operators do); returns how many.
+    pub fn purge_before(&mut self, cutoff: i64) -> Result<usize, StoreError> {
+        let mut gone = 0;
+        for (k, _) in self.inner.all()? {
+            if self.decode(&k)?.1 < cutoff {
+                self.inner.delete(&k)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.inner.flush()
     }

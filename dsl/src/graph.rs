@@ -1,0 +1,297 @@
+//! The graph under a [`crate::StreamsBuilder`]: the `rill-core` topology being built, node and
+//! store naming, and the helpers every operator's processor shares (decoding keys and
+//! values, forwarding typed records).
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::state::KeyValueStore;
+use rill_core::topology::{ProcessorSupplier, StoreBackend, StoreSpec, Topology};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::serdes::{hop, Serde, SerdeError};
+
+/// What kind of store a DSL operator keeps (for interactive queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Key -> timestamped value.
+    KeyValue,
+    /// (key, window start) -> timestamped value.
+    Window,
+    /// (key, session end, session start) -> timestamped value.
+    Session,
+    /// Internal buffers (suppression, joins): not queryable.
+    Internal,
+}
+
+/// A store the DSL created, and the serde of its keys (an `Arc<dyn Serde<K>>`).
+#[derive(Clone)]
+pub(crate) struct StoreInfo {
+    pub kind: StoreKind,
+    pub keys: Arc<dyn Any + Send + Sync>,
+}
+
+pub(crate) type Shared = Rc<RefCell<Graph>>;
+
+#[derive(Default)]
+pub(crate) struct Graph {
+    pub topology: Topology,
+    counter: usize,
+    /// Problems found while building, reported by `build`.
+    pub errors: Vec<String>,
+    pub stores: BTreeMap<String, StoreInfo>,
+}
+
+impl Graph {
+    /// Kafka Streams' generated names: `KSTREAM-MAPVALUES-0000000003`.
+    pub fn name(&mut self, op: &str) -> String {
+        let n = self.counter;
+        self.counter += 1;
+        format!("{op}-{n:010}")
+    }
+
+    fn record<T, E: std::fmt::Display>(&mut self, r: Result<T, E>) {
+        if let Err(e) = r {
+            self.errors.push(e.to_string());
+        }
+    }
+
+    pub fn processor(&mut self, name: &str, supplier: ProcessorSupplier, parents: &[&str]) {
+        let r = self
+            .topology
+            .add_processor(name, supplier, parents)
+            .map(|_| ());
+        self.record(r);
+    }
+
+    /// A processor that needs no per-task state: `f` runs for each record.
+    pub fn stateless(&mut self, name: &str, f: StatelessFn, parents: &[&str]) {
+        let supplier: ProcessorSupplier =
+            Arc::new(move || Box::new(FnProcessor { f: Arc::clone(&f) }) as Box<dyn Processor>);
+        self.processor(name, supplier, parents);
+    }
+
+    pub fn store(
+        &mut self,
+        spec: StoreSpec,
+        kind: StoreKind,
+        keys: Arc<dyn Any + Send + Sync>,
+        processors: &[&str],
+    ) {
+        self.stores
+            .insert(spec.name.clone(), StoreInfo { kind, keys });
+        let r = self.topology.add_state_store(spec, processors).map(|_| ());
+        self.record(r);
+    }
+
+    /// Connects an existing store to another processor (a join reading a table's store).
+    pub fn connect_store(&mut self, store: &str, processor: &str) {
+        let r = self.topology.connect_store(store, processor).map(|_| ());
+        self.record(r);
+    }
+
+    pub fn copartition(&mut self, topics: &[String]) {
+        let mut ts: Vec<&str> = topics.iter().map(String::as_str).collect();
+        ts.sort_unstable();
+        ts.dedup();
+        if ts.len() > 1 {
+            let r = self.topology.copartition(&ts).map(|_| ());
+            self.record(r);
+        }
+    }
+}
+
+/// Where an operator's store lives and how it is named (Kafka Streams' `Materialized`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Materialized {
+    pub(crate) name: Option<String>,
+    pub(crate) backend: StoreBackend,
+    pub(crate) logged: bool,
+    pub(crate) retention_ms: Option<i64>,
+}
+
+impl Default for Materialized {
+    fn default() -> Self {
+        Materialized {
+            name: None,
+            backend: StoreBackend::Fjall,
+            logged: true,
+            retention_ms: None,
+        }
+    }
+}
+
+impl Materialized {
+    /// A store named `name` (queryable by that name; its changelog is
+    /// `<application.id>-<name>-changelog`).
+    pub fn named(name: impl Into<String>) -> Self {
+        Materialized {
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Keep the store in memory (restored from its changelog on start).
+    pub fn in_memory(mut self) -> Self {
+        self.backend = StoreBackend::InMemory;
+        self
+    }
+
+    /// A store backend: fjall (the default), in memory, or RocksDB (rill-core's `rocksdb`
+    /// feature).
+    pub fn with_backend(mut self, backend: StoreBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// No changelog: the store is lost with the task's local state.
+    pub fn with_logging_disabled(mut self) -> Self {
+        self.logged = false;
+        self
+    }
+
+    /// For window and session stores: keep windows this long behind stream time (at least
+    /// the window size plus grace, which is the default).
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention_ms = Some(millis(retention));
+        self
+    }
+
+    pub(crate) fn spec(&self, name: String, window_retention_ms: Option<i64>) -> StoreSpec {
+        StoreSpec {
+            name,
+            backend: self.backend,
+            logged: self.logged,
+            window_retention_ms,
+        }
+    }
+}
+
+/// A duration in milliseconds, saturating.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A table update between operators: the new value and the one it replaces (`None`: absent
+/// or deleted), as Kafka Streams' `Change`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Change<V> {
+    pub new: Option<V>,
+    pub old: Option<V>,
+}
+
+pub(crate) type StatelessFn =
+    Arc<dyn Fn(&mut ProcessorContext<'_>, Record) -> Result<(), ProcessError> + Send + Sync>;
+
+/// A processor running a shared closure.
+pub(crate) struct FnProcessor {
+    f: StatelessFn,
+}
+
+impl Processor for FnProcessor {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        record: Record,
+    ) -> Result<(), ProcessError> {
+        (self.f)(ctx, record)
+    }
+}
+
+pub(crate) fn internal(e: SerdeError) -> ProcessError {
+    ProcessError::Failed(format!("internal value: {e}"))
+}
+
+pub(crate) fn deser(e: SerdeError) -> ProcessError {
+    ProcessError::Deserialization(e.to_string())
+}
+
+pub(crate) fn ser(e: SerdeError) -> ProcessError {
+    ProcessError::Failed(format!("serialization: {e}"))
+}
+
+/// The typed key of a record; `None` for a null key its type cannot hold (skip the record).
+pub(crate) fn key_of<K: 'static>(
+    keys: &dyn Serde<K>,
+    r: &Record,
+) -> Result<Option<K>, ProcessError> {
+    keys.deserialize(r.key.as_deref()).map_err(deser)
+}
+
+/// The typed value of a record between operators.
+pub(crate) fn value_of<V: DeserializeOwned>(r: &Record) -> Result<V, ProcessError> {
+    let b = r
+        .value
+        .as_deref()
+        .ok_or_else(|| ProcessError::Failed("internal record without a value".into()))?;
+    hop::decode(b).map_err(internal)
+}
+
+pub(crate) fn encode<V: Serialize>(v: &V) -> Result<Bytes, ProcessError> {
+    hop::encode(v).map_err(internal)
+}
+
+/// `record` with another key and value (timestamp and headers kept).
+pub(crate) fn with(record: &Record, key: Option<Bytes>, value: Bytes) -> Record {
+    Record {
+        key,
+        value: Some(value),
+        timestamp: record.timestamp,
+        headers: record.headers.clone(),
+    }
+}
+
+/// A timestamped value in a store: `timestamp (8 bytes, big-endian) | bincode value`.
+pub(crate) fn put_timestamped<V: Serialize>(
+    store: &mut dyn KeyValueStore,
+    key: &[u8],
+    value: &V,
+    ts: i64,
+) -> Result<Vec<u8>, ProcessError> {
+    let b = timestamped_bytes(value, ts)?;
+    store.put(key, &b)?;
+    Ok(b)
+}
+
+pub(crate) fn timestamped_bytes<V: Serialize>(value: &V, ts: i64) -> Result<Vec<u8>, ProcessError> {
+    let mut b = ts.to_be_bytes().to_vec();
+    b.extend_from_slice(&encode(value)?);
+    Ok(b)
+}
+
+pub(crate) fn decode_timestamped<V: DeserializeOwned>(b: &[u8]) -> Result<(V, i64), ProcessError> {
+    let ts = b
+        .get(..8)
+        .and_then(|t| t.try_into().ok())
+        .map(i64::from_be_bytes)
+        .ok_or_else(|| ProcessError::Failed("stored value shorter than its timestamp".into()))?;
+    Ok((hop::decode(&b[8..]).map_err(internal)?, ts))
+}
+
+pub(crate) fn get_timestamped<V: DeserializeOwned>(
+    store: &dyn KeyValueStore,
+    key: &[u8],
+) -> Result<Option<(V, i64)>, ProcessError> {
+    store.get(key)?.map(|b| decode_timestamped(&b)).transpose()
+}
+
+/// The bytes of a windowed key from the record key's bytes (see `WindowedSerde`).
+pub(crate) fn windowed_key(key: &[u8], start: i64, end: i64) -> Bytes {
+    let mut b = Vec::with_capacity(key.len() + 16);
+    b.extend_from_slice(key);
+    b.extend_from_slice(&start.to_be_bytes());
+    b.extend_from_slice(&end.to_be_bytes());
+    Bytes::from(b)
+}
+
+/// The window end of a windowed key's bytes.
+pub(crate) fn window_end_of(key: &[u8]) -> Option<i64> {
+    let cut = key.len().checked_sub(8)?;
+    Some(i64::from_be_bytes(key[cut..].try_into().ok()?))
+}

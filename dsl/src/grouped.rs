@@ -1,0 +1,327 @@
+//! Grouped streams and tables: `count`, `reduce` and `aggregate` into a [`KTable`] kept in a
+//! logged store, and the way to windowed aggregations (`windowed_by`).
+
+use std::sync::Arc;
+
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::topology::ProcessorSupplier;
+
+use crate::graph::{
+    encode, get_timestamped, key_of, put_timestamped, value_of, with, Change, Materialized,
+    StoreKind,
+};
+use crate::serdes::{Data, SerdeRef};
+use crate::stream::{Grouped, KStream};
+use crate::table::KTable;
+use crate::windows::Windowing;
+
+/// A stream grouped by key, ready to aggregate.
+pub struct KGroupedStream<K, V> {
+    pub(crate) stream: KStream<K, V>,
+    pub(crate) grouped: Grouped,
+}
+
+impl<K, V> std::fmt::Debug for KGroupedStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KGroupedStream")
+            .field("node", &self.stream.node)
+            .finish()
+    }
+}
+
+/// One aggregation step: `(key, value, aggregate so far or none) -> aggregate`.
+pub(crate) type Step<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sync>;
+/// One table aggregation step: a row's change applied to the aggregate (none: no row left).
+type TableStep<K, V, VA> = Arc<dyn Fn(&K, Change<V>, Option<VA>) -> Option<VA> + Send + Sync>;
+
+impl<K: Data, V: Data> KGroupedStream<K, V> {
+    pub(crate) fn new(stream: KStream<K, V>, grouped: Grouped) -> Self {
+        KGroupedStream { stream, grouped }
+    }
+
+    /// The store's name (given or generated) and the stream to aggregate: repartitioned
+    /// first if the key changed, through `<application.id>-<grouping or store name>-repartition`.
+    pub(crate) fn prepare(&self, materialized: &Materialized, op: &str) -> (String, KStream<K, V>) {
+        let store = materialized
+            .name
+            .clone()
+            .unwrap_or_else(|| self.stream.g.borrow_mut().name(op));
+        let repartition = self.grouped.name.clone().unwrap_or_else(|| store.clone());
+        (store, self.stream.partitioned(Some(repartition)))
+    }
+
+    /// Records per key (Kafka Streams' `count`: `i64`).
+    pub fn count(&self) -> KTable<K, i64> {
+        self.count_with(Materialized::default())
+    }
+
+    pub fn count_with(&self, materialized: Materialized) -> KTable<K, i64> {
+        self.aggregate_with(|| 0, |_, _, n| n + 1, materialized)
+    }
+
+    /// Combines the values of each key: the first value as it is, then `reducer(aggregate,
+    /// value)`.
+    pub fn reduce(&self, reducer: impl Fn(V, V) -> V + Send + Sync + 'static) -> KTable<K, V> {
+        self.reduce_with(reducer, Materialized::default())
+    }
+
+    pub fn reduce_with(
+        &self,
+        reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<K, V> {
+        self.aggregate_steps(
+            Arc::new(move |_, v, acc| match acc {
+                None => v,
+                Some(a) => reducer(a, v),
+            }),
+            materialized,
+        )
+    }
+
+    /// Folds each key's values into an aggregate, starting from `init()`.
+    pub fn aggregate<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    ) -> KTable<K, VA> {
+        self.aggregate_with(init, aggregator, Materialized::default())
+    }
+
+    pub fn aggregate_with<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<K, VA> {
+        self.aggregate_steps(
+            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
+            materialized,
+        )
+    }
+
+    fn aggregate_steps<VA: Data>(
+        &self,
+        step: Step<K, V, VA>,
+        materialized: Materialized,
+    ) -> KTable<K, VA> {
+        let (store, input) = self.prepare(&materialized, "KSTREAM-AGGREGATE-STATE-STORE");
+        let keys = Arc::clone(&input.keys);
+        let st = store.clone();
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            Box::new(StreamAggregate {
+                keys: Arc::clone(&keys),
+                store: st.clone(),
+                step: Arc::clone(&step),
+            }) as Box<dyn Processor>
+        });
+        let node = {
+            let mut g = input.g.borrow_mut();
+            let node = g.name("KSTREAM-AGGREGATE");
+            g.processor(&node, supplier, &[&input.node]);
+            g.store(
+                materialized.spec(store.clone(), None),
+                StoreKind::KeyValue,
+                Arc::new(Arc::clone(&input.keys)),
+                &[&node],
+            );
+            node
+        };
+        KTable::from_parts(&input, node, Arc::clone(&input.keys), Some(store))
+    }
+
+    /// Windowed aggregation: by [`crate::TimeWindows`], [`crate::SessionWindows`] or
+    /// [`crate::SlidingWindows`].
+    pub fn windowed_by<W: Windowing>(&self, windows: W) -> W::Stream<K, V> {
+        windows.over(KGroupedStream {
+            stream: self.stream.clone(),
+            grouped: self.grouped.clone(),
+        })
+    }
+}
+
+/// Aggregates a stream per key into a key-value store; forwards each new aggregate with the
+/// one it replaced.
+struct StreamAggregate<K, V, VA> {
+    keys: SerdeRef<K>,
+    store: String,
+    step: Step<K, V, VA>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let Some(k) = key_of(&*self.keys, &r)? else {
+            return Ok(());
+        };
+        let key = r.key.clone().unwrap_or_default();
+        let v: V = value_of(&r)?;
+        let store = ctx.store(&self.store)?;
+        let old = get_timestamped::<VA>(store, &key)?;
+        let (acc, ts) = match &old {
+            Some((a, t)) => (Some(a.clone()), r.timestamp.max(*t)),
+            None => (None, r.timestamp),
+        };
+        let new = (self.step)(&k, v, acc);
+        put_timestamped(store, &key, &new, ts)?;
+        let change = Change {
+            new: Some(new),
+            old: old.map(|(a, _)| a),
+        };
+        let mut out = with(&r, r.key.clone(), encode(&change)?);
+        out.timestamp = ts;
+        ctx.forward(out)
+    }
+}
+
+/// A table grouped by a new key, ready to aggregate with an adder and a subtractor.
+pub struct KGroupedTable<K, V> {
+    pub(crate) stream: KStream<K, Change<V>>,
+    pub(crate) grouped: Grouped,
+}
+
+impl<K, V> std::fmt::Debug for KGroupedTable<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KGroupedTable")
+            .field("node", &self.stream.node)
+            .finish()
+    }
+}
+
+impl<K: Data, V: Data> KGroupedTable<K, V> {
+    /// Rows per key: +1 for a row that maps here, -1 when it leaves or changes key.
+    pub fn count(&self) -> KTable<K, i64> {
+        self.count_with(Materialized::default())
+    }
+
+    pub fn count_with(&self, materialized: Materialized) -> KTable<K, i64> {
+        self.aggregate_with(|| 0, |_, _, n| n + 1, |_, _, n| n - 1, materialized)
+    }
+
+    /// `adder(aggregate, new value)` and `subtractor(aggregate, old value)`; a key's first
+    /// value is its aggregate.
+    pub fn reduce(
+        &self,
+        adder: impl Fn(V, V) -> V + Send + Sync + 'static,
+        subtractor: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> KTable<K, V> {
+        self.aggregate_steps(
+            Arc::new(move |_, change: Change<V>, acc| {
+                let acc = match (acc, change.old) {
+                    (Some(a), Some(o)) => Some(subtractor(a, o)),
+                    (acc, _) => acc,
+                };
+                match (acc, change.new) {
+                    (Some(a), Some(n)) => Some(adder(a, n)),
+                    (None, Some(n)) => Some(n),
+                    (acc, None) => acc,
+                }
+            }),
+            Materialized::default(),
+        )
+    }
+
+    /// Folds rows into an aggregate per key: `adder` for a row's new value, `subtractor` for
+    /// the value it had (called first when a row changes).
+    pub fn aggregate<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        adder: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        subtractor: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    ) -> KTable<K, VA> {
+        self.aggregate_with(init, adder, subtractor, Materialized::default())
+    }
+
+    pub fn aggregate_with<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        adder: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        subtractor: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<K, VA> {
+        self.aggregate_steps(
+            Arc::new(move |k, change: Change<V>, acc| {
+                let mut acc = acc.unwrap_or_else(&init);
+                if let Some(o) = change.old {
+                    acc = subtractor(k, o, acc);
+                }
+                if let Some(n) = change.new {
+                    acc = adder(k, n, acc);
+                }
+                Some(acc)
+            }),
+            materialized,
+        )
+    }
+
+    fn aggregate_steps<VA: Data>(
+        &self,
+        step: TableStep<K, V, VA>,
+        materialized: Materialized,
+    ) -> KTable<K, VA> {
+        let g = KGroupedStream {
+            stream: self.stream.clone(),
+            grouped: self.grouped.clone(),
+        };
+        let (store, input) = g.prepare(&materialized, "KTABLE-AGGREGATE-STATE-STORE");
+        let keys = Arc::clone(&input.keys);
+        let st = store.clone();
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            Box::new(TableAggregate {
+                keys: Arc::clone(&keys),
+                store: st.clone(),
+                step: Arc::clone(&step),
+            }) as Box<dyn Processor>
+        });
+        let node = {
+            let mut gr = input.g.borrow_mut();
+            let node = gr.name("KTABLE-AGGREGATE");
+            gr.processor(&node, supplier, &[&input.node]);
+            gr.store(
+                materialized.spec(store.clone(), None),
+                StoreKind::KeyValue,
+                Arc::new(Arc::clone(&input.keys)),
+                &[&node],
+            );
+            node
+        };
+        KTable::from_parts(&input, node, Arc::clone(&input.keys), Some(store))
+    }
+}
+
+struct TableAggregate<K, V, VA> {
+    keys: SerdeRef<K>,
+    store: String,
+    step: TableStep<K, V, VA>,
+}
+
+impl<K: Data, V: Data, VA: Data> Processor for TableAggregate<K, V, VA> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let Some(k) = key_of(&*self.keys, &r)? else {
+            return Ok(());
+        };
+        let key = r.key.clone().unwrap_or_default();
+        let change: Change<V> = value_of(&r)?;
+        let store = ctx.store(&self.store)?;
+        let old = get_timestamped::<VA>(store, &key)?;
+        let (acc, ts) = match &old {
+            Some((a, t)) => (Some(a.clone()), r.timestamp.max(*t)),
+            None => (None, r.timestamp),
+        };
+        let acc = (self.step)(&k, change, acc);
+        match &acc {
+            Some(a) => {
+                put_timestamped(store, &key, a, ts)?;
+            }
+            None => {
+                store.delete(&key)?;
+            }
+        }
+        let out = Change {
+            new: acc,
+            old: old.map(|(a, _)| a),
+        };
+        let mut rec = with(&r, r.key.clone(), encode(&out)?);
+        rec.timestamp = ts;
+        ctx.forward(rec)
+    }
+}

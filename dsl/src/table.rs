@@ -1,0 +1,371 @@
+//! `KTable`: a changelog stream read as a table, one current value per key. Updates travel
+//! between operators as (new, old) changes; a null value (tombstone) deletes the key; an
+//! update that repeats a key's stored value and timestamp is not forwarded.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::topology::ProcessorSupplier;
+
+use crate::graph::{
+    deser, encode, key_of, ser, timestamped_bytes, value_of, with, Change, Materialized, Shared,
+    StatelessFn, StoreKind,
+};
+use crate::grouped::KGroupedTable;
+use crate::serdes::{auto, to_bytes, Data, SerdeRef};
+use crate::stream::{Consumed, Grouped, KStream};
+
+/// A table with keys `K` and values `V`.
+pub struct KTable<K, V> {
+    pub(crate) g: Shared,
+    pub(crate) node: String,
+    pub(crate) keys: SerdeRef<K>,
+    pub(crate) sources: Vec<String>,
+    /// The store holding the table's current values (timestamped), if it is materialized.
+    pub(crate) store: Option<String>,
+    /// For a windowed table: the grace period of its windows (what `suppress` waits for).
+    pub(crate) grace_ms: Option<i64>,
+    pub(crate) _v: PhantomData<fn() -> V>,
+}
+
+impl<K, V> Clone for KTable<K, V> {
+    fn clone(&self) -> Self {
+        KTable {
+            g: Shared::clone(&self.g),
+            node: self.node.clone(),
+            keys: Arc::clone(&self.keys),
+            sources: self.sources.clone(),
+            store: self.store.clone(),
+            grace_ms: self.grace_ms,
+            _v: PhantomData,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for KTable<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KTable")
+            .field("node", &self.node)
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<K: Data, V: Data> KTable<K, V> {
+    pub(crate) fn from_parts<A, B>(
+        from: &KStream<A, B>,
+        node: String,
+        keys: SerdeRef<K>,
+        store: Option<String>,
+    ) -> Self {
+        KTable {
+            g: Shared::clone(&from.g),
+            node,
+            keys,
+            sources: from.sources.clone(),
+            store,
+            grace_ms: None,
+            _v: PhantomData,
+        }
+    }
+
+    fn derive<V2>(&self, node: String, store: Option<String>) -> KTable<K, V2> {
+        KTable {
+            g: Shared::clone(&self.g),
+            node,
+            keys: Arc::clone(&self.keys),
+            sources: self.sources.clone(),
+            store,
+            grace_ms: self.grace_ms,
+            _v: PhantomData,
+        }
+    }
+
+    /// The name of the store holding this table, if it is materialized (for interactive
+    /// queries).
+    pub fn store_name(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+
+    fn map_changes<V2: Data>(
+        &self,
+        op: &str,
+        f: impl Fn(&K, Option<V>) -> Option<V2> + Send + Sync + 'static,
+    ) -> KTable<K, V2> {
+        let keys = Arc::clone(&self.keys);
+        let f: StatelessFn = Arc::new(move |ctx, r| {
+            let Some(k) = key_of(&*keys, &r)? else {
+                return Ok(());
+            };
+            let c: Change<V> = value_of(&r)?;
+            let out = Change {
+                new: f(&k, c.new),
+                old: f(&k, c.old),
+            };
+            if out.new.is_none() && out.old.is_none() {
+                return Ok(());
+            }
+            ctx.forward(with(&r, r.key.clone(), encode(&out)?))
+        });
+        let mut g = self.g.borrow_mut();
+        let name = g.name(op);
+        g.stateless(&name, f, &[&self.node]);
+        drop(g);
+        self.derive(name, None)
+    }
+
+    /// Rows for which `predicate` holds; a row that stops matching is deleted downstream.
+    pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
+        self.map_changes("KTABLE-FILTER", move |k, v| v.filter(|v| predicate(k, v)))
+    }
+
+    pub fn filter_not(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
+        self.map_changes("KTABLE-FILTER", move |k, v| v.filter(|v| !predicate(k, v)))
+    }
+
+    /// Each row's value mapped.
+    pub fn map_values<VR: Data>(
+        &self,
+        mapper: impl Fn(V) -> VR + Send + Sync + 'static,
+    ) -> KTable<K, VR> {
+        self.map_changes("KTABLE-MAPVALUES", move |_, v| v.map(&mapper))
+    }
+
+    /// The table's updates as a stream; a deletion is a `None` value (a tombstone when
+    /// written to a topic).
+    pub fn to_stream(&self) -> KStream<K, Option<V>> {
+        let f: StatelessFn = Arc::new(|ctx, r| {
+            let c: Change<V> = value_of(&r)?;
+            ctx.forward(with(&r, r.key.clone(), encode(&c.new)?))
+        });
+        let mut g = self.g.borrow_mut();
+        let name = g.name("KTABLE-TOSTREAM");
+        g.stateless(&name, f, &[&self.node]);
+        drop(g);
+        KStream {
+            g: Shared::clone(&self.g),
+            node: name,
+            keys: Arc::clone(&self.keys),
+            sources: self.sources.clone(),
+            key_changed: false,
+            _v: PhantomData,
+        }
+    }
+
+    /// Groups rows by a new key and value (always through a repartition topic), to
+    /// aggregate with an adder and a subtractor.
+    pub fn group_by<KR: Data, VR: Data>(
+        &self,
+        selector: impl Fn(&K, &V) -> (KR, VR) + Send + Sync + 'static,
+    ) -> KGroupedTable<KR, VR> {
+        self.group_by_with(selector, Grouped::default())
+    }
+
+    pub fn group_by_with<KR: Data, VR: Data>(
+        &self,
+        selector: impl Fn(&K, &V) -> (KR, VR) + Send + Sync + 'static,
+        grouped: Grouped,
+    ) -> KGroupedTable<KR, VR> {
+        let keys = Arc::clone(&self.keys);
+        let out_keys: SerdeRef<KR> = auto();
+        let ok = Arc::clone(&out_keys);
+        // The old value leaves its group and the new one joins its own, as two records:
+        // the aggregation subtracts the first and adds the second.
+        let f: StatelessFn = Arc::new(move |ctx, r| {
+            let Some(k) = key_of(&*keys, &r)? else {
+                return Ok(());
+            };
+            let c: Change<V> = value_of(&r)?;
+            if let Some(old) = c.old {
+                let (k2, v2) = selector(&k, &old);
+                let change = Change {
+                    new: None,
+                    old: Some(v2),
+                };
+                let key = to_bytes(&*ok, &k2).map_err(ser)?;
+                ctx.forward(with(&r, key, encode(&change)?))?;
+            }
+            if let Some(new) = c.new {
+                let (k2, v2) = selector(&k, &new);
+                let change = Change {
+                    new: Some(v2),
+                    old: None,
+                };
+                let key = to_bytes(&*ok, &k2).map_err(ser)?;
+                ctx.forward(with(&r, key, encode(&change)?))?;
+            }
+            Ok(())
+        });
+        let mut g = self.g.borrow_mut();
+        let name = g.name("KTABLE-SELECT");
+        g.stateless(&name, f, &[&self.node]);
+        drop(g);
+        let stream = KStream {
+            g: Shared::clone(&self.g),
+            node: name,
+            keys: out_keys,
+            sources: self.sources.clone(),
+            key_changed: true,
+            _v: PhantomData,
+        };
+        KGroupedTable { stream, grouped }
+    }
+
+    /// This table with its current values in a store (materializing it if it has none): what
+    /// joins look values up in.
+    pub(crate) fn materialized(&self) -> Self {
+        if self.store.is_some() {
+            return self.clone();
+        }
+        let mut g = self.g.borrow_mut();
+        let store = g.name("KTABLE-MATERIALIZED-STATE-STORE");
+        drop(g);
+        self.materialize_as(Materialized::named(store))
+    }
+
+    /// Writes every change into a store named by `materialized` and passes it on.
+    fn materialize_as(&self, materialized: Materialized) -> Self {
+        let store = materialized.name.clone().unwrap_or_default();
+        let st = store.clone();
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            Box::new(MaterializeChanges::<V> {
+                materialize: Materialize {
+                    store: st.clone(),
+                    drop_repeats: false,
+                },
+                _v: PhantomData,
+            }) as Box<dyn Processor>
+        });
+        let mut g = self.g.borrow_mut();
+        let node = g.name("KTABLE-MATERIALIZE");
+        g.processor(&node, supplier, &[&self.node]);
+        g.store(
+            materialized.spec(store.clone(), None),
+            StoreKind::KeyValue,
+            Arc::new(Arc::clone(&self.keys)),
+            &[&node],
+        );
+        drop(g);
+        self.derive(node, Some(store))
+    }
+}
+
+/// Keeps each change's new value (timestamped) in `store`; forwards the change, unless
+/// `drop_repeats` and it repeats the stored value and timestamp, or deletes an absent key.
+pub(crate) struct Materialize {
+    pub store: String,
+    pub drop_repeats: bool,
+}
+
+impl Materialize {
+    fn apply<V: Data>(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        r: &Record,
+        new: Option<V>,
+    ) -> Result<(), ProcessError> {
+        let key = r.key.clone().unwrap_or_default();
+        let store = ctx.store(&self.store)?;
+        let old_bytes = store.get(&key)?;
+        let old: Option<V> = old_bytes
+            .as_deref()
+            .map(crate::graph::decode_timestamped::<V>)
+            .transpose()?
+            .map(|(v, _)| v);
+        match &new {
+            None => {
+                if old.is_none() && self.drop_repeats {
+                    return Ok(());
+                }
+                store.delete(&key)?;
+            }
+            Some(v) => {
+                let b = timestamped_bytes(v, r.timestamp)?;
+                if self.drop_repeats && old_bytes.as_deref() == Some(&b[..]) {
+                    return Ok(());
+                }
+                store.put(&key, &b)?;
+            }
+        }
+        let change = Change { new, old };
+        ctx.forward(with(r, r.key.clone(), encode(&change)?))
+    }
+}
+
+/// Materializes the changes of a derived table.
+struct MaterializeChanges<V> {
+    materialize: Materialize,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<V: Data> Processor for MaterializeChanges<V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let c: Change<V> = value_of(&r)?;
+        self.materialize.apply(ctx, &r, c.new)
+    }
+}
+
+/// The source processor of a table read from a topic.
+struct TableSource<V> {
+    materialize: Materialize,
+    values: SerdeRef<V>,
+}
+
+impl<V: Data> Processor for TableSource<V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        // A table row needs a key (Kafka Streams drops null-key table records too).
+        if r.key.is_none() {
+            return Ok(());
+        }
+        let new = match r.value.as_deref() {
+            None => None,
+            Some(b) => self.values.deserialize(Some(b)).map_err(deser)?,
+        };
+        self.materialize.apply(ctx, &r, new)
+    }
+}
+
+/// A table read from `topic`: every record is an upsert, null values delete.
+pub(crate) fn source_table<K: Data, V: Data>(
+    g: &Shared,
+    topic: &str,
+    consumed: Consumed<K, V>,
+    materialized: Materialized,
+) -> KTable<K, V> {
+    let stream = crate::stream::raw_source(g, topic, &consumed);
+    let mut gr = g.borrow_mut();
+    let store = materialized
+        .name
+        .clone()
+        .unwrap_or_else(|| gr.name("KTABLE-SOURCE-STATE-STORE"));
+    let values = consumed.values;
+    let st = store.clone();
+    let supplier: ProcessorSupplier = Arc::new(move || {
+        Box::new(TableSource {
+            materialize: Materialize {
+                store: st.clone(),
+                drop_repeats: true,
+            },
+            values: Arc::clone(&values),
+        }) as Box<dyn Processor>
+    });
+    let node = gr.name("KTABLE-SOURCE");
+    gr.processor(&node, supplier, &[&stream]);
+    gr.store(
+        materialized.spec(store.clone(), None),
+        StoreKind::KeyValue,
+        Arc::new(Arc::clone(&consumed.keys)),
+        &[&node],
+    );
+    drop(gr);
+    KTable {
+        g: Shared::clone(g),
+        node,
+        keys: consumed.keys,
+        sources: vec![topic.to_string()],
+        store: Some(store),
+        grace_ms: None,
+        _v: PhantomData,
+    }
+}

@@ -1,0 +1,1029 @@
+//! Windows and windowed aggregations, with Kafka Streams' rules (`st` = stream time, the
+//! largest timestamp the operator has seen):
+//! - time windows (tumbling, hopping) are `[start, start + size)`, starts multiples of
+//!   `advance` from epoch 0 and never below 0; a window takes updates while
+//!   `end > st - grace`;
+//! - sliding windows of difference `d` are `[t - d, t]` for each record (and `[t + 1, t + 1
+//!   + d]` when that holds a record), both ends inclusive;
+//! - session windows merge every session with `end >= ts - gap` and `start <= ts + gap`;
+//!   merged-away sessions are retracted with a tombstone.
+//!
+//! Output timestamps are the largest record timestamp in the window (session end for
+//! sessions). `suppress` holds a windowed table's updates until its windows close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::state::{
+    framed_key, ts_bytes, ts_from, KeyValueStore, Session, SessionStore, WindowStore,
+};
+use rill_core::topology::ProcessorSupplier;
+
+use crate::graph::{
+    decode_timestamped, encode, key_of, millis, timestamped_bytes, value_of, window_end_of,
+    windowed_key, Change, Materialized, StoreKind,
+};
+use crate::grouped::{KGroupedStream, Step};
+use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
+use crate::table::KTable;
+
+/// Tumbling (`advance == size`) or hopping time windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindows {
+    pub size_ms: i64,
+    pub advance_ms: i64,
+    pub grace_ms: i64,
+}
+
+impl TimeWindows {
+    /// Tumbling windows of `size` that accept records up to `grace` after they end.
+    pub fn of_size_with_grace(size: Duration, grace: Duration) -> Self {
+        let size_ms = millis(size).max(1);
+        TimeWindows {
+            size_ms,
+            advance_ms: size_ms,
+            grace_ms: millis(grace),
+        }
+    }
+
+    /// Tumbling windows of `size` that close when they end.
+    pub fn of_size_no_grace(size: Duration) -> Self {
+        Self::of_size_with_grace(size, Duration::ZERO)
+    }
+
+    /// Hopping windows: a new one every `advance` (at most the size).
+    pub fn advance_by(mut self, advance: Duration) -> Self {
+        self.advance_ms = millis(advance).clamp(1, self.size_ms);
+        self
+    }
+
+    /// The starts of the windows holding `ts`, oldest first.
+    pub fn starts(&self, ts: i64) -> Vec<i64> {
+        if ts < 0 {
+            return Vec::new();
+        }
+        let mut start = ts - ts % self.advance_ms;
+        let mut out = Vec::new();
+        while start >= 0 && start > ts - self.size_ms {
+            out.push(start);
+            start -= self.advance_ms;
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// Sliding windows: for each record at `t`, the window `[t - d, t]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlidingWindows {
+    pub time_difference_ms: i64,
+    pub grace_ms: i64,
+}
+
+impl SlidingWindows {
+    pub fn of_time_difference_and_grace(difference: Duration, grace: Duration) -> Self {
+        SlidingWindows {
+            time_difference_ms: millis(difference),
+            grace_ms: millis(grace),
+        }
+    }
+
+    pub fn of_time_difference_with_no_grace(difference: Duration) -> Self {
+        Self::of_time_difference_and_grace(difference, Duration::ZERO)
+    }
+}
+
+/// Session windows: records of a key less than `gap` apart share a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionWindows {
+    pub gap_ms: i64,
+    pub grace_ms: i64,
+}
+
+impl SessionWindows {
+    pub fn of_inactivity_gap_and_grace(gap: Duration, grace: Duration) -> Self {
+        SessionWindows {
+            gap_ms: millis(gap),
+            grace_ms: millis(grace),
+        }
+    }
+
+    pub fn of_inactivity_gap_with_no_grace(gap: Duration) -> Self {
+        Self::of_inactivity_gap_and_grace(gap, Duration::ZERO)
+    }
+}
+
+/// A kind of window a grouped stream can be windowed by.
+pub trait Windowing {
+    type Stream<K: Data, V: Data>;
+    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> Self::Stream<K, V>;
+}
+
+impl Windowing for TimeWindows {
+    type Stream<K: Data, V: Data> = TimeWindowedKStream<K, V>;
+    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> TimeWindowedKStream<K, V> {
+        TimeWindowedKStream {
+            grouped,
+            windows: self,
+            emit_on_close: false,
+        }
+    }
+}
+
+impl Windowing for SessionWindows {
+    type Stream<K: Data, V: Data> = SessionWindowedKStream<K, V>;
+    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> SessionWindowedKStream<K, V> {
+        SessionWindowedKStream {
+            grouped,
+            windows: self,
+        }
+    }
+}
+
+impl Windowing for SlidingWindows {
+    type Stream<K: Data, V: Data> = SlidingWindowedKStream<K, V>;
+    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> SlidingWindowedKStream<K, V> {
+        SlidingWindowedKStream {
+            grouped,
+            windows: self,
+        }
+    }
+}
+
+/// When a windowed aggregation emits (Kafka Streams' `EmitStrategy`, KIP-825).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmitStrategy {
+    /// Every update of a window.
+    #[default]
+    OnWindowUpdate,
+    /// Each window once, its final result, when it closes (`end + grace <= st`).
+    OnWindowClose,
+}
+
+/// A per-key (windowed) aggregation as a processor over one store.
+trait WindowedAggregation<K, V, VA>: Send + 'static {
+    /// Updates the store for record (`k`, `key` bytes, `v`, `ts`); returns what to forward.
+    fn update(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        k: &K,
+        key: &[u8],
+        v: V,
+        ts: i64,
+    ) -> Result<Vec<Record>, ProcessError>;
+}
+
+/// Runs a [`WindowedAggregation`] in a processor.
+struct WindowedProcessor<K, W> {
+    keys: SerdeRef<K>,
+    store: String,
+    agg: W,
+}
+
+macro_rules! windowed_processor {
+    ($agg:ident) => {
+        impl<K: Data, V: Data, VA: Data> Processor for WindowedProcessor<K, $agg<K, V, VA>> {
+            fn process(
+                &mut self,
+                ctx: &mut ProcessorContext<'_>,
+                r: Record,
+            ) -> Result<(), ProcessError> {
+                let Some(k) = key_of(&*self.keys, &r)? else {
+                    return Ok(());
+                };
+                let key = r.key.clone().unwrap_or_default();
+                let v: V = value_of(&r)?;
+                let store = ctx.store(&self.store)?;
+                let out = self.agg.update(store, &k, &key, v, r.timestamp)?;
+                for mut o in out {
+                    o.headers = r.headers.clone();
+                    ctx.forward(o)?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+fn change_record<VA: Data>(
+    key: Bytes,
+    new: Option<VA>,
+    old: Option<VA>,
+    ts: i64,
+) -> Result<Record, ProcessError> {
+    Ok(Record {
+        key: Some(key),
+        value: Some(encode(&Change { new, old })?),
+        timestamp: ts,
+        headers: Vec::new(),
+    })
+}
+
+/// Time-window aggregation state: the stream time seen and when old windows were purged.
+struct TimeAgg<K, V, VA> {
+    windows: TimeWindows,
+    retention_ms: i64,
+    step: Step<K, V, VA>,
+    observed: i64,
+    last_purge: i64,
+}
+
+impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
+    fn update(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        k: &K,
+        key: &[u8],
+        v: V,
+        ts: i64,
+    ) -> Result<Vec<Record>, ProcessError> {
+        self.observed = self.observed.max(ts);
+        let close = self.observed - self.windows.grace_ms;
+        let mut ws = WindowStore::new(store, self.retention_ms);
+        let mut out = Vec::new();
+        for start in self.windows.starts(ts) {
+            let end = start + self.windows.size_ms;
+            if end <= close {
+                continue; // this window closed: too late for it
+            }
+            let old = ws
+                .fetch_one(key, start)?
+                .map(|b| decode_timestamped::<VA>(&b))
+                .transpose()?;
+            let (acc, out_ts) = match &old {
+                Some((a, t)) => (Some(a.clone()), ts.max(*t)),
+                None => (None, ts),
+            };
+            let new = (self.step)(k, v.clone(), acc);
+            ws.put(key, Some(&timestamped_bytes(&new, out_ts)?), start)?;
+            out.push(change_record(
+                windowed_key(key, start, end),
+                Some(new),
+                old.map(|(a, _)| a),
+                out_ts,
+            )?);
+        }
+        if self.observed - self.last_purge >= self.retention_ms {
+            ws.purge_before(self.observed - self.retention_ms + 1)?;
+            self.last_purge = self.observed;
+        }
+        Ok(out)
+    }
+}
+
+windowed_processor!(TimeAgg);
+
+/// A grouped stream over time windows.
+pub struct TimeWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: TimeWindows,
+    emit_on_close: bool,
+}
+
+impl<K, V> std::fmt::Debug for TimeWindowedKStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimeWindowedKStream")
+            .field("windows", &self.windows)
+            .finish()
+    }
+}
+
+/// What every windowed aggregation builds: the processor over its store, and the windowed
+/// table it produces.
+fn windowed_table<K: Data, V: Data, VA: Data, W: 'static>(
+    grouped: &KGroupedStream<K, V>,
+    materialized: Materialized,
+    kind: StoreKind,
+    retention_ms: i64,
+    grace_ms: i64,
+    op: &str,
+    make: impl Fn() -> W + Send + Sync + 'static,
+) -> KTable<Windowed<K>, VA>
+where
+    WindowedProcessor<K, W>: Processor,
+{
+    let (store, input) = grouped.prepare(&materialized, &format!("{op}-STATE-STORE"));
+    let keys = Arc::clone(&input.keys);
+    let st = store.clone();
+    let supplier: ProcessorSupplier = Arc::new(move || {
+        Box::new(WindowedProcessor {
+            keys: Arc::clone(&keys),
+            store: st.clone(),
+            agg: make(),
+        }) as Box<dyn Processor>
+    });
+    let node = {
+        let mut g = input.g.borrow_mut();
+        let node = g.name(op);
+        g.processor(&node, supplier, &[&input.node]);
+        g.store(
+            materialized.spec(store.clone(), Some(retention_ms)),
+            kind,
+            Arc::new(Arc::clone(&input.keys)),
+            &[&node],
+        );
+        node
+    };
+    let wkeys: SerdeRef<Windowed<K>> = Arc::new(WindowedSerde::new(Arc::clone(&input.keys)));
+    let mut t = KTable::from_parts(&input, node, wkeys, Some(store));
+    t.grace_ms = Some(grace_ms);
+    t
+}
+
+impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
+    /// Emit every update (the default) or only final results when windows close.
+    pub fn emit_strategy(mut self, strategy: EmitStrategy) -> Self {
+        self.emit_on_close = strategy == EmitStrategy::OnWindowClose;
+        self
+    }
+
+    pub fn count(&self) -> KTable<Windowed<K>, i64> {
+        self.count_with(Materialized::default())
+    }
+
+    pub fn count_with(&self, materialized: Materialized) -> KTable<Windowed<K>, i64> {
+        self.aggregate_with(|| 0, |_, _, n| n + 1, materialized)
+    }
+
+    pub fn reduce(
+        &self,
+        reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, V> {
+        self.steps(
+            Arc::new(move |_, v, acc| match acc {
+                None => v,
+                Some(a) => reducer(a, v),
+            }),
+            Materialized::default(),
+        )
+    }
+
+    pub fn aggregate<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, VA> {
+        self.aggregate_with(init, aggregator, Materialized::default())
+    }
+
+    pub fn aggregate_with<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        self.steps(
+            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
+            materialized,
+        )
+    }
+
+    fn steps<VA: Data>(
+        &self,
+        step: Step<K, V, VA>,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        let w = self.windows;
+        let retention_ms = (w.size_ms + w.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        let table = windowed_table(
+            &self.grouped,
+            materialized,
+            StoreKind::Window,
+            retention_ms,
+            w.grace_ms,
+            "KSTREAM-WINDOWED-AGGREGATE",
+            move || TimeAgg {
+                windows: w,
+                retention_ms,
+                step: Arc::clone(&step),
+                observed: i64::MIN,
+                last_purge: i64::MIN / 2,
+            },
+        );
+        if self.emit_on_close {
+            table.suppress(Suppressed::until_window_closes())
+        } else {
+            table
+        }
+    }
+}
+
+/// Combines the aggregates of two sessions that merge.
+type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
+
+/// Session aggregation state.
+struct SessionAgg<K, V, VA> {
+    windows: SessionWindows,
+    step: Step<K, V, VA>,
+    merger: Merger<K, VA>,
+    observed: i64,
+    last_purge: i64,
+}
+
+impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K, V, VA> {
+    fn update(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        k: &K,
+        key: &[u8],
+        v: V,
+        ts: i64,
+    ) -> Result<Vec<Record>, ProcessError> {
+        let SessionWindows { gap_ms, grace_ms } = self.windows;
+        self.observed = self.observed.max(ts);
+        let close = self.observed - grace_ms;
+        let mut ss = SessionStore::new(store);
+        let overlapping = ss.find_sessions(key, ts - gap_ms, ts + gap_ms)?;
+        let start = overlapping.iter().map(|(s, _)| s.start).fold(ts, i64::min);
+        let end = overlapping.iter().map(|(s, _)| s.end).fold(ts, i64::max);
+        if end < close {
+            return Ok(Vec::new()); // the merged session closed: too late
+        }
+        let mut out = Vec::new();
+        let mut acc: Option<VA> = None;
+        let mut same_window_old = None;
+        for (s, b) in overlapping {
+            let (val, _) = decode_timestamped::<VA>(&b)?;
+            ss.remove(&s)?;
+            if s.start == start && s.end == end {
+                same_window_old = Some(val.clone());
+            } else {
+                out.push(change_record(
+                    windowed_key(key, s.start, s.end),
+                    None,
+                    Some(val.clone()),
+                    s.end,
+                )?);
+            }
+            acc = Some(match acc {
+                None => val,
+                Some(a) => (self.merger)(k, a, val),
+            });
+        }
+        let new = (self.step)(k, v, acc);
+        let session = Session {
+            key: key.to_vec(),
+            start,
+            end,
+        };
+        ss.put(&session, &timestamped_bytes(&new, end)?)?;
+        out.push(change_record(
+            windowed_key(key, start, end),
+            Some(new),
+            same_window_old,
+            end,
+        )?);
+        let retention = gap_ms + grace_ms;
+        if self.observed - self.last_purge >= retention.max(1) {
+            ss.purge_ended_before(self.observed - retention)?;
+            self.last_purge = self.observed;
+        }
+        Ok(out)
+    }
+}
+
+windowed_processor!(SessionAgg);
+
+/// A grouped stream over session windows.
+pub struct SessionWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: SessionWindows,
+}
+
+impl<K, V> std::fmt::Debug for SessionWindowedKStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWindowedKStream")
+            .field("windows", &self.windows)
+            .finish()
+    }
+}
+
+impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
+    pub fn count(&self) -> KTable<Windowed<K>, i64> {
+        self.count_with(Materialized::default())
+    }
+
+    pub fn count_with(&self, materialized: Materialized) -> KTable<Windowed<K>, i64> {
+        self.aggregate_with(|| 0, |_, _, n| n + 1, |_, a, b| a + b, materialized)
+    }
+
+    pub fn reduce(
+        &self,
+        reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, V> {
+        let reducer = Arc::new(reducer);
+        let r2 = Arc::clone(&reducer);
+        self.steps(
+            Arc::new(move |_, v, acc| match acc {
+                None => v,
+                Some(a) => reducer(a, v),
+            }),
+            Arc::new(move |_, a, b| r2(a, b)),
+            Materialized::default(),
+        )
+    }
+
+    /// `merger` combines the aggregates of two sessions a record joins together.
+    pub fn aggregate<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        merger: impl Fn(&K, VA, VA) -> VA + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, VA> {
+        self.aggregate_with(init, aggregator, merger, Materialized::default())
+    }
+
+    pub fn aggregate_with<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        merger: impl Fn(&K, VA, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        self.steps(
+            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
+            Arc::new(merger),
+            materialized,
+        )
+    }
+
+    fn steps<VA: Data>(
+        &self,
+        step: Step<K, V, VA>,
+        merger: Merger<K, VA>,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        let w = self.windows;
+        let retention_ms = (w.gap_ms + w.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        windowed_table(
+            &self.grouped,
+            materialized,
+            StoreKind::Session,
+            retention_ms,
+            w.grace_ms,
+            "KSTREAM-SESSION-AGGREGATE",
+            move || SessionAgg {
+                windows: w,
+                step: Arc::clone(&step),
+                merger: Arc::clone(&merger),
+                observed: i64::MIN,
+                last_purge: i64::MIN / 2,
+            },
+        )
+    }
+}
+
+/// Sliding-window aggregation: keeps the records of the open windows (in a second area of
+/// the store) and recomputes each window a record changes.
+struct SlidingAgg<K, V, VA> {
+    windows: SlidingWindows,
+    retention_ms: i64,
+    step: Step<K, V, VA>,
+    observed: i64,
+    last_purge: i64,
+    /// Orders records of one key with equal timestamps.
+    seq: u64,
+    _k: std::marker::PhantomData<fn() -> (K, V)>,
+}
+
+/// Store areas of a sliding aggregation: windows (as a window store) and buffered records.
+const SLIDING_WINDOWS: u8 = b'W';
+const SLIDING_RECORDS: u8 = b'R';
+
+/// A sub-store under a one-byte prefix.
+#[derive(Debug)]
+struct Area<'a> {
+    inner: &'a mut dyn KeyValueStore,
+    tag: u8,
+}
+
+impl Area<'_> {
+    fn k(&self, key: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(key.len() + 1);
+        b.push(self.tag);
+        b.extend_from_slice(key);
+        b
+    }
+}
+
+impl KeyValueStore for Area<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, rill_core::state::StoreError> {
+        self.inner.get(&self.k(key))
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), rill_core::state::StoreError> {
+        let k = self.k(key);
+        self.inner.put(&k, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, rill_core::state::StoreError> {
+        let k = self.k(key);
+        self.inner.delete(&k)
+    }
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<rill_core::state::Entry>, rill_core::state::StoreError> {
+        Ok(self
+            .inner
+            .range(&self.k(from), &self.k(to))?
+            .into_iter()
+            .map(|(k, v)| (k[1..].to_vec(), v))
+            .collect())
+    }
+    fn prefix_scan(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<rill_core::state::Entry>, rill_core::state::StoreError> {
+        Ok(self
+            .inner
+            .prefix_scan(&self.k(prefix))?
+            .into_iter()
+            .map(|(k, v)| (k[1..].to_vec(), v))
+            .collect())
+    }
+    fn all(&self) -> Result<Vec<rill_core::state::Entry>, rill_core::state::StoreError> {
+        self.prefix_scan(&[])
+    }
+    fn approximate_num_entries(&self) -> u64 {
+        self.inner.approximate_num_entries()
+    }
+    fn flush(&mut self) -> Result<(), rill_core::state::StoreError> {
+        self.inner.flush()
+    }
+}
+
+impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K, V, VA> {
+    fn update(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        k: &K,
+        key: &[u8],
+        v: V,
+        ts: i64,
+    ) -> Result<Vec<Record>, ProcessError> {
+        let SlidingWindows {
+            time_difference_ms: d,
+            grace_ms,
+        } = self.windows;
+        self.observed = self.observed.max(ts);
+        let close = self.observed - grace_ms;
+        if ts < 0 || ts + 1 + d <= close {
+            return Ok(Vec::new()); // every window it could join has closed
+        }
+        // Buffer the record: framed key | timestamp | sequence.
+        let record_key = |t: i64, seq: u64| {
+            let mut b = framed_key(key);
+            b.extend_from_slice(&ts_bytes(t));
+            b.extend_from_slice(&seq.to_be_bytes());
+            b
+        };
+        self.seq += 1;
+        {
+            let mut records = Area {
+                inner: &mut *store,
+                tag: SLIDING_RECORDS,
+            };
+            records.put(&record_key(ts, self.seq), &encode(&v)?)?;
+        }
+        // The key's records that can share a window with `ts`, in time order.
+        let near: Vec<(i64, V)> = {
+            let records = Area {
+                inner: &mut *store,
+                tag: SLIDING_RECORDS,
+            };
+            let rows = records.range(
+                &record_key(ts - 2 * d - 1, 0),
+                &record_key(ts + 2 * d + 1, u64::MAX),
+            )?;
+            rows.into_iter()
+                .map(|(rk, b)| {
+                    let t = ts_from(&rk[rk.len() - 16..rk.len() - 8]).unwrap_or(0);
+                    Ok((
+                        t,
+                        crate::serdes::hop::decode(&b).map_err(crate::graph::internal)?,
+                    ))
+                })
+                .collect::<Result<_, ProcessError>>()?
+        };
+        let has_record_in = |from: i64, to: i64| near.iter().any(|(t, _)| *t >= from && *t <= to);
+        // Windows holding `ts`: left windows of records in [ts, ts + d] and right windows of
+        // records in [ts - d - 1, ts - 1]; starts never below 0.
+        let mut starts: Vec<i64> = Vec::new();
+        for (t, _) in &near {
+            let left = (t - d).max(0);
+            if left <= ts && ts <= left + d {
+                starts.push(left);
+            }
+            let right = t + 1;
+            if right <= ts && ts <= right + d {
+                starts.push(right);
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        let mut windows = WindowStore::new(
+            Area {
+                inner: &mut *store,
+                tag: SLIDING_WINDOWS,
+            },
+            self.retention_ms,
+        );
+        // The record's own right window is new if it holds a later record and was not a
+        // window already.
+        let right = ts + 1;
+        let new_right = has_record_in(right, right + d) && windows.fetch_one(key, right)?.is_none();
+        if new_right {
+            starts.push(right);
+        }
+        let mut out = Vec::new();
+        for start in starts {
+            let end = start + d;
+            if end <= close {
+                continue;
+            }
+            let mut acc: Option<VA> = None;
+            let mut max_ts = i64::MIN;
+            for (t, val) in near.iter().filter(|(t, _)| *t >= start && *t <= end) {
+                acc = Some((self.step)(k, val.clone(), acc));
+                max_ts = max_ts.max(*t);
+            }
+            let Some(new) = acc else { continue };
+            let old = windows
+                .fetch_one(key, start)?
+                .map(|b| decode_timestamped::<VA>(&b))
+                .transpose()?
+                .map(|(a, _)| a);
+            windows.put(key, Some(&timestamped_bytes(&new, max_ts)?), start)?;
+            out.push(change_record(
+                windowed_key(key, start, end),
+                Some(new),
+                old,
+                max_ts,
+            )?);
+        }
+        if self.observed - self.last_purge >= self.retention_ms.max(1) {
+            windows.purge_before(self.observed - self.retention_ms + 1)?;
+            let mut records = Area {
+                inner: &mut *store,
+                tag: SLIDING_RECORDS,
+            };
+            let keep_from = self.observed - self.retention_ms - d - 1;
+            for (rk, _) in records.all()? {
+                let t = rk
+                    .len()
+                    .checked_sub(16)
+                    .and_then(|i| ts_from(&rk[i..i + 8]));
+                if t.is_some_and(|t| t < keep_from) {
+                    records.delete(&rk)?;
+                }
+            }
+            self.last_purge = self.observed;
+        }
+        Ok(out)
+    }
+}
+
+windowed_processor!(SlidingAgg);
+
+/// A grouped stream over sliding windows.
+pub struct SlidingWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: SlidingWindows,
+}
+
+impl<K, V> std::fmt::Debug for SlidingWindowedKStream<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlidingWindowedKStream")
+            .field("windows", &self.windows)
+            .finish()
+    }
+}
+
+impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
+    pub fn count(&self) -> KTable<Windowed<K>, i64> {
+        self.aggregate(|| 0, |_, _, n| n + 1)
+    }
+
+    pub fn reduce(
+        &self,
+        reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, V> {
+        self.steps(
+            Arc::new(move |_, v, acc| match acc {
+                None => v,
+                Some(a) => reducer(a, v),
+            }),
+            Materialized::default(),
+        )
+    }
+
+    pub fn aggregate<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, VA> {
+        self.aggregate_with(init, aggregator, Materialized::default())
+    }
+
+    pub fn aggregate_with<VA: Data>(
+        &self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        self.steps(
+            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
+            materialized,
+        )
+    }
+
+    fn steps<VA: Data>(
+        &self,
+        step: Step<K, V, VA>,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        let w = self.windows;
+        let retention_ms =
+            (w.time_difference_ms + w.grace_ms + 1).max(materialized.retention_ms.unwrap_or(0));
+        windowed_table(
+            &self.grouped,
+            materialized,
+            StoreKind::Internal,
+            retention_ms,
+            w.grace_ms,
+            "KSTREAM-SLIDING-AGGREGATE",
+            move || SlidingAgg {
+                windows: w,
+                retention_ms,
+                step: Arc::clone(&step),
+                observed: i64::MIN,
+                last_purge: i64::MIN / 2,
+                seq: 0,
+                _k: std::marker::PhantomData,
+            },
+        )
+    }
+}
+
+/// What `suppress` holds back (Kafka Streams' `Suppressed`); the buffer is unbounded and
+/// logged to a changelog like any store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppressed {
+    limit: SuppressUntil,
+    name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuppressUntil {
+    WindowCloses,
+    TimeLimit(i64),
+}
+
+impl Suppressed {
+    /// Each window's final result, once, when `window end + grace <= stream time`.
+    pub fn until_window_closes() -> Self {
+        Suppressed {
+            limit: SuppressUntil::WindowCloses,
+            name: None,
+        }
+    }
+
+    /// A key's latest value once stream time has passed its last update by `limit` (rate
+    /// limiting).
+    pub fn until_time_limit(limit: Duration) -> Self {
+        Suppressed {
+            limit: SuppressUntil::TimeLimit(millis(limit)),
+            name: None,
+        }
+    }
+
+    /// Names the buffer's store (and so its changelog).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// Holds a table's updates in a time-ordered buffer: `T | time | key -> timestamp | change`
+/// and `K | key -> time`, and emits those whose time has come.
+struct Suppress {
+    store: String,
+    /// Window close (grace from the window end) or time limit (from the update).
+    windowed: bool,
+    wait_ms: i64,
+    observed: i64,
+}
+
+fn buffer_key(time: i64, key: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(9 + key.len());
+    b.push(b'T');
+    b.extend_from_slice(&ts_bytes(time));
+    b.extend_from_slice(key);
+    b
+}
+
+fn index_key(key: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(1 + key.len());
+    b.push(b'K');
+    b.extend_from_slice(key);
+    b
+}
+
+impl Processor for Suppress {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let key = r.key.clone().unwrap_or_default();
+        let value = r.value.clone().unwrap_or_default();
+        self.observed = self.observed.max(r.timestamp);
+        let time = if self.windowed {
+            window_end_of(&key)
+                .ok_or_else(|| ProcessError::Failed("suppress: not a windowed key".into()))?
+        } else {
+            r.timestamp
+        };
+        let store = ctx.store(&self.store)?;
+        if let Some(old) = store.get(&index_key(&key))? {
+            if let Some(t) = ts_from(&old) {
+                store.delete(&buffer_key(t, &key))?;
+            }
+        }
+        let mut v = r.timestamp.to_be_bytes().to_vec();
+        v.extend_from_slice(&value);
+        store.put(&buffer_key(time, &key), &v)?;
+        store.put(&index_key(&key), &ts_bytes(time))?;
+        let expiry = self.observed.saturating_sub(self.wait_ms);
+        let due = store.range(
+            &buffer_key(i64::MIN, &[]),
+            &buffer_key(expiry.saturating_add(1), &[]),
+        )?;
+        let mut out = Vec::with_capacity(due.len());
+        for (bk, v) in due {
+            let k = bk[9..].to_vec();
+            store.delete(&bk)?;
+            store.delete(&index_key(&k))?;
+            let ts = v
+                .get(..8)
+                .and_then(|t| t.try_into().ok())
+                .map(i64::from_be_bytes)
+                .ok_or_else(|| ProcessError::Failed("suppress buffer: short entry".into()))?;
+            out.push(Record {
+                key: Some(Bytes::from(k)),
+                value: Some(Bytes::copy_from_slice(&v[8..])),
+                timestamp: ts,
+                headers: Vec::new(),
+            });
+        }
+        for o in out {
+            ctx.forward(o)?;
+        }
+        Ok(())
+    }
+}
+
+impl<K: Data, V: Data> KTable<K, V> {
+    /// Holds updates back: until windows close (windowed tables only), or for a time limit.
+    pub fn suppress(&self, suppressed: Suppressed) -> KTable<K, V> {
+        let (windowed, wait_ms) = match (suppressed.limit, self.grace_ms) {
+            (SuppressUntil::WindowCloses, Some(grace)) => (true, grace),
+            (SuppressUntil::WindowCloses, None) => {
+                self.g.borrow_mut().errors.push(format!(
+                    "suppress(until_window_closes) after {}: the table is not windowed",
+                    self.node
+                ));
+                (true, 0)
+            }
+            (SuppressUntil::TimeLimit(ms), _) => (false, ms),
+        };
+        let mut g = self.g.borrow_mut();
+        let store = suppressed
+            .name
+            .clone()
+            .unwrap_or_else(|| g.name("KTABLE-SUPPRESS-STATE-STORE"));
+        let node = g.name("KTABLE-SUPPRESS");
+        let st = store.clone();
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            Box::new(Suppress {
+                store: st.clone(),
+                windowed,
+                wait_ms,
+                observed: i64::MIN,
+            }) as Box<dyn Processor>
+        });
+        g.processor(&node, supplier, &[&self.node]);
+        g.store(
+            Materialized::default().spec(store, None),
+            StoreKind::Internal,
+            Arc::new(()),
+            &[&node],
+        );
+        drop(g);
+        let mut t = self.clone();
+        t.node = node;
+        t.store = None;
+        t
+    }
+}

@@ -1,0 +1,237 @@
+//! Exact outputs of every join kind: stream-stream inner / left / outer over join windows
+//! (unmatched records only once their window closes, late records dropped), stream-table
+//! inner / left, and table-table inner / left / outer with tombstones.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rill_dsl::prelude::*;
+use rill_dsl::testing::TestDriver;
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+fn opt(v: Option<&String>) -> String {
+    v.cloned().unwrap_or_else(|| "null".into())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Inner,
+    Left,
+    Outer,
+}
+
+fn stream_join(kind: Kind) -> TestDriver {
+    let b = StreamsBuilder::new();
+    let left = b.stream::<String, String>("left");
+    let right = b.stream::<String, String>("right");
+    let w = JoinWindows::of_time_difference_with_no_grace(Duration::from_millis(10));
+    let joined = match kind {
+        Kind::Inner => left.join(&right, |l, r| format!("{l}+{r}"), w),
+        Kind::Left => left.left_join(&right, |l, r| format!("{l}+{}", opt(r)), w),
+        Kind::Outer => left.outer_join(&right, |l, r| format!("{}+{}", opt(l), opt(r)), w),
+    };
+    joined.to("out");
+    TestDriver::new(&b.build().unwrap(), 1).unwrap()
+}
+
+fn run_stream_join(kind: Kind) -> Vec<(String, i64)> {
+    let mut d = stream_join(kind);
+    let k = s("k");
+    for (topic, v, ts) in [
+        ("left", "a", 0),
+        ("right", "x", 5),
+        ("left", "b", 30),
+        ("right", "y", 50),
+        ("left", "c", 100),
+        // Late: its window [10, 30] closed long ago.
+        ("left", "d", 20),
+        ("right", "z", 95),
+    ] {
+        d.pipe(topic, &k, &s(v), ts).unwrap();
+    }
+    d.read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.value.unwrap(), r.timestamp))
+        .collect()
+}
+
+#[test]
+fn stream_stream_inner_join_pairs_records_within_the_window() {
+    assert_eq!(
+        run_stream_join(Kind::Inner),
+        vec![(s("a+x"), 5), (s("c+z"), 100)]
+    );
+}
+
+#[test]
+fn stream_stream_left_join_emits_unmatched_left_records_when_their_window_closes() {
+    assert_eq!(
+        run_stream_join(Kind::Left),
+        vec![(s("a+x"), 5), (s("b+null"), 30), (s("c+z"), 100)]
+    );
+}
+
+#[test]
+fn stream_stream_outer_join_emits_unmatched_records_of_both_sides() {
+    assert_eq!(
+        run_stream_join(Kind::Outer),
+        vec![
+            (s("a+x"), 5),
+            (s("b+null"), 30),
+            (s("null+y"), 50),
+            (s("c+z"), 100)
+        ]
+    );
+}
+
+#[test]
+fn asymmetric_join_windows() {
+    // Right records up to 5 before and 20 after the left record.
+    let b = StreamsBuilder::new();
+    let w = JoinWindows::of_time_difference_with_no_grace(Duration::ZERO)
+        .before(Duration::from_millis(5))
+        .after(Duration::from_millis(20));
+    b.stream::<String, String>("left")
+        .join(
+            &b.stream::<String, String>("right"),
+            |l, r| format!("{l}+{r}"),
+            w,
+        )
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    let k = s("k");
+    d.pipe("right", &k, &s("early"), 96).unwrap();
+    d.pipe("right", &k, &s("too-early"), 90).unwrap();
+    d.pipe("left", &k, &s("L"), 100).unwrap();
+    d.pipe("right", &k, &s("late"), 120).unwrap();
+    d.pipe("right", &k, &s("too-late"), 121).unwrap();
+    let out: Vec<(String, i64)> = d
+        .read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.value.unwrap(), r.timestamp))
+        .collect();
+    assert_eq!(out, vec![(s("L+early"), 100), (s("L+late"), 120)]);
+}
+
+#[test]
+fn stream_table_joins_look_up_the_current_value() {
+    let b = StreamsBuilder::new();
+    let table = b.table::<String, String>("table");
+    let stream = b.stream::<String, String>("stream");
+    stream
+        .join_table(&table, |v, t| format!("{v}+{t}"))
+        .to("inner");
+    stream
+        .left_join_table(&table, |v, t| format!("{v}+{}", opt(t)))
+        .to("left");
+    let mut d = TestDriver::new(&b.build().unwrap(), 2).unwrap();
+    d.pipe("table", &s("k1"), &s("A"), 0).unwrap();
+    d.pipe("stream", &s("k1"), &s("v1"), 1).unwrap();
+    d.pipe("stream", &s("k2"), &s("v2"), 2).unwrap();
+    d.pipe_tombstone("table", &s("k1"), 3).unwrap();
+    d.pipe("stream", &s("k1"), &s("v3"), 4).unwrap();
+    d.pipe("table", &s("k1"), &s("B"), 5).unwrap();
+    d.pipe("stream", &s("k1"), &s("v4"), 6).unwrap();
+    let read = |d: &mut TestDriver, t: &str| -> Vec<(String, String, i64)> {
+        d.read::<String, String>(t)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+            .collect()
+    };
+    assert_eq!(
+        read(&mut d, "inner"),
+        vec![(s("k1"), s("v1+A"), 1), (s("k1"), s("v4+B"), 6)]
+    );
+    assert_eq!(
+        read(&mut d, "left"),
+        vec![
+            (s("k1"), s("v1+A"), 1),
+            (s("k2"), s("v2+null"), 2),
+            (s("k1"), s("v3+null"), 4),
+            (s("k1"), s("v4+B"), 6)
+        ]
+    );
+}
+
+fn table_join(kind: Kind) -> Vec<(Option<String>, i64)> {
+    let b = StreamsBuilder::new();
+    let left = b.table::<String, String>("left");
+    let right = b.table::<String, String>("right");
+    let joined = match kind {
+        Kind::Inner => left.join(&right, |l, r| format!("{l}+{r}")),
+        Kind::Left => left.left_join(&right, |l, r| format!("{l}+{}", opt(r))),
+        Kind::Outer => left.outer_join(&right, |l, r| format!("{}+{}", opt(l), opt(r))),
+    };
+    joined.to_stream().to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    let k = s("k");
+    d.pipe("left", &k, &s("a"), 1).unwrap();
+    d.pipe("right", &k, &s("x"), 2).unwrap();
+    d.pipe("left", &k, &s("b"), 3).unwrap();
+    // A repeat of the stored value and timestamp changes nothing and is not forwarded.
+    d.pipe("left", &k, &s("b"), 3).unwrap();
+    d.pipe_tombstone("left", &k, 4).unwrap();
+    d.pipe_tombstone("right", &k, 5).unwrap();
+    d.read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.value, r.timestamp))
+        .collect()
+}
+
+#[test]
+fn table_table_inner_join() {
+    assert_eq!(
+        table_join(Kind::Inner),
+        vec![(Some(s("a+x")), 2), (Some(s("b+x")), 3), (None, 4)]
+    );
+}
+
+#[test]
+fn table_table_left_join() {
+    assert_eq!(
+        table_join(Kind::Left),
+        vec![
+            (Some(s("a+null")), 1),
+            (Some(s("a+x")), 2),
+            (Some(s("b+x")), 3),
+            (None, 4)
+        ]
+    );
+}
+
+#[test]
+fn table_table_outer_join() {
+    assert_eq!(
+        table_join(Kind::Outer),
+        vec![
+            (Some(s("a+null")), 1),
+            (Some(s("a+x")), 2),
+            (Some(s("b+x")), 3),
+            (Some(s("null+x")), 4),
+            (None, 5)
+        ]
+    );
+}
+
+#[test]
+fn joined_topics_must_be_copartitioned() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("orders")
+        .join_table(&b.table::<String, String>("customers"), |o, c| {
+            format!("{o}{c}")
+        })
+        .to("out");
+    let t = b.build().unwrap();
+    let counts = BTreeMap::from([(s("orders"), 4), (s("customers"), 2)]);
+    let err = t.topology.check_sources(&counts).unwrap_err();
+    assert!(err.to_string().contains("orders has 4"), "{err}");
+    let ok = BTreeMap::from([(s("orders"), 4), (s("customers"), 4)]);
+    t.topology.check_sources(&ok).unwrap();
+}

@@ -1,0 +1,306 @@
+//! Exact outputs of windowed aggregations: Kafka's documented window examples, grace and
+//! late records, hopping windows a record is partly too late for, output timestamps,
+//! suppression, sessions with retractions, and sliding windows.
+
+use std::time::Duration;
+
+use rill_dsl::prelude::*;
+use rill_dsl::testing::{TestDriver, TestRecord};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// (key, window start, window end, count or none, timestamp) of windowed output.
+type Row = (String, i64, i64, Option<i64>, i64);
+
+fn rows(out: Vec<TestRecord<Windowed<String>, i64>>) -> Vec<Row> {
+    out.into_iter()
+        .map(|r| {
+            (
+                r.key.key,
+                r.key.window.start,
+                r.key.window.end,
+                r.value,
+                r.timestamp,
+            )
+        })
+        .collect()
+}
+
+fn row(k: &str, start: i64, end: i64, n: i64, ts: i64) -> Row {
+    (k.to_string(), start, end, Some(n), ts)
+}
+
+fn tombstone(k: &str, start: i64, end: i64, ts: i64) -> Row {
+    (k.to_string(), start, end, None, ts)
+}
+
+/// `input` (String -> String) counted per key in `windows`, written to `out`.
+fn counting(windows: TimeWindows) -> TestDriver {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(windows)
+        .count()
+        .to_stream()
+        .to("out");
+    TestDriver::new(&b.build().unwrap(), 1).unwrap()
+}
+
+fn pipe(d: &mut TestDriver, key: &str, ts: i64) {
+    d.pipe("input", &key.to_string(), &"v".to_string(), ts)
+        .unwrap();
+}
+
+#[test]
+fn tumbling_window_of_size_12_puts_21_in_12_to_24() {
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(12)));
+    pipe(&mut d, "k", 21);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("k", 12, 24, 1, 21)]
+    );
+}
+
+#[test]
+fn hopping_windows_of_size_12_advance_5_put_21_in_three_windows() {
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(12)).advance_by(ms(5)));
+    pipe(&mut d, "k", 21);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("k", 10, 22, 1, 21),
+            row("k", 15, 27, 1, 21),
+            row("k", 20, 32, 1, 21)
+        ]
+    );
+    // No window starts below 0.
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(12)).advance_by(ms(5)));
+    pipe(&mut d, "z", 3);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("z", 0, 12, 1, 3)]
+    );
+}
+
+#[test]
+fn grace_admits_late_records_until_the_window_closes() {
+    let mut d = counting(TimeWindows::of_size_with_grace(ms(10), ms(5)));
+    for ts in [1, 12, 4, 2, 16, 3, 19] {
+        pipe(&mut d, "a", ts);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("a", 0, 10, 1, 1),
+            row("a", 10, 20, 1, 12),
+            // Stream time 12, close 7: [0, 10) is still open. The output timestamp is the
+            // largest record timestamp in the window.
+            row("a", 0, 10, 2, 4),
+            row("a", 0, 10, 3, 4),
+            row("a", 10, 20, 2, 16),
+            // a@3 arrives at stream time 16 (close 11 >= 10): dropped.
+            row("a", 10, 20, 3, 19),
+        ]
+    );
+}
+
+#[test]
+fn a_record_too_late_for_one_hopping_window_still_updates_the_others() {
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(5)));
+    pipe(&mut d, "a", 14);
+    pipe(&mut d, "a", 7);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("a", 5, 15, 1, 14),
+            row("a", 10, 20, 1, 14),
+            // [0, 10) closed at stream time 14; [5, 15) is open.
+            row("a", 5, 15, 2, 14),
+        ]
+    );
+}
+
+#[test]
+fn stream_time_is_per_partition() {
+    // With four partitions, keys on other partitions do not close each other's windows.
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)))
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 4).unwrap();
+    // Find two keys on different partitions.
+    let part = |k: &str| rill_log::client::partitioner::partition_for_key(k.as_bytes(), 4);
+    let a = "a".to_string();
+    let other = (0..100)
+        .map(|i| format!("k{i}"))
+        .find(|k| part(k) != part(&a))
+        .unwrap();
+    pipe(&mut d, &other, 100);
+    pipe(&mut d, &a, 5);
+    let out = rows(d.read_windowed("out").unwrap());
+    assert_eq!(
+        out,
+        vec![row(&other, 100, 110, 1, 100), row("a", 0, 10, 1, 5)]
+    );
+}
+
+#[test]
+fn suppress_until_window_closes_emits_each_window_once() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_with_grace(ms(10), ms(5)))
+        .count()
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (k, ts) in [("b", 4), ("a", 1), ("a", 3), ("a", 12), ("a", 14)] {
+        pipe(&mut d, k, ts);
+    }
+    // Stream time 14: [0, 10) closes at 10 + 5 = 15.
+    assert!(d.read_windowed::<String, i64>("out").unwrap().is_empty());
+    pipe(&mut d, "b", 15);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("a", 0, 10, 2, 3), row("b", 0, 10, 1, 4)]
+    );
+    // Late for [0, 10): dropped by the aggregation, nothing more is emitted for it.
+    pipe(&mut d, "a", 2);
+    pipe(&mut d, "a", 25);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("a", 10, 20, 2, 14), row("b", 10, 20, 1, 15)]
+    );
+}
+
+#[test]
+fn emit_strategy_on_window_close_gives_final_results() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)))
+        .emit_strategy(EmitStrategy::OnWindowClose)
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for ts in [1, 2, 9, 10] {
+        pipe(&mut d, "a", ts);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("a", 0, 10, 3, 9)]
+    );
+}
+
+#[test]
+fn sessions_merge_and_retract_as_in_kafkas_docs() {
+    let min = 60_000;
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_and_grace(
+            Duration::from_secs(300),
+            Duration::from_secs(3600),
+        ))
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (k, t) in [
+        ("green", 0),
+        ("green", 6),
+        ("blue", 2),
+        ("green", 4),
+        ("blue", 5),
+        ("blue", 11),
+    ] {
+        pipe(&mut d, k, t * min);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("green", 0, 0, 1, 0),
+            row("green", 6 * min, 6 * min, 1, 6 * min),
+            row("blue", 2 * min, 2 * min, 1, 2 * min),
+            // green@4 joins both green sessions: each is retracted, the merged one emitted.
+            tombstone("green", 0, 0, 0),
+            tombstone("green", 6 * min, 6 * min, 6 * min),
+            row("green", 0, 6 * min, 3, 6 * min),
+            tombstone("blue", 2 * min, 2 * min, 2 * min),
+            row("blue", 2 * min, 5 * min, 2, 5 * min),
+            row("blue", 11 * min, 11 * min, 1, 11 * min),
+        ]
+    );
+}
+
+#[test]
+fn sessions_drop_records_whose_session_has_closed() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_with_no_grace(ms(5)))
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "a", 10);
+    pipe(&mut d, "a", 30);
+    // Stream time 30: a session ending at 12 < 30 is closed.
+    pipe(&mut d, "a", 12);
+    // Inside the open session [30, 30]: same window, so an update, not a retraction.
+    pipe(&mut d, "a", 30);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("a", 10, 10, 1, 10),
+            row("a", 30, 30, 1, 30),
+            row("a", 30, 30, 2, 30)
+        ]
+    );
+}
+
+#[test]
+fn sliding_windows_update_left_and_right_windows() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SlidingWindows::of_time_difference_and_grace(
+            ms(10),
+            ms(100),
+        ))
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for ts in [15, 18, 30, 22] {
+        pipe(&mut d, "a", ts);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            // a@15: its left window.
+            row("a", 5, 15, 1, 15),
+            // a@18: its left window [8, 18] is new, and the right window of 15 appears
+            // ([5, 15] does not hold 18 and stays as it is).
+            row("a", 8, 18, 2, 18),
+            row("a", 16, 26, 1, 18),
+            // a@30: its left window [20, 30] holds only itself; the right window of 18
+            // ([19, 29]) does not hold 30.
+            row("a", 20, 30, 1, 30),
+            // a@22 (out of order): every window holding 22 changes; the right window of 22
+            // ([23, 33]) holds 30 and is new.
+            row("a", 12, 22, 3, 22),
+            row("a", 16, 26, 2, 22),
+            row("a", 19, 29, 1, 22),
+            row("a", 20, 30, 2, 30),
+            row("a", 23, 33, 1, 30),
+        ]
+    );
+}
