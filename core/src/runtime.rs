@@ -617,6 +617,16 @@ impl KafkaStreams {
         all
     }
 
+    /// Stops every stream thread at once, committing nothing and leaving the group to time
+    /// the members out: what a crash does (for tests and demonstrations of recovery). Open
+    /// transactions are aborted when the next instance with the same state directory starts
+    /// (it reuses the transactional ids and fences this one), or by their timeout.
+    pub fn abort(self) {
+        for t in self.threads {
+            t.run.abort();
+        }
+    }
+
     /// Commits, closes every task, leaves the group; the first thread's error, if any.
     pub async fn close(self) -> Result<(), StreamsError> {
         self.stop.store(true, Ordering::SeqCst);

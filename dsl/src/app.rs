@@ -154,6 +154,14 @@ impl Streams {
         self.running.as_ref()
     }
 
+    /// Stops at once without committing, as a crash would (see `KafkaStreams::abort`).
+    pub fn abort(mut self) {
+        if let Some(ks) = self.running.take() {
+            ks.abort();
+        }
+        transition(&self.state, &self.listener, State::NotRunning);
+    }
+
     /// Commits, closes every task, leaves the group.
     pub async fn close(mut self) -> Result<(), StreamsError> {
         let Some(ks) = self.running.take() else {

@@ -1,0 +1,341 @@
+//! Exact outputs of stateless stream operators, grouping with automatic repartitioning over
+//! several partitions, tables with tombstones and repeats, table re-grouping with adder and
+//! subtractor, and the checks `build` does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rill_dsl::prelude::*;
+use rill_dsl::testing::TestDriver;
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+fn values(d: &mut TestDriver, topic: &str) -> Vec<(String, String)> {
+    d.read::<String, String>(topic)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap()))
+        .collect()
+}
+
+#[test]
+fn stateless_operators() {
+    let b = StreamsBuilder::new();
+    let words = b
+        .stream::<String, String>("lines")
+        .flat_map_values(|line: String| {
+            line.split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .filter(|_, w| w.len() > 2)
+        .filter_not(|_, w| w == "the");
+    words.map_values(|w| w.len() as i64).to("lengths");
+    words
+        .map(|k, w| (w.clone(), format!("{k}:{w}")))
+        .to("by-word");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("lines", &s("l1"), &s("The quick brown fox is up"), 5)
+        .unwrap();
+    let lengths: Vec<(String, Option<i64>, i64)> = d
+        .read::<String, i64>("lengths")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value, r.timestamp))
+        .collect();
+    assert_eq!(
+        lengths,
+        vec![
+            (s("l1"), Some(5), 5),
+            (s("l1"), Some(5), 5),
+            (s("l1"), Some(3), 5)
+        ]
+    );
+    assert_eq!(
+        values(&mut d, "by-word"),
+        vec![
+            (s("quick"), s("l1:quick")),
+            (s("brown"), s("l1:brown")),
+            (s("fox"), s("l1:fox"))
+        ]
+    );
+}
+
+#[test]
+fn split_merge_and_dynamic_topics() {
+    let b = StreamsBuilder::new();
+    let branches = b
+        .stream::<String, i64>("numbers")
+        .split("n-")
+        .branch("negative", |_, v| *v < 0)
+        .branch("small", |_, v| *v < 10)
+        .default_branch("large");
+    assert_eq!(
+        branches.keys().cloned().collect::<Vec<_>>(),
+        vec![s("n-large"), s("n-negative"), s("n-small")]
+    );
+    branches["n-negative"].to("negative");
+    branches["n-small"]
+        .merge(&branches["n-large"])
+        .map_values(|v| v * 2)
+        .to("doubled");
+    branches["n-large"].to_dynamic(|_, v| format!("large-{}", v % 2));
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (i, v) in [-1i64, 5, 12, 13, 0].into_iter().enumerate() {
+        d.pipe("numbers", &format!("k{i}"), &v, i as i64).unwrap();
+    }
+    let read = |d: &mut TestDriver, t: &str| -> Vec<i64> {
+        d.read::<String, i64>(t)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.value.unwrap())
+            .collect()
+    };
+    assert_eq!(read(&mut d, "negative"), vec![-1]);
+    assert_eq!(read(&mut d, "doubled"), vec![10, 24, 26, 0]);
+    assert_eq!(read(&mut d, "large-0"), vec![12]);
+    assert_eq!(read(&mut d, "large-1"), vec![13]);
+}
+
+#[test]
+fn a_key_change_before_a_count_repartitions_across_partitions() {
+    let b = StreamsBuilder::new();
+    b.stream::<(), String>("text")
+        .flat_map_values(|l: String| {
+            l.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .group_by(|_, w| w.clone())
+        .count_with(Materialized::named("word-counts"))
+        .to_stream()
+        .to("counts");
+    let topology = b.build().unwrap();
+    // The repartition topic is named after the store (deterministic, overridable).
+    assert!(topology.describe().contains("word-counts"));
+    assert_eq!(
+        topology.topology.repartition_topics("wc"),
+        vec![s("wc-word-counts-repartition")]
+    );
+    let mut d = TestDriver::new(&topology, 4).unwrap();
+    // Lines without keys land on partition 0; their words spread over four partitions.
+    for line in ["a b c", "a b", "a", "d a"] {
+        d.pipe_raw("text", None, Some(line.as_bytes().to_vec().into()), 1)
+            .unwrap();
+    }
+    let out = d.read::<String, i64>("counts").unwrap();
+    let mut last = BTreeMap::new();
+    let mut partitions = BTreeMap::new();
+    for r in &out {
+        last.insert(r.key.clone(), r.value.unwrap());
+        partitions.insert(r.key.clone(), r.partition);
+    }
+    assert_eq!(
+        last,
+        BTreeMap::from([(s("a"), 4), (s("b"), 2), (s("c"), 1), (s("d"), 1)])
+    );
+    // Each word was counted in the task of its own partition.
+    let spread: std::collections::BTreeSet<i32> = partitions.values().copied().collect();
+    assert!(spread.len() > 1, "{partitions:?}");
+    assert_eq!(out.len(), 8);
+}
+
+#[test]
+fn group_by_key_reduce_and_aggregate() {
+    let b = StreamsBuilder::new();
+    let amounts = b.stream::<String, i64>("amounts");
+    amounts
+        .group_by_key()
+        .reduce(|a, b| a.max(b))
+        .to_stream()
+        .to("max");
+    amounts
+        .group_by_key()
+        .aggregate(Vec::new, |_, v, mut acc: Vec<i64>| {
+            acc.push(v);
+            acc
+        })
+        .to_stream()
+        .to("all");
+    let mut d = TestDriver::new(&b.build().unwrap(), 2).unwrap();
+    for (k, v, ts) in [("x", 3i64, 1), ("x", 1, 5), ("y", 7, 2), ("x", 9, 3)] {
+        d.pipe("amounts", &s(k), &v, ts).unwrap();
+    }
+    let max: Vec<(String, i64, i64)> = d
+        .read::<String, i64>("max")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+        .collect();
+    // The aggregate's timestamp is the largest of its records'.
+    assert_eq!(
+        max,
+        vec![
+            (s("x"), 3, 1),
+            (s("x"), 3, 5),
+            (s("y"), 7, 2),
+            (s("x"), 9, 5)
+        ]
+    );
+    let all: Vec<Vec<i64>> = d
+        .read::<String, Vec<i64>>("all")
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.key == "x")
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(all, vec![vec![3], vec![3, 1], vec![3, 1, 9]]);
+}
+
+#[test]
+fn tables_apply_tombstones_and_skip_repeats() {
+    let b = StreamsBuilder::new();
+    let users = b.table::<String, String>("users");
+    users.to_stream().to("changes");
+    users
+        .filter(|_, region| region != "hidden")
+        .map_values(|r| r.to_uppercase())
+        .to_stream()
+        .to("visible");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("users", &s("u1"), &s("eu"), 1).unwrap();
+    d.pipe("users", &s("u1"), &s("eu"), 1).unwrap(); // repeat: not forwarded
+    d.pipe("users", &s("u1"), &s("eu"), 2).unwrap(); // newer timestamp: forwarded
+    d.pipe("users", &s("u1"), &s("hidden"), 3).unwrap();
+    d.pipe_tombstone("users", &s("u1"), 4).unwrap();
+    d.pipe_tombstone("users", &s("u9"), 5).unwrap(); // deletes nothing: not forwarded
+    let changes: Vec<(Option<String>, i64)> = d
+        .read::<String, String>("changes")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.value, r.timestamp))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (Some(s("eu")), 1),
+            (Some(s("eu")), 2),
+            (Some(s("hidden")), 3),
+            (None, 4)
+        ]
+    );
+    let visible: Vec<Option<String>> = d
+        .read::<String, String>("visible")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    // A row that stops passing the filter is deleted downstream; deleting it again sends
+    // nothing.
+    assert_eq!(visible, vec![Some(s("EU")), Some(s("EU")), None]);
+}
+
+#[test]
+fn table_group_by_subtracts_the_old_value_and_adds_the_new() {
+    let b = StreamsBuilder::new();
+    b.table::<String, String>("user-regions")
+        .group_by(|_, region| (region.clone(), 1i64))
+        .count()
+        .to_stream()
+        .to("users-per-region");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("user-regions", &s("u1"), &s("eu"), 1).unwrap();
+    d.pipe("user-regions", &s("u2"), &s("eu"), 2).unwrap();
+    d.pipe("user-regions", &s("u1"), &s("us"), 3).unwrap();
+    d.pipe_tombstone("user-regions", &s("u2"), 4).unwrap();
+    let out: Vec<(String, i64, i64)> = d
+        .read::<String, i64>("users-per-region")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            (s("eu"), 1, 1),
+            (s("eu"), 2, 2),
+            (s("eu"), 1, 3),
+            (s("us"), 1, 3),
+            (s("eu"), 0, 4)
+        ]
+    );
+}
+
+#[test]
+fn null_keys_and_bad_bytes() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, i64>("in").to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    // A null key a String cannot hold: skipped.
+    d.pipe_raw("in", None, Some(vec![0; 8].into()), 1).unwrap();
+    // A value that is not an 8-byte long: a deserialization error for the handler.
+    let err = d
+        .pipe_raw("in", Some("k".into()), Some("abc".into()), 2)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            rill_dsl::testing::DriverError::Process(
+                rill_core::processor::ProcessError::Deserialization(_)
+            )
+        ),
+        "{err:?}"
+    );
+    d.pipe("in", &s("k"), &7i64, 3).unwrap();
+    let out = d.read::<String, i64>("out").unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].value, Some(7));
+}
+
+#[test]
+fn names_are_deterministic_and_build_reports_misuse() {
+    let build = || {
+        let b = StreamsBuilder::new();
+        b.stream::<String, String>("in")
+            .group_by_key()
+            .windowed_by(TimeWindows::of_size_no_grace(Duration::from_secs(1)))
+            .count()
+            .to_stream()
+            .to("out");
+        b.build().unwrap().describe()
+    };
+    assert_eq!(build(), build());
+    // suppress(until_window_closes) needs a windowed table.
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("in")
+        .group_by_key()
+        .count()
+        .suppress(Suppressed::until_window_closes());
+    let err = b.build().unwrap_err();
+    assert!(err.to_string().contains("not windowed"), "{err}");
+    // Reading a topic twice is a topology error.
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("in");
+    b.stream::<String, String>("in");
+    assert!(b.build().is_err());
+}
+
+#[test]
+fn suppress_until_time_limit_emits_the_latest_value_after_quiet_time() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("in")
+        .group_by_key()
+        .count()
+        .suppress(Suppressed::until_time_limit(Duration::from_millis(10)))
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (k, ts) in [("a", 1), ("a", 5), ("b", 6), ("a", 12), ("b", 17), ("c", 40)] {
+        d.pipe("in", &s(k), &s("v"), ts).unwrap();
+    }
+    let out: Vec<(String, i64, i64)> = d
+        .read::<String, i64>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+        .collect();
+    // a's last update at 12 is emitted when stream time reaches 22 (at c@40); b's at 17 too.
+    assert_eq!(out, vec![(s("a"), 3, 12), (s("b"), 2, 17)]);
+}
