@@ -63,7 +63,11 @@ async fn main() -> Result<()> {
     );
     let last = views.last().map_or(T0, |v| v.2);
     let closing = last - last % WINDOW_MS + WINDOW_MS;
-    views.extend(PAGES.iter().map(|p| (p.to_string(), "closer".to_string(), closing)));
+    views.extend(
+        PAGES
+            .iter()
+            .map(|p| (p.to_string(), "closer".to_string(), closing)),
+    );
     cluster.produce("page-views", &views).await?;
     println!(
         "produced {records} page views over {} s of event time; windows of {} s:",

@@ -63,7 +63,9 @@ pub use windows::{
 
 /// Everything a job needs.
 pub mod prelude {
-    pub use crate::serdes::{auto, Auto, Bincode, Json, RawBytes, SerdeRef, Utf8, WindowedSerde, I64};
+    pub use crate::serdes::{
+        auto, Auto, Bincode, Json, RawBytes, SerdeRef, Utf8, WindowedSerde, I64,
+    };
     pub use crate::{
         Consumed, EmitStrategy, Grouped, JoinWindows, KStream, KTable, Materialized, Produced,
         SessionWindows, SlidingWindows, State, Streams, StreamsBuilder, Suppressed, TimeWindows,

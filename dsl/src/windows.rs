@@ -562,7 +562,9 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             materialized,
             StoreKind::Session,
             retention_ms,
-            w.grace_ms,
+            // A session can still grow until stream time passes its end by the gap: that
+            // is when it closes for `suppress` (as in Kafka Streams).
+            w.gap_ms + w.grace_ms,
             "KSTREAM-SESSION-AGGREGATE",
             move || SessionAgg {
                 windows: w,

@@ -103,11 +103,7 @@ fn split_merge_and_dynamic_topics() {
 fn a_key_change_before_a_count_repartitions_across_partitions() {
     let b = StreamsBuilder::new();
     b.stream::<(), String>("text")
-        .flat_map_values(|l: String| {
-            l.split_whitespace()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
+        .flat_map_values(|l: String| l.split_whitespace().map(String::from).collect::<Vec<_>>())
         .group_by(|_, w| w.clone())
         .count_with(Materialized::named("word-counts"))
         .to_stream()
@@ -327,7 +323,14 @@ fn suppress_until_time_limit_emits_the_latest_value_after_quiet_time() {
         .to_stream()
         .to("out");
     let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
-    for (k, ts) in [("a", 1), ("a", 5), ("b", 6), ("a", 12), ("b", 17), ("c", 40)] {
+    for (k, ts) in [
+        ("a", 1),
+        ("a", 5),
+        ("b", 6),
+        ("a", 12),
+        ("b", 17),
+        ("c", 40),
+    ] {
         d.pipe("in", &s(k), &s("v"), ts).unwrap();
     }
     let out: Vec<(String, i64, i64)> = d

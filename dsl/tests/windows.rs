@@ -304,3 +304,30 @@ fn sliding_windows_update_left_and_right_windows() {
         ]
     );
 }
+
+#[test]
+fn suppressed_sessions_close_a_gap_after_their_end() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_with_no_grace(ms(5)))
+        .count()
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "a", 0);
+    pipe(&mut d, "a", 3);
+    pipe(&mut d, "a", 7);
+    // Stream time 7: the retraction of [0, 0] is due (0 + 5 <= 7); [0, 7] could still grow
+    // until stream time reaches 7 + 5.
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![tombstone("a", 0, 0, 0)]
+    );
+    pipe(&mut d, "b", 12);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![tombstone("a", 0, 3, 3), row("a", 0, 7, 3, 7)]
+    );
+}

@@ -39,7 +39,9 @@ impl Args {
         };
         while let Some(a) = args.next() {
             match a.as_str() {
-                "--bootstrap-server" => out.bootstrap = Some(args.next().context("--bootstrap-server needs host:port")?),
+                "--bootstrap-server" => {
+                    out.bootstrap = Some(args.next().context("--bootstrap-server needs host:port")?)
+                }
                 "--records" => {
                     out.records = Some(
                         args.next()
@@ -136,7 +138,11 @@ impl Cluster {
     }
 
     /// Produces typed records (keys and values in the `Auto` serde) and waits for their acks.
-    pub async fn produce<K: Data, V: Data>(&self, topic: &str, records: &[(K, V, i64)]) -> Result<()> {
+    pub async fn produce<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        records: &[(K, V, i64)],
+    ) -> Result<()> {
         self.produce_with(topic, records, auto(), auto()).await
     }
 
@@ -198,7 +204,10 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + timeout;
         while !done(&out) {
             if tokio::time::Instant::now() > deadline {
-                bail!("{topic}: gave up waiting after {timeout:?} with {} records", out.len());
+                bail!(
+                    "{topic}: gave up waiting after {timeout:?} with {} records",
+                    out.len()
+                );
             }
             for r in consumer.poll().await? {
                 let Some(k) = keys.deserialize(r.key.as_deref())? else {
