@@ -49,7 +49,8 @@ const INPUT: &str = "bench-input";
 /// No run may take longer than this (a stuck run is an error, not a hang).
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 
-fn client(e: impl std::fmt::Display) -> BenchError {
+/// A client or runtime failure as a bench error.
+pub fn client(e: impl std::fmt::Display) -> BenchError {
     BenchError::Client(e.to_string())
 }
 
@@ -98,7 +99,7 @@ fn topology(stateful: bool, output: &str) -> Result<Topology, BenchError> {
 }
 
 /// CPU time (user + system) of this process so far, from `/proc/self/stat` (none elsewhere).
-fn cpu_time() -> Option<Duration> {
+pub fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat.rsplit_once(')')?.1;
@@ -110,14 +111,15 @@ fn cpu_time() -> Option<Duration> {
 
 /// A run's figures: wall-clock and CPU-time rates.
 #[derive(Debug, Clone, Copy)]
-struct Rate {
-    per_second: f64,
-    per_core_second: f64,
+pub struct Rate {
+    pub per_second: f64,
+    pub per_core_second: f64,
     /// The median commit's duration (runtime workloads).
-    commit_p50_ms: f64,
+    pub commit_p50_ms: f64,
 }
 
-fn rate(records: u64, wall: Duration, cpu: Option<Duration>) -> Rate {
+/// `records` over `wall` time and `cpu` time.
+pub fn rate(records: u64, wall: Duration, cpu: Option<Duration>) -> Rate {
     let per_second = records as f64 / wall.as_secs_f64().max(1e-9);
     let per_core_second = cpu
         .filter(|c| !c.is_zero())
@@ -241,6 +243,26 @@ async fn run_app(
     })
 }
 
+/// The `rec/s` and `rec/s/core` rows of `value` against `baseline`.
+pub fn rate_rows(workload: &str, value: Rate, baseline: Rate) -> [BenchRow; 2] {
+    [
+        BenchRow::new(
+            workload,
+            "rec/s",
+            value.per_second,
+            "records/s",
+            baseline.per_second,
+        ),
+        BenchRow::new(
+            workload,
+            "rec/s/core",
+            value.per_core_second,
+            "records/s",
+            baseline.per_core_second,
+        ),
+    ]
+}
+
 /// Runs every workload in a fresh embedded broker under `work`.
 pub async fn run_streams(
     work: &Path,
@@ -264,20 +286,7 @@ pub async fn run_streams(
     broker.close().map_err(client)?;
     let mut rows = Vec::new();
     let mut both = |workload: &str, value: Rate, baseline: Rate| {
-        rows.push(BenchRow::new(
-            workload,
-            "rec/s",
-            value.per_second,
-            "records/s",
-            baseline.per_second,
-        ));
-        rows.push(BenchRow::new(
-            workload,
-            "rec/s/core",
-            value.per_core_second,
-            "records/s",
-            baseline.per_core_second,
-        ));
+        rows.extend(rate_rows(workload, value, baseline));
     };
     // Baselines: pass-through against the plain pipe; EOS against at-least-once; count
     // against pass-through under the same guarantee.
@@ -298,6 +307,54 @@ pub async fn run_streams(
         ));
     }
     Ok(rows)
+}
+
+/// What a bench program does after parsing its flags: runs `bench` in a work directory under
+/// `dir` (the temp directory by default) on a multi-threaded runtime, and prints its rows as
+/// a table or JSON lines. Shared by `rill-bench-streams` and rill-dsl's `rill-bench-dsl`.
+pub fn bench_program<F, Fut>(
+    dir: Option<std::path::PathBuf>,
+    json: bool,
+    bench: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<BenchRow>, BenchError>>,
+{
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = dir.unwrap_or_else(std::env::temp_dir);
+    match runtime.block_on(rill_log::bench::run_in_dir(&dir, bench)) {
+        Ok(rows) if json => {
+            for r in &rows {
+                match serde_json::to_string(r) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(rows) => {
+            print!("{}", rill_log::bench::format_table(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

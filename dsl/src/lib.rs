@@ -35,6 +35,7 @@
 //! - Windowed keys written to topics carry both window bounds ([`serdes::WindowedSerde`]).
 
 pub mod app;
+pub mod bench;
 mod graph;
 mod grouped;
 mod joins;
@@ -170,3 +171,8 @@ impl BuiltTopology {
             .collect()
     }
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

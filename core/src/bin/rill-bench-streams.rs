@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rill_core::bench::{run_streams, StreamsBenchOptions};
-use rill_log::bench::{format_table, run_in_dir};
+use rill_core::bench::{bench_program, run_streams, StreamsBenchOptions};
 
 /// Throughput of rill's streams runtime on the embedded log, as ratios in the same run.
 #[derive(Debug, Parser)]
@@ -40,40 +39,7 @@ fn main() -> ExitCode {
         keys: args.keys,
         value_bytes: args.value_bytes,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let dir = args.dir.unwrap_or_else(std::env::temp_dir);
-    let result = runtime.block_on(run_in_dir(&dir, |work| async move {
+    bench_program(args.dir, args.json, |work| async move {
         run_streams(&work, &options).await
-    }));
-    match result {
-        Ok(rows) if args.json => {
-            for r in &rows {
-                match serde_json::to_string(r) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(rows) => {
-            print!("{}", format_table(&rows));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -235,18 +235,28 @@ enum BenchWorkload {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// DSL jobs (tumbling, hopping, session, join against pass-through, exactly-once): runs
+    /// the `rill-bench-dsl` program of rill-dsl, found beside this one; its flags
+    /// (`--records`, `--keys`, `--value-bytes`, `--json`, `--dir`) are passed on.
+    #[command(disable_help_flag = true)]
+    Dsl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
-/// The program that runs `rill bench streams`: the streams runtime lives in rill-core, above
-/// this crate, so the `rill` binary hands over to it rather than linking it.
-const STREAMS_BENCH: &str = "rill-bench-streams";
+/// The programs that run `rill bench streams` and `rill bench dsl`: the streams runtime and
+/// the DSL live in crates above this one, so the `rill` binary hands over to them rather than
+/// linking them.
+const STREAMS_BENCH: (&str, &str) = ("rill-bench-streams", "rill-core");
+const DSL_BENCH: (&str, &str) = ("rill-bench-dsl", "rill-dsl");
 
-fn streams_bench(args: &[String]) -> ExitCode {
+fn sibling_bench((name, krate): (&str, &str), args: &[String]) -> ExitCode {
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(STREAMS_BENCH)))
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
         .filter(|p| p.is_file());
-    let program = beside.unwrap_or_else(|| PathBuf::from(STREAMS_BENCH));
+    let program = beside.unwrap_or_else(|| PathBuf::from(name));
     match std::process::Command::new(&program).args(args).status() {
         Ok(status) => match status.code() {
             Some(0) => ExitCode::SUCCESS,
@@ -255,9 +265,9 @@ fn streams_bench(args: &[String]) -> ExitCode {
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!(
-                "error: `rill bench streams` runs `{STREAMS_BENCH}`, which is not built: \
+                "error: this bench runs `{name}`, which is not built: \
                  `cargo build --release --workspace` builds it beside `rill` (or run \
-                 `cargo run --release -p rill-core --bin {STREAMS_BENCH} -- ...`)"
+                 `cargo run --release -p {krate} --bin {name} -- ...`)"
             );
             ExitCode::FAILURE
         }
@@ -542,7 +552,8 @@ fn main() -> ExitCode {
 
 fn bench(workload: BenchWorkload) -> ExitCode {
     match workload {
-        BenchWorkload::Streams { args } => streams_bench(&args),
+        BenchWorkload::Streams { args } => sibling_bench(STREAMS_BENCH, &args),
+        BenchWorkload::Dsl { args } => sibling_bench(DSL_BENCH, &args),
         BenchWorkload::Produce {
             seconds,
             json,
