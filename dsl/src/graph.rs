@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
-use rill_core::state::KeyValueStore;
+use rill_core::state::{ts_bytes, KeyValueStore};
 use rill_core::topology::{ProcessorSupplier, StoreBackend, StoreSpec, Topology};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -294,4 +294,22 @@ pub(crate) fn windowed_key(key: &[u8], start: i64, end: i64) -> Bytes {
 pub(crate) fn window_end_of(key: &[u8]) -> Option<i64> {
     let cut = key.len().checked_sub(8)?;
     Some(i64::from_be_bytes(key[cut..].try_into().ok()?))
+}
+
+/// A record's identity in a join store: its timestamp, then a hash of its topic and its
+/// offset (unique, and stable across restarts).
+pub(crate) fn record_id(ctx: &ProcessorContext<'_>, ts: i64) -> Vec<u8> {
+    let mut b = ts_bytes(ts).to_vec();
+    match ctx.record_metadata() {
+        Some(m) => {
+            let h = m.topic.bytes().fold(0x811c_9dc5u32, |h, c| {
+                (h ^ c as u32).wrapping_mul(0x0100_0193)
+            });
+            b.extend_from_slice(&h.to_be_bytes());
+            b.extend_from_slice(&m.partition.to_be_bytes());
+            b.extend_from_slice(&m.offset.to_be_bytes());
+        }
+        None => b.extend_from_slice(&[0; 16]),
+    }
+    b
 }

@@ -21,8 +21,8 @@ use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    decode_timestamped, encode, get_timestamped, internal, key_of, millis, value_of, with, Change,
-    Materialized, Shared, StatelessFn, StoreKind,
+    decode_timestamped, encode, get_timestamped, internal, key_of, millis, record_id, value_of,
+    with, Change, Materialized, Shared, StatelessFn, StoreKind,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 use crate::stream::KStream;
@@ -72,24 +72,6 @@ enum JoinKind {
 
 /// `(key, this side's value, the other side's value) -> result`, from one side's view.
 type SideJoiner<K, A, B, R> = Arc<dyn Fn(&K, Option<&A>, Option<&B>) -> Option<R> + Send + Sync>;
-
-/// A record's identity in a join store: its timestamp, then a hash of its topic and its
-/// offset (unique, and stable across restarts).
-fn record_id(ctx: &ProcessorContext<'_>, ts: i64) -> Vec<u8> {
-    let mut b = ts_bytes(ts).to_vec();
-    match ctx.record_metadata() {
-        Some(m) => {
-            let h = m.topic.bytes().fold(0x811c_9dc5u32, |h, c| {
-                (h ^ c as u32).wrapping_mul(0x0100_0193)
-            });
-            b.extend_from_slice(&h.to_be_bytes());
-            b.extend_from_slice(&m.partition.to_be_bytes());
-            b.extend_from_slice(&m.offset.to_be_bytes());
-        }
-        None => b.extend_from_slice(&[0; 16]),
-    }
-    b
-}
 
 /// One side of a stream-stream join.
 struct StreamJoinSide<K, A, B, R> {

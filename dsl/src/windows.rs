@@ -164,14 +164,15 @@ pub enum EmitStrategy {
 
 /// A per-key (windowed) aggregation as a processor over one store.
 trait WindowedAggregation<K, V, VA>: Send + 'static {
-    /// Updates the store for record (`k`, `key` bytes, `v`, `ts`); returns what to forward.
+    /// Updates the store for record (`k`, `key` bytes, `v`, `id` from `record_id`);
+    /// returns what to forward.
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
         k: &K,
         key: &[u8],
         v: V,
-        ts: i64,
+        id: &[u8],
     ) -> Result<Vec<Record>, ProcessError>;
 }
 
@@ -195,8 +196,9 @@ macro_rules! windowed_processor {
                 };
                 let key = r.key.clone().unwrap_or_default();
                 let v: V = value_of(&r)?;
+                let id = crate::graph::record_id(ctx, r.timestamp);
                 let store = ctx.store(&self.store)?;
-                let out = self.agg.update(store, &k, &key, v, r.timestamp)?;
+                let out = self.agg.update(store, &k, &key, v, &id)?;
                 for mut o in out {
                     o.headers = r.headers.clone();
                     ctx.forward(o)?;
@@ -237,8 +239,9 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         k: &K,
         key: &[u8],
         v: V,
-        ts: i64,
+        id: &[u8],
     ) -> Result<Vec<Record>, ProcessError> {
+        let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         self.observed = self.observed.max(ts);
         let close = self.observed - self.windows.grace_ms;
         let mut ws = WindowStore::new(store, self.retention_ms);
@@ -429,8 +432,9 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         k: &K,
         key: &[u8],
         v: V,
-        ts: i64,
+        id: &[u8],
     ) -> Result<Vec<Record>, ProcessError> {
+        let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
@@ -585,8 +589,6 @@ struct SlidingAgg<K, V, VA> {
     step: Step<K, V, VA>,
     observed: i64,
     last_purge: i64,
-    /// Orders records of one key with equal timestamps.
-    seq: u64,
     _k: std::marker::PhantomData<fn() -> (K, V)>,
 }
 
@@ -666,8 +668,9 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         k: &K,
         key: &[u8],
         v: V,
-        ts: i64,
+        id: &[u8],
     ) -> Result<Vec<Record>, ProcessError> {
+        let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         let SlidingWindows {
             time_difference_ms: d,
             grace_ms,
@@ -677,20 +680,21 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         if ts < 0 || ts + 1 + d <= close {
             return Ok(Vec::new()); // every window it could join has closed
         }
-        // Buffer the record: framed key | timestamp | sequence.
-        let record_key = |t: i64, seq: u64| {
+        // Buffer the record: framed key | record id (timestamp first).
+        let bound = |t: i64, fill: u8| {
             let mut b = framed_key(key);
             b.extend_from_slice(&ts_bytes(t));
-            b.extend_from_slice(&seq.to_be_bytes());
+            b.extend_from_slice(&[fill; 16]);
             b
         };
-        self.seq += 1;
         {
             let mut records = Area {
                 inner: &mut *store,
                 tag: SLIDING_RECORDS,
             };
-            records.put(&record_key(ts, self.seq), &encode(&v)?)?;
+            let mut rk = framed_key(key);
+            rk.extend_from_slice(id);
+            records.put(&rk, &encode(&v)?)?;
         }
         // The key's records that can share a window with `ts`, in time order.
         let near: Vec<(i64, V)> = {
@@ -698,13 +702,14 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
                 inner: &mut *store,
                 tag: SLIDING_RECORDS,
             };
-            let rows = records.range(
-                &record_key(ts - 2 * d - 1, 0),
-                &record_key(ts + 2 * d + 1, u64::MAX),
-            )?;
+            let rows = records.range(&bound(ts - 2 * d - 1, 0), &bound(ts + 2 * d + 1, 0xff))?;
             rows.into_iter()
                 .map(|(rk, b)| {
-                    let t = ts_from(&rk[rk.len() - 16..rk.len() - 8]).unwrap_or(0);
+                    let t = rk
+                        .len()
+                        .checked_sub(24)
+                        .and_then(|i| ts_from(&rk[i..i + 8]))
+                        .unwrap_or(0);
                     Ok((
                         t,
                         crate::serdes::hop::decode(&b).map_err(crate::graph::internal)?,
@@ -865,7 +870,6 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
                 step: Arc::clone(&step),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
-                seq: 0,
                 _k: std::marker::PhantomData,
             },
         )

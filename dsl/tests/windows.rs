@@ -331,3 +331,21 @@ fn suppressed_sessions_close_a_gap_after_their_end() {
         vec![tombstone("a", 0, 3, 3), row("a", 0, 7, 3, 7)]
     );
 }
+
+#[test]
+fn sliding_windows_count_records_with_equal_timestamps() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SlidingWindows::of_time_difference_with_no_grace(ms(10)))
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "a", 25);
+    pipe(&mut d, "a", 25);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("a", 15, 25, 1, 25), row("a", 15, 25, 2, 25)]
+    );
+}
