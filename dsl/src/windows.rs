@@ -677,7 +677,8 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
-        if ts < 0 || ts + 1 + d <= close {
+        // Sliding windows include their end: one closes once `end < st - grace`.
+        if ts < 0 || ts + 1 + d < close {
             return Ok(Vec::new()); // every window it could join has closed
         }
         // Buffer the record: framed key | record id (timestamp first).
@@ -750,7 +751,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         let mut out = Vec::new();
         for start in starts {
             let end = start + d;
-            if end <= close {
+            if end < close {
                 continue;
             }
             let mut acc: Option<VA> = None;
