@@ -206,14 +206,8 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.dirty_bytes
     }
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
-        for (k, v) in std::mem::take(&mut self.dirty) {
-            match v {
-                Some(v) => self.inner.put(&k, &v)?,
-                None => {
-                    self.inner.delete(&k)?;
-                }
-            }
-        }
+        let changes: Vec<_> = std::mem::take(&mut self.dirty).into_iter().collect();
+        self.inner.write_all(changes)?;
         self.dirty_bytes = 0;
         Ok(())
     }

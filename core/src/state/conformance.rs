@@ -21,6 +21,25 @@ pub fn run_all<S: KeyValueStore>(open: &mut dyn FnMut(&str) -> S) {
     window(open("window"));
     session(open("session"));
     timestamped(open("ts"));
+    batch_writes(open("batch"));
+}
+
+/// `write_all` applies puts and deletes together, as single writes would.
+pub fn batch_writes<S: KeyValueStore>(mut s: S) {
+    s.put(b"gone", b"1").unwrap();
+    s.put(b"kept", b"1").unwrap();
+    s.write_all(vec![
+        (b"gone".to_vec(), None),
+        (b"new".to_vec(), Some(b"2".to_vec())),
+        (b"kept".to_vec(), Some(b"3".to_vec())),
+        (b"never".to_vec(), None),
+        (Vec::new(), Some(b"empty key".to_vec())),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.all().unwrap(),
+        kv(&[("", "empty key"), ("kept", "3"), ("new", "2")])
+    );
 }
 
 pub fn key_value<S: KeyValueStore>(mut s: S) {

@@ -137,4 +137,17 @@ impl KeyValueStore for FjallStore {
             .persist(PersistMode::SyncAll)
             .map_err(|e| self.err(e))
     }
+
+    /// One fjall write batch: one journal write for a whole commit's changes.
+    fn write_all(&mut self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for (k, v) in changes {
+            let k = self.checked(&k)?;
+            match v {
+                Some(v) => batch.insert(&self.keyspace, k, v),
+                None => batch.remove(&self.keyspace, k),
+            }
+        }
+        batch.commit().map_err(|e| self.err(e))
+    }
 }

@@ -58,6 +58,20 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     /// Makes every write so far durable (a no-op in memory).
     fn flush(&mut self) -> Result<(), StoreError>;
 
+    /// Writes many changes (`None`: delete) at once; backends with write batches make it
+    /// one write (what applying a commit's changes uses).
+    fn write_all(&mut self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+        for (k, v) in changes {
+            match v {
+                Some(v) => self.put(&k, &v)?,
+                None => {
+                    self.delete(&k)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// For a changelogged store: its changelog partition.
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         None
@@ -115,6 +129,9 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn flush(&mut self) -> Result<(), StoreError> {
         (**self).flush()
     }
+    fn write_all(&mut self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+        (**self).write_all(changes)
+    }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         (**self).changelog()
     }
@@ -159,6 +176,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn flush(&mut self) -> Result<(), StoreError> {
         self.as_mut().flush()
+    }
+    fn write_all(&mut self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
+        self.as_mut().write_all(changes)
     }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         self.as_ref().changelog()
