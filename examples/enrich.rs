@@ -53,12 +53,6 @@ async fn main() -> Result<()> {
             tier: c.map_or("none".into(), |c| c.tier.clone()),
         })
         .to("enriched-orders");
-    let mut app = Streams::new(
-        builder.build()?,
-        Arc::clone(&cluster.transport),
-        cluster.streams_config("enrich"),
-    );
-    app.start();
 
     // Customers c0..c19 (c19 deleted again), then orders for c0..c21 (c20 and c21 unknown).
     let mut rows: Vec<(String, Option<Customer>, i64)> = (0..20)
@@ -73,16 +67,6 @@ async fn main() -> Result<()> {
         .collect();
     rows.push(("c19".into(), None, 20));
     cluster.produce("customers", &rows).await?;
-    // The table must hold the customers before the orders arrive (rill does not yet order a
-    // task's records by timestamp across its topics): wait until they are processed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.runtime().map_or(0, |r| r.processed()) < rows.len() as u64 {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "customers not processed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let table: BTreeMap<String, Customer> =
         rows.iter().fold(BTreeMap::new(), |mut m, (k, c, _)| {
             match c {
@@ -101,6 +85,15 @@ async fn main() -> Result<()> {
         })
         .collect();
     cluster.produce("orders", &input).await?;
+    // Both topics are in the log before the job starts: each task takes their records in
+    // timestamp order, so the customers (timestamps 0-20) are in the table before the
+    // orders (from 1,000) look them up.
+    let mut app = Streams::new(
+        builder.build()?,
+        Arc::clone(&cluster.transport),
+        cluster.streams_config("enrich"),
+    );
+    app.start();
     let out = cluster
         .consume_until::<String, EnrichedOrder>(
             "enriched-orders",

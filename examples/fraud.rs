@@ -37,7 +37,7 @@ struct Alert {
 const COUNTRIES: [&str; 4] = ["NL", "DE", "FR", "US"];
 const MINUTE: i64 = 60_000;
 /// Event time between two events.
-const SPACING: i64 = 1_000;
+const SPACING: i64 = 5_000;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -55,12 +55,11 @@ async fn main() -> Result<()> {
         .join(
             &logins,
             |p, l| (p.clone(), l.clone()),
-            // Grace covering the whole input: rill reads a task's topics in the order they
-            // arrive, not yet interleaved by timestamp as Kafka Streams does, so every
-            // payment may be read before the first login.
+            // A task takes its records in timestamp order across both topics, so ten
+            // seconds of grace is plenty.
             JoinWindows::of_time_difference_and_grace(
                 Duration::from_millis(MINUTE as u64),
-                Duration::from_millis((events as u64 + 60) * SPACING as u64),
+                Duration::from_secs(10),
             ),
         )
         .filter(|_, (p, l)| p.country != l.country)
@@ -71,14 +70,8 @@ async fn main() -> Result<()> {
             login_country: l.country,
         })
         .to("alerts");
-    let mut app = Streams::new(
-        builder.build()?,
-        Arc::clone(&cluster.transport),
-        cluster.streams_config("fraud"),
-    );
-    app.start();
 
-    // 30 cards; an event every second, alternately payments and logins, mostly from the
+    // 30 cards; an event every 5 s, alternately payments and logins, mostly from the
     // card's home country.
     let mut rng = Rng::new(9);
     let mut payments = Vec::new();
@@ -119,8 +112,15 @@ async fn main() -> Result<()> {
             }
         }
     }
+    // All input is in the log before the job starts: the payments topic first, entirely.
     cluster.produce("payments", &payments).await?;
     cluster.produce("logins", &logins).await?;
+    let mut app = Streams::new(
+        builder.build()?,
+        Arc::clone(&cluster.transport),
+        cluster.streams_config("fraud"),
+    );
+    app.start();
     let out = cluster
         .consume_until::<String, Alert>("alerts", auto(), Duration::from_secs(60), |got| {
             got.len() >= expected.len()

@@ -13,7 +13,7 @@
 //! rewound to its committed offset, and the records since reprocessed, so each input record
 //! affects output and state exactly once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,6 +85,15 @@ pub struct StreamsConfig {
     /// writes its checkpoint (Kafka Streams' fixed threshold is 10,000): fewer fsyncs
     /// against a longer restore after a crash.
     pub checkpoint_after_changes: u64,
+    /// `max.task.idle.ms`: a task reading several partitions takes the record with the
+    /// smallest timestamp among them (Kafka Streams' timestamp synchronization). When one
+    /// of its partitions has nothing buffered, the task waits while that partition is known
+    /// to have records on the broker (0, the default), also up to this many milliseconds when
+    /// it is caught up (positive), or never (-1: records are processed as they arrive).
+    pub max_task_idle_ms: i64,
+    /// `buffered.records.per.partition`: past this many records waiting in a task's buffer,
+    /// the partition's fetching pauses.
+    pub buffered_records_per_partition: usize,
 }
 
 /// What to do with a record that failed (Kafka Streams' exception handlers).
@@ -120,6 +129,8 @@ impl StreamsConfig {
             production_exception_handler: ExceptionHandler::Fail,
             repartition_purge_interval_ms: 30_000,
             checkpoint_after_changes: 10_000,
+            max_task_idle_ms: 0,
+            buffered_records_per_partition: 1_000,
         }
     }
 }
@@ -159,6 +170,11 @@ struct RunState {
     unchecked: BTreeMap<(TaskId, String), (i64, u64)>,
     /// Partition counts of sink topics with a partitioner.
     partition_counts: BTreeMap<String, i32>,
+    /// Records polled but not processed yet, per task and input partition: a task takes
+    /// them in timestamp order across its partitions.
+    buffers: BTreeMap<TaskId, BTreeMap<TopicPartition, VecDeque<ConsumerRecord>>>,
+    /// Per task: since when it has been waiting for an empty partition.
+    idle_since: BTreeMap<TaskId, tokio::time::Instant>,
 }
 
 impl RunState {
@@ -362,6 +378,8 @@ impl RunState {
             self.metrics.remove_task(*id);
         }
         self.consumed.clear();
+        self.buffers.clear();
+        self.idle_since.clear();
         let wanted: Vec<TopicPartition> = partitions
             .iter()
             .filter(|tp| self.task_of(tp).is_some_and(|id| ids.contains(&id)))
@@ -378,11 +396,124 @@ impl RunState {
         Ok(())
     }
 
+    /// Files polled records under their tasks.
+    fn buffer(&mut self, records: Vec<ConsumerRecord>) {
+        let mut last: Option<(TaskId, TopicPartition)> = None;
+        for r in records {
+            // Records of one partition come together: look the partition up once per run.
+            let same = last
+                .as_ref()
+                .is_some_and(|(_, tp)| tp.partition.0 == r.partition && tp.topic == r.topic);
+            if !same {
+                let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                last = self
+                    .task_of(&tp)
+                    .filter(|id| self.tasks.contains_key(id))
+                    .map(|id| (id, tp));
+            }
+            if let Some((id, tp)) = &last {
+                self.buffers
+                    .entry(*id)
+                    .or_default()
+                    .entry(tp.clone())
+                    .or_default()
+                    .push_back(r);
+            }
+        }
+    }
+
+    /// The input partitions of task `id` (one per source topic of its sub-topology).
+    fn task_partitions(&self, id: TaskId) -> Vec<TopicPartition> {
+        self.sub_of
+            .iter()
+            .filter(|(_, sub)| **sub == id.0)
+            .map(|(t, _)| TopicPartition::new(t.clone(), id.1))
+            .collect()
+    }
+
+    /// Processes buffered records, each task taking the record with the smallest timestamp
+    /// among its partitions, while none of its partitions must be waited for; pauses the
+    /// fetching of partitions with a full buffer and resumes the others.
+    async fn process_buffered(&mut self, consumer: &mut Consumer) -> Result<(), StreamsError> {
+        let idle_ms = self.config.max_task_idle_ms;
+        let ids: Vec<TaskId> = self.buffers.keys().copied().collect();
+        for id in ids {
+            let partitions = self.task_partitions(id);
+            while let Some(bufs) = self.buffers.get_mut(&id) {
+                if idle_ms >= 0 && partitions.len() > 1 {
+                    let empty: Vec<&TopicPartition> = partitions
+                        .iter()
+                        .filter(|tp| bufs.get(*tp).is_none_or(VecDeque::is_empty))
+                        .collect();
+                    let has_some = bufs.values().any(|b| !b.is_empty());
+                    if has_some && !empty.is_empty() {
+                        // Records known to be on the broker: wait for them.
+                        if empty
+                            .iter()
+                            .any(|tp| consumer.lag(tp).is_some_and(|l| l > 0))
+                        {
+                            break;
+                        }
+                        if idle_ms > 0 {
+                            let since = *self
+                                .idle_since
+                                .entry(id)
+                                .or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() < Duration::from_millis(idle_ms as u64) {
+                                break;
+                            }
+                        }
+                    } else {
+                        self.idle_since.remove(&id);
+                    }
+                }
+                let Some(bufs) = self.buffers.get_mut(&id) else {
+                    break;
+                };
+                let next = bufs
+                    .iter()
+                    .filter_map(|(tp, b)| b.front().map(|r| (r.timestamp_ms, tp)))
+                    .min_by_key(|(ts, _)| *ts)
+                    .map(|(_, tp)| tp.clone());
+                let Some(tp) = next else { break };
+                let Some(r) = bufs.get_mut(&tp).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                self.consumed.insert(tp, r.offset + 1);
+                self.process(r).await?;
+            }
+        }
+        self.buffers
+            .retain(|_, bufs| bufs.values().any(|b| !b.is_empty()));
+        // Backpressure: a partition whose buffer is full stops being fetched.
+        let limit = self.config.buffered_records_per_partition.max(1);
+        let mut full = Vec::new();
+        for bufs in self.buffers.values() {
+            for (tp, b) in bufs {
+                if b.len() >= limit {
+                    full.push(tp.clone());
+                }
+            }
+        }
+        let resume: Vec<TopicPartition> = consumer
+            .paused()
+            .into_iter()
+            .filter(|tp| !full.contains(tp))
+            .collect();
+        consumer.resume(&resume);
+        if !full.is_empty() {
+            consumer.pause(&full)?;
+        }
+        Ok(())
+    }
+
     /// Drops the tasks of revoked partitions (after they were committed).
     fn revoke(&mut self, partitions: &[TopicPartition]) {
         for tp in partitions {
             if let Some(id) = self.task_of(tp) {
                 self.unchecked.retain(|(task, _), _| *task != id);
+                self.buffers.remove(&id);
+                self.idle_since.remove(&id);
                 if let Some(task) = self.tasks.remove(&id) {
                     if let Err(e) = task.close() {
                         tracing::warn!(task = ?id, error = %e, "closing a revoked task");
@@ -543,6 +674,8 @@ impl KafkaStreams {
                     last_purge: std::time::Instant::now(),
                     unchecked: BTreeMap::new(),
                     partition_counts: BTreeMap::new(),
+                    buffers: BTreeMap::new(),
+                    idle_since: BTreeMap::new(),
                 }));
                 let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
                 StreamThread { run, state }
@@ -900,27 +1033,8 @@ async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), S
         }
         let mut st = state.lock().await;
         let mut commit_requested = false;
-        // The next offset to commit, once per partition of the batch.
-        let mut last: Option<(String, i32, i64)> = None;
-        for r in records {
-            let task = st.sub_of.get(&r.topic).map(|s| (*s, r.partition));
-            if !task.is_some_and(|id| st.tasks.contains_key(&id)) {
-                continue;
-            }
-            match &mut last {
-                Some((t, p, o)) if *t == r.topic && *p == r.partition => *o = r.offset,
-                _ => {
-                    if let Some((t, p, o)) = last.take() {
-                        st.consumed.insert(TopicPartition::new(t, p), o + 1);
-                    }
-                    last = Some((r.topic.clone(), r.partition, r.offset));
-                }
-            }
-            st.process(r).await?;
-        }
-        if let Some((t, p, o)) = last {
-            st.consumed.insert(TopicPartition::new(t, p), o + 1);
-        }
+        st.buffer(records);
+        st.process_buffered(&mut consumer).await?;
         for task in st.tasks.values_mut() {
             commit_requested |= task.take_commit_request();
         }

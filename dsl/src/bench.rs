@@ -65,7 +65,7 @@ enum Job {
     Join,
 }
 
-fn topology(job: Job, output: &str, span_ms: i64) -> Result<crate::BuiltTopology, BenchError> {
+fn topology(job: Job, output: &str) -> Result<crate::BuiltTopology, BenchError> {
     let b = StreamsBuilder::new();
     let raw = || Consumed::with(auto::<String>(), Arc::new(RawBytes) as SerdeRef<Vec<u8>>);
     let input = b.stream_with(INPUT, raw());
@@ -94,11 +94,8 @@ fn topology(job: Job, output: &str, span_ms: i64) -> Result<crate::BuiltTopology
             .join(
                 &b.stream_with(RIGHT, raw()),
                 |l, r| l.len() + r.len(),
-                // Grace over the whole input: the two topics are read in arrival order.
-                JoinWindows::of_time_difference_and_grace(
-                    s(1),
-                    Duration::from_millis(span_ms as u64 + 1_000),
-                ),
+                // The task takes both topics' records in timestamp order.
+                JoinWindows::of_time_difference_and_grace(s(1), s(1)),
             )
             .to(output),
     }
@@ -145,7 +142,6 @@ async fn run_job(
     work: &Path,
     job: Job,
     records: u64,
-    span_ms: i64,
 ) -> Result<Rate, BenchError> {
     let name = format!("dsl-{job:?}").to_lowercase();
     let output = format!("{name}-out");
@@ -157,7 +153,7 @@ async fn run_job(
     config.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
     config.commit_interval_ms = 100;
     config.state_dir = Some(work.join(&name));
-    let topology = topology(job, &output, span_ms)?;
+    let topology = topology(job, &output)?;
     let (started, cpu) = (Instant::now(), cpu_time());
     let app = KafkaStreams::start(topology.topology, Arc::clone(t), config);
     while app.processed() < records && app.is_running() && started.elapsed() < RUN_LIMIT {
@@ -186,8 +182,7 @@ pub async fn run_dsl(work: &Path, o: &DslBenchOptions) -> Result<Vec<BenchRow>, 
     let right = (n / 10).max(1);
     produce(&t, INPUT, n, 0.1, o).await?;
     produce(&t, RIGHT, right, 1.0, o).await?;
-    let span_ms = (n as f64 * 0.1) as i64;
-    let pass = run_job(&t, work, Job::Pass, n, span_ms).await?;
+    let pass = run_job(&t, work, Job::Pass, n).await?;
     let mut rows = rate_rows("pass", pass, pass).to_vec();
     let mut per_core = Vec::new();
     for (job, label, records) in [
@@ -196,7 +191,7 @@ pub async fn run_dsl(work: &Path, o: &DslBenchOptions) -> Result<Vec<BenchRow>, 
         (Job::Session, "session/pass", n),
         (Job::Join, "join/pass", n + right),
     ] {
-        let r = run_job(&t, work, job, records, span_ms).await?;
+        let r = run_job(&t, work, job, records).await?;
         rows.extend(rate_rows(label, r, pass));
         per_core.push((job, r.per_core_second));
     }

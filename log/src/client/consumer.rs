@@ -193,6 +193,9 @@ pub struct Consumer {
     /// Where the last fetch of each partition ended (past control batches and compaction holes),
     /// for the position once its buffered records are all returned.
     fetched_to: BTreeMap<TopicPartition, i64>,
+    /// Per partition, the end the last fetch reported: the last stable offset under
+    /// read_committed, else the high watermark.
+    end_offsets: BTreeMap<TopicPartition, i64>,
     /// Topics of `subscribe`; empty for manual assignment.
     subscription: Vec<String>,
     membership: Option<Membership>,
@@ -391,6 +394,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             buffered: VecDeque::new(),
             fetched_to: BTreeMap::new(),
+            end_offsets: BTreeMap::new(),
             subscription: Vec::new(),
             membership: None,
             rebalances: Vec::new(),
@@ -422,7 +426,17 @@ impl Consumer {
         });
         self.fetched_to
             .retain(|tp, _| self.positions.contains_key(tp));
+        self.end_offsets
+            .retain(|tp, _| self.positions.contains_key(tp));
         self.paused.retain(|tp| self.positions.contains_key(tp));
+    }
+
+    /// Records of `tp` the broker has that this consumer has not handed out yet, as of the
+    /// last fetch (`None`: not fetched yet, or no position). Kafka Streams uses this to know
+    /// whether an empty partition is caught up or its records are on their way.
+    pub fn lag(&self, tp: &TopicPartition) -> Option<i64> {
+        let pos = (*self.positions.get(tp)?)?;
+        Some((self.end_offsets.get(tp)? - pos).max(0))
     }
 
     /// Stops fetching and returning records of these partitions (their positions stay) until
@@ -792,6 +806,12 @@ impl Consumer {
                     continue;
                 }
                 check(p.error_code, None)?;
+                let end = if committed_only && p.last_stable_offset >= 0 {
+                    p.last_stable_offset
+                } else {
+                    p.high_watermark
+                };
+                self.end_offsets.insert(tp.clone(), end);
                 let records = p.records.unwrap_or_default();
                 let mut next = pos;
                 // read_committed: records of aborted transactions are skipped. A producer is
