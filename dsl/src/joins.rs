@@ -22,7 +22,7 @@ use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
     decode_timestamped, encode, get_timestamped, internal, key_of, millis, record_id, value_of,
-    with, Change, Materialized, Shared, StatelessFn, StoreKind,
+    with, Change, ExpiryIndex, Materialized, Shared, StatelessFn, StoreKind,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 use crate::stream::KStream;
@@ -93,6 +93,7 @@ struct StreamJoinSide<K, A, B, R> {
     joiner: SideJoiner<K, A, B, R>,
     observed: i64,
     last_purge: i64,
+    expiry: ExpiryIndex,
     _t: PhantomData<fn() -> (A, B)>,
 }
 
@@ -170,6 +171,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         this_key.extend_from_slice(&id);
         let value = r.value.clone().unwrap_or_default();
         ctx.store(&self.this_store)?.put(&this_key, &value)?;
+        self.expiry.insert(ts, this_key.clone());
         // The other side's records in [ts - before, ts + after].
         let from = {
             let mut b = framed_key(&key);
@@ -219,15 +221,11 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         }
         // Records too old to match anything more leave this side's store.
         let span = self.before_ms + self.after_ms + self.grace_ms;
-        if self.observed - self.last_purge > span.max(1) {
-            let cutoff = self.observed - span;
+        if self.observed - self.last_purge > (span / 10).max(1) {
             let store = ctx.store(&self.this_store)?;
-            for (k, _) in store.all()? {
-                let t = split_framed(&k).and_then(|(_, rest)| ts_from(rest.get(..8)?));
-                if t.is_some_and(|t| t < cutoff) {
-                    store.delete(&k)?;
-                }
-            }
+            self.expiry.purge(store, self.observed - span, |k| {
+                split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
+            })?;
             self.last_purge = self.observed;
         }
         Ok(())
@@ -320,6 +318,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 joiner: Arc::new(move |k, a, b| j(k, a, b)),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
+                expiry: ExpiryIndex::default(),
                 _t: PhantomData,
             }) as Box<dyn Processor>
         });
@@ -340,6 +339,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 joiner: Arc::new(move |k, b, a| j(k, a, b)),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
+                expiry: ExpiryIndex::default(),
                 _t: PhantomData,
             }) as Box<dyn Processor>
         });

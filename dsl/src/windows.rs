@@ -17,13 +17,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
-    framed_key, ts_bytes, ts_from, KeyValueStore, Session, SessionStore, WindowStore,
+    framed_key, split_framed, ts_bytes, ts_from, KeyValueStore, Session, SessionStore, WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, timestamped_bytes, value_of, window_end_of,
-    windowed_key, Change, Materialized, StoreKind,
+    windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
 };
 use crate::grouped::{KGroupedStream, Step};
 use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
@@ -209,6 +209,21 @@ macro_rules! windowed_processor {
     };
 }
 
+/// The window store's key of `key`'s window at `start` (as `WindowStore` lays it out).
+fn window_store_key(key: &[u8], start: i64) -> Vec<u8> {
+    let mut k = framed_key(key);
+    k.extend_from_slice(&ts_bytes(start));
+    k
+}
+
+/// The session store's key of a session (as `SessionStore` lays it out).
+fn session_store_key(key: &[u8], end: i64, start: i64) -> Vec<u8> {
+    let mut k = framed_key(key);
+    k.extend_from_slice(&ts_bytes(end));
+    k.extend_from_slice(&ts_bytes(start));
+    k
+}
+
 fn change_record<VA: Data>(
     key: Bytes,
     new: Option<VA>,
@@ -230,6 +245,7 @@ struct TimeAgg<K, V, VA> {
     step: Step<K, V, VA>,
     observed: i64,
     last_purge: i64,
+    expiry: ExpiryIndex,
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
@@ -244,7 +260,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         self.observed = self.observed.max(ts);
         let close = self.observed - self.windows.grace_ms;
-        let mut ws = WindowStore::new(store, self.retention_ms);
+        let mut ws = WindowStore::new(&mut *store, self.retention_ms);
         let mut out = Vec::new();
         for start in self.windows.starts(ts) {
             let end = start + self.windows.size_ms;
@@ -261,6 +277,9 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             };
             let new = (self.step)(k, v.clone(), acc);
             ws.put(key, Some(&timestamped_bytes(&new, out_ts)?), start)?;
+            if old.is_none() {
+                self.expiry.insert(start, window_store_key(key, start));
+            }
             out.push(change_record(
                 windowed_key(key, start, end),
                 Some(new),
@@ -268,8 +287,12 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                 out_ts,
             )?);
         }
-        if self.observed - self.last_purge >= self.retention_ms {
-            ws.purge_before(self.observed - self.retention_ms + 1)?;
+        if self.observed - self.last_purge >= (self.retention_ms / 10).max(1) {
+            // Windows starting at or before `observed - retention` are gone.
+            let cutoff = self.observed - self.retention_ms + 1;
+            self.expiry.purge(store, cutoff, |k| {
+                split_framed(k).and_then(|(_, rest)| ts_from(rest))
+            })?;
             self.last_purge = self.observed;
         }
         Ok(out)
@@ -403,6 +426,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                 step: Arc::clone(&step),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
+                expiry: ExpiryIndex::default(),
             },
         );
         if self.emit_on_close {
@@ -423,6 +447,7 @@ struct SessionAgg<K, V, VA> {
     merger: Merger<K, VA>,
     observed: i64,
     last_purge: i64,
+    expiry: ExpiryIndex,
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K, V, VA> {
@@ -438,7 +463,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
-        let mut ss = SessionStore::new(store);
+        let mut ss = SessionStore::new(&mut *store);
         let overlapping = ss.find_sessions(key, ts - gap_ms, ts + gap_ms)?;
         let start = overlapping.iter().map(|(s, _)| s.start).fold(ts, i64::min);
         let end = overlapping.iter().map(|(s, _)| s.end).fold(ts, i64::max);
@@ -473,6 +498,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
             end,
         };
         ss.put(&session, &timestamped_bytes(&new, end)?)?;
+        self.expiry.insert(end, session_store_key(key, end, start));
         out.push(change_record(
             windowed_key(key, start, end),
             Some(new),
@@ -480,8 +506,11 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
             end,
         )?);
         let retention = gap_ms + grace_ms;
-        if self.observed - self.last_purge >= retention.max(1) {
-            ss.purge_ended_before(self.observed - retention)?;
+        if self.observed - self.last_purge >= (retention / 10).max(1) {
+            // No record can join a session that ended before `observed - retention`.
+            self.expiry.purge(store, self.observed - retention, |k| {
+                split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
+            })?;
             self.last_purge = self.observed;
         }
         Ok(out)
@@ -576,6 +605,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 merger: Arc::clone(&merger),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
+                expiry: ExpiryIndex::default(),
             },
         )
     }
