@@ -17,6 +17,7 @@ pub use rill_log as log;
 
 pub mod assignor;
 pub mod bench;
+pub mod global;
 pub mod metrics;
 pub mod processor;
 pub mod runtime;

@@ -124,6 +124,8 @@ pub(crate) struct TaskParts {
     pub stream_time: i64,
     pub wall_clock_ms: i64,
     pub commit_requested: bool,
+    /// The instance's global stores.
+    pub globals: Option<std::sync::Arc<crate::global::GlobalStores>>,
 }
 
 /// What a processor sees of its task while it runs.
@@ -196,6 +198,14 @@ impl ProcessorContext<'_> {
             .get_mut(name)
             .map(|s| s.as_mut() as &mut dyn KeyValueStore)
             .ok_or_else(|| ProcessError::UnknownStore(name.to_string()))
+    }
+
+    /// `key`'s value in global store `name` (see [`crate::global`]).
+    pub fn global_get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
+        match &self.parts.globals {
+            Some(g) => g.get(name, key),
+            None => Err(ProcessError::UnknownStore(name.to_string())),
+        }
     }
 
     /// The record being processed came from here (`None` in a punctuation).

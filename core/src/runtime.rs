@@ -28,6 +28,7 @@ use rill_log::types::TopicPartition;
 use tokio::sync::Mutex;
 
 use crate::assignor::StreamsAssignor;
+use crate::global::GlobalStores;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::processor::{ProcessError, Record};
 use crate::state::changelog::{read_checkpoint, restore_into, write_checkpoint, ChangelogError};
@@ -175,6 +176,7 @@ struct RunState {
     buffers: BTreeMap<TaskId, BTreeMap<TopicPartition, VecDeque<ConsumerRecord>>>,
     /// Per task: since when it has been waiting for an empty partition.
     idle_since: BTreeMap<TaskId, tokio::time::Instant>,
+    globals: Arc<GlobalStores>,
 }
 
 impl RunState {
@@ -330,6 +332,7 @@ impl RunState {
                 0,
                 Some(&self.config.application_id),
             )?;
+            task.set_globals(Arc::clone(&self.globals));
             let names: Vec<String> = task.stores_mut().map(|(n, _)| n.clone()).collect();
             for name in names {
                 let from = task
@@ -589,6 +592,9 @@ pub struct KafkaStreams {
     stop: Arc<AtomicBool>,
     threads: Vec<StreamThread>,
     metrics: Arc<Metrics>,
+    globals: Arc<GlobalStores>,
+    /// The global stores' thread, if the topology has any.
+    global: Option<tokio::task::JoinHandle<Result<(), ClientError>>>,
 }
 
 impl std::fmt::Debug for KafkaStreams {
@@ -647,6 +653,19 @@ impl KafkaStreams {
         let sub_of = sources_of(&topology);
         let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
         let process = process_id(config.state_dir.as_deref());
+        // Global stores are read to the end before any task starts.
+        let globals = GlobalStores::for_topology(&topology);
+        let ready = Arc::new(AtomicBool::new(globals.is_empty()));
+        let global = (!globals.is_empty()).then(|| {
+            tokio::spawn(crate::global::run_global(
+                Arc::clone(&globals),
+                Arc::clone(&transport),
+                eos,
+                config.poll_ms,
+                Arc::clone(&ready),
+                Arc::clone(&stop),
+            ))
+        });
         let threads = (0..config.num_stream_threads.max(1))
             .map(|thread| {
                 let producer = Producer::new(
@@ -676,8 +695,13 @@ impl KafkaStreams {
                     partition_counts: BTreeMap::new(),
                     buffers: BTreeMap::new(),
                     idle_since: BTreeMap::new(),
+                    globals: Arc::clone(&globals),
                 }));
-                let run = tokio::spawn(run(Arc::clone(&state), Arc::clone(&stop)));
+                let run = tokio::spawn(run(
+                    Arc::clone(&state),
+                    Arc::clone(&stop),
+                    Arc::clone(&ready),
+                ));
                 StreamThread { run, state }
             })
             .collect();
@@ -685,6 +709,8 @@ impl KafkaStreams {
             stop,
             threads,
             metrics,
+            globals,
+            global,
         }
     }
 
@@ -694,6 +720,16 @@ impl KafkaStreams {
     /// [`close`]: KafkaStreams::close
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.run.is_finished())
+            && self.global.as_ref().is_none_or(|g| !g.is_finished())
+    }
+
+    /// Interactive queries on global store `name` (`None`: no such store).
+    pub fn query_global<R>(
+        &self,
+        name: &str,
+        query: impl FnOnce(&dyn crate::state::KeyValueStore) -> R,
+    ) -> Option<R> {
+        self.globals.with(name, query)
     }
 
     /// Records processed by this instance so far.
@@ -758,6 +794,9 @@ impl KafkaStreams {
         for t in self.threads {
             t.run.abort();
         }
+        if let Some(g) = self.global {
+            g.abort();
+        }
     }
 
     /// Commits, closes every task, leaves the group; the first thread's error, if any.
@@ -770,6 +809,15 @@ impl KafkaStreams {
                 .await
                 .map_err(|e| StreamsError::Process(ProcessError::Failed(e.to_string())))
                 .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        if let Some(g) = self.global {
+            let r = g
+                .await
+                .map_err(|e| StreamsError::Process(ProcessError::Failed(e.to_string())))
+                .and_then(|r| r.map_err(StreamsError::from));
             if result.is_ok() {
                 result = r;
             }
@@ -963,7 +1011,18 @@ impl RunState {
     }
 }
 
-async fn run(state: Arc<Mutex<RunState>>, stop: Arc<AtomicBool>) -> Result<(), StreamsError> {
+async fn run(
+    state: Arc<Mutex<RunState>>,
+    stop: Arc<AtomicBool>,
+    globals_ready: Arc<AtomicBool>,
+) -> Result<(), StreamsError> {
+    // Tasks may read global stores: wait until those have caught up with their topics.
+    while !globals_ready.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (transport, config, topology, thread) = {
         let st = state.lock().await;
         (

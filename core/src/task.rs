@@ -157,6 +157,7 @@ impl Task {
                 stream_time: -1,
                 wall_clock_ms,
                 commit_requested: false,
+                globals: None,
             },
             sources,
             extractors,
@@ -180,6 +181,11 @@ impl Task {
             }
         }
         Ok(task)
+    }
+
+    /// Gives the task's processors the instance's global stores.
+    pub fn set_globals(&mut self, globals: Arc<crate::global::GlobalStores>) {
+        self.parts.globals = Some(globals);
     }
 
     /// The topics this task reads.

@@ -37,6 +37,7 @@ pub struct OutputRecord {
 
 pub struct TestDriver {
     tasks: BTreeMap<TaskId, Task>,
+    globals: std::sync::Arc<crate::global::GlobalStores>,
     /// Topic -> sub-topology reading it.
     readers: BTreeMap<String, usize>,
     partitions: BTreeMap<String, i32>,
@@ -68,6 +69,7 @@ impl TestDriver {
         // Pattern sources read the topics listed in `topic_partitions` that they match.
         let topology =
             &topology.with_pattern_topics(config.topic_partitions.keys().map(|t| t.as_str()));
+        let globals = crate::global::GlobalStores::for_topology(topology);
         let mut tasks = BTreeMap::new();
         let mut readers = BTreeMap::new();
         for st in topology.sub_topologies() {
@@ -77,20 +79,20 @@ impl TestDriver {
             }
             for p in 0..n {
                 let id = (st.id, p);
-                tasks.insert(
+                let mut task = Task::new(
+                    topology,
                     id,
-                    Task::new(
-                        topology,
-                        id,
-                        config.state_dir.as_deref(),
-                        config.invalid_timestamps,
-                        config.wall_clock_start_ms,
-                    )?,
-                );
+                    config.state_dir.as_deref(),
+                    config.invalid_timestamps,
+                    config.wall_clock_start_ms,
+                )?;
+                task.set_globals(std::sync::Arc::clone(&globals));
+                tasks.insert(id, task);
             }
         }
         Ok(TestDriver {
             tasks,
+            globals,
             readers,
             partitions: config.topic_partitions,
             default_partitions,
@@ -131,6 +133,10 @@ impl TestDriver {
             *o += 1;
             *o - 1
         };
+        // A global store's topic goes to the global store (every task sees it).
+        if self.globals.reads(topic) {
+            return self.globals.apply(topic, &record);
+        }
         let Some(sub) = self.readers.get(topic).copied() else {
             return Err(ProcessError::Failed(format!("no source reads {topic}")));
         };
@@ -164,7 +170,7 @@ impl TestDriver {
                     partition,
                     record: record.clone(),
                 });
-            if self.readers.contains_key(&topic) {
+            if self.readers.contains_key(&topic) || self.globals.reads(&topic) {
                 self.pipe_to(&topic, partition, record)?;
             }
         }
@@ -184,6 +190,11 @@ impl TestDriver {
     /// Every record written to `topic` since the last read.
     pub fn read_output(&mut self, topic: &str) -> Vec<OutputRecord> {
         self.outputs.remove(topic).unwrap_or_default()
+    }
+
+    /// `key`'s value in global store `name`.
+    pub fn global_get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, ProcessError> {
+        self.globals.get(name, key)
     }
 
     /// A store of the task reading `topic`'s `partition`.

@@ -168,6 +168,35 @@ pub struct Topology {
     pub(crate) copartition_groups: Vec<BTreeSet<String>>,
     /// Names of the repartition topics (before the application id is put in front).
     pub(crate) repartitions: BTreeSet<String>,
+    /// Global stores: built from every partition of a topic, on every instance.
+    pub(crate) globals: Vec<GlobalStoreSpec>,
+}
+
+/// Applies one record of a global store's topic to the store.
+pub type GlobalUpdater = Arc<
+    dyn Fn(
+            &mut dyn crate::state::KeyValueStore,
+            &Record,
+        ) -> Result<(), crate::processor::ProcessError>
+        + Send
+        + Sync,
+>;
+
+/// A global store (see [`crate::global`]).
+#[derive(Clone)]
+pub struct GlobalStoreSpec {
+    pub name: String,
+    pub topic: String,
+    pub updater: GlobalUpdater,
+}
+
+impl std::fmt::Debug for GlobalStoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalStoreSpec")
+            .field("name", &self.name)
+            .field("topic", &self.topic)
+            .finish()
+    }
 }
 
 /// Gives a record its timestamp: `(record, stream time of the task) -> timestamp`.
@@ -223,13 +252,40 @@ impl Topology {
         Ok(self)
     }
 
+    /// A global store `name`, a full copy of every partition of `topic` on each instance,
+    /// kept by `updater` (Kafka's `addGlobalStore`). Processors read it with
+    /// `ProcessorContext::global_get`.
+    pub fn add_global_store(
+        &mut self,
+        name: &str,
+        topic: &str,
+        updater: GlobalUpdater,
+    ) -> Result<&mut Self, TopologyError> {
+        if self.stores.contains_key(name) || self.globals.iter().any(|g| g.name == name) {
+            return Err(TopologyError::DuplicateStore(name.to_string()));
+        }
+        if self.source_topics().iter().any(|t| t == topic)
+            || self.globals.iter().any(|g| g.topic == topic)
+        {
+            return Err(TopologyError::TopicReadTwice(topic.to_string()));
+        }
+        self.globals.push(GlobalStoreSpec {
+            name: name.to_string(),
+            topic: topic.to_string(),
+            updater,
+        });
+        Ok(self)
+    }
+
     /// A source reading `topics`.
     pub fn add_source(&mut self, name: &str, topics: &[&str]) -> Result<&mut Self, TopologyError> {
         if topics.is_empty() {
             return Err(TopologyError::NoTopic(name.to_string()));
         }
         for t in topics {
-            if self.source_topics().contains(&t.to_string()) {
+            if self.source_topics().contains(&t.to_string())
+                || self.globals.iter().any(|g| &g.topic == t)
+            {
                 return Err(TopologyError::TopicReadTwice(t.to_string()));
             }
         }

@@ -218,12 +218,23 @@ impl Streams {
     }
 
     /// Interactive query: `key`'s value in key-value store `store` on this instance (its
-    /// partition's task must run here).
+    /// partition's task must run here), or in a global table's store.
     pub async fn get<K: Data, V: Data>(
         &self,
         store: &str,
         key: &K,
     ) -> Result<Option<V>, QueryError> {
+        if self.topology.stores.get(store).map(|i| i.kind) == Some(StoreKind::Global) {
+            let keys = self.keys::<K>(store, StoreKind::Global)?;
+            let k = keys.serialize(key)?.unwrap_or_default();
+            let ks = self.running.as_ref().ok_or(QueryError::NotRunning)?;
+            let found = ks
+                .query_global(store, |s| s.get(&k))
+                .ok_or_else(|| QueryError::UnknownStore(store.to_string()))??;
+            return Ok(found
+                .map(|b| decode_timestamped::<V>(&b).map(|(v, _)| v))
+                .transpose()?);
+        }
         let keys = self.keys::<K>(store, StoreKind::KeyValue)?;
         let k = keys.serialize(key)?.unwrap_or_default();
         let found = self

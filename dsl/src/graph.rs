@@ -26,6 +26,8 @@ pub enum StoreKind {
     Window,
     /// (key, session end, session start) -> timestamped value.
     Session,
+    /// A global table's store (every partition, on every instance).
+    Global,
     /// Internal buffers (suppression, joins): not queryable.
     Internal,
 }

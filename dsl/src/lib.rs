@@ -36,6 +36,7 @@
 
 pub mod app;
 pub mod bench;
+mod global;
 mod graph;
 mod grouped;
 mod joins;
@@ -51,6 +52,7 @@ pub use rill_core as core;
 pub use rill_core::topology::{StoreBackend, Topology};
 
 pub use app::{State, Streams};
+pub use global::GlobalKTable;
 pub use graph::{Materialized, StoreKind};
 pub use grouped::{KGroupedStream, KGroupedTable};
 pub use joins::JoinWindows;
@@ -68,9 +70,9 @@ pub mod prelude {
         auto, Auto, Bincode, Json, RawBytes, SerdeRef, Utf8, WindowedSerde, I64,
     };
     pub use crate::{
-        Consumed, EmitStrategy, Grouped, JoinWindows, KStream, KTable, Materialized, Produced,
-        SessionWindows, SlidingWindows, State, Streams, StreamsBuilder, Suppressed, TimeWindows,
-        Window, Windowed,
+        Consumed, EmitStrategy, GlobalKTable, Grouped, JoinWindows, KStream, KTable, Materialized,
+        Produced, SessionWindows, SlidingWindows, State, Streams, StreamsBuilder, Suppressed,
+        TimeWindows, Window, Windowed,
     };
     pub use rill_core::runtime::{ProcessingGuarantee, StreamsConfig};
 }
@@ -122,6 +124,21 @@ impl StreamsBuilder {
         materialized: Materialized,
     ) -> KTable<K, V> {
         table::source_table(&self.g, topic, consumed, materialized)
+    }
+
+    /// `topic` as a global table: every partition on every instance, joinable by any key.
+    pub fn global_table<K: Data, V: Data>(&self, topic: &str) -> GlobalKTable<K, V> {
+        self.global_table_with(topic, Consumed::default())
+    }
+
+    /// [`StreamsBuilder::global_table`] with serdes (and the store's name from
+    /// `Consumed::named`).
+    pub fn global_table_with<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        consumed: Consumed<K, V>,
+    ) -> GlobalKTable<K, V> {
+        global::global_table(&self.g, topic, consumed)
     }
 
     /// A store for processors added with [`KStream::process`] (which names it to connect it).

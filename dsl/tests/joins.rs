@@ -235,3 +235,64 @@ fn joined_topics_must_be_copartitioned() {
     let ok = BTreeMap::from([(s("orders"), 4), (s("customers"), 4)]);
     t.topology.check_sources(&ok).unwrap();
 }
+
+#[test]
+fn stream_global_table_joins_by_a_computed_key() {
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        customer: String,
+        amount: i64,
+    }
+    let b = StreamsBuilder::new();
+    let customers = b.global_table::<String, String>("customers");
+    let orders = b.stream::<String, Order>("orders"); // key: order id
+    orders
+        .join_global(
+            &customers,
+            |_, o| o.customer.clone(),
+            |o, name| format!("{name}:{}", o.amount),
+        )
+        .to("inner");
+    orders
+        .left_join_global(
+            &customers,
+            |_, o| o.customer.clone(),
+            |o, name| format!("{}:{}", opt(name), o.amount),
+        )
+        .to("left");
+    // Orders over 3 partitions, customers over 2: no co-partitioning needed.
+    let topics = BTreeMap::from([(s("orders"), 3), (s("customers"), 2)]);
+    let mut d = TestDriver::with_partitions(&b.build().unwrap(), 1, topics).unwrap();
+    d.pipe("customers", &s("c1"), &s("Ann"), 0).unwrap();
+    d.pipe("customers", &s("c2"), &s("Bob"), 0).unwrap();
+    let order = |c: &str, amount| Order {
+        customer: c.into(),
+        amount,
+    };
+    d.pipe("orders", &s("o1"), &order("c1", 10), 1).unwrap();
+    d.pipe("orders", &s("o2"), &order("c3", 20), 2).unwrap();
+    d.pipe("customers", &s("c2"), &s("Bobby"), 3).unwrap();
+    d.pipe_tombstone("customers", &s("c1"), 3).unwrap();
+    d.pipe("orders", &s("o3"), &order("c2", 30), 4).unwrap();
+    d.pipe("orders", &s("o4"), &order("c1", 40), 5).unwrap();
+    let read = |d: &mut TestDriver, t: &str| -> Vec<(String, String)> {
+        d.read::<String, String>(t)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.value.unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        read(&mut d, "inner"),
+        vec![(s("o1"), s("Ann:10")), (s("o3"), s("Bobby:30"))]
+    );
+    assert_eq!(
+        read(&mut d, "left"),
+        vec![
+            (s("o1"), s("Ann:10")),
+            (s("o2"), s("null:20")),
+            (s("o3"), s("Bobby:30")),
+            (s("o4"), s("null:40"))
+        ]
+    );
+}
