@@ -325,3 +325,127 @@ impl<K: Data, V: Data, VA: Data> Processor for TableAggregate<K, V, VA> {
         ctx.forward(rec)
     }
 }
+
+/// Adds one input of a cogroup: given the store and the initializer, its aggregating
+/// processor; returns the processor's name and the input's source topics.
+type CogroupInput<VA> =
+    Box<dyn FnOnce(&str, Arc<dyn Fn() -> VA + Send + Sync>, usize) -> (String, Vec<String>)>;
+
+/// Several grouped streams (of one key type, any value types) folded into one aggregate per
+/// key, each with its own aggregator (Kafka Streams' `cogroup`, KIP-150).
+pub struct CogroupedKStream<K, VA> {
+    g: crate::graph::Shared,
+    keys: SerdeRef<K>,
+    inputs: Vec<CogroupInput<VA>>,
+}
+
+impl<K, VA> std::fmt::Debug for CogroupedKStream<K, VA> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CogroupedKStream")
+            .field("inputs", &self.inputs.len())
+            .finish()
+    }
+}
+
+fn cogroup_input<K: Data, V: Data, VA: Data>(
+    grouped: &KGroupedStream<K, V>,
+    aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+) -> CogroupInput<VA> {
+    let stream = grouped.stream.clone();
+    let name = grouped.grouped.name.clone();
+    Box::new(move |store: &str, init, i| {
+        let input = stream.partitioned(Some(name.unwrap_or_else(|| format!("{store}-{i}"))));
+        let step: Step<K, V, VA> =
+            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(|| init())));
+        let keys = Arc::clone(&input.keys);
+        let st = store.to_string();
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            Box::new(StreamAggregate {
+                keys: Arc::clone(&keys),
+                store: st.clone(),
+                step: Arc::clone(&step),
+            }) as Box<dyn Processor>
+        });
+        let mut g = input.g.borrow_mut();
+        let node = g.name("COGROUPKSTREAM-AGGREGATE");
+        g.processor(&node, supplier, &[&input.node]);
+        (node, input.sources.clone())
+    })
+}
+
+impl<K: Data, V: Data> KGroupedStream<K, V> {
+    /// Starts a cogroup with this stream, folded into the aggregate by `aggregator`.
+    pub fn cogroup<VA: Data>(
+        &self,
+        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
+    ) -> CogroupedKStream<K, VA> {
+        CogroupedKStream {
+            g: crate::graph::Shared::clone(&self.stream.g),
+            keys: Arc::clone(&self.stream.keys),
+            inputs: vec![cogroup_input(self, aggregator)],
+        }
+    }
+}
+
+impl<K: Data, VA: Data> CogroupedKStream<K, VA> {
+    /// Adds another grouped stream (same key type) with its own aggregator.
+    pub fn cogroup<V2: Data>(
+        mut self,
+        other: &KGroupedStream<K, V2>,
+        aggregator: impl Fn(&K, V2, VA) -> VA + Send + Sync + 'static,
+    ) -> Self {
+        self.inputs.push(cogroup_input(other, aggregator));
+        self
+    }
+
+    /// The aggregate per key over every input, starting from `init()`.
+    pub fn aggregate(self, init: impl Fn() -> VA + Send + Sync + 'static) -> KTable<K, VA> {
+        self.aggregate_with(init, Materialized::default())
+    }
+
+    pub fn aggregate_with(
+        self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<K, VA> {
+        let store = materialized.name.clone().unwrap_or_else(|| {
+            self.g
+                .borrow_mut()
+                .name("COGROUPKSTREAM-AGGREGATE-STATE-STORE")
+        });
+        let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
+        let mut nodes = Vec::new();
+        let mut sources = Vec::new();
+        for (i, add) in self.inputs.into_iter().enumerate() {
+            let (node, s) = add(&store, Arc::clone(&init), i);
+            nodes.push(node);
+            sources.extend(s);
+        }
+        let mut g = self.g.borrow_mut();
+        let first: Vec<&str> = nodes.iter().take(1).map(String::as_str).collect();
+        g.store(
+            materialized.spec(store.clone(), None),
+            StoreKind::KeyValue,
+            Arc::new(Arc::clone(&self.keys)),
+            &first,
+        );
+        for n in nodes.iter().skip(1) {
+            g.connect_store(&store, n);
+        }
+        let merge = g.name("COGROUPKSTREAM-MERGE");
+        let parents: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        let pass: crate::graph::StatelessFn = Arc::new(|ctx, r| ctx.forward(r));
+        g.stateless(&merge, pass, &parents);
+        g.copartition(&sources);
+        drop(g);
+        KTable {
+            g: crate::graph::Shared::clone(&self.g),
+            node: merge,
+            keys: self.keys,
+            sources,
+            store: Some(store),
+            grace_ms: None,
+            _v: std::marker::PhantomData,
+        }
+    }
+}

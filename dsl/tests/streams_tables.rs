@@ -342,3 +342,58 @@ fn suppress_until_time_limit_emits_the_latest_value_after_quiet_time() {
     // a's last update at 12 is emitted when stream time reaches 22 (at c@40); b's at 17 too.
     assert_eq!(out, vec![(s("a"), 3, 12), (s("b"), 2, 17)]);
 }
+
+#[test]
+fn cogroup_folds_several_streams_into_one_aggregate() {
+    #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Activity {
+        clicks: i64,
+        spent: i64,
+    }
+    let b = StreamsBuilder::new();
+    let clicks = b.stream::<String, String>("clicks").group_by_key(); // key: user
+    // Purchases are keyed by order: re-keyed by user, so repartitioned first.
+    let purchases = b
+        .stream::<String, (String, i64)>("purchases")
+        .group_by(|_, (user, _)| user.clone());
+    clicks
+        .cogroup(|_, _page: String, mut a: Activity| {
+            a.clicks += 1;
+            a
+        })
+        .cogroup(&purchases, |_, (_, amount): (String, i64), mut a: Activity| {
+            a.spent += amount;
+            a
+        })
+        .aggregate_with(Activity::default, Materialized::named("activity"))
+        .to_stream()
+        .to("activity");
+    let topology = b.build().unwrap();
+    assert_eq!(
+        topology.topology.repartition_topics("app"),
+        vec![s("app-activity-1-repartition")]
+    );
+    let mut d = TestDriver::new(&topology, 2).unwrap();
+    d.pipe("clicks", &s("ann"), &s("/home"), 1).unwrap();
+    d.pipe("purchases", &s("o1"), &(s("ann"), 30i64), 2).unwrap();
+    d.pipe("clicks", &s("bob"), &s("/cart"), 3).unwrap();
+    d.pipe("clicks", &s("ann"), &s("/cart"), 4).unwrap();
+    d.pipe("purchases", &s("o2"), &(s("bob"), 5i64), 5).unwrap();
+    let out: Vec<(String, Activity)> = d
+        .read::<String, Activity>("activity")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap()))
+        .collect();
+    let act = |clicks, spent| Activity { clicks, spent };
+    assert_eq!(
+        out,
+        vec![
+            (s("ann"), act(1, 0)),
+            (s("ann"), act(1, 30)),
+            (s("bob"), act(1, 0)),
+            (s("ann"), act(2, 30)),
+            (s("bob"), act(1, 5))
+        ]
+    );
+}
