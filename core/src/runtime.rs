@@ -1159,8 +1159,13 @@ async fn prepare_topics(
         .unwrap_or(1);
     for name in &repartitions {
         if !counts.contains_key(name) {
-            create_topic(&admin, name, partitions, &[("cleanup.policy", "delete")]).await?;
-            counts.insert(name.clone(), partitions);
+            // Joined with other topics: as many partitions as they have (Kafka Streams'
+            // co-partitioning enforcer); else the widest source's count.
+            let n = topology
+                .copartitioned_count(name, &counts)
+                .unwrap_or(partitions);
+            create_topic(&admin, name, n, &[("cleanup.policy", "delete")]).await?;
+            counts.insert(name.clone(), n);
         }
     }
     topology.check_sources(&counts)?;

@@ -59,6 +59,26 @@ impl TestDriver {
     /// Creates every task (one per sub-topology and partition) and initializes it.
     pub fn new(topology: &Topology, config: TestDriverConfig) -> Result<TestDriver, ProcessError> {
         let default_partitions = config.default_partitions.max(1);
+        // A repartition topic joined with others has their partition count, as at run time.
+        let mut config = config;
+        for name in topology.repartitions.clone() {
+            if !config.topic_partitions.contains_key(&name) {
+                let known: BTreeMap<String, i32> = topology
+                    .copartition_groups
+                    .iter()
+                    .filter(|g| g.contains(&name))
+                    .flatten()
+                    .filter(|t| !topology.repartitions.contains(*t))
+                    .map(|t| {
+                        let n = config.topic_partitions.get(t).copied();
+                        (t.clone(), n.unwrap_or(default_partitions))
+                    })
+                    .collect();
+                if let Some(n) = topology.copartitioned_count(&name, &known) {
+                    config.topic_partitions.insert(name, n);
+                }
+            }
+        }
         let count = |t: &str| {
             config
                 .topic_partitions

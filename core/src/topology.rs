@@ -636,6 +636,18 @@ impl Topology {
         Ok(self)
     }
 
+    /// The partition count a repartition topic must have to be co-partitioned with the
+    /// topics it is joined with (the largest count among those in `counts`); `None` when it
+    /// is joined with no topic of known count (then it takes the widest source's count).
+    pub fn copartitioned_count(&self, topic: &str, counts: &BTreeMap<String, i32>) -> Option<i32> {
+        self.copartition_groups
+            .iter()
+            .filter(|g| g.contains(topic))
+            .flat_map(|g| g.iter().filter(|t| *t != topic))
+            .filter_map(|t| counts.get(t).copied())
+            .max()
+    }
+
     /// Checks the source topics against their partition counts (`counts`, topic -> count):
     /// every source topic exists, and co-partitioned topics have equal counts.
     pub fn check_sources(&self, counts: &BTreeMap<String, i32>) -> Result<(), TopologyError> {

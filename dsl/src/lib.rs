@@ -36,6 +36,7 @@
 
 pub mod app;
 pub mod bench;
+mod fk;
 mod global;
 mod graph;
 mod grouped;

@@ -281,3 +281,71 @@ async fn a_global_table_is_read_in_full_before_the_first_join() {
     app.close().await.unwrap();
     b.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_join_runs_across_tables_of_different_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path()).await;
+    let admin = Admin::new(Arc::clone(&t));
+    admin.create_topic("orders", 2, &[]).await.unwrap();
+    admin.create_topic("products", 3, &[]).await.unwrap();
+    admin.create_topic("order-lines", 2, &[]).await.unwrap();
+    let products: Vec<(String, Option<String>, i64)> = (0..10)
+        .map(|i| (format!("p{i}"), Some(format!("product {i}")), 1))
+        .collect();
+    let products: Vec<(&str, Option<&str>, i64)> = products
+        .iter()
+        .map(|(k, v, ts)| (k.as_str(), v.as_deref(), *ts))
+        .collect();
+    produce(&t, "products", &products).await;
+    let orders: Vec<(String, Option<String>, i64)> = (0..40)
+        .map(|i| (format!("o{i}"), Some(format!("p{}", i % 10)), 2))
+        .collect();
+    let orders: Vec<(&str, Option<&str>, i64)> = orders
+        .iter()
+        .map(|(k, v, ts)| (k.as_str(), v.as_deref(), *ts))
+        .collect();
+    produce(&t, "orders", &orders).await;
+    let builder = StreamsBuilder::new();
+    builder
+        .table::<String, String>("orders") // value: product id
+        .fk_join(
+            &builder.table::<String, String>("products"),
+            |p| p.clone(),
+            |o, p| format!("{o} is {p}"),
+        )
+        .to_stream()
+        .to("order-lines");
+    let mut app = Streams::new(
+        builder.build().unwrap(),
+        Arc::clone(&t),
+        config(dir.path(), "fk"),
+    );
+    app.start();
+    let out: BTreeMap<String, String> = read(&t, "order-lines", 2, 40).await.into_iter().collect();
+    assert_eq!(out.len(), 40);
+    for i in 0..40 {
+        assert_eq!(
+            out[&format!("o{i}")],
+            format!("p{} is product {}", i % 10, i % 10)
+        );
+    }
+    // The internal topics took the partition counts of the tables they meet.
+    let topics: BTreeMap<String, i32> = admin
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.partitions))
+        .collect();
+    let count = |suffix: &str| {
+        topics
+            .iter()
+            .find(|(n, _)| n.starts_with("fk-") && n.ends_with(suffix))
+            .map(|(_, p)| *p)
+    };
+    assert_eq!(count("subscription-registration-repartition"), Some(3));
+    assert_eq!(count("subscription-response-repartition"), Some(2));
+    app.close().await.unwrap();
+    b.close().unwrap();
+}

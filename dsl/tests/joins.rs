@@ -296,3 +296,119 @@ fn stream_global_table_joins_by_a_computed_key() {
         ]
     );
 }
+
+fn fk_join(left_join: bool) -> Vec<(String, Option<String>, i64)> {
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        product: String,
+        qty: i64,
+    }
+    let b = StreamsBuilder::new();
+    let orders = b.table::<String, Order>("orders");
+    let products = b.table::<String, String>("products");
+    let joined = if left_join {
+        orders.fk_left_join(
+            &products,
+            |o| o.product.clone(),
+            |o, p| format!("{} x {}", o.qty, opt(p)),
+        )
+    } else {
+        orders.fk_join(
+            &products,
+            |o| o.product.clone(),
+            |o, p| format!("{} x {p}", o.qty),
+        )
+    };
+    joined.to_stream().to("out");
+    let topology = b.build().unwrap();
+    // The internal topics take the partition counts of the tables they meet.
+    let topics = BTreeMap::from([(s("orders"), 2), (s("products"), 3)]);
+    let mut d = TestDriver::with_partitions(&topology, 1, topics).unwrap();
+    let order = |p: &str, qty| Order {
+        product: p.into(),
+        qty,
+    };
+    d.pipe("products", &s("p1"), &s("apple"), 1).unwrap();
+    d.pipe("orders", &s("o1"), &order("p1", 2), 2).unwrap();
+    d.pipe("orders", &s("o2"), &order("p2", 1), 3).unwrap();
+    d.pipe("products", &s("p2"), &s("pear"), 4).unwrap();
+    d.pipe("orders", &s("o1"), &order("p2", 5), 5).unwrap();
+    d.pipe("products", &s("p1"), &s("green apple"), 6).unwrap();
+    d.pipe_tombstone("products", &s("p2"), 7).unwrap();
+    d.pipe_tombstone("orders", &s("o2"), 8).unwrap();
+    d.read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value, r.timestamp))
+        .collect()
+}
+
+#[test]
+fn foreign_key_inner_join() {
+    assert_eq!(
+        fk_join(false),
+        vec![
+            (s("o1"), Some(s("2 x apple")), 2),
+            (s("o2"), None, 3),
+            (s("o2"), Some(s("1 x pear")), 4),
+            // o1 moves to p2: it leaves p1, whose later rename reaches nobody.
+            (s("o1"), Some(s("5 x pear")), 5),
+            (s("o1"), None, 7),
+            (s("o2"), None, 7),
+            (s("o2"), None, 8),
+        ]
+    );
+}
+
+#[test]
+fn foreign_key_left_join() {
+    assert_eq!(
+        fk_join(true),
+        vec![
+            (s("o1"), Some(s("2 x apple")), 2),
+            (s("o2"), Some(s("1 x null")), 3),
+            (s("o2"), Some(s("1 x pear")), 4),
+            (s("o1"), Some(s("5 x pear")), 5),
+            (s("o1"), Some(s("5 x null")), 7),
+            (s("o2"), Some(s("1 x null")), 7),
+            (s("o2"), None, 8),
+        ]
+    );
+}
+
+#[test]
+fn a_stale_foreign_key_response_is_dropped() {
+    let b = StreamsBuilder::new();
+    let orders = b.table::<String, String>("orders"); // value: the product id
+    let products = b.table::<String, String>("products");
+    orders
+        .fk_join(&products, |p| p.clone(), |o, p| format!("{o}:{p}"))
+        .to_stream()
+        .to("out");
+    let topology = b.build().unwrap();
+    let response = topology
+        .topology
+        .repartition_topics("app")
+        .into_iter()
+        .find(|t| t.ends_with("subscription-response-repartition"))
+        .unwrap();
+    let response = response
+        .strip_prefix("app-")
+        .unwrap()
+        .strip_suffix("-repartition")
+        .unwrap()
+        .to_string();
+    let mut d = TestDriver::new(&topology, 1).unwrap();
+    d.pipe("products", &s("p1"), &s("apple"), 1).unwrap();
+    d.pipe("orders", &s("o1"), &s("p1"), 2).unwrap();
+    assert_eq!(d.read::<String, String>("out").unwrap().len(), 1);
+    // A response for a value of o1 that is not its current one (another hash): ignored.
+    let stale = rill_dsl::serdes::hop::encode(&(
+        12_345u64,
+        Some(rill_dsl::serdes::hop::encode(&s("bogus")).unwrap().to_vec()),
+    ))
+    .unwrap();
+    d.pipe_raw(&response, Some("o1".into()), Some(stale), 3)
+        .unwrap();
+    assert!(d.read::<String, String>("out").unwrap().is_empty());
+}

@@ -352,7 +352,7 @@ fn cogroup_folds_several_streams_into_one_aggregate() {
     }
     let b = StreamsBuilder::new();
     let clicks = b.stream::<String, String>("clicks").group_by_key(); // key: user
-    // Purchases are keyed by order: re-keyed by user, so repartitioned first.
+                                                                      // Purchases are keyed by order: re-keyed by user, so repartitioned first.
     let purchases = b
         .stream::<String, (String, i64)>("purchases")
         .group_by(|_, (user, _)| user.clone());
@@ -361,10 +361,13 @@ fn cogroup_folds_several_streams_into_one_aggregate() {
             a.clicks += 1;
             a
         })
-        .cogroup(&purchases, |_, (_, amount): (String, i64), mut a: Activity| {
-            a.spent += amount;
-            a
-        })
+        .cogroup(
+            &purchases,
+            |_, (_, amount): (String, i64), mut a: Activity| {
+                a.spent += amount;
+                a
+            },
+        )
         .aggregate_with(Activity::default, Materialized::named("activity"))
         .to_stream()
         .to("activity");
@@ -375,7 +378,8 @@ fn cogroup_folds_several_streams_into_one_aggregate() {
     );
     let mut d = TestDriver::new(&topology, 2).unwrap();
     d.pipe("clicks", &s("ann"), &s("/home"), 1).unwrap();
-    d.pipe("purchases", &s("o1"), &(s("ann"), 30i64), 2).unwrap();
+    d.pipe("purchases", &s("o1"), &(s("ann"), 30i64), 2)
+        .unwrap();
     d.pipe("clicks", &s("bob"), &s("/cart"), 3).unwrap();
     d.pipe("clicks", &s("ann"), &s("/cart"), 4).unwrap();
     d.pipe("purchases", &s("o2"), &(s("bob"), 5i64), 5).unwrap();
