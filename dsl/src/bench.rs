@@ -36,6 +36,8 @@ pub struct DslBenchOptions {
     pub records: u64,
     pub keys: u64,
     pub value_bytes: usize,
+    /// Only these workloads (besides pass-through, the baseline); none: all.
+    pub only: Vec<String>,
 }
 
 impl Default for DslBenchOptions {
@@ -44,6 +46,7 @@ impl Default for DslBenchOptions {
             records: 10_000_000,
             keys: 10_000,
             value_bytes: 100,
+            only: Vec::new(),
         }
     }
 }
@@ -191,6 +194,10 @@ pub async fn run_dsl(work: &Path, o: &DslBenchOptions) -> Result<Vec<BenchRow>, 
         (Job::Session, "session/pass", n),
         (Job::Join, "join/pass", n + right),
     ] {
+        let name = format!("{job:?}").to_lowercase();
+        if !o.only.is_empty() && !o.only.contains(&name) {
+            continue;
+        }
         let r = run_job(&t, work, job, records).await?;
         rows.extend(rate_rows(label, r, pass));
         per_core.push((job, r.per_core_second));
@@ -219,6 +226,7 @@ mod tests {
             records: 2_000,
             keys: 50,
             value_bytes: 100,
+            only: Vec::new(),
         };
         let rows = run_dsl(dir.path(), &o).await.unwrap();
         assert_eq!(rows.len(), 12);

@@ -22,6 +22,10 @@ struct Args {
     /// Bytes of each record's value.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
+    /// Only these workloads (comma-separated: tumbling, hopping, session, join); pass-through
+    /// always runs, as the baseline.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Print JSON objects, one per line, instead of a table.
     #[arg(long)]
     json: bool,
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         records: args.records,
         keys: args.keys,
         value_bytes: args.value_bytes,
+        only: args.only,
     };
     bench_program(args.dir, args.json, |work| async move {
         run_dsl(&work, &options).await
