@@ -47,7 +47,7 @@ impl Default for StreamsBenchOptions {
 
 const INPUT: &str = "bench-input";
 /// No run may take longer than this (a stuck run is an error, not a hang).
-const RUN_LIMIT: Duration = Duration::from_secs(600);
+const RUN_LIMIT: Duration = Duration::from_secs(3_600);
 
 /// A client or runtime failure as a bench error.
 pub fn client(e: impl std::fmt::Display) -> BenchError {
@@ -219,8 +219,20 @@ async fn run_app(
         config.commit_interval_ms = 100;
     }
     config.state_dir = Some(work.join(name));
+    run_application(t, topology(stateful, &output)?, config, records).await
+}
+
+/// Runs `topology` as an application until it has processed `records` records and closed
+/// (its last commit included); its rates, and its median commit.
+pub async fn run_application(
+    t: &Arc<dyn Transport>,
+    topology: Topology,
+    config: StreamsConfig,
+    records: u64,
+) -> Result<Rate, BenchError> {
+    let name = config.application_id.clone();
     let (started, cpu) = (Instant::now(), cpu_time());
-    let app = KafkaStreams::start(topology(stateful, &output)?, Arc::clone(t), config);
+    let app = KafkaStreams::start(topology, Arc::clone(t), config);
     while app.processed() < records && app.is_running() && started.elapsed() < RUN_LIMIT {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

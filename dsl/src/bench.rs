@@ -15,11 +15,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use rill_core::bench::{client, cpu_time, rate, rate_rows, Rate};
-use rill_core::runtime::{KafkaStreams, ProcessingGuarantee, StreamsConfig};
+use rill_core::bench::{client, rate_rows, run_application, Rate};
+use rill_core::runtime::{ProcessingGuarantee, StreamsConfig};
 use rill_log::bench::{BenchError, BenchRow};
 use rill_log::broker::{Broker, BrokerConfig};
 use rill_log::client::{
@@ -55,8 +55,6 @@ const INPUT: &str = "dsl-bench-input";
 const RIGHT: &str = "dsl-bench-right";
 /// Event time of the first record.
 const T0: i64 = 1_700_000_000_000;
-/// No run may take longer than this (a stuck run is an error, not a hang).
-const RUN_LIMIT: Duration = Duration::from_secs(3_600);
 
 /// The job of a workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,21 +154,7 @@ async fn run_job(
     config.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
     config.commit_interval_ms = 100;
     config.state_dir = Some(work.join(&name));
-    let topology = topology(job, &output)?;
-    let (started, cpu) = (Instant::now(), cpu_time());
-    let app = KafkaStreams::start(topology.topology, Arc::clone(t), config);
-    while app.processed() < records && app.is_running() && started.elapsed() < RUN_LIMIT {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let processed = app.processed();
-    app.close().await.map_err(client)?;
-    if processed < records {
-        return Err(BenchError::Client(format!(
-            "{name} processed {processed} of {records} records"
-        )));
-    }
-    let cpu = cpu.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
-    Ok(rate(records, started.elapsed(), cpu))
+    run_application(t, topology(job, &output)?.topology, config, records).await
 }
 
 /// Runs every workload in a fresh embedded broker under `work`.

@@ -105,19 +105,34 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         step: Step<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<K, VA> {
-        let (store, input) = self.prepare(&materialized, "KSTREAM-AGGREGATE-STATE-STORE");
+        self.aggregate_node(
+            materialized,
+            ("KSTREAM-AGGREGATE-STATE-STORE", "KSTREAM-AGGREGATE"),
+            move |keys, store| {
+                Box::new(StreamAggregate {
+                    keys,
+                    store,
+                    step: Arc::clone(&step),
+                })
+            },
+        )
+    }
+
+    /// The aggregating processor `make(keys, store)` over its key-value store, after a
+    /// repartition if the key changed; `(store op, node op)` name what is generated.
+    pub(crate) fn aggregate_node<VA: Data>(
+        &self,
+        materialized: Materialized,
+        (store_op, node_op): (&str, &str),
+        make: impl Fn(SerdeRef<K>, String) -> Box<dyn Processor> + Send + Sync + 'static,
+    ) -> KTable<K, VA> {
+        let (store, input) = self.prepare(&materialized, store_op);
         let keys = Arc::clone(&input.keys);
         let st = store.clone();
-        let supplier: ProcessorSupplier = Arc::new(move || {
-            Box::new(StreamAggregate {
-                keys: Arc::clone(&keys),
-                store: st.clone(),
-                step: Arc::clone(&step),
-            }) as Box<dyn Processor>
-        });
+        let supplier: ProcessorSupplier = Arc::new(move || make(Arc::clone(&keys), st.clone()));
         let node = {
             let mut g = input.g.borrow_mut();
-            let node = g.name("KSTREAM-AGGREGATE");
+            let node = g.name(node_op);
             g.processor(&node, supplier, &[&input.node]);
             g.store(
                 materialized.spec(store.clone(), None),
@@ -258,33 +273,21 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         step: TableStep<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<K, VA> {
-        let g = KGroupedStream {
+        let grouped = KGroupedStream {
             stream: self.stream.clone(),
             grouped: self.grouped.clone(),
         };
-        let (store, input) = g.prepare(&materialized, "KTABLE-AGGREGATE-STATE-STORE");
-        let keys = Arc::clone(&input.keys);
-        let st = store.clone();
-        let supplier: ProcessorSupplier = Arc::new(move || {
-            Box::new(TableAggregate {
-                keys: Arc::clone(&keys),
-                store: st.clone(),
-                step: Arc::clone(&step),
-            }) as Box<dyn Processor>
-        });
-        let node = {
-            let mut gr = input.g.borrow_mut();
-            let node = gr.name("KTABLE-AGGREGATE");
-            gr.processor(&node, supplier, &[&input.node]);
-            gr.store(
-                materialized.spec(store.clone(), None),
-                StoreKind::KeyValue,
-                Arc::new(Arc::clone(&input.keys)),
-                &[&node],
-            );
-            node
-        };
-        KTable::from_parts(&input, node, Arc::clone(&input.keys), Some(store))
+        grouped.aggregate_node(
+            materialized,
+            ("KTABLE-AGGREGATE-STATE-STORE", "KTABLE-AGGREGATE"),
+            move |keys, store| {
+                Box::new(TableAggregate {
+                    keys,
+                    store,
+                    step: Arc::clone(&step),
+                })
+            },
+        )
     }
 }
 

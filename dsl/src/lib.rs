@@ -62,7 +62,7 @@ pub use stream::{Consumed, Grouped, KStream, Produced, Splitter};
 pub use table::KTable;
 pub use windows::{
     EmitStrategy, SessionWindowedKStream, SessionWindows, SlidingWindowedKStream, SlidingWindows,
-    Suppressed, TimeWindowedKStream, TimeWindows, Windowing,
+    Suppressed, TimeWindowedKStream, TimeWindows, WindowAggregator, WindowedKStream, Windowing,
 };
 
 /// Everything a job needs.

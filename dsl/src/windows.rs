@@ -124,7 +124,7 @@ pub trait Windowing {
 impl Windowing for TimeWindows {
     type Stream<K: Data, V: Data> = TimeWindowedKStream<K, V>;
     fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> TimeWindowedKStream<K, V> {
-        TimeWindowedKStream {
+        WindowedKStream {
             grouped,
             windows: self,
             emit_on_close: false,
@@ -145,9 +145,10 @@ impl Windowing for SessionWindows {
 impl Windowing for SlidingWindows {
     type Stream<K: Data, V: Data> = SlidingWindowedKStream<K, V>;
     fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> SlidingWindowedKStream<K, V> {
-        SlidingWindowedKStream {
+        WindowedKStream {
             grouped,
             windows: self,
+            emit_on_close: false,
         }
     }
 }
@@ -301,19 +302,44 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
 
 windowed_processor!(TimeAgg);
 
-/// A grouped stream over time windows.
-pub struct TimeWindowedKStream<K, V> {
+/// A grouped stream over time windows (`W` = [`TimeWindows`]) or sliding windows
+/// ([`SlidingWindows`]), ready to aggregate.
+pub struct WindowedKStream<K, V, W> {
     grouped: KGroupedStream<K, V>,
-    windows: TimeWindows,
+    windows: W,
     emit_on_close: bool,
 }
 
-impl<K, V> std::fmt::Debug for TimeWindowedKStream<K, V> {
+/// A grouped stream over tumbling or hopping windows.
+pub type TimeWindowedKStream<K, V> = WindowedKStream<K, V, TimeWindows>;
+/// A grouped stream over sliding windows.
+pub type SlidingWindowedKStream<K, V> = WindowedKStream<K, V, SlidingWindows>;
+
+impl<K, V, W: std::fmt::Debug> std::fmt::Debug for WindowedKStream<K, V, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimeWindowedKStream")
+        f.debug_struct("WindowedKStream")
             .field("windows", &self.windows)
             .finish()
     }
+}
+
+/// What differs between time and sliding windows: the aggregation that builds the table.
+pub trait WindowAggregator:
+    sealed::Sealed + Copy + std::fmt::Debug + Send + Sync + 'static
+{
+    #[doc(hidden)]
+    fn table<K: Data, V: Data, VA: Data>(
+        self,
+        grouped: &KGroupedStream<K, V>,
+        step: Step<K, V, VA>,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::TimeWindows {}
+    impl Sealed for super::SlidingWindows {}
 }
 
 /// What every windowed aggregation builds: the processor over its store, and the windowed
@@ -358,7 +384,7 @@ where
     t
 }
 
-impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
+impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
     /// Emit every update (the default) or only final results when windows close.
     pub fn emit_strategy(mut self, strategy: EmitStrategy) -> Self {
         self.emit_on_close = strategy == EmitStrategy::OnWindowClose;
@@ -411,29 +437,40 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         step: Step<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
-        let w = self.windows;
-        let retention_ms = (w.size_ms + w.grace_ms).max(materialized.retention_ms.unwrap_or(0));
-        let table = windowed_table(
-            &self.grouped,
+        let table = self.windows.table(&self.grouped, step, materialized);
+        if self.emit_on_close {
+            table.suppress(Suppressed::until_window_closes())
+        } else {
+            table
+        }
+    }
+}
+
+impl WindowAggregator for TimeWindows {
+    fn table<K: Data, V: Data, VA: Data>(
+        self,
+        grouped: &KGroupedStream<K, V>,
+        step: Step<K, V, VA>,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        let retention_ms =
+            (self.size_ms + self.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        windowed_table(
+            grouped,
             materialized,
             StoreKind::Window,
             retention_ms,
-            w.grace_ms,
+            self.grace_ms,
             "KSTREAM-WINDOWED-AGGREGATE",
             move || TimeAgg {
-                windows: w,
+                windows: self,
                 retention_ms,
                 step: Arc::clone(&step),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
                 expiry: ExpiryIndex::default(),
             },
-        );
-        if self.emit_on_close {
-            table.suppress(Suppressed::until_window_closes())
-        } else {
-            table
-        }
+        )
     }
 }
 
@@ -828,68 +865,18 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
 
 windowed_processor!(SlidingAgg);
 
-/// A grouped stream over sliding windows.
-pub struct SlidingWindowedKStream<K, V> {
-    grouped: KGroupedStream<K, V>,
-    windows: SlidingWindows,
-}
-
-impl<K, V> std::fmt::Debug for SlidingWindowedKStream<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlidingWindowedKStream")
-            .field("windows", &self.windows)
-            .finish()
-    }
-}
-
-impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
-    pub fn count(&self) -> KTable<Windowed<K>, i64> {
-        self.aggregate(|| 0, |_, _, n| n + 1)
-    }
-
-    pub fn reduce(
-        &self,
-        reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
-    ) -> KTable<Windowed<K>, V> {
-        self.steps(
-            Arc::new(move |_, v, acc| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
-            Materialized::default(),
-        )
-    }
-
-    pub fn aggregate<VA: Data>(
-        &self,
-        init: impl Fn() -> VA + Send + Sync + 'static,
-        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
-    ) -> KTable<Windowed<K>, VA> {
-        self.aggregate_with(init, aggregator, Materialized::default())
-    }
-
-    pub fn aggregate_with<VA: Data>(
-        &self,
-        init: impl Fn() -> VA + Send + Sync + 'static,
-        aggregator: impl Fn(&K, V, VA) -> VA + Send + Sync + 'static,
-        materialized: Materialized,
-    ) -> KTable<Windowed<K>, VA> {
-        self.steps(
-            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
-            materialized,
-        )
-    }
-
-    fn steps<VA: Data>(
-        &self,
+impl WindowAggregator for SlidingWindows {
+    fn table<K: Data, V: Data, VA: Data>(
+        self,
+        grouped: &KGroupedStream<K, V>,
         step: Step<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
-        let w = self.windows;
+        let w = self;
         let retention_ms =
             (w.time_difference_ms + w.grace_ms + 1).max(materialized.retention_ms.unwrap_or(0));
         windowed_table(
-            &self.grouped,
+            grouped,
             materialized,
             StoreKind::Internal,
             retention_ms,
