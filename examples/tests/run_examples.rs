@@ -104,3 +104,77 @@ fn bank() {
     assert!(out.contains("approved and credited once each"), "{out}");
     assert!(out.contains("total 10000"), "{out}");
 }
+
+/// A `rill broker` process on a free port, stopped when dropped.
+struct BrokerProcess {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `rill` binary built beside the examples (`cargo test --workspace` builds it).
+fn start_broker() -> Option<BrokerProcess> {
+    use std::io::BufRead;
+    let rill = example("../rill");
+    if !rill.exists() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(&rill)
+        .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // "rill broker listening on 127.0.0.1:PORT (advertised as ...), data in ..."
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected first line from rill broker: {line}"))
+        .to_string();
+    Some(BrokerProcess {
+        child,
+        address,
+        _dir: dir,
+    })
+}
+
+#[test]
+fn every_example_runs_against_a_rill_broker_over_tcp() {
+    let Some(broker) = start_broker() else {
+        assert!(
+            std::env::var_os("RILL_COMPAT_REQUIRED").is_none(),
+            "the rill binary is not built beside the examples"
+        );
+        println!("SKIPPED: build the rill binary (cargo test --workspace does)");
+        return;
+    };
+    let b = ["--bootstrap-server", broker.address.as_str()];
+    for (name, records, expect) in [
+        ("quickstart", "1000", "windows match"),
+        ("wordcount", "200", "counted exactly"),
+        ("windowed_pageviews", "1000", "each emitted once"),
+        ("sessions", "500", "match the input"),
+        ("enrich", "200", "orders enriched"),
+        ("fraud", "500", "exactly the suspicious pairs"),
+        ("bank", "1000", "approved and credited once each"),
+    ] {
+        let mut args = b.to_vec();
+        args.extend(["--records", records]);
+        let out = run(name, &args);
+        assert!(out.contains(expect), "{name} over TCP:\n{out}");
+    }
+}
