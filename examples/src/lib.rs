@@ -79,6 +79,11 @@ impl std::fmt::Debug for Cluster {
 
 impl Cluster {
     pub async fn start(args: &Args) -> Result<Cluster> {
+        // `RUST_LOG=info` (or `rill_core=debug`, ...) shows what the runtime logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
         let dir = tempfile::tempdir()?;
         match &args.bootstrap {
             Some(b) => {

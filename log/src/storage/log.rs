@@ -1302,7 +1302,13 @@ fn prepare_dir(dir: &Path) -> io::Result<Vec<i64>> {
 fn apply_to_producers(producers: &mut ProducerState, h: &BatchHeader, bytes: &[u8]) {
     if h.is_control() {
         if let Some(marker) = control_marker(bytes) {
-            producers.end_transaction(h.producer_id, h.producer_epoch, marker, h.base_offset);
+            producers.end_transaction(
+                h.producer_id,
+                h.producer_epoch,
+                marker,
+                h.base_offset,
+                h.max_timestamp,
+            );
         }
     } else {
         producers.update(h, h.max_timestamp);

@@ -187,16 +187,33 @@ impl ProducerState {
         self.aborted.retain(|a| a.last_offset >= log_start);
     }
 
-    /// Records a transaction marker appended at `offset` for `producer_id`. A marker written
-    /// with a newer epoch (the coordinator fencing a zombie) makes that epoch the current one,
-    /// so the old producer's later batches are refused here too.
-    pub fn end_transaction(&mut self, producer_id: i64, epoch: i16, marker: Marker, offset: i64) {
-        if let Some(e) = self.producers.get_mut(&producer_id) {
-            if epoch > e.epoch {
-                e.epoch = epoch;
-                e.batches.clear();
-            }
+    /// Records a transaction marker appended at `offset` (at `now_ms`) for `producer_id`. A
+    /// marker written with a newer epoch (the coordinator fencing a zombie) makes that epoch
+    /// the current one, so the old producer's later batches are refused here too — also in a
+    /// partition the old producer had added to its transaction but not written to yet, where
+    /// its batch may still be on the way (else that late batch would be taken, and committed
+    /// by the next transaction of the same producer id).
+    pub fn end_transaction(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: Marker,
+        offset: i64,
+        now_ms: i64,
+    ) {
+        let e = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::new(),
+                last_append_ms: now_ms,
+            });
+        if epoch > e.epoch {
+            e.epoch = epoch;
+            e.batches.clear();
         }
+        e.last_append_ms = e.last_append_ms.max(now_ms);
         if let Some(first) = self.ongoing.remove(&producer_id) {
             if marker == Marker::Abort {
                 self.aborted.push(AbortedTxn {
@@ -418,6 +435,27 @@ mod tests {
             base_sequence: seq,
             record_count: count,
         }
+    }
+
+    #[test]
+    fn a_fencing_marker_refuses_the_old_epoch_where_it_had_not_written_yet() {
+        // The coordinator aborted producer 7's transaction with epoch 1 (a new instance took
+        // over its transactional id) before its epoch-0 batch reached this partition.
+        let mut s = ProducerState::default();
+        s.end_transaction(7, 1, Marker::Abort, 0, 5);
+        assert!(matches!(
+            s.check(&header(7, 0, 0, 3, 1)),
+            Err(ProducerStateError::InvalidEpoch {
+                epoch: 0,
+                current: 1,
+                ..
+            })
+        ));
+        // The new epoch writes from sequence 0.
+        assert_eq!(s.check(&header(7, 2, 0, 1, 1)), Ok(None));
+        // And the fencing survives an expiry pass that is not yet due.
+        assert_eq!(s.expire(6, 1_000), 0);
+        assert!(s.check(&header(7, 0, 0, 3, 1)).is_err());
     }
 
     #[test]
