@@ -473,17 +473,28 @@ impl RunState {
                 let Some(bufs) = self.buffers.get_mut(&id) else {
                     break;
                 };
-                let next = bufs
+                // The partition whose next record is oldest; it may go on until its records
+                // pass the next-oldest head of the other partitions.
+                let mut heads: Vec<(i64, &TopicPartition)> = bufs
                     .iter()
                     .filter_map(|(tp, b)| b.front().map(|r| (r.timestamp_ms, tp)))
-                    .min_by_key(|(ts, _)| *ts)
-                    .map(|(_, tp)| tp.clone());
-                let Some(tp) = next else { break };
-                let Some(r) = bufs.get_mut(&tp).and_then(VecDeque::pop_front) else {
+                    .collect();
+                heads.sort_by_key(|(ts, _)| *ts);
+                let Some((_, tp)) = heads.first() else { break };
+                let bound = heads.get(1).map_or(i64::MAX, |(ts, _)| *ts);
+                let tp = (*tp).clone();
+                let Some(buf) = bufs.get_mut(&tp) else { break };
+                let mut run = Vec::new();
+                while buf.front().is_some_and(|r| r.timestamp_ms <= bound || run.is_empty()) {
+                    run.extend(buf.pop_front());
+                }
+                let Some(last) = run.last().map(|r| r.offset) else {
                     break;
                 };
-                self.consumed.insert(tp, r.offset + 1);
-                self.process(r).await?;
+                for r in run {
+                    self.process(r).await?;
+                }
+                self.consumed.insert(tp, last + 1);
             }
         }
         self.buffers
