@@ -485,7 +485,10 @@ impl RunState {
                 let tp = (*tp).clone();
                 let Some(buf) = bufs.get_mut(&tp) else { break };
                 let mut run = Vec::new();
-                while buf.front().is_some_and(|r| r.timestamp_ms <= bound || run.is_empty()) {
+                while buf
+                    .front()
+                    .is_some_and(|r| r.timestamp_ms <= bound || run.is_empty())
+                {
                     run.extend(buf.pop_front());
                 }
                 let Some(last) = run.last().map(|r| r.offset) else {
