@@ -121,9 +121,10 @@ pub trait Windowing {
     fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> Self::Stream<K, V>;
 }
 
-impl Windowing for TimeWindows {
-    type Stream<K: Data, V: Data> = TimeWindowedKStream<K, V>;
-    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> TimeWindowedKStream<K, V> {
+/// Time and sliding windows: one windowed stream type over either.
+impl<W: WindowAggregator> Windowing for W {
+    type Stream<K: Data, V: Data> = WindowedKStream<K, V, W>;
+    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> WindowedKStream<K, V, W> {
         WindowedKStream {
             grouped,
             windows: self,
@@ -138,17 +139,6 @@ impl Windowing for SessionWindows {
         SessionWindowedKStream {
             grouped,
             windows: self,
-        }
-    }
-}
-
-impl Windowing for SlidingWindows {
-    type Stream<K: Data, V: Data> = SlidingWindowedKStream<K, V>;
-    fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> SlidingWindowedKStream<K, V> {
-        WindowedKStream {
-            grouped,
-            windows: self,
-            emit_on_close: false,
         }
     }
 }
