@@ -58,6 +58,10 @@ fn record(key: Vec<u8>, value: Bytes, timestamp: i64) -> Record {
     }
 }
 
+fn short_row() -> ProcessError {
+    ProcessError::Failed("stored row shorter than its timestamp".into())
+}
+
 /// Step 2: subscriptions per foreign key (`framed fk | left key -> hash`), answered with
 /// the right table's row.
 struct SubscriptionProcessor {
@@ -78,10 +82,12 @@ impl Processor for SubscriptionProcessor {
         ctx.store(&self.subscriptions)?
             .put(&k, &hash.to_be_bytes())?;
         let right = ctx.store(&self.right_store)?.get(&fk)?;
-        let response = Response {
-            hash,
-            right: right.map(|b| b[8..].to_vec()),
+        // A stored row is `timestamp | value`: the response carries the value.
+        let right = match right {
+            Some(b) => Some(b.get(8..).map(<[u8]>::to_vec).ok_or_else(short_row)?),
+            None => None,
         };
+        let response = Response { hash, right };
         ctx.forward(record(sub.key, encode(&response)?, r.timestamp))
     }
 }
@@ -136,7 +142,7 @@ impl<V: Data, VO: Data, VR: Data> Processor for ResponseProcessor<V, VO, VR> {
         let Some(stored) = ctx.store(&self.left_store)?.get(&key)? else {
             return Ok(()); // the left row is gone: its result was deleted then
         };
-        if value_hash(&stored[8..]) != response.hash {
+        if value_hash(stored.get(8..).ok_or_else(short_row)?) != response.hash {
             return Ok(()); // the row changed since it subscribed: a newer response follows
         }
         let (left, _) = decode_timestamped::<V>(&stored)?;

@@ -189,16 +189,19 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         let other_outer =
             self.kind == JoinKind::Outer || (self.kind == JoinKind::Left && self.side == 1);
         for (ok, ov) in &matches {
-            let (_, other_id) = split_framed(ok)
-                .ok_or_else(|| ProcessError::Failed("join store: corrupt key".into()))?;
-            let other_ts = ts_from(&other_id[..8]).unwrap_or(ts);
+            let corrupt = || ProcessError::Failed("join store: corrupt key".into());
+            let (_, other_id) = split_framed(ok).ok_or_else(corrupt)?;
+            let (other_ts, other_rest) = other_id
+                .split_first_chunk::<8>()
+                .and_then(|(t, rest)| Some((ts_from(t)?, rest)))
+                .ok_or_else(corrupt)?;
             let b: B = hop::decode(ov).map_err(internal)?;
             if let (true, Some(outer)) = (other_outer, &self.outer_store) {
                 // The partner is joined now: it will not be emitted alone.
                 let mut k2 = ts_bytes(other_ts).to_vec();
                 k2.push(1 - self.side);
                 k2.extend_from_slice(&framed_key(&key));
-                k2.extend_from_slice(&other_id[8..]);
+                k2.extend_from_slice(other_rest);
                 ctx.store(outer)?.delete(&k2)?;
             }
             if let Some(res) = (self.joiner)(&k, Some(&a), Some(&b)) {

@@ -976,7 +976,10 @@ impl Processor for Suppress {
         )?;
         let mut out = Vec::with_capacity(due.len());
         for (bk, v) in due {
-            let k = bk[9..].to_vec();
+            let k = bk
+                .get(9..)
+                .ok_or_else(|| ProcessError::Failed("suppress buffer: short key".into()))?
+                .to_vec();
             store.delete(&bk)?;
             store.delete(&index_key(&k))?;
             let ts = v

@@ -349,3 +349,27 @@ fn sliding_windows_count_records_with_equal_timestamps() {
         vec![row("a", 15, 25, 1, 25), row("a", 15, 25, 2, 25)]
     );
 }
+
+#[test]
+fn a_corrupt_suppression_buffer_is_an_error_not_a_panic() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)))
+        .count()
+        .suppress(Suppressed::until_window_closes().named("buffer"))
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "a", 1);
+    // A key too short for `T | time | key`, inside the range of due entries.
+    d.core()
+        .store("input", 0, "buffer")
+        .unwrap()
+        .put(b"T\x80", b"x")
+        .unwrap();
+    let err = d
+        .pipe("input", &"a".to_string(), &"v".to_string(), 30)
+        .unwrap_err();
+    assert!(err.to_string().contains("short key"), "{err}");
+}
