@@ -275,17 +275,24 @@ pub fn rate_rows(workload: &str, value: Rate, baseline: Rate) -> [BenchRow; 2] {
     ]
 }
 
-/// Runs every workload in a fresh embedded broker under `work`.
-pub async fn run_streams(
-    work: &Path,
-    o: &StreamsBenchOptions,
-) -> Result<Vec<BenchRow>, BenchError> {
+/// A fresh embedded broker under `work` (one partition for the internal topics, no
+/// rebalance delay), and a transport to it.
+pub fn embedded_broker(work: &Path) -> Result<(Arc<Broker>, Arc<dyn Transport>), BenchError> {
     let mut config = BrokerConfig::new(work.join("broker"));
     config.offsets_topic_num_partitions = 1;
     config.transaction_state_num_partitions = 1;
     config.group.initial_rebalance_delay_ms = 0;
     let broker = Arc::new(Broker::open(config, Arc::new(SystemClock)).map_err(client)?);
     let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
+    Ok((broker, t))
+}
+
+/// Runs every workload in a fresh embedded broker under `work`.
+pub async fn run_streams(
+    work: &Path,
+    o: &StreamsBenchOptions,
+) -> Result<Vec<BenchRow>, BenchError> {
+    let (broker, t) = embedded_broker(work)?;
     produce_input(&t, o).await?;
     let n = o.records;
     let pipe = pipe(&t, n).await?;

@@ -18,14 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rill_core::bench::{client, rate_rows, run_application, Rate};
+use rill_core::bench::{client, embedded_broker, rate_rows, run_application, Rate};
 use rill_core::runtime::{ProcessingGuarantee, StreamsConfig};
 use rill_log::bench::{BenchError, BenchRow};
-use rill_log::broker::{Broker, BrokerConfig};
-use rill_log::client::{
-    Admin, EmbeddedTransport, Producer, ProducerConfig, ProducerRecord, Transport,
-};
-use rill_log::time::SystemClock;
+use rill_log::client::{Admin, Producer, ProducerConfig, ProducerRecord, Transport};
 
 use crate::serdes::{auto, RawBytes, SerdeRef};
 use crate::{Consumed, JoinWindows, Produced, SessionWindows, StreamsBuilder, TimeWindows};
@@ -159,12 +155,7 @@ async fn run_job(
 
 /// Runs every workload in a fresh embedded broker under `work`.
 pub async fn run_dsl(work: &Path, o: &DslBenchOptions) -> Result<Vec<BenchRow>, BenchError> {
-    let mut config = BrokerConfig::new(work.join("broker"));
-    config.offsets_topic_num_partitions = 1;
-    config.transaction_state_num_partitions = 1;
-    config.group.initial_rebalance_delay_ms = 0;
-    let broker = Arc::new(Broker::open(config, Arc::new(SystemClock)).map_err(client)?);
-    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&broker), "bench"));
+    let (broker, t) = embedded_broker(work)?;
     let n = o.records;
     let right = (n / 10).max(1);
     produce(&t, INPUT, n, 0.1, o).await?;

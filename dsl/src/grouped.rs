@@ -31,6 +31,16 @@ impl<K, V> std::fmt::Debug for KGroupedStream<K, V> {
 
 /// One aggregation step: `(key, value, aggregate so far or none) -> aggregate`.
 pub(crate) type Step<K, V, VA> = Arc<dyn Fn(&K, V, Option<VA>) -> VA + Send + Sync>;
+/// The step of a `reduce`: a key's first value is its aggregate, later ones fold in.
+pub(crate) fn reduce_step<K, V: Data>(
+    reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
+) -> Step<K, V, V> {
+    Arc::new(move |_, v, acc| match acc {
+        None => v,
+        Some(a) => reducer(a, v),
+    })
+}
+
 /// One table aggregation step: a row's change applied to the aggregate (none: no row left).
 type TableStep<K, V, VA> = Arc<dyn Fn(&K, Change<V>, Option<VA>) -> Option<VA> + Send + Sync>;
 
@@ -70,13 +80,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized,
     ) -> KTable<K, V> {
-        self.aggregate_steps(
-            Arc::new(move |_, v, acc| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
-            materialized,
-        )
+        self.aggregate_steps(reduce_step(reducer), materialized)
     }
 
     /// Folds each key's values into an aggregate, starting from `init()`.

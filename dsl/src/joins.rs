@@ -70,6 +70,16 @@ enum JoinKind {
     Outer,
 }
 
+/// An inner join's joiner: a result only when both sides have a value.
+fn inner<K, A, B, R>(
+    joiner: impl Fn(&A, &B) -> R + Send + Sync + 'static,
+) -> impl Fn(&K, Option<&A>, Option<&B>) -> Option<R> + Send + Sync + 'static {
+    move |_, a, b| match (a, b) {
+        (Some(a), Some(b)) => Some(joiner(a, b)),
+        _ => None,
+    }
+}
+
 /// `(key, this side's value, the other side's value) -> result`, from one side's view.
 type SideJoiner<K, A, B, R> = Arc<dyn Fn(&K, Option<&A>, Option<&B>) -> Option<R> + Send + Sync>;
 
@@ -243,12 +253,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         joiner: impl Fn(&V, &V2) -> VR + Send + Sync + 'static,
         windows: JoinWindows,
     ) -> KStream<K, VR> {
-        self.stream_join(other, windows, JoinKind::Inner, move |_, a, b| {
-            match (a, b) {
-                (Some(a), Some(b)) => Some(joiner(a, b)),
-                _ => None,
-            }
-        })
+        self.stream_join(other, windows, JoinKind::Inner, inner(joiner))
     }
 
     /// Stream-stream left join: pairs, and each left record without a partner, alone, once
@@ -473,10 +478,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         other: &KTable<K, V2>,
         joiner: impl Fn(&V, &V2) -> VR + Send + Sync + 'static,
     ) -> KTable<K, VR> {
-        self.table_join(other, move |_, a, b| match (a, b) {
-            (Some(a), Some(b)) => Some(joiner(a, b)),
-            _ => None,
-        })
+        self.table_join(other, inner(joiner))
     }
 
     /// Table-table left join: a row for each key of this table.

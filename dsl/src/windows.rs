@@ -25,7 +25,7 @@ use crate::graph::{
     decode_timestamped, encode, key_of, millis, timestamped_bytes, value_of, window_end_of,
     windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
 };
-use crate::grouped::{KGroupedStream, Step};
+use crate::grouped::{reduce_step, KGroupedStream, Step};
 use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
 use crate::table::KTable;
 
@@ -393,13 +393,7 @@ impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
         &self,
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, V> {
-        self.steps(
-            Arc::new(move |_, v, acc| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
-            Materialized::default(),
-        )
+        self.steps(reduce_step(reducer), Materialized::default())
     }
 
     pub fn aggregate<VA: Data>(
@@ -576,10 +570,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let reducer = Arc::new(reducer);
         let r2 = Arc::clone(&reducer);
         self.steps(
-            Arc::new(move |_, v, acc| match acc {
-                None => v,
-                Some(a) => reducer(a, v),
-            }),
+            reduce_step(move |a, b| reducer(a, b)),
             Arc::new(move |_, a, b| r2(a, b)),
             Materialized::default(),
         )
