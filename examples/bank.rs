@@ -72,7 +72,9 @@ fn topology() -> Result<rill_dsl::BuiltTopology> {
         .aggregate_with(
             Account::default,
             |_, m, a: Account| a.apply(m),
-            Materialized::named("accounts"),
+            // Every movement's outcome must go on (each approved debit becomes a credit),
+            // so no record cache may fold two updates of an account into one.
+            Materialized::named("accounts").with_caching_disabled(),
         )
         .to_stream();
     updates.to("bank-balances");

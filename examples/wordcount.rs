@@ -60,16 +60,21 @@ async fn main() -> Result<()> {
     cluster.produce("text-lines", &text).await?;
     println!("produced {lines} lines, {total} words");
 
-    // Every update of a count is written; the last per word is its count.
+    // The record cache forwards the latest count per word at each commit: read until the
+    // last update of every word is its count.
+    let latest = |updates: &[(String, Option<i64>, i64)]| {
+        let mut counts = std::collections::BTreeMap::new();
+        for (w, n, _) in updates {
+            counts.insert(w.clone(), n.unwrap_or(0));
+        }
+        counts
+    };
     let updates = cluster
         .consume_until::<String, i64>("word-counts", auto(), Duration::from_secs(60), |got| {
-            got.len() as i64 >= total
+            latest(got) == expected
         })
         .await?;
-    let mut counts = std::collections::BTreeMap::new();
-    for (w, n, _) in updates {
-        counts.insert(w, n.unwrap_or(0));
-    }
+    let counts = latest(&updates);
     let mut top: Vec<(&String, &i64)> = counts.iter().collect();
     top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     for (w, n) in top.iter().take(5) {

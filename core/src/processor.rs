@@ -94,6 +94,13 @@ pub trait Processor: Send {
         record: Record,
     ) -> Result<(), ProcessError>;
 
+    /// Called before every commit, in topological order (and by the test driver after each
+    /// input record, as Kafka's does): a processor holding updates back (a record cache)
+    /// writes them to its stores and forwards them here, so that they join the commit.
+    fn flush(&mut self, _ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
     /// Called once when the task closes.
     fn close(&mut self) {}
 }
@@ -124,6 +131,8 @@ pub(crate) struct TaskParts {
     pub stream_time: i64,
     pub wall_clock_ms: i64,
     pub commit_requested: bool,
+    /// Bytes a processor's record cache may hold (see [`ProcessorContext::cache_max_bytes`]).
+    pub cache_max_bytes: usize,
     /// The instance's global stores.
     pub globals: Option<std::sync::Arc<crate::global::GlobalStores>>,
 }
@@ -132,7 +141,8 @@ pub(crate) struct TaskParts {
 pub struct ProcessorContext<'a> {
     pub(crate) parts: &'a mut TaskParts,
     pub(crate) node: usize,
-    pub(crate) metadata: Option<RecordMetadata>,
+    /// Shared by every processor the record passes through (no copy per hop).
+    pub(crate) metadata: Option<std::sync::Arc<RecordMetadata>>,
     pub(crate) task: (usize, i32),
 }
 
@@ -148,11 +158,17 @@ impl std::fmt::Debug for ProcessorContext<'_> {
 impl ProcessorContext<'_> {
     /// Sends `record` to every child, each processing it before this returns.
     pub fn forward(&mut self, record: Record) -> Result<(), ProcessError> {
-        let children = self.parts.children[self.node].clone();
-        for child in children {
+        let n = self.parts.children[self.node].len();
+        if n == 0 {
+            return Ok(());
+        }
+        // The last child takes the record itself: a chain copies nothing.
+        for i in 0..n - 1 {
+            let child = self.parts.children[self.node][i];
             self.run_child(child, record.clone())?;
         }
-        Ok(())
+        let last = self.parts.children[self.node][n - 1];
+        self.run_child(last, record)
     }
 
     /// Sends `record` to the child named `name` only.
@@ -210,7 +226,13 @@ impl ProcessorContext<'_> {
 
     /// The record being processed came from here (`None` in a punctuation).
     pub fn record_metadata(&self) -> Option<&RecordMetadata> {
-        self.metadata.as_ref()
+        self.metadata.as_deref()
+    }
+
+    /// The bytes a record cache of this processor may hold before it flushes early: the
+    /// instance's `cache_max_bytes` shared among its stream threads.
+    pub fn cache_max_bytes(&self) -> usize {
+        self.parts.cache_max_bytes
     }
 
     /// The task's stream time: the largest record timestamp it has seen (-1 before any).

@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use crate::assignor::StreamsAssignor;
 use crate::global::GlobalStores;
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::processor::{ProcessError, Record};
+use crate::processor::{Output, ProcessError, Record};
 use crate::state::changelog::{read_checkpoint, restore_into, write_checkpoint, ChangelogError};
 use crate::task::{InvalidTimestampPolicy, Task, TaskId};
 use crate::topology::{Topology, TopologyError};
@@ -69,7 +69,8 @@ pub struct StreamsConfig {
     /// tasks back without a rebalance; thread `i` joins as `<id>-<i>`.
     pub group_instance_id: Option<String>,
     /// `statestore.cache.max.bytes`: uncommitted store changes held by the instance; past it,
-    /// a commit comes early.
+    /// a commit comes early. Split among stream threads, it also bounds each processor's
+    /// record cache ([`crate::processor::ProcessorContext::cache_max_bytes`]).
     pub cache_max_bytes: usize,
     /// `deserialization.exception.handler`: a record whose key or value could not be
     /// deserialized (a processor returned [`ProcessError::Deserialization`]).
@@ -198,6 +199,7 @@ impl RunState {
 
     /// Commits everything of `partitions` (all with `None`, and always all under
     /// exactly-once, where one transaction holds every task's work):
+    /// 0. every task's processors flush (record caches write their stores and forward);
     /// 1. every store's uncommitted changes go to its changelog, and they and the output are
     ///    acknowledged;
     /// 2. exactly-once: the consumed offsets join the transaction, which commits;
@@ -216,6 +218,7 @@ impl RunState {
         checkpoint: bool,
     ) -> Result<(), StreamsError> {
         let started = std::time::Instant::now();
+        self.flush_tasks().await?;
         let mut logged = Vec::new();
         for (id, task) in self.tasks.iter_mut() {
             for (name, store) in task.stores_mut() {
@@ -333,6 +336,9 @@ impl RunState {
                 Some(&self.config.application_id),
             )?;
             task.set_globals(Arc::clone(&self.globals));
+            task.set_cache_max_bytes(
+                self.config.cache_max_bytes / self.config.num_stream_threads.max(1),
+            );
             let names: Vec<String> = task.stores_mut().map(|(n, _)| n.clone()).collect();
             for name in names {
                 let from = task
@@ -947,6 +953,17 @@ impl RunState {
                 Handled::Fail(e) => return Err(e),
             }
         }
+        self.send_output(output, Some((&r.topic, r.partition, r.offset)), id)
+            .await
+    }
+
+    /// Sends what a task's sinks wrote (`origin`: the input record that caused it).
+    async fn send_output(
+        &mut self,
+        output: Vec<Output>,
+        origin: Option<(&str, i32, i64)>,
+        id: TaskId,
+    ) -> Result<(), StreamsError> {
         for out in output {
             let partition = match &out.partitioner {
                 Some(p) => {
@@ -964,8 +981,22 @@ impl RunState {
             pr.timestamp_ms = Some(o.timestamp);
             pr.headers = o.headers;
             pr.partition = partition;
-            self.send(pr, Some((&r.topic, r.partition, r.offset)), id)
-                .await?;
+            self.send(pr, origin, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every task's processors (record caches write and forward what they held) and
+    /// sends what that produced, ahead of a commit.
+    async fn flush_tasks(&mut self) -> Result<(), StreamsError> {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
+            task.flush()?;
+            let output = task.take_output();
+            self.send_output(output, None, id).await?;
         }
         Ok(())
     }

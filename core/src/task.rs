@@ -29,6 +29,9 @@ pub enum InvalidTimestampPolicy {
     UseStreamTime,
 }
 
+/// A record cache's bytes unless the runtime says otherwise (Kafka's 10 MiB).
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 10 * 1024 * 1024;
+
 /// (sub-topology, partition).
 pub type TaskId = (usize, i32);
 
@@ -157,6 +160,7 @@ impl Task {
                 stream_time: -1,
                 wall_clock_ms,
                 commit_requested: false,
+                cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
                 globals: None,
             },
             sources,
@@ -181,6 +185,31 @@ impl Task {
             }
         }
         Ok(task)
+    }
+
+    /// Sets the bytes each record cache of the task may hold.
+    pub fn set_cache_max_bytes(&mut self, bytes: usize) {
+        self.parts.cache_max_bytes = bytes;
+    }
+
+    /// Flushes every processor, upstream first (a node is added after its parents), so
+    /// what one flushes reaches a downstream cache before that one flushes.
+    pub fn flush(&mut self) -> Result<(), ProcessError> {
+        for node in 0..self.parts.processors.len() {
+            let Some(mut p) = self.parts.processors[node].take() else {
+                continue;
+            };
+            let mut ctx = ProcessorContext {
+                parts: &mut self.parts,
+                node,
+                metadata: None,
+                task: self.id,
+            };
+            let r = p.flush(&mut ctx);
+            self.parts.processors[node] = Some(p);
+            r?;
+        }
+        Ok(())
     }
 
     /// Gives the task's processors the instance's global stores.
@@ -237,11 +266,11 @@ impl Task {
         let mut ctx = ProcessorContext {
             parts: &mut self.parts,
             node: source,
-            metadata: Some(RecordMetadata {
+            metadata: Some(Arc::new(RecordMetadata {
                 topic: topic.to_string(),
                 partition: self.id.1,
                 offset,
-            }),
+            })),
             task: self.id,
         };
         ctx.forward(record)?;
@@ -285,6 +314,11 @@ impl Task {
             r?;
         }
         Ok(())
+    }
+
+    /// Whether the sinks wrote anything not taken yet.
+    pub fn has_output(&self) -> bool {
+        !self.parts.output.is_empty()
     }
 
     /// What the sinks wrote since the last call.

@@ -45,6 +45,9 @@ pub struct TestDriver {
     outputs: BTreeMap<String, Vec<OutputRecord>>,
     offsets: BTreeMap<(String, i32), i64>,
     wall_clock_ms: i64,
+    /// Commit (flush every processor) after each record and punctuation, as Kafka's driver
+    /// does; off, only [`TestDriver::commit`] does.
+    auto_commit: bool,
 }
 
 impl std::fmt::Debug for TestDriver {
@@ -119,6 +122,7 @@ impl TestDriver {
             outputs: BTreeMap::new(),
             offsets: BTreeMap::new(),
             wall_clock_ms: config.wall_clock_start_ms,
+            auto_commit: true,
         })
     }
 
@@ -165,6 +169,10 @@ impl TestDriver {
             .get_mut(&(sub, partition))
             .ok_or_else(|| ProcessError::Failed(format!("{topic} has no partition {partition}")))?;
         task.process(topic, offset, record)?;
+        // Kafka's test driver commits after every record: caches hold nothing back.
+        if self.auto_commit {
+            task.flush()?;
+        }
         self.collect()
     }
 
@@ -197,12 +205,36 @@ impl TestDriver {
         Ok(())
     }
 
+    /// Whether every record and punctuation is followed by a commit (on by default, as in
+    /// Kafka's driver). Off, record caches hold their updates until [`TestDriver::commit`],
+    /// as between two commits of a running application.
+    pub fn set_auto_commit(&mut self, on: bool) {
+        self.auto_commit = on;
+    }
+
+    /// Commits: every task's processors flush (caches write and forward what they held),
+    /// again as long as that fed records into tasks downstream of a repartition.
+    pub fn commit(&mut self) -> Result<(), ProcessError> {
+        loop {
+            for task in self.tasks.values_mut() {
+                task.flush()?;
+            }
+            if self.tasks.values().all(|t| !t.has_output()) {
+                return Ok(());
+            }
+            self.collect()?;
+        }
+    }
+
     /// Moves the wall clock forward by `ms`, firing wall-clock punctuations.
     pub fn advance_wall_clock(&mut self, ms: i64) -> Result<(), ProcessError> {
         self.wall_clock_ms += ms.max(0);
         let now = self.wall_clock_ms;
         for task in self.tasks.values_mut() {
             task.advance_wall_clock(now)?;
+            if self.auto_commit {
+                task.flush()?;
+            }
         }
         self.collect()
     }

@@ -116,6 +116,7 @@ pub struct Materialized {
     pub(crate) backend: StoreBackend,
     pub(crate) logged: bool,
     pub(crate) retention_ms: Option<i64>,
+    pub(crate) caching: bool,
 }
 
 impl Default for Materialized {
@@ -125,6 +126,7 @@ impl Default for Materialized {
             backend: StoreBackend::Fjall,
             logged: true,
             retention_ms: None,
+            caching: true,
         }
     }
 }
@@ -155,6 +157,14 @@ impl Materialized {
     /// No changelog: the store is lost with the task's local state.
     pub fn with_logging_disabled(mut self) -> Self {
         self.logged = false;
+        self
+    }
+
+    /// Forward every update at once instead of the latest per key at each commit (the record
+    /// cache, on by default for count / reduce / aggregate over streams and time windows;
+    /// see `crate::cache`).
+    pub fn with_caching_disabled(mut self) -> Self {
+        self.caching = false;
         self
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::topology::ProcessorSupplier;
 
+use crate::cache::{same_key, RecordCache};
 use crate::graph::{
     encode, get_timestamped, key_of, put_timestamped, value_of, with, Change, Materialized,
     StoreKind,
@@ -109,6 +110,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         step: Step<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<K, VA> {
+        let caching = materialized.caching;
         self.aggregate_node(
             materialized,
             ("KSTREAM-AGGREGATE-STATE-STORE", "KSTREAM-AGGREGATE"),
@@ -117,6 +119,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                     keys,
                     store,
                     step: Arc::clone(&step),
+                    cache: RecordCache::new(caching, same_key()),
                 })
             },
         )
@@ -159,12 +162,13 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     }
 }
 
-/// Aggregates a stream per key into a key-value store; forwards each new aggregate with the
-/// one it replaced.
+/// Aggregates a stream per key into a key-value store, through a record cache that
+/// forwards the latest aggregate per key (with the one it replaced) at each flush.
 struct StreamAggregate<K, V, VA> {
     keys: SerdeRef<K>,
     store: String,
     step: Step<K, V, VA>,
+    cache: RecordCache<VA>,
 }
 
 impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
@@ -174,21 +178,19 @@ impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
         };
         let key = r.key.clone().unwrap_or_default();
         let v: V = value_of(&r)?;
-        let store = ctx.store(&self.store)?;
-        let old = get_timestamped::<VA>(store, &key)?;
-        let (acc, ts) = match &old {
-            Some((a, t)) => (Some(a.clone()), r.timestamp.max(*t)),
-            None => (None, r.timestamp),
-        };
-        let new = (self.step)(&k, v, acc);
-        put_timestamped(store, &key, &new, ts)?;
-        let change = Change {
-            new: Some(new),
-            old: old.map(|(a, _)| a),
-        };
-        let mut out = with(&r, r.key.clone(), encode(&change)?);
-        out.timestamp = ts;
-        ctx.forward(out)
+        let (step, ts) = (&self.step, r.timestamp);
+        self.cache
+            .update(ctx.store(&self.store)?, &key, &r.headers, |acc, t| {
+                (step(&k, v, acc), t.map_or(ts, |t| ts.max(t)))
+            })?;
+        if self.cache.must_flush(ctx) {
+            self.cache.flush(ctx, &self.store)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        self.cache.flush(ctx, &self.store)
     }
 }
 
@@ -371,6 +373,8 @@ fn cogroup_input<K: Data, V: Data, VA: Data>(
                 keys: Arc::clone(&keys),
                 store: st.clone(),
                 step: Arc::clone(&step),
+                // Every input's processor writes the one store: no cache may hold a copy.
+                cache: RecordCache::new(false, same_key()),
             }) as Box<dyn Processor>
         });
         let mut g = input.g.borrow_mut();

@@ -36,6 +36,7 @@
 
 pub mod app;
 pub mod bench;
+mod cache;
 mod fk;
 mod global;
 mod graph;

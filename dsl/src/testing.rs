@@ -104,6 +104,18 @@ impl TestDriver {
         Ok(self.inner.pipe(topic, record)?)
     }
 
+    /// Off: record caches hold their updates until [`TestDriver::commit`], as between two
+    /// commits of a running application (on by default: a commit after every record, as in
+    /// Kafka's driver).
+    pub fn set_auto_commit(&mut self, on: bool) {
+        self.inner.set_auto_commit(on);
+    }
+
+    /// Commits: record caches forward the latest update of each key they hold.
+    pub fn commit(&mut self) -> Result<(), DriverError> {
+        Ok(self.inner.commit()?)
+    }
+
     /// Moves the wall clock forward, firing wall-clock punctuations.
     pub fn advance_wall_clock(&mut self, ms: i64) -> Result<(), DriverError> {
         Ok(self.inner.advance_wall_clock(ms)?)

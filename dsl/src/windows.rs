@@ -21,6 +21,7 @@ use rill_core::state::{
 };
 use rill_core::topology::ProcessorSupplier;
 
+use crate::cache::RecordCache;
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, timestamped_bytes, value_of, window_end_of,
     windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
@@ -155,17 +156,35 @@ pub enum EmitStrategy {
 
 /// A per-key (windowed) aggregation as a processor over one store.
 trait WindowedAggregation<K, V, VA>: Send + 'static {
-    /// Updates the store for record (`k`, `key` bytes, `v`, `id` from `record_id`);
-    /// returns what to forward.
+    /// Whether `update` reads the record's id (`record_id`); otherwise it gets none.
+    const NEEDS_ID: bool = true;
+
+    /// Updates the store for record (`k`, `key` bytes, `v`, timestamp `ts`, `id` from
+    /// `record_id`, `headers`); returns what to forward now.
+    #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
         k: &K,
         key: &[u8],
         v: V,
+        ts: i64,
         id: &[u8],
+        headers: &Headers,
     ) -> Result<Vec<Record>, ProcessError>;
+
+    /// Writes and forwards what the aggregation held back (see [`crate::cache`]).
+    fn flush(&mut self, _ctx: &mut ProcessorContext<'_>, _store: &str) -> Result<(), ProcessError> {
+        Ok(())
+    }
+
+    /// Whether to flush after this record rather than at the commit.
+    fn must_flush(&self, _ctx: &ProcessorContext<'_>) -> bool {
+        false
+    }
 }
+
+type Headers = Vec<(String, Option<Bytes>)>;
 
 /// Runs a [`WindowedAggregation`] in a processor.
 struct WindowedProcessor<K, W> {
@@ -187,14 +206,27 @@ macro_rules! windowed_processor {
                 };
                 let key = r.key.clone().unwrap_or_default();
                 let v: V = value_of(&r)?;
-                let id = crate::graph::record_id(ctx, r.timestamp);
+                let id = if <$agg<K, V, VA> as WindowedAggregation<K, V, VA>>::NEEDS_ID {
+                    crate::graph::record_id(ctx, r.timestamp)
+                } else {
+                    Vec::new()
+                };
                 let store = ctx.store(&self.store)?;
-                let out = self.agg.update(store, &k, &key, v, &id)?;
+                let out = self
+                    .agg
+                    .update(store, &k, &key, v, r.timestamp, &id, &r.headers)?;
                 for mut o in out {
                     o.headers = r.headers.clone();
                     ctx.forward(o)?;
                 }
+                if self.agg.must_flush(ctx) {
+                    self.agg.flush(ctx, &self.store)?;
+                }
                 Ok(())
+            }
+
+            fn flush(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+                self.agg.flush(ctx, &self.store)
             }
         }
     };
@@ -229,7 +261,8 @@ fn change_record<VA: Data>(
     })
 }
 
-/// Time-window aggregation state: the stream time seen and when old windows were purged.
+/// Time-window aggregation state: the stream time seen, when old windows were purged, and
+/// the record cache in front of the window store.
 struct TimeAgg<K, V, VA> {
     windows: TimeWindows,
     retention_ms: i64,
@@ -237,56 +270,57 @@ struct TimeAgg<K, V, VA> {
     observed: i64,
     last_purge: i64,
     expiry: ExpiryIndex,
+    cache: RecordCache<VA>,
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
+    const NEEDS_ID: bool = false;
+
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
         k: &K,
         key: &[u8],
         v: V,
-        id: &[u8],
+        ts: i64,
+        _id: &[u8],
+        headers: &Headers,
     ) -> Result<Vec<Record>, ProcessError> {
-        let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         self.observed = self.observed.max(ts);
         let close = self.observed - self.windows.grace_ms;
-        let mut ws = WindowStore::new(&mut *store, self.retention_ms);
-        let mut out = Vec::new();
+        let step = &self.step;
         for start in self.windows.starts(ts) {
             let end = start + self.windows.size_ms;
             if end <= close {
                 continue; // this window closed: too late for it
             }
-            let old = ws
-                .fetch_one(key, start)?
-                .map(|b| decode_timestamped::<VA>(&b))
-                .transpose()?;
-            let (acc, out_ts) = match &old {
-                Some((a, t)) => (Some(a.clone()), ts.max(*t)),
-                None => (None, ts),
-            };
-            let new = (self.step)(k, v.clone(), acc);
-            ws.put(key, Some(&timestamped_bytes(&new, out_ts)?), start)?;
-            if old.is_none() {
-                self.expiry.insert(start, window_store_key(key, start));
+            let skey = window_store_key(key, start);
+            let absent = self.cache.update(store, &skey, headers, |acc, t| {
+                (step(k, v.clone(), acc), t.map_or(ts, |t| ts.max(t)))
+            })?;
+            if absent {
+                self.expiry.insert(start, skey);
             }
-            out.push(change_record(
-                windowed_key(key, start, end),
-                Some(new),
-                old.map(|(a, _)| a),
-                out_ts,
-            )?);
         }
+        Ok(Vec::new())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_>, store: &str) -> Result<(), ProcessError> {
+        self.cache.flush(ctx, store)?;
         if self.observed - self.last_purge >= (self.retention_ms / 10).max(1) {
             // Windows starting at or before `observed - retention` are gone.
             let cutoff = self.observed - self.retention_ms + 1;
-            self.expiry.purge(store, cutoff, |k| {
-                split_framed(k).and_then(|(_, rest)| ts_from(rest))
-            })?;
+            let start_of = |k: &[u8]| split_framed(k).and_then(|(_, rest)| ts_from(rest));
+            self.expiry.purge(ctx.store(store)?, cutoff, start_of)?;
+            self.cache
+                .retain(|k, _| start_of(k).is_some_and(|s| s >= cutoff));
             self.last_purge = self.observed;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    fn must_flush(&self, ctx: &ProcessorContext<'_>) -> bool {
+        self.cache.must_flush(ctx)
     }
 }
 
@@ -439,6 +473,7 @@ impl WindowAggregator for TimeWindows {
     ) -> KTable<Windowed<K>, VA> {
         let retention_ms =
             (self.size_ms + self.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        let caching = materialized.caching;
         windowed_table(
             grouped,
             materialized,
@@ -453,6 +488,15 @@ impl WindowAggregator for TimeWindows {
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
                 expiry: ExpiryIndex::default(),
+                cache: RecordCache::new(
+                    caching,
+                    Box::new(move |k| {
+                        split_framed(k)
+                            .and_then(|(key, rest)| Some((key, ts_from(rest)?)))
+                            .map(|(key, start)| windowed_key(key, start, start + self.size_ms))
+                            .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
+                    }),
+                ),
             },
         )
     }
@@ -478,9 +522,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         k: &K,
         key: &[u8],
         v: V,
-        id: &[u8],
+        ts: i64,
+        _id: &[u8],
+        _headers: &Headers,
     ) -> Result<Vec<Record>, ProcessError> {
-        let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
@@ -716,9 +761,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         k: &K,
         key: &[u8],
         v: V,
+        ts: i64,
         id: &[u8],
+        _headers: &Headers,
     ) -> Result<Vec<Record>, ProcessError> {
-        let ts = ts_from(&id[..8]).unwrap_or(i64::MIN);
         let SlidingWindows {
             time_difference_ms: d,
             grace_ms,

@@ -401,3 +401,76 @@ fn cogroup_folds_several_streams_into_one_aggregate() {
         ]
     );
 }
+
+/// Between two commits the record cache keeps the latest aggregate per key: a commit
+/// forwards each updated key once, in the order keys were first updated, with the value
+/// forwarded before as the old one (seen through `group_by` re-aggregation subtracting it).
+#[test]
+fn the_record_cache_forwards_the_latest_update_per_key_at_each_commit() {
+    let b = StreamsBuilder::new();
+    let clicks = b.stream::<String, String>("clicks");
+    let counts = clicks.group_by_key().count();
+    counts.to_stream().to("counts");
+    counts
+        .group_by(|_, n| (n.to_string(), ()))
+        .count()
+        .to_stream()
+        .to("keys-per-count");
+    clicks
+        .group_by_key()
+        .count_with(Materialized::named("uncached").with_caching_disabled())
+        .to_stream()
+        .to("every-update");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.set_auto_commit(false);
+    for (k, ts) in [("a", 1), ("a", 2), ("b", 3), ("a", 4)] {
+        d.pipe("clicks", &s(k), &s("x"), ts).unwrap();
+    }
+    let counts = |d: &mut TestDriver, topic: &str| -> Vec<(String, Option<i64>, i64)> {
+        d.read::<String, i64>(topic)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.value, r.timestamp))
+            .collect()
+    };
+    // Without the cache every update goes on at once.
+    assert_eq!(
+        counts(&mut d, "every-update"),
+        vec![
+            (s("a"), Some(1), 1),
+            (s("a"), Some(2), 2),
+            (s("b"), Some(1), 3),
+            (s("a"), Some(3), 4)
+        ]
+    );
+    assert_eq!(counts(&mut d, "counts"), vec![]);
+    d.commit().unwrap();
+    assert_eq!(
+        counts(&mut d, "counts"),
+        vec![(s("a"), Some(3), 4), (s("b"), Some(1), 3)]
+    );
+    assert_eq!(
+        counts(&mut d, "keys-per-count"),
+        vec![(s("3"), Some(1), 4), (s("1"), Some(1), 3)]
+    );
+    d.pipe("clicks", &s("b"), &s("x"), 5).unwrap();
+    d.pipe("clicks", &s("a"), &s("x"), 6).unwrap();
+    d.commit().unwrap();
+    assert_eq!(
+        counts(&mut d, "counts"),
+        vec![(s("b"), Some(2), 5), (s("a"), Some(4), 6)]
+    );
+    // The old values (b: 1, a: 3) left their groups: "1" and "3" drop to zero.
+    assert_eq!(
+        counts(&mut d, "keys-per-count"),
+        vec![
+            (s("1"), Some(0), 5),
+            (s("2"), Some(1), 5),
+            (s("3"), Some(0), 6),
+            (s("4"), Some(1), 6)
+        ]
+    );
+    // A commit with nothing new forwards nothing.
+    d.commit().unwrap();
+    assert_eq!(counts(&mut d, "counts"), vec![]);
+}

@@ -373,3 +373,31 @@ fn a_corrupt_suppression_buffer_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(err.to_string().contains("short key"), "{err}");
 }
+
+/// With the record cache holding updates until the commit, a commit forwards each updated
+/// window once, with its latest count and timestamp, windows in the order first updated.
+#[test]
+fn the_record_cache_forwards_each_hopping_window_once_per_commit() {
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(12)).advance_by(ms(5)));
+    d.set_auto_commit(false);
+    pipe(&mut d, "k", 21);
+    pipe(&mut d, "k", 23);
+    pipe(&mut d, "k", 26);
+    assert_eq!(rows(d.read_windowed("out").unwrap()), vec![]);
+    d.commit().unwrap();
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("k", 10, 22, 1, 21),
+            row("k", 15, 27, 3, 26),
+            row("k", 20, 32, 3, 26),
+            row("k", 25, 37, 1, 26),
+        ]
+    );
+    pipe(&mut d, "k", 24);
+    d.commit().unwrap();
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("k", 15, 27, 4, 26), row("k", 20, 32, 4, 26)]
+    );
+}

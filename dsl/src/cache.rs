@@ -1,0 +1,307 @@
+//! The record cache in front of an aggregation's store (Kafka Streams' caching, on by
+//! default): updates collect in memory per store key, typed, and reach the store and the
+//! operators downstream once per key and flush — before each commit, or earlier when the
+//! cache outgrows its share of `cache_max_bytes`. A key updated many times between two
+//! commits thus costs one store write, one changelog record and one downstream record: the
+//! latest value, with the value forwarded before it as the old one.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+use rill_core::processor::{ProcessError, ProcessorContext, Record};
+use rill_core::state::KeyValueStore;
+
+use crate::graph::{decode_timestamped, encode, timestamped_bytes, Change};
+use crate::Data;
+
+/// Record headers, as the core carries them.
+type Headers = Vec<(String, Option<Bytes>)>;
+
+/// The key a store key's updates are forwarded under.
+pub(crate) type OutKey = Box<dyn Fn(&[u8]) -> Result<Bytes, ProcessError> + Send>;
+
+/// Forwards under the store key itself (key-value stores).
+pub(crate) fn same_key() -> OutKey {
+    Box::new(|k| Ok(Bytes::copy_from_slice(k)))
+}
+
+/// One cached key.
+struct Entry<V> {
+    /// The current value (`None`: absent).
+    value: Option<V>,
+    ts: i64,
+    /// Updated since the last flush; `old` is then what the store (and downstream) has.
+    dirty: bool,
+    old: Option<V>,
+    /// The headers of the latest update, forwarded with it.
+    headers: Headers,
+    /// When it was last updated (the cache's update count): eviction takes the least
+    /// recently updated first.
+    used: u64,
+}
+
+/// FNV-1a: store keys are short, and SipHash's DoS resistance buys nothing for keys that
+/// a task's own operators wrote.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// A write-back cache of a key-value store's timestamped values (see the module docs).
+pub(crate) struct RecordCache<V> {
+    entries: HashMap<Vec<u8>, Entry<V>, BuildHasherDefault<Fnv>>,
+    /// Store keys updated since the last flush, in the order they first were: the order
+    /// they are forwarded in.
+    dirty: Vec<Vec<u8>>,
+    /// Approximate bytes held: keys (twice while dirty), entries, the table's overhead.
+    bytes: usize,
+    /// Updates so far: the clock of `Entry::used`.
+    clock: u64,
+    /// The key forwarded downstream for a store key (a windowed key for window stores).
+    out_key: OutKey,
+    /// Off (`Materialized::with_caching_disabled`): every update is written and forwarded
+    /// at once, and nothing stays cached.
+    enabled: bool,
+}
+
+impl<V: Data> RecordCache<V> {
+    /// A cache forwarding updates under `out_key(store key)`.
+    pub fn new(enabled: bool, out_key: OutKey) -> Self {
+        RecordCache {
+            entries: HashMap::default(),
+            dirty: Vec::new(),
+            bytes: 0,
+            clock: 0,
+            out_key,
+            enabled,
+        }
+    }
+
+    /// An entry's share of `bytes` (its key counted once).
+    fn size(key: &[u8]) -> usize {
+        // The key's heap block, the (key, entry) slot, and the table's control bytes.
+        key.len().next_multiple_of(16) + std::mem::size_of::<(Vec<u8>, Entry<V>)>() + 16
+    }
+
+    /// Replaces `store_key`'s value by `step(current value, its timestamp)`, reading the
+    /// store on a miss; the update is forwarded with `headers` at the next flush. Returns
+    /// whether the key was absent (new to the store).
+    pub fn update(
+        &mut self,
+        store: &dyn KeyValueStore,
+        store_key: &[u8],
+        headers: &Headers,
+        step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
+    ) -> Result<bool, ProcessError> {
+        if !self.entries.contains_key(store_key) {
+            let loaded = store
+                .get(store_key)?
+                .map(|b| decode_timestamped::<V>(&b))
+                .transpose()?;
+            let (value, ts) = match loaded {
+                Some((v, t)) => (Some(v), t),
+                None => (None, i64::MIN),
+            };
+            self.bytes += Self::size(store_key);
+            self.entries.insert(
+                store_key.to_vec(),
+                Entry {
+                    value,
+                    ts,
+                    dirty: false,
+                    old: None,
+                    headers: Vec::new(),
+                    used: 0,
+                },
+            );
+        }
+        let Some(e) = self.entries.get_mut(store_key) else {
+            return Err(ProcessError::Failed("record cache lost an entry".into()));
+        };
+        let absent = e.value.is_none();
+        if !e.dirty {
+            e.dirty = true;
+            e.old = e.value.clone();
+            self.dirty.push(store_key.to_vec());
+            self.bytes += store_key.len().next_multiple_of(16) + 24;
+        }
+        let prev_ts = (!absent).then_some(e.ts);
+        let (new, ts) = step(e.value.take(), prev_ts);
+        e.value = Some(new);
+        e.ts = ts;
+        self.clock += 1;
+        e.used = self.clock;
+        if e.headers != *headers {
+            e.headers = headers.clone();
+        }
+        Ok(absent)
+    }
+
+    /// Whether the cache should flush now: it is off, or past its share of memory.
+    pub fn must_flush(&self, ctx: &ProcessorContext<'_>) -> bool {
+        !self.enabled || self.bytes > ctx.cache_max_bytes()
+    }
+
+    /// Writes every updated key to store `store` and forwards it, in the order the keys
+    /// were first updated; then, past the cache's share of memory, evicts the least recently
+    /// updated entries down to three quarters of it.
+    pub fn flush(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        store: &str,
+    ) -> Result<(), ProcessError> {
+        for key in std::mem::take(&mut self.dirty) {
+            self.bytes = self
+                .bytes
+                .saturating_sub(key.len().next_multiple_of(16) + 24);
+            let Some(e) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            if !std::mem::take(&mut e.dirty) {
+                continue;
+            }
+            let old = e.old.take();
+            match &e.value {
+                Some(v) => ctx.store(store)?.put(&key, &timestamped_bytes(v, e.ts)?)?,
+                None => {
+                    ctx.store(store)?.delete(&key)?;
+                }
+            }
+            let change = Change {
+                new: e.value.clone(),
+                old,
+            };
+            ctx.forward(Record {
+                key: Some((self.out_key)(&key)?),
+                value: Some(encode(&change)?),
+                timestamp: e.ts,
+                headers: e.headers.clone(),
+            })?;
+        }
+        if !self.enabled {
+            self.retain(|_, _| false);
+        } else {
+            self.evict(ctx.cache_max_bytes());
+        }
+        Ok(())
+    }
+
+    /// Past `limit` bytes, evicts the least recently updated clean entries down to three
+    /// quarters of it, so that eviction is not paid again on the next record.
+    fn evict(&mut self, limit: usize) {
+        if self.bytes <= limit {
+            return;
+        }
+        let per_entry = (self.bytes / self.entries.len().max(1)).max(1);
+        let keep = (limit / 4 * 3 / per_entry).min(self.entries.len());
+        let cut = self.entries.len() - keep;
+        if cut == 0 {
+            return;
+        }
+        let mut used: Vec<u64> = self.entries.values().map(|e| e.used).collect();
+        let threshold = *used.select_nth_unstable(cut - 1).1;
+        self.retain(|_, u| u > threshold);
+    }
+
+    /// Drops the clean entries `keep(store key, when last updated)` rejects.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], u64) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|k, e| {
+            let kept = e.dirty || keep(k, e.used);
+            if !kept {
+                freed += Self::size(k);
+            }
+            kept
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill_core::state::memory::InMemoryStore;
+
+    fn add(cache: &mut RecordCache<i64>, store: &InMemoryStore, key: &[u8], ts: i64) -> bool {
+        cache
+            .update(store, key, &Vec::new(), |v, t| {
+                (v.unwrap_or(0) + 1, t.unwrap_or(ts).max(ts))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn updates_read_through_to_the_store_once_and_stay_in_memory() {
+        let mut store = InMemoryStore::new("s");
+        store
+            .put(b"a", &timestamped_bytes(&10i64, 5).unwrap())
+            .unwrap();
+        let mut cache = RecordCache::new(true, same_key());
+        assert!(!add(&mut cache, &store, b"a", 7));
+        assert!(add(&mut cache, &store, b"b", 3));
+        assert!(!add(&mut cache, &store, b"b", 4));
+        // Nothing written yet: the store still has what it had.
+        assert_eq!(store.get(b"b").unwrap(), None);
+        let e = &cache.entries[&b"a".to_vec()];
+        assert_eq!((e.value, e.ts, e.old), (Some(11), 7, Some(10)));
+        let e = &cache.entries[&b"b".to_vec()];
+        assert_eq!((e.value, e.ts, e.old), (Some(2), 4, None));
+        assert_eq!(cache.dirty, vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn eviction_keeps_dirty_entries_and_accounts_for_what_it_frees() {
+        let store = InMemoryStore::new("s");
+        let mut cache = RecordCache::new(true, same_key());
+        add(&mut cache, &store, b"a", 1);
+        let full = cache.bytes;
+        cache.retain(|_, _| false);
+        assert_eq!(cache.bytes, full, "a dirty entry is never evicted");
+        cache.entries.get_mut(&b"a".to_vec()).unwrap().dirty = false;
+        cache.dirty.clear();
+        cache.bytes -= 16 + 24;
+        cache.retain(|_, _| false);
+        assert_eq!((cache.bytes, cache.entries.len()), (0, 0));
+    }
+
+    #[test]
+    fn eviction_drops_the_least_recently_updated_down_to_three_quarters() {
+        let store = InMemoryStore::new("s");
+        let mut cache = RecordCache::new(true, same_key());
+        for k in 0..8u8 {
+            add(&mut cache, &store, &[k], 1);
+        }
+        add(&mut cache, &store, &[0], 2);
+        for e in cache.entries.values_mut() {
+            e.dirty = false;
+        }
+        cache.dirty.clear();
+        cache.bytes = 8 * RecordCache::<i64>::size(&[0]);
+        let per_entry = RecordCache::<i64>::size(&[0]);
+        cache.evict(8 * per_entry);
+        assert_eq!(cache.entries.len(), 8, "within the limit: nothing goes");
+        cache.evict(4 * per_entry);
+        // Three of four entries' worth stay: the three updated last.
+        let mut kept: Vec<u8> = cache.entries.keys().map(|k| k[0]).collect();
+        kept.sort();
+        assert_eq!(kept, vec![0, 6, 7]);
+        assert_eq!(cache.bytes, 3 * per_entry);
+    }
+}
