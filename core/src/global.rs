@@ -142,6 +142,7 @@ pub async fn run_global(
                 value: r.value,
                 timestamp: r.timestamp_ms,
                 headers: r.headers,
+                typed: None,
             };
             if let Err(e) = globals.apply(&topic, &record) {
                 tracing::warn!(topic, partition = r.partition, offset = r.offset, error = %e,

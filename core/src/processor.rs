@@ -4,19 +4,27 @@
 //! time or wall-clock time. Forwarding is synchronous and depth-first, as in Kafka Streams:
 //! a child has processed a record when `forward` returns.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::state::KeyValueStore;
 
-/// A record between processors: bytes, as serdes are the DSL's business.
+/// A record between processors: bytes, as serdes are the DSL's business — or, between the
+/// DSL's own operators, a value in memory ([`Typed`]) that is serialized only if it leaves
+/// the task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub key: Option<Bytes>,
+    /// The value's bytes (`None`: a null value, unless `typed` holds it).
     pub value: Option<Bytes>,
     pub timestamp: i64,
     pub headers: Vec<(String, Option<Bytes>)>,
+    /// The value in memory, when a processor forwarded it unserialized (`value` is then
+    /// `None`). A sink serializes it; [`Record::materialize`] does for other readers.
+    pub typed: Option<Typed>,
 }
 
 impl Record {
@@ -30,9 +38,81 @@ impl Record {
             value: value.map(Into::into),
             timestamp,
             headers: Vec::new(),
+            typed: None,
+        }
+    }
+
+    /// Turns a typed value into bytes (with its own serializer); bytes stay as they are.
+    pub fn materialize(&mut self) -> Result<(), ProcessError> {
+        if let Some(t) = self.typed.take() {
+            self.value = Some(t.to_bytes()?);
+        }
+        Ok(())
+    }
+
+    /// The value's bytes, serializing a typed value.
+    pub fn value_bytes(&self) -> Result<Option<Bytes>, ProcessError> {
+        match &self.typed {
+            Some(t) => t.to_bytes().map(Some),
+            None => Ok(self.value.clone()),
         }
     }
 }
+
+/// The serializer a [`Typed`] value carries.
+pub type TypedEncoder = fn(&(dyn Any + Send + Sync)) -> Result<Bytes, String>;
+
+/// A value passed between processors in memory: shared (a record forwarded to several
+/// children is not copied), and serialized with `encode` only where bytes are needed.
+#[derive(Clone)]
+pub struct Typed {
+    value: Arc<dyn Any + Send + Sync>,
+    encode: TypedEncoder,
+}
+
+impl Typed {
+    pub fn new(value: Arc<dyn Any + Send + Sync>, encode: TypedEncoder) -> Self {
+        Typed { value, encode }
+    }
+
+    /// The value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.value.downcast_ref()
+    }
+
+    /// The value, if it is a `T`: moved out when this is its only holder, else cloned.
+    pub fn take<T: Any + Send + Sync + Clone>(self) -> Result<T, Typed> {
+        let encode = self.encode;
+        match self.value.downcast::<T>() {
+            Ok(v) => Ok(Arc::try_unwrap(v).unwrap_or_else(|shared| (*shared).clone())),
+            Err(value) => Err(Typed { value, encode }),
+        }
+    }
+
+    /// The value's bytes.
+    pub fn to_bytes(&self) -> Result<Bytes, ProcessError> {
+        (self.encode)(&*self.value).map_err(|e| ProcessError::Failed(format!("serializing: {e}")))
+    }
+}
+
+impl std::fmt::Debug for Typed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_bytes() {
+            Ok(b) => write!(f, "Typed({b:?})"),
+            Err(e) => write!(f, "Typed(<{e}>)"),
+        }
+    }
+}
+
+/// Typed values are equal when their bytes are.
+impl PartialEq for Typed {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.value, &other.value)
+            || matches!((self.to_bytes(), other.to_bytes()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl Eq for Typed {}
 
 /// Where the record being processed came from (none inside a punctuation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,8 +261,9 @@ impl ProcessorContext<'_> {
         self.run_child(child, record)
     }
 
-    fn run_child(&mut self, child: usize, record: Record) -> Result<(), ProcessError> {
+    fn run_child(&mut self, child: usize, mut record: Record) -> Result<(), ProcessError> {
         if let Some(sink) = &self.parts.sinks[child] {
+            record.materialize()?;
             self.parts.output.push(Output {
                 topic: sink.topic_for(&record),
                 record,

@@ -924,6 +924,7 @@ impl RunState {
             value: r.value,
             timestamp: r.timestamp_ms,
             headers: r.headers,
+            typed: None,
         };
         let started = std::time::Instant::now();
         let dropped = task.dropped;

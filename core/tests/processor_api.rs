@@ -6,7 +6,9 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rill_core::processor::{ProcessError, Processor, ProcessorContext, PunctuationType, Record};
+use rill_core::processor::{
+    ProcessError, Processor, ProcessorContext, PunctuationType, Record, Typed,
+};
 use rill_core::task::InvalidTimestampPolicy;
 use rill_core::testing::{TestDriver, TestDriverConfig};
 use rill_core::topology::{StoreBackend, Topology, TopologyError};
@@ -427,4 +429,58 @@ fn a_sink_partitioner_places_records() {
         .map(|o| o.partition)
         .collect();
     assert_eq!(partitions, [2, 2, 2, 2]);
+}
+
+/// Doubles a typed `u32` value and forwards it in memory, serialized as decimal text.
+struct TypedDoubler;
+
+fn decimal(v: &(dyn std::any::Any + Send + Sync)) -> Result<Bytes, String> {
+    v.downcast_ref::<u32>()
+        .map(|n| Bytes::from(n.to_string()))
+        .ok_or_else(|| "not a u32".to_string())
+}
+
+impl Processor for TypedDoubler {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let n: u32 = text(&r.value).parse().unwrap_or(0);
+        let mut out = Record::new(r.key, None::<Bytes>, r.timestamp);
+        out.typed = Some(Typed::new(Arc::new(n * 2), decimal));
+        ctx.forward(out)
+    }
+}
+
+/// Reads the typed value it gets, moving it out (it is the only holder).
+struct TypedReader(Arc<Mutex<Vec<u32>>>);
+
+impl Processor for TypedReader {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let t = r.typed.clone().expect("a typed value");
+        assert!(t.clone().take::<String>().is_err(), "wrong type is refused");
+        self.0.lock().unwrap().push(t.take::<u32>().unwrap());
+        ctx.forward(r)
+    }
+}
+
+#[test]
+fn typed_values_travel_in_memory_and_sinks_serialize_them() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let mut t = Topology::new();
+    t.add_source("in", &["numbers"]).unwrap();
+    t.add_processor("double", Arc::new(|| Box::new(TypedDoubler)), &["in"])
+        .unwrap();
+    t.add_processor(
+        "read",
+        Arc::new(move || Box::new(TypedReader(Arc::clone(&s)))),
+        &["double"],
+    )
+    .unwrap();
+    t.add_sink("out", "doubled", &["read"]).unwrap();
+    let mut d = TestDriver::new(&t, TestDriverConfig::default()).unwrap();
+    d.pipe("numbers", rec("k", "21", 1)).unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![42]);
+    let out = d.read_output("doubled");
+    assert_eq!(out.len(), 1);
+    assert_eq!(text(&out[0].record.value), "42");
+    assert!(out[0].record.typed.is_none(), "a sink writes bytes only");
 }

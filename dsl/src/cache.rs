@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
-use rill_core::processor::{ProcessError, ProcessorContext, Record};
+use rill_core::processor::{ProcessError, ProcessorContext};
 use rill_core::state::KeyValueStore;
 
-use crate::graph::{decode_timestamped, encode, timestamped_bytes, Change};
+use crate::graph::{decode_timestamped, timestamped_bytes, typed_record, Change};
 use crate::Data;
 
 /// Record headers, as the core carries them.
@@ -188,12 +188,12 @@ impl<V: Data> RecordCache<V> {
                 new: e.value.clone(),
                 old,
             };
-            ctx.forward(Record {
-                key: Some((self.out_key)(&key)?),
-                value: Some(encode(&change)?),
-                timestamp: e.ts,
-                headers: e.headers.clone(),
-            })?;
+            ctx.forward(typed_record(
+                Some((self.out_key)(&key)?),
+                change,
+                e.ts,
+                e.headers.clone(),
+            ))?;
         }
         if !self.enabled {
             self.retain(|_, _| false);

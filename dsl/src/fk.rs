@@ -22,7 +22,8 @@ use rill_core::topology::ProcessorSupplier;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{
-    decode_timestamped, encode, ser, value_of, Change, Materialized, Shared, StatelessFn, StoreKind,
+    decode_timestamped, encode, ser, typed_record, value_of, Change, Materialized, Shared,
+    StatelessFn, StoreKind,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 use crate::table::KTable;
@@ -49,13 +50,8 @@ fn value_hash(bytes: &[u8]) -> u64 {
     })
 }
 
-fn record(key: Vec<u8>, value: Bytes, timestamp: i64) -> Record {
-    Record {
-        key: Some(Bytes::from(key)),
-        value: Some(value),
-        timestamp,
-        headers: Vec::new(),
-    }
+fn record<V: Data>(key: Vec<u8>, value: V, timestamp: i64) -> Record {
+    typed_record(Some(Bytes::from(key)), value, timestamp, Vec::new())
 }
 
 fn short_row() -> ProcessError {
@@ -88,7 +84,7 @@ impl Processor for SubscriptionProcessor {
             None => None,
         };
         let response = Response { hash, right };
-        ctx.forward(record(sub.key, encode(&response)?, r.timestamp))
+        ctx.forward(record(sub.key, response, r.timestamp))
     }
 }
 
@@ -120,7 +116,7 @@ impl<VO: Data> Processor for RightChangeProcessor<VO> {
                 hash,
                 right: new.clone(),
             };
-            ctx.forward(record(left_key.to_vec(), encode(&response)?, r.timestamp))?;
+            ctx.forward(record(left_key.to_vec(), response, r.timestamp))?;
         }
         Ok(())
     }
@@ -156,7 +152,7 @@ impl<V: Data, VO: Data, VR: Data> Processor for ResponseProcessor<V, VO, VR> {
             new: (self.joiner)(&left, right.as_ref()),
             old: None,
         };
-        ctx.forward(record(key.to_vec(), encode(&change)?, r.timestamp))
+        ctx.forward(record(key.to_vec(), change, r.timestamp))
     }
 }
 
@@ -217,7 +213,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                     key: key.to_vec(),
                     hash: None,
                 };
-                ctx.forward_to(&to_sink, record(old, encode(&sub)?, r.timestamp))?;
+                ctx.forward_to(&to_sink, record(old, sub, r.timestamp))?;
             }
             match (&c.new, new_fk) {
                 (Some(v), Some(fk)) => {
@@ -225,7 +221,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                         key: key.to_vec(),
                         hash: Some(value_hash(&encode(v)?)),
                     };
-                    ctx.forward_to(&to_sink, record(fk, encode(&sub)?, r.timestamp))?;
+                    ctx.forward_to(&to_sink, record(fk, sub, r.timestamp))?;
                 }
                 _ => {
                     // No row, or no foreign key: no result.
@@ -233,10 +229,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                         new: None,
                         old: None,
                     };
-                    ctx.forward_to(
-                        &to_output,
-                        record(key.to_vec(), encode(&gone)?, r.timestamp),
-                    )?;
+                    ctx.forward_to(&to_output, record(key.to_vec(), gone, r.timestamp))?;
                 }
             }
             Ok(())

@@ -9,13 +9,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record, Typed};
 use rill_core::state::{ts_bytes, KeyValueStore};
 use rill_core::topology::{ProcessorSupplier, StoreBackend, StoreSpec, Topology};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::serdes::{hop, Serde, SerdeError};
+use crate::serdes::{hop, Data, Serde, SerdeError};
 
 /// What kind of store a DSL operator keeps (for interactive queries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,8 +236,15 @@ pub(crate) fn key_of<K: 'static>(
     keys.deserialize(r.key.as_deref()).map_err(deser)
 }
 
-/// The typed value of a record between operators.
-pub(crate) fn value_of<V: DeserializeOwned>(r: &Record) -> Result<V, ProcessError> {
+/// The typed value of a record between operators: in memory when the operator before
+/// forwarded it so, else decoded from its bytes (it came through a topic).
+pub(crate) fn value_of<V: Data>(r: &Record) -> Result<V, ProcessError> {
+    if let Some(t) = &r.typed {
+        return t
+            .downcast_ref::<V>()
+            .cloned()
+            .ok_or_else(|| ProcessError::Failed("internal value of another type".into()));
+    }
     let b = r
         .value
         .as_deref()
@@ -245,18 +252,60 @@ pub(crate) fn value_of<V: DeserializeOwned>(r: &Record) -> Result<V, ProcessErro
     hop::decode(b).map_err(internal)
 }
 
+/// [`value_of`] borrowed when the value is in memory.
+pub(crate) fn value_ref<V: Data>(r: &Record) -> Result<std::borrow::Cow<'_, V>, ProcessError> {
+    match r.typed.as_ref().and_then(|t| t.downcast_ref::<V>()) {
+        Some(v) => Ok(std::borrow::Cow::Borrowed(v)),
+        None => value_of(r).map(std::borrow::Cow::Owned),
+    }
+}
+
+/// [`value_of`] taking the record: a value no other child shares moves out, uncopied.
+pub(crate) fn take_value<V: Data>(r: &mut Record) -> Result<V, ProcessError> {
+    match r.typed.take() {
+        Some(t) => t
+            .take::<V>()
+            .map_err(|_| ProcessError::Failed("internal value of another type".into())),
+        None => value_of(r),
+    }
+}
+
 pub(crate) fn encode<V: Serialize>(v: &V) -> Result<Bytes, ProcessError> {
     hop::encode(v).map_err(internal)
 }
 
-/// `record` with another key and value (timestamp and headers kept).
-pub(crate) fn with(record: &Record, key: Option<Bytes>, value: Bytes) -> Record {
+/// Serializes a typed value between operators as [`hop`] does (where it leaves the task).
+fn encode_any<V: Data>(v: &(dyn Any + Send + Sync)) -> Result<Bytes, String> {
+    let v = v
+        .downcast_ref::<V>()
+        .ok_or_else(|| "a typed value of another type".to_string())?;
+    hop::encode(v).map_err(|e| e.to_string())
+}
+
+/// A value between operators, kept in memory.
+pub(crate) fn typed<V: Data>(v: V) -> Typed {
+    Typed::new(Arc::new(v), encode_any::<V>)
+}
+
+/// A record between operators with `key`, typed value `value`, `timestamp` and `headers`.
+pub(crate) fn typed_record<V: Data>(
+    key: Option<Bytes>,
+    value: V,
+    timestamp: i64,
+    headers: Vec<(String, Option<Bytes>)>,
+) -> Record {
     Record {
         key,
-        value: Some(value),
-        timestamp: record.timestamp,
-        headers: record.headers.clone(),
+        value: None,
+        timestamp,
+        headers,
+        typed: Some(typed(value)),
     }
+}
+
+/// `record` with another key and value (timestamp and headers kept).
+pub(crate) fn with<V: Data>(record: &Record, key: Option<Bytes>, value: V) -> Record {
+    typed_record(key, value, record.timestamp, record.headers.clone())
 }
 
 /// A timestamped value in a store: `timestamp (8 bytes, big-endian) | bincode value`.

@@ -8,7 +8,7 @@ use rill_core::topology::ProcessorSupplier;
 
 use crate::cache::{same_key, RecordCache};
 use crate::graph::{
-    encode, get_timestamped, key_of, put_timestamped, value_of, with, Change, Materialized,
+    get_timestamped, key_of, put_timestamped, take_value, value_of, with, Change, Materialized,
     StoreKind,
 };
 use crate::serdes::{Data, SerdeRef};
@@ -172,12 +172,16 @@ struct StreamAggregate<K, V, VA> {
 }
 
 impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        mut r: Record,
+    ) -> Result<(), ProcessError> {
         let Some(k) = key_of(&*self.keys, &r)? else {
             return Ok(());
         };
         let key = r.key.clone().unwrap_or_default();
-        let v: V = value_of(&r)?;
+        let v: V = take_value(&mut r)?;
         let (step, ts) = (&self.step, r.timestamp);
         self.cache
             .update(ctx.store(&self.store)?, &key, &r.headers, |acc, t| {
@@ -329,7 +333,7 @@ impl<K: Data, V: Data, VA: Data> Processor for TableAggregate<K, V, VA> {
             new: acc,
             old: old.map(|(a, _)| a),
         };
-        let mut rec = with(&r, r.key.clone(), encode(&out)?);
+        let mut rec = with(&r, r.key.clone(), out);
         rec.timestamp = ts;
         ctx.forward(rec)
     }

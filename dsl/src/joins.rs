@@ -21,8 +21,8 @@ use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    decode_timestamped, encode, get_timestamped, internal, key_of, millis, record_id, value_of,
-    with, Change, ExpiryIndex, Materialized, Shared, StatelessFn, StoreKind,
+    decode_timestamped, get_timestamped, internal, key_of, millis, record_id, typed_record,
+    value_of, with, Change, ExpiryIndex, Materialized, Shared, StatelessFn, StoreKind,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 use crate::stream::KStream;
@@ -145,12 +145,7 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
                 (self.joiner)(&kk, None, Some(&b))
             };
             if let Some(r) = result {
-                out.push(Record {
-                    key: Some(Bytes::from(key)),
-                    value: Some(encode(&r)?),
-                    timestamp: ts,
-                    headers: Vec::new(),
-                });
+                out.push(typed_record(Some(Bytes::from(key)), r, ts, Vec::new()));
             }
         }
         for o in out {
@@ -179,7 +174,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         let id = record_id(ctx, ts);
         let mut this_key = framed_key(&key);
         this_key.extend_from_slice(&id);
-        let value = r.value.clone().unwrap_or_default();
+        let value = r.value_bytes()?.unwrap_or_default();
         ctx.store(&self.this_store)?.put(&this_key, &value)?;
         self.expiry.insert(ts, this_key.clone());
         // The other side's records in [ts - before, ts + after].
@@ -215,7 +210,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
                 ctx.store(outer)?.delete(&k2)?;
             }
             if let Some(res) = (self.joiner)(&k, Some(&a), Some(&b)) {
-                let mut o = with(&r, r.key.clone(), encode(&res)?);
+                let mut o = with(&r, r.key.clone(), res);
                 o.timestamp = ts.max(other_ts);
                 out.push(o);
             }
@@ -418,7 +413,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             let key = r.key.clone().unwrap_or_default();
             let t = get_timestamped::<VT>(ctx.store(&st)?, &key)?;
             match joiner(&v, t.as_ref().map(|(t, _)| t)) {
-                Some(out) => ctx.forward(with(&r, r.key.clone(), encode(&out)?)),
+                Some(out) => ctx.forward(with(&r, r.key.clone(), out)),
                 None => Ok(()),
             }
         });
@@ -465,7 +460,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for TableJoinSide<K, A, B, R>
         if new.is_none() && old.is_none() {
             return Ok(());
         }
-        let mut o = with(&r, r.key.clone(), encode(&Change { new, old })?);
+        let mut o = with(&r, r.key.clone(), Change { new, old });
         o.timestamp = r.timestamp.max(other_ts);
         ctx.forward(o)
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::topology::ProcessorSupplier;
 
-use crate::graph::{encode, key_of, ser, value_of, with, Shared, StatelessFn};
+use crate::graph::{key_of, ser, take_value, value_of, value_ref, with, Shared, StatelessFn};
 use crate::grouped::KGroupedStream;
 use crate::serdes::{auto, to_bytes, Data, SerdeRef};
 
@@ -203,7 +203,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 let Some(k) = key_of(&*keys, &r)? else {
                     return Ok(());
                 };
-                if keep(&k, &value_of(&r)?) {
+                if keep(&k, &*value_ref::<V>(&r)?) {
                     ctx.forward(r)?;
                 }
                 Ok(())
@@ -247,13 +247,13 @@ impl<K: Data, V: Data> KStream<K, V> {
         let ok = Arc::clone(&out_keys);
         let name = self.add(
             "KSTREAM-FLATMAP",
-            Arc::new(move |ctx, r| {
+            Arc::new(move |ctx, mut r| {
                 let Some(k) = key_of(&*keys, &r)? else {
                     return Ok(());
                 };
-                for (k2, v2) in mapper(k, value_of(&r)?) {
+                for (k2, v2) in mapper(k, take_value(&mut r)?) {
                     let key = to_bytes(&*ok, &k2).map_err(ser)?;
-                    ctx.forward(with(&r, key, encode(&v2)?))?;
+                    ctx.forward(with(&r, key, v2))?;
                 }
                 Ok(())
             }),
@@ -277,12 +277,12 @@ impl<K: Data, V: Data> KStream<K, V> {
         let keys = Arc::clone(&self.keys);
         let name = self.add(
             "KSTREAM-MAPVALUES",
-            Arc::new(move |ctx, r| {
+            Arc::new(move |ctx, mut r| {
                 let Some(k) = key_of(&*keys, &r)? else {
                     return Ok(());
                 };
-                let v = mapper(&k, value_of(&r)?);
-                ctx.forward(with(&r, r.key.clone(), encode(&v)?))
+                let v = mapper(&k, take_value(&mut r)?);
+                ctx.forward(with(&r, r.key.clone(), v))
             }),
         );
         self.derive(name, Arc::clone(&self.keys), self.key_changed)
@@ -295,9 +295,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     ) -> KStream<K, VR> {
         let name = self.add(
             "KSTREAM-FLATMAPVALUES",
-            Arc::new(move |ctx, r| {
-                for v in mapper(value_of(&r)?) {
-                    ctx.forward(with(&r, r.key.clone(), encode(&v)?))?;
+            Arc::new(move |ctx, mut r| {
+                for v in mapper(take_value(&mut r)?) {
+                    ctx.forward(with(&r, r.key.clone(), v))?;
                 }
                 Ok(())
             }),
@@ -381,7 +381,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         let values = Arc::clone(&produced.values);
         self.add(
             &format!("{op}-ENCODE"),
-            Arc::new(move |ctx, r| {
+            Arc::new(move |ctx, mut r| {
                 let key = match &out_keys {
                     None => r.key.clone(),
                     Some(ks) => match key_of(&*keys, &r)? {
@@ -389,12 +389,13 @@ impl<K: Data, V: Data> KStream<K, V> {
                         None => return Ok(()),
                     },
                 };
-                let v: V = value_of(&r)?;
+                let v: V = take_value(&mut r)?;
                 ctx.forward(Record {
                     key,
                     value: to_bytes(&*values, &v).map_err(ser)?,
                     timestamp: r.timestamp,
                     headers: r.headers,
+                    typed: None,
                 })
             }),
         )
@@ -502,12 +503,40 @@ impl<K: Data, V: Data> KStream<K, V> {
     ) -> String {
         let mut g = self.g.borrow_mut();
         let name = g.name(op);
-        let supplier: ProcessorSupplier = Arc::new(supplier);
+        let supplier: ProcessorSupplier =
+            Arc::new(move || Box::new(BytesIn(supplier())) as Box<dyn Processor>);
         g.processor(&name, supplier, &[&self.node]);
         for s in stores {
             g.connect_store(s, &name);
         }
         name
+    }
+}
+
+/// A Processor API processor in a DSL job: it gets values as bytes (`serdes::hop`), never
+/// the DSL's in-memory values.
+struct BytesIn(Box<dyn Processor>);
+
+impl Processor for BytesIn {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        self.0.init(ctx)
+    }
+
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        mut r: Record,
+    ) -> Result<(), ProcessError> {
+        r.materialize()?;
+        self.0.process(ctx, r)
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        self.0.flush(ctx)
+    }
+
+    fn close(&mut self) {
+        self.0.close()
     }
 }
 
@@ -638,7 +667,7 @@ pub(crate) fn source_stream<K: Data, V: Data>(
             else {
                 return Ok(());
             };
-            ctx.forward(with(&r, r.key.clone(), encode(&v)?))
+            ctx.forward(with(&r, r.key.clone(), v))
         }),
         &[&source],
     );

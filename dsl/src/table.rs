@@ -9,7 +9,7 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    deser, encode, key_of, ser, timestamped_bytes, value_of, with, Change, Materialized, Shared,
+    deser, key_of, ser, timestamped_bytes, value_of, with, Change, Materialized, Shared,
     StatelessFn, StoreKind,
 };
 use crate::grouped::KGroupedTable;
@@ -106,7 +106,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             if out.new.is_none() && out.old.is_none() {
                 return Ok(());
             }
-            ctx.forward(with(&r, r.key.clone(), encode(&out)?))
+            ctx.forward(with(&r, r.key.clone(), out))
         });
         let mut g = self.g.borrow_mut();
         let name = g.name(op);
@@ -137,7 +137,7 @@ impl<K: Data, V: Data> KTable<K, V> {
     pub fn to_stream(&self) -> KStream<K, Option<V>> {
         let f: StatelessFn = Arc::new(|ctx, r| {
             let c: Change<V> = value_of(&r)?;
-            ctx.forward(with(&r, r.key.clone(), encode(&c.new)?))
+            ctx.forward(with(&r, r.key.clone(), c.new))
         });
         let mut g = self.g.borrow_mut();
         let name = g.name("KTABLE-TOSTREAM");
@@ -184,7 +184,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                     old: Some(v2),
                 };
                 let key = to_bytes(&*ok, &k2).map_err(ser)?;
-                ctx.forward(with(&r, key, encode(&change)?))?;
+                ctx.forward(with(&r, key, change))?;
             }
             if let Some(new) = c.new {
                 let (k2, v2) = selector(&k, &new);
@@ -193,7 +193,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                     old: None,
                 };
                 let key = to_bytes(&*ok, &k2).map_err(ser)?;
-                ctx.forward(with(&r, key, encode(&change)?))?;
+                ctx.forward(with(&r, key, change))?;
             }
             Ok(())
         });
@@ -289,7 +289,7 @@ impl Materialize {
             }
         }
         let change = Change { new, old };
-        ctx.forward(with(r, r.key.clone(), encode(&change)?))
+        ctx.forward(with(r, r.key.clone(), change))
     }
 }
 
@@ -318,7 +318,8 @@ impl<V: Data> Processor for TableSource<V> {
         if r.key.is_none() {
             return Ok(());
         }
-        let new = match r.value.as_deref() {
+        let bytes = r.value_bytes()?;
+        let new = match bytes.as_deref() {
             None => None,
             Some(b) => self.values.deserialize(Some(b)).map_err(deser)?,
         };

@@ -100,6 +100,7 @@ impl TestDriver {
             value,
             timestamp,
             headers: Vec::new(),
+            typed: None,
         };
         Ok(self.inner.pipe(topic, record)?)
     }

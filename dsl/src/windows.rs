@@ -23,8 +23,8 @@ use rill_core::topology::ProcessorSupplier;
 
 use crate::cache::RecordCache;
 use crate::graph::{
-    decode_timestamped, encode, key_of, millis, timestamped_bytes, value_of, window_end_of,
-    windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
+    decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
+    window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
 };
 use crate::grouped::{reduce_step, KGroupedStream, Step};
 use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
@@ -199,13 +199,13 @@ macro_rules! windowed_processor {
             fn process(
                 &mut self,
                 ctx: &mut ProcessorContext<'_>,
-                r: Record,
+                mut r: Record,
             ) -> Result<(), ProcessError> {
                 let Some(k) = key_of(&*self.keys, &r)? else {
                     return Ok(());
                 };
                 let key = r.key.clone().unwrap_or_default();
-                let v: V = value_of(&r)?;
+                let v: V = take_value(&mut r)?;
                 let id = if <$agg<K, V, VA> as WindowedAggregation<K, V, VA>>::NEEDS_ID {
                     crate::graph::record_id(ctx, r.timestamp)
                 } else {
@@ -253,12 +253,7 @@ fn change_record<VA: Data>(
     old: Option<VA>,
     ts: i64,
 ) -> Result<Record, ProcessError> {
-    Ok(Record {
-        key: Some(key),
-        value: Some(encode(&Change { new, old })?),
-        timestamp: ts,
-        headers: Vec::new(),
-    })
+    Ok(typed_record(Some(key), Change { new, old }, ts, Vec::new()))
 }
 
 /// Time-window aggregation state: the stream time seen, when old windows were purged, and
@@ -988,7 +983,7 @@ fn index_key(key: &[u8]) -> Vec<u8> {
 impl Processor for Suppress {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
         let key = r.key.clone().unwrap_or_default();
-        let value = r.value.clone().unwrap_or_default();
+        let value = r.value_bytes()?.unwrap_or_default();
         self.observed = self.observed.max(r.timestamp);
         let time = if self.windowed {
             window_end_of(&key)
@@ -1029,6 +1024,7 @@ impl Processor for Suppress {
                 value: Some(Bytes::copy_from_slice(&v[8..])),
                 timestamp: ts,
                 headers: Vec::new(),
+                typed: None,
             });
         }
         for o in out {

@@ -474,3 +474,37 @@ fn the_record_cache_forwards_the_latest_update_per_key_at_each_commit() {
     d.commit().unwrap();
     assert_eq!(counts(&mut d, "counts"), vec![]);
 }
+
+/// A Processor API processor in a DSL job gets values as bytes (bincode between operators),
+/// even where the operator before it kept them in memory.
+#[test]
+fn a_processor_api_processor_gets_bytes_after_in_memory_operators() {
+    use rill_dsl::core::processor::{ProcessError, Processor, ProcessorContext, Record};
+    struct Lengths;
+    impl Processor for Lengths {
+        fn process(
+            &mut self,
+            ctx: &mut ProcessorContext<'_>,
+            r: Record,
+        ) -> Result<(), ProcessError> {
+            assert!(r.typed.is_none());
+            let v: i64 = rill_dsl::serdes::hop::decode(r.value.as_deref().unwrap()).unwrap();
+            let out = rill_dsl::serdes::hop::encode(&(v * 10)).unwrap();
+            ctx.forward(Record::new(r.key, Some(out), r.timestamp))
+        }
+    }
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("words")
+        .map_values(|w| w.len() as i64)
+        .process_values::<i64>(|| Box::new(Lengths), &[])
+        .to("tenfold");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("words", &s("k"), &s("four"), 1).unwrap();
+    let out: Vec<Option<i64>> = d
+        .read::<String, i64>("tenfold")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(out, vec![Some(40)]);
+}
