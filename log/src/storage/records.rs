@@ -516,14 +516,137 @@ fn encode(records: &[PRecord], compression: Compression) -> Result<Vec<u8>, Batc
     Ok(buf)
 }
 
+/// The producer fields of a batch (none: -1 everywhere).
+#[derive(Debug, Clone, Copy)]
+struct Producer {
+    id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+}
+
+const NO_PRODUCER: Producer = Producer {
+    id: -1,
+    epoch: -1,
+    base_sequence: -1,
+    transactional: false,
+};
+
+/// Kafka's zigzag varint.
+fn put_varint(buf: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.push(z as u8);
+}
+
+fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - z.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
+/// A nullable byte field: its length as a varint (-1 for null), then the bytes.
+fn put_nullable(buf: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            put_varint(buf, b.len() as i64);
+            buf.extend_from_slice(b);
+        }
+        None => put_varint(buf, -1),
+    }
+}
+
+fn nullable_len(b: Option<&[u8]>) -> usize {
+    b.map_or(1, |b| varint_len(b.len() as i64) + b.len())
+}
+
+/// An uncompressed v2 batch written directly (the producer's hot path: no intermediate
+/// records, one buffer). Timestamps are stored as deltas from the smallest, which is the
+/// base timestamp, as Kafka does.
+fn encode_plain(records: &[NewRecord], p: Producer) -> Result<Vec<u8>, BatchError> {
+    let base_ts = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+    let max_ts = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    if max_ts.checked_sub(base_ts).is_none() {
+        return Err(malformed("record timestamps span more than an i64"));
+    }
+    let count = i32::try_from(records.len()).map_err(|_| malformed("too many records"))?;
+    let body: usize = records
+        .iter()
+        .map(|r| {
+            r.key.as_ref().map_or(0, |b| b.len())
+                + r.value.as_ref().map_or(0, |b| b.len())
+                + 24
+                + r.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, |b| b.len()) + 10)
+                    .sum::<usize>()
+        })
+        .sum();
+    let mut buf = Vec::with_capacity(61 + body);
+    buf.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    buf.extend_from_slice(&0i32.to_be_bytes()); // batch length, set below
+    buf.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    buf.push(2); // magic
+    buf.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
+    let attributes: i16 = if p.transactional { 0x10 } else { 0 };
+    buf.extend_from_slice(&attributes.to_be_bytes());
+    buf.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
+    buf.extend_from_slice(&base_ts.to_be_bytes());
+    buf.extend_from_slice(&max_ts.to_be_bytes());
+    buf.extend_from_slice(&p.id.to_be_bytes());
+    buf.extend_from_slice(&p.epoch.to_be_bytes());
+    buf.extend_from_slice(&p.base_sequence.to_be_bytes());
+    buf.extend_from_slice(&count.to_be_bytes());
+    for (i, r) in records.iter().enumerate() {
+        let ts_delta = r.timestamp_ms - base_ts;
+        let key = r.key.as_deref();
+        let value = r.value.as_deref();
+        let headers_len: usize = r
+            .headers
+            .iter()
+            .map(|(k, v)| varint_len(k.len() as i64) + k.len() + nullable_len(v.as_deref()))
+            .sum();
+        let len = 1
+            + varint_len(ts_delta)
+            + varint_len(i as i64)
+            + nullable_len(key)
+            + nullable_len(value)
+            + varint_len(r.headers.len() as i64)
+            + headers_len;
+        put_varint(&mut buf, len as i64);
+        buf.push(0); // record attributes
+        put_varint(&mut buf, ts_delta);
+        put_varint(&mut buf, i as i64);
+        put_nullable(&mut buf, key);
+        put_nullable(&mut buf, value);
+        put_varint(&mut buf, r.headers.len() as i64);
+        for (k, v) in &r.headers {
+            put_nullable(&mut buf, Some(k.as_bytes()));
+            put_nullable(&mut buf, v.as_deref());
+        }
+    }
+    let batch_length =
+        i32::try_from(buf.len() - 12).map_err(|_| malformed("batch larger than 2 GiB"))?;
+    buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[21..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(buf)
+}
+
 /// Encodes records into one v2 batch with base offset 0 and no producer id, as a client would
-/// before sending it. Header keys must be unique within a record (the encoder keeps the last).
+/// before sending it. Compressed batches go through `kafka-protocol`'s encoder, which keeps
+/// one header per key (the last).
 pub fn encode_batch(
     records: &[NewRecord],
     compression: Compression,
 ) -> Result<Vec<u8>, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
+    }
+    if compression == Compression::None {
+        return encode_plain(records, NO_PRODUCER);
     }
     let recs: Vec<PRecord> = records
         .iter()
@@ -598,6 +721,15 @@ pub fn encode_idempotent_batch(
 ) -> Result<Vec<u8>, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
+    }
+    if compression == Compression::None {
+        let p = Producer {
+            id: producer_id,
+            epoch: producer_epoch,
+            base_sequence,
+            transactional,
+        };
+        return encode_plain(records, p);
     }
     let template = BatchHeader {
         base_offset: 0,
@@ -775,5 +907,106 @@ mod tests {
         assert_eq!(h2.last_offset(), 1049);
         assert_eq!(h2.partition_leader_epoch, 3);
         assert_eq!(h2.compression().unwrap(), Compression::Lz4);
+    }
+
+    /// `kafka-protocol`'s encoder, which `encode_plain` replaces for uncompressed batches.
+    fn reference(records: &[NewRecord], p: Producer) -> Vec<u8> {
+        let template = BatchHeader {
+            base_offset: 0,
+            batch_length: 0,
+            partition_leader_epoch: -1,
+            magic: 2,
+            crc: 0,
+            attributes: if p.transactional { 0x10 } else { 0 },
+            last_offset_delta: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: p.id,
+            producer_epoch: p.epoch,
+            base_sequence: p.base_sequence,
+            record_count: 0,
+        };
+        let recs: Vec<PRecord> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                protocol_record(
+                    i as i64,
+                    r.timestamp_ms,
+                    &r.key,
+                    &r.value,
+                    &r.headers,
+                    Some(&template),
+                )
+            })
+            .collect();
+        encode(&recs, Compression::None).unwrap()
+    }
+
+    fn arb_record() -> impl proptest::strategy::Strategy<Value = NewRecord> {
+        use proptest::prelude::*;
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300));
+        (
+            bytes(),
+            bytes(),
+            -1_000_000i64..10_000_000_000_000,
+            proptest::collection::btree_map("[a-z]{1,8}", bytes(), 0..4),
+        )
+            .prop_map(|(k, v, ts, hs)| NewRecord {
+                key: k.map(Bytes::from),
+                value: v.map(Bytes::from),
+                timestamp_ms: ts,
+                headers: hs
+                    .into_iter()
+                    .map(|(k, v)| (k, v.map(Bytes::from)))
+                    .collect(),
+            })
+    }
+
+    proptest::proptest! {
+        /// The direct encoder writes exactly the bytes of `kafka-protocol`'s (header keys
+        /// unique, where that one dedupes), and they decode back to the records.
+        #[test]
+        fn the_direct_encoder_matches_kafka_protocols(
+            records in proptest::collection::vec(arb_record(), 1..40),
+            id in -1i64..1000,
+            epoch in -1i16..10,
+            base_sequence in -1i32..100_000,
+            transactional in proptest::bool::ANY,
+        ) {
+            let p = Producer { id, epoch, base_sequence, transactional };
+            let ours = encode_plain(&records, p).unwrap();
+            proptest::prop_assert_eq!(&ours, &reference(&records, p));
+            let (h, back) = decode_batch(&ours).unwrap();
+            proptest::prop_assert_eq!(h.producer_id, id);
+            proptest::prop_assert_eq!(back.len(), records.len());
+            for (a, b) in records.iter().zip(&back) {
+                proptest::prop_assert_eq!(&a.key, &b.key);
+                proptest::prop_assert_eq!(&a.value, &b.value);
+                proptest::prop_assert_eq!(a.timestamp_ms, b.timestamp_ms);
+                proptest::prop_assert_eq!(&a.headers, &b.headers);
+            }
+        }
+    }
+
+    #[test]
+    fn varints_are_kafkas_zigzag() {
+        for (v, bytes) in [
+            (0i64, vec![0u8]),
+            (-1, vec![1]),
+            (1, vec![2]),
+            (63, vec![126]),
+            (64, vec![128, 1]),
+            (-65, vec![129, 1]),
+            (
+                i64::MIN,
+                vec![255, 255, 255, 255, 255, 255, 255, 255, 255, 1],
+            ),
+        ] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b, bytes, "{v}");
+            assert_eq!(varint_len(v), bytes.len(), "{v}");
+        }
     }
 }
