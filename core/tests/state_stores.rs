@@ -190,3 +190,35 @@ proptest! {
         check_against_model(&mut LoggedStore::new(fjall, changelog()), &ops, true);
     }
 }
+
+/// Expiring removes an entry from local state at the commit without a changelog record;
+/// a write after the expiry wins, and an abort forgets the expiry.
+#[test]
+fn expired_entries_leave_local_state_at_the_commit_without_changelog_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let fjall = FjallStore::open(&dir.path().join("w"), "w").unwrap();
+    let mut s = LoggedStore::new(fjall, changelog());
+    for k in [&b"old"[..], b"rewritten", b"kept"] {
+        s.put(k, b"1").unwrap();
+    }
+    s.apply_uncommitted().unwrap();
+    s.put(b"fresh", b"2").unwrap();
+    s.expire(b"old").unwrap();
+    s.expire(b"fresh").unwrap();
+    s.expire(b"rewritten").unwrap();
+    s.put(b"rewritten", b"3").unwrap();
+    assert_eq!(
+        s.uncommitted(),
+        vec![(b"rewritten".to_vec(), Some(b"3".to_vec()))],
+        "an expiry is never logged, and drops the uncommitted write it expires"
+    );
+    s.apply_uncommitted().unwrap();
+    let keys: Vec<Vec<u8>> = s.all().unwrap().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, vec![b"kept".to_vec(), b"rewritten".to_vec()]);
+    assert_eq!(s.get(b"rewritten").unwrap(), Some(b"3".to_vec()));
+    // An aborted transaction's expiries are forgotten with its writes.
+    s.expire(b"kept").unwrap();
+    s.discard_uncommitted();
+    s.apply_uncommitted().unwrap();
+    assert_eq!(s.get(b"kept").unwrap(), Some(b"1".to_vec()));
+}

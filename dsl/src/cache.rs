@@ -100,6 +100,11 @@ impl<V: Data> RecordCache<V> {
         key.len().next_multiple_of(16) + std::mem::size_of::<(Vec<u8>, Entry<V>)>() + 16
     }
 
+    /// What a key costs on the dirty list.
+    fn dirty_size(key: &[u8]) -> usize {
+        key.len().next_multiple_of(16) + 24
+    }
+
     /// Replaces `store_key`'s value by `step(current value, its timestamp)`, reading the
     /// store on a miss; the update is forwarded with `headers` at the next flush. Returns
     /// whether the key was absent (new to the store).
@@ -110,47 +115,48 @@ impl<V: Data> RecordCache<V> {
         headers: &Headers,
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
-        if !self.entries.contains_key(store_key) {
-            let loaded = store
-                .get(store_key)?
-                .map(|b| decode_timestamped::<V>(&b))
-                .transpose()?;
-            let (value, ts) = match loaded {
-                Some((v, t)) => (Some(v), t),
-                None => (None, i64::MIN),
-            };
-            self.bytes += Self::size(store_key);
-            self.entries.insert(
-                store_key.to_vec(),
-                Entry {
-                    value,
-                    ts,
-                    dirty: false,
-                    old: None,
-                    headers: Vec::new(),
-                    used: 0,
-                },
-            );
+        if let Some(e) = self.entries.get_mut(store_key) {
+            if !e.dirty {
+                e.dirty = true;
+                e.old = e.value.clone();
+                self.dirty.push(store_key.to_vec());
+                self.bytes += Self::dirty_size(store_key);
+            }
+            let absent = e.value.is_none();
+            let (new, ts) = step(e.value.take(), (!absent).then_some(e.ts));
+            e.value = Some(new);
+            e.ts = ts;
+            self.clock += 1;
+            e.used = self.clock;
+            if e.headers != *headers {
+                e.headers = headers.clone();
+            }
+            return Ok(absent);
         }
-        let Some(e) = self.entries.get_mut(store_key) else {
-            return Err(ProcessError::Failed("record cache lost an entry".into()));
+        // A miss: the store's value is the old one, and the entry starts dirty.
+        let (old, prev_ts) = match store.get(store_key)? {
+            Some(b) => {
+                let (v, t) = decode_timestamped::<V>(&b)?;
+                (Some(v), Some(t))
+            }
+            None => (None, None),
         };
-        let absent = e.value.is_none();
-        if !e.dirty {
-            e.dirty = true;
-            e.old = e.value.clone();
-            self.dirty.push(store_key.to_vec());
-            self.bytes += store_key.len().next_multiple_of(16) + 24;
-        }
-        let prev_ts = (!absent).then_some(e.ts);
-        let (new, ts) = step(e.value.take(), prev_ts);
-        e.value = Some(new);
-        e.ts = ts;
+        let absent = old.is_none();
+        let (new, ts) = step(old.clone(), prev_ts);
         self.clock += 1;
-        e.used = self.clock;
-        if e.headers != *headers {
-            e.headers = headers.clone();
-        }
+        self.bytes += Self::size(store_key) + Self::dirty_size(store_key);
+        self.dirty.push(store_key.to_vec());
+        self.entries.insert(
+            store_key.to_vec(),
+            Entry {
+                value: Some(new),
+                ts,
+                dirty: true,
+                old,
+                headers: headers.clone(),
+                used: self.clock,
+            },
+        );
         Ok(absent)
     }
 
@@ -168,9 +174,7 @@ impl<V: Data> RecordCache<V> {
         store: &str,
     ) -> Result<(), ProcessError> {
         for key in std::mem::take(&mut self.dirty) {
-            self.bytes = self
-                .bytes
-                .saturating_sub(key.len().next_multiple_of(16) + 24);
+            self.bytes = self.bytes.saturating_sub(Self::dirty_size(&key));
             let Some(e) = self.entries.get_mut(&key) else {
                 continue;
             };
@@ -274,9 +278,9 @@ mod tests {
         let full = cache.bytes;
         cache.retain(|_, _| false);
         assert_eq!(cache.bytes, full, "a dirty entry is never evicted");
-        cache.entries.get_mut(&b"a".to_vec()).unwrap().dirty = false;
+        cache.entries.get_mut(b"a".as_slice()).unwrap().dirty = false;
         cache.dirty.clear();
-        cache.bytes -= 16 + 24;
+        cache.bytes -= RecordCache::<i64>::dirty_size(b"a");
         cache.retain(|_, _| false);
         assert_eq!((cache.bytes, cache.entries.len()), (0, 0));
     }

@@ -375,8 +375,9 @@ pub(crate) fn record_id(ctx: &ProcessorContext<'_>, ts: i64) -> Vec<u8> {
     b
 }
 
-/// What an operator wrote to its store, by time, so that expired entries are deleted
-/// without scanning the store. Entries written before this processor instance started (a
+/// What an operator wrote to its store, by time, so that expired entries are removed
+/// without scanning the store — locally only ([`KeyValueStore::expire`]): the changelog
+/// topic's retention drops them there. Entries written before this processor instance started (a
 /// restart) are not in it: the first purge scans the store once for them.
 #[derive(Debug, Default)]
 pub(crate) struct ExpiryIndex {
@@ -389,34 +390,30 @@ impl ExpiryIndex {
         self.by_time.entry(time).or_default().push(store_key);
     }
 
-    /// Deletes the entries with a time below `cutoff`; the first call also deletes those
+    /// Expires the entries with a time below `cutoff`; the first call also expires those
     /// `scan_time` (the time of a store key, if it can tell) finds below it.
     pub fn purge(
         &mut self,
         store: &mut dyn KeyValueStore,
         cutoff: i64,
         scan_time: impl Fn(&[u8]) -> Option<i64>,
-    ) -> Result<usize, ProcessError> {
-        let mut gone = 0;
+    ) -> Result<(), ProcessError> {
         if !self.scanned {
             self.scanned = true;
             for (k, _) in store.all()? {
                 if scan_time(&k).is_some_and(|t| t < cutoff) {
-                    store.delete(&k)?;
-                    gone += 1;
+                    store.expire(&k)?;
                 }
             }
         }
         let keep = self.by_time.split_off(&cutoff);
         for (_, keys) in std::mem::replace(&mut self.by_time, keep) {
             for k in keys {
-                // Deleting a key already gone (merged away, rewritten) is harmless.
-                if store.delete(&k)?.is_some() {
-                    gone += 1;
-                }
+                // Expiring a key already gone (merged away, rewritten) is harmless.
+                store.expire(&k)?;
             }
         }
-        Ok(gone)
+        Ok(())
     }
 }
 
@@ -436,13 +433,13 @@ mod tests {
             index.insert(t, k);
         }
         let time = |k: &[u8]| k.get(1).map(|t| *t as i64);
-        assert_eq!(index.purge(&mut store, 20, time).unwrap(), 2);
+        index.purge(&mut store, 20, time).unwrap();
         assert_eq!(store.get(&[1, 5]).unwrap(), None);
         assert_eq!(store.get(&[2, 10]).unwrap(), None);
         assert!(store.get(&[2, 20]).unwrap().is_some());
         // Later purges use the index only.
         store.put(&[1, 6], b"untracked").unwrap();
-        assert_eq!(index.purge(&mut store, 31, time).unwrap(), 2);
+        index.purge(&mut store, 31, time).unwrap();
         assert!(store.get(&[1, 6]).unwrap().is_some());
         assert_eq!(store.all().unwrap().len(), 1);
     }

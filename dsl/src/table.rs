@@ -9,8 +9,8 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    deser, key_of, ser, timestamped_bytes, value_of, with, Change, Materialized, Shared,
-    StatelessFn, StoreKind,
+    deser, key_of, ser, take_value, timestamped_bytes, value_of, with, Change, Materialized,
+    Shared, StatelessFn, StoreKind,
 };
 use crate::grouped::KGroupedTable;
 use crate::serdes::{auto, to_bytes, Data, SerdeRef};
@@ -135,8 +135,8 @@ impl<K: Data, V: Data> KTable<K, V> {
     /// The table's updates as a stream; a deletion is a `None` value (a tombstone when
     /// written to a topic).
     pub fn to_stream(&self) -> KStream<K, Option<V>> {
-        let f: StatelessFn = Arc::new(|ctx, r| {
-            let c: Change<V> = value_of(&r)?;
+        let f: StatelessFn = Arc::new(|ctx, mut r| {
+            let c: Change<V> = take_value(&mut r)?;
             ctx.forward(with(&r, r.key.clone(), c.new))
         });
         let mut g = self.g.borrow_mut();

@@ -60,6 +60,8 @@ pub struct LoggedStore<S: KeyValueStore> {
     dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Bytes of keys and values in `dirty`.
     dirty_bytes: usize,
+    /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
+    expired: Vec<Vec<u8>>,
 }
 
 impl<S: KeyValueStore> LoggedStore<S> {
@@ -69,6 +71,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
             changelog,
             dirty: BTreeMap::new(),
             dirty_bytes: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -205,8 +208,22 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn uncommitted_bytes(&self) -> usize {
         self.dirty_bytes
     }
+    fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        if let Some(old) = self.dirty.remove(key) {
+            self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());
+        }
+        self.expired.push(key.to_vec());
+        Ok(())
+    }
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
-        let changes: Vec<_> = std::mem::take(&mut self.dirty).into_iter().collect();
+        // A key written again after it expired keeps the write (one change per key: a batch
+        // holding both would leave the order to the backend).
+        let mut changes: Vec<_> = std::mem::take(&mut self.expired)
+            .into_iter()
+            .filter(|k| !self.dirty.contains_key(k))
+            .map(|k| (k, None))
+            .collect();
+        changes.extend(std::mem::take(&mut self.dirty));
         self.inner.write_all(changes)?;
         self.dirty_bytes = 0;
         Ok(())
@@ -214,6 +231,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn discard_uncommitted(&mut self) {
         self.dirty.clear();
         self.dirty_bytes = 0;
+        self.expired.clear();
     }
 }
 

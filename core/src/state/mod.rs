@@ -72,6 +72,14 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
         Ok(())
     }
 
+    /// Removes `key` from local state only, as retention does: a changelogged store sends
+    /// nothing (the changelog topic's own retention drops the entry), and removes it at the
+    /// next commit (until then it may still be read). Restoring may bring an expired entry
+    /// back; its owner expires it again.
+    fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.delete(key).map(|_| ())
+    }
+
     /// For a changelogged store: its changelog partition.
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         None
@@ -132,6 +140,9 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn write_all(&mut self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
         (**self).write_all(changes)
     }
+    fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        (**self).expire(key)
+    }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         (**self).changelog()
     }
@@ -179,6 +190,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn write_all(&mut self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), StoreError> {
         self.as_mut().write_all(changes)
+    }
+    fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.as_mut().expire(key)
     }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         self.as_ref().changelog()
