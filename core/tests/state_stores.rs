@@ -221,4 +221,8 @@ fn expired_entries_leave_local_state_at_the_commit_without_changelog_records() {
     s.discard_uncommitted();
     s.apply_uncommitted().unwrap();
     assert_eq!(s.get(b"kept").unwrap(), Some(b"1".to_vec()));
+    // Erasing, unlike expiring, is a logged deletion.
+    s.erase(b"kept").unwrap();
+    assert_eq!(s.uncommitted(), vec![(b"kept".to_vec(), None)]);
+    assert_eq!(s.get(b"kept").unwrap(), None);
 }

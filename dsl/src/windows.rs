@@ -11,6 +11,8 @@
 //! Output timestamps are the largest record timestamp in the window (session end for
 //! sessions). `suppress` holds a windowed table's updates until its windows close.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ use rill_core::state::{
 };
 use rill_core::topology::ProcessorSupplier;
 
-use crate::cache::RecordCache;
+use crate::cache::{Fnv, RecordCache};
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
     window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
@@ -500,7 +502,12 @@ impl WindowAggregator for TimeWindows {
 /// Combines the aggregates of two sessions that merge.
 type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
 
-/// Session aggregation state.
+/// A key's sessions as the store holds them, in store order (end, then start), with their
+/// aggregates.
+type KeySessions<VA> = Vec<(i64, i64, VA)>;
+
+/// Session aggregation state, and a read cache of each key's sessions (written through:
+/// the store stays the truth, and every update is forwarded at once).
 struct SessionAgg<K, V, VA> {
     windows: SessionWindows,
     step: Step<K, V, VA>,
@@ -508,6 +515,31 @@ struct SessionAgg<K, V, VA> {
     observed: i64,
     last_purge: i64,
     expiry: ExpiryIndex,
+    sessions: HashMap<Vec<u8>, KeySessions<VA>, BuildHasherDefault<Fnv>>,
+    /// Sessions and keys in `sessions`, for its memory bound.
+    cached: usize,
+}
+
+impl<K: Data, V: Data, VA: Data> SessionAgg<K, V, VA> {
+    /// `key`'s sessions, read from the store the first time.
+    fn sessions_of(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        key: &[u8],
+    ) -> Result<&mut KeySessions<VA>, ProcessError> {
+        if !self.sessions.contains_key(key) {
+            let stored = SessionStore::new(&mut *store).find_sessions(key, i64::MIN, i64::MAX)?;
+            let list = stored
+                .into_iter()
+                .map(|(s, b)| Ok((s.end, s.start, decode_timestamped::<VA>(&b)?.0)))
+                .collect::<Result<KeySessions<VA>, ProcessError>>()?;
+            self.cached += list.len() + 1;
+            self.sessions.insert(key.to_vec(), list);
+        }
+        self.sessions
+            .get_mut(key)
+            .ok_or_else(|| ProcessError::Failed("session cache lost a key".into()))
+    }
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K, V, VA> {
@@ -524,41 +556,67 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
-        let mut ss = SessionStore::new(&mut *store);
-        let overlapping = ss.find_sessions(key, ts - gap_ms, ts + gap_ms)?;
-        let start = overlapping.iter().map(|(s, _)| s.start).fold(ts, i64::min);
-        let end = overlapping.iter().map(|(s, _)| s.end).fold(ts, i64::max);
+        let (step, merger) = (Arc::clone(&self.step), Arc::clone(&self.merger));
+        let list = self.sessions_of(store, key)?;
+        let overlaps =
+            |(end, start, _): &(i64, i64, VA)| *end >= ts - gap_ms && *start <= ts + gap_ms;
+        let start = list
+            .iter()
+            .filter(|s| overlaps(s))
+            .map(|s| s.1)
+            .fold(ts, i64::min);
+        let end = list
+            .iter()
+            .filter(|s| overlaps(s))
+            .map(|s| s.0)
+            .fold(ts, i64::max);
         if end < close {
             return Ok(Vec::new()); // the merged session closed: too late
         }
+        let mut ss = SessionStore::new(&mut *store);
         let mut out = Vec::new();
         let mut acc: Option<VA> = None;
         let mut same_window_old = None;
-        for (s, b) in overlapping {
-            let (val, _) = decode_timestamped::<VA>(&b)?;
-            ss.remove(&s)?;
-            if s.start == start && s.end == end {
+        let before = list.len();
+        let mut kept = Vec::with_capacity(before);
+        for s in list.drain(..) {
+            if !overlaps(&s) {
+                kept.push(s);
+                continue;
+            }
+            let (s_end, s_start, val) = s;
+            ss.remove(&Session {
+                key: key.to_vec(),
+                start: s_start,
+                end: s_end,
+            })?;
+            if s_start == start && s_end == end {
                 same_window_old = Some(val.clone());
             } else {
                 out.push(change_record(
-                    windowed_key(key, s.start, s.end),
+                    windowed_key(key, s_start, s_end),
                     None,
                     Some(val.clone()),
-                    s.end,
+                    s_end,
                 )?);
             }
             acc = Some(match acc {
                 None => val,
-                Some(a) => (self.merger)(k, a, val),
+                Some(a) => merger(k, a, val),
             });
         }
-        let new = (self.step)(k, v, acc);
+        let new = step(k, v, acc);
         let session = Session {
             key: key.to_vec(),
             start,
             end,
         };
         ss.put(&session, &timestamped_bytes(&new, end)?)?;
+        let at = kept.partition_point(|(e, s, _)| (*e, *s) < (end, start));
+        kept.insert(at, (end, start, new.clone()));
+        let after = kept.len();
+        *list = kept;
+        self.cached = (self.cached + after).saturating_sub(before);
         self.expiry.insert(end, session_store_key(key, end, start));
         out.push(change_record(
             windowed_key(key, start, end),
@@ -569,12 +627,28 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         let retention = gap_ms + grace_ms;
         if self.observed - self.last_purge >= (retention / 10).max(1) {
             // No record can join a session that ended before `observed - retention`.
-            self.expiry.purge(store, self.observed - retention, |k| {
+            let cutoff = self.observed - retention;
+            self.expiry.purge(store, cutoff, |k| {
                 split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
             })?;
+            self.sessions.retain(|_, list| {
+                list.retain(|(e, _, _)| *e >= cutoff);
+                !list.is_empty()
+            });
+            self.cached = self.sessions.values().map(|l| l.len() + 1).sum();
             self.last_purge = self.observed;
         }
         Ok(out)
+    }
+
+    /// Past its share of memory, the cache starts over (it holds no pending writes).
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_>, _store: &str) -> Result<(), ProcessError> {
+        let per_session = std::mem::size_of::<(i64, i64, VA)>() + 48;
+        if self.cached * per_session > ctx.cache_max_bytes() {
+            self.sessions.clear();
+            self.cached = 0;
+        }
+        Ok(())
     }
 }
 
@@ -664,6 +738,8 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
                 expiry: ExpiryIndex::default(),
+                sessions: HashMap::default(),
+                cached: 0,
             },
         )
     }

@@ -208,6 +208,10 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn uncommitted_bytes(&self) -> usize {
         self.dirty_bytes
     }
+    fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.record(key, None);
+        Ok(())
+    }
     fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
         if let Some(old) = self.dirty.remove(key) {
             self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());

@@ -72,6 +72,12 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
         Ok(())
     }
 
+    /// Deletes `key` without reading the value it had (for a changelogged store, a
+    /// tombstone without a lookup).
+    fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.delete(key).map(|_| ())
+    }
+
     /// Removes `key` from local state only, as retention does: a changelogged store sends
     /// nothing (the changelog topic's own retention drops the entry), and removes it at the
     /// next commit (until then it may still be read). Restoring may bring an expired entry
@@ -143,6 +149,9 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
         (**self).expire(key)
     }
+    fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        (**self).erase(key)
+    }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         (**self).changelog()
     }
@@ -193,6 +202,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.as_mut().expire(key)
+    }
+    fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.as_mut().erase(key)
     }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         self.as_ref().changelog()

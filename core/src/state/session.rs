@@ -38,8 +38,7 @@ impl<S: KeyValueStore> SessionStore<S> {
 
     pub fn remove(&mut self, session: &Session) -> Result<(), StoreError> {
         self.inner
-            .delete(&Self::store_key(&session.key, session.end, session.start))
-            .map(|_| ())
+            .erase(&Self::store_key(&session.key, session.end, session.start))
     }
 
     /// `key`'s sessions with `end >= earliest_end` and `start <= latest_start` (Kafka

@@ -490,7 +490,8 @@ impl Producer {
                 .is_some_and(|b| !b.sealed && b.bytes + size <= batch_size);
             if !open {
                 q.batches.push_back(ProducerBatch {
-                    records: Vec::new(),
+                    // Sized for records like this one: no regrowth while it fills.
+                    records: Vec::with_capacity((batch_size / size.max(1)).clamp(1, 4096)),
                     bytes: 0,
                     memory: Arc::clone(&self.inner.memory),
                     slot: Arc::default(),
