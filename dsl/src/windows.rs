@@ -63,18 +63,13 @@ impl TimeWindows {
     }
 
     /// The starts of the windows holding `ts`, oldest first.
-    pub fn starts(&self, ts: i64) -> Vec<i64> {
-        if ts < 0 {
-            return Vec::new();
-        }
-        let mut start = ts - ts % self.advance_ms;
-        let mut out = Vec::new();
-        while start >= 0 && start > ts - self.size_ms {
-            out.push(start);
-            start -= self.advance_ms;
-        }
-        out.reverse();
-        out
+    pub fn starts(&self, ts: i64) -> impl Iterator<Item = i64> {
+        // The oldest window holding `ts` starts at the first multiple of `advance` above
+        // `ts - size` (and not below 0); the newest at the last one at or below `ts`.
+        let (size, advance) = (self.size_ms, self.advance_ms);
+        let newest = if ts < 0 { -1 } else { ts - ts % advance };
+        let oldest = ((ts - size).max(-1).div_euclid(advance) + 1) * advance;
+        (oldest.max(0)..=newest).step_by(advance as usize)
     }
 }
 
@@ -234,13 +229,6 @@ macro_rules! windowed_processor {
     };
 }
 
-/// The window store's key of `key`'s window at `start` (as `WindowStore` lays it out).
-fn window_store_key(key: &[u8], start: i64) -> Vec<u8> {
-    let mut k = framed_key(key);
-    k.extend_from_slice(&ts_bytes(start));
-    k
-}
-
 /// The session store's key of a session (as `SessionStore` lays it out).
 fn session_store_key(key: &[u8], end: i64, start: i64) -> Vec<u8> {
     let mut k = framed_key(key);
@@ -286,17 +274,22 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         self.observed = self.observed.max(ts);
         let close = self.observed - self.windows.grace_ms;
         let step = &self.step;
+        // The store key of each window (as `WindowStore` lays it out): the framed key, then
+        // the start.
+        let mut skey = framed_key(key);
+        let framed = skey.len();
         for start in self.windows.starts(ts) {
             let end = start + self.windows.size_ms;
             if end <= close {
                 continue; // this window closed: too late for it
             }
-            let skey = window_store_key(key, start);
+            skey.truncate(framed);
+            skey.extend_from_slice(&ts_bytes(start));
             let absent = self.cache.update(store, &skey, headers, |acc, t| {
                 (step(k, v.clone(), acc), t.map_or(ts, |t| ts.max(t)))
             })?;
             if absent {
-                self.expiry.insert(start, skey);
+                self.expiry.insert(start, skey.clone());
             }
         }
         Ok(Vec::new())
@@ -1151,5 +1144,35 @@ impl<K: Data, V: Data> KTable<K, V> {
         t.node = node;
         t.store = None;
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The starts of the windows holding `ts`, by trying every multiple of `advance`.
+    fn naive(size: i64, advance: i64, ts: i64) -> Vec<i64> {
+        (0..=ts.max(0))
+            .filter(|s| s % advance == 0 && *s <= ts && ts < s + size)
+            .collect()
+    }
+
+    #[test]
+    fn window_starts_are_every_aligned_window_holding_the_timestamp() {
+        for size in 1..25 {
+            for advance in 1..=size {
+                let w = TimeWindows::of_size_no_grace(Duration::from_millis(size as u64))
+                    .advance_by(Duration::from_millis(advance as u64));
+                for ts in -3..120 {
+                    let got: Vec<i64> = w.starts(ts).collect();
+                    assert_eq!(
+                        got,
+                        naive(size, advance, ts),
+                        "size {size} advance {advance} ts {ts}"
+                    );
+                }
+            }
+        }
     }
 }
