@@ -48,6 +48,10 @@ pub(crate) struct Graph {
     /// Problems found while building, reported by `build`.
     pub errors: Vec<String>,
     pub stores: BTreeMap<String, StoreInfo>,
+    /// Per store with a record cache: whether another processor reads the store (a join,
+    /// a Processor API processor). Such a store gets no cache, whose updates would reach it
+    /// only at the commit; the flag is read when tasks start, after the whole graph is built.
+    read_elsewhere: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Graph {
@@ -92,8 +96,16 @@ impl Graph {
         self.record(r);
     }
 
+    /// Whether processors other than `store`'s owner read it (see `read_elsewhere`).
+    pub fn read_elsewhere(&mut self, store: &str) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(self.read_elsewhere.entry(store.to_string()).or_default())
+    }
+
     /// Connects an existing store to another processor (a join reading a table's store).
     pub fn connect_store(&mut self, store: &str, processor: &str) {
+        if let Some(flag) = self.read_elsewhere.get(store) {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let r = self.topology.connect_store(store, processor).map(|_| ());
         self.record(r);
     }

@@ -114,29 +114,34 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         self.aggregate_node(
             materialized,
             ("KSTREAM-AGGREGATE-STATE-STORE", "KSTREAM-AGGREGATE"),
-            move |keys, store| {
+            move |keys, store, read_elsewhere| {
                 Box::new(StreamAggregate {
                     keys,
                     store,
                     step: Arc::clone(&step),
-                    cache: RecordCache::new(caching, same_key()),
+                    cache: RecordCache::new(caching && !read_elsewhere, same_key()),
                 })
             },
         )
     }
 
-    /// The aggregating processor `make(keys, store)` over its key-value store, after a
-    /// repartition if the key changed; `(store op, node op)` name what is generated.
+    /// The aggregating processor `make(keys, store, whether other processors read the
+    /// store)` over its key-value store, after a repartition if the key changed; `(store
+    /// op, node op)` name what is generated.
     pub(crate) fn aggregate_node<VA: Data>(
         &self,
         materialized: Materialized,
         (store_op, node_op): (&str, &str),
-        make: impl Fn(SerdeRef<K>, String) -> Box<dyn Processor> + Send + Sync + 'static,
+        make: impl Fn(SerdeRef<K>, String, bool) -> Box<dyn Processor> + Send + Sync + 'static,
     ) -> KTable<K, VA> {
         let (store, input) = self.prepare(&materialized, store_op);
         let keys = Arc::clone(&input.keys);
         let st = store.clone();
-        let supplier: ProcessorSupplier = Arc::new(move || make(Arc::clone(&keys), st.clone()));
+        let shared = input.g.borrow_mut().read_elsewhere(&store);
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            let read_elsewhere = shared.load(std::sync::atomic::Ordering::Relaxed);
+            make(Arc::clone(&keys), st.clone(), read_elsewhere)
+        });
         let node = {
             let mut g = input.g.borrow_mut();
             let node = g.name(node_op);
@@ -290,7 +295,7 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         grouped.aggregate_node(
             materialized,
             ("KTABLE-AGGREGATE-STATE-STORE", "KTABLE-AGGREGATE"),
-            move |keys, store| {
+            move |keys, store, _| {
                 Box::new(TableAggregate {
                     keys,
                     store,

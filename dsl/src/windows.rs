@@ -356,8 +356,8 @@ mod sealed {
     impl Sealed for super::SlidingWindows {}
 }
 
-/// What every windowed aggregation builds: the processor over its store, and the windowed
-/// table it produces.
+/// What every windowed aggregation builds: the processor over its store (`make(whether other
+/// processors read the store)`), and the windowed table it produces.
 fn windowed_table<K: Data, V: Data, VA: Data, W: 'static>(
     grouped: &KGroupedStream<K, V>,
     materialized: Materialized,
@@ -365,7 +365,7 @@ fn windowed_table<K: Data, V: Data, VA: Data, W: 'static>(
     retention_ms: i64,
     grace_ms: i64,
     op: &str,
-    make: impl Fn() -> W + Send + Sync + 'static,
+    make: impl Fn(bool) -> W + Send + Sync + 'static,
 ) -> KTable<Windowed<K>, VA>
 where
     WindowedProcessor<K, W>: Processor,
@@ -373,11 +373,12 @@ where
     let (store, input) = grouped.prepare(&materialized, &format!("{op}-STATE-STORE"));
     let keys = Arc::clone(&input.keys);
     let st = store.clone();
+    let shared = input.g.borrow_mut().read_elsewhere(&store);
     let supplier: ProcessorSupplier = Arc::new(move || {
         Box::new(WindowedProcessor {
             keys: Arc::clone(&keys),
             store: st.clone(),
-            agg: make(),
+            agg: make(shared.load(std::sync::atomic::Ordering::Relaxed)),
         }) as Box<dyn Processor>
     });
     let node = {
@@ -471,7 +472,7 @@ impl WindowAggregator for TimeWindows {
             retention_ms,
             self.grace_ms,
             "KSTREAM-WINDOWED-AGGREGATE",
-            move || TimeAgg {
+            move |read_elsewhere| TimeAgg {
                 windows: self,
                 retention_ms,
                 step: Arc::clone(&step),
@@ -479,7 +480,7 @@ impl WindowAggregator for TimeWindows {
                 last_purge: i64::MIN / 2,
                 expiry: ExpiryIndex::default(),
                 cache: RecordCache::new(
-                    caching,
+                    caching && !read_elsewhere,
                     Box::new(move |k| {
                         split_framed(k)
                             .and_then(|(key, rest)| Some((key, ts_from(rest)?)))
@@ -724,7 +725,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             // is when it closes for `suppress` (as in Kafka Streams).
             w.gap_ms + w.grace_ms,
             "KSTREAM-SESSION-AGGREGATE",
-            move || SessionAgg {
+            move |_| SessionAgg {
                 windows: w,
                 step: Arc::clone(&step),
                 merger: Arc::clone(&merger),
@@ -973,7 +974,7 @@ impl WindowAggregator for SlidingWindows {
             retention_ms,
             w.grace_ms,
             "KSTREAM-SLIDING-AGGREGATE",
-            move || SlidingAgg {
+            move |_| SlidingAgg {
                 windows: w,
                 retention_ms,
                 step: Arc::clone(&step),

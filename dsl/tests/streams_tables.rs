@@ -508,3 +508,32 @@ fn a_processor_api_processor_gets_bytes_after_in_memory_operators() {
         .collect();
     assert_eq!(out, vec![Some(40)]);
 }
+
+/// A join reading an aggregate's store sees every update at once: such a store gets no
+/// record cache (whose updates would reach the store only at the commit).
+#[test]
+fn a_join_reading_an_aggregate_sees_its_latest_value_between_commits() {
+    let b = StreamsBuilder::new();
+    let counts = b.stream::<String, String>("clicks").group_by_key().count();
+    counts.to_stream().to("counts");
+    b.stream::<String, String>("views")
+        .join_table(&counts, |v, n| format!("{v}:{n}"))
+        .to("views-with-clicks");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.set_auto_commit(false);
+    d.pipe("clicks", &s("a"), &s("x"), 1).unwrap();
+    d.pipe("clicks", &s("a"), &s("x"), 2).unwrap();
+    d.pipe("views", &s("a"), &s("home"), 3).unwrap();
+    assert_eq!(
+        values(&mut d, "views-with-clicks"),
+        vec![(s("a"), s("home:2"))]
+    );
+    // Without the cache, every update of the count went on.
+    let counts: Vec<Option<i64>> = d
+        .read::<String, i64>("counts")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(counts, vec![Some(1), Some(2)]);
+}
