@@ -1148,7 +1148,9 @@ async fn run(
         if commit_requested || cache_full || last_commit.elapsed() >= commit_every {
             match st.commit(&consumer, None, false).await {
                 Ok(()) => {}
-                Err(e) if eos => {
+                // A processor failing to flush, or local state failing to apply, would fail
+                // again after a recovery: only the log's failures are recovered from.
+                Err(e) if eos && !matches!(e, StreamsError::Process(_)) => {
                     tracing::warn!(error = %e, "commit failed");
                     st.recover(&mut consumer).await?;
                 }

@@ -184,9 +184,7 @@ impl<V: Data> RecordCache<V> {
             let old = e.old.take();
             match &e.value {
                 Some(v) => ctx.store(store)?.put(&key, &timestamped_bytes(v, e.ts)?)?,
-                None => {
-                    ctx.store(store)?.delete(&key)?;
-                }
+                None => ctx.store(store)?.erase(&key)?,
             }
             let change = Change {
                 new: e.value.clone(),
