@@ -62,8 +62,9 @@ pub use serdes::{Data, Serde, SerdeRef, Window, Windowed};
 pub use stream::{Consumed, Grouped, KStream, Produced, Splitter};
 pub use table::KTable;
 pub use windows::{
-    EmitStrategy, SessionWindowedKStream, SessionWindows, SlidingWindowedKStream, SlidingWindows,
-    Suppressed, TimeWindowedKStream, TimeWindows, WindowAggregator, WindowedKStream, Windowing,
+    BufferConfig, EmitStrategy, SessionWindowedKStream, SessionWindows, SlidingWindowedKStream,
+    SlidingWindows, Suppressed, TimeWindowedKStream, TimeWindows, WindowAggregator,
+    WindowedKStream, Windowing,
 };
 
 /// Everything a job needs.
@@ -72,9 +73,9 @@ pub mod prelude {
         auto, Auto, Bincode, Json, RawBytes, SerdeRef, Utf8, WindowedSerde, I64,
     };
     pub use crate::{
-        Consumed, EmitStrategy, GlobalKTable, Grouped, JoinWindows, KStream, KTable, Materialized,
-        Produced, SessionWindows, SlidingWindows, State, Streams, StreamsBuilder, Suppressed,
-        TimeWindows, Window, Windowed,
+        BufferConfig, Consumed, EmitStrategy, GlobalKTable, Grouped, JoinWindows, KStream, KTable,
+        Materialized, Produced, SessionWindows, SlidingWindows, State, Streams, StreamsBuilder,
+        Suppressed, TimeWindows, Window, Windowed,
     };
     pub use rill_core::runtime::{ProcessingGuarantee, StreamsConfig};
 }

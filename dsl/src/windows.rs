@@ -19,7 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
-    framed_key, split_framed, ts_bytes, ts_from, KeyValueStore, Session, SessionStore, WindowStore,
+    framed_key, split_framed, ts_bytes, ts_from, Entry, KeyValueStore, Session, SessionStore,
+    WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
 
@@ -986,12 +987,13 @@ impl WindowAggregator for SlidingWindows {
     }
 }
 
-/// What `suppress` holds back (Kafka Streams' `Suppressed`); the buffer is unbounded and
-/// logged to a changelog like any store.
+/// What `suppress` holds back (Kafka Streams' `Suppressed`); the buffer is logged to a
+/// changelog like any store, and unbounded unless a [`BufferConfig`] bounds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suppressed {
     limit: SuppressUntil,
     name: Option<String>,
+    buffer: BufferConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1000,12 +1002,86 @@ enum SuppressUntil {
     TimeLimit(i64),
 }
 
+/// How much a suppression buffer may hold, and what happens when it is full (Kafka Streams'
+/// `BufferConfig`): emit the oldest entries early, or stop the application with an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferConfig {
+    max_records: Option<u64>,
+    max_bytes: Option<u64>,
+    emit_early: bool,
+}
+
+impl BufferConfig {
+    /// No bound (the default).
+    pub fn unbounded() -> Self {
+        BufferConfig {
+            max_records: None,
+            max_bytes: None,
+            emit_early: false,
+        }
+    }
+
+    /// At most `n` keys buffered; when full, the oldest are emitted early.
+    pub fn max_records(n: u64) -> Self {
+        BufferConfig {
+            max_records: Some(n),
+            max_bytes: None,
+            emit_early: true,
+        }
+    }
+
+    /// At most `n` bytes of keys and values buffered; when full, the oldest are emitted
+    /// early.
+    pub fn max_bytes(n: u64) -> Self {
+        BufferConfig {
+            max_records: None,
+            max_bytes: Some(n),
+            emit_early: true,
+        }
+    }
+
+    /// Adds a record bound to a byte bound (or the reverse).
+    pub fn with_max_records(mut self, n: u64) -> Self {
+        self.max_records = Some(n);
+        self
+    }
+
+    pub fn with_max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = Some(n);
+        self
+    }
+
+    /// When full, emit the oldest entries before their time (not allowed with
+    /// `until_window_closes`, whose results must be final).
+    pub fn emit_early_when_full(mut self) -> Self {
+        self.emit_early = true;
+        self
+    }
+
+    /// When full, fail the stream thread (the application stops with an error).
+    pub fn shut_down_when_full(mut self) -> Self {
+        self.emit_early = false;
+        self
+    }
+
+    fn full(&self, records: u64, bytes: u64) -> bool {
+        self.max_records.is_some_and(|m| records > m) || self.max_bytes.is_some_and(|m| bytes > m)
+    }
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig::unbounded()
+    }
+}
+
 impl Suppressed {
     /// Each window's final result, once, when `window end + grace <= stream time`.
     pub fn until_window_closes() -> Self {
         Suppressed {
             limit: SuppressUntil::WindowCloses,
             name: None,
+            buffer: BufferConfig::unbounded(),
         }
     }
 
@@ -1015,6 +1091,7 @@ impl Suppressed {
         Suppressed {
             limit: SuppressUntil::TimeLimit(millis(limit)),
             name: None,
+            buffer: BufferConfig::unbounded(),
         }
     }
 
@@ -1023,16 +1100,28 @@ impl Suppressed {
         self.name = Some(name.into());
         self
     }
+
+    /// Bounds the buffer.
+    pub fn with_buffer(mut self, buffer: BufferConfig) -> Self {
+        self.buffer = buffer;
+        self
+    }
 }
 
 /// Holds a table's updates in a time-ordered buffer: `T | time | key -> timestamp | change`
-/// and `K | key -> time`, and emits those whose time has come.
+/// and `K | key -> time`, and emits those whose time has come (or, past the buffer's bound,
+/// the oldest).
 struct Suppress {
     store: String,
     /// Window close (grace from the window end) or time limit (from the update).
     windowed: bool,
     wait_ms: i64,
     observed: i64,
+    buffer: BufferConfig,
+    /// No entry is due before this time (`None`: unknown, after a start).
+    earliest: Option<i64>,
+    /// Keys and bytes buffered (`None`: not counted yet, after a start).
+    held: Option<(u64, u64)>,
 }
 
 fn buffer_key(time: i64, key: &[u8]) -> Vec<u8> {
@@ -1050,40 +1139,34 @@ fn index_key(key: &[u8]) -> Vec<u8> {
     b
 }
 
-impl Processor for Suppress {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        let key = r.key.clone().unwrap_or_default();
-        let value = r.value_bytes()?.unwrap_or_default();
-        self.observed = self.observed.max(r.timestamp);
-        let time = if self.windowed {
-            window_end_of(&key)
-                .ok_or_else(|| ProcessError::Failed("suppress: not a windowed key".into()))?
-        } else {
-            r.timestamp
-        };
-        let store = ctx.store(&self.store)?;
-        if let Some(old) = store.get(&index_key(&key))? {
-            if let Some(t) = ts_from(&old) {
-                store.delete(&buffer_key(t, &key))?;
-            }
-        }
-        let mut v = r.timestamp.to_be_bytes().to_vec();
-        v.extend_from_slice(&value);
-        store.put(&buffer_key(time, &key), &v)?;
-        store.put(&index_key(&key), &ts_bytes(time))?;
-        let expiry = self.observed.saturating_sub(self.wait_ms);
-        let due = store.range(
+impl Suppress {
+    /// The buffered entries, oldest first, up to time `until` (inclusive).
+    fn buffered(store: &dyn KeyValueStore, until: i64) -> Result<Vec<Entry>, ProcessError> {
+        Ok(store.range(
             &buffer_key(i64::MIN, &[]),
-            &buffer_key(expiry.saturating_add(1), &[]),
-        )?;
-        let mut out = Vec::with_capacity(due.len());
-        for (bk, v) in due {
+            &buffer_key(until.saturating_add(1), &[]),
+        )?)
+    }
+
+    /// Removes `entries` (buffer rows) from the buffer and forwards them.
+    fn emit(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        entries: Vec<Entry>,
+    ) -> Result<(), ProcessError> {
+        let store = ctx.store(&self.store)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (bk, v) in entries {
             let k = bk
                 .get(9..)
                 .ok_or_else(|| ProcessError::Failed("suppress buffer: short key".into()))?
                 .to_vec();
-            store.delete(&bk)?;
-            store.delete(&index_key(&k))?;
+            store.erase(&bk)?;
+            store.erase(&index_key(&k))?;
+            if let Some((records, bytes)) = self.held.as_mut() {
+                *records = records.saturating_sub(1);
+                *bytes = bytes.saturating_sub((k.len() + v.len()) as u64);
+            }
             let ts = v
                 .get(..8)
                 .and_then(|t| t.try_into().ok())
@@ -1104,9 +1187,94 @@ impl Processor for Suppress {
     }
 }
 
+impl Processor for Suppress {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let key = r.key.clone().unwrap_or_default();
+        let value = r.value_bytes()?.unwrap_or_default();
+        self.observed = self.observed.max(r.timestamp);
+        let time = if self.windowed {
+            window_end_of(&key)
+                .ok_or_else(|| ProcessError::Failed("suppress: not a windowed key".into()))?
+        } else {
+            r.timestamp
+        };
+        let store = ctx.store(&self.store)?;
+        let bounded = self.buffer.max_records.is_some() || self.buffer.max_bytes.is_some();
+        if bounded && self.held.is_none() {
+            let all = Self::buffered(store, i64::MAX - 1)?;
+            let bytes = all
+                .iter()
+                .map(|(k, v)| (k.len() - 9 + v.len()) as u64)
+                .sum();
+            self.held = Some((all.len() as u64, bytes));
+        }
+        let mut v = r.timestamp.to_be_bytes().to_vec();
+        v.extend_from_slice(&value);
+        let replaced = match store.get(&index_key(&key))? {
+            Some(old) => match ts_from(&old) {
+                Some(t) => store.delete(&buffer_key(t, &key))?,
+                None => None,
+            },
+            None => None,
+        };
+        store.put(&buffer_key(time, &key), &v)?;
+        store.put(&index_key(&key), &ts_bytes(time))?;
+        if let Some((records, bytes)) = self.held.as_mut() {
+            match &replaced {
+                Some(old) => *bytes = bytes.saturating_sub((key.len() + old.len()) as u64),
+                None => *records += 1,
+            }
+            *bytes += (key.len() + v.len()) as u64;
+        }
+        // An unknown bound (after a start) stays unknown until a scan learns it.
+        if let Some(e) = self.earliest {
+            self.earliest = Some(e.min(time));
+        }
+        let expiry = self.observed.saturating_sub(self.wait_ms);
+        // Nothing is due while the oldest entry's time is ahead of the expiry.
+        if self.earliest.is_none_or(|e| e <= expiry) {
+            let due = Self::buffered(store, expiry)?;
+            self.earliest = Some(expiry.saturating_add(1));
+            self.emit(ctx, due)?;
+        }
+        if let Some((records, bytes)) = self.held {
+            if self.buffer.full(records, bytes) {
+                if !self.buffer.emit_early {
+                    return Err(ProcessError::Failed(format!(
+                        "suppression buffer {} is full ({records} records, {bytes} bytes)",
+                        self.store
+                    )));
+                }
+                // The oldest go first, until the buffer is within its bounds again.
+                let store = ctx.store(&self.store)?;
+                let mut early = Vec::new();
+                let (mut n, mut b) = (records, bytes);
+                for (bk, v) in Self::buffered(store, i64::MAX - 1)? {
+                    if !self.buffer.full(n, b) {
+                        break;
+                    }
+                    n -= 1;
+                    b = b.saturating_sub((bk.len() - 9 + v.len()) as u64);
+                    early.push((bk, v));
+                }
+                self.emit(ctx, early)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<K: Data, V: Data> KTable<K, V> {
     /// Holds updates back: until windows close (windowed tables only), or for a time limit.
     pub fn suppress(&self, suppressed: Suppressed) -> KTable<K, V> {
+        if suppressed.limit == SuppressUntil::WindowCloses && suppressed.buffer.emit_early {
+            self.g.borrow_mut().errors.push(format!(
+                "suppress(until_window_closes) after {}: a full buffer cannot emit early (its \
+                 results are final); use BufferConfig::shut_down_when_full",
+                self.node
+            ));
+        }
+        let buffer = suppressed.buffer;
         let (windowed, wait_ms) = match (suppressed.limit, self.grace_ms) {
             (SuppressUntil::WindowCloses, Some(grace)) => (true, grace),
             (SuppressUntil::WindowCloses, None) => {
@@ -1131,6 +1299,9 @@ impl<K: Data, V: Data> KTable<K, V> {
                 windowed,
                 wait_ms,
                 observed: i64::MIN,
+                buffer,
+                earliest: None,
+                held: None,
             }) as Box<dyn Processor>
         });
         g.processor(&node, supplier, &[&self.node]);

@@ -537,3 +537,48 @@ fn a_join_reading_an_aggregate_sees_its_latest_value_between_commits() {
         .collect();
     assert_eq!(counts, vec![Some(1), Some(2)]);
 }
+
+/// A bounded suppression buffer emits its oldest entries early when full, or stops the
+/// application; `until_window_closes` refuses to emit early.
+#[test]
+fn a_full_suppression_buffer_emits_its_oldest_early_or_fails() {
+    let job = |buffer: BufferConfig| {
+        let b = StreamsBuilder::new();
+        b.stream::<String, String>("in")
+            .group_by_key()
+            .count()
+            .suppress(Suppressed::until_time_limit(Duration::from_millis(100)).with_buffer(buffer))
+            .to_stream()
+            .to("out");
+        TestDriver::new(&b.build().unwrap(), 1).unwrap()
+    };
+    let mut d = job(BufferConfig::max_records(2));
+    for (k, ts) in [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("d", 5)] {
+        d.pipe("in", &s(k), &s("v"), ts).unwrap();
+    }
+    let out: Vec<(String, i64, i64)> = d
+        .read::<String, i64>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+        .collect();
+    // c made three keys: b (buffered at 2, the oldest) went early; d pushed a (at 3) out.
+    assert_eq!(out, vec![(s("b"), 1, 2), (s("a"), 2, 3)]);
+
+    let mut d = job(BufferConfig::max_bytes(1_000)
+        .with_max_records(1)
+        .shut_down_when_full());
+    d.pipe("in", &s("a"), &s("v"), 1).unwrap();
+    d.pipe("in", &s("a"), &s("v"), 2).unwrap();
+    let full = d.pipe("in", &s("b"), &s("v"), 3).unwrap_err();
+    assert!(full.to_string().contains("is full"), "{full}");
+
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("in")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(Duration::from_millis(10)))
+        .count()
+        .suppress(Suppressed::until_window_closes().with_buffer(BufferConfig::max_records(5)));
+    let err = b.build().unwrap_err();
+    assert!(format!("{err:?}").contains("cannot emit early"), "{err:?}");
+}
