@@ -1207,10 +1207,12 @@ async fn prepare_topics(
         .unwrap_or(1);
     for name in &repartitions {
         if !counts.contains_key(name) {
-            // Joined with other topics: as many partitions as they have (Kafka Streams'
-            // co-partitioning enforcer); else the widest source's count.
+            // The count it was given; else, joined with other topics, as many partitions
+            // as they have (Kafka Streams' co-partitioning enforcer); else the widest
+            // source's count.
             let n = topology
-                .copartitioned_count(name, &counts)
+                .fixed_partitions(name)
+                .or_else(|| topology.copartitioned_count(name, &counts))
                 .unwrap_or(partitions);
             create_topic(&admin, name, n, &[("cleanup.policy", "delete")]).await?;
             counts.insert(name.clone(), n);

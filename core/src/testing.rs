@@ -65,6 +65,9 @@ impl TestDriver {
         // A repartition topic joined with others has their partition count, as at run time.
         let mut config = config;
         for name in topology.repartitions.clone() {
+            if let Some(n) = topology.fixed_partitions(&name) {
+                config.topic_partitions.entry(name.clone()).or_insert(n);
+            }
             if !config.topic_partitions.contains_key(&name) {
                 let known: BTreeMap<String, i32> = topology
                     .copartition_groups

@@ -149,6 +149,8 @@ pub enum TopologyError {
     MissingSinkTopic(String),
     #[error("source {source_name}: bad topic pattern: {reason}")]
     BadPattern { source_name: String, reason: String },
+    #[error("repartition topic {name}: {partitions} partitions (at least 1)")]
+    BadPartitionCount { name: String, partitions: i32 },
 }
 
 /// A connected part of the topology: its nodes and the topics it reads.
@@ -168,6 +170,8 @@ pub struct Topology {
     pub(crate) copartition_groups: Vec<BTreeSet<String>>,
     /// Names of the repartition topics (before the application id is put in front).
     pub(crate) repartitions: BTreeSet<String>,
+    /// Repartition topics created with a given partition count (by the same names).
+    pub(crate) repartition_partitions: BTreeMap<String, i32>,
     /// Global stores: built from every partition of a topic, on every instance.
     pub(crate) globals: Vec<GlobalStoreSpec>,
 }
@@ -398,6 +402,31 @@ impl Topology {
         Ok(self)
     }
 
+    /// [`Topology::add_repartition`] with a topic of `partitions` partitions (Kafka Streams'
+    /// `Repartitioned.numberOfPartitions`) instead of a count derived from the sources.
+    pub fn add_repartition_with_partitions(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
+        if partitions < 1 {
+            return Err(TopologyError::BadPartitionCount {
+                name: name.to_string(),
+                partitions,
+            });
+        }
+        self.add_repartition(name, parents)?;
+        self.repartition_partitions
+            .insert(name.to_string(), partitions);
+        Ok(self)
+    }
+
+    /// The partition count repartition topic `topic` was given, if any.
+    pub fn fixed_partitions(&self, topic: &str) -> Option<i32> {
+        self.repartition_partitions.get(topic).copied()
+    }
+
     /// The repartition topic `name` of an application (Kafka Streams' name).
     pub fn repartition_topic(application_id: &str, name: &str) -> String {
         format!("{application_id}-{name}-repartition")
@@ -445,6 +474,11 @@ impl Topology {
                 .map(|topic| full(topic).unwrap_or_else(|| topic.clone()))
                 .collect();
         }
+        t.repartition_partitions = self
+            .repartition_partitions
+            .iter()
+            .map(|(name, n)| (Self::repartition_topic(application_id, name), *n))
+            .collect();
         t
     }
 

@@ -404,6 +404,33 @@ async fn a_repartition_topic_is_created_regroups_records_and_is_purged() {
     b.close().unwrap();
 }
 
+/// A repartition topic given a partition count is created that wide, whatever its source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repartition_topic_with_a_partition_count_is_created_that_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 3).await;
+    let mut topo = Topology::new();
+    topo.add_source("in", &["words"])
+        .unwrap()
+        .add_repartition_with_partitions("spread", 5, &["in"])
+        .unwrap()
+        .add_sink("out", "counts", &["spread"])
+        .unwrap();
+    produce(&t, &[("a", "1"), ("b", "2"), ("c", "3")]).await;
+    let app = KafkaStreams::start(topo, Arc::clone(&t), config());
+    // Each record twice: before and after the repartition topic.
+    wait_processed(&app, 6).await;
+    app.close().await.unwrap();
+    let topics = Admin::new(Arc::clone(&t)).list_topics().await.unwrap();
+    let spread = topics
+        .iter()
+        .find(|d| d.name == "app-spread-repartition")
+        .expect("the repartition topic exists");
+    assert_eq!(spread.partitions, 5);
+    assert_eq!(read_all(&t, "counts", 3).await.len(), 3);
+    b.close().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_source_subscribes_to_the_matching_topics() {
     let dir = tempfile::tempdir().unwrap();

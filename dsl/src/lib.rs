@@ -59,7 +59,7 @@ pub use graph::{Materialized, StoreKind};
 pub use grouped::{CogroupedKStream, KGroupedStream, KGroupedTable};
 pub use joins::JoinWindows;
 pub use serdes::{Data, Serde, SerdeRef, Window, Windowed};
-pub use stream::{Consumed, Grouped, KStream, Produced, Splitter};
+pub use stream::{Consumed, Grouped, KStream, Produced, Repartitioned, Splitter};
 pub use table::KTable;
 pub use windows::{
     BufferConfig, EmitStrategy, SessionWindowedKStream, SessionWindows, SlidingWindowedKStream,
@@ -74,8 +74,8 @@ pub mod prelude {
     };
     pub use crate::{
         BufferConfig, Consumed, EmitStrategy, GlobalKTable, Grouped, JoinWindows, KStream, KTable,
-        Materialized, Produced, SessionWindows, SlidingWindows, State, Streams, StreamsBuilder,
-        Suppressed, TimeWindows, Window, Windowed,
+        Materialized, Produced, Repartitioned, SessionWindows, SlidingWindows, State, Streams,
+        StreamsBuilder, Suppressed, TimeWindows, Window, Windowed,
     };
     pub use rill_core::runtime::{ProcessingGuarantee, StreamsConfig};
 }

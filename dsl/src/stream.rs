@@ -112,6 +112,42 @@ impl<K, V> Produced<K, V> {
     }
 }
 
+/// How [`KStream::repartition_with`] makes its topic (Kafka Streams' `Repartitioned`):
+/// `<application.id>-<name>-repartition`, with a partition count (else that of the topics it
+/// is joined with, or the widest source's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repartitioned {
+    name: Option<String>,
+    partitions: Option<i32>,
+}
+
+impl Repartitioned {
+    pub fn named(name: impl Into<String>) -> Self {
+        Repartitioned {
+            name: Some(name.into()),
+            partitions: None,
+        }
+    }
+
+    pub fn with_partitions(partitions: i32) -> Self {
+        Repartitioned {
+            name: None,
+            partitions: Some(partitions),
+        }
+    }
+
+    /// Adds a partition count to a name (or the reverse, with [`Repartitioned::name`]).
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
 /// Names for a grouping's repartition topic (Kafka Streams' `Grouped`): the topic is
 /// `<application.id>-<name>-repartition`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -412,10 +448,25 @@ impl<K: Data, V: Data> KStream<K, V> {
         self.repartition_named(Some(name.to_string()))
     }
 
+    /// [`KStream::repartition`] as `repartitioned` says: a name, a partition count.
+    pub fn repartition_with(&self, repartitioned: Repartitioned) -> Self {
+        self.repartition_as_told(repartitioned.name, repartitioned.partitions)
+    }
+
     pub(crate) fn repartition_named(&self, name: Option<String>) -> Self {
+        self.repartition_as_told(name, None)
+    }
+
+    fn repartition_as_told(&self, name: Option<String>, partitions: Option<i32>) -> Self {
         let mut g = self.g.borrow_mut();
         let name = name.unwrap_or_else(|| g.name("KSTREAM-REPARTITION"));
-        let r = g.topology.add_repartition(&name, &[&self.node]).map(|_| ());
+        let r = match partitions {
+            Some(n) => g
+                .topology
+                .add_repartition_with_partitions(&name, n, &[&self.node]),
+            None => g.topology.add_repartition(&name, &[&self.node]),
+        }
+        .map(|_| ());
         if let Err(e) = r {
             g.errors.push(e.to_string());
         }

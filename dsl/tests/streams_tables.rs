@@ -582,3 +582,37 @@ fn a_full_suppression_buffer_emits_its_oldest_early_or_fails() {
     let err = b.build().unwrap_err();
     assert!(format!("{err:?}").contains("cannot emit early"), "{err:?}");
 }
+
+/// `repartition_with` names the topic and fixes its partition count: the tasks after it are
+/// as many, whatever the source's width.
+#[test]
+fn repartitioned_sets_the_topic_name_and_partition_count() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("words")
+        .repartition_with(Repartitioned::named("by-word").partitions(3))
+        .group_by_key()
+        .count()
+        .to_stream()
+        .to("counts");
+    let topology = b.build().unwrap();
+    let app = topology.topology.for_application("wc");
+    assert_eq!(app.fixed_partitions("wc-by-word-repartition"), Some(3));
+    let mut d = TestDriver::new(&topology, 1).unwrap();
+    for w in ["a", "b", "c", "d", "e", "a"] {
+        d.pipe("words", &s(w), &s(w), 1).unwrap();
+    }
+    assert!(d.core().task("by-word", 2).is_some());
+    assert!(d.core().task("by-word", 3).is_none());
+    let mut last = BTreeMap::new();
+    for r in d.read::<String, i64>("counts").unwrap() {
+        last.insert(r.key, r.value.unwrap());
+    }
+    assert_eq!(last[&s("a")], 2);
+    assert_eq!(last.len(), 5);
+
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("words")
+        .repartition_with(Repartitioned::with_partitions(0))
+        .to("out");
+    assert!(format!("{:?}", b.build().unwrap_err()).contains("at least 1"));
+}
