@@ -163,6 +163,8 @@ struct RunState {
     consumed: BTreeMap<TopicPartition, i64>,
     /// Output not yet acknowledged.
     in_flight: Vec<Delivery>,
+    /// What a task's sinks wrote, being sent (kept for its capacity).
+    out_buf: Vec<Output>,
     /// This stream thread's index.
     thread: usize,
     metrics: Arc<Metrics>,
@@ -707,6 +709,7 @@ impl KafkaStreams {
                     sub_of: sub_of.clone(),
                     consumed: BTreeMap::new(),
                     in_flight: Vec::new(),
+                    out_buf: Vec::new(),
                     thread,
                     metrics: Arc::clone(&metrics),
                     eos,
@@ -930,7 +933,9 @@ impl RunState {
         let dropped = task.dropped;
         let result = task.process(&r.topic, r.offset, record);
         let newly_dropped = task.dropped - dropped;
-        let output = task.take_output();
+        // Two buffers take turns: the task's and this one (no allocation per record).
+        let mut output = std::mem::take(&mut self.out_buf);
+        task.swap_output(&mut output);
         self.metrics
             .record_processed(self.thread, id, started.elapsed());
         self.metrics.record_dropped(self.thread, id, newly_dropped);
@@ -954,18 +959,21 @@ impl RunState {
                 Handled::Fail(e) => return Err(e),
             }
         }
-        self.send_output(output, Some((&r.topic, r.partition, r.offset)), id)
-            .await
+        let sent = self
+            .send_output(&mut output, Some((&r.topic, r.partition, r.offset)), id)
+            .await;
+        self.out_buf = output;
+        sent
     }
 
     /// Sends what a task's sinks wrote (`origin`: the input record that caused it).
     async fn send_output(
         &mut self,
-        output: Vec<Output>,
+        output: &mut Vec<Output>,
         origin: Option<(&str, i32, i64)>,
         id: TaskId,
     ) -> Result<(), StreamsError> {
-        for out in output {
+        for out in output.drain(..) {
             let partition = match &out.partitioner {
                 Some(p) => {
                     let n = self.partitions_of(&out.topic).await?;
@@ -996,8 +1004,8 @@ impl RunState {
                 continue;
             };
             task.flush()?;
-            let output = task.take_output();
-            self.send_output(output, None, id).await?;
+            let mut output = task.take_output();
+            self.send_output(&mut output, None, id).await?;
         }
         Ok(())
     }

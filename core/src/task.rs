@@ -48,6 +48,8 @@ pub struct Task {
     /// Stores kept on disk (under `task_dir`).
     persistent: BTreeSet<String>,
     policy: InvalidTimestampPolicy,
+    /// Where the record being processed came from (reused from record to record).
+    metadata: Option<Arc<RecordMetadata>>,
     /// Records skipped for invalid timestamps.
     pub dropped: u64,
     pub processed: u64,
@@ -168,6 +170,7 @@ impl Task {
             task_dir,
             persistent,
             policy,
+            metadata: None,
             dropped: 0,
             processed: 0,
         };
@@ -263,14 +266,29 @@ impl Task {
             }
         }
         self.parts.stream_time = self.parts.stream_time.max(record.timestamp);
+        // One metadata value per task, updated in place: nobody holds it between records.
+        let metadata = match self.metadata.as_mut().and_then(Arc::get_mut) {
+            Some(m) => {
+                if m.topic != topic {
+                    m.topic = topic.to_string();
+                }
+                m.offset = offset;
+                self.metadata.clone()
+            }
+            None => {
+                let m = Arc::new(RecordMetadata {
+                    topic: topic.to_string(),
+                    partition: self.id.1,
+                    offset,
+                });
+                self.metadata = Some(Arc::clone(&m));
+                Some(m)
+            }
+        };
         let mut ctx = ProcessorContext {
             parts: &mut self.parts,
             node: source,
-            metadata: Some(Arc::new(RecordMetadata {
-                topic: topic.to_string(),
-                partition: self.id.1,
-                offset,
-            })),
+            metadata,
             task: self.id,
         };
         ctx.forward(record)?;
@@ -324,6 +342,11 @@ impl Task {
     /// What the sinks wrote since the last call.
     pub fn take_output(&mut self) -> Vec<Output> {
         std::mem::take(&mut self.parts.output)
+    }
+
+    /// Moves what the sinks wrote into `out` (empty), keeping both buffers' capacity.
+    pub fn swap_output(&mut self, out: &mut Vec<Output>) {
+        std::mem::swap(&mut self.parts.output, out);
     }
 
     /// Where store `name`'s checkpoint lives, if the store is persistent.
