@@ -154,7 +154,7 @@ pub struct Output {
     pub topic: String,
     pub record: Record,
     /// The sink's partitioner, if it has one.
-    pub partitioner: Option<std::sync::Arc<dyn crate::topology::Partitioner>>,
+    pub partitioner: Option<crate::topology::SinkPartitioner>,
 }
 
 /// A punctuation callback: gets the context and the punctuation's timestamp.

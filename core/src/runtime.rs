@@ -977,10 +977,7 @@ impl RunState {
             let partition = match &out.partitioner {
                 Some(p) => {
                     let n = self.partitions_of(&out.topic).await?;
-                    Some(
-                        p.partition(&out.topic, out.record.key.as_deref(), n)
-                            .clamp(0, n - 1),
-                    )
+                    p.partition(&out.topic, &out.record, n)
                 }
                 None => None,
             };

@@ -189,11 +189,11 @@ impl TestDriver {
         for out in pending {
             let (topic, record) = (out.topic, out.record);
             let n = self.partitions_of(&topic);
-            let key = record.key.as_deref();
-            let partition = match &out.partitioner {
-                Some(p) => p.partition(&topic, key, n).clamp(0, n - 1),
-                None => key.map_or(0, |k| partition_for_key(k, n)),
-            };
+            let partition = out
+                .partitioner
+                .as_ref()
+                .and_then(|p| p.partition(&topic, &record, n))
+                .unwrap_or_else(|| record.key.as_deref().map_or(0, |k| partition_for_key(k, n)));
             self.outputs
                 .entry(topic.clone())
                 .or_default()

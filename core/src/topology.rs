@@ -29,13 +29,47 @@ impl std::fmt::Debug for TopicChoice {
     }
 }
 
+/// Picks a record's partition among `partitions` of `topic` from the whole record (key and
+/// value, as Kafka Streams' `StreamPartitioner`); `None`: the producer's default.
+pub type RecordPartitioner = Arc<dyn Fn(&str, &Record, i32) -> Option<i32> + Send + Sync>;
+
+/// How a sink places records among its topic's partitions.
+#[derive(Clone)]
+pub enum SinkPartitioner {
+    /// By key, as a producer partitioner does.
+    Key(Arc<dyn Partitioner>),
+    /// By the whole record.
+    Record(RecordPartitioner),
+}
+
+impl SinkPartitioner {
+    /// The partition of `record` among `partitions` (>= 1) of `topic`, within range; `None`:
+    /// the producer's default.
+    pub fn partition(&self, topic: &str, record: &Record, partitions: i32) -> Option<i32> {
+        let p = match self {
+            SinkPartitioner::Key(p) => Some(p.partition(topic, record.key.as_deref(), partitions)),
+            SinkPartitioner::Record(f) => f(topic, record, partitions),
+        };
+        p.map(|p| p.clamp(0, partitions - 1))
+    }
+}
+
+impl std::fmt::Debug for SinkPartitioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkPartitioner::Key(p) => write!(f, "Key({p:?})"),
+            SinkPartitioner::Record(_) => f.write_str("Record"),
+        }
+    }
+}
+
 /// A sink's settings.
 #[derive(Clone, Debug)]
 pub struct SinkSpec {
     pub topic: TopicChoice,
     /// Places each record among the topic's partitions (Kafka Streams' `StreamPartitioner`);
     /// none: the producer's default (murmur2 of the key).
-    pub partitioner: Option<Arc<dyn Partitioner>>,
+    pub partitioner: Option<SinkPartitioner>,
 }
 
 impl SinkSpec {
@@ -516,8 +550,18 @@ impl Topology {
     ) -> Result<&mut Self, TopologyError> {
         let spec = SinkSpec {
             topic: TopicChoice::Static(topic.to_string()),
-            partitioner: Some(partitioner),
+            partitioner: Some(SinkPartitioner::Key(partitioner)),
         };
+        self.add(name, NodeKind::Sink(spec), parents)
+    }
+
+    /// A sink with any settings: a topic (static or per record) and a partitioner.
+    pub fn add_sink_spec(
+        &mut self,
+        name: &str,
+        spec: SinkSpec,
+        parents: &[&str],
+    ) -> Result<&mut Self, TopologyError> {
         self.add(name, NodeKind::Sink(spec), parents)
     }
 

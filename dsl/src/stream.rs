@@ -7,7 +7,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
-use rill_core::topology::ProcessorSupplier;
+use rill_core::topology::{
+    ProcessorSupplier, RecordPartitioner, SinkPartitioner, SinkSpec, TopicChoice,
+};
 
 use crate::graph::{key_of, ser, take_value, value_of, value_ref, with, Shared, StatelessFn};
 use crate::grouped::KGroupedStream;
@@ -76,7 +78,12 @@ pub struct Produced<K, V> {
     pub(crate) keys: Option<SerdeRef<K>>,
     pub(crate) values: SerdeRef<V>,
     pub(crate) name: Option<String>,
+    pub(crate) partitioner: Option<StreamPartitioner<K, V>>,
 }
+
+/// Picks a record's partition among the given count from its key and value (Kafka Streams'
+/// `StreamPartitioner`); `None`: the producer's default (murmur2 of the key bytes).
+pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, i32) -> Option<i32> + Send + Sync>;
 
 impl<K: Data, V: Data> Default for Produced<K, V> {
     fn default() -> Self {
@@ -84,6 +91,7 @@ impl<K: Data, V: Data> Default for Produced<K, V> {
             keys: None,
             values: auto(),
             name: None,
+            partitioner: None,
         }
     }
 }
@@ -94,6 +102,7 @@ impl<K, V> Produced<K, V> {
             keys: Some(keys),
             values,
             name: None,
+            partitioner: None,
         }
     }
 
@@ -103,11 +112,22 @@ impl<K, V> Produced<K, V> {
             keys: None,
             values,
             name: None,
+            partitioner: None,
         }
     }
 
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Places each record in the partition `partitioner(key, value, partition count)` picks
+    /// (out of range is clamped into it; `None`: the default).
+    pub fn with_partitioner(
+        mut self,
+        partitioner: impl Fn(&K, &V, i32) -> Option<i32> + Send + Sync + 'static,
+    ) -> Self {
+        self.partitioner = Some(Arc::new(partitioner));
         self
     }
 }
@@ -372,12 +392,34 @@ impl<K: Data, V: Data> KStream<K, V> {
         self.to_with(topic, Produced::default())
     }
 
-    /// Writes the stream to `topic` with `produced`'s serdes.
+    /// Writes the stream to `topic` with `produced`'s serdes (and partitioner).
     pub fn to_with(&self, topic: &str, produced: Produced<K, V>) {
         let encoder = self.encoder("KSTREAM-SINK", &produced);
+        // The sink sees the written bytes: the partitioner reads them back (a record that
+        // does not read back gets the default partition).
+        let partitioner = produced.partitioner.map(|f| {
+            let keys = produced
+                .keys
+                .clone()
+                .unwrap_or_else(|| Arc::clone(&self.keys));
+            let values = Arc::clone(&produced.values);
+            let by_record: RecordPartitioner = Arc::new(move |_: &str, r: &Record, n: i32| {
+                let k = keys.deserialize(r.key.as_deref()).ok().flatten()?;
+                let v = values.deserialize(r.value.as_deref()).ok().flatten()?;
+                f(&k, &v, n)
+            });
+            SinkPartitioner::Record(by_record)
+        });
+        let spec = SinkSpec {
+            topic: TopicChoice::Static(topic.to_string()),
+            partitioner,
+        };
         let mut g = self.g.borrow_mut();
         let sink = produced.name.unwrap_or_else(|| g.name("KSTREAM-SINK"));
-        let r = g.topology.add_sink(&sink, topic, &[&encoder]).map(|_| ());
+        let r = g
+            .topology
+            .add_sink_spec(&sink, spec, &[&encoder])
+            .map(|_| ());
         if let Err(e) = r {
             g.errors.push(e.to_string());
         }

@@ -616,3 +616,35 @@ fn repartitioned_sets_the_topic_name_and_partition_count() {
         .to("out");
     assert!(format!("{:?}", b.build().unwrap_err()).contains("at least 1"));
 }
+
+/// `Produced::with_partitioner` places records by key and value; `None` leaves a record to
+/// the default partitioner.
+#[test]
+fn a_produced_partitioner_places_records_by_key_and_value() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, i64>("amounts").to_with(
+        "by-size",
+        Produced::default().with_partitioner(|_: &String, v: &i64, n| {
+            (*v >= 0).then(|| if *v >= 100 { n - 1 } else { 0 })
+        }),
+    );
+    let topics = BTreeMap::from([(s("by-size"), 4)]);
+    let mut d = TestDriver::with_partitions(&b.build().unwrap(), 1, topics).unwrap();
+    for (k, v) in [("a", 5i64), ("b", 500), ("c", 99), ("d", -1)] {
+        d.pipe("amounts", &s(k), &v, 1).unwrap();
+    }
+    let placed: Vec<(String, i32)> = d
+        .read::<String, i64>("by-size")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.partition))
+        .collect();
+    assert_eq!(&placed[..3], &[(s("a"), 0), (s("b"), 3), (s("c"), 0)]);
+    // d (negative): the default partitioner, murmur2 of the key's bytes.
+    let d_bytes = rill_dsl::serdes::auto::<String>()
+        .serialize(&s("d"))
+        .unwrap()
+        .unwrap();
+    let default = rill_log::client::partitioner::partition_for_key(&d_bytes, 4);
+    assert_eq!(placed[3], (s("d"), default));
+}
