@@ -11,10 +11,10 @@ use crate::graph::{
     get_timestamped, key_of, put_timestamped, take_value, value_of, with, Change, Materialized,
     StoreKind,
 };
-use crate::serdes::{Data, SerdeRef};
+use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
 use crate::stream::{Grouped, KStream};
 use crate::table::KTable;
-use crate::windows::Windowing;
+use crate::windows::{uncached_time_aggregation, TimeWindows, Windowing};
 
 /// A stream grouped by key, ready to aggregate.
 pub struct KGroupedStream<K, V> {
@@ -344,10 +344,17 @@ impl<K: Data, V: Data, VA: Data> Processor for TableAggregate<K, V, VA> {
     }
 }
 
-/// Adds one input of a cogroup: given the store and the initializer, its aggregating
-/// processor; returns the processor's name and the input's source topics.
-type CogroupInput<VA> =
-    Box<dyn FnOnce(&str, Arc<dyn Fn() -> VA + Send + Sync>, usize) -> (String, Vec<String>)>;
+/// Adds one input of a cogroup: given the store, the initializer, the input's index and the
+/// windows (with the store's retention), if windowed, its aggregating processor; returns the
+/// processor's name and the input's source topics.
+type CogroupInput<VA> = Box<
+    dyn FnOnce(
+        &str,
+        Arc<dyn Fn() -> VA + Send + Sync>,
+        usize,
+        Option<(TimeWindows, i64)>,
+    ) -> (String, Vec<String>),
+>;
 
 /// Several grouped streams (of one key type, any value types) folded into one aggregate per
 /// key, each with its own aggregator (Kafka Streams' `cogroup`, KIP-150).
@@ -371,20 +378,27 @@ fn cogroup_input<K: Data, V: Data, VA: Data>(
 ) -> CogroupInput<VA> {
     let stream = grouped.stream.clone();
     let name = grouped.grouped.name.clone();
-    Box::new(move |store: &str, init, i| {
+    Box::new(move |store: &str, init, i, windows| {
         let input = stream.partitioned(Some(name.unwrap_or_else(|| format!("{store}-{i}"))));
         let step: Step<K, V, VA> =
             Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(|| init())));
         let keys = Arc::clone(&input.keys);
         let st = store.to_string();
-        let supplier: ProcessorSupplier = Arc::new(move || {
-            Box::new(StreamAggregate {
+        // Every input's processor writes the one store: no cache may hold a copy.
+        let supplier: ProcessorSupplier = Arc::new(move || match windows {
+            Some((w, retention_ms)) => uncached_time_aggregation(
+                Arc::clone(&keys),
+                st.clone(),
+                w,
+                retention_ms,
+                Arc::clone(&step),
+            ),
+            None => Box::new(StreamAggregate {
                 keys: Arc::clone(&keys),
                 store: st.clone(),
                 step: Arc::clone(&step),
-                // Every input's processor writes the one store: no cache may hold a copy.
                 cache: RecordCache::new(false, same_key()),
-            }) as Box<dyn Processor>
+            }),
         });
         let mut g = input.g.borrow_mut();
         let node = g.name("COGROUPKSTREAM-AGGREGATE");
@@ -428,24 +442,57 @@ impl<K: Data, VA: Data> CogroupedKStream<K, VA> {
         init: impl Fn() -> VA + Send + Sync + 'static,
         materialized: Materialized,
     ) -> KTable<K, VA> {
+        let (g, keys) = (crate::graph::Shared::clone(&self.g), Arc::clone(&self.keys));
+        let (node, sources, store) = self.build(Arc::new(init), materialized, None);
+        KTable {
+            g,
+            node,
+            keys,
+            sources,
+            store: Some(store),
+            grace_ms: None,
+            _v: std::marker::PhantomData,
+        }
+    }
+
+    /// Aggregates over time windows (tumbling or hopping) instead.
+    pub fn windowed_by(self, windows: TimeWindows) -> TimeWindowedCogroupedKStream<K, VA> {
+        TimeWindowedCogroupedKStream {
+            cogrouped: self,
+            windows,
+        }
+    }
+
+    /// The input processors writing one store (windowed with `windows`), and a node merging
+    /// their output: (that node, the source topics, the store).
+    fn build(
+        self,
+        init: Arc<dyn Fn() -> VA + Send + Sync>,
+        materialized: Materialized,
+        windows: Option<TimeWindows>,
+    ) -> (String, Vec<String>, String) {
         let store = materialized.name.clone().unwrap_or_else(|| {
             self.g
                 .borrow_mut()
                 .name("COGROUPKSTREAM-AGGREGATE-STATE-STORE")
         });
-        let init: Arc<dyn Fn() -> VA + Send + Sync> = Arc::new(init);
+        let retention = windows.map(|w| (w, w.retention_ms(materialized.retention_ms)));
         let mut nodes = Vec::new();
         let mut sources = Vec::new();
         for (i, add) in self.inputs.into_iter().enumerate() {
-            let (node, s) = add(&store, Arc::clone(&init), i);
+            let (node, s) = add(&store, Arc::clone(&init), i, retention);
             nodes.push(node);
             sources.extend(s);
         }
         let mut g = self.g.borrow_mut();
         let first: Vec<&str> = nodes.iter().take(1).map(String::as_str).collect();
+        let (kind, retention_ms) = match retention {
+            Some((_, ms)) => (StoreKind::Window, Some(ms)),
+            None => (StoreKind::KeyValue, None),
+        };
         g.store(
-            materialized.spec(store.clone(), None),
-            StoreKind::KeyValue,
+            materialized.spec(store.clone(), retention_ms),
+            kind,
             Arc::new(Arc::clone(&self.keys)),
             &first,
         );
@@ -457,14 +504,49 @@ impl<K: Data, VA: Data> CogroupedKStream<K, VA> {
         let pass: crate::graph::StatelessFn = Arc::new(|ctx, r| ctx.forward(r));
         g.stateless(&merge, pass, &parents);
         g.copartition(&sources);
-        drop(g);
+        (merge, sources, store)
+    }
+}
+
+/// A cogroup over time windows, ready to aggregate.
+pub struct TimeWindowedCogroupedKStream<K, VA> {
+    cogrouped: CogroupedKStream<K, VA>,
+    windows: TimeWindows,
+}
+
+impl<K, VA> std::fmt::Debug for TimeWindowedCogroupedKStream<K, VA> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimeWindowedCogroupedKStream")
+            .field("windows", &self.windows)
+            .finish()
+    }
+}
+
+impl<K: Data, VA: Data> TimeWindowedCogroupedKStream<K, VA> {
+    /// The aggregate per key and window over every input, starting from `init()`.
+    pub fn aggregate(
+        self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, VA> {
+        self.aggregate_with(init, Materialized::default())
+    }
+
+    pub fn aggregate_with(
+        self,
+        init: impl Fn() -> VA + Send + Sync + 'static,
+        materialized: Materialized,
+    ) -> KTable<Windowed<K>, VA> {
+        let c = self.cogrouped;
+        let g = crate::graph::Shared::clone(&c.g);
+        let keys: SerdeRef<Windowed<K>> = Arc::new(WindowedSerde::new(Arc::clone(&c.keys)));
+        let (node, sources, store) = c.build(Arc::new(init), materialized, Some(self.windows));
         KTable {
-            g: crate::graph::Shared::clone(&self.g),
-            node: merge,
-            keys: self.keys,
+            g,
+            node,
+            keys,
             sources,
             store: Some(store),
-            grace_ms: None,
+            grace_ms: Some(self.windows.grace_ms()),
             _v: std::marker::PhantomData,
         }
     }

@@ -56,7 +56,7 @@ pub use rill_core::topology::{StoreBackend, Topology};
 pub use app::{State, Streams};
 pub use global::GlobalKTable;
 pub use graph::{Materialized, StoreKind};
-pub use grouped::{CogroupedKStream, KGroupedStream, KGroupedTable};
+pub use grouped::{CogroupedKStream, KGroupedStream, KGroupedTable, TimeWindowedCogroupedKStream};
 pub use joins::JoinWindows;
 pub use serdes::{Data, Serde, SerdeRef, Window, Windowed};
 pub use stream::{Consumed, Grouped, KStream, Produced, Repartitioned, Splitter};

@@ -158,7 +158,8 @@ trait WindowedAggregation<K, V, VA>: Send + 'static {
     const NEEDS_ID: bool = true;
 
     /// Updates the store for record (`k`, `key` bytes, `v`, timestamp `ts`, `id` from
-    /// `record_id`, `headers`); returns what to forward now.
+    /// `record_id`, `headers`) at the task's stream time `task_time`; returns what to
+    /// forward now.
     #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
@@ -169,6 +170,7 @@ trait WindowedAggregation<K, V, VA>: Send + 'static {
         ts: i64,
         id: &[u8],
         headers: &Headers,
+        task_time: i64,
     ) -> Result<Vec<Record>, ProcessError>;
 
     /// Writes and forwards what the aggregation held back (see [`crate::cache`]).
@@ -209,10 +211,11 @@ macro_rules! windowed_processor {
                 } else {
                     Vec::new()
                 };
+                let task_time = ctx.stream_time();
                 let store = ctx.store(&self.store)?;
-                let out = self
-                    .agg
-                    .update(store, &k, &key, v, r.timestamp, &id, &r.headers)?;
+                let out =
+                    self.agg
+                        .update(store, &k, &key, v, r.timestamp, &id, &r.headers, task_time)?;
                 for mut o in out {
                     o.headers = r.headers.clone();
                     ctx.forward(o)?;
@@ -257,6 +260,9 @@ struct TimeAgg<K, V, VA> {
     last_purge: i64,
     expiry: ExpiryIndex,
     cache: RecordCache<VA>,
+    /// Stream time is the task's, not this processor's (a cogroup's inputs share a store:
+    /// they must agree on which windows are open).
+    task_time: bool,
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
@@ -271,8 +277,12 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         ts: i64,
         _id: &[u8],
         headers: &Headers,
+        task_time: i64,
     ) -> Result<Vec<Record>, ProcessError> {
         self.observed = self.observed.max(ts);
+        if self.task_time {
+            self.observed = self.observed.max(task_time);
+        }
         let close = self.observed - self.windows.grace_ms;
         let step = &self.step;
         // The store key of each window (as `WindowStore` lays it out): the framed key, then
@@ -463,8 +473,7 @@ impl WindowAggregator for TimeWindows {
         step: Step<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
-        let retention_ms =
-            (self.size_ms + self.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        let retention_ms = self.retention_ms(materialized.retention_ms);
         let caching = materialized.caching;
         windowed_table(
             grouped,
@@ -473,25 +482,69 @@ impl WindowAggregator for TimeWindows {
             retention_ms,
             self.grace_ms,
             "KSTREAM-WINDOWED-AGGREGATE",
-            move |read_elsewhere| TimeAgg {
-                windows: self,
-                retention_ms,
-                step: Arc::clone(&step),
-                observed: i64::MIN,
-                last_purge: i64::MIN / 2,
-                expiry: ExpiryIndex::default(),
-                cache: RecordCache::new(
+            move |read_elsewhere| {
+                TimeAgg::new(
+                    self,
+                    retention_ms,
+                    Arc::clone(&step),
                     caching && !read_elsewhere,
-                    Box::new(move |k| {
-                        split_framed(k)
-                            .and_then(|(key, rest)| Some((key, ts_from(rest)?)))
-                            .map(|(key, start)| windowed_key(key, start, start + self.size_ms))
-                            .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
-                    }),
-                ),
+                )
             },
         )
     }
+}
+
+impl TimeWindows {
+    /// What a time-windowed store keeps: windows for size + grace, or `retention` if longer.
+    pub(crate) fn retention_ms(&self, retention: Option<i64>) -> i64 {
+        (self.size_ms + self.grace_ms).max(retention.unwrap_or(0))
+    }
+
+    pub(crate) fn grace_ms(&self) -> i64 {
+        self.grace_ms
+    }
+}
+
+impl<K: Data, V: Data, VA: Data> TimeAgg<K, V, VA> {
+    fn new(windows: TimeWindows, retention_ms: i64, step: Step<K, V, VA>, caching: bool) -> Self {
+        TimeAgg {
+            task_time: false,
+            windows,
+            retention_ms,
+            step,
+            observed: i64::MIN,
+            last_purge: i64::MIN / 2,
+            expiry: ExpiryIndex::default(),
+            cache: RecordCache::new(
+                caching,
+                Box::new(move |k| {
+                    split_framed(k)
+                        .and_then(|(key, rest)| Some((key, ts_from(rest)?)))
+                        .map(|(key, start)| windowed_key(key, start, start + windows.size_ms))
+                        .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
+                }),
+            ),
+        }
+    }
+}
+
+/// A time-windowed aggregation of `step` into window store `store`, for cogroups, whose
+/// inputs share the store: no record cache, and the task's stream time.
+pub(crate) fn uncached_time_aggregation<K: Data, V: Data, VA: Data>(
+    keys: SerdeRef<K>,
+    store: String,
+    windows: TimeWindows,
+    retention_ms: i64,
+    step: Step<K, V, VA>,
+) -> Box<dyn Processor> {
+    Box::new(WindowedProcessor {
+        keys,
+        store,
+        agg: TimeAgg {
+            task_time: true,
+            ..TimeAgg::new(windows, retention_ms, step, false)
+        },
+    })
 }
 
 /// Combines the aggregates of two sessions that merge.
@@ -547,6 +600,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         ts: i64,
         _id: &[u8],
         _headers: &Headers,
+        _task_time: i64,
     ) -> Result<Vec<Record>, ProcessError> {
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
@@ -830,6 +884,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         ts: i64,
         id: &[u8],
         _headers: &Headers,
+        _task_time: i64,
     ) -> Result<Vec<Record>, ProcessError> {
         let SlidingWindows {
             time_difference_ms: d,

@@ -648,3 +648,56 @@ fn a_produced_partitioner_places_records_by_key_and_value() {
     let default = rill_log::client::partitioner::partition_for_key(&d_bytes, 4);
     assert_eq!(placed[3], (s("d"), default));
 }
+
+/// A cogroup over tumbling windows: both inputs fold into one aggregate per key and window,
+/// and a window past its grace takes no more updates.
+#[test]
+fn a_windowed_cogroup_aggregates_per_key_and_window() {
+    let b = StreamsBuilder::new();
+    let clicks = b.stream::<String, String>("clicks").group_by_key();
+    let buys = b.stream::<String, i64>("buys").group_by_key();
+    clicks
+        .cogroup(|_, _page: String, (c, s): (i64, i64)| (c + 1, s))
+        .cogroup(&buys, |_, amount: i64, (c, s): (i64, i64)| (c, s + amount))
+        .windowed_by(TimeWindows::of_size_with_grace(
+            Duration::from_millis(10),
+            Duration::from_millis(2),
+        ))
+        .aggregate_with(|| (0, 0), Materialized::named("per-window"))
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("clicks", &s("ann"), &s("/home"), 1).unwrap();
+    d.pipe("buys", &s("ann"), &30i64, 4).unwrap();
+    d.pipe("clicks", &s("ann"), &s("/cart"), 11).unwrap();
+    // Late, within grace: [0, 10) closes at stream time 12, whichever input moved it.
+    d.pipe("buys", &s("ann"), &5i64, 9).unwrap();
+    d.pipe("clicks", &s("ann"), &s("/x"), 15).unwrap();
+    d.pipe("buys", &s("ann"), &7i64, 8).unwrap(); // [0, 10) closed: dropped
+    type Row = (String, i64, i64, (i64, i64), i64);
+    let out: Vec<Row> = d
+        .read_windowed::<String, (i64, i64)>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let w = r.key;
+            (
+                w.key,
+                w.window.start,
+                w.window.end,
+                r.value.unwrap(),
+                r.timestamp,
+            )
+        })
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            (s("ann"), 0, 10, (1, 0), 1),
+            (s("ann"), 0, 10, (1, 30), 4),
+            (s("ann"), 10, 20, (1, 0), 11),
+            (s("ann"), 0, 10, (1, 35), 9),
+            (s("ann"), 10, 20, (2, 0), 15),
+        ]
+    );
+}
