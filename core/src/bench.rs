@@ -233,8 +233,14 @@ pub async fn run_application(
     let name = config.application_id.clone();
     let (started, cpu) = (Instant::now(), cpu_time());
     let app = KafkaStreams::start(topology, Arc::clone(t), config);
+    // Progress on stderr every 10 s (long runs show where they are, or that they stalled).
+    let mut report = Instant::now();
     while app.processed() < records && app.is_running() && started.elapsed() < RUN_LIMIT {
         tokio::time::sleep(Duration::from_millis(5)).await;
+        if report.elapsed() >= Duration::from_secs(10) {
+            report = Instant::now();
+            eprintln!("{name}: {} of {records} records", app.processed());
+        }
     }
     let processed = app.processed();
     let commit_p50_ms = app

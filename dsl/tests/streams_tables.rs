@@ -12,6 +12,15 @@ fn s(x: &str) -> String {
     x.to_string()
 }
 
+/// (key, count, timestamp) of what was written to `topic`.
+fn counts_at(d: &mut TestDriver, topic: &str) -> Vec<(String, i64, i64)> {
+    d.read::<String, i64>(topic)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+        .collect()
+}
+
 fn values(d: &mut TestDriver, topic: &str) -> Vec<(String, String)> {
     d.read::<String, String>(topic)
         .unwrap()
@@ -333,12 +342,7 @@ fn suppress_until_time_limit_emits_the_latest_value_after_quiet_time() {
     ] {
         d.pipe("in", &s(k), &s("v"), ts).unwrap();
     }
-    let out: Vec<(String, i64, i64)> = d
-        .read::<String, i64>("out")
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
-        .collect();
+    let out = counts_at(&mut d, "out");
     // a's last update at 12 is emitted when stream time reaches 22 (at c@40); b's at 17 too.
     assert_eq!(out, vec![(s("a"), 3, 12), (s("b"), 2, 17)]);
 }
@@ -556,12 +560,7 @@ fn a_full_suppression_buffer_emits_its_oldest_early_or_fails() {
     for (k, ts) in [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("d", 5)] {
         d.pipe("in", &s(k), &s("v"), ts).unwrap();
     }
-    let out: Vec<(String, i64, i64)> = d
-        .read::<String, i64>("out")
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
-        .collect();
+    let out = counts_at(&mut d, "out");
     // c made three keys: b (buffered at 2, the oldest) went early; d pushed a (at 3) out.
     assert_eq!(out, vec![(s("b"), 1, 2), (s("a"), 2, 3)]);
 

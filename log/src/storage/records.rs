@@ -645,15 +645,10 @@ pub fn encode_batch(
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
-    if compression == Compression::None {
-        return encode_plain(records, NO_PRODUCER);
+    match compression {
+        Compression::None => encode_plain(records, NO_PRODUCER),
+        c => encode_via_protocol(records, c, NO_PRODUCER),
     }
-    let recs: Vec<PRecord> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| protocol_record(i as i64, r.timestamp_ms, &r.key, &r.value, &r.headers, None))
-        .collect();
-    encode(&recs, compression)
 }
 
 /// The marker a control batch carries (its first record's key: version, then type 0 = abort,
@@ -722,28 +717,38 @@ pub fn encode_idempotent_batch(
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
-    if compression == Compression::None {
-        let p = Producer {
-            id: producer_id,
-            epoch: producer_epoch,
-            base_sequence,
-            transactional,
-        };
-        return encode_plain(records, p);
+    let p = Producer {
+        id: producer_id,
+        epoch: producer_epoch,
+        base_sequence,
+        transactional,
+    };
+    match compression {
+        Compression::None => encode_plain(records, p),
+        c => encode_via_protocol(records, c, p),
     }
+}
+
+/// A batch through `kafka-protocol`'s encoder (compressed batches), which keeps one header
+/// per key (the last).
+fn encode_via_protocol(
+    records: &[NewRecord],
+    compression: Compression,
+    p: Producer,
+) -> Result<Vec<u8>, BatchError> {
     let template = BatchHeader {
         base_offset: 0,
         batch_length: 0,
         partition_leader_epoch: -1,
         magic: 2,
         crc: 0,
-        attributes: if transactional { 0x10 } else { 0 },
+        attributes: if p.transactional { 0x10 } else { 0 },
         last_offset_delta: 0,
         base_timestamp: 0,
         max_timestamp: 0,
-        producer_id,
-        producer_epoch,
-        base_sequence,
+        producer_id: p.id,
+        producer_epoch: p.epoch,
+        base_sequence: p.base_sequence,
         record_count: 0,
     };
     let recs: Vec<PRecord> = records
@@ -909,40 +914,6 @@ mod tests {
         assert_eq!(h2.compression().unwrap(), Compression::Lz4);
     }
 
-    /// `kafka-protocol`'s encoder, which `encode_plain` replaces for uncompressed batches.
-    fn reference(records: &[NewRecord], p: Producer) -> Vec<u8> {
-        let template = BatchHeader {
-            base_offset: 0,
-            batch_length: 0,
-            partition_leader_epoch: -1,
-            magic: 2,
-            crc: 0,
-            attributes: if p.transactional { 0x10 } else { 0 },
-            last_offset_delta: 0,
-            base_timestamp: 0,
-            max_timestamp: 0,
-            producer_id: p.id,
-            producer_epoch: p.epoch,
-            base_sequence: p.base_sequence,
-            record_count: 0,
-        };
-        let recs: Vec<PRecord> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                protocol_record(
-                    i as i64,
-                    r.timestamp_ms,
-                    &r.key,
-                    &r.value,
-                    &r.headers,
-                    Some(&template),
-                )
-            })
-            .collect();
-        encode(&recs, Compression::None).unwrap()
-    }
-
     fn arb_record() -> impl proptest::strategy::Strategy<Value = NewRecord> {
         use proptest::prelude::*;
         let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300));
@@ -976,7 +947,10 @@ mod tests {
         ) {
             let p = Producer { id, epoch, base_sequence, transactional };
             let ours = encode_plain(&records, p).unwrap();
-            proptest::prop_assert_eq!(&ours, &reference(&records, p));
+            proptest::prop_assert_eq!(
+                &ours,
+                &encode_via_protocol(&records, Compression::None, p).unwrap()
+            );
             let (h, back) = decode_batch(&ours).unwrap();
             proptest::prop_assert_eq!(h.producer_id, id);
             proptest::prop_assert_eq!(back.len(), records.len());
