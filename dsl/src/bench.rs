@@ -54,6 +54,9 @@ const RIGHT: &str = "dsl-bench-right";
 /// Record caches get 64 MiB rather than Kafka's default 10: the hopping job's working set
 /// (10,000 keys x 6 open windows, ~150 bytes each) would not fit in 10.
 const CACHE_MAX_BYTES: usize = 64 << 20;
+/// Topic configs: no time retention. The records' event time lies in the past (`T0`), where
+/// the default 7-day retention would delete the input while a slow job still reads it.
+const KEEP: &[(&str, &str)] = &[("retention.ms", "-1")];
 /// Event time of the first record.
 const T0: i64 = 1_700_000_000_000;
 
@@ -112,7 +115,7 @@ async fn produce(
     o: &DslBenchOptions,
 ) -> Result<(), BenchError> {
     Admin::new(Arc::clone(t))
-        .create_topic(topic, 1, &[])
+        .create_topic(topic, 1, KEEP)
         .await
         .map_err(client)?;
     let p = Producer::new(
@@ -148,7 +151,7 @@ async fn run_job(
     let name = format!("dsl-{job:?}").to_lowercase();
     let output = format!("{name}-out");
     Admin::new(Arc::clone(t))
-        .create_topic(&output, 1, &[])
+        .create_topic(&output, 1, KEEP)
         .await
         .map_err(client)?;
     let mut config = StreamsConfig::new(&name);

@@ -802,6 +802,8 @@ impl Consumer {
                 if p.error_code == ResponseError::OffsetOutOfRange.code() {
                     // Out of range (deleted by retention, say): apply the reset policy.
                     let reset = self.reset_offset(&tp).await?;
+                    tracing::warn!(%tp, from = pos, to = reset,
+                        "fetch offset out of range: position reset by auto.offset.reset");
                     self.positions.insert(tp, Some(reset));
                     continue;
                 }
