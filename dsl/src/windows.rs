@@ -569,12 +569,8 @@ struct SessionAgg<K, V, VA> {
 }
 
 impl<K: Data, V: Data, VA: Data> SessionAgg<K, V, VA> {
-    /// `key`'s sessions, read from the store the first time.
-    fn sessions_of(
-        &mut self,
-        store: &mut dyn KeyValueStore,
-        key: &[u8],
-    ) -> Result<&mut KeySessions<VA>, ProcessError> {
+    /// Reads `key`'s sessions from the store, the first time.
+    fn load(&mut self, store: &mut dyn KeyValueStore, key: &[u8]) -> Result<(), ProcessError> {
         if !self.sessions.contains_key(key) {
             let stored = SessionStore::new(&mut *store).find_sessions(key, i64::MIN, i64::MAX)?;
             let list = stored
@@ -584,9 +580,7 @@ impl<K: Data, V: Data, VA: Data> SessionAgg<K, V, VA> {
             self.cached += list.len() + 1;
             self.sessions.insert(key.to_vec(), list);
         }
-        self.sessions
-            .get_mut(key)
-            .ok_or_else(|| ProcessError::Failed("session cache lost a key".into()))
+        Ok(())
     }
 }
 
@@ -605,8 +599,12 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
-        let (step, merger) = (Arc::clone(&self.step), Arc::clone(&self.merger));
-        let list = self.sessions_of(store, key)?;
+        self.load(store, key)?;
+        let (step, merger) = (&self.step, &self.merger);
+        let list = self
+            .sessions
+            .get_mut(key)
+            .ok_or_else(|| ProcessError::Failed("session cache lost a key".into()))?;
         let overlaps =
             |(end, start, _): &(i64, i64, VA)| *end >= ts - gap_ms && *start <= ts + gap_ms;
         let start = list
