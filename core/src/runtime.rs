@@ -221,33 +221,42 @@ impl RunState {
     ) -> Result<(), StreamsError> {
         let started = std::time::Instant::now();
         self.flush_tasks().await?;
+        // Each store's changes, then its deliveries: (task, store, changes or deliveries).
         let mut logged = Vec::new();
         for (id, task) in self.tasks.iter_mut() {
             for (name, store) in task.stores_mut() {
-                let Some(tp) = store.changelog().cloned() else {
-                    continue;
-                };
-                for (k, v) in store.uncommitted() {
-                    let mut r = ProducerRecord::new(tp.topic.clone(), Some(k), Vec::<u8>::new());
-                    r.value = v.map(Into::into);
-                    r.partition = Some(tp.partition.0);
-                    logged.push((*id, name.clone(), r));
+                if let Some(tp) = store.changelog().cloned() {
+                    let changes = store.uncommitted();
+                    if !changes.is_empty() {
+                        logged.push((*id, name.clone(), tp, changes));
+                    }
                 }
             }
         }
         let mut changelog_deliveries = Vec::with_capacity(logged.len());
-        for (id, name, r) in logged {
-            changelog_deliveries.push((id, name, self.producer.send(r).await?));
+        for (id, name, tp, changes) in logged {
+            let mut deliveries = Vec::with_capacity(changes.len());
+            for (k, v) in changes {
+                let mut r = ProducerRecord::new(tp.topic.clone(), Some(k), Vec::<u8>::new());
+                r.value = v.map(Into::into);
+                r.partition = Some(tp.partition.0);
+                deliveries.push(self.producer.send(r).await?);
+            }
+            changelog_deliveries.push((id, name, deliveries));
         }
         self.producer.flush().await;
         for d in std::mem::take(&mut self.in_flight) {
             d.await?;
         }
         // The changelog offset after each store's last change: its next checkpoint.
-        for (id, name, d) in changelog_deliveries {
-            let end = d.await?.offset + 1;
+        for (id, name, deliveries) in changelog_deliveries {
+            let n = deliveries.len() as u64;
+            let mut end = 0;
+            for d in deliveries {
+                end = end.max(d.await?.offset + 1);
+            }
             let due = self.unchecked.entry((id, name)).or_insert((end, 0));
-            *due = (due.0.max(end), due.1 + 1);
+            *due = (due.0.max(end), due.1 + n);
         }
         let offsets: Vec<(TopicPartition, i64)> = self
             .consumed

@@ -215,6 +215,14 @@ impl TestDriver {
         self.auto_commit = on;
     }
 
+    /// Bytes each task's record caches may hold (`cache_max_bytes`; 10 MiB unless set):
+    /// past it a cache flushes early and evicts what was updated least recently.
+    pub fn set_cache_max_bytes(&mut self, bytes: usize) {
+        for task in self.tasks.values_mut() {
+            task.set_cache_max_bytes(bytes);
+        }
+    }
+
     /// Commits: every task's processors flush (caches write and forward what they held),
     /// again as long as that fed records into tasks downstream of a repartition.
     pub fn commit(&mut self) -> Result<(), ProcessError> {

@@ -41,32 +41,47 @@ struct Entry<V> {
     used: u64,
 }
 
-/// FNV-1a: store keys are short, and SipHash's DoS resistance buys nothing for keys that
-/// a task's own operators wrote.
+/// A multiply-rotate hash taking eight bytes a step (as rustc's FxHash does): store keys
+/// are short, and SipHash's DoS resistance buys nothing for keys that a task's own operators
+/// wrote.
 #[derive(Default)]
-pub(crate) struct Fnv(u64);
+pub(crate) struct FastHash(u64);
 
-impl Hasher for Fnv {
+impl FastHash {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FastHash {
     fn finish(&self) -> u64 {
-        self.0
+        // The high bits mix best; hashbrown takes its control bits from the top.
+        self.0.rotate_left(20)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.add(u64::from_le_bytes(w.try_into().unwrap_or_default()));
         }
-        self.0 = h;
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
     }
 }
 
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
 pub(crate) struct RecordCache<V> {
-    entries: HashMap<Vec<u8>, Entry<V>, BuildHasherDefault<Fnv>>,
+    entries: HashMap<Vec<u8>, Entry<V>, BuildHasherDefault<FastHash>>,
     /// Store keys updated since the last flush, in the order they first were: the order
     /// they are forwarded in.
     dirty: Vec<Vec<u8>>,
@@ -79,7 +94,15 @@ pub(crate) struct RecordCache<V> {
     /// Off (`Materialized::with_caching_disabled`): every update is written and forwarded
     /// at once, and nothing stays cached.
     enabled: bool,
+    /// The time of a store key (a window's start), for `evicted_max`.
+    key_time: Option<KeyTime>,
+    /// The latest `key_time` of an entry evicted to save memory (`i64::MAX` when a key
+    /// had none): what the store may hold that the cache no longer does.
+    evicted_max: i64,
 }
+
+/// The time a store key carries (a window store key's window start).
+pub(crate) type KeyTime = fn(&[u8]) -> Option<i64>;
 
 impl<V: Data> RecordCache<V> {
     /// A cache forwarding updates under `out_key(store key)`.
@@ -91,7 +114,27 @@ impl<V: Data> RecordCache<V> {
             clock: 0,
             out_key,
             enabled,
+            key_time: None,
+            evicted_max: i64::MIN,
         }
+    }
+
+    /// Tracks the latest time `key_time` finds in a key evicted to save memory (see
+    /// [`RecordCache::evicted_max`]).
+    pub fn with_key_time(mut self, key_time: KeyTime) -> Self {
+        self.key_time = Some(key_time);
+        self
+    }
+
+    /// Whether the cache is on (off, it keeps nothing between flushes).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The latest key time of an entry evicted to save memory: a key with a later time
+    /// that the cache lacks was never evicted from it.
+    pub fn evicted_max(&self) -> i64 {
+        self.evicted_max
     }
 
     /// An entry's share of `bytes` (its key counted once).
@@ -106,12 +149,14 @@ impl<V: Data> RecordCache<V> {
     }
 
     /// Replaces `store_key`'s value by `step(current value, its timestamp)`, reading the
-    /// store on a miss; the update is forwarded with `headers` at the next flush. Returns
-    /// whether the key was absent (new to the store).
+    /// store on a miss unless the caller knows the key is `new` there; the update is
+    /// forwarded with `headers` at the next flush. Returns whether the key was absent (new
+    /// to the store).
     pub fn update(
         &mut self,
         store: &dyn KeyValueStore,
         store_key: &[u8],
+        new: bool,
         headers: &Headers,
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
@@ -134,7 +179,8 @@ impl<V: Data> RecordCache<V> {
             return Ok(absent);
         }
         // A miss: the store's value is the old one, and the entry starts dirty.
-        let (old, prev_ts) = match store.get(store_key)? {
+        let stored = if new { None } else { store.get(store_key)? };
+        let (old, prev_ts) = match stored {
             Some(b) => {
                 let (v, t) = decode_timestamped::<V>(&b)?;
                 (Some(v), Some(t))
@@ -219,7 +265,15 @@ impl<V: Data> RecordCache<V> {
         }
         let mut used: Vec<u64> = self.entries.values().map(|e| e.used).collect();
         let threshold = *used.select_nth_unstable(cut - 1).1;
-        self.retain(|_, u| u > threshold);
+        let (key_time, mut evicted_max) = (self.key_time, self.evicted_max);
+        self.retain(|k, u| {
+            let keep = u > threshold;
+            if let (false, Some(time)) = (keep, key_time) {
+                evicted_max = evicted_max.max(time(k).unwrap_or(i64::MAX));
+            }
+            keep
+        });
+        self.evicted_max = evicted_max;
     }
 
     /// Drops the clean entries `keep(store key, when last updated)` rejects.
@@ -243,7 +297,7 @@ mod tests {
 
     fn add(cache: &mut RecordCache<i64>, store: &InMemoryStore, key: &[u8], ts: i64) -> bool {
         cache
-            .update(store, key, &Vec::new(), |v, t| {
+            .update(store, key, false, &Vec::new(), |v, t| {
                 (v.unwrap_or(0) + 1, t.unwrap_or(ts).max(ts))
             })
             .unwrap()

@@ -188,10 +188,13 @@ impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
         let key = r.key.clone().unwrap_or_default();
         let v: V = take_value(&mut r)?;
         let (step, ts) = (&self.step, r.timestamp);
-        self.cache
-            .update(ctx.store(&self.store)?, &key, &r.headers, |acc, t| {
-                (step(&k, v, acc), t.map_or(ts, |t| ts.max(t)))
-            })?;
+        self.cache.update(
+            ctx.store(&self.store)?,
+            &key,
+            false,
+            &r.headers,
+            |acc, t| (step(&k, v, acc), t.map_or(ts, |t| ts.max(t))),
+        )?;
         if self.cache.must_flush(ctx) {
             self.cache.flush(ctx, &self.store)?;
         }

@@ -112,6 +112,12 @@ impl TestDriver {
         self.inner.set_auto_commit(on);
     }
 
+    /// Bytes each task's record caches may hold (10 MiB unless set); past it a cache
+    /// flushes early and evicts its least recently updated keys.
+    pub fn set_cache_max_bytes(&mut self, bytes: usize) {
+        self.inner.set_cache_max_bytes(bytes);
+    }
+
     /// Commits: record caches forward the latest update of each key they hold.
     pub fn commit(&mut self) -> Result<(), DriverError> {
         Ok(self.inner.commit()?)

@@ -24,7 +24,7 @@ use rill_core::state::{
 };
 use rill_core::topology::ProcessorSupplier;
 
-use crate::cache::{Fnv, RecordCache};
+use crate::cache::{FastHash, RecordCache};
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
     window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
@@ -263,6 +263,16 @@ struct TimeAgg<K, V, VA> {
     /// Stream time is the task's, not this processor's (a cogroup's inputs share a store:
     /// they must agree on which windows are open).
     task_time: bool,
+    /// The latest window start the store held when this processor started (`None` until its
+    /// first record, when the store is scanned once). A cache miss for a later window that
+    /// the cache never evicted is a new window: no store read. Only with the cache on, which
+    /// means no other processor writes or reads the store.
+    stored_max: Option<i64>,
+}
+
+/// The window start of a window store key.
+fn window_start_of(store_key: &[u8]) -> Option<i64> {
+    split_framed(store_key).and_then(|(_, rest)| ts_from(rest))
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
@@ -284,6 +294,18 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             self.observed = self.observed.max(task_time);
         }
         let close = self.observed - self.windows.grace_ms;
+        let known = match self.stored_max {
+            _ if !self.cache.enabled() => i64::MAX,
+            Some(m) => m,
+            None => {
+                let mut m = i64::MIN;
+                for (k, _) in store.all()? {
+                    m = m.max(window_start_of(&k).unwrap_or(i64::MAX));
+                }
+                *self.stored_max.insert(m)
+            }
+        }
+        .max(self.cache.evicted_max());
         let step = &self.step;
         // The store key of each window (as `WindowStore` lays it out): the framed key, then
         // the start.
@@ -296,9 +318,11 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             }
             skey.truncate(framed);
             skey.extend_from_slice(&ts_bytes(start));
-            let absent = self.cache.update(store, &skey, headers, |acc, t| {
-                (step(k, v.clone(), acc), t.map_or(ts, |t| ts.max(t)))
-            })?;
+            let absent = self
+                .cache
+                .update(store, &skey, start > known, headers, |acc, t| {
+                    (step(k, v.clone(), acc), t.map_or(ts, |t| ts.max(t)))
+                })?;
             if absent {
                 self.expiry.insert(start, skey.clone());
             }
@@ -311,10 +335,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         if self.observed - self.last_purge >= (self.retention_ms / 10).max(1) {
             // Windows starting at or before `observed - retention` are gone.
             let cutoff = self.observed - self.retention_ms + 1;
-            let start_of = |k: &[u8]| split_framed(k).and_then(|(_, rest)| ts_from(rest));
-            self.expiry.purge(ctx.store(store)?, cutoff, start_of)?;
+            self.expiry
+                .purge(ctx.store(store)?, cutoff, window_start_of)?;
             self.cache
-                .retain(|k, _| start_of(k).is_some_and(|s| s >= cutoff));
+                .retain(|k, _| window_start_of(k).is_some_and(|s| s >= cutoff));
             self.last_purge = self.observed;
         }
         Ok(())
@@ -523,7 +547,9 @@ impl<K: Data, V: Data, VA: Data> TimeAgg<K, V, VA> {
                         .map(|(key, start)| windowed_key(key, start, start + windows.size_ms))
                         .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
                 }),
-            ),
+            )
+            .with_key_time(window_start_of),
+            stored_max: None,
         }
     }
 }
@@ -563,7 +589,7 @@ struct SessionAgg<K, V, VA> {
     observed: i64,
     last_purge: i64,
     expiry: ExpiryIndex,
-    sessions: HashMap<Vec<u8>, KeySessions<VA>, BuildHasherDefault<Fnv>>,
+    sessions: HashMap<Vec<u8>, KeySessions<VA>, BuildHasherDefault<FastHash>>,
     /// Sessions and keys in `sessions`, for its memory bound.
     cached: usize,
 }

@@ -106,6 +106,30 @@ fn grace_admits_late_records_until_the_window_closes() {
     );
 }
 
+/// A cache too small for anything evicts every window after each record: the next update of
+/// a window reads what the store holds (a miss is not taken for a new window).
+#[test]
+fn windows_evicted_from_a_full_cache_are_read_back_from_the_store() {
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(5)));
+    d.set_cache_max_bytes(1);
+    d.set_auto_commit(false);
+    for ts in [6, 7, 11] {
+        pipe(&mut d, "a", ts);
+    }
+    d.commit().unwrap();
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("a", 0, 10, 1, 6),
+            row("a", 5, 15, 1, 6),
+            row("a", 0, 10, 2, 7),
+            row("a", 5, 15, 2, 7),
+            row("a", 5, 15, 3, 11),
+            row("a", 10, 20, 1, 11),
+        ]
+    );
+}
+
 #[test]
 fn a_record_too_late_for_one_hopping_window_still_updates_the_others() {
     let mut d = counting(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(5)));
