@@ -139,10 +139,15 @@ impl Task {
                     _ => Box::new(InMemoryStore::new(s.clone())),
                 };
                 let store: Box<dyn KeyValueStore> = match application_id {
-                    Some(app) if logged => Box::new(LoggedStore::new(
-                        store,
-                        TopicPartition::new(Topology::changelog_topic(app, s), id.1),
-                    )),
+                    Some(app) if logged => {
+                        let tp = TopicPartition::new(Topology::changelog_topic(app, s), id.1);
+                        let write_behind = if persistent.contains(s) {
+                            WRITE_BEHIND_BYTES
+                        } else {
+                            0
+                        };
+                        Box::new(LoggedStore::new(store, tp).with_write_behind(write_behind))
+                    }
                     _ => store,
                 };
                 stores.insert(s.clone(), store);
@@ -385,6 +390,10 @@ impl Task {
         Ok(())
     }
 }
+
+/// Committed changes a persistent changelogged store holds in memory before writing them
+/// (see `state::changelog`): a key updated in many commits is written once.
+const WRITE_BEHIND_BYTES: usize = 8 << 20;
 
 /// Removes a store directory (nothing there is fine).
 fn wipe(dir: &Path) -> std::io::Result<()> {

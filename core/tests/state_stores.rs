@@ -41,6 +41,15 @@ fn logged_stores_pass_the_conformance_suite() {
         s.delete(b"zz-applied").unwrap();
         s
     });
+    // Writing behind: committed state waits in memory over the store.
+    conformance::run_all(&mut |name| {
+        let fjall = FjallStore::open(&dir.path().join(format!("{name}-wb")), name).unwrap();
+        let mut s = LoggedStore::new(fjall, changelog()).with_write_behind(usize::MAX);
+        s.put(b"zz-committed", b"1").unwrap();
+        s.apply_uncommitted().unwrap();
+        s.delete(b"zz-committed").unwrap();
+        s
+    });
 }
 
 #[cfg(feature = "rocksdb")]
@@ -188,7 +197,64 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let fjall = FjallStore::open(dir.path(), "m").unwrap();
         check_against_model(&mut LoggedStore::new(fjall, changelog()), &ops, true);
+        // Writing behind: committed changes held back (all of them, or spilled now and then).
+        for bound in [usize::MAX, 150] {
+            let dir = tempfile::tempdir().unwrap();
+            let fjall = FjallStore::open(dir.path(), "m").unwrap();
+            let mut s = LoggedStore::new(fjall, changelog()).with_write_behind(bound);
+            check_against_model(&mut s, &ops, true);
+        }
     }
+}
+
+/// A persistent store writes committed changes behind: they stay in memory (and are read
+/// there) until they outgrow the bound or the store is flushed; the store on disk never runs
+/// ahead of what was committed, and a flush leaves it complete.
+#[test]
+fn committed_changes_are_written_behind_until_a_flush_or_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w");
+    let mut s = LoggedStore::new(FjallStore::open(&path, "w").unwrap(), changelog())
+        .with_write_behind(1 << 20);
+    for round in 0..3u8 {
+        s.put(b"counted", &[round]).unwrap();
+        s.put(&[b'k', round], b"v").unwrap();
+        s.apply_uncommitted().unwrap();
+    }
+    s.expire(b"k\x00").unwrap();
+    s.apply_uncommitted().unwrap();
+    // One entry per key, however many commits wrote it.
+    assert_eq!(s.unwritten(), 4);
+    assert_eq!(s.get(b"counted").unwrap(), Some(vec![2]));
+    assert_eq!(s.get(b"k\x00").unwrap(), None);
+    // An abort keeps what was committed before it.
+    s.put(b"counted", b"aborted").unwrap();
+    s.discard_uncommitted();
+    assert_eq!(s.get(b"counted").unwrap(), Some(vec![2]));
+    s.flush().unwrap();
+    assert_eq!(s.unwritten(), 0);
+    drop(s);
+    let reopened = FjallStore::open(&path, "w").unwrap();
+    let keys: Vec<Vec<u8>> = reopened
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        keys,
+        vec![b"counted".to_vec(), b"k\x01".to_vec(), b"k\x02".to_vec()]
+    );
+    assert_eq!(reopened.get(b"counted").unwrap(), Some(vec![2]));
+    // Past the bound, a commit writes everything it held.
+    let mut s = LoggedStore::new(reopened, changelog()).with_write_behind(100);
+    s.put(b"a", b"1").unwrap();
+    s.apply_uncommitted().unwrap();
+    assert_eq!(s.unwritten(), 1);
+    s.put(b"b", &[0; 64]).unwrap();
+    s.apply_uncommitted().unwrap();
+    assert_eq!(s.unwritten(), 0);
+    assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
 }
 
 /// Expiring removes an entry from local state at the commit without a changelog record;

@@ -4,14 +4,18 @@
 //! Between commits, changes wait in an overlay, one entry per key (the write cache: ten
 //! updates of a key between two commits log one record), and reads see the overlay over the
 //! store. A commit sends the overlay to the changelog and waits for its acknowledgement
-//! (under exactly-once: for the transaction to commit); only then is the overlay written into
-//! the store. Now and then (see the runtime) the store is synced and a checkpoint file records
-//! the changelog offset the local state reflects. So local state is never ahead of the
-//! committed changelog, and the checkpoint never ahead of durable local state: after any
-//! crash, even under exactly-once, local state lies between its checkpoint and the committed
-//! changelog end, and replaying the changelog from the checkpoint (which rewrites every key
-//! changed since with its committed value) brings it back exactly — no wipe, no full restore. A store with no checkpoint is wiped and restored in full, because a full
-//! replay cannot remove keys whose tombstones compaction has already dropped.
+//! (under exactly-once: for the transaction to commit); only then does the overlay move
+//! towards the store. A persistent store writes behind: committed changes collect in a
+//! second overlay, one entry per key again, and reach the store when they outgrow their
+//! bound or before a checkpoint (a window updated in ten commits is written once). Now and
+//! then (see the runtime) the store is synced and a checkpoint file records the changelog
+//! offset the local state reflects. So local state is never ahead of the committed
+//! changelog, and the checkpoint never ahead of durable local state: after any crash, even
+//! under exactly-once, local state lies between its checkpoint and the committed changelog
+//! end, and replaying the changelog from the checkpoint (which rewrites every key changed
+//! since with its committed value) brings it back exactly — no wipe, no full restore. A store
+//! with no checkpoint is wiped and restored in full, because a full replay cannot remove
+//! keys whose tombstones compaction has already dropped.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -62,7 +66,16 @@ pub struct LoggedStore<S: KeyValueStore> {
     dirty_bytes: usize,
     /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
     expired: Vec<Vec<u8>>,
+    /// Committed changes not yet written into `inner` (write-behind), by key.
+    unwritten: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Estimated bytes of `unwritten` (keys, values, the map's nodes).
+    unwritten_bytes: usize,
+    /// Past this, `unwritten` goes into `inner` (0: at every commit).
+    write_behind_bytes: usize,
 }
+
+/// What an overlay entry costs beyond its key and value (the map's node, two `Vec`s).
+const ENTRY_OVERHEAD: usize = 64;
 
 impl<S: KeyValueStore> LoggedStore<S> {
     pub fn new(inner: S, changelog: TopicPartition) -> Self {
@@ -72,7 +85,34 @@ impl<S: KeyValueStore> LoggedStore<S> {
             dirty: BTreeMap::new(),
             dirty_bytes: 0,
             expired: Vec::new(),
+            unwritten: BTreeMap::new(),
+            unwritten_bytes: 0,
+            write_behind_bytes: 0,
         }
+    }
+
+    /// Committed changes wait in memory, up to about `bytes`, before they are written into
+    /// the store (all of them at once; sooner when the store is flushed). Worth it for a
+    /// persistent store, where a write costs more than a map insert.
+    pub fn with_write_behind(mut self, bytes: usize) -> Self {
+        self.write_behind_bytes = bytes;
+        self
+    }
+
+    /// Committed changes waiting to be written into the store.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+
+    /// Writes the committed changes waiting in memory into the store.
+    fn write_behind(&mut self) -> Result<(), StoreError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .write_all(std::mem::take(&mut self.unwritten).into_iter().collect())?;
+        self.unwritten_bytes = 0;
+        Ok(())
     }
 
     /// Changes waiting for the next commit (after the write cache's deduplication).
@@ -88,15 +128,19 @@ impl<S: KeyValueStore> LoggedStore<S> {
         self.dirty_bytes += added;
     }
 
-    /// `base` (entries of the store, in key order) with the overlay's entries in
-    /// `[from, to]` laid over it.
+    /// `base` (entries of the store, in key order) with both overlays' entries in
+    /// `[from, to]` laid over it: the committed ones, then the uncommitted.
     fn overlaid(
         &self,
         base: Vec<Entry>,
         from: std::ops::Bound<&[u8]>,
         to: std::ops::Bound<&[u8]>,
     ) -> Vec<Entry> {
-        let mut changes = self.dirty.range::<[u8], _>((from, to)).peekable();
+        let mut changes = self
+            .unwritten
+            .range::<[u8], _>((from, to))
+            .chain(self.dirty.range::<[u8], _>((from, to)))
+            .peekable();
         if changes.peek().is_none() {
             return base;
         }
@@ -135,7 +179,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
             last = Some(last.unwrap_or(md.offset).max(md.offset));
         }
         self.apply_uncommitted()?;
-        self.inner.flush()?;
+        KeyValueStore::flush(self)?;
         Ok(last.map(|o| o + 1))
     }
 
@@ -157,7 +201,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.inner.name()
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.dirty.get(key) {
+        match self.dirty.get(key).or_else(|| self.unwritten.get(key)) {
             Some(v) => Ok(v.clone()),
             None => self.inner.get(key),
         }
@@ -189,11 +233,13 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         Ok(self.overlaid(base, Bound::Unbounded, Bound::Unbounded))
     }
     fn approximate_num_entries(&self) -> u64 {
-        let added = self.dirty.values().filter(|v| v.is_some()).count() as u64;
-        self.inner.approximate_num_entries() + added
+        let added = self.dirty.values().chain(self.unwritten.values());
+        self.inner.approximate_num_entries() + added.filter(|v| v.is_some()).count() as u64
     }
-    /// Flushes what the store holds; uncommitted changes stay in the overlay.
+    /// Writes the committed changes into the store and flushes it; uncommitted changes stay
+    /// in the overlay.
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_behind()?;
         self.inner.flush()
     }
     fn changelog(&self) -> Option<&TopicPartition> {
@@ -222,14 +268,23 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
         // A key written again after it expired keeps the write (one change per key: a batch
         // holding both would leave the order to the backend).
-        let mut changes: Vec<_> = std::mem::take(&mut self.expired)
+        let expired: Vec<_> = std::mem::take(&mut self.expired)
             .into_iter()
             .filter(|k| !self.dirty.contains_key(k))
             .map(|k| (k, None))
             .collect();
-        changes.extend(std::mem::take(&mut self.dirty));
-        self.inner.write_all(changes)?;
         self.dirty_bytes = 0;
+        for (k, v) in expired.into_iter().chain(std::mem::take(&mut self.dirty)) {
+            let (k_len, v_len) = (k.len(), v.as_ref().map_or(0, Vec::len));
+            self.unwritten_bytes = match self.unwritten.insert(k, v) {
+                // The key was counted already; its value changes.
+                Some(old) => self.unwritten_bytes + v_len - old.map_or(0, |o| o.len()),
+                None => self.unwritten_bytes + k_len + v_len + ENTRY_OVERHEAD,
+            };
+        }
+        if self.unwritten_bytes > self.write_behind_bytes {
+            self.write_behind()?;
+        }
         Ok(())
     }
     fn discard_uncommitted(&mut self) {
