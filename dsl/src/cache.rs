@@ -5,8 +5,9 @@
 //! commits thus costs one store write, one changelog record and one downstream record: the
 //! latest value, with the value forwarded before it as the old one.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, ProcessorContext};
@@ -79,12 +80,66 @@ impl Hasher for FastHash {
     }
 }
 
+/// Store keys up to this long are kept inline in the cache's table.
+const INLINE_KEY: usize = 30;
+
+/// A store key as the cache holds it: inline when short, so that a lookup reads the table
+/// slot and not also a second heap block.
+#[derive(Clone)]
+enum CacheKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl CacheKey {
+    fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(key);
+            CacheKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            CacheKey::Heap(key.into())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            CacheKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            CacheKey::Heap(b) => b,
+        }
+    }
+}
+
+impl Borrow<[u8]> for CacheKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// Hashes and compares as the bytes do (what `Borrow<[u8]>` requires).
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for CacheKey {}
+
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
 pub(crate) struct RecordCache<V> {
-    entries: HashMap<Vec<u8>, Entry<V>, BuildHasherDefault<FastHash>>,
+    entries: HashMap<CacheKey, Entry<V>, BuildHasherDefault<FastHash>>,
     /// Store keys updated since the last flush, in the order they first were: the order
     /// they are forwarded in.
-    dirty: Vec<Vec<u8>>,
+    dirty: Vec<CacheKey>,
     /// Approximate bytes held: keys (twice while dirty), entries, the table's overhead.
     bytes: usize,
     /// Updates so far: the clock of `Entry::used`.
@@ -139,13 +194,22 @@ impl<V: Data> RecordCache<V> {
 
     /// An entry's share of `bytes` (its key counted once).
     fn size(key: &[u8]) -> usize {
-        // The key's heap block, the (key, entry) slot, and the table's control bytes.
-        key.len().next_multiple_of(16) + std::mem::size_of::<(Vec<u8>, Entry<V>)>() + 16
+        // The (key, entry) slot, the table's control bytes, and a long key's heap block.
+        std::mem::size_of::<(CacheKey, Entry<V>)>() + 16 + Self::key_heap(key)
     }
 
     /// What a key costs on the dirty list.
     fn dirty_size(key: &[u8]) -> usize {
-        key.len().next_multiple_of(16) + 24
+        std::mem::size_of::<CacheKey>() + Self::key_heap(key)
+    }
+
+    /// The heap block a key needs (none when inline).
+    fn key_heap(key: &[u8]) -> usize {
+        if key.len() <= INLINE_KEY {
+            0
+        } else {
+            key.len().next_multiple_of(16)
+        }
     }
 
     /// Replaces `store_key`'s value by `step(current value, its timestamp)`, reading the
@@ -164,7 +228,7 @@ impl<V: Data> RecordCache<V> {
             if !e.dirty {
                 e.dirty = true;
                 e.old = e.value.clone();
-                self.dirty.push(store_key.to_vec());
+                self.dirty.push(CacheKey::new(store_key));
                 self.bytes += Self::dirty_size(store_key);
             }
             let absent = e.value.is_none();
@@ -191,9 +255,10 @@ impl<V: Data> RecordCache<V> {
         let (new, ts) = step(old.clone(), prev_ts);
         self.clock += 1;
         self.bytes += Self::size(store_key) + Self::dirty_size(store_key);
-        self.dirty.push(store_key.to_vec());
+        let key = CacheKey::new(store_key);
+        self.dirty.push(key.clone());
         self.entries.insert(
-            store_key.to_vec(),
+            key,
             Entry {
                 value: Some(new),
                 ts,
@@ -220,8 +285,9 @@ impl<V: Data> RecordCache<V> {
         store: &str,
     ) -> Result<(), ProcessError> {
         for key in std::mem::take(&mut self.dirty) {
-            self.bytes = self.bytes.saturating_sub(Self::dirty_size(&key));
-            let Some(e) = self.entries.get_mut(&key) else {
+            let key = key.as_slice();
+            self.bytes = self.bytes.saturating_sub(Self::dirty_size(key));
+            let Some(e) = self.entries.get_mut(key) else {
                 continue;
             };
             if !std::mem::take(&mut e.dirty) {
@@ -280,6 +346,7 @@ impl<V: Data> RecordCache<V> {
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], u64) -> bool) {
         let mut freed = 0;
         self.entries.retain(|k, e| {
+            let k = k.as_slice();
             let kept = e.dirty || keep(k, e.used);
             if !kept {
                 freed += Self::size(k);
@@ -315,11 +382,31 @@ mod tests {
         assert!(!add(&mut cache, &store, b"b", 4));
         // Nothing written yet: the store still has what it had.
         assert_eq!(store.get(b"b").unwrap(), None);
-        let e = &cache.entries[&b"a".to_vec()];
+        let e = &cache.entries[b"a".as_slice()];
         assert_eq!((e.value, e.ts, e.old), (Some(11), 7, Some(10)));
-        let e = &cache.entries[&b"b".to_vec()];
+        let e = &cache.entries[b"b".as_slice()];
         assert_eq!((e.value, e.ts, e.old), (Some(2), 4, None));
-        assert_eq!(cache.dirty, vec![b"a".to_vec(), b"b".to_vec()]);
+        let dirty: Vec<&[u8]> = cache.dirty.iter().map(CacheKey::as_slice).collect();
+        assert_eq!(dirty, vec![b"a".as_slice(), b"b"]);
+    }
+
+    /// Short keys live in the table, long ones on the heap; both are found by their bytes.
+    #[test]
+    fn short_and_long_keys_are_found_again() {
+        let store = InMemoryStore::new("s");
+        let mut cache = RecordCache::new(true, same_key());
+        let long = [7u8; INLINE_KEY + 10];
+        let short = [7u8; INLINE_KEY];
+        for key in [&long[..], &short, &long, &short[..3]] {
+            add(&mut cache, &store, key, 1);
+        }
+        assert_eq!(cache.entries.len(), 3);
+        assert_eq!(cache.entries[&long[..]].value, Some(2));
+        assert_eq!(cache.entries[&short[..]].value, Some(1));
+        assert!(matches!(
+            cache.dirty[0],
+            CacheKey::Heap(ref k) if **k == long[..]
+        ));
     }
 
     #[test]
@@ -355,7 +442,7 @@ mod tests {
         assert_eq!(cache.entries.len(), 8, "within the limit: nothing goes");
         cache.evict(4 * per_entry);
         // Three of four entries' worth stay: the three updated last.
-        let mut kept: Vec<u8> = cache.entries.keys().map(|k| k[0]).collect();
+        let mut kept: Vec<u8> = cache.entries.keys().map(|k| k.as_slice()[0]).collect();
         kept.sort();
         assert_eq!(kept, vec![0, 6, 7]);
         assert_eq!(cache.bytes, 3 * per_entry);

@@ -333,8 +333,9 @@ pub(crate) fn put_timestamped<V: Serialize>(
 }
 
 pub(crate) fn timestamped_bytes<V: Serialize>(value: &V, ts: i64) -> Result<Vec<u8>, ProcessError> {
-    let mut b = ts.to_be_bytes().to_vec();
-    b.extend_from_slice(&encode(value)?);
+    let mut b = Vec::with_capacity(24);
+    b.extend_from_slice(&ts.to_be_bytes());
+    hop::encode_into(value, &mut b).map_err(internal)?;
     Ok(b)
 }
 

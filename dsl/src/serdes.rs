@@ -261,6 +261,13 @@ pub mod hop {
             .map_err(|e| SerdeError(e.to_string()))
     }
 
+    /// Appends `value`'s bytes to `out`.
+    pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), SerdeError> {
+        bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+            .map(|_| ())
+            .map_err(|e| SerdeError(e.to_string()))
+    }
+
     pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, SerdeError> {
         bincode::serde::decode_from_slice(bytes, bincode::config::standard())
             .map(|(v, _)| v)

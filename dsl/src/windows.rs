@@ -311,17 +311,27 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         // the start.
         let mut skey = framed_key(key);
         let framed = skey.len();
-        for start in self.windows.starts(ts) {
-            let end = start + self.windows.size_ms;
-            if end <= close {
-                continue; // this window closed: too late for it
+        let size = self.windows.size_ms;
+        // Windows already closed are too late for the record; the last open one takes its
+        // value, the others a clone.
+        let mut starts = self
+            .windows
+            .starts(ts)
+            .filter(|start| start + size > close)
+            .peekable();
+        let mut v = Some(v);
+        while let Some(start) = starts.next() {
+            let value = match starts.peek() {
+                Some(_) => v.clone(),
+                None => v.take(),
             }
+            .ok_or_else(|| ProcessError::Failed("a record's value was used up".into()))?;
             skey.truncate(framed);
             skey.extend_from_slice(&ts_bytes(start));
             let absent = self
                 .cache
                 .update(store, &skey, start > known, headers, |acc, t| {
-                    (step(k, v.clone(), acc), t.map_or(ts, |t| ts.max(t)))
+                    (step(k, value, acc), t.map_or(ts, |t| ts.max(t)))
                 })?;
             if absent {
                 self.expiry.insert(start, skey.clone());
