@@ -72,6 +72,11 @@ pub struct StreamsConfig {
     /// a commit comes early. Split among stream threads, it also bounds each processor's
     /// record cache ([`crate::processor::ProcessorContext::cache_max_bytes`]).
     pub cache_max_bytes: usize,
+    /// Committed store changes the instance's persistent stores may hold in memory before
+    /// writing them to disk (write-behind, split among stream threads): a key updated in
+    /// many commits is written once. Past it, a commit writes them all; checkpoints,
+    /// closing and revocation always do.
+    pub write_behind_max_bytes: usize,
     /// `deserialization.exception.handler`: a record whose key or value could not be
     /// deserialized (a processor returned [`ProcessError::Deserialization`]).
     pub deserialization_exception_handler: ExceptionHandler,
@@ -129,6 +134,7 @@ impl StreamsConfig {
             num_stream_threads: 1,
             group_instance_id: None,
             cache_max_bytes: 10 * 1024 * 1024,
+            write_behind_max_bytes: 64 * 1024 * 1024,
             deserialization_exception_handler: ExceptionHandler::Fail,
             processing_exception_handler: ExceptionHandler::Fail,
             production_exception_handler: ExceptionHandler::Fail,
@@ -300,11 +306,30 @@ impl RunState {
                 }
             }
         }
+        self.bound_write_behind()?;
         if !self.eos && !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await?;
         }
         self.metrics.record_commit(self.thread, started.elapsed());
         self.purge_repartitions(&offsets).await;
+        Ok(())
+    }
+
+    /// Past this thread's share of `write_behind_max_bytes`, every store writes the
+    /// committed changes it held back.
+    fn bound_write_behind(&mut self) -> Result<(), StreamsError> {
+        let budget = self.config.write_behind_max_bytes / self.config.num_stream_threads.max(1);
+        let held: usize = self
+            .tasks
+            .values_mut()
+            .flat_map(|t| t.stores_mut())
+            .map(|(_, s)| s.unwritten_bytes())
+            .sum();
+        if held > budget {
+            for (_, store) in self.tasks.values_mut().flat_map(|t| t.stores_mut()) {
+                store.write_unwritten().map_err(ProcessError::from)?;
+            }
+        }
         Ok(())
     }
 

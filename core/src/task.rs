@@ -141,8 +141,10 @@ impl Task {
                 let store: Box<dyn KeyValueStore> = match application_id {
                     Some(app) if logged => {
                         let tp = TopicPartition::new(Topology::changelog_topic(app, s), id.1);
+                        // A persistent store writes behind; the runtime keeps all of them
+                        // within `write_behind_max_bytes`.
                         let write_behind = if persistent.contains(s) {
-                            WRITE_BEHIND_BYTES
+                            usize::MAX
                         } else {
                             0
                         };
@@ -390,10 +392,6 @@ impl Task {
         Ok(())
     }
 }
-
-/// Committed changes a persistent changelogged store holds in memory before writing them
-/// (see `state::changelog`): a key updated in many commits is written once.
-const WRITE_BEHIND_BYTES: usize = 8 << 20;
 
 /// Removes a store directory (nothing there is fine).
 fn wipe(dir: &Path) -> std::io::Result<()> {

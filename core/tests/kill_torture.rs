@@ -88,6 +88,9 @@ async fn torture_child() {
     config.transaction_timeout_ms = 5_000;
     // Checkpoints often, so most kills leave local state ahead of its checkpoint.
     config.checkpoint_after_changes = 40;
+    // A write-behind budget of a few changes: kills find committed changes held in memory,
+    // and local state written past its checkpoint by a spill.
+    config.write_behind_max_bytes = 300;
     if guarantee == "eos" {
         config.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
         // Longer than the input's 80 ms pace, so a transaction with output is open most of the

@@ -92,8 +92,9 @@ impl<S: KeyValueStore> LoggedStore<S> {
     }
 
     /// Committed changes wait in memory, up to about `bytes`, before they are written into
-    /// the store (all of them at once; sooner when the store is flushed). Worth it for a
-    /// persistent store, where a write costs more than a map insert.
+    /// the store (all of them at once; sooner when the store is flushed or told to
+    /// `write_unwritten`, as the runtime does to keep all its stores within one budget).
+    /// Worth it for a persistent store, where a write costs more than a map insert.
     pub fn with_write_behind(mut self, bytes: usize) -> Self {
         self.write_behind_bytes = bytes;
         self
@@ -102,17 +103,6 @@ impl<S: KeyValueStore> LoggedStore<S> {
     /// Committed changes waiting to be written into the store.
     pub fn unwritten(&self) -> usize {
         self.unwritten.len()
-    }
-
-    /// Writes the committed changes waiting in memory into the store.
-    fn write_behind(&mut self) -> Result<(), StoreError> {
-        if self.unwritten.is_empty() {
-            return Ok(());
-        }
-        self.inner
-            .write_all(std::mem::take(&mut self.unwritten).into_iter().collect())?;
-        self.unwritten_bytes = 0;
-        Ok(())
     }
 
     /// Changes waiting for the next commit (after the write cache's deduplication).
@@ -239,7 +229,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     /// Writes the committed changes into the store and flushes it; uncommitted changes stay
     /// in the overlay.
     fn flush(&mut self) -> Result<(), StoreError> {
-        self.write_behind()?;
+        self.write_unwritten()?;
         self.inner.flush()
     }
     fn changelog(&self) -> Option<&TopicPartition> {
@@ -283,7 +273,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
             };
         }
         if self.unwritten_bytes > self.write_behind_bytes {
-            self.write_behind()?;
+            self.write_unwritten()?;
         }
         Ok(())
     }
@@ -291,6 +281,18 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.dirty.clear();
         self.dirty_bytes = 0;
         self.expired.clear();
+    }
+    fn unwritten_bytes(&self) -> usize {
+        self.unwritten_bytes
+    }
+    fn write_unwritten(&mut self) -> Result<(), StoreError> {
+        if self.unwritten.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .write_all(std::mem::take(&mut self.unwritten).into_iter().collect())?;
+        self.unwritten_bytes = 0;
+        Ok(())
     }
 }
 
@@ -381,8 +383,9 @@ pub async fn restore_into(
             report.records += 1;
         }
         // A logged store takes each batch straight into local state: restoring is not news
-        // for the changelog, and the overlay stays small.
+        // for the changelog, and the overlays stay small.
         store.apply_uncommitted()?;
+        store.write_unwritten()?;
         progress(consumer.position(tp).unwrap_or(from).min(end), end);
     }
     store.apply_uncommitted()?;

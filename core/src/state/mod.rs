@@ -111,6 +111,18 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     /// Forgets the uncommitted changes (their transaction aborted): local state is back at
     /// the last commit.
     fn discard_uncommitted(&mut self) {}
+
+    /// For a store that writes behind: estimated bytes of committed changes held in memory,
+    /// not yet in local state.
+    fn unwritten_bytes(&self) -> usize {
+        0
+    }
+
+    /// For a store that writes behind: writes the committed changes it holds into local
+    /// state (not synced: see `flush`, which does this too).
+    fn write_unwritten(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A borrowed store is a store: window and session views can wrap the store a processor
@@ -167,6 +179,12 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn discard_uncommitted(&mut self) {
         (**self).discard_uncommitted()
     }
+    fn unwritten_bytes(&self) -> usize {
+        (**self).unwritten_bytes()
+    }
+    fn write_unwritten(&mut self) -> Result<(), StoreError> {
+        (**self).write_unwritten()
+    }
 }
 
 impl KeyValueStore for Box<dyn KeyValueStore> {
@@ -220,6 +238,12 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn discard_uncommitted(&mut self) {
         self.as_mut().discard_uncommitted()
+    }
+    fn unwritten_bytes(&self) -> usize {
+        self.as_ref().unwritten_bytes()
+    }
+    fn write_unwritten(&mut self) -> Result<(), StoreError> {
+        self.as_mut().write_unwritten()
     }
 }
 
