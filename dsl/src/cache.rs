@@ -295,15 +295,15 @@ impl<V: Data> RecordCache<V> {
             }
             let old = e.old.take();
             match &e.value {
-                Some(v) => ctx.store(store)?.put(&key, &timestamped_bytes(v, e.ts)?)?,
-                None => ctx.store(store)?.erase(&key)?,
+                Some(v) => ctx.store(store)?.put(key, &timestamped_bytes(v, e.ts)?)?,
+                None => ctx.store(store)?.erase(key)?,
             }
             let change = Change {
                 new: e.value.clone(),
                 old,
             };
             ctx.forward(typed_record(
-                Some((self.out_key)(&key)?),
+                Some((self.out_key)(key)?),
                 change,
                 e.ts,
                 e.headers.clone(),
