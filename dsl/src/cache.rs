@@ -5,13 +5,12 @@
 //! commits thus costs one store write, one changelog record and one downstream record: the
 //! latest value, with the value forwarded before it as the old one.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, ProcessorContext};
-use rill_core::state::KeyValueStore;
+use rill_core::state::{InlineKey, KeyValueStore};
 
 use crate::graph::{decode_timestamped, timestamped_bytes, typed_record, Change};
 use crate::Data;
@@ -80,66 +79,12 @@ impl Hasher for FastHash {
     }
 }
 
-/// Store keys up to this long are kept inline in the cache's table.
-const INLINE_KEY: usize = 30;
-
-/// A store key as the cache holds it: inline when short, so that a lookup reads the table
-/// slot and not also a second heap block.
-#[derive(Clone)]
-enum CacheKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl CacheKey {
-    fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(key);
-            CacheKey::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            CacheKey::Heap(key.into())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            CacheKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            CacheKey::Heap(b) => b,
-        }
-    }
-}
-
-impl Borrow<[u8]> for CacheKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-/// Hashes and compares as the bytes do (what `Borrow<[u8]>` requires).
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for CacheKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for CacheKey {}
-
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
 pub(crate) struct RecordCache<V> {
-    entries: HashMap<CacheKey, Entry<V>, BuildHasherDefault<FastHash>>,
+    entries: HashMap<InlineKey, Entry<V>, BuildHasherDefault<FastHash>>,
     /// Store keys updated since the last flush, in the order they first were: the order
     /// they are forwarded in.
-    dirty: Vec<CacheKey>,
+    dirty: Vec<InlineKey>,
     /// Approximate bytes held: keys (twice while dirty), entries, the table's overhead.
     bytes: usize,
     /// Updates so far: the clock of `Entry::used`.
@@ -195,21 +140,17 @@ impl<V: Data> RecordCache<V> {
     /// An entry's share of `bytes` (its key counted once).
     fn size(key: &[u8]) -> usize {
         // The (key, entry) slot, the table's control bytes, and a long key's heap block.
-        std::mem::size_of::<(CacheKey, Entry<V>)>() + 16 + Self::key_heap(key)
+        std::mem::size_of::<(InlineKey, Entry<V>)>() + 16 + Self::key_heap(key)
     }
 
     /// What a key costs on the dirty list.
     fn dirty_size(key: &[u8]) -> usize {
-        std::mem::size_of::<CacheKey>() + Self::key_heap(key)
+        std::mem::size_of::<InlineKey>() + Self::key_heap(key)
     }
 
     /// The heap block a key needs (none when inline).
     fn key_heap(key: &[u8]) -> usize {
-        if key.len() <= INLINE_KEY {
-            0
-        } else {
-            key.len().next_multiple_of(16)
-        }
+        InlineKey::heap_bytes(key)
     }
 
     /// Replaces `store_key`'s value by `step(current value, its timestamp)`, reading the
@@ -228,7 +169,7 @@ impl<V: Data> RecordCache<V> {
             if !e.dirty {
                 e.dirty = true;
                 e.old = e.value.clone();
-                self.dirty.push(CacheKey::new(store_key));
+                self.dirty.push(InlineKey::new(store_key));
                 self.bytes += Self::dirty_size(store_key);
             }
             let absent = e.value.is_none();
@@ -255,7 +196,7 @@ impl<V: Data> RecordCache<V> {
         let (new, ts) = step(old.clone(), prev_ts);
         self.clock += 1;
         self.bytes += Self::size(store_key) + Self::dirty_size(store_key);
-        let key = CacheKey::new(store_key);
+        let key = InlineKey::new(store_key);
         self.dirty.push(key.clone());
         self.entries.insert(
             key,
@@ -361,6 +302,7 @@ impl<V: Data> RecordCache<V> {
 mod tests {
     use super::*;
     use rill_core::state::memory::InMemoryStore;
+    use rill_core::state::INLINE_KEY_BYTES;
 
     fn add(cache: &mut RecordCache<i64>, store: &InMemoryStore, key: &[u8], ts: i64) -> bool {
         cache
@@ -386,7 +328,7 @@ mod tests {
         assert_eq!((e.value, e.ts, e.old), (Some(11), 7, Some(10)));
         let e = &cache.entries[b"b".as_slice()];
         assert_eq!((e.value, e.ts, e.old), (Some(2), 4, None));
-        let dirty: Vec<&[u8]> = cache.dirty.iter().map(CacheKey::as_slice).collect();
+        let dirty: Vec<&[u8]> = cache.dirty.iter().map(InlineKey::as_slice).collect();
         assert_eq!(dirty, vec![b"a".as_slice(), b"b"]);
     }
 
@@ -395,8 +337,8 @@ mod tests {
     fn short_and_long_keys_are_found_again() {
         let store = InMemoryStore::new("s");
         let mut cache = RecordCache::new(true, same_key());
-        let long = [7u8; INLINE_KEY + 10];
-        let short = [7u8; INLINE_KEY];
+        let long = [7u8; INLINE_KEY_BYTES + 10];
+        let short = [7u8; INLINE_KEY_BYTES];
         for key in [&long[..], &short, &long, &short[..3]] {
             add(&mut cache, &store, key, 1);
         }
@@ -405,7 +347,7 @@ mod tests {
         assert_eq!(cache.entries[&short[..]].value, Some(1));
         assert!(matches!(
             cache.dirty[0],
-            CacheKey::Heap(ref k) if **k == long[..]
+            InlineKey::Heap(ref k) if **k == long[..]
         ));
     }
 

@@ -28,7 +28,7 @@ use rill_log::client::{
 };
 use rill_log::types::TopicPartition;
 
-use super::{prefix_end, Entry, KeyValueStore, StoreError};
+use super::{prefix_end, Entry, InlineKey, KeyValueStore, StoreError};
 
 /// Why a changelog operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,20 +61,21 @@ pub struct LoggedStore<S: KeyValueStore> {
     inner: S,
     changelog: TopicPartition,
     /// Changes since the last commit, by key (`None`: deleted); not yet in `inner`.
-    dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    dirty: BTreeMap<InlineKey, Option<Vec<u8>>>,
     /// Bytes of keys and values in `dirty`.
     dirty_bytes: usize,
     /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
-    expired: Vec<Vec<u8>>,
+    expired: Vec<InlineKey>,
     /// Committed changes not yet written into `inner` (write-behind), by key.
-    unwritten: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    unwritten: BTreeMap<InlineKey, Option<Vec<u8>>>,
     /// Estimated bytes of `unwritten` (keys, values, the map's nodes).
     unwritten_bytes: usize,
     /// Past this, `unwritten` goes into `inner` (0: at every commit).
     write_behind_bytes: usize,
 }
 
-/// What an overlay entry costs beyond its key and value (the map's node, two `Vec`s).
+/// What an overlay entry costs beyond a long key's heap block and its value (its share of
+/// the map's node: the inline key and the value's `Vec`).
 const ENTRY_OVERHEAD: usize = 64;
 
 impl<S: KeyValueStore> LoggedStore<S> {
@@ -112,7 +113,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
 
     fn record(&mut self, key: &[u8], value: Option<Vec<u8>>) {
         let added = key.len() + value.as_ref().map_or(0, Vec::len);
-        if let Some(old) = self.dirty.insert(key.to_vec(), value) {
+        if let Some(old) = self.dirty.insert(InlineKey::new(key), value) {
             self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());
         }
         self.dirty_bytes += added;
@@ -137,8 +138,8 @@ impl<S: KeyValueStore> LoggedStore<S> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
         for (k, v) in changes {
             match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
+                Some(v) => merged.insert(k.as_slice().to_vec(), v.clone()),
+                None => merged.remove(k.as_slice()),
             };
         }
         merged.into_iter().collect()
@@ -238,7 +239,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.dirty
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.as_slice().to_vec(), v.clone()))
             .collect()
     }
     fn uncommitted_bytes(&self) -> usize {
@@ -252,7 +253,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         if let Some(old) = self.dirty.remove(key) {
             self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());
         }
-        self.expired.push(key.to_vec());
+        self.expired.push(InlineKey::new(key));
         Ok(())
     }
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
@@ -260,12 +261,15 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         // holding both would leave the order to the backend).
         let expired: Vec<_> = std::mem::take(&mut self.expired)
             .into_iter()
-            .filter(|k| !self.dirty.contains_key(k))
+            .filter(|k| !self.dirty.contains_key(k.as_slice()))
             .map(|k| (k, None))
             .collect();
         self.dirty_bytes = 0;
         for (k, v) in expired.into_iter().chain(std::mem::take(&mut self.dirty)) {
-            let (k_len, v_len) = (k.len(), v.as_ref().map_or(0, Vec::len));
+            let (k_len, v_len) = (
+                InlineKey::heap_bytes(k.as_slice()),
+                v.as_ref().map_or(0, Vec::len),
+            );
             self.unwritten_bytes = match self.unwritten.insert(k, v) {
                 // The key was counted already; its value changes.
                 Some(old) => self.unwritten_bytes + v_len - old.map_or(0, |o| o.len()),
@@ -289,8 +293,12 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         if self.unwritten.is_empty() {
             return Ok(());
         }
-        self.inner
-            .write_all(std::mem::take(&mut self.unwritten).into_iter().collect())?;
+        self.inner.write_all(
+            std::mem::take(&mut self.unwritten)
+                .into_iter()
+                .map(|(k, v)| (k.into(), v))
+                .collect(),
+        )?;
         self.unwritten_bytes = 0;
         Ok(())
     }

@@ -16,6 +16,7 @@
 pub mod changelog;
 pub mod conformance;
 pub mod fjall_store;
+mod inline_key;
 pub mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb_store;
@@ -23,6 +24,7 @@ mod session;
 mod timestamped;
 mod window;
 
+pub use inline_key::{InlineKey, INLINE_KEY_BYTES};
 pub use session::{Session, SessionStore};
 pub use timestamped::{TimestampedKeyValueStore, ValueAndTimestamp};
 pub use window::WindowStore;

@@ -1,0 +1,143 @@
+//! Store keys held inline when short: ordered maps and hash tables of them compare keys
+//! where they sit, without a second heap read per comparison (the cost that dominated the
+//! overlays of changelogged stores and the DSL's record caches).
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::hash::{Hash, Hasher};
+
+/// Keys up to this long are kept inline.
+pub const INLINE_KEY_BYTES: usize = 30;
+
+/// A key's bytes: inline up to [`INLINE_KEY_BYTES`], on the heap beyond. Compares, orders
+/// and hashes exactly as its bytes do, so maps of them are searched by `&[u8]`.
+#[derive(Clone)]
+pub enum InlineKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl InlineKey {
+    pub fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE_KEY_BYTES {
+            let mut bytes = [0; INLINE_KEY_BYTES];
+            bytes[..key.len()].copy_from_slice(key);
+            InlineKey::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            InlineKey::Heap(key.into())
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            InlineKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            InlineKey::Heap(b) => b,
+        }
+    }
+
+    /// The heap bytes the key needs beyond its own size (none when inline).
+    pub fn heap_bytes(key: &[u8]) -> usize {
+        if key.len() <= INLINE_KEY_BYTES {
+            0
+        } else {
+            key.len().next_multiple_of(16)
+        }
+    }
+}
+
+impl From<&[u8]> for InlineKey {
+    fn from(key: &[u8]) -> Self {
+        InlineKey::new(key)
+    }
+}
+
+impl From<InlineKey> for Vec<u8> {
+    fn from(key: InlineKey) -> Self {
+        match key {
+            InlineKey::Inline { .. } => key.as_slice().to_vec(),
+            InlineKey::Heap(b) => b.into_vec(),
+        }
+    }
+}
+
+impl Borrow<[u8]> for InlineKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Hash for InlineKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for InlineKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for InlineKey {}
+
+impl PartialOrd for InlineKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for InlineKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::fmt::Debug for InlineKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Inline and heap keys order, compare and convert as their bytes, and a map of them is
+    /// searched by byte slices.
+    #[test]
+    fn keys_behave_as_their_bytes() {
+        let long = vec![9u8; INLINE_KEY_BYTES + 1];
+        let keys: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0],
+            vec![9; INLINE_KEY_BYTES],
+            long.clone(),
+            vec![9; INLINE_KEY_BYTES + 5],
+            vec![10],
+        ];
+        let mut map = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate().rev() {
+            map.insert(InlineKey::new(k), i);
+        }
+        let order: Vec<usize> = map.values().copied().collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(map.get(long.as_slice()), Some(&3));
+        let from: &[u8] = &[9];
+        let in_range: Vec<usize> = map
+            .range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(in_range, vec![2, 3, 4, 5]);
+        for k in &keys {
+            assert_eq!(Vec::from(InlineKey::new(k)), *k);
+        }
+        assert!(matches!(InlineKey::new(&long), InlineKey::Heap(_)));
+    }
+}
