@@ -244,22 +244,22 @@ impl RunState {
         }
         let mut changelog_deliveries = Vec::with_capacity(logged.len());
         for (id, name, tp, changes) in logged {
-            let mut deliveries = Vec::with_capacity(changes.len());
+            let n = changes.len() as u64;
+            let mut deliveries = Vec::new();
             for (k, v) in changes {
                 let mut r = ProducerRecord::new(tp.topic.clone(), Some(k), Vec::<u8>::new());
                 r.value = v.map(Into::into);
                 r.partition = Some(tp.partition.0);
-                deliveries.push(self.producer.send(r).await?);
+                keep_last_of_batch(&mut deliveries, self.producer.send(r).await?);
             }
-            changelog_deliveries.push((id, name, deliveries));
+            changelog_deliveries.push((id, name, n, deliveries));
         }
         self.producer.flush().await;
         for d in std::mem::take(&mut self.in_flight) {
             d.await?;
         }
         // The changelog offset after each store's last change: its next checkpoint.
-        for (id, name, deliveries) in changelog_deliveries {
-            let n = deliveries.len() as u64;
+        for (id, name, n, deliveries) in changelog_deliveries {
             let mut end = 0;
             for d in deliveries {
                 end = end.max(d.await?.offset + 1);
@@ -1078,7 +1078,7 @@ impl RunState {
         let copy = (!self.eos && dead_letters).then(|| record.clone());
         match self.producer.send(record).await {
             Ok(d) => {
-                self.in_flight.push(d);
+                keep_last_of_batch(&mut self.in_flight, d);
                 Ok(())
             }
             Err(e) if !self.eos => {
@@ -1096,6 +1096,16 @@ impl RunState {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Keeps `d` in `deliveries` as the one to wait for: every record of a batch ends as the
+/// batch does, so the last delivered record of each batch stands for the others (and has
+/// the batch's highest offset).
+fn keep_last_of_batch(deliveries: &mut Vec<Delivery>, d: Delivery) {
+    match deliveries.last_mut() {
+        Some(last) if last.same_batch(&d) => *last = d,
+        _ => deliveries.push(d),
     }
 }
 

@@ -158,11 +158,23 @@ async fn linger_groups_records_into_one_batch() {
                 .unwrap(),
         );
     }
+    assert!(deliveries.windows(2).all(|w| w[0].same_batch(&w[1])));
     for d in deliveries {
         d.await.unwrap();
     }
     let sizes: Vec<usize> = batches(&b, "t", 0).await.iter().map(Vec::len).collect();
     assert_eq!(sizes, vec![40]);
+    // A record sent after the batch went out is in another.
+    let first = producer
+        .send(ProducerRecord::new("t", Some("k"), "a"))
+        .await
+        .unwrap();
+    producer.flush().await;
+    let second = producer
+        .send(ProducerRecord::new("t", Some("k"), "b"))
+        .await
+        .unwrap();
+    assert!(!first.same_batch(&second));
     producer.close().await;
     b.close().unwrap();
 }

@@ -186,6 +186,12 @@ impl Delivery {
         })
     }
 
+    /// Whether `other` went in the same batch: both then end the same way, so a caller
+    /// waiting for many records needs to keep only the last of each batch.
+    pub fn same_batch(&self, other: &Delivery) -> bool {
+        Arc::ptr_eq(&self.slot, &other.slot)
+    }
+
     /// Waits for the outcome.
     pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
         loop {
