@@ -59,7 +59,8 @@ pub struct TaskMetrics {
     pub processed: u64,
     /// Records dropped: invalid timestamps, or skipped by an exception handler.
     pub dropped: u64,
-    /// Time to process one record through the sub-topology.
+    /// Time to process one record through the sub-topology, measured for one record in
+    /// eight (the first, the ninth, ...).
     pub process_latency: Latency,
 }
 
@@ -181,15 +182,19 @@ impl Metrics {
         })
     }
 
-    /// A record went through `task` on `thread` in `took`.
-    pub(crate) fn record_processed(&self, thread: usize, task: TaskId, took: Duration) {
+    /// A record went through `task` on `thread`, in `took` if it was timed.
+    pub(crate) fn record_processed(&self, thread: usize, task: TaskId, took: Option<Duration>) {
         self.with(|m| {
             let t = Self::task(m, task);
             t.processed += 1;
-            record(&mut t.latency, took);
+            if let Some(took) = took {
+                record(&mut t.latency, took);
+            }
             let th = Self::thread(m, thread);
             th.processed += 1;
-            record(&mut th.latency, took);
+            if let Some(took) = took {
+                record(&mut th.latency, took);
+            }
         })
     }
 
