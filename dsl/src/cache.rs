@@ -10,7 +10,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, ProcessorContext};
-use rill_core::state::{InlineKey, KeyValueStore};
+use rill_core::state::{ts_bytes, InlineKey, KeyValueStore};
+use smallvec::{smallvec, SmallVec};
 
 use crate::graph::{decode_timestamped, timestamped_bytes, typed_record, Change};
 use crate::Data;
@@ -26,8 +27,9 @@ pub(crate) fn same_key() -> OutKey {
     Box::new(|k| Ok(Bytes::copy_from_slice(k)))
 }
 
-/// One cached key.
+/// One cached store key: a window of its group key (`None` in a key-value store).
 struct Entry<V> {
+    window: Option<i64>,
     /// The current value (`None`: absent).
     value: Option<V>,
     ts: i64,
@@ -39,6 +41,22 @@ struct Entry<V> {
     /// When it was last updated (the cache's update count): eviction takes the least
     /// recently updated first.
     used: u64,
+}
+
+/// A group key's entries: one for a key-value store's key; for a windowed key, one per
+/// window the cache holds, side by side (a hopping record's five window updates cost one
+/// table lookup).
+type Slots<V> = SmallVec<[Entry<V>; 2]>;
+
+/// The store key of `group`'s `window` (as `WindowStore` lays it out: the framed key, then
+/// the window start), or `group` itself.
+pub(crate) fn store_key(group: &[u8], window: Option<i64>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(group.len() + 8);
+    k.extend_from_slice(group);
+    if let Some(start) = window {
+        k.extend_from_slice(&ts_bytes(start));
+    }
+    k
 }
 
 /// A multiply-rotate hash taking eight bytes a step (as rustc's FxHash does): store keys
@@ -81,11 +99,11 @@ impl Hasher for FastHash {
 
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
 pub(crate) struct RecordCache<V> {
-    entries: HashMap<InlineKey, Entry<V>, BuildHasherDefault<FastHash>>,
-    /// Store keys updated since the last flush, in the order they first were: the order
-    /// they are forwarded in.
-    dirty: Vec<InlineKey>,
-    /// Approximate bytes held: keys (twice while dirty), entries, the table's overhead.
+    entries: HashMap<InlineKey, Slots<V>, BuildHasherDefault<FastHash>>,
+    /// Store keys (group, window) updated since the last flush, in the order they first
+    /// were: the order they are forwarded in.
+    dirty: Vec<(InlineKey, Option<i64>)>,
+    /// Approximate bytes held: groups, entries, the dirty list, the table's overhead.
     bytes: usize,
     /// Updates so far: the clock of `Entry::used`.
     clock: u64,
@@ -94,15 +112,10 @@ pub(crate) struct RecordCache<V> {
     /// Off (`Materialized::with_caching_disabled`): every update is written and forwarded
     /// at once, and nothing stays cached.
     enabled: bool,
-    /// The time of a store key (a window's start), for `evicted_max`.
-    key_time: Option<KeyTime>,
-    /// The latest `key_time` of an entry evicted to save memory (`i64::MAX` when a key
-    /// had none): what the store may hold that the cache no longer does.
+    /// The latest window start of an entry evicted to save memory: what the store may hold
+    /// that the cache no longer does.
     evicted_max: i64,
 }
-
-/// The time a store key carries (a window store key's window start).
-pub(crate) type KeyTime = fn(&[u8]) -> Option<i64>;
 
 impl<V: Data> RecordCache<V> {
     /// A cache forwarding updates under `out_key(store key)`.
@@ -114,16 +127,8 @@ impl<V: Data> RecordCache<V> {
             clock: 0,
             out_key,
             enabled,
-            key_time: None,
             evicted_max: i64::MIN,
         }
-    }
-
-    /// Tracks the latest time `key_time` finds in a key evicted to save memory (see
-    /// [`RecordCache::evicted_max`]).
-    pub fn with_key_time(mut self, key_time: KeyTime) -> Self {
-        self.key_time = Some(key_time);
-        self
     }
 
     /// Whether the cache is on (off, it keeps nothing between flushes).
@@ -131,52 +136,53 @@ impl<V: Data> RecordCache<V> {
         self.enabled
     }
 
-    /// The latest key time of an entry evicted to save memory: a key with a later time
-    /// that the cache lacks was never evicted from it.
+    /// The latest window start of an entry evicted to save memory: a later window that the
+    /// cache lacks was never evicted from it.
     pub fn evicted_max(&self) -> i64 {
         self.evicted_max
     }
 
-    /// An entry's share of `bytes` (its key counted once).
-    fn size(key: &[u8]) -> usize {
-        // The (key, entry) slot, the table's control bytes, and a long key's heap block.
-        std::mem::size_of::<(InlineKey, Entry<V>)>() + 16 + Self::key_heap(key)
+    /// A group's share of `bytes` (its table slot and control bytes, a long key's heap).
+    fn group_size(group: &[u8]) -> usize {
+        std::mem::size_of::<(InlineKey, Slots<V>)>() + 16 + InlineKey::heap_bytes(group)
     }
 
-    /// What a key costs on the dirty list.
-    fn dirty_size(key: &[u8]) -> usize {
-        std::mem::size_of::<InlineKey>() + Self::key_heap(key)
+    /// An entry's share of `bytes`.
+    fn entry_size() -> usize {
+        std::mem::size_of::<Entry<V>>()
     }
 
-    /// The heap block a key needs (none when inline).
-    fn key_heap(key: &[u8]) -> usize {
-        InlineKey::heap_bytes(key)
+    /// What an entry costs on the dirty list.
+    fn dirty_size(group: &[u8]) -> usize {
+        std::mem::size_of::<(InlineKey, Option<i64>)>() + InlineKey::heap_bytes(group)
     }
 
-    /// Replaces `store_key`'s value by `step(current value, its timestamp)`, reading the
-    /// store on a miss unless the caller knows the key is `new` there; the update is
-    /// forwarded with `headers` at the next flush. Returns whether the key was absent (new
-    /// to the store).
+    /// Replaces the value of `group`'s `window` (the store key `store_key(group, window)`)
+    /// by `step(current value, its timestamp)`, reading the store on a miss unless the
+    /// caller knows the key is `new` there; the update is forwarded with `headers` at the
+    /// next flush. Returns whether the key was absent (new to the store).
     pub fn update(
         &mut self,
         store: &dyn KeyValueStore,
-        store_key: &[u8],
+        group: &[u8],
+        window: Option<i64>,
         new: bool,
         headers: &Headers,
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
-        if let Some(e) = self.entries.get_mut(store_key) {
+        self.clock += 1;
+        let slots = self.entries.get_mut(group);
+        if let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == window)) {
             if !e.dirty {
                 e.dirty = true;
                 e.old = e.value.clone();
-                self.dirty.push(InlineKey::new(store_key));
-                self.bytes += Self::dirty_size(store_key);
+                self.dirty.push((InlineKey::new(group), window));
+                self.bytes += Self::dirty_size(group);
             }
             let absent = e.value.is_none();
             let (new, ts) = step(e.value.take(), (!absent).then_some(e.ts));
             e.value = Some(new);
             e.ts = ts;
-            self.clock += 1;
             e.used = self.clock;
             if e.headers != *headers {
                 e.headers = headers.clone();
@@ -184,7 +190,11 @@ impl<V: Data> RecordCache<V> {
             return Ok(absent);
         }
         // A miss: the store's value is the old one, and the entry starts dirty.
-        let stored = if new { None } else { store.get(store_key)? };
+        let stored = if new {
+            None
+        } else {
+            store.get(&store_key(group, window))?
+        };
         let (old, prev_ts) = match stored {
             Some(b) => {
                 let (v, t) = decode_timestamped::<V>(&b)?;
@@ -193,22 +203,25 @@ impl<V: Data> RecordCache<V> {
             None => (None, None),
         };
         let absent = old.is_none();
-        let (new, ts) = step(old.clone(), prev_ts);
-        self.clock += 1;
-        self.bytes += Self::size(store_key) + Self::dirty_size(store_key);
-        let key = InlineKey::new(store_key);
-        self.dirty.push(key.clone());
-        self.entries.insert(
-            key,
-            Entry {
-                value: Some(new),
-                ts,
-                dirty: true,
-                old,
-                headers: headers.clone(),
-                used: self.clock,
-            },
-        );
+        let (value, ts) = step(old.clone(), prev_ts);
+        self.bytes += Self::entry_size() + Self::dirty_size(group);
+        self.dirty.push((InlineKey::new(group), window));
+        let entry = Entry {
+            window,
+            value: Some(value),
+            ts,
+            dirty: true,
+            old,
+            headers: headers.clone(),
+            used: self.clock,
+        };
+        match self.entries.get_mut(group) {
+            Some(slots) => slots.push(entry),
+            None => {
+                self.bytes += Self::group_size(group);
+                self.entries.insert(InlineKey::new(group), smallvec![entry]);
+            }
+        }
         Ok(absent)
     }
 
@@ -225,33 +238,35 @@ impl<V: Data> RecordCache<V> {
         ctx: &mut ProcessorContext<'_>,
         store: &str,
     ) -> Result<(), ProcessError> {
-        for key in std::mem::take(&mut self.dirty) {
-            let key = key.as_slice();
-            self.bytes = self.bytes.saturating_sub(Self::dirty_size(key));
-            let Some(e) = self.entries.get_mut(key) else {
+        for (group, window) in std::mem::take(&mut self.dirty) {
+            let group = group.as_slice();
+            self.bytes = self.bytes.saturating_sub(Self::dirty_size(group));
+            let slots = self.entries.get_mut(group);
+            let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == window)) else {
                 continue;
             };
             if !std::mem::take(&mut e.dirty) {
                 continue;
             }
             let old = e.old.take();
+            let key = store_key(group, window);
             match &e.value {
-                Some(v) => ctx.store(store)?.put(key, &timestamped_bytes(v, e.ts)?)?,
-                None => ctx.store(store)?.erase(key)?,
+                Some(v) => ctx.store(store)?.put(&key, &timestamped_bytes(v, e.ts)?)?,
+                None => ctx.store(store)?.erase(&key)?,
             }
             let change = Change {
                 new: e.value.clone(),
                 old,
             };
             ctx.forward(typed_record(
-                Some((self.out_key)(key)?),
+                Some((self.out_key)(&key)?),
                 change,
                 e.ts,
                 e.headers.clone(),
             ))?;
         }
         if !self.enabled {
-            self.retain(|_, _| false);
+            self.retain(|_, _, _| false);
         } else {
             self.evict(ctx.cache_max_bytes());
         }
@@ -264,35 +279,42 @@ impl<V: Data> RecordCache<V> {
         if self.bytes <= limit {
             return;
         }
-        let per_entry = (self.bytes / self.entries.len().max(1)).max(1);
-        let keep = (limit / 4 * 3 / per_entry).min(self.entries.len());
-        let cut = self.entries.len() - keep;
+        let held: usize = self.entries.values().map(|s| s.len()).sum();
+        let per_entry = (self.bytes / held.max(1)).max(1);
+        let keep = (limit / 4 * 3 / per_entry).min(held);
+        let cut = held - keep;
         if cut == 0 {
             return;
         }
-        let mut used: Vec<u64> = self.entries.values().map(|e| e.used).collect();
+        let mut used: Vec<u64> = self.entries.values().flatten().map(|e| e.used).collect();
         let threshold = *used.select_nth_unstable(cut - 1).1;
-        let (key_time, mut evicted_max) = (self.key_time, self.evicted_max);
-        self.retain(|k, u| {
+        let mut evicted_max = self.evicted_max;
+        self.retain(|_, window, u| {
             let keep = u > threshold;
-            if let (false, Some(time)) = (keep, key_time) {
-                evicted_max = evicted_max.max(time(k).unwrap_or(i64::MAX));
+            if let (false, Some(start)) = (keep, window) {
+                evicted_max = evicted_max.max(start);
             }
             keep
         });
         self.evicted_max = evicted_max;
     }
 
-    /// Drops the clean entries `keep(store key, when last updated)` rejects.
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], u64) -> bool) {
+    /// Drops the clean entries `keep(group, window, when last updated)` rejects.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], Option<i64>, u64) -> bool) {
         let mut freed = 0;
-        self.entries.retain(|k, e| {
-            let k = k.as_slice();
-            let kept = e.dirty || keep(k, e.used);
-            if !kept {
-                freed += Self::size(k);
+        self.entries.retain(|k, slots| {
+            let group = k.as_slice();
+            slots.retain(|e| {
+                let kept = e.dirty || keep(group, e.window, e.used);
+                if !kept {
+                    freed += Self::entry_size();
+                }
+                kept
+            });
+            if slots.is_empty() {
+                freed += Self::group_size(group);
             }
-            kept
+            !slots.is_empty()
         });
         self.bytes = self.bytes.saturating_sub(freed);
     }
@@ -304,12 +326,37 @@ mod tests {
     use rill_core::state::memory::InMemoryStore;
     use rill_core::state::INLINE_KEY_BYTES;
 
-    fn add(cache: &mut RecordCache<i64>, store: &InMemoryStore, key: &[u8], ts: i64) -> bool {
+    fn add_to(
+        cache: &mut RecordCache<i64>,
+        store: &InMemoryStore,
+        key: &[u8],
+        window: Option<i64>,
+        ts: i64,
+    ) -> bool {
         cache
-            .update(store, key, false, &Vec::new(), |v, t| {
+            .update(store, key, window, false, &Vec::new(), |v, t| {
                 (v.unwrap_or(0) + 1, t.unwrap_or(ts).max(ts))
             })
             .unwrap()
+    }
+
+    fn add(cache: &mut RecordCache<i64>, store: &InMemoryStore, key: &[u8], ts: i64) -> bool {
+        add_to(cache, store, key, None, ts)
+    }
+
+    fn entry<'a>(cache: &'a RecordCache<i64>, key: &[u8], window: Option<i64>) -> &'a Entry<i64> {
+        cache.entries[key]
+            .iter()
+            .find(|e| e.window == window)
+            .unwrap()
+    }
+
+    fn dirty(cache: &RecordCache<i64>) -> Vec<(&[u8], Option<i64>)> {
+        cache
+            .dirty
+            .iter()
+            .map(|(k, w)| (k.as_slice(), *w))
+            .collect()
     }
 
     #[test]
@@ -324,12 +371,40 @@ mod tests {
         assert!(!add(&mut cache, &store, b"b", 4));
         // Nothing written yet: the store still has what it had.
         assert_eq!(store.get(b"b").unwrap(), None);
-        let e = &cache.entries[b"a".as_slice()];
+        let e = entry(&cache, b"a", None);
         assert_eq!((e.value, e.ts, e.old), (Some(11), 7, Some(10)));
-        let e = &cache.entries[b"b".as_slice()];
+        let e = entry(&cache, b"b", None);
         assert_eq!((e.value, e.ts, e.old), (Some(2), 4, None));
-        let dirty: Vec<&[u8]> = cache.dirty.iter().map(InlineKey::as_slice).collect();
-        assert_eq!(dirty, vec![b"a".as_slice(), b"b"]);
+        assert_eq!(dirty(&cache), vec![(b"a".as_slice(), None), (b"b", None)]);
+    }
+
+    /// A key's windows sit together under the key; each reads its own store key on a miss,
+    /// and they stay in the order they were first updated.
+    #[test]
+    fn a_keys_windows_are_held_together_and_read_their_own_store_keys() {
+        let mut store = InMemoryStore::new("s");
+        let stored = store_key(b"k", Some(10));
+        assert_eq!(stored, [&b"k"[..], &ts_bytes(10)].concat());
+        store
+            .put(&stored, &timestamped_bytes(&5i64, 12).unwrap())
+            .unwrap();
+        let mut cache = RecordCache::new(true, same_key());
+        assert!(add_to(&mut cache, &store, b"k", Some(0), 13));
+        assert!(!add_to(&mut cache, &store, b"k", Some(10), 13));
+        assert!(add_to(&mut cache, &store, b"j", Some(10), 14));
+        assert!(!add_to(&mut cache, &store, b"k", Some(0), 15));
+        assert_eq!(cache.entries.len(), 2);
+        assert_eq!(cache.entries[b"k".as_slice()].len(), 2);
+        assert_eq!(entry(&cache, b"k", Some(0)).value, Some(2));
+        assert_eq!(entry(&cache, b"k", Some(10)).value, Some(6));
+        assert_eq!(
+            dirty(&cache),
+            vec![
+                (b"k".as_slice(), Some(0)),
+                (b"k", Some(10)),
+                (b"j", Some(10))
+            ]
+        );
     }
 
     /// Short keys live in the table, long ones on the heap; both are found by their bytes.
@@ -343,12 +418,25 @@ mod tests {
             add(&mut cache, &store, key, 1);
         }
         assert_eq!(cache.entries.len(), 3);
-        assert_eq!(cache.entries[&long[..]].value, Some(2));
-        assert_eq!(cache.entries[&short[..]].value, Some(1));
+        assert_eq!(entry(&cache, &long, None).value, Some(2));
+        assert_eq!(entry(&cache, &short, None).value, Some(1));
         assert!(matches!(
-            cache.dirty[0],
+            cache.dirty[0].0,
             InlineKey::Heap(ref k) if **k == long[..]
         ));
+    }
+
+    fn clean(cache: &mut RecordCache<i64>) {
+        for e in cache.entries.values_mut().flatten() {
+            e.dirty = false;
+        }
+        let listed: usize = cache
+            .dirty
+            .iter()
+            .map(|(k, _)| RecordCache::<i64>::dirty_size(k.as_slice()))
+            .sum();
+        cache.bytes -= listed;
+        cache.dirty.clear();
     }
 
     #[test]
@@ -357,12 +445,10 @@ mod tests {
         let mut cache = RecordCache::new(true, same_key());
         add(&mut cache, &store, b"a", 1);
         let full = cache.bytes;
-        cache.retain(|_, _| false);
+        cache.retain(|_, _, _| false);
         assert_eq!(cache.bytes, full, "a dirty entry is never evicted");
-        cache.entries.get_mut(b"a".as_slice()).unwrap().dirty = false;
-        cache.dirty.clear();
-        cache.bytes -= RecordCache::<i64>::dirty_size(b"a");
-        cache.retain(|_, _| false);
+        clean(&mut cache);
+        cache.retain(|_, _, _| false);
         assert_eq!((cache.bytes, cache.entries.len()), (0, 0));
     }
 
@@ -371,22 +457,22 @@ mod tests {
         let store = InMemoryStore::new("s");
         let mut cache = RecordCache::new(true, same_key());
         for k in 0..8u8 {
-            add(&mut cache, &store, &[k], 1);
+            add_to(&mut cache, &store, &[k], Some(i64::from(k)), 1);
         }
-        add(&mut cache, &store, &[0], 2);
-        for e in cache.entries.values_mut() {
-            e.dirty = false;
-        }
-        cache.dirty.clear();
-        cache.bytes = 8 * RecordCache::<i64>::size(&[0]);
-        let per_entry = RecordCache::<i64>::size(&[0]);
+        add_to(&mut cache, &store, &[0], Some(0), 2);
+        clean(&mut cache);
+        let per_entry = RecordCache::<i64>::group_size(&[0]) + RecordCache::<i64>::entry_size();
+        assert_eq!(cache.bytes, 8 * per_entry);
         cache.evict(8 * per_entry);
         assert_eq!(cache.entries.len(), 8, "within the limit: nothing goes");
+        assert_eq!(cache.evicted_max(), i64::MIN);
         cache.evict(4 * per_entry);
         // Three of four entries' worth stay: the three updated last.
         let mut kept: Vec<u8> = cache.entries.keys().map(|k| k.as_slice()[0]).collect();
         kept.sort();
         assert_eq!(kept, vec![0, 6, 7]);
         assert_eq!(cache.bytes, 3 * per_entry);
+        // Windows 1 to 5 went: a miss for any of them must read the store.
+        assert_eq!(cache.evicted_max(), 5);
     }
 }

@@ -191,6 +191,7 @@ impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
         self.cache.update(
             ctx.store(&self.store)?,
             &key,
+            None,
             false,
             &r.headers,
             |acc, t| (step(&k, v, acc), t.map_or(ts, |t| ts.max(t))),

@@ -24,7 +24,7 @@ use rill_core::state::{
 };
 use rill_core::topology::ProcessorSupplier;
 
-use crate::cache::{FastHash, RecordCache};
+use crate::cache::{store_key, FastHash, RecordCache};
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
     window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
@@ -307,10 +307,9 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         }
         .max(self.cache.evicted_max());
         let step = &self.step;
-        // The store key of each window (as `WindowStore` lays it out): the framed key, then
-        // the start.
-        let mut skey = framed_key(key);
-        let framed = skey.len();
+        // The framed key: the group of this key's windows in the cache, and the prefix of
+        // their store keys.
+        let framed = framed_key(key);
         let size = self.windows.size_ms;
         // Windows already closed are too late for the record; the last open one takes its
         // value, the others a clone.
@@ -326,15 +325,16 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                 None => v.take(),
             }
             .ok_or_else(|| ProcessError::Failed("a record's value was used up".into()))?;
-            skey.truncate(framed);
-            skey.extend_from_slice(&ts_bytes(start));
-            let absent = self
-                .cache
-                .update(store, &skey, start > known, headers, |acc, t| {
-                    (step(k, value, acc), t.map_or(ts, |t| ts.max(t)))
-                })?;
+            let absent = self.cache.update(
+                store,
+                &framed,
+                Some(start),
+                start > known,
+                headers,
+                |acc, t| (step(k, value, acc), t.map_or(ts, |t| ts.max(t))),
+            )?;
             if absent {
-                self.expiry.insert(start, skey.clone());
+                self.expiry.insert(start, store_key(&framed, Some(start)));
             }
         }
         Ok(Vec::new())
@@ -348,7 +348,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             self.expiry
                 .purge(ctx.store(store)?, cutoff, window_start_of)?;
             self.cache
-                .retain(|k, _| window_start_of(k).is_some_and(|s| s >= cutoff));
+                .retain(|_, start, _| start.is_some_and(|s| s >= cutoff));
             self.last_purge = self.observed;
         }
         Ok(())
@@ -557,8 +557,7 @@ impl<K: Data, V: Data, VA: Data> TimeAgg<K, V, VA> {
                         .map(|(key, start)| windowed_key(key, start, start + windows.size_ms))
                         .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
                 }),
-            )
-            .with_key_time(window_start_of),
+            ),
             stored_max: None,
         }
     }
