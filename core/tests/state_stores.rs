@@ -155,7 +155,12 @@ fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op], logged: bool
                 }
             }
             Op::Put(k, v) => {
-                store.put(k, v).unwrap();
+                // Both ways of writing: by reference and handing the value over.
+                if v.len() % 2 == 0 {
+                    store.put_owned(k, v.clone()).unwrap();
+                } else {
+                    store.put(k, v).unwrap();
+                }
                 model.insert(k.clone(), v.clone());
             }
             Op::Delete(k) => assert_eq!(store.delete(k).unwrap(), model.remove(k)),

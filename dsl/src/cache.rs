@@ -238,32 +238,43 @@ impl<V: Data> RecordCache<V> {
         ctx: &mut ProcessorContext<'_>,
         store: &str,
     ) -> Result<(), ProcessError> {
-        for (group, window) in std::mem::take(&mut self.dirty) {
-            let group = group.as_slice();
-            self.bytes = self.bytes.saturating_sub(Self::dirty_size(group));
-            let slots = self.entries.get_mut(group);
-            let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == window)) else {
+        let dirty = std::mem::take(&mut self.dirty);
+        // A key's windows updated by one record sit side by side on the list: one lookup
+        // for each run of the same key.
+        for run in dirty.chunk_by(|a, b| a.0 == b.0) {
+            let group = run[0].0.as_slice();
+            self.bytes = self
+                .bytes
+                .saturating_sub(run.len() * Self::dirty_size(group));
+            let Some(slots) = self.entries.get_mut(group) else {
                 continue;
             };
-            if !std::mem::take(&mut e.dirty) {
-                continue;
+            for (_, window) in run {
+                let Some(e) = slots.iter_mut().find(|e| e.window == *window) else {
+                    continue;
+                };
+                if !std::mem::take(&mut e.dirty) {
+                    continue;
+                }
+                let old = e.old.take();
+                let key = store_key(group, *window);
+                match &e.value {
+                    Some(v) => ctx
+                        .store(store)?
+                        .put_owned(&key, timestamped_bytes(v, e.ts)?)?,
+                    None => ctx.store(store)?.erase(&key)?,
+                }
+                let change = Change {
+                    new: e.value.clone(),
+                    old,
+                };
+                ctx.forward(typed_record(
+                    Some((self.out_key)(&key)?),
+                    change,
+                    e.ts,
+                    e.headers.clone(),
+                ))?;
             }
-            let old = e.old.take();
-            let key = store_key(group, window);
-            match &e.value {
-                Some(v) => ctx.store(store)?.put(&key, &timestamped_bytes(v, e.ts)?)?,
-                None => ctx.store(store)?.erase(&key)?,
-            }
-            let change = Change {
-                new: e.value.clone(),
-                old,
-            };
-            ctx.forward(typed_record(
-                Some((self.out_key)(&key)?),
-                change,
-                e.ts,
-                e.headers.clone(),
-            ))?;
         }
         if !self.enabled {
             self.retain(|_, _, _| false);

@@ -201,6 +201,10 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.record(key, Some(value.to_vec()));
         Ok(())
     }
+    fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.record(key, Some(value));
+        Ok(())
+    }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let old = self.get(key)?;
         self.record(key, None);

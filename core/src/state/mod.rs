@@ -46,6 +46,10 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     fn name(&self) -> &str;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// `put` of a value the caller no longer needs (an overlay keeps it without a copy).
+    fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.put(key, &value)
+    }
     /// Removes `key`; returns the value it had.
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries with `from <= key <= to` (both inclusive, as Kafka Streams' `range`), in key
@@ -166,6 +170,9 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
         (**self).erase(key)
     }
+    fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        (**self).put_owned(key, value)
+    }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         (**self).changelog()
     }
@@ -225,6 +232,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
         self.as_mut().erase(key)
+    }
+    fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.as_mut().put_owned(key, value)
     }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         self.as_ref().changelog()
