@@ -258,11 +258,13 @@ impl<V: Data> RecordCache<V> {
                 }
                 let old = e.old.take();
                 let key = store_key(group, *window);
+                let s = ctx.store(store)?;
                 match &e.value {
-                    Some(v) => ctx
-                        .store(store)?
-                        .put_owned(&key, timestamped_bytes(v, e.ts)?)?,
-                    None => ctx.store(store)?.erase(&key)?,
+                    // Nothing was forwarded before: the store has no value either (the
+                    // cache is its only writer).
+                    Some(v) if old.is_none() => s.put_new(&key, timestamped_bytes(v, e.ts)?)?,
+                    Some(v) => s.put_owned(&key, timestamped_bytes(v, e.ts)?)?,
+                    None => s.erase(&key)?,
                 }
                 let change = Change {
                     new: e.value.clone(),

@@ -60,14 +60,14 @@ pub struct RestoreReport {
 pub struct LoggedStore<S: KeyValueStore> {
     inner: S,
     changelog: TopicPartition,
-    /// Changes since the last commit, by key (`None`: deleted); not yet in `inner`.
-    dirty: BTreeMap<InlineKey, Option<Vec<u8>>>,
+    /// Changes since the last commit, by key; not yet in `inner`.
+    dirty: BTreeMap<InlineKey, Change>,
     /// Bytes of keys and values in `dirty`.
     dirty_bytes: usize,
     /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
     expired: Vec<InlineKey>,
     /// Committed changes not yet written into `inner` (write-behind), by key.
-    unwritten: BTreeMap<InlineKey, Option<Vec<u8>>>,
+    unwritten: BTreeMap<InlineKey, Change>,
     /// Estimated bytes of `unwritten` (keys, values, the map's nodes).
     unwritten_bytes: usize,
     /// Past this, `unwritten` goes into `inner` (0: at every commit).
@@ -77,6 +77,17 @@ pub struct LoggedStore<S: KeyValueStore> {
 /// What an overlay entry costs beyond a long key's heap block and its value (its share of
 /// the map's node: the inline key and the value's `Vec`).
 const ENTRY_OVERHEAD: usize = 64;
+
+/// A change in an overlay.
+#[derive(Debug, Clone)]
+struct Change {
+    /// The new value (`None`: deleted).
+    value: Option<Vec<u8>>,
+    /// The layers below have no value for the key (it was new, `put_new`): a deletion then
+    /// has nothing to remove there, and drops the change instead (a window created and
+    /// expired between two writes of the write-behind never reaches the store).
+    absent_below: bool,
+}
 
 impl<S: KeyValueStore> LoggedStore<S> {
     pub fn new(inner: S, changelog: TopicPartition) -> Self {
@@ -111,10 +122,22 @@ impl<S: KeyValueStore> LoggedStore<S> {
         self.dirty.len()
     }
 
-    fn record(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+    /// Records `value` for `key` (`new`: the store has no value for it). A key changed
+    /// before keeps what was known of the layers below.
+    fn record(&mut self, key: &[u8], value: Option<Vec<u8>>, new: bool) {
         let added = key.len() + value.as_ref().map_or(0, Vec::len);
-        if let Some(old) = self.dirty.insert(InlineKey::new(key), value) {
-            self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());
+        match self.dirty.get_mut(key) {
+            Some(c) => {
+                self.dirty_bytes -= key.len() + c.value.as_ref().map_or(0, Vec::len);
+                c.value = value;
+            }
+            None => {
+                let change = Change {
+                    value,
+                    absent_below: new,
+                };
+                self.dirty.insert(InlineKey::new(key), change);
+            }
         }
         self.dirty_bytes += added;
     }
@@ -131,6 +154,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
             .unwritten
             .range::<[u8], _>((from, to))
             .chain(self.dirty.range::<[u8], _>((from, to)))
+            .map(|(k, c)| (k, &c.value))
             .peekable();
         if changes.peek().is_none() {
             return base;
@@ -193,21 +217,25 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.dirty.get(key).or_else(|| self.unwritten.get(key)) {
-            Some(v) => Ok(v.clone()),
+            Some(c) => Ok(c.value.clone()),
             None => self.inner.get(key),
         }
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.record(key, Some(value.to_vec()));
+        self.record(key, Some(value.to_vec()), false);
         Ok(())
     }
     fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.record(key, Some(value));
+        self.record(key, Some(value), false);
+        Ok(())
+    }
+    fn put_new(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.record(key, Some(value), true);
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let old = self.get(key)?;
-        self.record(key, None);
+        self.record(key, None, false);
         Ok(old)
     }
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
@@ -229,7 +257,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     }
     fn approximate_num_entries(&self) -> u64 {
         let added = self.dirty.values().chain(self.unwritten.values());
-        self.inner.approximate_num_entries() + added.filter(|v| v.is_some()).count() as u64
+        self.inner.approximate_num_entries() + added.filter(|c| c.value.is_some()).count() as u64
     }
     /// Writes the committed changes into the store and flushes it; uncommitted changes stay
     /// in the overlay.
@@ -243,42 +271,64 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.dirty
             .iter()
-            .map(|(k, v)| (k.as_slice().to_vec(), v.clone()))
+            .map(|(k, c)| (k.as_slice().to_vec(), c.value.clone()))
             .collect()
     }
     fn uncommitted_bytes(&self) -> usize {
         self.dirty_bytes
     }
     fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.record(key, None);
+        self.record(key, None, false);
         Ok(())
     }
     fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
         if let Some(old) = self.dirty.remove(key) {
-            self.dirty_bytes -= key.len() + old.map_or(0, |v| v.len());
+            self.dirty_bytes -= key.len() + old.value.map_or(0, |v| v.len());
         }
         self.expired.push(InlineKey::new(key));
         Ok(())
     }
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
         // A key written again after it expired keeps the write (one change per key: a batch
-        // holding both would leave the order to the backend).
-        let expired: Vec<_> = std::mem::take(&mut self.expired)
-            .into_iter()
-            .filter(|k| !self.dirty.contains_key(k.as_slice()))
-            .map(|k| (k, None))
-            .collect();
+        // holding both would leave the order to the backend); the store may still hold
+        // the expired value below it.
+        let mut expired = Vec::new();
+        for k in std::mem::take(&mut self.expired) {
+            match self.dirty.get_mut(k.as_slice()) {
+                Some(c) => c.absent_below = false,
+                None => expired.push((
+                    k,
+                    Change {
+                        value: None,
+                        absent_below: false,
+                    },
+                )),
+            }
+        }
         self.dirty_bytes = 0;
-        for (k, v) in expired.into_iter().chain(std::mem::take(&mut self.dirty)) {
-            let (k_len, v_len) = (
-                InlineKey::heap_bytes(k.as_slice()),
-                v.as_ref().map_or(0, Vec::len),
-            );
-            self.unwritten_bytes = match self.unwritten.insert(k, v) {
-                // The key was counted already; its value changes.
-                Some(old) => self.unwritten_bytes + v_len - old.map_or(0, |o| o.len()),
-                None => self.unwritten_bytes + k_len + v_len + ENTRY_OVERHEAD,
-            };
+        for (k, c) in expired.into_iter().chain(std::mem::take(&mut self.dirty)) {
+            let k_heap = InlineKey::heap_bytes(k.as_slice());
+            let v_len = c.value.as_ref().map_or(0, Vec::len);
+            match self.unwritten.get_mut(k.as_slice()) {
+                // Never written, now deleted: nothing to write at all.
+                Some(u) if u.absent_below && c.value.is_none() => {
+                    let old_len = u.value.as_ref().map_or(0, Vec::len);
+                    self.unwritten_bytes -= k_heap + old_len + ENTRY_OVERHEAD;
+                    self.unwritten.remove(k.as_slice());
+                }
+                // The key is counted already; its value changes, and what is known of the
+                // store below stays.
+                Some(u) => {
+                    let old_len = u.value.as_ref().map_or(0, Vec::len);
+                    self.unwritten_bytes = self.unwritten_bytes + v_len - old_len;
+                    u.value = c.value;
+                }
+                None if c.absent_below && c.value.is_none() => {}
+                None => {
+                    self.unwritten_bytes += k_heap + v_len + ENTRY_OVERHEAD;
+                    self.unwritten.insert(k, c);
+                }
+            }
         }
         if self.unwritten_bytes > self.write_behind_bytes {
             self.write_unwritten()?;
@@ -300,7 +350,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.inner.write_all(
             std::mem::take(&mut self.unwritten)
                 .into_iter()
-                .map(|(k, v)| (k.into(), v))
+                .map(|(k, c)| (k.into(), c.value))
                 .collect(),
         )?;
         self.unwritten_bytes = 0;

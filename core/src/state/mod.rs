@@ -50,6 +50,13 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         self.put(key, &value)
     }
+    /// `put_owned` of a key the caller knows the store has no value for (a window it just
+    /// created): a store writing behind can then drop a deletion of it that comes before
+    /// the write, instead of writing both. Wrong knowledge would leave a deleted value in
+    /// place, so only a store's sole writer may say so.
+    fn put_new(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.put_owned(key, value)
+    }
     /// Removes `key`; returns the value it had.
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries with `from <= key <= to` (both inclusive, as Kafka Streams' `range`), in key
@@ -173,6 +180,9 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         (**self).put_owned(key, value)
     }
+    fn put_new(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        (**self).put_new(key, value)
+    }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         (**self).changelog()
     }
@@ -235,6 +245,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         self.as_mut().put_owned(key, value)
+    }
+    fn put_new(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        self.as_mut().put_new(key, value)
     }
     fn changelog(&self) -> Option<&rill_log::types::TopicPartition> {
         self.as_ref().changelog()
