@@ -171,12 +171,13 @@ impl<V: Data> RecordCache<V> {
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
         self.clock += 1;
-        let slots = self.entries.get_mut(group);
+        let gk = InlineKey::new(group);
+        let slots = self.entries.get_mut(&gk);
         if let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == window)) {
             if !e.dirty {
                 e.dirty = true;
                 e.old = e.value.clone();
-                self.dirty.push((InlineKey::new(group), window));
+                self.dirty.push((gk, window));
                 self.bytes += Self::dirty_size(group);
             }
             let absent = e.value.is_none();
@@ -205,7 +206,7 @@ impl<V: Data> RecordCache<V> {
         let absent = old.is_none();
         let (value, ts) = step(old.clone(), prev_ts);
         self.bytes += Self::entry_size() + Self::dirty_size(group);
-        self.dirty.push((InlineKey::new(group), window));
+        self.dirty.push((gk.clone(), window));
         let entry = Entry {
             window,
             value: Some(value),
@@ -215,11 +216,11 @@ impl<V: Data> RecordCache<V> {
             headers: headers.clone(),
             used: self.clock,
         };
-        match self.entries.get_mut(group) {
+        match self.entries.get_mut(&gk) {
             Some(slots) => slots.push(entry),
             None => {
                 self.bytes += Self::group_size(group);
-                self.entries.insert(InlineKey::new(group), smallvec![entry]);
+                self.entries.insert(gk, smallvec![entry]);
             }
         }
         Ok(absent)
@@ -246,7 +247,7 @@ impl<V: Data> RecordCache<V> {
             self.bytes = self
                 .bytes
                 .saturating_sub(run.len() * Self::dirty_size(group));
-            let Some(slots) = self.entries.get_mut(group) else {
+            let Some(slots) = self.entries.get_mut(&run[0].0) else {
                 continue;
             };
             for (_, window) in run {

@@ -17,6 +17,7 @@
 //! with no checkpoint is wiped and restored in full, because a full replay cannot remove
 //! keys whose tombstones compaction has already dropped.
 
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -126,17 +127,17 @@ impl<S: KeyValueStore> LoggedStore<S> {
     /// before keeps what was known of the layers below.
     fn record(&mut self, key: &[u8], value: Option<Vec<u8>>, new: bool) {
         let added = key.len() + value.as_ref().map_or(0, Vec::len);
-        match self.dirty.get_mut(key) {
-            Some(c) => {
+        match self.dirty.entry(InlineKey::new(key)) {
+            MapEntry::Occupied(mut o) => {
+                let c = o.get_mut();
                 self.dirty_bytes -= key.len() + c.value.as_ref().map_or(0, Vec::len);
                 c.value = value;
             }
-            None => {
-                let change = Change {
+            MapEntry::Vacant(v) => {
+                v.insert(Change {
                     value,
                     absent_below: new,
-                };
-                self.dirty.insert(InlineKey::new(key), change);
+                });
             }
         }
         self.dirty_bytes += added;
@@ -309,24 +310,24 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         for (k, c) in expired.into_iter().chain(std::mem::take(&mut self.dirty)) {
             let k_heap = InlineKey::heap_bytes(k.as_slice());
             let v_len = c.value.as_ref().map_or(0, Vec::len);
-            match self.unwritten.get_mut(k.as_slice()) {
+            match self.unwritten.entry(k) {
                 // Never written, now deleted: nothing to write at all.
-                Some(u) if u.absent_below && c.value.is_none() => {
-                    let old_len = u.value.as_ref().map_or(0, Vec::len);
+                MapEntry::Occupied(o) if o.get().absent_below && c.value.is_none() => {
+                    let old_len = o.remove().value.map_or(0, |v| v.len());
                     self.unwritten_bytes -= k_heap + old_len + ENTRY_OVERHEAD;
-                    self.unwritten.remove(k.as_slice());
                 }
                 // The key is counted already; its value changes, and what is known of the
                 // store below stays.
-                Some(u) => {
+                MapEntry::Occupied(mut o) => {
+                    let u = o.get_mut();
                     let old_len = u.value.as_ref().map_or(0, Vec::len);
                     self.unwritten_bytes = self.unwritten_bytes + v_len - old_len;
                     u.value = c.value;
                 }
-                None if c.absent_below && c.value.is_none() => {}
-                None => {
+                MapEntry::Vacant(_) if c.absent_below && c.value.is_none() => {}
+                MapEntry::Vacant(v) => {
                     self.unwritten_bytes += k_heap + v_len + ENTRY_OVERHEAD;
-                    self.unwritten.insert(k, c);
+                    v.insert(c);
                 }
             }
         }

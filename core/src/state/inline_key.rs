@@ -78,9 +78,23 @@ impl Hash for InlineKey {
     }
 }
 
+/// Eight bytes of an inline key, big-endian (so words order as the bytes do); the last
+/// word has the two bytes past the array as zeros.
+fn word(bytes: &[u8; INLINE_KEY_BYTES], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    let end = (i * 8 + 8).min(INLINE_KEY_BYTES);
+    w[..end - i * 8].copy_from_slice(&bytes[i * 8..end]);
+    u64::from_be_bytes(w)
+}
+
 impl PartialEq for InlineKey {
     fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
+        match (self, other) {
+            (InlineKey::Inline { len: a, bytes: x }, InlineKey::Inline { len: b, bytes: y }) => {
+                a == b && x == y
+            }
+            _ => self.as_slice() == other.as_slice(),
+        }
     }
 }
 
@@ -94,7 +108,16 @@ impl PartialOrd for InlineKey {
 
 impl Ord for InlineKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.as_slice().cmp(other.as_slice())
+        match (self, other) {
+            // Zero-padded, two inline keys compare as their bytes do word by word, and a
+            // tie goes to the shorter (a key that is a prefix of the other comes first).
+            (InlineKey::Inline { len: a, bytes: x }, InlineKey::Inline { len: b, bytes: y }) => (0
+                ..INLINE_KEY_BYTES.div_ceil(8))
+                .map(|i| word(x, i).cmp(&word(y, i)))
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| a.cmp(b)),
+            _ => self.as_slice().cmp(other.as_slice()),
+        }
     }
 }
 
@@ -139,5 +162,27 @@ mod tests {
             assert_eq!(Vec::from(InlineKey::new(k)), *k);
         }
         assert!(matches!(InlineKey::new(&long), InlineKey::Heap(_)));
+    }
+
+    /// Inline keys compare word by word exactly as their bytes compare (zero bytes and
+    /// prefixes included).
+    #[test]
+    fn word_comparison_agrees_with_the_bytes() {
+        let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![1], vec![0xff]];
+        for len in [7, 8, 9, 23, 24, 25, 29, 30] {
+            for fill in [0u8, 1, 0xff] {
+                let k = vec![fill; len];
+                let mut bumped = k.clone();
+                bumped[len - 1] = bumped[len - 1].wrapping_add(1);
+                keys.extend([k, bumped]);
+            }
+        }
+        for a in &keys {
+            for b in &keys {
+                let (x, y) = (InlineKey::new(a), InlineKey::new(b));
+                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(x == y, a == b, "{a:?} vs {b:?}");
+            }
+        }
     }
 }
