@@ -182,16 +182,22 @@ impl Metrics {
         })
     }
 
-    /// A record went through `task` on `thread`, in `took` if it was timed.
-    pub(crate) fn record_processed(&self, thread: usize, task: TaskId, took: Option<Duration>) {
+    /// `n` records went through `task` on `thread`, the last in `took` if it was timed.
+    pub(crate) fn record_processed(
+        &self,
+        thread: usize,
+        task: TaskId,
+        n: u64,
+        took: Option<Duration>,
+    ) {
         self.with(|m| {
             let t = Self::task(m, task);
-            t.processed += 1;
+            t.processed += n;
             if let Some(took) = took {
                 record(&mut t.latency, took);
             }
             let th = Self::thread(m, thread);
-            th.processed += 1;
+            th.processed += n;
             if let Some(took) = took {
                 record(&mut th.latency, took);
             }

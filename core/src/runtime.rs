@@ -174,6 +174,10 @@ struct RunState {
     in_flight: Vec<Delivery>,
     /// What a task's sinks wrote, being sent (kept for its capacity).
     out_buf: Vec<Output>,
+    /// Records a task processed that the metrics have not heard of yet (reported with each
+    /// timed record, when another task's record comes, and after each batch): the metrics'
+    /// lock once per several records rather than per record.
+    unreported: (TaskId, u64),
     /// This stream thread's index.
     thread: usize,
     metrics: Arc<Metrics>,
@@ -540,11 +544,15 @@ impl RunState {
                     break;
                 };
                 for r in run {
-                    self.process(r).await?;
+                    if let Err(e) = self.process(r).await {
+                        self.report_processed();
+                        return Err(e);
+                    }
                 }
                 self.consumed.insert(tp, last + 1);
             }
         }
+        self.report_processed();
         self.buffers
             .retain(|_, bufs| bufs.values().any(|b| !b.is_empty()));
         // Backpressure: a partition whose buffer is full stops being fetched.
@@ -747,6 +755,7 @@ impl KafkaStreams {
                     consumed: BTreeMap::new(),
                     in_flight: Vec::new(),
                     out_buf: Vec::new(),
+                    unreported: ((0, 0), 0),
                     thread,
                     metrics: Arc::clone(&metrics),
                     eos,
@@ -940,6 +949,28 @@ impl RunState {
         Handled::Continue
     }
 
+    /// Counts a record `id` processed (in `took`, if it was timed) towards the metrics.
+    fn count_processed(&mut self, id: TaskId, took: Option<Duration>) {
+        if self.unreported.0 != id {
+            self.report_processed();
+            self.unreported.0 = id;
+        }
+        self.unreported.1 += 1;
+        if took.is_some() {
+            let n = std::mem::take(&mut self.unreported.1);
+            self.metrics.record_processed(self.thread, id, n, took);
+        }
+    }
+
+    /// Tells the metrics of the processed records they have not heard of.
+    fn report_processed(&mut self) {
+        let (id, n) = self.unreported;
+        if n > 0 {
+            self.metrics.record_processed(self.thread, id, n, None);
+            self.unreported.1 = 0;
+        }
+    }
+
     /// Processes one consumed record in its task, sends what the sinks wrote, and applies
     /// the processing exception handler to a failure.
     async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
@@ -978,8 +1009,7 @@ impl RunState {
         // Two buffers take turns: the task's and this one (no allocation per record).
         let mut output = std::mem::take(&mut self.out_buf);
         task.swap_output(&mut output);
-        self.metrics
-            .record_processed(self.thread, id, started.map(|s| s.elapsed()));
+        self.count_processed(id, started.map(|s| s.elapsed()));
         self.metrics.record_dropped(self.thread, id, newly_dropped);
         if let Err(e) = result {
             let (stage, handler) = match e {
