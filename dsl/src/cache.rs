@@ -157,27 +157,27 @@ impl<V: Data> RecordCache<V> {
         std::mem::size_of::<(InlineKey, Option<i64>)>() + InlineKey::heap_bytes(group)
     }
 
-    /// Replaces the value of `group`'s `window` (the store key `store_key(group, window)`)
+    /// Replaces the value of group `gk`'s `window` (the store key `store_key(group, window)`)
     /// by `step(current value, its timestamp)`, reading the store on a miss unless the
     /// caller knows the key is `new` there; the update is forwarded with `headers` at the
     /// next flush. Returns whether the key was absent (new to the store).
     pub fn update(
         &mut self,
         store: &dyn KeyValueStore,
-        group: &[u8],
+        gk: &InlineKey,
         window: Option<i64>,
         new: bool,
         headers: &Headers,
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
         self.clock += 1;
-        let gk = InlineKey::new(group);
-        let slots = self.entries.get_mut(&gk);
+        let group = gk.as_slice();
+        let slots = self.entries.get_mut(gk);
         if let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == window)) {
             if !e.dirty {
                 e.dirty = true;
                 e.old = e.value.clone();
-                self.dirty.push((gk, window));
+                self.dirty.push((gk.clone(), window));
                 self.bytes += Self::dirty_size(group);
             }
             let absent = e.value.is_none();
@@ -216,11 +216,11 @@ impl<V: Data> RecordCache<V> {
             headers: headers.clone(),
             used: self.clock,
         };
-        match self.entries.get_mut(&gk) {
+        match self.entries.get_mut(gk) {
             Some(slots) => slots.push(entry),
             None => {
                 self.bytes += Self::group_size(group);
-                self.entries.insert(gk, smallvec![entry]);
+                self.entries.insert(gk.clone(), smallvec![entry]);
             }
         }
         Ok(absent)
@@ -348,9 +348,14 @@ mod tests {
         ts: i64,
     ) -> bool {
         cache
-            .update(store, key, window, false, &Vec::new(), |v, t| {
-                (v.unwrap_or(0) + 1, t.unwrap_or(ts).max(ts))
-            })
+            .update(
+                store,
+                &InlineKey::new(key),
+                window,
+                false,
+                &Vec::new(),
+                |v, t| (v.unwrap_or(0) + 1, t.unwrap_or(ts).max(ts)),
+            )
             .unwrap()
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::state::InlineKey;
 use rill_core::topology::ProcessorSupplier;
 
 use crate::cache::{same_key, RecordCache};
@@ -190,7 +191,7 @@ impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
         let (step, ts) = (&self.step, r.timestamp);
         self.cache.update(
             ctx.store(&self.store)?,
-            &key,
+            &InlineKey::new(&key),
             None,
             false,
             &r.headers,

@@ -19,8 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
-    framed_key, split_framed, ts_bytes, ts_from, Entry, KeyValueStore, Session, SessionStore,
-    WindowStore,
+    framed_key, split_framed, ts_bytes, ts_from, Entry, InlineKey, KeyValueStore, Session,
+    SessionStore, WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
 
@@ -310,6 +310,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         // The framed key: the group of this key's windows in the cache, and the prefix of
         // their store keys.
         let framed = framed_key(key);
+        let group = InlineKey::new(&framed);
         let size = self.windows.size_ms;
         // Windows already closed are too late for the record; the last open one takes its
         // value, the others a clone.
@@ -327,7 +328,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             .ok_or_else(|| ProcessError::Failed("a record's value was used up".into()))?;
             let absent = self.cache.update(
                 store,
-                &framed,
+                &group,
                 Some(start),
                 start > known,
                 headers,
