@@ -75,6 +75,9 @@ pub struct ThreadMetrics {
     pub commit_latency: Latency,
     /// Exactly-once commits that failed and were redone from the last commit.
     pub recoveries: u64,
+    /// Committed store changes held in memory after the last commit, not yet written to
+    /// the persistent stores (write-behind, bounded by `write_behind_max_bytes`).
+    pub write_behind_bytes: u64,
 }
 
 /// How far restoring a changelog partition has come.
@@ -125,6 +128,7 @@ struct ThreadCounters {
     dropped: u64,
     commits: u64,
     recoveries: u64,
+    write_behind_bytes: u64,
     latency: Histogram<u64>,
     commit_latency: Histogram<u64>,
 }
@@ -162,6 +166,7 @@ impl Metrics {
                 dropped: 0,
                 commits: 0,
                 recoveries: 0,
+                write_behind_bytes: 0,
                 latency: histogram(),
                 commit_latency: histogram(),
             })
@@ -215,10 +220,12 @@ impl Metrics {
         })
     }
 
-    pub(crate) fn record_commit(&self, thread: usize, took: Duration) {
+    /// A commit of `thread` took `took`, leaving `write_behind_bytes` held in memory.
+    pub(crate) fn record_commit(&self, thread: usize, took: Duration, write_behind_bytes: usize) {
         self.with(|m| {
             let th = Self::thread(m, thread);
             th.commits += 1;
+            th.write_behind_bytes = write_behind_bytes as u64;
             record(&mut th.commit_latency, took);
         })
     }
@@ -293,6 +300,7 @@ impl Metrics {
                     process_latency: Latency::of(&t.latency),
                     commit_latency: Latency::of(&t.commit_latency),
                     recoveries: t.recoveries,
+                    write_behind_bytes: t.write_behind_bytes,
                 })
                 .collect(),
             restores: m.restores.clone(),

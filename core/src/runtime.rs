@@ -310,18 +310,19 @@ impl RunState {
                 }
             }
         }
-        self.bound_write_behind()?;
+        let held = self.bound_write_behind()?;
         if !self.eos && !offsets.is_empty() {
             consumer.commit_offsets(&offsets).await?;
         }
-        self.metrics.record_commit(self.thread, started.elapsed());
+        self.metrics
+            .record_commit(self.thread, started.elapsed(), held);
         self.purge_repartitions(&offsets).await;
         Ok(())
     }
 
     /// Past this thread's share of `write_behind_max_bytes`, every store writes the
-    /// committed changes it held back.
-    fn bound_write_behind(&mut self) -> Result<(), StreamsError> {
+    /// committed changes it held back. Returns the bytes still held.
+    fn bound_write_behind(&mut self) -> Result<usize, StreamsError> {
         let budget = self.config.write_behind_max_bytes / self.config.num_stream_threads.max(1);
         let held: usize = self
             .tasks
@@ -329,12 +330,13 @@ impl RunState {
             .flat_map(|t| t.stores_mut())
             .map(|(_, s)| s.unwritten_bytes())
             .sum();
-        if held > budget {
-            for (_, store) in self.tasks.values_mut().flat_map(|t| t.stores_mut()) {
-                store.write_unwritten().map_err(ProcessError::from)?;
-            }
+        if held <= budget {
+            return Ok(held);
         }
-        Ok(())
+        for (_, store) in self.tasks.values_mut().flat_map(|t| t.stores_mut()) {
+            store.write_unwritten().map_err(ProcessError::from)?;
+        }
+        Ok(0)
     }
 
     /// Deletes what was consumed and committed from repartition topics, at most every

@@ -539,3 +539,36 @@ async fn with_task_idling_off_records_are_processed_as_fetched() {
     order.sort_unstable();
     assert_eq!(order, (0..600).collect::<Vec<i64>>());
 }
+
+/// Committed changes of persistent stores wait in memory within `write_behind_max_bytes`
+/// (the metrics show what a commit left held), and a budget of nothing writes them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_stores_write_behind_within_their_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(&dir.path().join("broker"), 1).await;
+    let records: Vec<(&str, &str)> = ["a", "b", "c", "d"].iter().map(|k| (*k, "x")).collect();
+    produce(&t, &records).await;
+    let mut held = Vec::new();
+    for (app_id, budget) in [("behind", 1 << 20), ("at-once", 0)] {
+        let mut cfg = config();
+        cfg.application_id = app_id.to_string();
+        cfg.state_dir = Some(dir.path().join(app_id));
+        cfg.write_behind_max_bytes = budget;
+        let app = KafkaStreams::start(topology(StoreBackend::Fjall), Arc::clone(&t), cfg);
+        wait_processed(&app, 4).await;
+        // A few commits after the last record: what they left held.
+        let commits = |app: &KafkaStreams| app.metrics().threads[0].commits;
+        let after = commits(&app) + 3;
+        for _ in 0..500 {
+            if commits(&app) >= after {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        held.push(app.metrics().threads[0].write_behind_bytes);
+        app.close().await.unwrap();
+    }
+    assert!(held[0] > 0, "four counts held back: {held:?}");
+    assert_eq!(held[1], 0, "nothing held with no budget: {held:?}");
+    b.close().unwrap();
+}
