@@ -234,7 +234,7 @@ impl RunState {
     ) -> Result<(), StreamsError> {
         let started = std::time::Instant::now();
         self.flush_tasks().await?;
-        // Each store's changes, then its deliveries: (task, store, changes or deliveries).
+        // Each store's changes (task, store, changelog, changes), then their deliveries.
         let mut logged = Vec::new();
         for (id, task) in self.tasks.iter_mut() {
             for (name, store) in task.stores_mut() {

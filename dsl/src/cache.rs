@@ -19,12 +19,13 @@ use crate::Data;
 /// Record headers, as the core carries them.
 type Headers = Vec<(String, Option<Bytes>)>;
 
-/// The key a store key's updates are forwarded under.
-pub(crate) type OutKey = Box<dyn Fn(&[u8]) -> Result<Bytes, ProcessError> + Send>;
+/// The key the updates of a group's window (`None` in a key-value store) are forwarded
+/// under.
+pub(crate) type OutKey = Box<dyn Fn(&[u8], Option<i64>) -> Result<Bytes, ProcessError> + Send>;
 
 /// Forwards under the store key itself (key-value stores).
 pub(crate) fn same_key() -> OutKey {
-    Box::new(|k| Ok(Bytes::copy_from_slice(k)))
+    Box::new(|k, _| Ok(Bytes::copy_from_slice(k)))
 }
 
 /// One cached store key: a window of its group key (`None` in a key-value store).
@@ -118,7 +119,7 @@ pub(crate) struct RecordCache<V> {
 }
 
 impl<V: Data> RecordCache<V> {
-    /// A cache forwarding updates under `out_key(store key)`.
+    /// A cache forwarding updates under `out_key(group, window)`.
     pub fn new(enabled: bool, out_key: OutKey) -> Self {
         RecordCache {
             entries: HashMap::default(),
@@ -272,7 +273,7 @@ impl<V: Data> RecordCache<V> {
                     old,
                 };
                 ctx.forward(typed_record(
-                    Some((self.out_key)(&key)?),
+                    Some((self.out_key)(group, *window)?),
                     change,
                     e.ts,
                     e.headers.clone(),

@@ -552,10 +552,10 @@ impl<K: Data, V: Data, VA: Data> TimeAgg<K, V, VA> {
             expiry: ExpiryIndex::default(),
             cache: RecordCache::new(
                 caching,
-                Box::new(move |k| {
-                    split_framed(k)
-                        .and_then(|(key, rest)| Some((key, ts_from(rest)?)))
-                        .map(|(key, start)| windowed_key(key, start, start + windows.size_ms))
+                Box::new(move |framed, window| {
+                    split_framed(framed)
+                        .zip(window)
+                        .map(|((key, _), start)| windowed_key(key, start, start + windows.size_ms))
                         .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
                 }),
             ),
