@@ -5,12 +5,9 @@
 //! commits thus costs one store write, one changelog record and one downstream record: the
 //! latest value, with the value forwarded before it as the old one.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, ProcessorContext};
-use rill_core::state::{ts_bytes, InlineKey, KeyValueStore};
+use rill_core::state::{ts_bytes, FastHashMap, InlineKey, KeyValueStore};
 use smallvec::{smallvec, SmallVec};
 
 use crate::graph::{decode_timestamped, timestamped_bytes, typed_record, Change};
@@ -60,47 +57,9 @@ pub(crate) fn store_key(group: &[u8], window: Option<i64>) -> Vec<u8> {
     k
 }
 
-/// A multiply-rotate hash taking eight bytes a step (as rustc's FxHash does): store keys
-/// are short, and SipHash's DoS resistance buys nothing for keys that a task's own operators
-/// wrote.
-#[derive(Default)]
-pub(crate) struct FastHash(u64);
-
-impl FastHash {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FastHash {
-    fn finish(&self) -> u64 {
-        // The high bits mix best; hashbrown takes its control bits from the top.
-        self.0.rotate_left(20)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.add(u64::from_le_bytes(w.try_into().unwrap_or_default()));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-}
-
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
 pub(crate) struct RecordCache<V> {
-    entries: HashMap<InlineKey, Slots<V>, BuildHasherDefault<FastHash>>,
+    entries: FastHashMap<InlineKey, Slots<V>>,
     /// Store keys (group, window) updated since the last flush, in the order they first
     /// were: the order they are forwarded in.
     dirty: Vec<(InlineKey, Option<i64>)>,
@@ -122,7 +81,7 @@ impl<V: Data> RecordCache<V> {
     /// A cache forwarding updates under `out_key(group, window)`.
     pub fn new(enabled: bool, out_key: OutKey) -> Self {
         RecordCache {
-            entries: HashMap::default(),
+            entries: FastHashMap::default(),
             dirty: Vec::new(),
             bytes: 0,
             clock: 0,

@@ -11,20 +11,18 @@
 //! Output timestamps are the largest record timestamp in the window (session end for
 //! sessions). `suppress` holds a windowed table's updates until its windows close.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
-    framed_key, split_framed, ts_bytes, ts_from, Entry, InlineKey, KeyValueStore, Session,
-    SessionStore, WindowStore,
+    framed_key, split_framed, ts_bytes, ts_from, Entry, FastHashMap, InlineKey, KeyValueStore,
+    Session, SessionStore, WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
 
-use crate::cache::{store_key, FastHash, RecordCache};
+use crate::cache::{store_key, RecordCache};
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
     window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
@@ -599,7 +597,7 @@ struct SessionAgg<K, V, VA> {
     observed: i64,
     last_purge: i64,
     expiry: ExpiryIndex,
-    sessions: HashMap<Vec<u8>, KeySessions<VA>, BuildHasherDefault<FastHash>>,
+    sessions: FastHashMap<Vec<u8>, KeySessions<VA>>,
     /// Sessions and keys in `sessions`, for its memory bound.
     cached: usize,
 }
@@ -821,7 +819,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
                 expiry: ExpiryIndex::default(),
-                sessions: HashMap::default(),
+                sessions: FastHashMap::default(),
                 cached: 0,
             },
         )

@@ -17,7 +17,6 @@
 //! with no checkpoint is wiped and restored in full, because a full replay cannot remove
 //! keys whose tombstones compaction has already dropped.
 
-use std::collections::btree_map::Entry as MapEntry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -29,6 +28,7 @@ use rill_log::client::{
 };
 use rill_log::types::TopicPartition;
 
+use super::overlay::{Entry as MapEntry, Overlay};
 use super::{prefix_end, Entry, InlineKey, KeyValueStore, StoreError};
 
 /// Why a changelog operation failed.
@@ -62,13 +62,13 @@ pub struct LoggedStore<S: KeyValueStore> {
     inner: S,
     changelog: TopicPartition,
     /// Changes since the last commit, by key; not yet in `inner`.
-    dirty: BTreeMap<InlineKey, Change>,
+    dirty: Overlay<Change>,
     /// Bytes of keys and values in `dirty`.
     dirty_bytes: usize,
     /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
     expired: Vec<InlineKey>,
     /// Committed changes not yet written into `inner` (write-behind), by key.
-    unwritten: BTreeMap<InlineKey, Change>,
+    unwritten: Overlay<Change>,
     /// Estimated bytes of `unwritten` (keys, values, the map's nodes).
     unwritten_bytes: usize,
     /// Past this, `unwritten` goes into `inner` (0: at every commit).
@@ -95,10 +95,10 @@ impl<S: KeyValueStore> LoggedStore<S> {
         LoggedStore {
             inner,
             changelog,
-            dirty: BTreeMap::new(),
+            dirty: Overlay::default(),
             dirty_bytes: 0,
             expired: Vec::new(),
-            unwritten: BTreeMap::new(),
+            unwritten: Overlay::default(),
             unwritten_bytes: 0,
             write_behind_bytes: 0,
         }
@@ -153,8 +153,9 @@ impl<S: KeyValueStore> LoggedStore<S> {
     ) -> Vec<Entry> {
         let mut changes = self
             .unwritten
-            .range::<[u8], _>((from, to))
-            .chain(self.dirty.range::<[u8], _>((from, to)))
+            .range(from, to)
+            .into_iter()
+            .chain(self.dirty.range(from, to))
             .map(|(k, c)| (k, &c.value))
             .peekable();
         if changes.peek().is_none() {
@@ -257,8 +258,9 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         Ok(self.overlaid(base, Bound::Unbounded, Bound::Unbounded))
     }
     fn approximate_num_entries(&self) -> u64 {
-        let added = self.dirty.values().chain(self.unwritten.values());
-        self.inner.approximate_num_entries() + added.filter(|c| c.value.is_some()).count() as u64
+        let added = self.dirty.iter().chain(self.unwritten.iter());
+        self.inner.approximate_num_entries()
+            + added.filter(|(_, c)| c.value.is_some()).count() as u64
     }
     /// Writes the committed changes into the store and flushes it; uncommitted changes stay
     /// in the overlay.
@@ -307,7 +309,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
             }
         }
         self.dirty_bytes = 0;
-        for (k, c) in expired.into_iter().chain(std::mem::take(&mut self.dirty)) {
+        for (k, c) in expired.into_iter().chain(self.dirty.take()) {
             let k_heap = InlineKey::heap_bytes(k.as_slice());
             let v_len = c.value.as_ref().map_or(0, Vec::len);
             match self.unwritten.entry(k) {
@@ -349,7 +351,8 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
             return Ok(());
         }
         self.inner.write_all(
-            std::mem::take(&mut self.unwritten)
+            self.unwritten
+                .take_in_order()
                 .into_iter()
                 .map(|(k, c)| (k.into(), c.value))
                 .collect(),

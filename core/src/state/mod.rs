@@ -18,6 +18,7 @@ pub mod conformance;
 pub mod fjall_store;
 mod inline_key;
 pub mod memory;
+mod overlay;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb_store;
 mod session;
@@ -25,6 +26,7 @@ mod timestamped;
 mod window;
 
 pub use inline_key::{InlineKey, INLINE_KEY_BYTES};
+pub use overlay::{FastHash, FastHashMap};
 pub use session::{Session, SessionStore};
 pub use timestamped::{TimestampedKeyValueStore, ValueAndTimestamp};
 pub use window::WindowStore;
