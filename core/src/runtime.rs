@@ -1036,6 +1036,8 @@ impl RunState {
         let sent = self
             .send_output(&mut output, Some((&r.topic, r.partition, r.offset)), id)
             .await;
+        // What a failed send left is not sent later (a recovery replays its input).
+        output.clear();
         self.out_buf = output;
         sent
     }
@@ -1075,8 +1077,14 @@ impl RunState {
                 continue;
             };
             task.flush()?;
-            let mut output = task.take_output();
-            self.send_output(&mut output, None, id).await?;
+            // The buffer keeps its capacity from one commit to the next.
+            let mut output = std::mem::take(&mut self.out_buf);
+            task.swap_output(&mut output);
+            let sent = self.send_output(&mut output, None, id).await;
+            // What a failed send left is not sent later.
+            output.clear();
+            self.out_buf = output;
+            sent?;
         }
         Ok(())
     }

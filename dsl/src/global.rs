@@ -9,7 +9,7 @@ use rill_core::processor::ProcessError;
 use rill_core::topology::GlobalUpdater;
 
 use crate::graph::{
-    deser, key_of, ser, timestamped_bytes, value_of, with, Shared, StatelessFn, StoreKind,
+    deser, key_of, rewrap, ser, timestamped_bytes, value_of, Shared, StatelessFn, StoreKind,
 };
 use crate::serdes::{Data, SerdeRef};
 use crate::stream::{Consumed, KStream};
@@ -136,7 +136,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 .map(|b| crate::graph::decode_timestamped::<GV>(&b))
                 .transpose()?;
             match joiner(&v, row.as_ref().map(|(g, _)| g)) {
-                Some(out) => ctx.forward(with(&r, r.key.clone(), out)),
+                Some(out) => ctx.forward(rewrap(r, out)),
                 None => Ok::<(), ProcessError>(()),
             }
         });

@@ -316,6 +316,11 @@ pub(crate) fn typed_record<V: Data>(
 }
 
 /// `record` with another key and value (timestamp and headers kept).
+/// `record` carrying `value` instead: its key and headers move over, nothing is copied.
+pub(crate) fn rewrap<V: Data>(record: Record, value: V) -> Record {
+    typed_record(record.key, value, record.timestamp, record.headers)
+}
+
 pub(crate) fn with<V: Data>(record: &Record, key: Option<Bytes>, value: V) -> Record {
     typed_record(key, value, record.timestamp, record.headers.clone())
 }

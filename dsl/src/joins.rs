@@ -21,7 +21,7 @@ use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    decode_timestamped, get_timestamped, internal, key_of, millis, record_id, typed_record,
+    decode_timestamped, get_timestamped, internal, key_of, millis, record_id, rewrap, typed_record,
     value_of, with, Change, ExpiryIndex, Materialized, Shared, StatelessFn, StoreKind,
 };
 use crate::serdes::{hop, Data, SerdeRef};
@@ -413,7 +413,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             let key = r.key.clone().unwrap_or_default();
             let t = get_timestamped::<VT>(ctx.store(&st)?, &key)?;
             match joiner(&v, t.as_ref().map(|(t, _)| t)) {
-                Some(out) => ctx.forward(with(&r, r.key.clone(), out)),
+                Some(out) => ctx.forward(rewrap(r, out)),
                 None => Ok(()),
             }
         });

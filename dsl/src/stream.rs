@@ -11,7 +11,9 @@ use rill_core::topology::{
     ProcessorSupplier, RecordPartitioner, SinkPartitioner, SinkSpec, TopicChoice,
 };
 
-use crate::graph::{key_of, ser, take_value, value_of, value_ref, with, Shared, StatelessFn};
+use crate::graph::{
+    key_of, rewrap, ser, take_value, value_of, value_ref, with, Shared, StatelessFn,
+};
 use crate::grouped::KGroupedStream;
 use crate::serdes::{auto, to_bytes, Data, SerdeRef};
 
@@ -338,7 +340,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                     return Ok(());
                 };
                 let v = mapper(&k, take_value(&mut r)?);
-                ctx.forward(with(&r, r.key.clone(), v))
+                ctx.forward(rewrap(r, v))
             }),
         );
         self.derive(name, Arc::clone(&self.keys), self.key_changed)
@@ -461,7 +463,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             &format!("{op}-ENCODE"),
             Arc::new(move |ctx, mut r| {
                 let key = match &out_keys {
-                    None => r.key.clone(),
+                    None => r.key.take(),
                     Some(ks) => match key_of(&*keys, &r)? {
                         Some(k) => to_bytes(&**ks, &k).map_err(ser)?,
                         None => return Ok(()),
@@ -760,7 +762,7 @@ pub(crate) fn source_stream<K: Data, V: Data>(
             else {
                 return Ok(());
             };
-            ctx.forward(with(&r, r.key.clone(), v))
+            ctx.forward(rewrap(r, v))
         }),
         &[&source],
     );

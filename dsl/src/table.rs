@@ -9,8 +9,8 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    deser, key_of, ser, take_value, timestamped_bytes, value_of, with, Change, Materialized,
-    Shared, StatelessFn, StoreKind,
+    deser, key_of, rewrap, ser, take_value, timestamped_bytes, value_of, with, Change,
+    Materialized, Shared, StatelessFn, StoreKind,
 };
 use crate::grouped::KGroupedTable;
 use crate::serdes::{auto, to_bytes, Data, SerdeRef};
@@ -106,7 +106,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             if out.new.is_none() && out.old.is_none() {
                 return Ok(());
             }
-            ctx.forward(with(&r, r.key.clone(), out))
+            ctx.forward(rewrap(r, out))
         });
         let mut g = self.g.borrow_mut();
         let name = g.name(op);
@@ -137,7 +137,7 @@ impl<K: Data, V: Data> KTable<K, V> {
     pub fn to_stream(&self) -> KStream<K, Option<V>> {
         let f: StatelessFn = Arc::new(|ctx, mut r| {
             let c: Change<V> = take_value(&mut r)?;
-            ctx.forward(with(&r, r.key.clone(), c.new))
+            ctx.forward(rewrap(r, c.new))
         });
         let mut g = self.g.borrow_mut();
         let name = g.name("KTABLE-TOSTREAM");
