@@ -407,10 +407,6 @@ impl Producer {
     /// Queues a record. Waits (up to `max.block.ms`) for metadata and for room in
     /// `buffer.memory`; the returned [`Delivery`] resolves when the broker acknowledges it.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
-        // The clock is read only when `send` has to wait: the common path does not block.
-        let mut deadline = None;
-        let max_block = Duration::from_millis(self.inner.config.max_block_ms);
-        let mut deadline = move || *deadline.get_or_insert_with(|| Instant::now() + max_block);
         let size = record_bytes(&record);
         if size > self.inner.config.buffer_memory {
             return Err(ClientError::Kafka {
@@ -418,6 +414,28 @@ impl Producer {
                 message: Some(format!("{size} bytes exceed buffer.memory")),
             });
         }
+        // The common case takes the state lock once: the topic is known and buffer.memory
+        // has room. Otherwise the record waits for either outside the lock.
+        let record = {
+            let st = self.inner.state();
+            match st.topics.get(record.topic.as_str()).map(|t| t.partitions) {
+                Some(partitions) => {
+                    let partition = self.partition_of(&record, partitions)?;
+                    match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
+                        Ok(permit) => {
+                            return self.append(st, record, partition, partitions, size, permit)
+                        }
+                        Err(tokio::sync::TryAcquireError::Closed) => {
+                            return Err(ClientError::Closed)
+                        }
+                        Err(tokio::sync::TryAcquireError::NoPermits) => record,
+                    }
+                }
+                None => record,
+            }
+        };
+        // The clock is read only when `send` has to wait.
+        let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
         let known = self
             .inner
             .state()
@@ -426,16 +444,34 @@ impl Producer {
             .map(|t| t.partitions);
         let partitions = match known {
             Some(n) => n,
-            None => self.fetch_partitions(&record.topic, deadline()).await?,
+            None => self.fetch_partitions(&record.topic, deadline).await?,
         };
-        let partition = match record.partition {
-            Some(p) if p < 0 || p >= partitions => {
-                return Err(ClientError::Kafka {
-                    error: ResponseError::UnknownTopicOrPartition,
-                    message: None,
-                })
-            }
-            Some(p) => p,
+        let partition = self.partition_of(&record, partitions)?;
+        let permit = tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("buffer.memory"))?
+        .map_err(|_| ClientError::Closed)?;
+        self.append(
+            self.inner.state(),
+            record,
+            partition,
+            partitions,
+            size,
+            permit,
+        )
+    }
+
+    /// The partition `record` goes to: its own, or the partitioner's choice.
+    fn partition_of(&self, record: &ProducerRecord, partitions: i32) -> Result<i32, ClientError> {
+        match record.partition {
+            Some(p) if p < 0 || p >= partitions => Err(ClientError::Kafka {
+                error: ResponseError::UnknownTopicOrPartition,
+                message: None,
+            }),
+            Some(p) => Ok(p),
             None => {
                 let p = self.inner.partitioner.partition(
                     &record.topic,
@@ -449,85 +485,84 @@ impl Producer {
                         message: Some(format!("partitioner chose {p} of {partitions} partitions")),
                     });
                 }
-                p
+                Ok(p)
             }
-        };
-        let permit = match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(ClientError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => tokio::time::timeout_at(
-                deadline(),
-                Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
-            )
-            .await
-            .map_err(|_| ClientError::Timeout("buffer.memory"))?
-            .map_err(|_| ClientError::Closed)?,
-        };
+        }
+    }
+
+    /// Appends `record` to its partition's open batch (or a new one), under the state lock
+    /// `st`; `permit` is its room in `buffer.memory`.
+    fn append(
+        &self,
+        mut st: std::sync::MutexGuard<'_, State>,
+        record: ProducerRecord,
+        partition: i32,
+        partitions: i32,
+        size: usize,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Delivery, ClientError> {
+        if st.closed {
+            return Err(ClientError::Closed);
+        }
+        if self.inner.config.transactional_id.is_some() && st.txn.is_none() {
+            return Err(txn_state_error(
+                "a transactional producer sends inside begin_transaction()",
+            ));
+        }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
         });
-        let new = NewRecord {
+        let batch_size = self.inner.config.batch_size;
+        let q = st
+            .topics
+            .get_mut(record.topic.as_str())
+            .and_then(|t| t.queues.get_mut(partition as usize))
+            .ok_or(ClientError::Closed)?;
+        let open = q
+            .batches
+            .back()
+            .is_some_and(|b| !b.sealed && b.bytes + size <= batch_size);
+        if !open {
+            q.batches.push_back(ProducerBatch {
+                // Sized for records like this one: no regrowth while it fills.
+                records: Vec::with_capacity((batch_size / size.max(1)).clamp(1, 4096)),
+                bytes: 0,
+                memory: Arc::clone(&self.inner.memory),
+                slot: Arc::default(),
+                created: Instant::now(),
+                sealed: false,
+                attempts: 0,
+                retry_at: None,
+                sequence: None,
+            });
+        }
+        let batch = q.batches.back_mut().ok_or(ClientError::Closed)?;
+        // The batch now owns the memory; it gives it back when dropped.
+        permit.forget();
+        batch.bytes += size;
+        let delivery = Delivery {
+            slot: Arc::clone(&batch.slot),
+            index: batch.records.len() as u32,
+            partition,
+            timestamp_ms,
+        };
+        let full = batch.bytes >= batch_size;
+        batch.records.push(NewRecord {
             key: record.key,
             value: record.value,
             timestamp_ms,
             headers: record.headers,
-        };
-        let batch_size = self.inner.config.batch_size;
-        let (delivery, started, full) = {
-            let mut st = self.inner.state();
-            if st.closed {
-                return Err(ClientError::Closed);
-            }
-            if self.inner.config.transactional_id.is_some() && st.txn.is_none() {
-                return Err(txn_state_error(
-                    "a transactional producer sends inside begin_transaction()",
-                ));
-            }
-            let q = st
-                .topics
-                .get_mut(record.topic.as_str())
-                .and_then(|t| t.queues.get_mut(partition as usize))
-                .ok_or(ClientError::Closed)?;
-            let open = q
-                .batches
-                .back()
-                .is_some_and(|b| !b.sealed && b.bytes + size <= batch_size);
-            if !open {
-                q.batches.push_back(ProducerBatch {
-                    // Sized for records like this one: no regrowth while it fills.
-                    records: Vec::with_capacity((batch_size / size.max(1)).clamp(1, 4096)),
-                    bytes: 0,
-                    memory: Arc::clone(&self.inner.memory),
-                    slot: Arc::default(),
-                    created: Instant::now(),
-                    sealed: false,
-                    attempts: 0,
-                    retry_at: None,
-                    sequence: None,
-                });
-            }
-            let batch = q.batches.back_mut().ok_or(ClientError::Closed)?;
-            // The batch now owns the memory; it gives it back when dropped.
-            permit.forget();
-            batch.bytes += size;
-            let delivery = Delivery {
-                slot: Arc::clone(&batch.slot),
-                index: batch.records.len() as u32,
-                partition,
-                timestamp_ms,
-            };
-            batch.records.push(new);
-            (delivery, !open, batch.bytes >= batch_size)
-        };
+        });
+        drop(st);
         if full && record.partition.is_none() {
             self.inner
                 .partitioner
                 .on_new_batch(&record.topic, partition, partitions);
         }
         // A full batch goes now; a new one needs the sender to start its linger clock.
-        if full || started {
+        if full || !open {
             self.inner.wake.notify_one();
         }
         Ok(delivery)
