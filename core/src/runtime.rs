@@ -31,7 +31,9 @@ use crate::assignor::StreamsAssignor;
 use crate::global::GlobalStores;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::processor::{Output, ProcessError, Record};
-use crate::state::changelog::{read_checkpoint, restore_into, write_checkpoint, ChangelogError};
+use crate::state::changelog::{
+    changelog_records, read_checkpoint, restore_into, write_checkpoint, ChangelogError,
+};
 use crate::task::{InvalidTimestampPolicy, Task, TaskId};
 use crate::topology::{Topology, TopologyError};
 
@@ -249,13 +251,10 @@ impl RunState {
         let mut changelog_deliveries = Vec::with_capacity(logged.len());
         for (id, name, tp, changes) in logged {
             let n = changes.len() as u64;
-            let mut deliveries = Vec::new();
-            for (k, v) in changes {
-                let mut r = ProducerRecord::new(tp.topic.clone(), Some(k), Vec::<u8>::new());
-                r.value = v.map(Into::into);
-                r.partition = Some(tp.partition.0);
-                keep_last_of_batch(&mut deliveries, self.producer.send(r).await?);
-            }
+            let deliveries = self
+                .producer
+                .send_to_partition(&tp.topic, tp.partition.0, changelog_records(changes))
+                .await?;
             changelog_deliveries.push((id, name, n, deliveries));
         }
         self.producer.flush().await;
@@ -452,26 +451,22 @@ impl RunState {
 
     /// Files polled records under their tasks.
     fn buffer(&mut self, records: Vec<ConsumerRecord>) {
-        let mut last: Option<(TaskId, TopicPartition)> = None;
-        for r in records {
-            // Records of one partition come together: look the partition up once per run.
-            let same = last
-                .as_ref()
-                .is_some_and(|(_, tp)| tp.partition.0 == r.partition && tp.topic == r.topic);
-            if !same {
-                let tp = TopicPartition::new(r.topic.clone(), r.partition);
-                last = self
-                    .task_of(&tp)
-                    .filter(|id| self.tasks.contains_key(id))
-                    .map(|id| (id, tp));
-            }
-            if let Some((id, tp)) = &last {
-                self.buffers
-                    .entry(*id)
+        let mut records = records.into_iter().peekable();
+        while let Some(first) = records.next() {
+            // Records of one partition come together: each run is filed at once.
+            let tp = TopicPartition::new(first.topic.clone(), first.partition);
+            let same = |r: &ConsumerRecord| r.partition == tp.partition.0 && r.topic == tp.topic;
+            let run =
+                std::iter::once(first).chain(std::iter::from_fn(|| records.next_if(|r| same(r))));
+            match self.task_of(&tp).filter(|id| self.tasks.contains_key(id)) {
+                Some(id) => self
+                    .buffers
+                    .entry(id)
                     .or_default()
                     .entry(tp.clone())
                     .or_default()
-                    .push_back(r);
+                    .extend(run),
+                None => run.for_each(drop),
             }
         }
     }

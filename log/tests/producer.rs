@@ -7,6 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use common::{broker, embedded};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -19,7 +20,7 @@ use rill_log::client::partitioner::partition_for_key;
 use rill_log::client::transport::BoxFuture;
 use rill_log::client::{Admin, ClientError, Producer, ProducerConfig, ProducerRecord, Transport};
 use rill_log::storage::batch::BatchIter;
-use rill_log::storage::decode_batches;
+use rill_log::storage::{decode_batches, NewRecord};
 
 /// Every batch of a partition: (record count, values).
 async fn batches(b: &Broker, topic: &str, partition: i32) -> Vec<Vec<String>> {
@@ -208,6 +209,89 @@ impl Transport for Flaky {
             self.inner.send(request).await
         })
     }
+}
+
+/// `send_to_partition` queues many records under one lock: they land in order, in batches
+/// as `send` would make them, and the deliveries it returns (the last of each batch) cover
+/// them all; past buffer.memory it waits for room rather than failing.
+#[tokio::test]
+async fn send_to_partition_queues_in_order_and_returns_each_batchs_last_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 2, &[])
+        .await
+        .unwrap();
+    // 124 bytes a record: 8 to a batch, and 5 batches' worth of buffer memory for 25
+    // records, so the call has to wait for the first batches to complete.
+    let config = ProducerConfig {
+        linger_ms: 0,
+        batch_size: 1_000,
+        buffer_memory: 1_300,
+        ..Default::default()
+    };
+    let producer = Producer::new(embedded(&b), config);
+    let record = |i: usize| NewRecord {
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from(format!("{i:0>99}"))),
+        timestamp_ms: 1_000 + i as i64,
+        headers: Vec::new(),
+    };
+    let last = producer
+        .send_to_partition("t", 1, (0..25).map(record))
+        .await
+        .unwrap();
+    let mut offsets = Vec::new();
+    for d in last {
+        let md = d.await.unwrap();
+        assert_eq!(md.partition, 1);
+        offsets.push(md.offset);
+    }
+    assert_eq!(
+        offsets.last(),
+        Some(&24),
+        "the last record's delivery is there"
+    );
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
+    let sent: Vec<String> = batches(&b, "t", 1).await.into_iter().flatten().collect();
+    let expect: Vec<String> = (0..25).map(|i| format!("{i:0>99}")).collect();
+    assert_eq!(sent, expect);
+    assert!(batches(&b, "t", 0).await.is_empty());
+    // What `send` refuses, it refuses too.
+    let err = producer
+        .send_to_partition("t", 2, [record(0)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Kafka {
+                error: ResponseError::UnknownTopicOrPartition,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let huge = NewRecord {
+        value: Some(Bytes::from(vec![b'x'; 2_000])),
+        ..record(0)
+    };
+    let err = producer
+        .send_to_partition("t", 0, [huge])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Kafka {
+                error: ResponseError::MessageTooLarge,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    producer.close().await;
+    b.close().unwrap();
 }
 
 #[tokio::test]

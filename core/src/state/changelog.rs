@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 use rill_log::client::{
     Admin, ClientError, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, OffsetSpec,
-    Producer, ProducerRecord, Transport,
+    Producer, Transport,
 };
+use rill_log::storage::NewRecord;
 use rill_log::types::TopicPartition;
 
 use super::overlay::{Entry as MapEntry, Overlay};
@@ -181,14 +182,14 @@ impl<S: KeyValueStore> LoggedStore<S> {
             changelog: self.changelog.clone(),
             source,
         };
-        let mut deliveries = Vec::with_capacity(self.dirty.len());
-        for (k, v) in self.uncommitted() {
-            let mut r =
-                ProducerRecord::new(self.changelog.topic.clone(), Some(k), Vec::<u8>::new());
-            r.value = v.map(Into::into);
-            r.partition = Some(self.changelog.partition.0);
-            deliveries.push(producer.send(r).await.map_err(client)?);
-        }
+        let deliveries = producer
+            .send_to_partition(
+                &self.changelog.topic,
+                self.changelog.partition.0,
+                changelog_records(self.uncommitted()),
+            )
+            .await
+            .map_err(client)?;
         producer.flush().await;
         let mut last = None;
         for d in deliveries {
@@ -360,6 +361,21 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.unwritten_bytes = 0;
         Ok(())
     }
+}
+
+/// Changes as changelog records (a tombstone for a deletion), stamped with the time now.
+pub fn changelog_records(
+    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> impl Iterator<Item = NewRecord> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    changes.into_iter().map(move |(k, v)| NewRecord {
+        key: Some(k.into()),
+        value: v.map(Into::into),
+        timestamp_ms: now,
+        headers: Vec::new(),
+    })
 }
 
 /// Replays changelog `tp` from `from` (or its start) to its current end into `store`.

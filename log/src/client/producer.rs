@@ -320,11 +320,26 @@ impl std::fmt::Debug for Producer {
     }
 }
 
+/// Wall-clock milliseconds since the epoch: a record's timestamp when it has none.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn record_bytes(r: &ProducerRecord) -> usize {
+    payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers)
+}
+
+fn payload_bytes(
+    key: Option<&Bytes>,
+    value: Option<&Bytes>,
+    headers: &[(String, Option<Bytes>)],
+) -> usize {
     // What the record costs in the buffer: its payload plus a fixed overhead, as Kafka estimates.
-    r.key.as_ref().map_or(0, |k| k.len())
-        + r.value.as_ref().map_or(0, |v| v.len())
-        + r.headers
+    key.map_or(0, |k| k.len())
+        + value.map_or(0, |v| v.len())
+        + headers
             .iter()
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
             .sum::<usize>()
@@ -501,6 +516,39 @@ impl Producer {
         size: usize,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Delivery, ClientError> {
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let new = NewRecord {
+            key: record.key,
+            value: record.value,
+            timestamp_ms,
+            headers: record.headers,
+        };
+        let (delivery, opened, full) =
+            self.enqueue(&mut st, &record.topic, partition, new, size, permit)?;
+        drop(st);
+        if full && record.partition.is_none() {
+            self.inner
+                .partitioner
+                .on_new_batch(&record.topic, partition, partitions);
+        }
+        // A full batch goes now; a new one needs the sender to start its linger clock.
+        if full || opened {
+            self.inner.wake.notify_one();
+        }
+        Ok(delivery)
+    }
+
+    /// Puts `record` in the open batch of `topic`'s `partition` (a known one), or in a new
+    /// batch. Returns its delivery, whether it opened a batch and whether it filled one.
+    fn enqueue(
+        &self,
+        st: &mut State,
+        topic: &str,
+        partition: i32,
+        record: NewRecord,
+        size: usize,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(Delivery, bool, bool), ClientError> {
         if st.closed {
             return Err(ClientError::Closed);
         }
@@ -509,15 +557,10 @@ impl Producer {
                 "a transactional producer sends inside begin_transaction()",
             ));
         }
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        });
         let batch_size = self.inner.config.batch_size;
         let q = st
             .topics
-            .get_mut(record.topic.as_str())
+            .get_mut(topic)
             .and_then(|t| t.queues.get_mut(partition as usize))
             .ok_or(ClientError::Closed)?;
         let open = q
@@ -546,26 +589,93 @@ impl Producer {
             slot: Arc::clone(&batch.slot),
             index: batch.records.len() as u32,
             partition,
-            timestamp_ms,
+            timestamp_ms: record.timestamp_ms,
         };
-        let full = batch.bytes >= batch_size;
-        batch.records.push(NewRecord {
-            key: record.key,
-            value: record.value,
-            timestamp_ms,
-            headers: record.headers,
-        });
-        drop(st);
-        if full && record.partition.is_none() {
-            self.inner
-                .partitioner
-                .on_new_batch(&record.topic, partition, partitions);
+        batch.records.push(record);
+        Ok((delivery, !open, batch.bytes >= batch_size))
+    }
+
+    /// Queues `records` for `partition` of `topic`, in order, as [`Producer::send`] would one
+    /// by one, but taking the state lock once for as many as `buffer.memory` has room for.
+    /// Returns the delivery of the last record of each batch they went into: every record
+    /// of a batch ends as its batch does, so these are all a caller needs to wait for.
+    pub async fn send_to_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: impl IntoIterator<Item = NewRecord>,
+    ) -> Result<Vec<Delivery>, ClientError> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
+        let known = self.inner.state().topics.get(topic).map(|t| t.partitions);
+        let partitions = match known {
+            Some(n) => n,
+            None => self.fetch_partitions(topic, deadline).await?,
+        };
+        if partition < 0 || partition >= partitions {
+            return Err(ClientError::Kafka {
+                error: ResponseError::UnknownTopicOrPartition,
+                message: None,
+            });
         }
-        // A full batch goes now; a new one needs the sender to start its linger clock.
-        if full || !open {
-            self.inner.wake.notify_one();
+        let mut last: Vec<Delivery> = Vec::new();
+        let mut records = records.into_iter().peekable();
+        // A record that had to wait for room, with its permit.
+        let mut waited = None;
+        loop {
+            let mut wake = false;
+            {
+                let mut st = self.inner.state();
+                let mut queue = |record, size, permit| -> Result<(), ClientError> {
+                    let (d, opened, full) =
+                        self.enqueue(&mut st, topic, partition, record, size, permit)?;
+                    wake |= opened || full;
+                    match last.last_mut() {
+                        Some(l) if l.same_batch(&d) => *l = d,
+                        _ => last.push(d),
+                    }
+                    Ok(())
+                };
+                if let Some((record, size, permit)) = waited.take() {
+                    queue(record, size, permit)?;
+                }
+                while let Some(r) = records.peek() {
+                    let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
+                    if size > self.inner.config.buffer_memory {
+                        return Err(ClientError::Kafka {
+                            error: ResponseError::MessageTooLarge,
+                            message: Some(format!("{size} bytes exceed buffer.memory")),
+                        });
+                    }
+                    let permit =
+                        match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
+                            Ok(permit) => permit,
+                            Err(tokio::sync::TryAcquireError::Closed) => {
+                                return Err(ClientError::Closed)
+                            }
+                            Err(tokio::sync::TryAcquireError::NoPermits) => break,
+                        };
+                    if let Some(record) = records.next() {
+                        queue(record, size, permit)?;
+                    }
+                }
+            }
+            if wake {
+                self.inner.wake.notify_one();
+            }
+            let Some(r) = records.next() else {
+                return Ok(last);
+            };
+            // No room: the sender frees some as batches complete.
+            let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
+            let permit = tokio::time::timeout_at(
+                deadline,
+                Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout("buffer.memory"))?
+            .map_err(|_| ClientError::Closed)?;
+            waited = Some((r, size, permit));
         }
-        Ok(delivery)
     }
 
     /// Sends everything queued now and waits until all of it is acknowledged (or failed).
