@@ -423,12 +423,7 @@ impl Producer {
     /// `buffer.memory`; the returned [`Delivery`] resolves when the broker acknowledges it.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
         let size = record_bytes(&record);
-        if size > self.inner.config.buffer_memory {
-            return Err(ClientError::Kafka {
-                error: ResponseError::MessageTooLarge,
-                message: Some(format!("{size} bytes exceed buffer.memory")),
-            });
-        }
+        self.check_size(size)?;
         // The common case takes the state lock once: the topic is known and buffer.memory
         // has room. Otherwise the record waits for either outside the lock.
         let record = {
@@ -451,24 +446,9 @@ impl Producer {
         };
         // The clock is read only when `send` has to wait.
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
-        let known = self
-            .inner
-            .state()
-            .topics
-            .get(record.topic.as_str())
-            .map(|t| t.partitions);
-        let partitions = match known {
-            Some(n) => n,
-            None => self.fetch_partitions(&record.topic, deadline).await?,
-        };
+        let partitions = self.partitions(&record.topic, deadline).await?;
         let partition = self.partition_of(&record, partitions)?;
-        let permit = tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("buffer.memory"))?
-        .map_err(|_| ClientError::Closed)?;
+        let permit = self.wait_for_memory(size, deadline).await?;
         self.append(
             self.inner.state(),
             record,
@@ -477,6 +457,41 @@ impl Producer {
             size,
             permit,
         )
+    }
+
+    /// A record of `size` bytes can never fit in buffer.memory: refused at once, as Kafka does.
+    fn check_size(&self, size: usize) -> Result<(), ClientError> {
+        if size > self.inner.config.buffer_memory {
+            return Err(ClientError::Kafka {
+                error: ResponseError::MessageTooLarge,
+                message: Some(format!("{size} bytes exceed buffer.memory")),
+            });
+        }
+        Ok(())
+    }
+
+    /// The partition count of `topic`: known, or fetched (by `deadline`).
+    async fn partitions(&self, topic: &str, deadline: Instant) -> Result<i32, ClientError> {
+        let known = self.inner.state().topics.get(topic).map(|t| t.partitions);
+        match known {
+            Some(n) => Ok(n),
+            None => self.fetch_partitions(topic, deadline).await,
+        }
+    }
+
+    /// Room for `size` bytes in buffer.memory, waited for until `deadline`.
+    async fn wait_for_memory(
+        &self,
+        size: usize,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ClientError> {
+        tokio::time::timeout_at(
+            deadline,
+            Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("buffer.memory"))?
+        .map_err(|_| ClientError::Closed)
     }
 
     /// The partition `record` goes to: its own, or the partitioner's choice.
@@ -606,11 +621,7 @@ impl Producer {
         records: impl IntoIterator<Item = NewRecord>,
     ) -> Result<Vec<Delivery>, ClientError> {
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
-        let known = self.inner.state().topics.get(topic).map(|t| t.partitions);
-        let partitions = match known {
-            Some(n) => n,
-            None => self.fetch_partitions(topic, deadline).await?,
-        };
+        let partitions = self.partitions(topic, deadline).await?;
         if partition < 0 || partition >= partitions {
             return Err(ClientError::Kafka {
                 error: ResponseError::UnknownTopicOrPartition,
@@ -640,12 +651,7 @@ impl Producer {
                 }
                 while let Some(r) = records.peek() {
                     let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-                    if size > self.inner.config.buffer_memory {
-                        return Err(ClientError::Kafka {
-                            error: ResponseError::MessageTooLarge,
-                            message: Some(format!("{size} bytes exceed buffer.memory")),
-                        });
-                    }
+                    self.check_size(size)?;
                     let permit =
                         match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
                             Ok(permit) => permit,
@@ -667,13 +673,7 @@ impl Producer {
             };
             // No room: the sender frees some as batches complete.
             let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-            let permit = tokio::time::timeout_at(
-                deadline,
-                Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
-            )
-            .await
-            .map_err(|_| ClientError::Timeout("buffer.memory"))?
-            .map_err(|_| ClientError::Closed)?;
+            let permit = self.wait_for_memory(size, deadline).await?;
             waited = Some((r, size, permit));
         }
     }
