@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
-    framed_key, split_framed, ts_bytes, ts_from, Entry, FastHashMap, InlineKey, KeyValueStore,
-    Session, SessionStore, WindowStore,
+    framed_inline_key, framed_key, split_framed, ts_bytes, ts_from, Entry, FastHashMap,
+    KeyValueStore, Session, SessionStore, WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
 
@@ -307,8 +307,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         let step = &self.step;
         // The framed key: the group of this key's windows in the cache, and the prefix of
         // their store keys.
-        let framed = framed_key(key);
-        let group = InlineKey::new(&framed);
+        let group = framed_inline_key(key);
         let size = self.windows.size_ms;
         // Windows already closed are too late for the record; the last open one takes its
         // value, the others a clone.
@@ -333,7 +332,8 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                 |acc, t| (step(k, value, acc), t.map_or(ts, |t| ts.max(t))),
             )?;
             if absent {
-                self.expiry.insert(start, store_key(&framed, Some(start)));
+                self.expiry
+                    .insert(start, store_key(group.as_slice(), Some(start)));
             }
         }
         Ok(Vec::new())

@@ -22,15 +22,24 @@ pub enum InlineKey {
 
 impl InlineKey {
     pub fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE_KEY_BYTES {
-            let mut bytes = [0; INLINE_KEY_BYTES];
-            bytes[..key.len()].copy_from_slice(key);
-            InlineKey::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            InlineKey::Heap(key.into())
+        Self::from_parts(&[key])
+    }
+
+    /// The key made of `parts` one after the other (built in place when it fits inline).
+    pub fn from_parts(parts: &[&[u8]]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > INLINE_KEY_BYTES {
+            return InlineKey::Heap(parts.concat().into());
+        }
+        let mut bytes = [0; INLINE_KEY_BYTES];
+        let mut at = 0;
+        for p in parts {
+            bytes[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        InlineKey::Inline {
+            len: len as u8,
+            bytes,
         }
     }
 
@@ -166,6 +175,21 @@ mod tests {
 
     /// Inline keys compare word by word exactly as their bytes compare (zero bytes and
     /// prefixes included).
+    #[test]
+    fn keys_from_parts_are_their_concatenation() {
+        for parts in [
+            vec![],
+            vec![&b""[..], b""],
+            vec![&b"ab"[..], b"", b"cd"],
+            vec![&[1u8; 20][..], &[2u8; 10]],
+            vec![&[1u8; 20][..], &[2u8; 11]],
+        ] {
+            let k = InlineKey::from_parts(&parts);
+            assert_eq!(k.as_slice(), parts.concat().as_slice());
+            assert_eq!(k, InlineKey::new(&parts.concat()));
+        }
+    }
+
     #[test]
     fn word_comparison_agrees_with_the_bytes() {
         let mut keys: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], vec![1], vec![0xff]];

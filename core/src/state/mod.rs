@@ -296,6 +296,11 @@ pub fn framed_key(key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`framed_key`] as an [`InlineKey`]: no heap allocation for a short key.
+pub fn framed_inline_key(key: &[u8]) -> InlineKey {
+    InlineKey::from_parts(&[&(key.len() as u32).to_be_bytes(), key])
+}
+
 /// A timestamp whose big-endian bytes sort like the number (sign bit flipped).
 /// These key-encoding helpers are public so that stores built on [`KeyValueStore`] elsewhere
 /// (the DSL's join and suppression buffers) order their keys the same way.
