@@ -1,5 +1,5 @@
 //! Key-to-change maps held in memory over a store (the changelogged store's overlays): hashed
-//! while nobody asks them for key order, ordered from the first range read on.
+//! while nobody asks them for key order, ordered once range reads come.
 //!
 //! A store behind a record cache is written at each flush and read by single key, if at all:
 //! a hash table takes those writes for about a third of what a B-tree insert costs (one

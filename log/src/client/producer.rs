@@ -620,8 +620,8 @@ impl Producer {
         partition: i32,
         records: impl IntoIterator<Item = NewRecord>,
     ) -> Result<Vec<Delivery>, ClientError> {
-        let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
-        let partitions = self.partitions(topic, deadline).await?;
+        let max_block = Duration::from_millis(self.inner.config.max_block_ms);
+        let partitions = self.partitions(topic, Instant::now() + max_block).await?;
         if partition < 0 || partition >= partitions {
             return Err(ClientError::Kafka {
                 error: ResponseError::UnknownTopicOrPartition,
@@ -634,7 +634,7 @@ impl Producer {
         let mut waited = None;
         loop {
             let mut wake = false;
-            {
+            let queued: Result<(), ClientError> = 'queue: {
                 let mut st = self.inner.state();
                 let mut queue = |record, size, permit| -> Result<(), ClientError> {
                     let (d, opened, full) =
@@ -647,33 +647,44 @@ impl Producer {
                     Ok(())
                 };
                 if let Some((record, size, permit)) = waited.take() {
-                    queue(record, size, permit)?;
+                    if let Err(e) = queue(record, size, permit) {
+                        break 'queue Err(e);
+                    }
                 }
                 while let Some(r) = records.peek() {
                     let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-                    self.check_size(size)?;
+                    if let Err(e) = self.check_size(size) {
+                        break 'queue Err(e);
+                    }
                     let permit =
                         match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
                             Ok(permit) => permit,
                             Err(tokio::sync::TryAcquireError::Closed) => {
-                                return Err(ClientError::Closed)
+                                break 'queue Err(ClientError::Closed)
                             }
                             Err(tokio::sync::TryAcquireError::NoPermits) => break,
                         };
                     if let Some(record) = records.next() {
-                        queue(record, size, permit)?;
+                        if let Err(e) = queue(record, size, permit) {
+                            break 'queue Err(e);
+                        }
                     }
                 }
-            }
+                Ok(())
+            };
+            // What was queued goes out even if a record was refused.
             if wake {
                 self.inner.wake.notify_one();
             }
+            queued?;
             let Some(r) = records.next() else {
                 return Ok(last);
             };
-            // No room: the sender frees some as batches complete.
+            // No room: the sender frees some as batches complete (max.block.ms per wait).
             let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-            let permit = self.wait_for_memory(size, deadline).await?;
+            let permit = self
+                .wait_for_memory(size, Instant::now() + max_block)
+                .await?;
             waited = Some((r, size, permit));
         }
     }
