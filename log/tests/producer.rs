@@ -276,8 +276,9 @@ async fn send_to_partition_queues_in_order_and_returns_each_batchs_last_delivery
         value: Some(Bytes::from(vec![b'x'; 2_000])),
         ..record(0)
     };
+    // Records before a refused one are queued, as sending them one by one would.
     let err = producer
-        .send_to_partition("t", 0, [huge])
+        .send_to_partition("t", 0, [record(7), huge, record(8)])
         .await
         .unwrap_err();
     assert!(
@@ -290,6 +291,9 @@ async fn send_to_partition_queues_in_order_and_returns_each_batchs_last_delivery
         ),
         "{err:?}"
     );
+    producer.flush().await;
+    let sent: Vec<String> = batches(&b, "t", 0).await.into_iter().flatten().collect();
+    assert_eq!(sent, vec![format!("{:0>99}", 7)]);
     producer.close().await;
     b.close().unwrap();
 }
