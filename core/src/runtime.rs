@@ -1118,7 +1118,7 @@ impl RunState {
         let copy = (!self.eos && dead_letters).then(|| record.clone());
         match self.producer.send(record).await {
             Ok(d) => {
-                keep_last_of_batch(&mut self.in_flight, d);
+                Delivery::keep_last_of_batch(&mut self.in_flight, d);
                 Ok(())
             }
             Err(e) if !self.eos => {
@@ -1141,16 +1141,6 @@ impl RunState {
 
 /// Every how many records of a task the process latency is measured.
 const PROCESS_LATENCY_SAMPLE: u64 = 8;
-
-/// Keeps `d` in `deliveries` as the one to wait for: every record of a batch ends as the
-/// batch does, so the last delivered record of each batch stands for the others (and has
-/// the batch's highest offset).
-fn keep_last_of_batch(deliveries: &mut Vec<Delivery>, d: Delivery) {
-    match deliveries.last_mut() {
-        Some(last) if last.same_batch(&d) => *last = d,
-        _ => deliveries.push(d),
-    }
-}
 
 async fn run(
     state: Arc<Mutex<RunState>>,

@@ -192,6 +192,16 @@ impl Delivery {
         Arc::ptr_eq(&self.slot, &other.slot)
     }
 
+    /// Keeps `d` in `deliveries` as one to wait for: it takes the place of the last one there
+    /// when both went in the same batch (the batch's last record stands for the others, and
+    /// has its highest offset).
+    pub fn keep_last_of_batch(deliveries: &mut Vec<Delivery>, d: Delivery) {
+        match deliveries.last_mut() {
+            Some(last) if last.same_batch(&d) => *last = d,
+            _ => deliveries.push(d),
+        }
+    }
+
     /// Waits for the outcome.
     pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
         loop {
@@ -640,10 +650,7 @@ impl Producer {
                     let (d, opened, full) =
                         self.enqueue(&mut st, topic, partition, record, size, permit)?;
                     wake |= opened || full;
-                    match last.last_mut() {
-                        Some(l) if l.same_batch(&d) => *l = d,
-                        _ => last.push(d),
-                    }
+                    Delivery::keep_last_of_batch(&mut last, d);
                     Ok(())
                 };
                 if let Some((record, size, permit)) = waited.take() {
