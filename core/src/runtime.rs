@@ -540,11 +540,9 @@ impl RunState {
                 let Some(last) = run.last().map(|r| r.offset) else {
                     break;
                 };
-                for r in run {
-                    if let Err(e) = self.process(r).await {
-                        self.report_processed();
-                        return Err(e);
-                    }
+                if let Err(e) = self.process_run(run).await {
+                    self.report_processed();
+                    return Err(e);
                 }
                 self.consumed.insert(tp, last + 1);
             }
@@ -968,25 +966,92 @@ impl RunState {
         }
     }
 
-    /// Processes one consumed record in its task, sends what the sinks wrote, and applies
-    /// the processing exception handler to a failure.
-    async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
-        let Some(id) = self.sub_of.get(&r.topic).map(|s| (*s, r.partition)) else {
+    /// Whether failures need each record's original bytes: a dead-letter topic for poison
+    /// records, or (under at-least-once) for refused sends. Records then go one by one.
+    fn keeps_originals(&self) -> bool {
+        let dead_letters = |h: &ExceptionHandler| matches!(h, ExceptionHandler::DeadLetter { .. });
+        dead_letters(&self.config.processing_exception_handler)
+            || dead_letters(&self.config.deserialization_exception_handler)
+            || (!self.eos && dead_letters(&self.config.production_exception_handler))
+    }
+
+    /// Processes a run of consumed records of one partition, in order. What the sinks write
+    /// is sent once per run (or per `OUTPUT_BATCH` outputs), not per record: the records in
+    /// between go through their task without a wait.
+    async fn process_run(&mut self, run: Vec<ConsumerRecord>) -> Result<(), StreamsError> {
+        if self.keeps_originals() {
+            for r in run {
+                self.process(r).await?;
+            }
+            return Ok(());
+        }
+        let mut run = run.into_iter().peekable();
+        let Some((topic, partition)) = run.peek().map(|r| (r.topic.clone(), r.partition)) else {
             return Ok(());
         };
+        let Some(id) = self.sub_of.get(&topic).map(|s| (*s, partition)) else {
+            return Ok(());
+        };
+        // Per output index: the offset of the record that wrote the outputs from there on.
+        let mut origins: Vec<(usize, i64)> = Vec::new();
+        while run.peek().is_some() {
+            origins.clear();
+            let mut failed = None;
+            for r in run.by_ref() {
+                let Some(task) = self.tasks.get(&id) else {
+                    return Ok(());
+                };
+                origins.push((task.output_len(), r.offset));
+                let offset = r.offset;
+                if let Err(e) = self.run_record(id, r) {
+                    failed = Some((e, offset));
+                    break;
+                }
+                if self
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.output_len() >= OUTPUT_BATCH)
+                {
+                    break;
+                }
+            }
+            let Some(task) = self.tasks.get_mut(&id) else {
+                return Ok(());
+            };
+            let mut output = std::mem::take(&mut self.out_buf);
+            task.swap_output(&mut output);
+            if let Some((e, offset)) = failed {
+                let (stage, handler) = self.handler_for(&e);
+                let origin = Some((topic.as_str(), partition, offset));
+                match self
+                    .handle_error(&handler, stage, origin, None, e.into())
+                    .await
+                {
+                    Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
+                    Handled::Fail(e) => {
+                        output.clear();
+                        self.out_buf = output;
+                        return Err(e);
+                    }
+                }
+            }
+            let sent = self
+                .send_output(&mut output, Some((&topic, partition, &origins)), id)
+                .await;
+            // What a failed send left is not sent later (a recovery replays its input).
+            output.clear();
+            self.out_buf = output;
+            sent?;
+        }
+        Ok(())
+    }
+
+    /// Runs consumed record `r` through task `id`, leaving what its sinks wrote in the
+    /// task's output buffer; counts it towards the metrics.
+    fn run_record(&mut self, id: TaskId, r: ConsumerRecord) -> Result<(), ProcessError> {
         let Some(task) = self.tasks.get_mut(&id) else {
             return Ok(());
         };
-        // The original is kept only for a dead-letter topic.
-        let dead_letters = |h: &ExceptionHandler| matches!(h, ExceptionHandler::DeadLetter { .. });
-        let original = (dead_letters(&self.config.processing_exception_handler)
-            || dead_letters(&self.config.deserialization_exception_handler))
-        .then(|| {
-            let mut o = ProducerRecord::new(r.topic.clone(), r.key.clone(), Vec::<u8>::new());
-            o.value = r.value.clone();
-            o.headers = r.headers.clone();
-            o
-        });
         let record = Record {
             key: r.key,
             value: r.value,
@@ -1003,33 +1068,63 @@ impl RunState {
         let dropped = task.dropped;
         let result = task.process(&r.topic, r.offset, record);
         let newly_dropped = task.dropped - dropped;
+        self.count_processed(id, started.map(|s| s.elapsed()));
+        self.metrics.record_dropped(self.thread, id, newly_dropped);
+        result
+    }
+
+    /// The stage and the exception handler of a processing failure.
+    fn handler_for(&self, e: &ProcessError) -> (&'static str, ExceptionHandler) {
+        match e {
+            ProcessError::Deserialization(_) => (
+                "deserialization",
+                self.config.deserialization_exception_handler.clone(),
+            ),
+            _ => (
+                "processing",
+                self.config.processing_exception_handler.clone(),
+            ),
+        }
+    }
+
+    /// Processes one consumed record in its task, sends what the sinks wrote, and applies
+    /// the processing exception handler to a failure, keeping the record for a dead-letter
+    /// topic.
+    async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
+        let Some(id) = self.sub_of.get(&r.topic).map(|s| (*s, r.partition)) else {
+            return Ok(());
+        };
+        let original = {
+            let mut o = ProducerRecord::new(r.topic.clone(), r.key.clone(), Vec::<u8>::new());
+            o.value = r.value.clone();
+            o.headers = r.headers.clone();
+            o
+        };
+        let (topic, partition, offset) = (r.topic.clone(), r.partition, r.offset);
+        let result = self.run_record(id, r);
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Ok(());
+        };
         // Two buffers take turns: the task's and this one (no allocation per record).
         let mut output = std::mem::take(&mut self.out_buf);
         task.swap_output(&mut output);
-        self.count_processed(id, started.map(|s| s.elapsed()));
-        self.metrics.record_dropped(self.thread, id, newly_dropped);
         if let Err(e) = result {
-            let (stage, handler) = match e {
-                ProcessError::Deserialization(_) => (
-                    "deserialization",
-                    self.config.deserialization_exception_handler.clone(),
-                ),
-                _ => (
-                    "processing",
-                    self.config.processing_exception_handler.clone(),
-                ),
-            };
-            let origin = Some((r.topic.as_str(), r.partition, r.offset));
+            let (stage, handler) = self.handler_for(&e);
+            let origin = Some((topic.as_str(), partition, offset));
             match self
-                .handle_error(&handler, stage, origin, original, e.into())
+                .handle_error(&handler, stage, origin, Some(original), e.into())
                 .await
             {
                 Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
-                Handled::Fail(e) => return Err(e),
+                Handled::Fail(e) => {
+                    output.clear();
+                    self.out_buf = output;
+                    return Err(e);
+                }
             }
         }
         let sent = self
-            .send_output(&mut output, Some((&r.topic, r.partition, r.offset)), id)
+            .send_output(&mut output, Some((&topic, partition, &[(0, offset)])), id)
             .await;
         // What a failed send left is not sent later (a recovery replays its input).
         output.clear();
@@ -1037,30 +1132,100 @@ impl RunState {
         sent
     }
 
-    /// Sends what a task's sinks wrote (`origin`: the input record that caused it).
+    /// Sends what a task's sinks wrote. `origin`: the input partition whose records wrote
+    /// it, and per output index the offset of the record that wrote the outputs from there
+    /// on (for the production exception handler).
     async fn send_output(
         &mut self,
         output: &mut Vec<Output>,
-        origin: Option<(&str, i32, i64)>,
+        origin: Option<(&str, i32, &[(usize, i64)])>,
         id: TaskId,
     ) -> Result<(), StreamsError> {
-        for out in output.drain(..) {
-            let partition = match &out.partitioner {
-                Some(p) => {
-                    let n = self.partitions_of(&out.topic).await?;
-                    p.partition(&out.topic, &out.record, n)
-                }
-                None => None,
-            };
-            let o = out.record;
-            let mut pr = ProducerRecord::new(out.topic, o.key, Vec::<u8>::new());
-            pr.value = o.value;
-            pr.timestamp_ms = Some(o.timestamp);
-            pr.headers = o.headers;
-            pr.partition = partition;
-            self.send(pr, origin, id).await?;
+        // A sink's partitioner needs its topic's partition count.
+        for i in 0..output.len() {
+            if output[i].partitioner.is_some()
+                && !self.partition_counts.contains_key(&output[i].topic)
+            {
+                let topic = output[i].topic.clone();
+                self.partitions_of(&topic).await?;
+            }
         }
-        Ok(())
+        let dead_letters = matches!(
+            self.config.production_exception_handler,
+            ExceptionHandler::DeadLetter { .. }
+        );
+        let keep_copies = !self.eos && dead_letters;
+        let origin_of = |i: usize| {
+            origin.map(|(topic, partition, offsets)| {
+                let at = offsets.partition_point(|(from, _)| *from <= i).max(1) - 1;
+                (topic, partition, offsets.get(at).map_or(-1, |(_, o)| *o))
+            })
+        };
+        let mut rest = output.drain(..);
+        // Outputs taken from `rest` so far.
+        let mut taken: usize = 0;
+        loop {
+            let counts = &self.partition_counts;
+            let to_record = |out: Output| {
+                let partition = out.partitioner.as_ref().and_then(|p| {
+                    let n = counts.get(&out.topic).copied().unwrap_or(1);
+                    p.partition(&out.topic, &out.record, n)
+                });
+                let o = out.record;
+                ProducerRecord {
+                    topic: out.topic,
+                    partition,
+                    key: o.key,
+                    value: o.value,
+                    timestamp_ms: Some(o.timestamp),
+                    headers: o.headers,
+                }
+            };
+            let (result, copy) = if keep_copies {
+                // The handler may send a refused record to a dead-letter topic: one by one,
+                // each with a copy.
+                let Some(out) = rest.next() else {
+                    return Ok(());
+                };
+                taken += 1;
+                let record = to_record(out);
+                let copy = record.clone();
+                let sent = self.producer.send(record).await;
+                (
+                    sent.map(|d| Delivery::keep_last_of_batch(&mut self.in_flight, d)),
+                    Some(copy),
+                )
+            } else {
+                let mut records = rest.by_ref().inspect(|_| taken += 1).map(to_record);
+                let sent = self
+                    .producer
+                    .send_all(&mut records, &mut self.in_flight)
+                    .await;
+                if sent.is_ok() {
+                    return Ok(());
+                }
+                (sent, None)
+            };
+            let Err(e) = result else { continue };
+            if self.eos {
+                return Err(e.into());
+            }
+            // Under at-least-once a refused send goes to the production exception handler.
+            let handler = self.config.production_exception_handler.clone();
+            match self
+                .handle_error(
+                    &handler,
+                    "production",
+                    origin_of(taken.saturating_sub(1)),
+                    copy,
+                    e.into(),
+                )
+                .await
+            {
+                Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
+                Handled::Fail(e) => return Err(e),
+            }
+        }
     }
 
     /// Flushes every task's processors (record caches write and forward what they held) and
@@ -1101,46 +1266,14 @@ impl RunState {
         self.partition_counts.insert(topic.to_string(), n);
         Ok(n)
     }
-
-    /// Sends a sink's record; a send refused at once (too large, unknown topic...) goes to
-    /// the production exception handler under at-least-once. (Under exactly-once any failed
-    /// send fails the transaction, which is recovered from, as Kafka Streams does.)
-    async fn send(
-        &mut self,
-        record: ProducerRecord,
-        origin: Option<(&str, i32, i64)>,
-        task: TaskId,
-    ) -> Result<(), StreamsError> {
-        let dead_letters = matches!(
-            self.config.production_exception_handler,
-            ExceptionHandler::DeadLetter { .. }
-        );
-        let copy = (!self.eos && dead_letters).then(|| record.clone());
-        match self.producer.send(record).await {
-            Ok(d) => {
-                Delivery::keep_last_of_batch(&mut self.in_flight, d);
-                Ok(())
-            }
-            Err(e) if !self.eos => {
-                let handler = self.config.production_exception_handler.clone();
-                match self
-                    .handle_error(&handler, "production", origin, copy, e.into())
-                    .await
-                {
-                    Handled::Continue => {
-                        self.metrics.record_dropped(self.thread, task, 1);
-                        Ok(())
-                    }
-                    Handled::Fail(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
 }
 
 /// Every how many records of a task the process latency is measured.
 const PROCESS_LATENCY_SAMPLE: u64 = 8;
+
+/// Outputs collected from a run of records before they are sent: a bound on the memory
+/// a run's outputs take.
+const OUTPUT_BATCH: usize = 4096;
 
 async fn run(
     state: Arc<Mutex<RunState>>,

@@ -351,6 +351,11 @@ impl Task {
         std::mem::take(&mut self.parts.output)
     }
 
+    /// How many records the sinks wrote that were not taken yet.
+    pub fn output_len(&self) -> usize {
+        self.parts.output.len()
+    }
+
     /// Moves what the sinks wrote into `out` (empty), keeping both buffers' capacity.
     pub fn swap_output(&mut self, out: &mut Vec<Output>) {
         std::mem::swap(&mut self.parts.output, out);

@@ -22,8 +22,8 @@ use rill_log::types::TopicPartition;
 mod common;
 use common::{counting_topology_with, rekeyed_count, text, Count, LastPartition};
 
-/// Counts per key (the count as text); fails on the value `poison`, and cannot deserialize
-/// `garbage`.
+/// Counts per key (the count as text); fails on the value `poison`, cannot deserialize
+/// `garbage`, and writes a record larger than a producer's whole buffer for `huge`.
 struct PickyCount;
 
 impl Processor for PickyCount {
@@ -31,6 +31,9 @@ impl Processor for PickyCount {
         match r.value.as_deref() {
             Some(b"poison") => Err(ProcessError::Failed("cannot count poison".into())),
             Some(b"garbage") => Err(ProcessError::Deserialization("not a word".into())),
+            Some(b"huge") => {
+                ctx.forward(Record::new(r.key, Some(vec![0u8; 33 << 20]), r.timestamp))
+            }
             _ => Count.process(ctx, r),
         }
     }
@@ -136,6 +139,36 @@ async fn log_and_continue_skips_a_poison_record_and_counts_it_dropped() {
         .map(|r| text(&r.value))
         .collect();
     assert_eq!(out, ["1", "2"]);
+    b.close().unwrap();
+}
+
+/// A send the producer refuses (a record over buffer.memory) goes to the production
+/// exception handler under at-least-once; the records around it are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_send_is_skipped_by_log_and_continue_and_the_rest_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 1).await;
+    produce(&t, &[("a", "x"), ("b", "huge"), ("a", "x"), ("c", "x")]).await;
+    let mut cfg = config();
+    cfg.production_exception_handler = ExceptionHandler::LogAndContinue;
+    let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), cfg);
+    wait_processed(&app, 4).await;
+    // The send happens after the record counts as processed: wait for it to be dropped.
+    for _ in 0..500 {
+        if app.metrics().dropped() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.metrics().dropped(), 1);
+    app.close().await.unwrap();
+    let out: Vec<(String, String)> = read_all(&t, "counts", 3)
+        .await
+        .iter()
+        .map(|r| (text(&r.key), text(&r.value)))
+        .collect();
+    let expect = [("a", "1"), ("a", "2"), ("c", "1")].map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(out, expect);
     b.close().unwrap();
 }
 

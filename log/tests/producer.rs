@@ -22,6 +22,15 @@ use rill_log::client::{Admin, ClientError, Producer, ProducerConfig, ProducerRec
 use rill_log::storage::batch::BatchIter;
 use rill_log::storage::{decode_batches, NewRecord};
 
+/// The values of a partition's records, in order.
+async fn values(b: &Broker, topic: &str, partition: i32) -> Vec<String> {
+    batches(b, topic, partition)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 /// Every batch of a partition: (record count, values).
 async fn batches(b: &Broker, topic: &str, partition: i32) -> Vec<Vec<String>> {
     let req = FetchRequest::default()
@@ -294,6 +303,93 @@ async fn send_to_partition_queues_in_order_and_returns_each_batchs_last_delivery
     producer.flush().await;
     let sent: Vec<String> = batches(&b, "t", 0).await.into_iter().flatten().collect();
     assert_eq!(sent, vec![format!("{:0>99}", 7)]);
+    producer.close().await;
+    b.close().unwrap();
+}
+
+/// `send_all` queues records of any topics and partitions in order under one lock per run:
+/// a topic the producer has not seen yet and a full buffer.memory make it wait as `send`
+/// does, and a refused record stops it with the records after it left to the caller.
+#[tokio::test]
+async fn send_all_queues_in_order_and_stops_at_a_refused_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let admin = Admin::new(embedded(&b));
+    admin.create_topic("t", 2, &[]).await.unwrap();
+    admin.create_topic("u", 1, &[]).await.unwrap();
+    // 124 bytes a record: 8 to a batch, 10 records' worth of buffer memory for 30 records.
+    let config = ProducerConfig {
+        linger_ms: 0,
+        batch_size: 1_000,
+        buffer_memory: 1_300,
+        ..Default::default()
+    };
+    let producer = Producer::new(embedded(&b), config);
+    let record = |topic: &str, partition: i32, i: usize| {
+        let mut r = ProducerRecord::new(topic, Some("k"), format!("{i:0>99}"));
+        r.partition = Some(partition);
+        r.timestamp_ms = Some(1_000 + i as i64);
+        r
+    };
+    // Topic `u` comes first after 10 records of `t`: its metadata is fetched on the way.
+    let records = (0..30).map(|i| match i {
+        10..=14 => record("u", 0, i),
+        _ => record("t", (i % 2) as i32, i),
+    });
+    let mut deliveries = Vec::new();
+    producer
+        .send_all(&mut records.into_iter(), &mut deliveries)
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for d in deliveries {
+        let md = d.await.unwrap();
+        acked.push((md.partition, md.offset));
+    }
+    let expect = |keep: &dyn Fn(usize) -> bool| -> Vec<String> {
+        (0..30)
+            .filter(|i| keep(*i))
+            .map(|i| format!("{i:0>99}"))
+            .collect()
+    };
+    let in_u = |i: usize| (10..=14).contains(&i);
+    assert_eq!(
+        values(&b, "t", 0).await,
+        expect(&|i| !in_u(i) && i % 2 == 0)
+    );
+    assert_eq!(
+        values(&b, "t", 1).await,
+        expect(&|i| !in_u(i) && i % 2 == 1)
+    );
+    assert_eq!(values(&b, "u", 0).await, expect(&in_u));
+    // The deliveries kept include each partition's last record (12 and 13 records on t's,
+    // 5 on u's).
+    for last in [(0, 11), (1, 12), (0, 4)] {
+        assert!(acked.contains(&last), "{acked:?}");
+    }
+    // A record `send` refuses stops the call; the ones after it are left.
+    let mut huge = record("t", 0, 0);
+    huge.value = Some(Bytes::from(vec![b'x'; 2_000]));
+    let mut records = vec![record("t", 0, 40), huge, record("t", 0, 41)].into_iter();
+    let err = producer
+        .send_all(&mut records, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Kafka {
+                error: ResponseError::MessageTooLarge,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let left: Vec<_> = records.map(|r| r.value).collect();
+    assert_eq!(left, vec![Some(Bytes::from(format!("{:0>99}", 41)))]);
+    producer.flush().await;
+    let sent = values(&b, "t", 0).await;
+    assert_eq!(sent.last(), Some(&format!("{:0>99}", 40)));
     producer.close().await;
     b.close().unwrap();
 }

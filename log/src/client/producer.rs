@@ -541,26 +541,41 @@ impl Producer {
         size: usize,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Delivery, ClientError> {
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let (delivery, wake) = self.queue(&mut st, record, partition, partitions, size, permit)?;
+        drop(st);
+        if wake {
+            self.inner.wake.notify_one();
+        }
+        Ok(delivery)
+    }
+
+    /// [`Producer::enqueue`] for a [`ProducerRecord`] bound for `partition` (of
+    /// `partitions`): returns its delivery and whether the sender must be woken (a full
+    /// batch goes now; a new one needs the sender to start its linger clock).
+    fn queue(
+        &self,
+        st: &mut State,
+        record: ProducerRecord,
+        partition: i32,
+        partitions: i32,
+        size: usize,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(Delivery, bool), ClientError> {
         let new = NewRecord {
             key: record.key,
             value: record.value,
-            timestamp_ms,
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
             headers: record.headers,
         };
         let (delivery, opened, full) =
-            self.enqueue(&mut st, &record.topic, partition, new, size, permit)?;
-        drop(st);
+            self.enqueue(st, &record.topic, partition, new, size, permit)?;
+        // The sticky partitioner moves on once a batch of its partition is full.
         if full && record.partition.is_none() {
             self.inner
                 .partitioner
                 .on_new_batch(&record.topic, partition, partitions);
         }
-        // A full batch goes now; a new one needs the sender to start its linger clock.
-        if full || opened {
-            self.inner.wake.notify_one();
-        }
-        Ok(delivery)
+        Ok((delivery, full || opened))
     }
 
     /// Puts `record` in the open batch of `topic`'s `partition` (a known one), or in a new
@@ -693,6 +708,75 @@ impl Producer {
                 .wait_for_memory(size, Instant::now() + max_block)
                 .await?;
             waited = Some((r, size, permit));
+        }
+    }
+
+    /// Queues `records` in order, as [`Producer::send`] would one by one, but taking the
+    /// state lock once for each run of records that needs no wait (a known topic, room in
+    /// `buffer.memory`); a record that must wait is sent by `send` itself. Keeps the delivery
+    /// of the last record of each batch in `deliveries` (see [`Delivery::keep_last_of_batch`]).
+    /// Stops at the first record `send` refuses, with its error: the records before it are
+    /// queued, the ones after it stay in `records`.
+    pub async fn send_all(
+        &self,
+        records: &mut impl Iterator<Item = ProducerRecord>,
+        deliveries: &mut Vec<Delivery>,
+    ) -> Result<(), ClientError> {
+        loop {
+            let mut wake = false;
+            let queued: Result<Option<ProducerRecord>, ClientError> = 'queue: {
+                let mut st = self.inner.state();
+                // The partition count of the topic of the record before (records of one
+                // topic come in runs): one topic lookup per run.
+                let mut known: Option<(String, i32)> = None;
+                for record in records.by_ref() {
+                    let size = record_bytes(&record);
+                    if let Err(e) = self.check_size(size) {
+                        break 'queue Err(e);
+                    }
+                    let partitions = match &known {
+                        Some((t, n)) if *t == record.topic => *n,
+                        _ => match st.topics.get(record.topic.as_str()).map(|t| t.partitions) {
+                            Some(n) => {
+                                known = Some((record.topic.clone(), n));
+                                n
+                            }
+                            None => break 'queue Ok(Some(record)),
+                        },
+                    };
+                    let partition = match self.partition_of(&record, partitions) {
+                        Ok(p) => p,
+                        Err(e) => break 'queue Err(e),
+                    };
+                    let permit =
+                        match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
+                            Ok(permit) => permit,
+                            Err(tokio::sync::TryAcquireError::Closed) => {
+                                break 'queue Err(ClientError::Closed)
+                            }
+                            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                                break 'queue Ok(Some(record))
+                            }
+                        };
+                    match self.queue(&mut st, record, partition, partitions, size, permit) {
+                        Ok((d, w)) => {
+                            wake |= w;
+                            Delivery::keep_last_of_batch(deliveries, d);
+                        }
+                        Err(e) => break 'queue Err(e),
+                    }
+                }
+                Ok(None)
+            };
+            // What was queued goes out even if a record was refused.
+            if wake {
+                self.inner.wake.notify_one();
+            }
+            // A record that has to wait for metadata or memory: `send` waits for it.
+            match queued? {
+                Some(record) => Delivery::keep_last_of_batch(deliveries, self.send(record).await?),
+                None => return Ok(()),
+            }
         }
     }
 
