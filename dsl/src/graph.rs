@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record, Typed};
-use rill_core::state::{ts_bytes, KeyValueStore};
+use rill_core::state::{ts_bytes, InlineKey, KeyValueStore};
 use rill_core::topology::{ProcessorSupplier, StoreBackend, StoreSpec, Topology};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -399,12 +399,12 @@ pub(crate) fn record_id(ctx: &ProcessorContext<'_>, ts: i64) -> Vec<u8> {
 /// restart) are not in it: the first purge scans the store once for them.
 #[derive(Debug, Default)]
 pub(crate) struct ExpiryIndex {
-    by_time: std::collections::BTreeMap<i64, Vec<Vec<u8>>>,
+    by_time: std::collections::BTreeMap<i64, Vec<InlineKey>>,
     scanned: bool,
 }
 
 impl ExpiryIndex {
-    pub fn insert(&mut self, time: i64, store_key: Vec<u8>) {
+    pub fn insert(&mut self, time: i64, store_key: InlineKey) {
         self.by_time.entry(time).or_default().push(store_key);
     }
 
@@ -428,7 +428,7 @@ impl ExpiryIndex {
         for (_, keys) in std::mem::replace(&mut self.by_time, keep) {
             for k in keys {
                 // Expiring a key already gone (merged away, rewritten) is harmless.
-                store.expire(&k)?;
+                store.expire(k.as_slice())?;
             }
         }
         Ok(())
@@ -448,7 +448,7 @@ mod tests {
         let mut index = ExpiryIndex::default();
         for (t, k) in [(10, vec![2, 10]), (20, vec![2, 20]), (30, vec![2, 30])] {
             store.put(&k, b"v").unwrap();
-            index.insert(t, k);
+            index.insert(t, InlineKey::new(&k));
         }
         let time = |k: &[u8]| k.get(1).map(|t| *t as i64);
         index.purge(&mut store, 20, time).unwrap();

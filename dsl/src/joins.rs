@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
-use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from};
+use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
@@ -176,7 +176,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         this_key.extend_from_slice(&id);
         let value = r.value_bytes()?.unwrap_or_default();
         ctx.store(&self.this_store)?.put(&this_key, &value)?;
-        self.expiry.insert(ts, this_key.clone());
+        self.expiry.insert(ts, InlineKey::new(&this_key));
         // The other side's records in [ts - before, ts + after].
         let from = {
             let mut b = framed_key(&key);

@@ -17,12 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
-    framed_inline_key, framed_key, split_framed, ts_bytes, ts_from, Entry, FastHashMap,
+    framed_inline_key, framed_key, split_framed, ts_bytes, ts_from, Entry, FastHashMap, InlineKey,
     KeyValueStore, Session, SessionStore, WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
 
-use crate::cache::{store_key, RecordCache};
+use crate::cache::RecordCache;
 use crate::graph::{
     decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
     window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
@@ -332,8 +332,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                 |acc, t| (step(k, value, acc), t.map_or(ts, |t| ts.max(t))),
             )?;
             if absent {
-                self.expiry
-                    .insert(start, store_key(group.as_slice(), Some(start)));
+                self.expiry.insert(
+                    start,
+                    InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
+                );
             }
         }
         Ok(Vec::new())
@@ -698,7 +700,8 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         let after = kept.len();
         *list = kept;
         self.cached = (self.cached + after).saturating_sub(before);
-        self.expiry.insert(end, session_store_key(key, end, start));
+        self.expiry
+            .insert(end, InlineKey::new(&session_store_key(key, end, start)));
         out.push(change_record(
             windowed_key(key, start, end),
             Some(new),
