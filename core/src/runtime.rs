@@ -890,6 +890,25 @@ impl KafkaStreams {
     }
 }
 
+/// The input records that wrote a task's outputs: their partition, and per output index the
+/// offset of the record that wrote the outputs from there on.
+#[derive(Debug, Clone, Copy)]
+struct Origin<'a> {
+    topic: &'a str,
+    partition: i32,
+    offsets: &'a [(usize, i64)],
+}
+
+impl<'a> Origin<'a> {
+    fn new(topic: &'a str, partition: i32, offsets: &'a [(usize, i64)]) -> Self {
+        Origin {
+            topic,
+            partition,
+            offsets,
+        }
+    }
+}
+
 /// What a poison record or a failed send does, per [`ExceptionHandler`].
 enum Handled {
     /// Carry on (counted as dropped).
@@ -1036,7 +1055,11 @@ impl RunState {
                 }
             }
             let sent = self
-                .send_output(&mut output, Some((&topic, partition, &origins)), id)
+                .send_output(
+                    &mut output,
+                    Some(Origin::new(&topic, partition, &origins)),
+                    id,
+                )
                 .await;
             // What a failed send left is not sent later (a recovery replays its input).
             output.clear();
@@ -1124,7 +1147,11 @@ impl RunState {
             }
         }
         let sent = self
-            .send_output(&mut output, Some((&topic, partition, &[(0, offset)])), id)
+            .send_output(
+                &mut output,
+                Some(Origin::new(&topic, partition, &[(0, offset)])),
+                id,
+            )
             .await;
         // What a failed send left is not sent later (a recovery replays its input).
         output.clear();
@@ -1138,17 +1165,17 @@ impl RunState {
     async fn send_output(
         &mut self,
         output: &mut Vec<Output>,
-        origin: Option<(&str, i32, &[(usize, i64)])>,
+        origin: Option<Origin<'_>>,
         id: TaskId,
     ) -> Result<(), StreamsError> {
         // A sink's partitioner needs its topic's partition count.
-        for i in 0..output.len() {
-            if output[i].partitioner.is_some()
-                && !self.partition_counts.contains_key(&output[i].topic)
-            {
-                let topic = output[i].topic.clone();
-                self.partitions_of(&topic).await?;
-            }
+        let unknown: Vec<String> = output
+            .iter()
+            .filter(|o| o.partitioner.is_some() && !self.partition_counts.contains_key(&o.topic))
+            .map(|o| o.topic.clone())
+            .collect();
+        for topic in unknown {
+            self.partitions_of(&topic).await?;
         }
         let dead_letters = matches!(
             self.config.production_exception_handler,
@@ -1156,9 +1183,13 @@ impl RunState {
         );
         let keep_copies = !self.eos && dead_letters;
         let origin_of = |i: usize| {
-            origin.map(|(topic, partition, offsets)| {
-                let at = offsets.partition_point(|(from, _)| *from <= i).max(1) - 1;
-                (topic, partition, offsets.get(at).map_or(-1, |(_, o)| *o))
+            origin.map(|o| {
+                let at = o.offsets.partition_point(|(from, _)| *from <= i).max(1) - 1;
+                (
+                    o.topic,
+                    o.partition,
+                    o.offsets.get(at).map_or(-1, |(_, o)| *o),
+                )
             })
         };
         let mut rest = output.drain(..);
