@@ -213,6 +213,8 @@ pub(crate) struct TaskParts {
     pub commit_requested: bool,
     /// Bytes a processor's record cache may hold (see [`ProcessorContext::cache_max_bytes`]).
     pub cache_max_bytes: usize,
+    /// See [`ProcessorContext::exactly_once`].
+    pub exactly_once: bool,
     /// The instance's global stores.
     pub globals: Option<std::sync::Arc<crate::global::GlobalStores>>,
 }
@@ -314,6 +316,16 @@ impl ProcessorContext<'_> {
     /// instance's `cache_max_bytes` shared among its stream threads.
     pub fn cache_max_bytes(&self) -> usize {
         self.parts.cache_max_bytes
+    }
+
+    /// Whether the task runs under exactly-once: a record is processed again (after a
+    /// failure) only once the state changes of its first processing were rolled back with
+    /// its transaction, so a store key unique to one input record (its offset in it) is new
+    /// to the task's stores when the record writes it — what [`KeyValueStore::put_new`]
+    /// needs to know. Under at-least-once a record may be processed again over its own
+    /// committed writes.
+    pub fn exactly_once(&self) -> bool {
+        self.parts.exactly_once
     }
 
     /// The task's stream time: the largest record timestamp it has seen (-1 before any).

@@ -383,6 +383,7 @@ impl RunState {
             task.set_cache_max_bytes(
                 self.config.cache_max_bytes / self.config.num_stream_threads.max(1),
             );
+            task.set_exactly_once(self.eos);
             let names: Vec<String> = task.stores_mut().map(|(n, _)| n.clone()).collect();
             for name in names {
                 let from = task

@@ -170,6 +170,7 @@ impl Task {
                 wall_clock_ms,
                 commit_requested: false,
                 cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+                exactly_once: false,
                 globals: None,
             },
             sources,
@@ -200,6 +201,12 @@ impl Task {
     /// Sets the bytes each record cache of the task may hold.
     pub fn set_cache_max_bytes(&mut self, bytes: usize) {
         self.parts.cache_max_bytes = bytes;
+    }
+
+    /// Tells the task's processors it runs under exactly-once (see
+    /// [`crate::processor::ProcessorContext::exactly_once`]).
+    pub fn set_exactly_once(&mut self, on: bool) {
+        self.parts.exactly_once = on;
     }
 
     /// Flushes every processor, upstream first (a node is added after its parents), so

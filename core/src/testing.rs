@@ -223,6 +223,15 @@ impl TestDriver {
         }
     }
 
+    /// Whether processors are told they run under exactly-once (off unless set; see
+    /// [`crate::processor::ProcessorContext::exactly_once`]). The driver never processes a
+    /// record twice, so either is true of it: a test can run a topology both ways.
+    pub fn set_exactly_once(&mut self, on: bool) {
+        for task in self.tasks.values_mut() {
+            task.set_exactly_once(on);
+        }
+    }
+
     /// Commits: every task's processors flush (caches write and forward what they held),
     /// again as long as that fed records into tasks downstream of a repartition.
     pub fn commit(&mut self) -> Result<(), ProcessError> {

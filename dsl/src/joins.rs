@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
-use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey};
+use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey, KeyValueStore};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
@@ -175,7 +175,10 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         let mut this_key = framed_key(&key);
         this_key.extend_from_slice(&id);
         let value = r.value_bytes()?.unwrap_or_default();
-        ctx.store(&self.this_store)?.put(&this_key, &value)?;
+        // The key is this record's own: new to the store, unless the record is processed
+        // again over its own committed write (at-least-once).
+        let new = ctx.exactly_once();
+        put_unique(ctx.store(&self.this_store)?, &this_key, &value, new)?;
         self.expiry.insert(ts, InlineKey::new(&this_key));
         // The other side's records in [ts - before, ts + after].
         let from = {
@@ -221,7 +224,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
                 k2.push(self.side);
                 k2.extend_from_slice(&framed_key(&key));
                 k2.extend_from_slice(&id[8..]);
-                ctx.store(&outer)?.put(&k2, &value)?;
+                put_unique(ctx.store(&outer)?, &k2, &value, new)?;
             }
         }
         for o in out {
@@ -238,6 +241,21 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         }
         Ok(())
     }
+}
+
+/// Writes a join record's entry under a key made of its own offset: as new to the store
+/// when `new` (see [`ProcessorContext::exactly_once`]).
+fn put_unique(
+    store: &mut dyn KeyValueStore,
+    key: &[u8],
+    value: &[u8],
+    new: bool,
+) -> Result<(), ProcessError> {
+    match new {
+        true => store.put_new(key, value.to_vec())?,
+        false => store.put(key, value)?,
+    }
+    Ok(())
 }
 
 impl<K: Data, V: Data> KStream<K, V> {

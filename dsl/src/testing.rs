@@ -118,6 +118,14 @@ impl TestDriver {
         self.inner.set_cache_max_bytes(bytes);
     }
 
+    /// Whether operators are told they run under exactly-once (off unless set): the stores
+    /// of stream-stream joins then take each record's entry as new to them, which lets an
+    /// entry that expires before the write-behind writes it skip the store altogether. The
+    /// outputs are the same either way.
+    pub fn set_exactly_once(&mut self, on: bool) {
+        self.inner.set_exactly_once(on);
+    }
+
     /// Commits: record caches forward the latest update of each key they hold.
     pub fn commit(&mut self) -> Result<(), DriverError> {
         Ok(self.inner.commit()?)

@@ -38,7 +38,13 @@ fn stream_join(kind: Kind) -> TestDriver {
 }
 
 fn run_stream_join(kind: Kind) -> Vec<(String, i64)> {
+    run_stream_join_with(kind, false)
+}
+
+/// `exactly_once`: the join stores take each record's entry as new to them (`put_new`).
+fn run_stream_join_with(kind: Kind, exactly_once: bool) -> Vec<(String, i64)> {
     let mut d = stream_join(kind);
+    d.set_exactly_once(exactly_once);
     let k = s("k");
     for (topic, v, ts) in [
         ("left", "a", 0),
@@ -79,6 +85,22 @@ fn stream_stream_left_join_emits_unmatched_left_records_when_their_window_closes
 fn stream_stream_outer_join_emits_unmatched_records_of_both_sides() {
     assert_eq!(
         run_stream_join(Kind::Outer),
+        vec![
+            (s("a+x"), 5),
+            (s("b+null"), 30),
+            (s("null+y"), 50),
+            (s("c+z"), 100)
+        ]
+    );
+}
+
+#[test]
+fn stream_stream_joins_emit_the_same_under_exactly_once() {
+    for kind in [Kind::Inner, Kind::Left, Kind::Outer] {
+        assert_eq!(run_stream_join_with(kind, true), run_stream_join(kind));
+    }
+    assert_eq!(
+        run_stream_join_with(Kind::Outer, true),
         vec![
             (s("a+x"), 5),
             (s("b+null"), 30),
