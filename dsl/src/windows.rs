@@ -694,7 +694,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
             start,
             end,
         };
-        ss.put(&session, &timestamped_bytes(&new, end)?)?;
+        // Every session of the key overlapping the record (one with these very bounds
+        // would) was removed above: the store has none under this key. (The session list is
+        // the store's, this being its only writer.)
+        ss.put_new(&session, timestamped_bytes(&new, end)?)?;
         let at = kept.partition_point(|(e, s, _)| (*e, *s) < (end, start));
         kept.insert(at, (end, start, new.clone()));
         let after = kept.len();

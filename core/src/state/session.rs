@@ -36,6 +36,15 @@ impl<S: KeyValueStore> SessionStore<S> {
         )
     }
 
+    /// `put` of a session the store has no value for: its sole writer knows, having just
+    /// removed any session of the key with the same bounds (see [`KeyValueStore::put_new`]).
+    pub fn put_new(&mut self, session: &Session, value: Vec<u8>) -> Result<(), StoreError> {
+        self.inner.put_new(
+            &Self::store_key(&session.key, session.end, session.start),
+            value,
+        )
+    }
+
     pub fn remove(&mut self, session: &Session) -> Result<(), StoreError> {
         self.inner
             .erase(&Self::store_key(&session.key, session.end, session.start))
