@@ -145,7 +145,7 @@ pub async fn run_global(
                 typed: None,
             };
             if let Err(e) = globals.apply(&topic, &record) {
-                tracing::warn!(topic, partition = r.partition, offset = r.offset, error = %e,
+                tracing::warn!(topic = &*topic, partition = r.partition, offset = r.offset, error = %e,
                     "skipping a record the global store cannot take");
             }
         }

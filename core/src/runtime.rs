@@ -455,8 +455,8 @@ impl RunState {
         let mut records = records.into_iter().peekable();
         while let Some(first) = records.next() {
             // Records of one partition come together: each run is filed at once.
-            let tp = TopicPartition::new(first.topic.clone(), first.partition);
-            let same = |r: &ConsumerRecord| r.partition == tp.partition.0 && r.topic == tp.topic;
+            let tp = TopicPartition::new(&*first.topic, first.partition);
+            let same = |r: &ConsumerRecord| r.partition == tp.partition.0 && *r.topic == *tp.topic;
             let run =
                 std::iter::once(first).chain(std::iter::from_fn(|| records.next_if(|r| same(r))));
             match self.task_of(&tp).filter(|id| self.tasks.contains_key(id)) {
@@ -1009,7 +1009,7 @@ impl RunState {
         let Some((topic, partition)) = run.peek().map(|r| (r.topic.clone(), r.partition)) else {
             return Ok(());
         };
-        let Some(id) = self.sub_of.get(&topic).map(|s| (*s, partition)) else {
+        let Some(id) = self.sub_of.get(&*topic).map(|s| (*s, partition)) else {
             return Ok(());
         };
         // Per output index: the offset of the record that wrote the outputs from there on.
@@ -1042,7 +1042,7 @@ impl RunState {
             task.swap_output(&mut output);
             if let Some((e, offset)) = failed {
                 let (stage, handler) = self.handler_for(&e);
-                let origin = Some((topic.as_str(), partition, offset));
+                let origin = Some((&*topic, partition, offset));
                 match self
                     .handle_error(&handler, stage, origin, None, e.into())
                     .await
@@ -1115,11 +1115,11 @@ impl RunState {
     /// the processing exception handler to a failure, keeping the record for a dead-letter
     /// topic.
     async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
-        let Some(id) = self.sub_of.get(&r.topic).map(|s| (*s, r.partition)) else {
+        let Some(id) = self.sub_of.get(&*r.topic).map(|s| (*s, r.partition)) else {
             return Ok(());
         };
         let original = {
-            let mut o = ProducerRecord::new(r.topic.clone(), r.key.clone(), Vec::<u8>::new());
+            let mut o = ProducerRecord::new(&*r.topic, r.key.clone(), Vec::<u8>::new());
             o.value = r.value.clone();
             o.headers = r.headers.clone();
             o
@@ -1134,7 +1134,7 @@ impl RunState {
         task.swap_output(&mut output);
         if let Err(e) = result {
             let (stage, handler) = self.handler_for(&e);
-            let origin = Some((topic.as_str(), partition, offset));
+            let origin = Some((&*topic, partition, offset));
             match self
                 .handle_error(&handler, stage, origin, Some(original), e.into())
                 .await

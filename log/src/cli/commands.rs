@@ -343,7 +343,7 @@ pub async fn consume(
             if opts.max_messages.is_some_and(|max| n >= max) {
                 // Commit exactly up to what was printed.
                 if opts.group.is_some() {
-                    let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                    let tp = TopicPartition::new(&*r.topic, r.partition);
                     consumer.seek(&tp, r.offset + 1)?;
                 }
                 break 'poll;

@@ -171,7 +171,9 @@ impl Default for ConsumerConfig {
 /// A record as the consumer hands it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    pub topic: String,
+    /// The topic's name, one copy shared by the records of a fetch (no allocation per
+    /// record).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: i64,
@@ -422,7 +424,7 @@ impl Consumer {
         }
         self.buffered.retain(|r| {
             self.positions
-                .contains_key(&TopicPartition::new(r.topic.clone(), r.partition))
+                .contains_key(&TopicPartition::new(&*r.topic, r.partition))
         });
         self.fetched_to
             .retain(|tp, _| self.positions.contains_key(tp));
@@ -476,7 +478,7 @@ impl Consumer {
 
     fn drop_buffered(&mut self, tp: &TopicPartition) {
         self.buffered
-            .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition.0));
+            .retain(|r| !(*r.topic == *tp.topic && r.partition == tp.partition.0));
         self.fetched_to.remove(tp);
     }
 
@@ -732,7 +734,7 @@ impl Consumer {
         let n = self.buffered.len().min(self.config.max_poll_records);
         let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
         for r in &out {
-            let tp = TopicPartition::new(r.topic.clone(), r.partition);
+            let tp = TopicPartition::new(&*r.topic, r.partition);
             if let Some(pos) = self.positions.get_mut(&tp) {
                 *pos = Some(r.offset + 1);
             }
@@ -745,7 +747,7 @@ impl Consumer {
                 !self
                     .buffered
                     .iter()
-                    .any(|r| r.topic == tp.topic && r.partition == tp.partition.0)
+                    .any(|r| *r.topic == *tp.topic && r.partition == tp.partition.0)
             })
             .map(|(tp, o)| (tp.clone(), *o))
             .collect();
@@ -794,6 +796,8 @@ impl Consumer {
         check(resp.error_code, None)?;
         for t in resp.responses {
             let topic = t.topic.0.to_string();
+            // One copy of the name, shared by every record of the topic.
+            let shared: Arc<str> = Arc::from(topic.as_str());
             for p in t.partitions {
                 let tp = TopicPartition::new(topic.clone(), p.partition_index);
                 let Some(Some(pos)) = self.positions.get(&tp).copied() else {
@@ -850,7 +854,7 @@ impl Consumer {
                         for r in recs.into_iter().filter(|r| r.offset >= from) {
                             next = r.offset + 1;
                             self.buffered.push_back(ConsumerRecord {
-                                topic: topic.clone(),
+                                topic: Arc::clone(&shared),
                                 partition: tp.partition.0,
                                 offset: r.offset,
                                 timestamp_ms: r.timestamp_ms,
@@ -1177,7 +1181,7 @@ impl Consumer {
                 self.paused.remove(tp);
             }
             self.buffered
-                .retain(|r| new.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
+                .retain(|r| new.contains(&TopicPartition::new(&*r.topic, r.partition)));
             for tp in &assigned {
                 self.positions.insert(tp.clone(), None);
             }
