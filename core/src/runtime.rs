@@ -531,17 +531,24 @@ impl RunState {
                 let bound = heads.get(1).map_or(i64::MAX, |(ts, _)| *ts);
                 let tp = (*tp).clone();
                 let Some(buf) = bufs.get_mut(&tp) else { break };
-                let mut run = Vec::new();
-                while buf
-                    .front()
-                    .is_some_and(|r| r.timestamp_ms <= bound || run.is_empty())
-                {
-                    run.extend(buf.pop_front());
-                }
-                let Some(last) = run.last().map(|r| r.offset) else {
+                // The run: the first record, then those up to the bound.
+                let n = 1 + buf
+                    .iter()
+                    .skip(1)
+                    .take_while(|r| r.timestamp_ms <= bound)
+                    .count();
+                let Some(last) = buf.get(n - 1).map(|r| r.offset) else {
                     break;
                 };
-                if let Err(e) = self.process_run(run).await {
+                // The buffer leaves the map while its run is processed (no copy of the run),
+                // and goes back with what is left.
+                let mut buf = std::mem::take(buf);
+                let processed = self.process_run(buf.drain(..n)).await;
+                if let Some(b) = self.buffers.get_mut(&id).and_then(|b| b.get_mut(&tp)) {
+                    std::mem::swap(b, &mut buf);
+                    b.extend(buf);
+                }
+                if let Err(e) = processed {
                     self.report_processed();
                     return Err(e);
                 }
@@ -998,14 +1005,17 @@ impl RunState {
     /// Processes a run of consumed records of one partition, in order. What the sinks write
     /// is sent once per run (or per `OUTPUT_BATCH` outputs), not per record: the records in
     /// between go through their task without a wait.
-    async fn process_run(&mut self, run: Vec<ConsumerRecord>) -> Result<(), StreamsError> {
+    async fn process_run(
+        &mut self,
+        run: impl Iterator<Item = ConsumerRecord> + Send,
+    ) -> Result<(), StreamsError> {
         if self.keeps_originals() {
             for r in run {
                 self.process(r).await?;
             }
             return Ok(());
         }
-        let mut run = run.into_iter().peekable();
+        let mut run = run.peekable();
         let Some((topic, partition)) = run.peek().map(|r| (r.topic.clone(), r.partition)) else {
             return Ok(());
         };

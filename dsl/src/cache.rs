@@ -199,7 +199,7 @@ impl<V: Data> RecordCache<V> {
         ctx: &mut ProcessorContext<'_>,
         store: &str,
     ) -> Result<(), ProcessError> {
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
         // A key's windows updated by one record sit side by side on the list: one lookup
         // for each run of the same key.
         for run in dirty.chunk_by(|a, b| a.0 == b.0) {
@@ -239,6 +239,9 @@ impl<V: Data> RecordCache<V> {
                 ))?;
             }
         }
+        // The list keeps its capacity for the next flush's updates.
+        dirty.clear();
+        self.dirty = dirty;
         if !self.enabled {
             self.retain(|_, _, _| false);
         } else {

@@ -733,10 +733,12 @@ impl Consumer {
         }
         let n = self.buffered.len().min(self.config.max_poll_records);
         let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
-        for r in &out {
-            let tp = TopicPartition::new(&*r.topic, r.partition);
+        // A partition's records come together: its position moves past the last of each run.
+        for run in out.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+            let Some(last) = run.last() else { continue };
+            let tp = TopicPartition::new(&*last.topic, last.partition);
             if let Some(pos) = self.positions.get_mut(&tp) {
-                *pos = Some(r.offset + 1);
+                *pos = Some(last.offset + 1);
             }
         }
         // Partitions with nothing left buffered move to where their fetch ended.
