@@ -36,7 +36,7 @@ use super::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, Subscr
 use super::transport::Transport;
 use super::{check, ClientError};
 use crate::storage::batch::BatchIter;
-use crate::storage::decode_batch;
+use crate::storage::decode_batch_in;
 use crate::storage::producer_state::Marker;
 use crate::storage::records::control_marker;
 use crate::types::TopicPartition;
@@ -850,7 +850,7 @@ impl Consumer {
                     };
                     // Control batches (transaction markers) carry no user records.
                     if !skip {
-                        let (_, recs) = decode_batch(bytes)
+                        let (_, recs) = decode_batch_in(&records, bytes)
                             .map_err(|e| ClientError::Unexpected(format!("corrupt batch: {e}")))?;
                         let from = next;
                         for r in recs.into_iter().filter(|r| r.offset >= from) {

@@ -29,5 +29,6 @@ pub use log::{
 };
 pub use manager::{LogManager, ManagerConfig};
 pub use records::{
-    decode_batch, decode_batches, encode_batch, encode_idempotent_batch, NewRecord, Record,
+    decode_batch, decode_batch_in, decode_batches, encode_batch, encode_idempotent_batch,
+    NewRecord, Record,
 };

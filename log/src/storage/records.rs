@@ -415,6 +415,34 @@ pub fn decode_batch(batch: &[u8]) -> Result<(BatchHeader, Vec<Record>), BatchErr
     let header = verify_batch(batch)?;
     let payload = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
     let payload = Bytes::from(decompress(header.compression()?, payload)?);
+    decode_records(header, payload)
+}
+
+/// [`decode_batch`] of `batch`, a slice of `buf` (a fetched buffer): the keys and values of
+/// an uncompressed batch are slices of `buf` rather than of a copy of the batch.
+pub fn decode_batch_in(
+    buf: &Bytes,
+    batch: &[u8],
+) -> Result<(BatchHeader, Vec<Record>), BatchError> {
+    let header = verify_batch(batch)?;
+    let raw = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
+    let compression = header.compression()?;
+    // Where `raw` lies in `buf`, if it does.
+    let at = (raw.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
+    let payload = match at {
+        Some(at) if compression == Compression::None && at + raw.len() <= buf.len() => {
+            buf.slice(at..at + raw.len())
+        }
+        _ => Bytes::from(decompress(compression, raw)?),
+    };
+    decode_records(header, payload)
+}
+
+/// The records of a batch with `header`, from its (decompressed) `payload`.
+fn decode_records(
+    header: BatchHeader,
+    payload: Bytes,
+) -> Result<(BatchHeader, Vec<Record>), BatchError> {
     // parse_records checks the count against the payload; allocate no more than that allows.
     let mut records = Vec::with_capacity(
         (header.record_count.max(0) as usize).min(payload.len() / RECORD_BYTES_MIN),
@@ -816,6 +844,34 @@ mod tests {
                 .with_header("h", Some(format!("{i}")))
             })
             .collect()
+    }
+
+    /// Decoding in place gives what decoding a copy gives; an uncompressed batch's values
+    /// are slices of the fetched buffer itself, a compressed one's of its decompression.
+    #[test]
+    fn decoding_in_a_buffer_slices_uncompressed_batches_from_it() {
+        let mut joined = encode_batch(&recs(), Compression::None).unwrap();
+        let first = joined.len();
+        joined.extend(encode_batch(&recs(), Compression::Lz4).unwrap());
+        let buf = Bytes::from(joined);
+        let inside = |b: &Bytes| {
+            let at = b.as_ptr() as usize;
+            at >= buf.as_ptr() as usize && at < buf.as_ptr() as usize + buf.len()
+        };
+        for (batch, in_buf) in [(&buf[..first], true), (&buf[first..], false)] {
+            let (h, out) = decode_batch_in(&buf, batch).unwrap();
+            let (h2, copied) = decode_batch(batch).unwrap();
+            assert_eq!(h.compression().unwrap(), h2.compression().unwrap());
+            assert_eq!(out, copied);
+            assert!(out
+                .iter()
+                .all(|r| r.value.as_ref().is_some_and(inside) == in_buf));
+        }
+        // A batch that is not a slice of the buffer is decoded from a copy.
+        let other = encode_batch(&recs(), Compression::None).unwrap();
+        let (_, out) = decode_batch_in(&buf, &other).unwrap();
+        assert_eq!(out, decode_batch(&other).unwrap().1);
+        assert!(out.iter().all(|r| !r.value.as_ref().is_some_and(inside)));
     }
 
     #[test]
