@@ -1045,37 +1045,9 @@ impl RunState {
                     break;
                 }
             }
-            let Some(task) = self.tasks.get_mut(&id) else {
-                return Ok(());
-            };
-            let mut output = std::mem::take(&mut self.out_buf);
-            task.swap_output(&mut output);
-            if let Some((e, offset)) = failed {
-                let (stage, handler) = self.handler_for(&e);
-                let origin = Some((&*topic, partition, offset));
-                match self
-                    .handle_error(&handler, stage, origin, None, e.into())
-                    .await
-                {
-                    Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
-                    Handled::Fail(e) => {
-                        output.clear();
-                        self.out_buf = output;
-                        return Err(e);
-                    }
-                }
-            }
-            let sent = self
-                .send_output(
-                    &mut output,
-                    Some(Origin::new(&topic, partition, &origins)),
-                    id,
-                )
-                .await;
-            // What a failed send left is not sent later (a recovery replays its input).
-            output.clear();
-            self.out_buf = output;
-            sent?;
+            let failed = failed.map(|(e, offset)| (e, offset, None));
+            let origin = Origin::new(&topic, partition, &origins);
+            self.finish_records(id, origin, failed).await?;
         }
         Ok(())
     }
@@ -1135,18 +1107,33 @@ impl RunState {
             o
         };
         let (topic, partition, offset) = (r.topic.clone(), r.partition, r.offset);
-        let result = self.run_record(id, r);
+        let failed = self.run_record(id, r).err();
+        let failed = failed.map(|e| (e, offset, Some(original)));
+        let offsets = [(0, offset)];
+        let origin = Origin::new(&topic, partition, &offsets);
+        self.finish_records(id, origin, failed).await
+    }
+
+    /// After records of `origin` went through task `id`: applies the processing exception
+    /// handler to the one that `failed` (with its offset, and its original for a dead-letter
+    /// topic), then sends what the task's sinks wrote.
+    async fn finish_records(
+        &mut self,
+        id: TaskId,
+        origin: Origin<'_>,
+        failed: Option<(ProcessError, i64, Option<ProducerRecord>)>,
+    ) -> Result<(), StreamsError> {
         let Some(task) = self.tasks.get_mut(&id) else {
             return Ok(());
         };
         // Two buffers take turns: the task's and this one (no allocation per record).
         let mut output = std::mem::take(&mut self.out_buf);
         task.swap_output(&mut output);
-        if let Err(e) = result {
+        if let Some((e, offset, original)) = failed {
             let (stage, handler) = self.handler_for(&e);
-            let origin = Some((&*topic, partition, offset));
+            let at = Some((origin.topic, origin.partition, offset));
             match self
-                .handle_error(&handler, stage, origin, Some(original), e.into())
+                .handle_error(&handler, stage, at, original, e.into())
                 .await
             {
                 Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
@@ -1157,13 +1144,7 @@ impl RunState {
                 }
             }
         }
-        let sent = self
-            .send_output(
-                &mut output,
-                Some(Origin::new(&topic, partition, &[(0, offset)])),
-                id,
-            )
-            .await;
+        let sent = self.send_output(&mut output, Some(origin), id).await;
         // What a failed send left is not sent later (a recovery replays its input).
         output.clear();
         self.out_buf = output;
