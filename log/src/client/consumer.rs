@@ -168,7 +168,9 @@ impl Default for ConsumerConfig {
     }
 }
 
-/// A record as the consumer hands it out.
+/// A record as the consumer hands it out. The key and value of an uncompressed batch are
+/// slices of the fetched buffer (no copy): a record kept alive keeps that buffer (up to
+/// `max_partition_fetch_bytes`) alive; copy them to keep a few records for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
     /// The topic's name, one copy shared by the records of a fetch (no allocation per

@@ -460,7 +460,12 @@ fn decode_records(
         let mut headers = Vec::with_capacity(r.header_count);
         parse_headers(r.headers_raw, r.header_count, |k, v| {
             // Header keys are strings in Kafka's clients, which decode them leniently too.
-            headers.push((String::from_utf8_lossy(k).into_owned(), v.map(slice)));
+            // Values are copied: headers travel far (a record cache keeps the latest ones
+            // of each key), and a slice would keep the whole fetched buffer alive.
+            headers.push((
+                String::from_utf8_lossy(k).into_owned(),
+                v.map(Bytes::copy_from_slice),
+            ));
             Ok(())
         })?;
         records.push(Record {
