@@ -119,7 +119,7 @@ async fn keys_land_where_kafka_puts_them_in_send_order() {
         sent[md.partition as usize].push(format!("v{i}"));
     }
     for p in 0..3 {
-        let stored: Vec<String> = batches(&b, "t", p).await.into_iter().flatten().collect();
+        let stored: Vec<String> = values(&b, "t", p).await;
         assert_eq!(stored, sent[p as usize]);
     }
     producer.close().await;
@@ -275,7 +275,7 @@ async fn send_to_partition_queues_in_order_and_returns_each_batchs_last_delivery
         "the last record's delivery is there"
     );
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
-    let sent: Vec<String> = batches(&b, "t", 1).await.into_iter().flatten().collect();
+    let sent: Vec<String> = values(&b, "t", 1).await;
     let expect: Vec<String> = (0..25).map(|i| format!("{i:0>99}")).collect();
     assert_eq!(sent, expect);
     assert!(batches(&b, "t", 0).await.is_empty());
@@ -304,7 +304,7 @@ async fn send_to_partition_queues_in_order_and_returns_each_batchs_last_delivery
         "{err:?}"
     );
     producer.flush().await;
-    let sent: Vec<String> = batches(&b, "t", 0).await.into_iter().flatten().collect();
+    let sent: Vec<String> = values(&b, "t", 0).await;
     assert_eq!(sent, vec![format!("{:0>99}", 7)]);
     producer.close().await;
     b.close().unwrap();
@@ -423,7 +423,7 @@ async fn retries_keep_each_partitions_order() {
         d.await.unwrap();
     }
     for p in 0..2 {
-        let stored: Vec<String> = batches(&b, "t", p).await.into_iter().flatten().collect();
+        let stored: Vec<String> = values(&b, "t", p).await;
         let mut sorted = stored.clone();
         sorted.sort();
         assert_eq!(stored, sorted, "partition {p} out of order");
