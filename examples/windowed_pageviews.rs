@@ -105,9 +105,20 @@ async fn main() -> Result<()> {
         .iter()
         .map(|(w, n, _)| ((w.key.clone(), w.window.start), n.unwrap_or(0)))
         .collect();
+    let mut twice: Vec<String> = Vec::new();
+    for (i, (w, n, ts)) in results.iter().enumerate() {
+        if results[..i].iter().any(|(v, _, _)| v == w) {
+            twice.push(format!(
+                "{} [{}, {}) = {:?} at {ts}",
+                w.key, w.window.start, w.window.end, n
+            ));
+        }
+    }
     ensure!(
-        results.len() == expected.len(),
-        "a window was emitted twice"
+        results.len() == expected.len() && twice.is_empty(),
+        "a window was emitted twice: {twice:?} ({} results, {} windows)",
+        results.len(),
+        expected.len()
     );
     ensure!(got == expected, "window counts differ from the input's");
     println!(
