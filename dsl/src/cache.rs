@@ -41,6 +41,15 @@ struct Entry<V> {
     used: u64,
 }
 
+/// An update on its way out of a flush: `at` is its place on the dirty list.
+struct Flushed<V> {
+    used: u64,
+    at: usize,
+    change: Change<V>,
+    ts: i64,
+    headers: Headers,
+}
+
 /// A group key's entries: one for a key-value store's key; for a windowed key, one per
 /// window the cache holds, side by side (a hopping record's five window updates cost one
 /// table lookup).
@@ -61,8 +70,11 @@ pub(crate) fn store_key(group: &[u8], window: Option<i64>) -> Vec<u8> {
 pub(crate) struct RecordCache<V> {
     entries: FastHashMap<InlineKey, Slots<V>>,
     /// Store keys (group, window) updated since the last flush, in the order they first
-    /// were: the order they are forwarded in.
+    /// were (a flush forwards them in the order they last were).
     dirty: Vec<(InlineKey, Option<i64>)>,
+    /// A flush's updates, to be sorted into the order of their last updates (kept for its
+    /// capacity).
+    flushed: Vec<Flushed<V>>,
     /// Approximate bytes held: groups, entries, the dirty list, the table's overhead.
     bytes: usize,
     /// Updates so far: the clock of `Entry::used`.
@@ -83,6 +95,7 @@ impl<V: Data> RecordCache<V> {
         RecordCache {
             entries: FastHashMap::default(),
             dirty: Vec::new(),
+            flushed: Vec::new(),
             bytes: 0,
             clock: 0,
             out_key,
@@ -191,18 +204,25 @@ impl<V: Data> RecordCache<V> {
         !self.enabled || self.bytes > ctx.cache_max_bytes()
     }
 
-    /// Writes every updated key to store `store` and forwards it, in the order the keys
-    /// were first updated; then, past the cache's share of memory, evicts the least recently
-    /// updated entries down to three quarters of it.
+    /// Writes every updated key to store `store` and forwards it, in the order of the keys'
+    /// last updates (Kafka's: a key's update goes downstream after the updates of every key
+    /// updated before its own last update, so operators downstream that track time — a
+    /// suppression buffer — never see a later update before an earlier one); then, past the
+    /// cache's share of memory, evicts the least recently updated entries down to three
+    /// quarters of it.
     pub fn flush(
         &mut self,
         ctx: &mut ProcessorContext<'_>,
         store: &str,
     ) -> Result<(), ProcessError> {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut flushed = std::mem::take(&mut self.flushed);
         // A key's windows updated by one record sit side by side on the list: one lookup
         // for each run of the same key.
+        let mut at = 0;
         for run in dirty.chunk_by(|a, b| a.0 == b.0) {
+            let first = at;
+            at += run.len();
             let group = run[0].0.as_slice();
             self.bytes = self
                 .bytes
@@ -210,36 +230,53 @@ impl<V: Data> RecordCache<V> {
             let Some(slots) = self.entries.get_mut(&run[0].0) else {
                 continue;
             };
-            for (_, window) in run {
+            for (i, (_, window)) in run.iter().enumerate() {
                 let Some(e) = slots.iter_mut().find(|e| e.window == *window) else {
                     continue;
                 };
                 if !std::mem::take(&mut e.dirty) {
                     continue;
                 }
-                let old = e.old.take();
-                let key = store_key(group, *window);
-                let s = ctx.store(store)?;
-                match &e.value {
-                    // Nothing was forwarded before: the store has no value either (the
-                    // cache is its only writer).
-                    Some(v) if old.is_none() => s.put_new(&key, timestamped_bytes(v, e.ts)?)?,
-                    Some(v) => s.put_owned(&key, timestamped_bytes(v, e.ts)?)?,
-                    None => s.erase(&key)?,
-                }
-                let change = Change {
-                    new: e.value.clone(),
-                    old,
-                };
-                ctx.forward(typed_record(
-                    Some((self.out_key)(group, *window)?),
-                    change,
-                    e.ts,
-                    e.headers.clone(),
-                ))?;
+                flushed.push(Flushed {
+                    used: e.used,
+                    at: first + i,
+                    change: Change {
+                        new: e.value.clone(),
+                        old: e.old.take(),
+                    },
+                    ts: e.ts,
+                    headers: e.headers.clone(),
+                });
             }
         }
+        // The list is in the order of first updates; a key updated again since moves
+        // behind the keys updated before that. Mostly in order already: a stable sort of
+        // sorted runs is linear.
+        flushed.sort_by_key(|f| f.used);
+        for f in flushed.drain(..) {
+            let (group, window) = &dirty[f.at];
+            let group = group.as_slice();
+            let key = store_key(group, *window);
+            let s = ctx.store(store)?;
+            match &f.change.new {
+                // Nothing was forwarded before: the store has no value either (the
+                // cache is its only writer).
+                Some(v) if f.change.old.is_none() => {
+                    s.put_new(&key, timestamped_bytes(v, f.ts)?)?
+                }
+                Some(v) => s.put_owned(&key, timestamped_bytes(v, f.ts)?)?,
+                None => s.erase(&key)?,
+            }
+            ctx.forward(typed_record(
+                Some((self.out_key)(group, *window)?),
+                f.change,
+                f.ts,
+                f.headers,
+            ))?;
+        }
+        self.flushed = flushed;
         // The list keeps its capacity for the next flush's updates.
+        let mut dirty = dirty;
         dirty.clear();
         self.dirty = dirty;
         if !self.enabled {

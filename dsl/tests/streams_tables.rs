@@ -407,7 +407,7 @@ fn cogroup_folds_several_streams_into_one_aggregate() {
 }
 
 /// Between two commits the record cache keeps the latest aggregate per key: a commit
-/// forwards each updated key once, in the order keys were first updated, with the value
+/// forwards each updated key once, in the order of the keys' last updates (Kafka's), with the value
 /// forwarded before as the old one (seen through `group_by` re-aggregation subtracting it).
 #[test]
 fn the_record_cache_forwards_the_latest_update_per_key_at_each_commit() {
@@ -449,13 +449,14 @@ fn the_record_cache_forwards_the_latest_update_per_key_at_each_commit() {
     );
     assert_eq!(counts(&mut d, "counts"), vec![]);
     d.commit().unwrap();
+    // "a" was updated first and last: it goes after "b".
     assert_eq!(
         counts(&mut d, "counts"),
-        vec![(s("a"), Some(3), 4), (s("b"), Some(1), 3)]
+        vec![(s("b"), Some(1), 3), (s("a"), Some(3), 4)]
     );
     assert_eq!(
         counts(&mut d, "keys-per-count"),
-        vec![(s("3"), Some(1), 4), (s("1"), Some(1), 3)]
+        vec![(s("1"), Some(1), 3), (s("3"), Some(1), 4)]
     );
     d.pipe("clicks", &s("b"), &s("x"), 5).unwrap();
     d.pipe("clicks", &s("a"), &s("x"), 6).unwrap();

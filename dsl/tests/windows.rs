@@ -203,6 +203,92 @@ fn suppress_until_window_closes_emits_each_window_once() {
     );
 }
 
+/// A hopping count behind `suppress(until_window_closes)`, caching on, committed only when
+/// the test says.
+fn suppressed_hopping_count(size: u64, advance: u64, grace: u64) -> TestDriver {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_with_grace(ms(size), ms(grace)).advance_by(ms(advance)))
+        .count()
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.set_auto_commit(false);
+    d
+}
+
+#[test]
+fn suppress_sees_cached_updates_in_the_order_of_their_last_update() {
+    let mut d = suppressed_hopping_count(10, 5, 2);
+    pipe(&mut d, "a", 6);
+    d.commit().unwrap();
+    // [10, 20) and [15, 25) are updated first, then [5, 15) by a record late but within
+    // grace (stream time 16: [5, 15) closes at 17), then [10, 20) and [15, 25) again, at 17.
+    // Forwarded in the order of first updates, [10, 20) at 17 would close [5, 15) in the
+    // suppression buffer while its update to 2 was still in the cache: emitted twice.
+    for ts in [16, 14, 17] {
+        pipe(&mut d, "a", ts);
+    }
+    d.commit().unwrap();
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("a", 0, 10, 1, 6), row("a", 5, 15, 2, 14)]
+    );
+}
+
+/// Whatever the commit points, a suppressed hopping count emits each window once, with the
+/// count of the records in it (records at most 1.5 s late, grace 2 s: none dropped).
+#[test]
+fn suppress_emits_each_window_once_with_its_count_whatever_the_commits() {
+    const SIZE: i64 = 10_000;
+    const ADVANCE: i64 = 5_000;
+    let mut state = 1u64;
+    let mut below = |n: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % n
+    };
+    for _ in 0..10 {
+        let mut d = suppressed_hopping_count(SIZE as u64, ADVANCE as u64, 2_000);
+        let mut expected = std::collections::BTreeMap::new();
+        let mut got = Vec::new();
+        for i in 0..3_000i64 {
+            let late = if below(10) == 0 {
+                below(1_500) as i64
+            } else {
+                0
+            };
+            let ts = (i * 10 - late).max(0);
+            let key = ["a", "b", "c", "d"][below(4) as usize];
+            let mut start = ts - ts % ADVANCE;
+            while start >= 0 && start > ts - SIZE {
+                *expected.entry((key.to_string(), start)).or_insert(0) += 1;
+                start -= ADVANCE;
+            }
+            pipe(&mut d, key, ts);
+            if below(40) == 0 {
+                d.commit().unwrap();
+            }
+        }
+        // Past every window's close, for each key.
+        for key in ["a", "b", "c", "d"] {
+            pipe(&mut d, key, 40_000);
+        }
+        d.commit().unwrap();
+        for r in d.read_windowed::<String, i64>("out").unwrap() {
+            if r.key.window.start < 35_000 {
+                got.push(((r.key.key, r.key.window.start), r.value.unwrap()));
+            }
+        }
+        let once: std::collections::BTreeMap<_, _> = got.iter().cloned().collect();
+        assert_eq!(got.len(), once.len(), "a window was emitted twice: {got:?}");
+        assert_eq!(once, expected);
+    }
+}
+
 #[test]
 fn emit_strategy_on_window_close_gives_final_results() {
     let b = StreamsBuilder::new();
