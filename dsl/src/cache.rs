@@ -43,7 +43,6 @@ struct Entry<V> {
 
 /// An update on its way out of a flush: `at` is its place on the dirty list.
 struct Flushed<V> {
-    used: u64,
     at: usize,
     change: Change<V>,
     ts: i64,
@@ -72,9 +71,10 @@ pub(crate) struct RecordCache<V> {
     /// Store keys (group, window) updated since the last flush, in the order they first
     /// were (a flush forwards them in the order they last were).
     dirty: Vec<(InlineKey, Option<i64>)>,
-    /// A flush's updates, to be sorted into the order of their last updates (kept for its
-    /// capacity).
-    flushed: Vec<Flushed<V>>,
+    /// A flush's updates, and (when last updated, index) of each to sort them by (kept for
+    /// their capacity).
+    flushed: Vec<Option<Flushed<V>>>,
+    order: Vec<(u64, usize)>,
     /// Approximate bytes held: groups, entries, the dirty list, the table's overhead.
     bytes: usize,
     /// Updates so far: the clock of `Entry::used`.
@@ -96,6 +96,7 @@ impl<V: Data> RecordCache<V> {
             entries: FastHashMap::default(),
             dirty: Vec::new(),
             flushed: Vec::new(),
+            order: Vec::new(),
             bytes: 0,
             clock: 0,
             out_key,
@@ -217,6 +218,7 @@ impl<V: Data> RecordCache<V> {
     ) -> Result<(), ProcessError> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut flushed = std::mem::take(&mut self.flushed);
+        let mut order = std::mem::take(&mut self.order);
         // A key's windows updated by one record sit side by side on the list: one lookup
         // for each run of the same key.
         let mut at = 0;
@@ -237,8 +239,8 @@ impl<V: Data> RecordCache<V> {
                 if !std::mem::take(&mut e.dirty) {
                     continue;
                 }
-                flushed.push(Flushed {
-                    used: e.used,
+                order.push((e.used, flushed.len()));
+                flushed.push(Some(Flushed {
                     at: first + i,
                     change: Change {
                         new: e.value.clone(),
@@ -246,14 +248,16 @@ impl<V: Data> RecordCache<V> {
                     },
                     ts: e.ts,
                     headers: e.headers.clone(),
-                });
+                }));
             }
         }
         // The list is in the order of first updates; a key updated again since moves
-        // behind the keys updated before that. Mostly in order already: a stable sort of
-        // sorted runs is linear.
-        flushed.sort_by_key(|f| f.used);
-        for f in flushed.drain(..) {
+        // behind the keys updated before that. Sorting small pairs, not the updates.
+        order.sort_unstable();
+        for &(_, i) in &order {
+            let Some(f) = flushed.get_mut(i).and_then(Option::take) else {
+                continue;
+            };
             let (group, window) = &dirty[f.at];
             let group = group.as_slice();
             let key = store_key(group, *window);
@@ -274,7 +278,10 @@ impl<V: Data> RecordCache<V> {
                 f.headers,
             ))?;
         }
+        flushed.clear();
+        order.clear();
         self.flushed = flushed;
+        self.order = order;
         // The list keeps its capacity for the next flush's updates.
         let mut dirty = dirty;
         dirty.clear();
