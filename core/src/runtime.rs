@@ -62,6 +62,9 @@ pub struct StreamsConfig {
     pub poll_ms: i32,
     pub session_timeout_ms: i32,
     pub heartbeat_interval_ms: u64,
+    /// `max.poll.interval.ms`: a stream thread that does not poll for this long (one batch
+    /// of records took too long to process) leaves the group and loses its tasks.
+    pub max_poll_interval_ms: i32,
     /// `transaction.timeout.ms` of the exactly-once producer.
     pub transaction_timeout_ms: i32,
     /// `num.stream.threads`: group members (each with its consumer, producer and tasks) in
@@ -132,6 +135,7 @@ impl StreamsConfig {
             poll_ms: 100,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
+            max_poll_interval_ms: 300_000,
             transaction_timeout_ms: 10_000,
             num_stream_threads: 1,
             group_instance_id: None,
@@ -420,10 +424,48 @@ impl RunState {
     async fn recover(&mut self, consumer: &mut Consumer) -> Result<(), StreamsError> {
         tracing::warn!("exactly-once commit failed; restoring tasks to the last commit");
         self.metrics.record_recovery(self.thread);
+        self.restart_transaction(consumer, &[]).await
+    }
+
+    /// Partitions lost (the membership is gone; someone else may own them now): their
+    /// tasks go without a commit. Under exactly-once the open transaction holds what they —
+    /// and every other task of the thread — sent since the last commit: had it stayed open,
+    /// their output and changelog records would commit with the next transaction while their
+    /// offsets do not, and be written again by whoever processes those records next. So it is
+    /// aborted (Kafka Streams' `handleLostAll`), and any task left is rebuilt from its
+    /// committed state.
+    async fn lose(
+        &mut self,
+        consumer: &mut Consumer,
+        partitions: &[TopicPartition],
+    ) -> Result<(), StreamsError> {
+        self.revoke(partitions);
+        if self.eos {
+            tracing::info!(
+                partitions = partitions.len(),
+                "partitions lost; aborting the open transaction"
+            );
+            self.restart_transaction(consumer, partitions).await?;
+        }
+        Ok(())
+    }
+
+    /// A new producer epoch (aborting the open transaction), every task rebuilt from its
+    /// committed changelogs, and its partitions (all assigned ones but `gone`) rewound to
+    /// their committed offsets.
+    async fn restart_transaction(
+        &mut self,
+        consumer: &mut Consumer,
+        gone: &[TopicPartition],
+    ) -> Result<(), StreamsError> {
         self.in_flight.clear();
         self.producer.init_transactions().await?;
         self.producer.begin_transaction()?;
-        let partitions: Vec<TopicPartition> = consumer.assignment();
+        let partitions: Vec<TopicPartition> = consumer
+            .assignment()
+            .into_iter()
+            .filter(|tp| !gone.contains(tp))
+            .collect();
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in &ids {
             // Dropped, not closed: their uncommitted changes go with them.
@@ -440,6 +482,9 @@ impl RunState {
             .cloned()
             .collect();
         self.assign(&wanted).await?;
+        if partitions.is_empty() {
+            return Ok(());
+        }
         let committed = consumer.committed(&partitions).await?;
         for tp in &partitions {
             match committed.get(tp).copied().flatten() {
@@ -643,11 +688,15 @@ impl RebalanceListener for Rebalance {
 
     fn on_partitions_lost<'a>(
         &'a self,
-        _consumer: &'a mut Consumer,
+        consumer: &'a mut Consumer,
         partitions: &'a [TopicPartition],
     ) -> ListenerFuture<'a> {
         // Someone else may own them already: drop without committing.
-        Box::pin(async move { self.state.lock().await.revoke(partitions) })
+        Box::pin(async move {
+            if let Err(e) = self.state.lock().await.lose(consumer, partitions).await {
+                self.fail(e);
+            }
+        })
     }
 }
 
@@ -1351,6 +1400,7 @@ async fn run(
             fetch_max_wait_ms: config.poll_ms,
             session_timeout_ms: config.session_timeout_ms,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
+            max_poll_interval_ms: config.max_poll_interval_ms,
             isolation_level: if eos {
                 IsolationLevel::ReadCommitted
             } else {

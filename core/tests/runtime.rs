@@ -1,6 +1,8 @@
-//! The at-least-once runtime over an embedded broker: two application instances share a
-//! 4-partition topic's tasks; when one closes, its tasks move to the other with their state
-//! (restored from the changelogs), and the counts carry on exactly.
+//! The runtime over an embedded broker: two application instances share a 4-partition
+//! topic's tasks; when one closes, its tasks move to the other with their state (restored
+//! from the changelogs), and the counts carry on exactly. Under exactly-once, a transaction
+//! aborted under the application (past its timeout) or with lost partitions leaves no
+//! duplicate.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +17,57 @@ mod common;
 use common::{counting_topology, counting_topology_with, Count};
 use rill_log::broker::{Broker, BrokerConfig};
 use rill_log::client::{
-    Admin, Consumer, ConsumerConfig, EmbeddedTransport, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, Transport,
+    Admin, Consumer, ConsumerConfig, EmbeddedTransport, IsolationLevel, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, Transport,
 };
 use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
+
+/// A broker in `dir` with topics `words` and `counts` of 4 partitions, and a transport to it.
+async fn broker(dir: &std::path::Path) -> (Arc<Broker>, Arc<dyn Transport>) {
+    let mut bc = BrokerConfig::new(dir);
+    bc.offsets_topic_num_partitions = 1;
+    bc.transaction_state_num_partitions = 1;
+    bc.group.initial_rebalance_delay_ms = 0;
+    bc.group_tick_ms = 20;
+    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
+    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
+    let admin = Admin::new(Arc::clone(&t));
+    admin.create_topic("words", 4, &[]).await.unwrap();
+    admin.create_topic("counts", 4, &[]).await.unwrap();
+    (b, t)
+}
+
+/// Every count output, read_committed, per key in order: until each of the 10 keys has 40
+/// (or a bounded number of polls passed).
+async fn committed_counts(t: &Arc<dyn Transport>) -> BTreeMap<String, Vec<u64>> {
+    let mut c = Consumer::new(
+        Arc::clone(t),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 20,
+            max_poll_records: 10_000,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..Default::default()
+        },
+    );
+    c.assign((0..4).map(|p| TopicPartition::new("counts", p)));
+    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for _ in 0..600 {
+        for r in c.poll().await.unwrap() {
+            let k = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let v: u64 = String::from_utf8(r.value.unwrap().to_vec())
+                .unwrap()
+                .parse()
+                .unwrap();
+            seen.entry(k).or_default().push(v);
+        }
+        if seen.len() == 10 && seen.values().all(|v| v.len() >= 40) {
+            break;
+        }
+    }
+    seen
+}
 
 fn topology() -> Topology {
     counting_topology("words", "counts", StoreBackend::InMemory)
@@ -84,16 +132,7 @@ fn config() -> StreamsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_tasks_and_state_follows_a_moved_task() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bc = BrokerConfig::new(dir.path());
-    bc.offsets_topic_num_partitions = 1;
-    bc.transaction_state_num_partitions = 1;
-    bc.group.initial_rebalance_delay_ms = 0;
-    bc.group_tick_ms = 20;
-    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
-    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
-    let admin = Admin::new(Arc::clone(&t));
-    admin.create_topic("words", 4, &[]).await.unwrap();
-    admin.create_topic("counts", 4, &[]).await.unwrap();
+    let (b, t) = broker(dir.path()).await;
     produce(&t, 400).await;
     let a = KafkaStreams::start(topology(), Arc::clone(&t), config());
     let b2 = KafkaStreams::start(topology(), Arc::clone(&t), config());
@@ -155,18 +194,8 @@ impl Processor for StallingCount {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
     use rill_core::runtime::ProcessingGuarantee;
-    use rill_log::client::IsolationLevel;
     let dir = tempfile::tempdir().unwrap();
-    let mut bc = BrokerConfig::new(dir.path());
-    bc.offsets_topic_num_partitions = 1;
-    bc.transaction_state_num_partitions = 1;
-    bc.group.initial_rebalance_delay_ms = 0;
-    bc.group_tick_ms = 20;
-    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
-    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
-    let admin = Admin::new(Arc::clone(&t));
-    admin.create_topic("words", 4, &[]).await.unwrap();
-    admin.create_topic("counts", 4, &[]).await.unwrap();
+    let (b, t) = broker(dir.path()).await;
     produce(&t, 400).await;
     let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = Arc::clone(&stalled);
@@ -187,32 +216,7 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
     cfg.commit_interval_ms = 100;
     cfg.transaction_timeout_ms = 400;
     let app = KafkaStreams::start(topo, Arc::clone(&t), cfg);
-    // Every count output, read_committed, per key in order.
-    let mut c = Consumer::new(
-        Arc::clone(&t),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            fetch_max_wait_ms: 20,
-            max_poll_records: 10_000,
-            isolation_level: IsolationLevel::ReadCommitted,
-            ..Default::default()
-        },
-    );
-    c.assign((0..4).map(|p| TopicPartition::new("counts", p)));
-    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for _ in 0..600 {
-        for r in c.poll().await.unwrap() {
-            let k = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-            let v: u64 = String::from_utf8(r.value.unwrap().to_vec())
-                .unwrap()
-                .parse()
-                .unwrap();
-            seen.entry(k).or_default().push(v);
-        }
-        if seen.len() == 10 && seen.values().all(|v| v.len() >= 40) {
-            break;
-        }
-    }
+    let seen = committed_counts(&t).await;
     assert!(
         stalled.load(std::sync::atomic::Ordering::SeqCst),
         "the stall happened"
@@ -224,6 +228,77 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
         let outcome = app.close().await;
         panic!("incomplete: {seen:?}, recoveries {recoveries}, app {outcome:?}");
     }
+    for (k, v) in &seen {
+        assert_eq!(*v, (1..=40).collect::<Vec<u64>>(), "{k}");
+    }
+    app.close().await.unwrap();
+    b.close().unwrap();
+}
+
+/// Counts like [`Count`]. An instance made before the stall stalls once (on its 30th record)
+/// for longer than `max.poll.interval.ms`, so the thread loses its partitions; one made
+/// after (the task created again) asks for a commit after each record.
+struct LosingCount {
+    seen: u64,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    after: bool,
+}
+
+impl Processor for LosingCount {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        self.seen += 1;
+        if self.after {
+            ctx.request_commit();
+        } else if self.seen == 30 && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1_000));
+        }
+        Count.process(ctx, r)
+    }
+}
+
+/// Partitions lost under exactly-once (the thread stalled past `max.poll.interval.ms` and
+/// left the group) take the open transaction with them: what their tasks sent since the last
+/// commit is aborted, not committed with the next transaction beside the same records
+/// processed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_aborts_the_open_transaction_when_partitions_are_lost() {
+    use rill_core::runtime::ProcessingGuarantee;
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path()).await;
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = Arc::clone(&stalled);
+    let topo = counting_topology_with(
+        "words",
+        "counts",
+        StoreBackend::InMemory,
+        Arc::new(move || {
+            Box::new(LosingCount {
+                seen: 0,
+                after: s2.load(std::sync::atomic::Ordering::SeqCst),
+                stalled: Arc::clone(&s2),
+            })
+        }),
+    );
+    let mut cfg = config();
+    cfg.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
+    // No commit comes on its own between the stall and the next poll.
+    cfg.commit_interval_ms = 60_000;
+    cfg.max_poll_interval_ms = 300;
+    let app = KafkaStreams::start(topo, Arc::clone(&t), cfg);
+    // The records come once the thread holds its tasks and heartbeats.
+    for _ in 0..300 {
+        if app.tasks().await.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    produce(&t, 400).await;
+    let seen = committed_counts(&t).await;
+    assert!(stalled.load(std::sync::atomic::Ordering::SeqCst));
+    // The loss, not a failed commit, ended the first transaction.
+    assert_eq!(app.recoveries(), 0);
+    assert_eq!(seen.len(), 10, "{seen:?}");
     for (k, v) in &seen {
         assert_eq!(*v, (1..=40).collect::<Vec<u64>>(), "{k}");
     }
