@@ -1,6 +1,7 @@
 //! Group-facing client APIs over the embedded broker: the rebalance listener (revoked before
 //! the rejoin with positions still committable, assigned after, lost when the membership is
-//! gone), leaving the group when `max.poll.interval.ms` passes without a poll, and the Admin
+//! gone), leaving the group when `max.poll.interval.ms` passes without a poll (even while the
+//! polling task blocks its runtime worker), and the Admin
 //! views of groups: listing, members and assignments, committed offsets, lag, deletion.
 
 use std::sync::{Arc, Mutex};
@@ -196,6 +197,38 @@ async fn a_consumer_that_stops_polling_leaves_and_loses_its_partitions() {
     assert!(left, "the member never left");
     // The next poll reports the loss (no commit: someone else may own them) and rejoins.
     poll_until_holding(&mut a, 2).await;
+    assert_eq!(
+        events.take(),
+        vec!["assigned [t-0 t-1]", "lost [t-0 t-1]", "assigned [t-0 t-1]"]
+    );
+    a.close().await.unwrap();
+    b.close().unwrap();
+}
+
+/// A consumer polled from a task on a runtime worker, whose records were all there when it
+/// joined (so its first poll never waited), and that then blocks its worker past
+/// `max.poll.interval.ms`: the heartbeat task it started must still run (on the other worker)
+/// and leave the group, so that the next poll reports the partitions lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_runs_while_the_polling_task_blocks_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 2, &[])
+        .await
+        .unwrap();
+    produce(&b, 2, 10).await;
+    let events = Arc::new(Recorder::default());
+    let mut a = Consumer::new(embedded(&b), member_config(300));
+    a.subscribe_with_listener(["t"], events.clone());
+    let polled = tokio::spawn(async move {
+        poll_until_holding(&mut a, 2).await;
+        // Processing that blocks the worker, as a slow processor would.
+        std::thread::sleep(Duration::from_millis(1_000));
+        poll_until_holding(&mut a, 2).await;
+        a
+    });
+    let a = polled.await.unwrap();
     assert_eq!(
         events.take(),
         vec!["assigned [t-0 t-1]", "lost [t-0 t-1]", "assigned [t-0 t-1]"]

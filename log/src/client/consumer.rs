@@ -1197,6 +1197,12 @@ impl Consumer {
                 m.protocol = protocol;
             }
             self.start_heartbeat(&group);
+            // A task spawned from a runtime worker waits in that worker's own slot, where no
+            // other worker takes it from; an embedded broker answers without ever making this
+            // poll wait, so a caller that then blocks its worker (a slow record) would starve
+            // the heartbeat. Yielding once lets it start: from then on its timer wakes it
+            // wherever a worker is free.
+            tokio::task::yield_now().await;
             if let Some(l) = self.listener.clone() {
                 l.on_partitions_assigned(self, &assigned).await;
             }
