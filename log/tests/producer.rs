@@ -1,6 +1,6 @@
 //! The Producer over the embedded transport: Kafka's key placement, per-partition order,
-//! batching by batch.size and linger.ms, retries that keep order, flush, and backpressure
-//! bounded by buffer.memory.
+//! batching by batch.size and linger.ms, retries that keep order, flush, backpressure
+//! bounded by buffer.memory, and waiting for a topic's metadata (not for an invalid name).
 
 mod common;
 
@@ -522,6 +522,70 @@ async fn a_batch_that_keeps_failing_fails_after_the_delivery_timeout() {
     let err = d.await.unwrap_err();
     assert_eq!(err.kafka_error(), Some(ResponseError::NotEnoughReplicas));
     // Nothing is left pending: flush and close return.
+    producer.close().await;
+    b.close().unwrap();
+}
+
+/// Counts the Metadata requests it passes on.
+#[derive(Debug)]
+struct CountingMetadata {
+    inner: Arc<dyn Transport>,
+    metadata: AtomicUsize,
+}
+
+impl Transport for CountingMetadata {
+    fn send(
+        &self,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        if matches!(request, RequestKind::Metadata(_)) {
+            self.metadata.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.send(request)
+    }
+}
+
+/// A topic name the broker refuses fails the send at its first metadata answer; an unknown
+/// (valid) name is asked about again until `max.block.ms`, as it may yet be created.
+#[tokio::test(start_paused = true)]
+async fn an_invalid_topic_name_fails_at_once_and_an_unknown_topic_waits_for_max_block_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bc = rill_log::broker::BrokerConfig::new(dir.path());
+    bc.offsets_topic_num_partitions = 1;
+    bc.auto_create_topics_enable = false;
+    let b = Arc::new(Broker::open(bc, Arc::new(rill_log::time::SystemClock)).unwrap());
+    let counting = Arc::new(CountingMetadata {
+        inner: embedded(&b),
+        metadata: AtomicUsize::new(0),
+    });
+    let config = ProducerConfig {
+        max_block_ms: 5_000,
+        retry_backoff_ms: 100,
+        ..Default::default()
+    };
+    let producer = Producer::new(counting.clone(), config);
+    let err = producer
+        .send(ProducerRecord::new("no/slashes", Some("k"), "v"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        kafka_error(&err),
+        Some(ResponseError::InvalidTopicException)
+    );
+    assert_eq!(counting.metadata.swap(0, Ordering::SeqCst), 1);
+    let err = producer
+        .send(ProducerRecord::new("missing", Some("k"), "v"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        kafka_error(&err),
+        Some(ResponseError::UnknownTopicOrPartition)
+    );
+    // Asked every retry.backoff.ms for max.block.ms (the clock is paused: no real wait).
+    assert!(
+        counting.metadata.load(Ordering::SeqCst) >= 40,
+        "{counting:?}"
+    );
     producer.close().await;
     b.close().unwrap();
 }

@@ -417,7 +417,12 @@ impl Producer {
                             });
                         return Ok(n);
                     }
-                    Some(t) => check(t.error_code, None).err(),
+                    // An unknown topic may yet appear (auto-creation, a slow create); an
+                    // invalid name or a refusal will not: fail at once, as Kafka does.
+                    Some(t) => match check(t.error_code, None) {
+                        Err(e) if !e.is_retriable() => return Err(e),
+                        r => r.err(),
+                    },
                     None => Some(ClientError::NoResponse),
                 },
                 Ok(_) => Some(ClientError::NoResponse),
