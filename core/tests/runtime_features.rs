@@ -20,7 +20,9 @@ use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 
 mod common;
-use common::{counting_topology_with, rekeyed_count, text, Count, LastPartition};
+use common::{
+    counting_topology_to, counting_topology_with, rekeyed_count, text, Count, LastPartition,
+};
 
 /// Counts per key (the count as text); fails on the value `poison`, cannot deserialize
 /// `garbage`, and writes a record larger than a producer's whole buffer for `huge`.
@@ -169,6 +171,69 @@ async fn a_refused_send_is_skipped_by_log_and_continue_and_the_rest_is_sent() {
         .collect();
     let expect = [("a", "1"), ("a", "2"), ("c", "1")].map(|(k, v)| (k.to_string(), v.to_string()));
     assert_eq!(out, expect);
+    b.close().unwrap();
+}
+
+/// Under at-least-once, an output the producer refuses (its topic name is invalid) goes to
+/// the dead-letter topic as it was, with the input record it came from and the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_send_goes_to_the_dead_letter_topic_with_its_origin() {
+    use rill_core::topology::{SinkSpec, TopicChoice};
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path(), 1).await;
+    Admin::new(Arc::clone(&t))
+        .create_topic("dlq", 1, &[])
+        .await
+        .unwrap();
+    produce(&t, &[("a", "x"), ("bad", "x"), ("a", "x")]).await;
+    // The counts of key "bad" go to a topic no broker accepts.
+    let sink = SinkSpec {
+        topic: TopicChoice::PerRecord(Arc::new(|r: &Record| {
+            match r.key.as_deref() {
+                Some(b"bad") => "no/slashes",
+                _ => "counts",
+            }
+            .to_string()
+        })),
+        partitioner: None,
+    };
+    let topo = counting_topology_to(
+        "words",
+        sink,
+        StoreBackend::InMemory,
+        Arc::new(|| Box::new(Count)),
+    );
+    let mut cfg = config();
+    cfg.production_exception_handler = ExceptionHandler::DeadLetter {
+        topic: "dlq".into(),
+    };
+    let app = KafkaStreams::start(topo, Arc::clone(&t), cfg);
+    wait_processed(&app, 3).await;
+    let dead = read_all(&t, "dlq", 1).await;
+    assert_eq!(app.metrics().dropped(), 1);
+    app.close().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    let r = &dead[0];
+    assert_eq!((text(&r.key), text(&r.value)), ("bad".into(), "1".into()));
+    let headers: BTreeMap<String, String> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), text(v)))
+        .collect();
+    assert_eq!(headers["__streams.errors.exception"], "production");
+    assert!(
+        headers["__streams.errors.message"].contains("InvalidTopic"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["__streams.errors.topic"], "words");
+    assert_eq!(headers["__streams.errors.partition"], "0");
+    assert_eq!(headers["__streams.errors.offset"], "1");
+    let out: Vec<(String, String)> = read_all(&t, "counts", 2)
+        .await
+        .iter()
+        .map(|r| (text(&r.key), text(&r.value)))
+        .collect();
+    assert_eq!(out, [("a".into(), "1".into()), ("a".into(), "2".into())]);
     b.close().unwrap();
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
-use rill_core::topology::{Partitioner, ProcessorSupplier, StoreBackend, StoreSpec, Topology};
+use rill_core::topology::{
+    Partitioner, ProcessorSupplier, SinkSpec, StoreBackend, StoreSpec, TopicChoice, Topology,
+};
 
 /// A record with text key and value.
 pub fn rec(key: &str, value: &str, ts: i64) -> Record {
@@ -49,12 +51,26 @@ pub fn counting_topology_with(
     backend: StoreBackend,
     supplier: ProcessorSupplier,
 ) -> Topology {
+    let sink = SinkSpec {
+        topic: TopicChoice::Static(sink.to_string()),
+        partitioner: None,
+    };
+    counting_topology_to(source, sink, backend, supplier)
+}
+
+/// [`counting_topology_with`] writing through sink `sink`.
+pub fn counting_topology_to(
+    source: &str,
+    sink: SinkSpec,
+    backend: StoreBackend,
+    supplier: ProcessorSupplier,
+) -> Topology {
     let mut t = Topology::new();
     t.add_source("in", &[source])
         .unwrap()
         .add_processor("count", supplier, &["in"])
         .unwrap()
-        .add_sink("out", sink, &["count"])
+        .add_sink_spec("out", sink, &["count"])
         .unwrap()
         .add_state_store(
             StoreSpec {
