@@ -58,11 +58,17 @@ type Slots<V> = SmallVec<[Entry<V>; 2]>;
 /// the window start), or `group` itself.
 pub(crate) fn store_key(group: &[u8], window: Option<i64>) -> Vec<u8> {
     let mut k = Vec::with_capacity(group.len() + 8);
+    store_key_into(&mut k, group, window);
+    k
+}
+
+/// [`store_key`] into `k` (cleared first).
+fn store_key_into(k: &mut Vec<u8>, group: &[u8], window: Option<i64>) {
+    k.clear();
     k.extend_from_slice(group);
     if let Some(start) = window {
         k.extend_from_slice(&ts_bytes(start));
     }
-    k
 }
 
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
@@ -254,13 +260,14 @@ impl<V: Data> RecordCache<V> {
         // The list is in the order of first updates; a key updated again since moves
         // behind the keys updated before that. Sorting small pairs, not the updates.
         order.sort_unstable();
+        let mut key = Vec::new();
         for &(_, i) in &order {
             let Some(f) = flushed.get_mut(i).and_then(Option::take) else {
                 continue;
             };
             let (group, window) = &dirty[f.at];
             let group = group.as_slice();
-            let key = store_key(group, *window);
+            store_key_into(&mut key, group, *window);
             let s = ctx.store(store)?;
             match &f.change.new {
                 // Nothing was forwarded before: the store has no value either (the

@@ -202,8 +202,8 @@ macro_rules! windowed_processor {
                 let Some(k) = key_of(&*self.keys, &r)? else {
                     return Ok(());
                 };
-                let key = r.key.clone().unwrap_or_default();
                 let v: V = take_value(&mut r)?;
+                let key: &[u8] = r.key.as_deref().unwrap_or_default();
                 let id = if <$agg<K, V, VA> as WindowedAggregation<K, V, VA>>::NEEDS_ID {
                     crate::graph::record_id(ctx, r.timestamp)
                 } else {
@@ -213,7 +213,7 @@ macro_rules! windowed_processor {
                 let store = ctx.store(&self.store)?;
                 let out =
                     self.agg
-                        .update(store, &k, &key, v, r.timestamp, &id, &r.headers, task_time)?;
+                        .update(store, &k, key, v, r.timestamp, &id, &r.headers, task_time)?;
                 for mut o in out {
                     o.headers = r.headers.clone();
                     ctx.forward(o)?;

@@ -310,7 +310,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
             }
         }
         self.dirty_bytes = 0;
-        for (k, c) in expired.into_iter().chain(self.dirty.take()) {
+        for (k, c) in expired.into_iter().chain(self.dirty.drain()) {
             let k_heap = InlineKey::heap_bytes(k.as_slice());
             let v_len = c.value.as_ref().map_or(0, Vec::len);
             match self.unwritten.entry(k) {

@@ -74,6 +74,23 @@ pub(crate) struct Overlay<V> {
     wants_order: Cell<bool>,
 }
 
+/// The entries of an [`Overlay`], drained.
+pub(crate) enum Drain<'a, V> {
+    Hashed(hash_map::Drain<'a, InlineKey, V>),
+    Ordered(btree_map::IntoIter<InlineKey, V>),
+}
+
+impl<V> Iterator for Drain<'_, V> {
+    type Item = (InlineKey, V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Drain::Hashed(d) => d.next(),
+            Drain::Ordered(d) => d.next(),
+        }
+    }
+}
+
 /// Range reads a hashed overlay answers by scanning before it turns ordered.
 const SCANS_BEFORE_ORDER: u32 = 8;
 
@@ -176,9 +193,15 @@ impl<V> Overlay<V> {
     /// Takes every entry out (in no particular order), leaving the map empty and as ordered
     /// as it was.
     pub(crate) fn take(&mut self) -> Vec<(InlineKey, V)> {
+        self.drain().collect()
+    }
+
+    /// Drains every entry (in no particular order), leaving the map empty, as ordered as it
+    /// was, and (hashed) with its capacity.
+    pub(crate) fn drain(&mut self) -> Drain<'_, V> {
         match self.map_mut() {
-            Map::Hashed(m) => m.drain().collect(),
-            Map::Ordered(m) => std::mem::take(m).into_iter().collect(),
+            Map::Hashed(m) => Drain::Hashed(m.drain()),
+            Map::Ordered(m) => Drain::Ordered(std::mem::take(m).into_iter()),
         }
     }
 
