@@ -25,20 +25,59 @@ pub(crate) fn same_key() -> OutKey {
     Box::new(|k, _| Ok(Bytes::copy_from_slice(k)))
 }
 
-/// One cached store key: a window of its group key (`None` in a key-value store).
+/// One cached store key: a window of its group key. Kept small (64 bytes for a count):
+/// each record's lookup brings its key's entries into the CPU cache.
 struct Entry<V> {
-    window: Option<i64>,
+    /// The window start ([`NO_WINDOW`] in a key-value store).
+    window: i64,
     /// The current value (`None`: absent).
     value: Option<V>,
     ts: i64,
-    /// Updated since the last flush; `old` is then what the store (and downstream) has.
-    dirty: bool,
+    /// What the store (and downstream) has, while the entry is dirty.
     old: Option<V>,
-    /// The headers of the latest update, forwarded with it.
-    headers: Headers,
-    /// When it was last updated (the cache's update count): eviction takes the least
-    /// recently updated first.
+    /// The headers of the latest update, forwarded with it (none: no headers, the usual).
+    headers: Option<Box<Headers>>,
+    /// When it was last updated (the cache's update count: eviction takes the least
+    /// recently updated first), and [`DIRTY`]: updated since the last flush.
     used: u64,
+}
+
+/// An entry's window in a key-value store's cache.
+const NO_WINDOW: i64 = i64::MIN;
+/// The bit of `Entry::used` saying the entry is dirty.
+const DIRTY: u64 = 1 << 63;
+
+fn slot_window(window: Option<i64>) -> i64 {
+    window.unwrap_or(NO_WINDOW)
+}
+
+impl<V> Entry<V> {
+    fn dirty(&self) -> bool {
+        self.used & DIRTY != 0
+    }
+
+    /// When it was last updated.
+    fn last_used(&self) -> u64 {
+        self.used & !DIRTY
+    }
+
+    fn window(&self) -> Option<i64> {
+        (self.window != NO_WINDOW).then_some(self.window)
+    }
+
+    fn set_headers(&mut self, headers: &Headers) {
+        let same = match &self.headers {
+            None => headers.is_empty(),
+            Some(h) => **h == *headers,
+        };
+        if !same {
+            self.headers = (!headers.is_empty()).then(|| Box::new(headers.clone()));
+        }
+    }
+
+    fn headers(&self) -> Headers {
+        self.headers.as_deref().cloned().unwrap_or_default()
+    }
 }
 
 /// An update on its way out of a flush: `at` is its place on the dirty list.
@@ -153,9 +192,9 @@ impl<V: Data> RecordCache<V> {
         self.clock += 1;
         let group = gk.as_slice();
         let slots = self.entries.get_mut(gk);
-        if let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == window)) {
-            if !e.dirty {
-                e.dirty = true;
+        let w = slot_window(window);
+        if let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == w)) {
+            if !e.dirty() {
                 e.old = e.value.clone();
                 self.dirty.push((gk.clone(), window));
                 self.bytes += Self::dirty_size(group);
@@ -164,10 +203,8 @@ impl<V: Data> RecordCache<V> {
             let (new, ts) = step(e.value.take(), (!absent).then_some(e.ts));
             e.value = Some(new);
             e.ts = ts;
-            e.used = self.clock;
-            if e.headers != *headers {
-                e.headers = headers.clone();
-            }
+            e.used = self.clock | DIRTY;
+            e.set_headers(headers);
             return Ok(absent);
         }
         // A miss: the store's value is the old one, and the entry starts dirty.
@@ -187,15 +224,15 @@ impl<V: Data> RecordCache<V> {
         let (value, ts) = step(old.clone(), prev_ts);
         self.bytes += Self::entry_size() + Self::dirty_size(group);
         self.dirty.push((gk.clone(), window));
-        let entry = Entry {
-            window,
+        let mut entry = Entry {
+            window: w,
             value: Some(value),
             ts,
-            dirty: true,
             old,
-            headers: headers.clone(),
-            used: self.clock,
+            headers: None,
+            used: self.clock | DIRTY,
         };
+        entry.set_headers(headers);
         match self.entries.get_mut(gk) {
             Some(slots) => slots.push(entry),
             None => {
@@ -239,12 +276,14 @@ impl<V: Data> RecordCache<V> {
                 continue;
             };
             for (i, (_, window)) in run.iter().enumerate() {
-                let Some(e) = slots.iter_mut().find(|e| e.window == *window) else {
+                let w = slot_window(*window);
+                let Some(e) = slots.iter_mut().find(|e| e.window == w) else {
                     continue;
                 };
-                if !std::mem::take(&mut e.dirty) {
+                if !e.dirty() {
                     continue;
                 }
+                e.used &= !DIRTY;
                 order.push((e.used, flushed.len()));
                 flushed.push(Some(Flushed {
                     at: first + i,
@@ -253,7 +292,7 @@ impl<V: Data> RecordCache<V> {
                         old: e.old.take(),
                     },
                     ts: e.ts,
-                    headers: e.headers.clone(),
+                    headers: e.headers(),
                 }));
             }
         }
@@ -314,7 +353,12 @@ impl<V: Data> RecordCache<V> {
         if cut == 0 {
             return;
         }
-        let mut used: Vec<u64> = self.entries.values().flatten().map(|e| e.used).collect();
+        let mut used: Vec<u64> = self
+            .entries
+            .values()
+            .flatten()
+            .map(Entry::last_used)
+            .collect();
         let threshold = *used.select_nth_unstable(cut - 1).1;
         let mut evicted_max = self.evicted_max;
         self.retain(|_, window, u| {
@@ -333,7 +377,7 @@ impl<V: Data> RecordCache<V> {
         self.entries.retain(|k, slots| {
             let group = k.as_slice();
             slots.retain(|e| {
-                let kept = e.dirty || keep(group, e.window, e.used);
+                let kept = e.dirty() || keep(group, e.window(), e.last_used());
                 if !kept {
                     freed += Self::entry_size();
                 }
@@ -380,7 +424,7 @@ mod tests {
     fn entry<'a>(cache: &'a RecordCache<i64>, key: &[u8], window: Option<i64>) -> &'a Entry<i64> {
         cache.entries[key]
             .iter()
-            .find(|e| e.window == window)
+            .find(|e| e.window() == window)
             .unwrap()
     }
 
@@ -390,6 +434,12 @@ mod tests {
             .iter()
             .map(|(k, w)| (k.as_slice(), *w))
             .collect()
+    }
+
+    /// A count's entry fits a cache line: the windows of a hopping key span few of them.
+    #[test]
+    fn a_counts_entry_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Entry<i64>>(), 64);
     }
 
     #[test]
@@ -461,7 +511,7 @@ mod tests {
 
     fn clean(cache: &mut RecordCache<i64>) {
         for e in cache.entries.values_mut().flatten() {
-            e.dirty = false;
+            e.used &= !DIRTY;
         }
         let listed: usize = cache
             .dirty
