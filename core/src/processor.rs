@@ -151,7 +151,8 @@ pub enum ProcessError {
 /// A record a sink wrote.
 #[derive(Debug, Clone)]
 pub struct Output {
-    pub topic: String,
+    /// Shared with the sink (a static topic is not copied per record).
+    pub topic: Arc<str>,
     pub record: Record,
     /// The sink's partitioner, if it has one.
     pub partitioner: Option<crate::topology::SinkPartitioner>,

@@ -1212,8 +1212,8 @@ impl RunState {
         // A sink's partitioner needs its topic's partition count.
         let unknown: Vec<String> = output
             .iter()
-            .filter(|o| o.partitioner.is_some() && !self.partition_counts.contains_key(&o.topic))
-            .map(|o| o.topic.clone())
+            .filter(|o| o.partitioner.is_some() && !self.partition_counts.contains_key(&*o.topic))
+            .map(|o| o.topic.to_string())
             .collect();
         for topic in unknown {
             self.partitions_of(&topic).await?;
@@ -1240,7 +1240,7 @@ impl RunState {
             let counts = &self.partition_counts;
             let to_record = |out: Output| {
                 let partition = out.partitioner.as_ref().and_then(|p| {
-                    let n = counts.get(&out.topic).copied().unwrap_or(1);
+                    let n = counts.get(&*out.topic).copied().unwrap_or(1);
                     p.partition(&out.topic, &out.record, n)
                 });
                 let o = out.record;

@@ -195,13 +195,13 @@ impl TestDriver {
                 .and_then(|p| p.partition(&topic, &record, n))
                 .unwrap_or_else(|| record.key.as_deref().map_or(0, |k| partition_for_key(k, n)));
             self.outputs
-                .entry(topic.clone())
+                .entry(topic.to_string())
                 .or_default()
                 .push(OutputRecord {
                     partition,
                     record: record.clone(),
                 });
-            if self.readers.contains_key(&topic) || self.globals.reads(&topic) {
+            if self.readers.contains_key(&*topic) || self.globals.reads(&topic) {
                 self.pipe_to(&topic, partition, record)?;
             }
         }

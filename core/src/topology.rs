@@ -15,7 +15,7 @@ pub type ProcessorSupplier = Arc<dyn Fn() -> Box<dyn Processor> + Send + Sync>;
 /// Where a sink writes.
 #[derive(Clone)]
 pub enum TopicChoice {
-    Static(String),
+    Static(Arc<str>),
     /// A topic per record.
     PerRecord(Arc<dyn Fn(&Record) -> String + Send + Sync>),
 }
@@ -73,10 +73,10 @@ pub struct SinkSpec {
 }
 
 impl SinkSpec {
-    pub fn topic_for(&self, record: &Record) -> String {
+    pub fn topic_for(&self, record: &Record) -> Arc<str> {
         match &self.topic {
-            TopicChoice::Static(t) => t.clone(),
-            TopicChoice::PerRecord(f) => f(record),
+            TopicChoice::Static(t) => Arc::clone(t),
+            TopicChoice::PerRecord(f) => f(record).into(),
         }
     }
 }
@@ -477,7 +477,7 @@ impl Topology {
     /// This topology as an application runs it: repartition topics under their full names.
     pub fn for_application(&self, application_id: &str) -> Topology {
         let mut t = self.clone();
-        let full = |name: &String| -> Option<String> {
+        let full = |name: &str| -> Option<String> {
             self.repartitions
                 .contains(name)
                 .then(|| Self::repartition_topic(application_id, name))
@@ -496,7 +496,7 @@ impl Topology {
                     ..
                 }) if n.name == format!("{topic}-repartition-sink") => {
                     if let Some(f) = full(topic) {
-                        *topic = f;
+                        *topic = f.into();
                     }
                 }
                 _ => {}
@@ -534,7 +534,7 @@ impl Topology {
         parents: &[&str],
     ) -> Result<&mut Self, TopologyError> {
         let spec = SinkSpec {
-            topic: TopicChoice::Static(topic.to_string()),
+            topic: TopicChoice::Static(topic.into()),
             partitioner: None,
         };
         self.add(name, NodeKind::Sink(spec), parents)
@@ -549,7 +549,7 @@ impl Topology {
         parents: &[&str],
     ) -> Result<&mut Self, TopologyError> {
         let spec = SinkSpec {
-            topic: TopicChoice::Static(topic.to_string()),
+            topic: TopicChoice::Static(topic.into()),
             partitioner: Some(SinkPartitioner::Key(partitioner)),
         };
         self.add(name, NodeKind::Sink(spec), parents)

@@ -413,7 +413,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             SinkPartitioner::Record(by_record)
         });
         let spec = SinkSpec {
-            topic: TopicChoice::Static(topic.to_string()),
+            topic: TopicChoice::Static(topic.into()),
             partitioner,
         };
         let mut g = self.g.borrow_mut();

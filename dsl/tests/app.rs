@@ -36,7 +36,7 @@ async fn produce(t: &Arc<dyn Transport>, topic: &str, records: &[(&str, Option<&
     let mut last = None;
     for (k, v, ts) in records {
         let r = ProducerRecord {
-            topic: topic.to_string(),
+            topic: topic.into(),
             key: Some(Bytes::from(k.to_string())),
             value: v.map(|v| Bytes::from(v.to_string())),
             timestamp_ms: Some(*ts),

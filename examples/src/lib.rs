@@ -160,9 +160,10 @@ impl Cluster {
     ) -> Result<()> {
         let producer = Producer::new(Arc::clone(&self.transport), ProducerConfig::default());
         let mut pending = Vec::with_capacity(records.len());
+        let topic: Arc<str> = topic.into();
         for (k, v, ts) in records {
             let r = ProducerRecord {
-                topic: topic.to_string(),
+                topic: Arc::clone(&topic),
                 key: keys.serialize(k)?.map(Bytes::from),
                 value: values.serialize(v)?.map(Bytes::from),
                 timestamp_ms: Some(*ts),

@@ -52,7 +52,7 @@ pub fn counting_topology_with(
     supplier: ProcessorSupplier,
 ) -> Topology {
     let sink = SinkSpec {
-        topic: TopicChoice::Static(sink.to_string()),
+        topic: TopicChoice::Static(sink.into()),
         partitioner: None,
     };
     counting_topology_to(source, sink, backend, supplier)

@@ -93,7 +93,8 @@ impl Default for ProducerConfig {
 /// A record to send.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
-    pub topic: String,
+    /// Shared, not copied, by the records of one topic (a stream thread's outputs).
+    pub topic: Arc<str>,
     /// A fixed partition, or `None` to let the partitioner choose.
     pub partition: Option<i32>,
     pub key: Option<Bytes>,
@@ -105,7 +106,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     pub fn new(
-        topic: impl Into<String>,
+        topic: impl Into<Arc<str>>,
         key: Option<impl Into<Bytes>>,
         value: impl Into<Bytes>,
     ) -> Self {
@@ -443,7 +444,7 @@ impl Producer {
         // has room. Otherwise the record waits for either outside the lock.
         let record = {
             let st = self.inner.state();
-            match st.topics.get(record.topic.as_str()).map(|t| t.partitions) {
+            match st.topics.get(&*record.topic).map(|t| t.partitions) {
                 Some(partitions) => {
                     let partition = self.partition_of(&record, partitions)?;
                     match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
@@ -733,7 +734,7 @@ impl Producer {
                 let mut st = self.inner.state();
                 // The partition count of the topic of the record before (records of one
                 // topic come in runs): one topic lookup per run.
-                let mut known: Option<(String, i32)> = None;
+                let mut known: Option<(Arc<str>, i32)> = None;
                 for record in records.by_ref() {
                     let size = record_bytes(&record);
                     if let Err(e) = self.check_size(size) {
@@ -741,7 +742,7 @@ impl Producer {
                     }
                     let partitions = match &known {
                         Some((t, n)) if *t == record.topic => *n,
-                        _ => match st.topics.get(record.topic.as_str()).map(|t| t.partitions) {
+                        _ => match st.topics.get(&*record.topic).map(|t| t.partitions) {
                             Some(n) => {
                                 known = Some((record.topic.clone(), n));
                                 n
