@@ -64,6 +64,24 @@ async fn broker(dir: &Path, partitions: i32) -> (Arc<Broker>, Arc<dyn Transport>
     (b, t)
 }
 
+/// [`broker`] with one partition and a topic `dlq`.
+async fn broker_with_dlq(dir: &Path) -> (Arc<Broker>, Arc<dyn Transport>) {
+    let (b, t) = broker(dir, 1).await;
+    Admin::new(Arc::clone(&t))
+        .create_topic("dlq", 1, &[])
+        .await
+        .unwrap();
+    (b, t)
+}
+
+/// A record's headers as text.
+fn header_map(r: &ConsumerRecord) -> BTreeMap<String, String> {
+    r.headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), text(v)))
+        .collect()
+}
+
 async fn produce(t: &Arc<dyn Transport>, records: &[(&str, &str)]) {
     let p = Producer::new(Arc::clone(t), ProducerConfig::default());
     let mut ds = Vec::new();
@@ -180,11 +198,7 @@ async fn a_refused_send_is_skipped_by_log_and_continue_and_the_rest_is_sent() {
 async fn a_refused_send_goes_to_the_dead_letter_topic_with_its_origin() {
     use rill_core::topology::{SinkSpec, TopicChoice};
     let dir = tempfile::tempdir().unwrap();
-    let (b, t) = broker(dir.path(), 1).await;
-    Admin::new(Arc::clone(&t))
-        .create_topic("dlq", 1, &[])
-        .await
-        .unwrap();
+    let (b, t) = broker_with_dlq(dir.path()).await;
     produce(&t, &[("a", "x"), ("bad", "x"), ("a", "x")]).await;
     // The counts of key "bad" go to a topic no broker accepts.
     let sink = SinkSpec {
@@ -215,11 +229,7 @@ async fn a_refused_send_goes_to_the_dead_letter_topic_with_its_origin() {
     assert_eq!(dead.len(), 1);
     let r = &dead[0];
     assert_eq!((text(&r.key), text(&r.value)), ("bad".into(), "1".into()));
-    let headers: BTreeMap<String, String> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), text(v)))
-        .collect();
+    let headers = header_map(r);
     assert_eq!(headers["__streams.errors.exception"], "production");
     assert!(
         headers["__streams.errors.message"].contains("InvalidTopic"),
@@ -258,11 +268,7 @@ async fn a_poison_record_fails_the_application_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_letter_topic_gets_the_record_its_origin_and_the_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (b, t) = broker(dir.path(), 1).await;
-    Admin::new(Arc::clone(&t))
-        .create_topic("dlq", 1, &[])
-        .await
-        .unwrap();
+    let (b, t) = broker_with_dlq(dir.path()).await;
     produce(
         &t,
         &[("a", "x"), ("b", "poison"), ("a", "x"), ("c", "garbage")],
@@ -293,11 +299,7 @@ async fn the_dead_letter_topic_gets_the_record_its_origin_and_the_error() {
         (text(&r.key), text(&r.value)),
         ("b".into(), "poison".into())
     );
-    let headers: BTreeMap<String, String> = r
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), text(v)))
-        .collect();
+    let headers = header_map(r);
     assert_eq!(headers["__streams.errors.exception"], "processing");
     assert!(headers["__streams.errors.message"].contains("cannot count poison"));
     assert_eq!(headers["__streams.errors.topic"], "words");

@@ -1,8 +1,8 @@
 //! Group-facing client APIs over the embedded broker: the rebalance listener (revoked before
 //! the rejoin with positions still committable, assigned after, lost when the membership is
 //! gone), leaving the group when `max.poll.interval.ms` passes without a poll (even while the
-//! polling task blocks its runtime worker), and the Admin
-//! views of groups: listing, members and assignments, committed offsets, lag, deletion.
+//! polling task blocks its runtime worker), and the Admin views of groups: listing, members
+//! and assignments, committed offsets, lag, deletion.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
