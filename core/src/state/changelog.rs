@@ -68,6 +68,9 @@ pub struct LoggedStore<S: KeyValueStore> {
     dirty_bytes: usize,
     /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
     expired: Vec<InlineKey>,
+    /// A key was written after a key expired since the last commit (it may be an expired
+    /// one, whose write then stands): only then does the commit look the expired keys up.
+    written_after_expiry: bool,
     /// Committed changes not yet written into `inner` (write-behind), by key.
     unwritten: Overlay<Change>,
     /// Estimated bytes of `unwritten` (keys, values, the map's nodes).
@@ -99,6 +102,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
             dirty: Overlay::default(),
             dirty_bytes: 0,
             expired: Vec::new(),
+            written_after_expiry: false,
             unwritten: Overlay::default(),
             unwritten_bytes: 0,
             write_behind_bytes: 0,
@@ -127,6 +131,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
     /// Records `value` for `key` (`new`: the store has no value for it). A key changed
     /// before keeps what was known of the layers below.
     fn record(&mut self, key: &[u8], value: Option<Vec<u8>>, new: bool) {
+        self.written_after_expiry |= !self.expired.is_empty();
         let added = key.len() + value.as_ref().map_or(0, Vec::len);
         match self.dirty.entry(InlineKey::new(key)) {
             MapEntry::Occupied(mut o) => {
@@ -297,8 +302,16 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         // holding both would leave the order to the backend); the store may still hold
         // the expired value below it.
         let mut expired = Vec::new();
+        let rewritten = std::mem::take(&mut self.written_after_expiry);
         for k in std::mem::take(&mut self.expired) {
-            match self.dirty.get_mut(k.as_slice()) {
+            // Without a write since the first expiry, no expired key is in `dirty`
+            // (expiring one removes it): no lookup.
+            let written = if rewritten {
+                self.dirty.get_mut(k.as_slice())
+            } else {
+                None
+            };
+            match written {
                 Some(c) => c.absent_below = false,
                 None => expired.push((
                     k,
@@ -343,6 +356,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.dirty.clear();
         self.dirty_bytes = 0;
         self.expired.clear();
+        self.written_after_expiry = false;
     }
     fn unwritten_bytes(&self) -> usize {
         self.unwritten_bytes
