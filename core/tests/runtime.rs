@@ -171,24 +171,50 @@ async fn two_instances_share_tasks_and_state_follows_a_moved_task() {
     b.close().unwrap();
 }
 
-/// Counts like [`Count`], but stalls once (on its `stall_at`-th record) for longer than the
-/// transaction timeout, so the coordinator aborts the open transaction under it.
+/// Counts like [`Count`], but the first instance to reach its 30th record stalls there once,
+/// for `stall`. With `commit_after_stall`, an instance made after the stall (its task created
+/// again) asks for a commit after each record.
 struct StallingCount {
     seen: u64,
-    stall_at: u64,
+    stall: Duration,
     stalled: Arc<std::sync::atomic::AtomicBool>,
+    commit_each: bool,
 }
 
 impl Processor for StallingCount {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
         self.seen += 1;
-        if self.seen == self.stall_at
-            && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            std::thread::sleep(Duration::from_millis(900));
+        if self.commit_each {
+            ctx.request_commit();
+        } else if self.seen == 30 && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(self.stall);
         }
         Count.process(ctx, r)
     }
+}
+
+/// The counting topology over [`StallingCount`], and the flag its stall sets.
+fn stalling_topology(
+    stall: Duration,
+    commit_after_stall: bool,
+) -> (Topology, Arc<std::sync::atomic::AtomicBool>) {
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = Arc::clone(&stalled);
+    let topo = counting_topology_with(
+        "words",
+        "counts",
+        StoreBackend::InMemory,
+        Arc::new(move || {
+            let after = s2.load(std::sync::atomic::Ordering::SeqCst);
+            Box::new(StallingCount {
+                seen: 0,
+                stall,
+                stalled: Arc::clone(&s2),
+                commit_each: after && commit_after_stall,
+            })
+        }),
+    );
+    (topo, stalled)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,20 +223,8 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let (b, t) = broker(dir.path()).await;
     produce(&t, 400).await;
-    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = Arc::clone(&stalled);
-    let topo = counting_topology_with(
-        "words",
-        "counts",
-        StoreBackend::InMemory,
-        Arc::new(move || {
-            Box::new(StallingCount {
-                seen: 0,
-                stall_at: 30,
-                stalled: Arc::clone(&s2),
-            })
-        }),
-    );
+    // Past the transaction timeout: the coordinator aborts the transaction under the stall.
+    let (topo, stalled) = stalling_topology(Duration::from_millis(900), false);
     let mut cfg = config();
     cfg.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
     cfg.commit_interval_ms = 100;
@@ -235,27 +249,6 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
     b.close().unwrap();
 }
 
-/// Counts like [`Count`]. An instance made before the stall stalls once (on its 30th record)
-/// for longer than `max.poll.interval.ms`, so the thread loses its partitions; one made
-/// after (the task created again) asks for a commit after each record.
-struct LosingCount {
-    seen: u64,
-    stalled: Arc<std::sync::atomic::AtomicBool>,
-    after: bool,
-}
-
-impl Processor for LosingCount {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        self.seen += 1;
-        if self.after {
-            ctx.request_commit();
-        } else if self.seen == 30 && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1_000));
-        }
-        Count.process(ctx, r)
-    }
-}
-
 /// Partitions lost under exactly-once (the thread stalled past `max.poll.interval.ms` and
 /// left the group) take the open transaction with them: what their tasks sent since the last
 /// commit is aborted, not committed with the next transaction beside the same records
@@ -265,20 +258,8 @@ async fn exactly_once_aborts_the_open_transaction_when_partitions_are_lost() {
     use rill_core::runtime::ProcessingGuarantee;
     let dir = tempfile::tempdir().unwrap();
     let (b, t) = broker(dir.path()).await;
-    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = Arc::clone(&stalled);
-    let topo = counting_topology_with(
-        "words",
-        "counts",
-        StoreBackend::InMemory,
-        Arc::new(move || {
-            Box::new(LosingCount {
-                seen: 0,
-                after: s2.load(std::sync::atomic::Ordering::SeqCst),
-                stalled: Arc::clone(&s2),
-            })
-        }),
-    );
+    // Past max.poll.interval.ms: the thread leaves the group and loses its partitions.
+    let (topo, stalled) = stalling_topology(Duration::from_millis(1_000), true);
     let mut cfg = config();
     cfg.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
     // No commit comes on its own between the stall and the next poll.
