@@ -495,26 +495,48 @@ impl RunState {
         Ok(())
     }
 
-    /// Files polled records under their tasks.
-    fn buffer(&mut self, records: Vec<ConsumerRecord>) {
-        let mut records = records.into_iter().peekable();
-        while let Some(first) = records.next() {
-            // Records of one partition come together: each run is filed at once.
+    /// Takes polled records: a run of one partition whose task reads that partition alone and
+    /// has nothing buffered is processed at once (there is no order across partitions to
+    /// keep), without a stop in a buffer; the other runs are filed under their tasks for
+    /// [`RunState::process_buffered`].
+    async fn take_polled(&mut self, records: Vec<ConsumerRecord>) -> Result<(), StreamsError> {
+        let mut records = VecDeque::from(records);
+        while let Some(first) = records.front() {
+            // Records of one partition come together: each run is taken at once.
             let tp = TopicPartition::new(&*first.topic, first.partition);
-            let same = |r: &ConsumerRecord| r.partition == tp.partition.0 && *r.topic == *tp.topic;
-            let run =
-                std::iter::once(first).chain(std::iter::from_fn(|| records.next_if(|r| same(r))));
-            match self.task_of(&tp).filter(|id| self.tasks.contains_key(id)) {
-                Some(id) => self
-                    .buffers
+            let n = records
+                .iter()
+                .take_while(|r| r.partition == tp.partition.0 && *r.topic == *tp.topic)
+                .count();
+            let last = records.get(n - 1).map(|r| r.offset);
+            let run = records.drain(..n);
+            let Some(id) = self.task_of(&tp).filter(|id| self.tasks.contains_key(id)) else {
+                run.for_each(drop);
+                continue;
+            };
+            let buffered = self
+                .buffers
+                .get(&id)
+                .is_some_and(|bufs| bufs.values().any(|b| !b.is_empty()));
+            if buffered || self.task_partitions(id).len() > 1 {
+                self.buffers
                     .entry(id)
                     .or_default()
-                    .entry(tp.clone())
+                    .entry(tp)
                     .or_default()
-                    .extend(run),
-                None => run.for_each(drop),
+                    .extend(run);
+                continue;
+            }
+            let processed = self.process_run(run).await;
+            if let Err(e) = processed {
+                self.report_processed();
+                return Err(e);
+            }
+            if let Some(last) = last {
+                self.consumed.insert(tp, last + 1);
             }
         }
+        Ok(())
     }
 
     /// The input partitions of task `id` (one per source topic of its sub-topology).
@@ -1429,7 +1451,7 @@ async fn run(
         }
         let mut st = state.lock().await;
         let mut commit_requested = false;
-        st.buffer(records);
+        st.take_polled(records).await?;
         st.process_buffered(&mut consumer).await?;
         for task in st.tasks.values_mut() {
             commit_requested |= task.take_commit_request();
