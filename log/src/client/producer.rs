@@ -165,6 +165,37 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
+/// Where a record was queued: its batch and place there (a [`Delivery`] to be).
+struct Queued<'a> {
+    slot: &'a Arc<BatchSlot>,
+    index: u32,
+    partition: i32,
+    timestamp_ms: i64,
+}
+
+impl Queued<'_> {
+    fn to_delivery(&self) -> Delivery {
+        Delivery {
+            slot: Arc::clone(self.slot),
+            index: self.index,
+            partition: self.partition,
+            timestamp_ms: self.timestamp_ms,
+        }
+    }
+
+    /// [`Delivery::keep_last_of_batch`] without a new delivery when the last one kept is of
+    /// the same batch (it moves to this record).
+    fn keep_last_of_batch(&self, deliveries: &mut Vec<Delivery>) {
+        match deliveries.last_mut() {
+            Some(last) if Arc::ptr_eq(&last.slot, self.slot) => {
+                last.index = self.index;
+                last.timestamp_ms = self.timestamp_ms;
+            }
+            _ => deliveries.push(self.to_delivery()),
+        }
+    }
+}
+
 impl Delivery {
     /// The outcome if the batch has ended, without waiting.
     pub fn try_get(&self) -> Option<Result<RecordMetadata, ClientError>> {
@@ -447,15 +478,10 @@ impl Producer {
             match st.topics.get(&*record.topic).map(|t| t.partitions) {
                 Some(partitions) => {
                     let partition = self.partition_of(&record, partitions)?;
-                    match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
-                        Ok(permit) => {
-                            return self.append(st, record, partition, partitions, size, permit)
-                        }
-                        Err(tokio::sync::TryAcquireError::Closed) => {
-                            return Err(ClientError::Closed)
-                        }
-                        Err(tokio::sync::TryAcquireError::NoPermits) => record,
+                    if self.take_room(size)? {
+                        return self.append(st, record, partition, partitions, size);
                     }
+                    record
                 }
                 None => record,
             }
@@ -464,15 +490,8 @@ impl Producer {
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
         let partitions = self.partitions(&record.topic, deadline).await?;
         let partition = self.partition_of(&record, partitions)?;
-        let permit = self.wait_for_memory(size, deadline).await?;
-        self.append(
-            self.inner.state(),
-            record,
-            partition,
-            partitions,
-            size,
-            permit,
-        )
+        self.wait_for_room(size, deadline).await?;
+        self.append(self.inner.state(), record, partition, partitions, size)
     }
 
     /// A record of `size` bytes can never fit in buffer.memory: refused at once, as Kafka does.
@@ -495,19 +514,33 @@ impl Producer {
         }
     }
 
-    /// Room for `size` bytes in buffer.memory, waited for until `deadline`.
-    async fn wait_for_memory(
-        &self,
-        size: usize,
-        deadline: Instant,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, ClientError> {
-        tokio::time::timeout_at(
-            deadline,
-            Arc::clone(&self.inner.memory).acquire_many_owned(size as u32),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout("buffer.memory"))?
-        .map_err(|_| ClientError::Closed)
+    /// Takes room for `size` bytes in buffer.memory if there is some now (false if not). The
+    /// room goes to the record's batch, which gives it back when dropped (or back at once,
+    /// [`Producer::give_back`], when the record is not queued after all).
+    fn take_room(&self, size: usize) -> Result<bool, ClientError> {
+        match self.inner.memory.try_acquire_many(size as u32) {
+            Ok(permit) => {
+                permit.forget();
+                Ok(true)
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => Ok(false),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(ClientError::Closed),
+        }
+    }
+
+    /// [`Producer::take_room`], waiting for it until `deadline`.
+    async fn wait_for_room(&self, size: usize, deadline: Instant) -> Result<(), ClientError> {
+        tokio::time::timeout_at(deadline, self.inner.memory.acquire_many(size as u32))
+            .await
+            .map_err(|_| ClientError::Timeout("buffer.memory"))?
+            .map_err(|_| ClientError::Closed)?
+            .forget();
+        Ok(())
+    }
+
+    /// Gives back the room a record took that was not queued.
+    fn give_back(&self, size: usize) {
+        self.inner.memory.add_permits(size);
     }
 
     /// The partition `record` goes to: its own, or the partitioner's choice.
@@ -537,7 +570,7 @@ impl Producer {
     }
 
     /// Appends `record` to its partition's open batch (or a new one), under the state lock
-    /// `st`; `permit` is its room in `buffer.memory`.
+    /// `st`, in the room in `buffer.memory` taken for its `size`.
     fn append(
         &self,
         mut st: std::sync::MutexGuard<'_, State>,
@@ -545,19 +578,21 @@ impl Producer {
         partition: i32,
         partitions: i32,
         size: usize,
-        permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Delivery, ClientError> {
-        let (delivery, wake) = self.queue(&mut st, record, partition, partitions, size, permit)?;
+        let mut delivery = None;
+        let wake = self.queue(&mut st, record, partition, partitions, size, |d| {
+            delivery = Some(d.to_delivery());
+        })?;
         drop(st);
         if wake {
             self.inner.wake.notify_one();
         }
-        Ok(delivery)
+        delivery.ok_or(ClientError::Closed)
     }
 
     /// [`Producer::enqueue`] for a [`ProducerRecord`] bound for `partition` (of
-    /// `partitions`): returns its delivery and whether the sender must be woken (a full
-    /// batch goes now; a new one needs the sender to start its linger clock).
+    /// `partitions`): hands `queued` its place and returns whether the sender must be woken
+    /// (a full batch goes now; a new one needs the sender to start its linger clock).
     fn queue(
         &self,
         st: &mut State,
@@ -565,27 +600,27 @@ impl Producer {
         partition: i32,
         partitions: i32,
         size: usize,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<(Delivery, bool), ClientError> {
+        queued: impl FnOnce(Queued<'_>),
+    ) -> Result<bool, ClientError> {
         let new = NewRecord {
             key: record.key,
             value: record.value,
             timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
             headers: record.headers,
         };
-        let (delivery, opened, full) =
-            self.enqueue(st, &record.topic, partition, new, size, permit)?;
+        let (opened, full) = self.enqueue(st, &record.topic, partition, new, size, queued)?;
         // The sticky partitioner moves on once a batch of its partition is full.
         if full && record.partition.is_none() {
             self.inner
                 .partitioner
                 .on_new_batch(&record.topic, partition, partitions);
         }
-        Ok((delivery, full || opened))
+        Ok(full || opened)
     }
 
     /// Puts `record` in the open batch of `topic`'s `partition` (a known one), or in a new
-    /// batch. Returns its delivery, whether it opened a batch and whether it filled one.
+    /// batch, in the room taken for its `size` (given back if it is not queued); hands
+    /// `queued` its place. Returns whether it opened a batch and whether it filled one.
     fn enqueue(
         &self,
         st: &mut State,
@@ -593,22 +628,28 @@ impl Producer {
         partition: i32,
         record: NewRecord,
         size: usize,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<(Delivery, bool, bool), ClientError> {
-        if st.closed {
-            return Err(ClientError::Closed);
-        }
-        if self.inner.config.transactional_id.is_some() && st.txn.is_none() {
-            return Err(txn_state_error(
-                "a transactional producer sends inside begin_transaction()",
-            ));
-        }
+        queued: impl FnOnce(Queued<'_>),
+    ) -> Result<(bool, bool), ClientError> {
         let batch_size = self.inner.config.batch_size;
-        let q = st
-            .topics
-            .get_mut(topic)
-            .and_then(|t| t.queues.get_mut(partition as usize))
-            .ok_or(ClientError::Closed)?;
+        let q = if st.closed {
+            Err(ClientError::Closed)
+        } else if self.inner.config.transactional_id.is_some() && st.txn.is_none() {
+            Err(txn_state_error(
+                "a transactional producer sends inside begin_transaction()",
+            ))
+        } else {
+            st.topics
+                .get_mut(topic)
+                .and_then(|t| t.queues.get_mut(partition as usize))
+                .ok_or(ClientError::Closed)
+        };
+        let q = match q {
+            Ok(q) => q,
+            Err(e) => {
+                self.give_back(size);
+                return Err(e);
+            }
+        };
         let open = q
             .batches
             .back()
@@ -627,18 +668,21 @@ impl Producer {
                 sequence: None,
             });
         }
-        let batch = q.batches.back_mut().ok_or(ClientError::Closed)?;
-        // The batch now owns the memory; it gives it back when dropped.
-        permit.forget();
+        // A batch was just there or pushed.
+        let Some(batch) = q.batches.back_mut() else {
+            self.give_back(size);
+            return Err(ClientError::Closed);
+        };
+        // The batch now holds the room; it gives it back when dropped.
         batch.bytes += size;
-        let delivery = Delivery {
-            slot: Arc::clone(&batch.slot),
+        queued(Queued {
+            slot: &batch.slot,
             index: batch.records.len() as u32,
             partition,
             timestamp_ms: record.timestamp_ms,
-        };
+        });
         batch.records.push(record);
-        Ok((delivery, !open, batch.bytes >= batch_size))
+        Ok((!open, batch.bytes >= batch_size))
     }
 
     /// Queues `records` for `partition` of `topic`, in order, as [`Producer::send`] would one
@@ -667,15 +711,16 @@ impl Producer {
             let mut wake = false;
             let queued: Result<(), ClientError> = 'queue: {
                 let mut st = self.inner.state();
-                let mut queue = |record, size, permit| -> Result<(), ClientError> {
-                    let (d, opened, full) =
-                        self.enqueue(&mut st, topic, partition, record, size, permit)?;
+                let mut queue = |record, size| -> Result<(), ClientError> {
+                    let (opened, full) =
+                        self.enqueue(&mut st, topic, partition, record, size, |q| {
+                            q.keep_last_of_batch(&mut last)
+                        })?;
                     wake |= opened || full;
-                    Delivery::keep_last_of_batch(&mut last, d);
                     Ok(())
                 };
-                if let Some((record, size, permit)) = waited.take() {
-                    if let Err(e) = queue(record, size, permit) {
+                if let Some((record, size)) = waited.take() {
+                    if let Err(e) = queue(record, size) {
                         break 'queue Err(e);
                     }
                 }
@@ -684,16 +729,13 @@ impl Producer {
                     if let Err(e) = self.check_size(size) {
                         break 'queue Err(e);
                     }
-                    let permit =
-                        match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
-                            Ok(permit) => permit,
-                            Err(tokio::sync::TryAcquireError::Closed) => {
-                                break 'queue Err(ClientError::Closed)
-                            }
-                            Err(tokio::sync::TryAcquireError::NoPermits) => break,
-                        };
+                    match self.take_room(size) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => break 'queue Err(e),
+                    }
                     if let Some(record) = records.next() {
-                        if let Err(e) = queue(record, size, permit) {
+                        if let Err(e) = queue(record, size) {
                             break 'queue Err(e);
                         }
                     }
@@ -710,10 +752,8 @@ impl Producer {
             };
             // No room: the sender frees some as batches complete (max.block.ms per wait).
             let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-            let permit = self
-                .wait_for_memory(size, Instant::now() + max_block)
-                .await?;
-            waited = Some((r, size, permit));
+            self.wait_for_room(size, Instant::now() + max_block).await?;
+            waited = Some((r, size));
         }
     }
 
@@ -754,21 +794,15 @@ impl Producer {
                         Ok(p) => p,
                         Err(e) => break 'queue Err(e),
                     };
-                    let permit =
-                        match Arc::clone(&self.inner.memory).try_acquire_many_owned(size as u32) {
-                            Ok(permit) => permit,
-                            Err(tokio::sync::TryAcquireError::Closed) => {
-                                break 'queue Err(ClientError::Closed)
-                            }
-                            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                                break 'queue Ok(Some(record))
-                            }
-                        };
-                    match self.queue(&mut st, record, partition, partitions, size, permit) {
-                        Ok((d, w)) => {
-                            wake |= w;
-                            Delivery::keep_last_of_batch(deliveries, d);
-                        }
+                    match self.take_room(size) {
+                        Ok(true) => {}
+                        Ok(false) => break 'queue Ok(Some(record)),
+                        Err(e) => break 'queue Err(e),
+                    }
+                    match self.queue(&mut st, record, partition, partitions, size, |q| {
+                        q.keep_last_of_batch(deliveries)
+                    }) {
+                        Ok(w) => wake |= w,
                         Err(e) => break 'queue Err(e),
                     }
                 }
