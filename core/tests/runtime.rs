@@ -14,29 +14,12 @@ use rill_core::runtime::{KafkaStreams, StreamsConfig};
 use rill_core::topology::{StoreBackend, Topology};
 
 mod common;
-use common::{counting_topology, counting_topology_with, Count};
-use rill_log::broker::{Broker, BrokerConfig};
+use common::{broker, counting_topology, counting_topology_with, Count};
 use rill_log::client::{
-    Admin, Consumer, ConsumerConfig, EmbeddedTransport, IsolationLevel, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, Transport,
+    Consumer, ConsumerConfig, IsolationLevel, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, Transport,
 };
-use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
-
-/// A broker in `dir` with topics `words` and `counts` of 4 partitions, and a transport to it.
-async fn broker(dir: &std::path::Path) -> (Arc<Broker>, Arc<dyn Transport>) {
-    let mut bc = BrokerConfig::new(dir);
-    bc.offsets_topic_num_partitions = 1;
-    bc.transaction_state_num_partitions = 1;
-    bc.group.initial_rebalance_delay_ms = 0;
-    bc.group_tick_ms = 20;
-    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
-    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
-    let admin = Admin::new(Arc::clone(&t));
-    admin.create_topic("words", 4, &[]).await.unwrap();
-    admin.create_topic("counts", 4, &[]).await.unwrap();
-    (b, t)
-}
 
 /// Every count output, read_committed, per key in order: until each of the 10 keys has 40
 /// (or a bounded number of polls passed).
@@ -132,7 +115,7 @@ fn config() -> StreamsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_tasks_and_state_follows_a_moved_task() {
     let dir = tempfile::tempdir().unwrap();
-    let (b, t) = broker(dir.path()).await;
+    let (b, t) = broker(dir.path(), 4).await;
     produce(&t, 400).await;
     let a = KafkaStreams::start(topology(), Arc::clone(&t), config());
     let b2 = KafkaStreams::start(topology(), Arc::clone(&t), config());
@@ -221,7 +204,7 @@ fn stalling_topology(
 async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
     use rill_core::runtime::ProcessingGuarantee;
     let dir = tempfile::tempdir().unwrap();
-    let (b, t) = broker(dir.path()).await;
+    let (b, t) = broker(dir.path(), 4).await;
     produce(&t, 400).await;
     // Past the transaction timeout: the coordinator aborts the transaction under the stall.
     let (topo, stalled) = stalling_topology(Duration::from_millis(900), false);
@@ -257,7 +240,7 @@ async fn exactly_once_survives_an_aborted_transaction_without_duplicates() {
 async fn exactly_once_aborts_the_open_transaction_when_partitions_are_lost() {
     use rill_core::runtime::ProcessingGuarantee;
     let dir = tempfile::tempdir().unwrap();
-    let (b, t) = broker(dir.path()).await;
+    let (b, t) = broker(dir.path(), 4).await;
     // Past max.poll.interval.ms: the thread leaves the group and loses its partitions.
     let (topo, stalled) = stalling_topology(Duration::from_millis(1_000), true);
     let mut cfg = config();

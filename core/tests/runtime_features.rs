@@ -11,17 +11,16 @@ use std::time::Duration;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::runtime::{ExceptionHandler, KafkaStreams, StreamsConfig};
 use rill_core::topology::{StoreBackend, Topology};
-use rill_log::broker::{Broker, BrokerConfig};
+use rill_log::broker::Broker;
 use rill_log::client::{
-    Admin, Consumer, ConsumerConfig, ConsumerRecord, EmbeddedTransport, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, Transport,
+    Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, Transport,
 };
-use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 
 mod common;
 use common::{
-    counting_topology_to, counting_topology_with, rekeyed_count, text, Count, LastPartition,
+    broker, counting_topology_to, counting_topology_with, rekeyed_count, text, Count, LastPartition,
 };
 
 /// Counts per key (the count as text); fails on the value `poison`, cannot deserialize
@@ -48,20 +47,6 @@ fn topology(backend: StoreBackend) -> Topology {
         backend,
         Arc::new(|| Box::new(PickyCount)),
     )
-}
-
-async fn broker(dir: &Path, partitions: i32) -> (Arc<Broker>, Arc<dyn Transport>) {
-    let mut bc = BrokerConfig::new(dir);
-    bc.offsets_topic_num_partitions = 1;
-    bc.transaction_state_num_partitions = 1;
-    bc.group.initial_rebalance_delay_ms = 0;
-    bc.group_tick_ms = 20;
-    let b = Arc::new(Broker::open(bc, Arc::new(SystemClock)).unwrap());
-    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "app"));
-    let admin = Admin::new(Arc::clone(&t));
-    admin.create_topic("words", partitions, &[]).await.unwrap();
-    admin.create_topic("counts", partitions, &[]).await.unwrap();
-    (b, t)
 }
 
 /// [`broker`] with one partition and a topic `dlq`.

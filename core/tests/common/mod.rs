@@ -135,3 +135,29 @@ impl Partitioner for LastPartition {
         partitions - 1
     }
 }
+
+/// A broker in `dir` (one partition for internal topics, no rebalance delay) with topics
+/// `words` and `counts` of `partitions` partitions, and a transport to it.
+pub async fn broker(
+    dir: &std::path::Path,
+    partitions: i32,
+) -> (
+    Arc<rill_log::broker::Broker>,
+    Arc<dyn rill_log::client::Transport>,
+) {
+    let mut bc = rill_log::broker::BrokerConfig::new(dir);
+    bc.offsets_topic_num_partitions = 1;
+    bc.transaction_state_num_partitions = 1;
+    bc.group.initial_rebalance_delay_ms = 0;
+    bc.group_tick_ms = 20;
+    let b = Arc::new(
+        rill_log::broker::Broker::open(bc, Arc::new(rill_log::time::SystemClock)).unwrap(),
+    );
+    let t: Arc<dyn rill_log::client::Transport> = Arc::new(
+        rill_log::client::EmbeddedTransport::new(Arc::clone(&b), "app"),
+    );
+    let admin = rill_log::client::Admin::new(Arc::clone(&t));
+    admin.create_topic("words", partitions, &[]).await.unwrap();
+    admin.create_topic("counts", partitions, &[]).await.unwrap();
+    (b, t)
+}
