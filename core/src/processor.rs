@@ -224,8 +224,8 @@ pub(crate) struct TaskParts {
 pub struct ProcessorContext<'a> {
     pub(crate) parts: &'a mut TaskParts,
     pub(crate) node: usize,
-    /// Shared by every processor the record passes through (no copy per hop).
-    pub(crate) metadata: Option<std::sync::Arc<RecordMetadata>>,
+    /// Borrowed by every processor the record passes through (no copy per hop).
+    pub(crate) metadata: Option<&'a RecordMetadata>,
     pub(crate) task: (usize, i32),
 }
 
@@ -280,7 +280,7 @@ impl ProcessorContext<'_> {
         let mut ctx = ProcessorContext {
             parts: self.parts,
             node: child,
-            metadata: self.metadata.clone(),
+            metadata: self.metadata,
             task: self.task,
         };
         let r = p.process(&mut ctx, record);
@@ -310,7 +310,7 @@ impl ProcessorContext<'_> {
 
     /// The record being processed came from here (`None` in a punctuation).
     pub fn record_metadata(&self) -> Option<&RecordMetadata> {
-        self.metadata.as_deref()
+        self.metadata
     }
 
     /// The bytes a record cache of this processor may hold before it flushes early: the

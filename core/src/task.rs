@@ -49,7 +49,7 @@ pub struct Task {
     persistent: BTreeSet<String>,
     policy: InvalidTimestampPolicy,
     /// Where the record being processed came from (reused from record to record).
-    metadata: Option<Arc<RecordMetadata>>,
+    metadata: Option<RecordMetadata>,
     /// Records skipped for invalid timestamps.
     pub dropped: u64,
     pub processed: u64,
@@ -280,29 +280,20 @@ impl Task {
             }
         }
         self.parts.stream_time = self.parts.stream_time.max(record.timestamp);
-        // One metadata value per task, updated in place: nobody holds it between records.
-        let metadata = match self.metadata.as_mut().and_then(Arc::get_mut) {
-            Some(m) => {
-                if m.topic != topic {
-                    m.topic = topic.to_string();
-                }
-                m.offset = offset;
-                self.metadata.clone()
-            }
-            None => {
-                let m = Arc::new(RecordMetadata {
-                    topic: topic.to_string(),
-                    partition: self.id.1,
-                    offset,
-                });
-                self.metadata = Some(Arc::clone(&m));
-                Some(m)
-            }
-        };
+        // One metadata value per task, updated in place.
+        let m = self.metadata.get_or_insert_with(|| RecordMetadata {
+            topic: topic.to_string(),
+            partition: self.id.1,
+            offset,
+        });
+        if m.topic != topic {
+            m.topic = topic.to_string();
+        }
+        m.offset = offset;
         let mut ctx = ProcessorContext {
             parts: &mut self.parts,
             node: source,
-            metadata,
+            metadata: self.metadata.as_ref(),
             task: self.id,
         };
         ctx.forward(record)?;

@@ -42,6 +42,22 @@ pub trait Serde<T>: Send + Sync + 'static {
     /// The value of `bytes`; `Ok(None)` when they are null and `T` has no null (a record
     /// the operator then skips, as Kafka Streams skips null keys in aggregations).
     fn deserialize(&self, bytes: Option<&[u8]>) -> Result<Option<T>, SerdeError>;
+    /// Whether `bytes` hold a value: `deserialize` would give `Ok(Some(_))` (`Ok(false)` for
+    /// its `Ok(None)`, the same error for its errors). Sources check every record's key
+    /// this way; a serde that can tell without building the value saves that work.
+    fn check(&self, bytes: Option<&[u8]>) -> Result<bool, SerdeError> {
+        self.deserialize(bytes).map(|v| v.is_some())
+    }
+}
+
+/// [`Utf8`]'s check: UTF-8, and not null.
+fn check_utf8(bytes: Option<&[u8]>) -> Result<bool, SerdeError> {
+    match bytes {
+        None => Ok(false),
+        Some(b) => std::str::from_utf8(b)
+            .map(|_| true)
+            .map_err(|e| SerdeError(format!("not UTF-8: {e}"))),
+    }
 }
 
 /// A shared serde.
@@ -76,6 +92,14 @@ impl<T: Data> Serde<T> for Auto {
             Err(_) if bytes.is_none() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn check(&self, bytes: Option<&[u8]>) -> Result<bool, SerdeError> {
+        // A string key (the usual kind) is checked without allocating it.
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>() {
+            return check_utf8(bytes);
+        }
+        Serde::<T>::deserialize(self, bytes).map(|v| v.is_some())
     }
 }
 
@@ -137,6 +161,9 @@ impl Serde<String> for Utf8 {
             })
             .transpose()
     }
+    fn check(&self, bytes: Option<&[u8]>) -> Result<bool, SerdeError> {
+        check_utf8(bytes)
+    }
 }
 
 /// Bytes as they are (Kafka's `ByteArraySerde`).
@@ -149,6 +176,9 @@ impl Serde<Vec<u8>> for RawBytes {
     }
     fn deserialize(&self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, SerdeError> {
         Ok(bytes.map(<[u8]>::to_vec))
+    }
+    fn check(&self, bytes: Option<&[u8]>) -> Result<bool, SerdeError> {
+        Ok(bytes.is_some())
     }
 }
 
@@ -594,6 +624,34 @@ mod tests {
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct UserId(String);
+
+    /// `check` says what `deserialize` would: a value, a null (`false`), or its error.
+    fn agrees<T: Data>(serde: &dyn Serde<T>, inputs: &[Option<&[u8]>]) {
+        for &b in inputs {
+            let want = serde.deserialize(b).map(|v| v.is_some());
+            assert_eq!(serde.check(b), want, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn check_agrees_with_deserialize() {
+        let inputs: &[Option<&[u8]>] = &[
+            None,
+            Some(b""),
+            Some(b"key-000001"),
+            Some(&[0xff, 0xfe]),
+            Some(&[0, 0, 0, 0, 0, 0, 0, 7]),
+            Some(br#"{"page":"a","user":1}"#),
+        ];
+        agrees::<String>(&Auto, inputs);
+        agrees::<String>(&Utf8, inputs);
+        agrees::<Vec<u8>>(&RawBytes, inputs);
+        agrees::<i64>(&Auto, inputs);
+        agrees::<Option<String>>(&Auto, inputs);
+        agrees::<PageView>(&Json, inputs);
+        assert!(Serde::<String>::check(&Auto, Some(&[0xff])).is_err());
+        assert_eq!(Serde::<String>::check(&Auto, None), Ok(false));
+    }
 
     #[test]
     fn auto_writes_primitives_as_kafka_does_and_structs_as_json() {

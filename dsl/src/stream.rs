@@ -753,7 +753,7 @@ pub(crate) fn source_stream<K: Data, V: Data>(
         Arc::new(move |ctx, r| {
             // A null key or value its type cannot hold: skipped (Kafka Streams would pass it
             // to stateless operators; a typed closure has nothing to give it).
-            if key_of(&*keys, &r)?.is_none() {
+            if !keys.check(r.key.as_deref()).map_err(crate::graph::deser)? {
                 return Ok(());
             }
             let Some(v) = values

@@ -21,13 +21,14 @@ use rill_core::state::{
     KeyValueStore, Session, SessionStore, WindowStore,
 };
 use rill_core::topology::ProcessorSupplier;
+use smallvec::SmallVec;
 
 use crate::cache::RecordCache;
 use crate::graph::{
-    decode_timestamped, encode, key_of, millis, take_value, timestamped_bytes, typed_record,
-    window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
+    decode_timestamped, encode, millis, timestamped_bytes, typed_record, window_end_of,
+    windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
 };
-use crate::grouped::{reduce_step, KGroupedStream, Step};
+use crate::grouped::{read_record, reduce_step, KGroupedStream, Step, Value};
 use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
 use crate::table::KTable;
 
@@ -155,6 +156,10 @@ trait WindowedAggregation<K, V, VA>: Send + 'static {
     /// Whether `update` reads the record's id (`record_id`); otherwise it gets none.
     const NEEDS_ID: bool = true;
 
+    /// Whether `update` reads the record's typed key and value (see [`read_record`]);
+    /// otherwise it gets none.
+    fn reads_record(&self) -> bool;
+
     /// Updates the store for record (`k`, `key` bytes, `v`, timestamp `ts`, `id` from
     /// `record_id`, `headers`) at the task's stream time `task_time`; returns what to
     /// forward now.
@@ -162,9 +167,9 @@ trait WindowedAggregation<K, V, VA>: Send + 'static {
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
-        k: &K,
+        k: Option<&K>,
         key: &[u8],
-        v: V,
+        v: Option<V>,
         ts: i64,
         id: &[u8],
         headers: &Headers,
@@ -199,10 +204,12 @@ macro_rules! windowed_processor {
                 ctx: &mut ProcessorContext<'_>,
                 mut r: Record,
             ) -> Result<(), ProcessError> {
-                let Some(k) = key_of(&*self.keys, &r)? else {
+                let Some(record) =
+                    read_record::<K, V>(self.agg.reads_record(), &*self.keys, &mut r)?
+                else {
                     return Ok(());
                 };
-                let v: V = take_value(&mut r)?;
+                let (k, v) = record.map_or((None, None), |(k, v)| (Some(k), Some(v)));
                 let key: &[u8] = r.key.as_deref().unwrap_or_default();
                 let id = if <$agg<K, V, VA> as WindowedAggregation<K, V, VA>>::NEEDS_ID {
                     crate::graph::record_id(ctx, r.timestamp)
@@ -211,9 +218,16 @@ macro_rules! windowed_processor {
                 };
                 let task_time = ctx.stream_time();
                 let store = ctx.store(&self.store)?;
-                let out =
-                    self.agg
-                        .update(store, &k, key, v, r.timestamp, &id, &r.headers, task_time)?;
+                let out = self.agg.update(
+                    store,
+                    k.as_ref(),
+                    key,
+                    v,
+                    r.timestamp,
+                    &id,
+                    &r.headers,
+                    task_time,
+                )?;
                 for mut o in out {
                     o.headers = r.headers.clone();
                     ctx.forward(o)?;
@@ -229,6 +243,12 @@ macro_rules! windowed_processor {
             }
         }
     };
+}
+
+/// The key and value of an aggregation that reads its records (`reads_record`).
+fn read<K, V>(k: Option<&K>, v: Option<V>) -> Result<(&K, V), ProcessError> {
+    k.zip(v)
+        .ok_or_else(|| ProcessError::Failed("internal: an aggregation without its record".into()))
 }
 
 /// The session store's key of a session (as `SessionStore` lays it out).
@@ -276,12 +296,16 @@ fn window_start_of(store_key: &[u8]) -> Option<i64> {
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
     const NEEDS_ID: bool = false;
 
+    fn reads_record(&self) -> bool {
+        self.step.reads_record()
+    }
+
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
-        k: &K,
+        k: Option<&K>,
         key: &[u8],
-        v: V,
+        v: Option<V>,
         ts: i64,
         _id: &[u8],
         headers: &Headers,
@@ -304,32 +328,30 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             }
         }
         .max(self.cache.evicted_max());
-        let step = &self.step;
         // The framed key: the group of this key's windows in the cache, and the prefix of
         // their store keys.
         let group = framed_inline_key(key);
         let size = self.windows.size_ms;
-        // Windows already closed are too late for the record; the last open one takes its
-        // value, the others a clone.
-        let mut starts = self
+        // Windows already closed are too late for the record.
+        let starts: SmallVec<[i64; 8]> = self
             .windows
             .starts(ts)
             .filter(|start| start + size > close)
-            .peekable();
-        let mut v = Some(v);
-        while let Some(start) = starts.next() {
-            let value = match starts.peek() {
-                Some(_) => v.clone(),
-                None => v.take(),
-            }
-            .ok_or_else(|| ProcessError::Failed("a record's value was used up".into()))?;
+            .collect();
+        let Some((&last, others)) = starts.split_last() else {
+            return Ok(Vec::new());
+        };
+        let bound = self.step.bind(k.zip(v.map(Value::Owned)))?;
+        let timestamp = |t: Option<i64>| t.map_or(ts, |t| ts.max(t));
+        // The other windows borrow the record's value; the last one takes it.
+        for &start in others {
             let absent = self.cache.update(
                 store,
                 &group,
                 Some(start),
                 start > known,
                 headers,
-                |acc, t| (step(k, value, acc), t.map_or(ts, |t| ts.max(t))),
+                |acc, t| (bound.apply_ref(acc), timestamp(t)),
             )?;
             if absent {
                 self.expiry.insert(
@@ -337,6 +359,20 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                     InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
                 );
             }
+        }
+        let absent = self.cache.update(
+            store,
+            &group,
+            Some(last),
+            last > known,
+            headers,
+            |acc, t| (bound.apply(acc), timestamp(t)),
+        )?;
+        if absent {
+            self.expiry.insert(
+                last,
+                InlineKey::from_parts(&[group.as_slice(), &ts_bytes(last)]),
+            );
         }
         Ok(Vec::new())
     }
@@ -457,7 +493,7 @@ impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
     }
 
     pub fn count_with(&self, materialized: Materialized) -> KTable<Windowed<K>, i64> {
-        self.aggregate_with(|| 0, |_, _, n| n + 1, materialized)
+        self.steps(Step::count(), materialized)
     }
 
     pub fn reduce(
@@ -482,7 +518,7 @@ impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
         self.steps(
-            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
+            Step::each(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
             materialized,
         )
     }
@@ -518,12 +554,7 @@ impl WindowAggregator for TimeWindows {
             self.grace_ms,
             "KSTREAM-WINDOWED-AGGREGATE",
             move |read_elsewhere| {
-                TimeAgg::new(
-                    self,
-                    retention_ms,
-                    Arc::clone(&step),
-                    caching && !read_elsewhere,
-                )
+                TimeAgg::new(self, retention_ms, step.clone(), caching && !read_elsewhere)
             },
         )
     }
@@ -621,17 +652,22 @@ impl<K: Data, V: Data, VA: Data> SessionAgg<K, V, VA> {
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K, V, VA> {
+    fn reads_record(&self) -> bool {
+        true
+    }
+
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
-        k: &K,
+        k: Option<&K>,
         key: &[u8],
-        v: V,
+        v: Option<V>,
         ts: i64,
         _id: &[u8],
         _headers: &Headers,
         _task_time: i64,
     ) -> Result<Vec<Record>, ProcessError> {
+        let (k, v) = read(k, v)?;
         let SessionWindows { gap_ms, grace_ms } = self.windows;
         self.observed = self.observed.max(ts);
         let close = self.observed - grace_ms;
@@ -688,7 +724,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
                 Some(a) => merger(k, a, val),
             });
         }
-        let new = step(k, v, acc);
+        let new = step.bind(Some((k, Value::Owned(v))))?.apply(acc);
         let session = Session {
             key: key.to_vec(),
             start,
@@ -795,7 +831,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
         self.steps(
-            Arc::new(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
+            Step::each(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
             Arc::new(merger),
             materialized,
         )
@@ -820,7 +856,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             "KSTREAM-SESSION-AGGREGATE",
             move |_| SessionAgg {
                 windows: w,
-                step: Arc::clone(&step),
+                step: step.clone(),
                 merger: Arc::clone(&merger),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
@@ -913,17 +949,22 @@ impl KeyValueStore for Area<'_> {
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K, V, VA> {
+    fn reads_record(&self) -> bool {
+        true
+    }
+
     fn update(
         &mut self,
         store: &mut dyn KeyValueStore,
-        k: &K,
+        k: Option<&K>,
         key: &[u8],
-        v: V,
+        v: Option<V>,
         ts: i64,
         id: &[u8],
         _headers: &Headers,
         _task_time: i64,
     ) -> Result<Vec<Record>, ProcessError> {
+        let (k, v) = read(k, v)?;
         let SlidingWindows {
             time_difference_ms: d,
             grace_ms,
@@ -1010,7 +1051,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
             let mut acc: Option<VA> = None;
             let mut max_ts = i64::MIN;
             for (t, val) in near.iter().filter(|(t, _)| *t >= start && *t <= end) {
-                acc = Some((self.step)(k, val.clone(), acc));
+                acc = Some(self.step.bind(Some((k, Value::Lent(val))))?.apply(acc));
                 max_ts = max_ts.max(*t);
             }
             let Some(new) = acc else { continue };
@@ -1059,6 +1100,8 @@ impl WindowAggregator for SlidingWindows {
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
         let w = self;
+        // A sliding window is recomputed from the records it keeps: the step gets them.
+        let step = step.reading_record();
         let retention_ms =
             (w.time_difference_ms + w.grace_ms + 1).max(materialized.retention_ms.unwrap_or(0));
         windowed_table(
@@ -1071,7 +1114,7 @@ impl WindowAggregator for SlidingWindows {
             move |_| SlidingAgg {
                 windows: w,
                 retention_ms,
-                step: Arc::clone(&step),
+                step: step.clone(),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
                 _k: std::marker::PhantomData,

@@ -146,6 +146,56 @@ fn a_record_too_late_for_one_hopping_window_still_updates_the_others() {
     );
 }
 
+thread_local! {
+    static CLONES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A value that counts its copies (on this thread: the test driver runs here).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Counted(String);
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        CLONES.with(|c| c.set(c.get() + 1));
+        Counted(self.0.clone())
+    }
+}
+
+/// Copies of the value made while three records go through `op` over hopping windows of
+/// size 10 advancing by 2 (five windows per record).
+fn clones_through(
+    op: impl FnOnce(rill_dsl::TimeWindowedKStream<String, Counted>) -> KTable<Windowed<String>, i64>,
+) -> usize {
+    let b = StreamsBuilder::new();
+    let windowed = b
+        .stream::<String, Counted>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(2)));
+    op(windowed).to_stream().to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    CLONES.with(|c| c.set(0));
+    for ts in [20, 21, 22] {
+        d.pipe("input", &"k".to_string(), &Counted("v".into()), ts)
+            .unwrap();
+    }
+    let n = CLONES.with(|c| c.get());
+    // The driver commits after each record: each forwards its five windows.
+    assert_eq!(d.read_windowed::<String, i64>("out").unwrap().len(), 15);
+    n
+}
+
+/// A count reads no value: a hopping record's value is not copied for its windows. An
+/// aggregator that takes values gets a copy in every window but the last, which takes
+/// the record's own.
+#[test]
+fn a_count_copies_no_value_and_an_aggregate_one_per_extra_window() {
+    assert_eq!(clones_through(|w| w.count()), 0);
+    assert_eq!(
+        clones_through(|w| w.aggregate(|| 0, |_, v: Counted, n| n + v.0.len() as i64)),
+        3 * 4
+    );
+}
+
 #[test]
 fn stream_time_is_per_partition() {
     // With four partitions, keys on other partitions do not close each other's windows.
