@@ -245,7 +245,7 @@ impl RunState {
         for (id, task) in self.tasks.iter_mut() {
             for (name, store) in task.stores_mut() {
                 if let Some(tp) = store.changelog().cloned() {
-                    let changes = store.uncommitted();
+                    let changes = store.take_uncommitted();
                     if !changes.is_empty() {
                         logged.push((*id, name.clone(), tp, changes));
                     }

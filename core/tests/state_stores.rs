@@ -115,6 +115,10 @@ enum Op {
     Apply,
     /// Uncommitted changes are dropped (an aborted transaction).
     Discard,
+    /// The key leaves the store without a changelog record (retention).
+    Expire(Vec<u8>),
+    /// Committed changes held in memory reach the store below; uncommitted ones stay.
+    Flush,
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
@@ -133,19 +137,42 @@ fn op() -> impl Strategy<Value = Op> {
         1 => key().prop_map(Op::Prefix),
         1 => Just(Op::Apply),
         1 => Just(Op::Discard),
+        1 => key().prop_map(Op::Expire),
+        1 => Just(Op::Flush),
     ]
 }
 
 /// With `logged`, the store keeps uncommitted changes apart (`Discard` goes back to the last
-/// `Apply`); a plain store writes through and ignores both.
+/// `Apply`) and logs them: the changelog records since the last commit, laid over the
+/// committed state, give the model (but for keys expired since, which are not logged); a
+/// plain store writes through and ignores both.
 fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op], logged: bool) {
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut committed = model.clone();
+    // Keys expired since the last commit and not written since.
+    let mut expired = std::collections::BTreeSet::new();
     for op in ops {
+        if let Op::Put(k, _) | Op::Delete(k) = op {
+            expired.remove(k);
+        }
         match op {
             Op::Apply => {
+                if logged {
+                    let mut replayed = committed.clone();
+                    for (k, v) in store.uncommitted() {
+                        match v {
+                            Some(v) => replayed.insert(k, v),
+                            None => replayed.remove(&k),
+                        };
+                    }
+                    for k in &expired {
+                        replayed.remove(k);
+                    }
+                    assert_eq!(replayed, model, "changelog records since the commit");
+                }
                 store.apply_uncommitted().unwrap();
                 committed = model.clone();
+                expired.clear();
                 assert_eq!(store.uncommitted_bytes(), 0);
             }
             Op::Discard => {
@@ -153,7 +180,17 @@ fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op], logged: bool
                 if logged {
                     model = committed.clone();
                 }
+                expired.clear();
             }
+            Op::Expire(k) => {
+                store.expire(k).unwrap();
+                model.remove(k);
+                expired.insert(k.clone());
+                if !logged {
+                    committed.remove(k);
+                }
+            }
+            Op::Flush => store.flush().unwrap(),
             Op::Put(k, v) => {
                 // Every way of writing: as new (when it is), handing the value over, or
                 // by reference.

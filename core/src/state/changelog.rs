@@ -58,40 +58,112 @@ pub struct RestoreReport {
 }
 
 /// A store whose changes are logged to `changelog`.
+///
+/// One map holds every key whose state differs from the store below: committed changes not
+/// yet written (the write-behind) and changes since the last commit alike, so a change costs
+/// one lookup, not one in a map of uncommitted changes and another when the commit moves it
+/// among the committed ones. What a commit needs apart is kept with each change: its
+/// changelog record and, to undo it on an abort, the key's entry before its first change
+/// since the commit. A commit then only drops those.
 #[derive(Debug)]
 pub struct LoggedStore<S: KeyValueStore> {
     inner: S,
     changelog: TopicPartition,
-    /// Changes since the last commit, by key; not yet in `inner`.
-    dirty: Overlay<Change>,
-    /// Bytes of keys and values in `dirty`.
-    dirty_bytes: usize,
-    /// Keys expired since the last commit: removed from `inner` at the commit, never logged.
-    expired: Vec<InlineKey>,
-    /// A key was written after a key expired since the last commit (it may be an expired
-    /// one, whose write then stands): only then does the commit look the expired keys up.
-    written_after_expiry: bool,
-    /// Committed changes not yet written into `inner` (write-behind), by key.
-    unwritten: Overlay<Change>,
-    /// Estimated bytes of `unwritten` (keys, values, the map's nodes).
-    unwritten_bytes: usize,
-    /// Past this, `unwritten` goes into `inner` (0: at every commit).
+    /// Keys whose state differs from `inner`, with that state.
+    changes: Overlay<Slot>,
+    /// Estimated bytes of `changes` (keys, values, the map's entries).
+    changes_bytes: usize,
+    /// Commits and aborts so far: an entry changed since the last one has this `epoch`.
+    epoch: u64,
+    /// Each key's entry before its first change since the last commit (`None`: it had
+    /// none), in the order of those changes: an abort puts them back, last first.
+    undo: Vec<(InlineKey, Option<Slot>)>,
+    /// The changelog records since the last commit; `None` for one an expiry took back.
+    log: Vec<Option<LogRecord>>,
+    /// Bytes of keys and values in `log`.
+    log_bytes: usize,
+    /// Past this, committed changes go into `inner` (0: at every commit).
     write_behind_bytes: usize,
 }
 
-/// What an overlay entry costs beyond a long key's heap block and its value (its share of
-/// the map's node: the inline key and the value's `Vec`).
-const ENTRY_OVERHEAD: usize = 64;
+/// A changelog record: key, and value (`None`: a tombstone).
+type LogRecord = (Vec<u8>, Option<Vec<u8>>);
 
-/// A change in an overlay.
+/// What an entry costs beyond a long key's heap block and its value (its share of the
+/// map's node: the inline key and the slot).
+const ENTRY_OVERHEAD: usize = 80;
+
+/// `Slot::log_at` of an entry without a changelog record since the last commit.
+const NOT_LOGGED: u32 = u32::MAX;
+
+/// A key's state over the store below.
 #[derive(Debug, Clone)]
-struct Change {
-    /// The new value (`None`: deleted).
+struct Slot {
+    /// The value (`None`: deleted, to be removed from the store below).
     value: Option<Vec<u8>>,
     /// The layers below have no value for the key (it was new, `put_new`): a deletion then
-    /// has nothing to remove there, and drops the change instead (a window created and
-    /// expired between two writes of the write-behind never reaches the store).
+    /// has nothing to remove there, and drops the entry instead (a window created and
+    /// expired between two writes of the write-behind never reaches the store). No entry
+    /// holds a deletion with this set.
     absent_below: bool,
+    /// `LoggedStore::epoch` when it last changed.
+    epoch: u64,
+    /// Where its record is in `log`, when it changed since the last commit.
+    log_at: u32,
+}
+
+/// What an entry of `key` holding `value` counts for in `changes_bytes`.
+fn entry_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    InlineKey::heap_bytes(key) + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+}
+
+/// What a changelog record counts for in `log_bytes`.
+fn record_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len)
+}
+
+/// How a change is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logging {
+    /// With a changelog record.
+    Logged,
+    /// An expiry: never logged, and it takes back the key's record since the commit.
+    Expiry,
+}
+
+/// Logs `key`'s change to `value` in `log` (adding to `bytes`): its record at `at` (if it
+/// is still there) replaced, or a new one; an expiry takes the record back instead. Returns
+/// where the key's record is now.
+fn log_change(
+    log: &mut Vec<Option<LogRecord>>,
+    bytes: &mut usize,
+    key: &[u8],
+    at: u32,
+    value: &Option<Vec<u8>>,
+    logging: Logging,
+) -> u32 {
+    // The record at `at` is the key's own unless the records were taken since.
+    let own = log
+        .get_mut(at as usize)
+        .filter(|r| r.as_ref().is_some_and(|(k, _)| k.as_slice() == key));
+    match (logging, own) {
+        (Logging::Logged, Some(Some(r))) => {
+            *bytes = *bytes - record_bytes(key, &r.1) + record_bytes(key, value);
+            r.1 = value.clone();
+            at
+        }
+        (Logging::Logged, _) => {
+            *bytes += record_bytes(key, value);
+            log.push(Some((key.to_vec(), value.clone())));
+            (log.len() - 1) as u32
+        }
+        (Logging::Expiry, own) => {
+            if let Some(Some((_, v))) = own.map(Option::take) {
+                *bytes -= record_bytes(key, &v);
+            }
+            NOT_LOGGED
+        }
+    }
 }
 
 impl<S: KeyValueStore> LoggedStore<S> {
@@ -99,12 +171,12 @@ impl<S: KeyValueStore> LoggedStore<S> {
         LoggedStore {
             inner,
             changelog,
-            dirty: Overlay::default(),
-            dirty_bytes: 0,
-            expired: Vec::new(),
-            written_after_expiry: false,
-            unwritten: Overlay::default(),
-            unwritten_bytes: 0,
+            changes: Overlay::default(),
+            changes_bytes: 0,
+            epoch: 0,
+            undo: Vec::new(),
+            log: Vec::new(),
+            log_bytes: 0,
             write_behind_bytes: 0,
         }
     }
@@ -118,63 +190,111 @@ impl<S: KeyValueStore> LoggedStore<S> {
         self
     }
 
-    /// Committed changes waiting to be written into the store.
+    /// Keys held in memory over the store (after a commit: its committed changes not yet
+    /// written into the store).
     pub fn unwritten(&self) -> usize {
-        self.unwritten.len()
+        self.changes.len()
     }
 
-    /// Changes waiting for the next commit (after the write cache's deduplication).
+    /// Changelog records waiting for the next commit.
     pub fn pending(&self) -> usize {
-        self.dirty.len()
+        self.log.iter().flatten().count()
     }
 
-    /// Records `value` for `key` (`new`: the store has no value for it). A key changed
-    /// before keeps what was known of the layers below.
-    fn record(&mut self, key: &[u8], value: Option<Vec<u8>>, new: bool) {
-        self.written_after_expiry |= !self.expired.is_empty();
-        let added = key.len() + value.as_ref().map_or(0, Vec::len);
-        match self.dirty.entry(InlineKey::new(key)) {
+    /// Sets `key` to `value` (`new`: the store below has no value for it), logged as
+    /// `logging` says. A key changed before keeps what was known of the layers below.
+    fn change(&mut self, key: &[u8], value: Option<Vec<u8>>, new: bool, logging: Logging) {
+        let epoch = self.epoch;
+        let (log, log_bytes) = (&mut self.log, &mut self.log_bytes);
+        match self.changes.entry(InlineKey::new(key)) {
             MapEntry::Occupied(mut o) => {
-                let c = o.get_mut();
-                self.dirty_bytes -= key.len() + c.value.as_ref().map_or(0, Vec::len);
-                c.value = value;
+                let s = o.get_mut();
+                let old_bytes = entry_bytes(key, &s.value);
+                if s.epoch != epoch {
+                    // Its first change since the commit: the entry as it was moves to `undo`.
+                    let before = Slot {
+                        value: s.value.take(),
+                        ..*s
+                    };
+                    self.undo.push((InlineKey::new(key), Some(before)));
+                    s.epoch = epoch;
+                    s.log_at = NOT_LOGGED;
+                }
+                s.log_at = log_change(log, log_bytes, key, s.log_at, &value, logging);
+                self.changes_bytes = self.changes_bytes - old_bytes + entry_bytes(key, &value);
+                s.value = value;
+                if s.value.is_none() && s.absent_below {
+                    // Deleted, and the store below never had it: nothing left to write.
+                    self.changes_bytes -= entry_bytes(key, &None);
+                    o.remove();
+                }
             }
             MapEntry::Vacant(v) => {
-                v.insert(Change {
-                    value,
-                    absent_below: new,
-                });
+                self.undo.push((InlineKey::new(key), None));
+                let log_at = log_change(log, log_bytes, key, NOT_LOGGED, &value, logging);
+                // A deletion of a key the store below lacks needs no entry.
+                if value.is_some() || !new {
+                    self.changes_bytes += entry_bytes(key, &value);
+                    v.insert(Slot {
+                        absent_below: new && value.is_some(),
+                        value,
+                        epoch,
+                        log_at,
+                    });
+                }
             }
         }
-        self.dirty_bytes += added;
     }
 
-    /// `base` (entries of the store, in key order) with both overlays' entries in
-    /// `[from, to]` laid over it: the committed ones, then the uncommitted.
+    /// `base` (entries of the store, in key order) with the entries in `[from, to]` held
+    /// over it laid over it.
     fn overlaid(
         &self,
         base: Vec<Entry>,
         from: std::ops::Bound<&[u8]>,
         to: std::ops::Bound<&[u8]>,
     ) -> Vec<Entry> {
-        let mut changes = self
-            .unwritten
-            .range(from, to)
-            .into_iter()
-            .chain(self.dirty.range(from, to))
-            .map(|(k, c)| (k, &c.value))
-            .peekable();
-        if changes.peek().is_none() {
+        let changes = self.changes.range(from, to);
+        if changes.is_empty() {
             return base;
         }
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
-        for (k, v) in changes {
-            match v {
+        for (k, s) in changes {
+            match &s.value {
                 Some(v) => merged.insert(k.as_slice().to_vec(), v.clone()),
                 None => merged.remove(k.as_slice()),
             };
         }
         merged.into_iter().collect()
+    }
+
+    /// Puts back the entries `undo` remembers, last first: the map is as the last commit
+    /// left it.
+    fn restore_committed(&mut self) {
+        for (k, before) in std::mem::take(&mut self.undo).into_iter().rev() {
+            let heap = InlineKey::heap_bytes(k.as_slice());
+            let bytes = |s: &Slot| heap + s.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
+            match self.changes.entry(k) {
+                MapEntry::Occupied(mut o) => {
+                    self.changes_bytes -= bytes(o.get());
+                    match before {
+                        Some(b) => {
+                            self.changes_bytes += bytes(&b);
+                            *o.get_mut() = b;
+                        }
+                        None => {
+                            o.remove();
+                        }
+                    }
+                }
+                MapEntry::Vacant(v) => {
+                    if let Some(b) = before {
+                        self.changes_bytes += bytes(&b);
+                        v.insert(b);
+                    }
+                }
+            }
+        }
     }
 
     /// Sends the collected changes to the changelog through `producer`, waits until they
@@ -183,16 +303,13 @@ impl<S: KeyValueStore> LoggedStore<S> {
     /// when there was nothing to send. (The runtime does the same in steps, so that under
     /// exactly-once the store is written only once the transaction has committed.)
     pub async fn commit(&mut self, producer: &Producer) -> Result<Option<i64>, ChangelogError> {
+        let records = changelog_records(self.take_uncommitted());
         let client = |source| ChangelogError::Client {
             changelog: self.changelog.clone(),
             source,
         };
         let deliveries = producer
-            .send_to_partition(
-                &self.changelog.topic,
-                self.changelog.partition.0,
-                changelog_records(self.uncommitted()),
-            )
+            .send_to_partition(&self.changelog.topic, self.changelog.partition.0, records)
             .await
             .map_err(client)?;
         producer.flush().await;
@@ -224,26 +341,26 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.inner.name()
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.dirty.get(key).or_else(|| self.unwritten.get(key)) {
-            Some(c) => Ok(c.value.clone()),
+        match self.changes.get(key) {
+            Some(s) => Ok(s.value.clone()),
             None => self.inner.get(key),
         }
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.record(key, Some(value.to_vec()), false);
+        self.change(key, Some(value.to_vec()), false, Logging::Logged);
         Ok(())
     }
     fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.record(key, Some(value), false);
+        self.change(key, Some(value), false, Logging::Logged);
         Ok(())
     }
     fn put_new(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.record(key, Some(value), true);
+        self.change(key, Some(value), true, Logging::Logged);
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let old = self.get(key)?;
-        self.record(key, None, false);
+        self.change(key, None, false, Logging::Logged);
         Ok(old)
     }
     fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<Entry>, StoreError> {
@@ -264,12 +381,11 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         Ok(self.overlaid(base, Bound::Unbounded, Bound::Unbounded))
     }
     fn approximate_num_entries(&self) -> u64 {
-        let added = self.dirty.iter().chain(self.unwritten.iter());
-        self.inner.approximate_num_entries()
-            + added.filter(|(_, c)| c.value.is_some()).count() as u64
+        let held = self.changes.iter().filter(|(_, s)| s.value.is_some());
+        self.inner.approximate_num_entries() + held.count() as u64
     }
     /// Writes the committed changes into the store and flushes it; uncommitted changes stay
-    /// in the overlay.
+    /// in memory.
     fn flush(&mut self) -> Result<(), StoreError> {
         self.write_unwritten()?;
         self.inner.flush()
@@ -278,101 +394,88 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         Some(&self.changelog)
     }
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.dirty
-            .iter()
-            .map(|(k, c)| (k.as_slice().to_vec(), c.value.clone()))
-            .collect()
+        self.log.iter().flatten().cloned().collect()
+    }
+    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.log_bytes = 0;
+        self.log.drain(..).flatten().collect()
     }
     fn uncommitted_bytes(&self) -> usize {
-        self.dirty_bytes
+        self.log_bytes
     }
     fn erase(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.record(key, None, false);
+        self.change(key, None, false, Logging::Logged);
         Ok(())
     }
     fn expire(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        if let Some(old) = self.dirty.remove(key) {
-            self.dirty_bytes -= key.len() + old.value.map_or(0, |v| v.len());
-        }
-        self.expired.push(InlineKey::new(key));
+        self.change(key, None, false, Logging::Expiry);
         Ok(())
     }
     fn apply_uncommitted(&mut self) -> Result<(), StoreError> {
-        // A key written again after it expired keeps the write (one change per key: a batch
-        // holding both would leave the order to the backend); the store may still hold
-        // the expired value below it.
-        let mut expired = Vec::new();
-        let rewritten = std::mem::take(&mut self.written_after_expiry);
-        for k in std::mem::take(&mut self.expired) {
-            // Without a write since the first expiry, no expired key is in `dirty`
-            // (expiring one removes it): no lookup.
-            let written = if rewritten {
-                self.dirty.get_mut(k.as_slice())
-            } else {
-                None
-            };
-            match written {
-                Some(c) => c.absent_below = false,
-                None => expired.push((
-                    k,
-                    Change {
-                        value: None,
-                        absent_below: false,
-                    },
-                )),
-            }
-        }
-        self.dirty_bytes = 0;
-        for (k, c) in expired.into_iter().chain(self.dirty.drain()) {
-            let k_heap = InlineKey::heap_bytes(k.as_slice());
-            let v_len = c.value.as_ref().map_or(0, Vec::len);
-            match self.unwritten.entry(k) {
-                // Never written, now deleted: nothing to write at all.
-                MapEntry::Occupied(o) if o.get().absent_below && c.value.is_none() => {
-                    let old_len = o.remove().value.map_or(0, |v| v.len());
-                    self.unwritten_bytes -= k_heap + old_len + ENTRY_OVERHEAD;
-                }
-                // The key is counted already; its value changes, and what is known of the
-                // store below stays.
-                MapEntry::Occupied(mut o) => {
-                    let u = o.get_mut();
-                    let old_len = u.value.as_ref().map_or(0, Vec::len);
-                    self.unwritten_bytes = self.unwritten_bytes + v_len - old_len;
-                    u.value = c.value;
-                }
-                MapEntry::Vacant(_) if c.absent_below && c.value.is_none() => {}
-                MapEntry::Vacant(v) => {
-                    self.unwritten_bytes += k_heap + v_len + ENTRY_OVERHEAD;
-                    v.insert(c);
-                }
-            }
-        }
-        if self.unwritten_bytes > self.write_behind_bytes {
+        // The changes stay where they are; what an abort would have needed goes.
+        self.undo.clear();
+        self.log.clear();
+        self.log_bytes = 0;
+        self.epoch += 1;
+        if self.changes_bytes > self.write_behind_bytes {
             self.write_unwritten()?;
         }
         Ok(())
     }
     fn discard_uncommitted(&mut self) {
-        self.dirty.clear();
-        self.dirty_bytes = 0;
-        self.expired.clear();
-        self.written_after_expiry = false;
+        self.restore_committed();
+        self.log.clear();
+        self.log_bytes = 0;
+        self.epoch += 1;
     }
     fn unwritten_bytes(&self) -> usize {
-        self.unwritten_bytes
+        self.changes_bytes
     }
     fn write_unwritten(&mut self) -> Result<(), StoreError> {
-        if self.unwritten.is_empty() {
+        if self.changes.is_empty() {
             return Ok(());
         }
+        // Uncommitted changes must not reach the store: they are set aside (the committed
+        // entries put back in their place), and laid over the store again after, with
+        // their changelog records.
+        let mut pending: Vec<(Vec<u8>, Option<Slot>)> = Vec::new();
+        if !self.undo.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            for (k, _) in &self.undo {
+                let key = k.as_slice();
+                if seen.insert(key.to_vec()) {
+                    pending.push((key.to_vec(), self.changes.get(key).cloned()));
+                }
+            }
+            self.restore_committed();
+        }
+        let committed = self.changes.take_in_order();
+        self.changes_bytes = 0;
         self.inner.write_all(
-            self.unwritten
-                .take_in_order()
+            committed
                 .into_iter()
-                .map(|(k, c)| (k.into(), c.value))
+                .map(|(k, s)| (k.into(), s.value))
                 .collect(),
         )?;
-        self.unwritten_bytes = 0;
+        // The store below now holds the committed state: an abort goes back to it by
+        // dropping the entries laid over it.
+        for (key, slot) in pending {
+            let slot = slot.unwrap_or(Slot {
+                value: None,
+                absent_below: false,
+                epoch: self.epoch,
+                log_at: NOT_LOGGED,
+            });
+            self.changes_bytes += entry_bytes(&key, &slot.value);
+            self.undo.push((InlineKey::new(&key), None));
+            if let MapEntry::Vacant(v) = self.changes.entry(InlineKey::new(&key)) {
+                v.insert(Slot {
+                    absent_below: false,
+                    epoch: self.epoch,
+                    ..slot
+                });
+            }
+        }
         Ok(())
     }
 }

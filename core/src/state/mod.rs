@@ -112,6 +112,12 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
         Vec::new()
     }
 
+    /// [`KeyValueStore::uncommitted`], handed over (a commit sending them to the changelog):
+    /// the store keeps the changes, without their records.
+    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.uncommitted()
+    }
+
     /// Bytes of keys and values waiting in [`KeyValueStore::uncommitted`].
     fn uncommitted_bytes(&self) -> usize {
         0
@@ -191,6 +197,9 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         (**self).uncommitted()
     }
+    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        (**self).take_uncommitted()
+    }
     fn uncommitted_bytes(&self) -> usize {
         (**self).uncommitted_bytes()
     }
@@ -256,6 +265,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.as_ref().uncommitted()
+    }
+    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.as_mut().take_uncommitted()
     }
     fn uncommitted_bytes(&self) -> usize {
         self.as_ref().uncommitted_bytes()

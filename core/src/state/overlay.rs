@@ -134,6 +134,7 @@ impl<V> Overlay<V> {
         &mut self.map
     }
 
+    #[cfg(test)]
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         match self.map_mut() {
             Map::Hashed(m) => m.get_mut(key),
@@ -141,6 +142,7 @@ impl<V> Overlay<V> {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<V> {
         match self.map_mut() {
             Map::Hashed(m) => m.remove(key),
@@ -214,13 +216,6 @@ impl<V> Overlay<V> {
             all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         all
-    }
-
-    pub(crate) fn clear(&mut self) {
-        match &mut self.map {
-            Map::Hashed(m) => m.clear(),
-            Map::Ordered(m) => m.clear(),
-        }
     }
 
     /// Whether the map keeps key order (a range read asked for it).
