@@ -1,13 +1,14 @@
 //! Changelogged stores: every change to a store is also written, at commit, to its changelog
 //! partition (a compacted topic), and a store is restored by replaying that changelog.
 //!
-//! Between commits, changes wait in an overlay, one entry per key (the write cache: ten
-//! updates of a key between two commits log one record), and reads see the overlay over the
-//! store. A commit sends the overlay to the changelog and waits for its acknowledgement
-//! (under exactly-once: for the transaction to commit); only then does the overlay move
-//! towards the store. A persistent store writes behind: committed changes collect in a
-//! second overlay, one entry per key again, and reach the store when they outgrow their
-//! bound or before a checkpoint (a window updated in ten commits is written once). Now and
+//! Changes wait in an overlay over the store, one entry per key, and reads see the overlay
+//! over the store. Each key changed since the last commit has one changelog record (the
+//! write cache: ten updates of a key between two commits log one record). A commit sends
+//! those records to the changelog and waits for their acknowledgement (under exactly-once:
+//! for the transaction to commit); only then do the changes count as committed, and an abort
+//! puts back what they replaced. A persistent store writes behind: committed changes stay in
+//! the overlay, and reach the store when they outgrow their bound or before a checkpoint (a
+//! window updated in ten commits is written once). Now and
 //! then (see the runtime) the store is synced and a checkpoint file records the changelog
 //! offset the local state reflects. So local state is never ahead of the committed
 //! changelog, and the checkpoint never ahead of durable local state: after any crash, even
