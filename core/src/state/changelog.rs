@@ -1,8 +1,8 @@
 //! Changelogged stores: every change to a store is also written, at commit, to its changelog
 //! partition (a compacted topic), and a store is restored by replaying that changelog.
 //!
-//! Changes wait in an overlay over the store, one entry per key, and reads see the overlay
-//! over the store. Each key changed since the last commit has one changelog record (the
+//! Changes wait in an overlay, one entry per key, and reads see it over the store. Each
+//! key changed since the last commit has one changelog record (the
 //! write cache: ten updates of a key between two commits log one record). A commit sends
 //! those records to the changelog and waits for their acknowledgement (under exactly-once:
 //! for the transaction to commit); only then do the changes count as committed, and an abort
