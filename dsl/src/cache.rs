@@ -120,6 +120,7 @@ pub(crate) struct RecordCache<V> {
     /// their capacity).
     flushed: Vec<Option<Flushed<V>>>,
     order: Vec<(u64, usize)>,
+    place: Vec<u32>,
     /// Approximate bytes held: groups, entries, the dirty list, the table's overhead.
     bytes: usize,
     /// Updates so far: the clock of `Entry::used`.
@@ -142,6 +143,7 @@ impl<V: Data> RecordCache<V> {
             dirty: Vec::new(),
             flushed: Vec::new(),
             order: Vec::new(),
+            place: Vec::new(),
             bytes: 0,
             clock: 0,
             out_key,
@@ -297,8 +299,8 @@ impl<V: Data> RecordCache<V> {
             }
         }
         // The list is in the order of first updates; a key updated again since moves
-        // behind the keys updated before that. Sorting small pairs, not the updates.
-        order.sort_unstable();
+        // behind the keys updated before that. Ordering small pairs, not the updates.
+        order_by_clock(&mut order, &mut self.place);
         let mut key = Vec::new();
         for &(_, i) in &order {
             let Some(f) = flushed.get_mut(i).and_then(Option::take) else {
@@ -392,9 +394,59 @@ impl<V: Data> RecordCache<V> {
     }
 }
 
+/// Sorts `(clock, index)` pairs with distinct clocks by clock: placed by clock in `place`
+/// (kept for its capacity) when the clocks span few more values than there are pairs (the
+/// usual case: most updates since the last flush are the last of their key), else sorted.
+fn order_by_clock(order: &mut Vec<(u64, usize)>, place: &mut Vec<u32>) {
+    let Some(lo) = order.iter().map(|p| p.0).min() else {
+        return;
+    };
+    let hi = order.iter().map(|p| p.0).max().unwrap_or(lo);
+    let span = usize::try_from(hi - lo)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    if span > 4 * order.len() + 64 || order.len() >= u32::MAX as usize {
+        order.sort_unstable();
+        return;
+    }
+    place.clear();
+    place.resize(span, u32::MAX);
+    for &(clock, i) in order.iter() {
+        place[(clock - lo) as usize] = i as u32;
+    }
+    order.clear();
+    for (at, &i) in place.iter().enumerate() {
+        if i != u32::MAX {
+            order.push((lo + at as u64, i as usize));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Placed or sorted, pairs come out ordered by clock, with their indexes.
+    #[test]
+    fn order_by_clock_sorts_by_clock_whatever_the_spread() {
+        let mut place = Vec::new();
+        let mut seed = 7u64;
+        for spread in [1u64, 2, 5, 1000] {
+            for n in [0usize, 1, 2, 50, 300] {
+                // Distinct clocks: a shuffled arithmetic sequence with gaps of `spread`.
+                let mut order: Vec<(u64, usize)> =
+                    (0..n).map(|i| (100 + i as u64 * spread, i)).collect();
+                for i in (1..n).rev() {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    order.swap(i, (seed >> 33) as usize % (i + 1));
+                }
+                let mut want = order.clone();
+                want.sort_unstable();
+                order_by_clock(&mut order, &mut place);
+                assert_eq!(order, want, "spread {spread}, {n} pairs");
+            }
+        }
+    }
     use rill_core::state::memory::InMemoryStore;
     use rill_core::state::INLINE_KEY_BYTES;
 

@@ -184,6 +184,63 @@ pub struct ConsumerRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
+/// Fetched records not yet returned, in chunks of at most `max_poll_records` as they were
+/// fetched: a poll hands the next chunk over whole, so no record is moved again on its way
+/// out.
+#[derive(Debug, Default)]
+struct Buffered {
+    chunks: VecDeque<Vec<ConsumerRecord>>,
+    len: usize,
+}
+
+impl Buffered {
+    /// Adds `record` after the others, in chunks of `chunk` records.
+    fn push(&mut self, record: ConsumerRecord, chunk: usize) {
+        let chunk = chunk.max(1);
+        match self.chunks.back_mut() {
+            Some(c) if c.len() < chunk => c.push(record),
+            _ => {
+                let mut c = Vec::with_capacity(chunk.min(4096));
+                c.push(record);
+                self.chunks.push_back(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first records, at most `n` (those of the first chunk).
+    fn take(&mut self, n: usize) -> Vec<ConsumerRecord> {
+        let out = match self.chunks.front_mut() {
+            None => Vec::new(),
+            Some(c) if c.len() > n => c.drain(..n).collect(),
+            Some(_) => self.chunks.pop_front().unwrap_or_default(),
+        };
+        self.len -= out.len();
+        out
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &ConsumerRecord> {
+        self.chunks.iter().flatten()
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&ConsumerRecord) -> bool) {
+        for c in &mut self.chunks {
+            c.retain(&mut keep);
+        }
+        self.chunks.retain(|c| !c.is_empty());
+        self.len = self.chunks.iter().map(Vec::len).sum();
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+}
+
 /// A Kafka consumer: of manually assigned partitions, or of a group's share of subscribed
 /// topics.
 pub struct Consumer {
@@ -193,7 +250,7 @@ pub struct Consumer {
     /// (`None` until initialized). This is what `commit_sync` commits.
     positions: BTreeMap<TopicPartition, Option<i64>>,
     /// Fetched records not yet returned by `poll`.
-    buffered: VecDeque<ConsumerRecord>,
+    buffered: Buffered,
     /// Where the last fetch of each partition ended (past control batches and compaction holes),
     /// for the position once its buffered records are all returned.
     fetched_to: BTreeMap<TopicPartition, i64>,
@@ -396,7 +453,7 @@ impl Consumer {
             transport,
             config,
             positions: BTreeMap::new(),
-            buffered: VecDeque::new(),
+            buffered: Buffered::default(),
             fetched_to: BTreeMap::new(),
             end_offsets: BTreeMap::new(),
             subscription: Vec::new(),
@@ -733,8 +790,7 @@ impl Consumer {
             ))
             .await;
         }
-        let n = self.buffered.len().min(self.config.max_poll_records);
-        let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
+        let out = self.buffered.take(self.config.max_poll_records);
         // A partition's records come together: its position moves past the last of each run.
         for run in out.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
             let Some(last) = run.last() else { continue };
@@ -857,7 +913,7 @@ impl Consumer {
                         let from = next;
                         for r in recs.into_iter().filter(|r| r.offset >= from) {
                             next = r.offset + 1;
-                            self.buffered.push_back(ConsumerRecord {
+                            let record = ConsumerRecord {
                                 topic: Arc::clone(&shared),
                                 partition: tp.partition.0,
                                 offset: r.offset,
@@ -865,7 +921,8 @@ impl Consumer {
                                 key: r.key,
                                 value: r.value,
                                 headers: r.headers,
-                            });
+                            };
+                            self.buffered.push(record, self.config.max_poll_records);
                         }
                     }
                     next = next.max(h.next_offset());
@@ -1440,5 +1497,50 @@ impl Consumer {
             self.call(RequestKind::LeaveGroup(req)).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64) -> ConsumerRecord {
+        ConsumerRecord {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset,
+            timestamp_ms: 0,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn offsets(records: &[ConsumerRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    /// Records come out in order, at most `n` at a time, whatever was dropped from the
+    /// chunks they were fetched in.
+    #[test]
+    fn buffered_records_come_out_in_order_in_chunks() {
+        let mut b = Buffered::default();
+        for o in 0..7 {
+            b.push(record(o), 3);
+        }
+        assert_eq!(offsets(&b.take(3)), [0, 1, 2]);
+        assert_eq!(
+            offsets(&b.take(2)),
+            [3, 4],
+            "a poll for fewer splits a chunk"
+        );
+        b.retain(|r| r.offset != 5);
+        assert_eq!(b.iter().count(), 1);
+        assert_eq!(offsets(&b.take(3)), [6]);
+        assert!(b.is_empty());
+        assert!(b.take(3).is_empty());
+        b.push(record(8), 3);
+        b.clear();
+        assert!(b.is_empty() && b.iter().next().is_none());
     }
 }
