@@ -1,4 +1,4 @@
-//! Key-to-change maps held in memory over a store (the changelogged store's overlays): hashed
+//! Key-to-change maps held in memory over a store (the changelogged store's overlay): hashed
 //! while nobody asks them for key order, ordered once range reads come.
 //!
 //! A store behind a record cache is written at each flush and read by single key, if at all:
