@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use rill_core::processor::{ProcessError, ProcessorContext};
 use rill_core::state::{ts_bytes, FastHashMap, InlineKey, KeyValueStore};
-use smallvec::{smallvec, SmallVec};
+use smallvec::SmallVec;
 
 use crate::graph::{decode_timestamped, timestamped_bytes, typed_record, Change};
 use crate::Data;
@@ -110,6 +110,76 @@ fn store_key_into(k: &mut Vec<u8>, group: &[u8], window: Option<i64>) {
     }
 }
 
+/// What an update changes besides its group's entries: the dirty list, the bytes held, the
+/// update clock.
+struct Book<'a> {
+    dirty: &'a mut Vec<(InlineKey, Option<i64>)>,
+    bytes: &'a mut usize,
+    clock: &'a mut u64,
+}
+
+impl Book<'_> {
+    /// [`RecordCache::update`] of `window` in its group's `slots`.
+    #[allow(clippy::too_many_arguments)]
+    fn update<V: Data>(
+        &mut self,
+        slots: &mut Slots<V>,
+        store: &dyn KeyValueStore,
+        gk: &InlineKey,
+        window: Option<i64>,
+        new: bool,
+        headers: &Headers,
+        step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
+    ) -> Result<bool, ProcessError> {
+        *self.clock += 1;
+        let group = gk.as_slice();
+        let dirty_size = RecordCache::<V>::dirty_size(group);
+        let w = slot_window(window);
+        if let Some(e) = slots.iter_mut().find(|e| e.window == w) {
+            if !e.dirty() {
+                e.old = e.value.clone();
+                self.dirty.push((gk.clone(), window));
+                *self.bytes += dirty_size;
+            }
+            let absent = e.value.is_none();
+            let (new, ts) = step(e.value.take(), (!absent).then_some(e.ts));
+            e.value = Some(new);
+            e.ts = ts;
+            e.used = *self.clock | DIRTY;
+            e.set_headers(headers);
+            return Ok(absent);
+        }
+        // A miss: the store's value is the old one, and the entry starts dirty.
+        let stored = if new {
+            None
+        } else {
+            store.get(&store_key(group, window))?
+        };
+        let (old, prev_ts) = match stored {
+            Some(b) => {
+                let (v, t) = decode_timestamped::<V>(&b)?;
+                (Some(v), Some(t))
+            }
+            None => (None, None),
+        };
+        let absent = old.is_none();
+        let (value, ts) = step(old.clone(), prev_ts);
+        *self.bytes += RecordCache::<V>::entry_size() + dirty_size;
+        self.dirty.push((gk.clone(), window));
+        let mut entry = Entry {
+            window: w,
+            value: Some(value),
+            ts,
+            old,
+            headers: None,
+            used: *self.clock | DIRTY,
+        };
+        entry.set_headers(headers);
+        slots.push(entry);
+        Ok(absent)
+    }
+}
+
 /// A write-back cache of a key-value store's timestamped values (see the module docs).
 pub(crate) struct RecordCache<V> {
     entries: FastHashMap<InlineKey, Slots<V>>,
@@ -191,57 +261,68 @@ impl<V: Data> RecordCache<V> {
         headers: &Headers,
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
-        self.clock += 1;
-        let group = gk.as_slice();
-        let slots = self.entries.get_mut(gk);
-        let w = slot_window(window);
-        if let Some(e) = slots.and_then(|s| s.iter_mut().find(|e| e.window == w)) {
-            if !e.dirty() {
-                e.old = e.value.clone();
-                self.dirty.push((gk.clone(), window));
-                self.bytes += Self::dirty_size(group);
-            }
-            let absent = e.value.is_none();
-            let (new, ts) = step(e.value.take(), (!absent).then_some(e.ts));
-            e.value = Some(new);
-            e.ts = ts;
-            e.used = self.clock | DIRTY;
-            e.set_headers(headers);
-            return Ok(absent);
+        let RecordCache {
+            entries,
+            dirty,
+            bytes,
+            clock,
+            ..
+        } = self;
+        let mut book = Book {
+            dirty,
+            bytes,
+            clock,
+        };
+        if let Some(slots) = entries.get_mut(gk) {
+            return book.update(slots, store, gk, window, new, headers, step);
         }
-        // A miss: the store's value is the old one, and the entry starts dirty.
-        let stored = if new {
-            None
-        } else {
-            store.get(&store_key(group, window))?
+        let mut slots = SmallVec::new();
+        let absent = book.update(&mut slots, store, gk, window, new, headers, step)?;
+        *book.bytes += Self::group_size(gk.as_slice());
+        entries.insert(gk.clone(), slots);
+        Ok(absent)
+    }
+
+    /// [`RecordCache::update`] of group `gk`'s `windows` ((window start, whether new to the
+    /// store)) with `step(i, value, timestamp)` for the i-th, finding the group once.
+    /// Returns which windows were absent.
+    pub fn update_windows(
+        &mut self,
+        store: &dyn KeyValueStore,
+        gk: &InlineKey,
+        windows: &[(i64, bool)],
+        headers: &Headers,
+        mut step: impl FnMut(usize, Option<V>, Option<i64>) -> (V, i64),
+    ) -> Result<SmallVec<[bool; 8]>, ProcessError> {
+        let RecordCache {
+            entries,
+            dirty,
+            bytes,
+            clock,
+            ..
+        } = self;
+        let mut book = Book {
+            dirty,
+            bytes,
+            clock,
         };
-        let (old, prev_ts) = match stored {
-            Some(b) => {
-                let (v, t) = decode_timestamped::<V>(&b)?;
-                (Some(v), Some(t))
-            }
-            None => (None, None),
+        let mut each = |slots: &mut Slots<V>, book: &mut Book<'_>| {
+            windows
+                .iter()
+                .enumerate()
+                .map(|(i, &(start, new))| {
+                    let step = |value, ts| step(i, value, ts);
+                    book.update(slots, store, gk, Some(start), new, headers, step)
+                })
+                .collect::<Result<SmallVec<[bool; 8]>, ProcessError>>()
         };
-        let absent = old.is_none();
-        let (value, ts) = step(old.clone(), prev_ts);
-        self.bytes += Self::entry_size() + Self::dirty_size(group);
-        self.dirty.push((gk.clone(), window));
-        let mut entry = Entry {
-            window: w,
-            value: Some(value),
-            ts,
-            old,
-            headers: None,
-            used: self.clock | DIRTY,
-        };
-        entry.set_headers(headers);
-        match self.entries.get_mut(gk) {
-            Some(slots) => slots.push(entry),
-            None => {
-                self.bytes += Self::group_size(group);
-                self.entries.insert(gk.clone(), smallvec![entry]);
-            }
+        if let Some(slots) = entries.get_mut(gk) {
+            return each(slots, &mut book);
         }
+        let mut slots = SmallVec::new();
+        let absent = each(&mut slots, &mut book)?;
+        *book.bytes += Self::group_size(gk.as_slice());
+        entries.insert(gk.clone(), slots);
         Ok(absent)
     }
 

@@ -343,22 +343,23 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         };
         let bound = self.step.bind(k.zip(v.map(Value::Owned)))?;
         let timestamp = |t: Option<i64>| t.map_or(ts, |t| ts.max(t));
-        // The other windows borrow the record's value; the last one takes it.
-        for &start in others {
-            let absent = self.cache.update(
-                store,
-                &group,
-                Some(start),
-                start > known,
-                headers,
-                |acc, t| (bound.apply_ref(acc), timestamp(t)),
-            )?;
-            if absent {
-                self.expiry.insert(
-                    start,
-                    InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
-                );
-            }
+        // The other windows borrow the record's value (found in the cache with one
+        // lookup); the last one takes it.
+        let windows: SmallVec<[(i64, bool); 8]> =
+            others.iter().map(|&start| (start, start > known)).collect();
+        let absent = if windows.is_empty() {
+            SmallVec::new()
+        } else {
+            self.cache
+                .update_windows(store, &group, &windows, headers, |_, acc, t| {
+                    (bound.apply_ref(acc), timestamp(t))
+                })?
+        };
+        for (&start, _) in others.iter().zip(&absent).filter(|(_, a)| **a) {
+            self.expiry.insert(
+                start,
+                InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
+            );
         }
         let absent = self.cache.update(
             store,
