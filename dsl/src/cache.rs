@@ -261,26 +261,9 @@ impl<V: Data> RecordCache<V> {
         headers: &Headers,
         step: impl FnOnce(Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<bool, ProcessError> {
-        let RecordCache {
-            entries,
-            dirty,
-            bytes,
-            clock,
-            ..
-        } = self;
-        let mut book = Book {
-            dirty,
-            bytes,
-            clock,
-        };
-        if let Some(slots) = entries.get_mut(gk) {
-            return book.update(slots, store, gk, window, new, headers, step);
-        }
-        let mut slots = SmallVec::new();
-        let absent = book.update(&mut slots, store, gk, window, new, headers, step)?;
-        *book.bytes += Self::group_size(gk.as_slice());
-        entries.insert(gk.clone(), slots);
-        Ok(absent)
+        self.in_group(gk, |slots, book| {
+            book.update(slots, store, gk, window, new, headers, step)
+        })
     }
 
     /// [`RecordCache::update`] of group `gk`'s `windows` ((window start, whether new to the
@@ -294,6 +277,24 @@ impl<V: Data> RecordCache<V> {
         headers: &Headers,
         mut step: impl FnMut(usize, Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<SmallVec<[bool; 8]>, ProcessError> {
+        self.in_group(gk, |slots, book| {
+            windows
+                .iter()
+                .enumerate()
+                .map(|(i, &(start, new))| {
+                    let step = |value, ts| step(i, value, ts);
+                    book.update(slots, store, gk, Some(start), new, headers, step)
+                })
+                .collect()
+        })
+    }
+
+    /// `f` over group `gk`'s entries (found with one lookup; a new group is added after).
+    fn in_group<R>(
+        &mut self,
+        gk: &InlineKey,
+        f: impl FnOnce(&mut Slots<V>, &mut Book<'_>) -> Result<R, ProcessError>,
+    ) -> Result<R, ProcessError> {
         let RecordCache {
             entries,
             dirty,
@@ -306,24 +307,14 @@ impl<V: Data> RecordCache<V> {
             bytes,
             clock,
         };
-        let mut each = |slots: &mut Slots<V>, book: &mut Book<'_>| {
-            windows
-                .iter()
-                .enumerate()
-                .map(|(i, &(start, new))| {
-                    let step = |value, ts| step(i, value, ts);
-                    book.update(slots, store, gk, Some(start), new, headers, step)
-                })
-                .collect::<Result<SmallVec<[bool; 8]>, ProcessError>>()
-        };
         if let Some(slots) = entries.get_mut(gk) {
-            return each(slots, &mut book);
+            return f(slots, &mut book);
         }
         let mut slots = SmallVec::new();
-        let absent = each(&mut slots, &mut book)?;
+        let r = f(&mut slots, &mut book)?;
         *book.bytes += Self::group_size(gk.as_slice());
         entries.insert(gk.clone(), slots);
-        Ok(absent)
+        Ok(r)
     }
 
     /// Whether the cache should flush now: it is off, or past its share of memory.
