@@ -355,13 +355,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                     (bound.apply_ref(acc), timestamp(t))
                 })?
         };
-        for (&start, _) in others.iter().zip(&absent).filter(|(_, a)| **a) {
-            self.expiry.insert(
-                start,
-                InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
-            );
-        }
-        let absent = self.cache.update(
+        let last_absent = self.cache.update(
             store,
             &group,
             Some(last),
@@ -369,10 +363,11 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             headers,
             |acc, t| (bound.apply(acc), timestamp(t)),
         )?;
-        if absent {
+        let created = others.iter().zip(absent).chain([(&last, last_absent)]);
+        for (&start, _) in created.filter(|(_, absent)| *absent) {
             self.expiry.insert(
-                last,
-                InlineKey::from_parts(&[group.as_slice(), &ts_bytes(last)]),
+                start,
+                InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
             );
         }
         Ok(Vec::new())

@@ -196,6 +196,36 @@ fn a_count_copies_no_value_and_an_aggregate_one_per_extra_window() {
     );
 }
 
+/// Windows past the store's retention (size + grace) leave the window store: a hopping
+/// record's windows, each created by the record that opened it.
+#[test]
+fn windows_past_their_retention_leave_the_window_store() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(5)))
+        .count_with(Materialized::named("counts"))
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    let windows = |d: &mut TestDriver| {
+        d.core()
+            .store("input", 0, "counts")
+            .unwrap()
+            .all()
+            .unwrap()
+            .len()
+    };
+    pipe(&mut d, "a", 7);
+    assert_eq!(windows(&mut d), 2, "[0, 10) and [5, 15)");
+    // Stream time 12: [0, 10) is gone; a's [5, 15), b's [5, 15) and [10, 20) are there.
+    pipe(&mut d, "b", 12);
+    assert_eq!(windows(&mut d), 3);
+    // Stream time 40: windows starting before 31 are gone; b's [35, 45) and [40, 50) stay.
+    pipe(&mut d, "b", 40);
+    assert_eq!(windows(&mut d), 2);
+}
+
 #[test]
 fn stream_time_is_per_partition() {
     // With four partitions, keys on other partitions do not close each other's windows.

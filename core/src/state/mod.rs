@@ -106,8 +106,9 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
         None
     }
 
-    /// For a changelogged store: the changes since the last commit, one per key (`None`:
-    /// deleted), to be written to the changelog at commit. Reads already see them.
+    /// For a changelogged store: the changes since the last commit, in order, one per key
+    /// (`None`: deleted; a key deleted and then written again may have both), to be written to
+    /// the changelog at commit. Reads already see them.
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         Vec::new()
     }
