@@ -1363,7 +1363,7 @@ impl RunState {
 }
 
 /// Every how many records of a task the process latency is measured.
-const PROCESS_LATENCY_SAMPLE: u64 = 8;
+const PROCESS_LATENCY_SAMPLE: u64 = 64;
 
 /// Outputs collected from a run of records before they are sent: a bound on the memory
 /// a run's outputs take.
