@@ -255,6 +255,18 @@ impl Topology {
         self.nodes.iter().position(|n| n.name == name)
     }
 
+    /// The names of the nodes `name` forwards to (none for an unknown node).
+    pub fn children_of(&self, name: &str) -> Vec<&str> {
+        let Some(i) = self.index(name) else {
+            return Vec::new();
+        };
+        self.nodes
+            .iter()
+            .filter(|n| n.parents.contains(&i))
+            .map(|n| n.name.as_str())
+            .collect()
+    }
+
     fn add(
         &mut self,
         name: &str,

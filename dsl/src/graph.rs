@@ -4,7 +4,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -52,6 +52,11 @@ pub(crate) struct Graph {
     /// a Processor API processor). Such a store gets no cache, whose updates would reach it
     /// only at the commit; the flag is read when tasks start, after the whole graph is built.
     read_elsewhere: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    /// Per source's deserializing node: whether a node it forwards to reads record values.
+    /// Set by `settle_value_reads` once the graph is built; until then, true.
+    value_reads: BTreeMap<String, Arc<std::sync::atomic::AtomicBool>>,
+    /// Nodes that never read the values of the records they get (counts).
+    blind: BTreeSet<String>,
 }
 
 impl Graph {
@@ -108,6 +113,35 @@ impl Graph {
         }
         let r = self.topology.connect_store(store, processor).map(|_| ());
         self.record(r);
+    }
+
+    /// Whether the nodes after source deserializer `node` read record values (see
+    /// `settle_value_reads`).
+    pub fn value_reads(&mut self, node: &str) -> Arc<std::sync::atomic::AtomicBool> {
+        let flag = self
+            .value_reads
+            .entry(node.to_string())
+            .or_insert_with(|| Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        Arc::clone(flag)
+    }
+
+    /// `node` never reads the values of the records it gets.
+    pub fn mark_blind(&mut self, node: &str) {
+        self.blind.insert(node.to_string());
+    }
+
+    /// Tells each source deserializer whether any node after it reads record values: one
+    /// whose every child only counts checks values without building them. Done when the
+    /// graph is built (nodes are only ever added: a source whose values are read stays so).
+    pub fn settle_value_reads(&self) {
+        for (node, flag) in &self.value_reads {
+            let reads = self
+                .topology
+                .children_of(node)
+                .iter()
+                .any(|c| !self.blind.contains(*c));
+            flag.store(reads, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub fn copartition(&mut self, topics: &[String]) {

@@ -264,7 +264,8 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
         materialized: Materialized,
     ) -> KTable<K, VA> {
         let caching = materialized.caching;
-        self.aggregate_node(
+        let blind = !step.reads_record();
+        let table = self.aggregate_node(
             materialized,
             ("KSTREAM-AGGREGATE-STATE-STORE", "KSTREAM-AGGREGATE"),
             move |keys, store, read_elsewhere| {
@@ -275,7 +276,11 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
                     cache: RecordCache::new(caching && !read_elsewhere, same_key()),
                 })
             },
-        )
+        );
+        if blind {
+            table.g.borrow_mut().mark_blind(&table.node);
+        }
+        table
     }
 
     /// The aggregating processor `make(keys, store, whether other processors read the

@@ -157,6 +157,7 @@ impl StreamsBuilder {
         if !g.errors.is_empty() {
             return Err(BuildError(g.errors.clone()));
         }
+        g.settle_value_reads();
         Ok(BuiltTopology {
             topology: g.topology.clone(),
             stores: g.stores.clone(),

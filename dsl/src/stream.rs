@@ -748,6 +748,7 @@ pub(crate) fn source_stream<K: Data, V: Data>(
     let keys = Arc::clone(&consumed.keys);
     let values = consumed.values;
     let node = format!("{source}-DESERIALIZE");
+    let value_reads = g.borrow_mut().value_reads(&node);
     g.borrow_mut().stateless(
         &node,
         Arc::new(move |ctx, r| {
@@ -755,6 +756,15 @@ pub(crate) fn source_stream<K: Data, V: Data>(
             // to stateless operators; a typed closure has nothing to give it).
             if !keys.check(r.key.as_deref()).map_err(crate::graph::deser)? {
                 return Ok(());
+            }
+            // Only counts follow: the value is checked as deserializing it would be, not
+            // built (they never read it).
+            if !value_reads.load(std::sync::atomic::Ordering::Relaxed) {
+                return match values.check(r.value.as_deref()) {
+                    Ok(true) => ctx.forward(r),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(crate::graph::deser(e)),
+                };
             }
             let Some(v) = values
                 .deserialize(r.value.as_deref())

@@ -542,7 +542,8 @@ impl WindowAggregator for TimeWindows {
     ) -> KTable<Windowed<K>, VA> {
         let retention_ms = self.retention_ms(materialized.retention_ms);
         let caching = materialized.caching;
-        windowed_table(
+        let blind = !step.reads_record();
+        let table = windowed_table(
             grouped,
             materialized,
             StoreKind::Window,
@@ -552,7 +553,11 @@ impl WindowAggregator for TimeWindows {
             move |read_elsewhere| {
                 TimeAgg::new(self, retention_ms, step.clone(), caching && !read_elsewhere)
             },
-        )
+        );
+        if blind {
+            table.g.borrow_mut().mark_blind(&table.node);
+        }
+        table
     }
 }
 

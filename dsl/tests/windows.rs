@@ -196,6 +196,68 @@ fn a_count_copies_no_value_and_an_aggregate_one_per_extra_window() {
     );
 }
 
+thread_local! {
+    static DESERIALIZED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// UTF-8 values that count how often they are built (checking them builds nothing).
+struct CountingValues;
+
+impl rill_dsl::Serde<String> for CountingValues {
+    fn serialize(&self, value: &String) -> Result<Option<Vec<u8>>, rill_dsl::serdes::SerdeError> {
+        Ok(Some(value.as_bytes().to_vec()))
+    }
+    fn deserialize(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<String>, rill_dsl::serdes::SerdeError> {
+        DESERIALIZED.with(|c| c.set(c.get() + 1));
+        Ok(bytes.map(|b| String::from_utf8_lossy(b).into_owned()))
+    }
+    fn check(&self, bytes: Option<&[u8]>) -> Result<bool, rill_dsl::serdes::SerdeError> {
+        Ok(bytes.is_some())
+    }
+}
+
+/// Values built for three records and a null one through `op` on the source stream; and
+/// the windows counted (the null value is skipped either way).
+fn values_built(op: impl FnOnce(&KStream<String, String>)) -> (usize, usize) {
+    let b = StreamsBuilder::new();
+    let input = b.stream_with(
+        "input",
+        Consumed::with(
+            rill_dsl::serdes::auto::<String>(),
+            std::sync::Arc::new(CountingValues),
+        ),
+    );
+    input
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)))
+        .count()
+        .to_stream()
+        .to("out");
+    op(&input);
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    DESERIALIZED.with(|c| c.set(0));
+    for ts in [1, 2, 3] {
+        pipe(&mut d, "k", ts);
+    }
+    d.pipe_tombstone("input", &"k".to_string(), 4).unwrap();
+    let counted = d.read_windowed::<String, i64>("out").unwrap();
+    (
+        DESERIALIZED.with(|c| c.get()),
+        counted.last().and_then(|r| r.value).unwrap_or(0) as usize,
+    )
+}
+
+/// A source whose records only a count reads checks their values without building them;
+/// with any other reader after it, it builds them as before.
+#[test]
+fn a_source_read_only_by_counts_does_not_build_its_values() {
+    assert_eq!(values_built(|_| ()), (0, 3));
+    assert_eq!(values_built(|s| s.to("copy")), (4, 3));
+}
+
 /// Windows past the store's retention (size + grace) leave the window store: a hopping
 /// record's windows, each created by the record that opened it.
 #[test]
