@@ -129,9 +129,17 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    // Mostly short; now and then past what a changelogged store holds inline (30 bytes).
+    prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..3),
+        1 => proptest::collection::vec(any::<u8>(), 29..34),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (key(), proptest::collection::vec(any::<u8>(), 0..3)).prop_map(|(k, v)| Op::Put(k, v)),
+        4 => (key(), value()).prop_map(|(k, v)| Op::Put(k, v)),
         2 => key().prop_map(Op::Delete),
         1 => (key(), key()).prop_map(|(a, b)| Op::Range(a, b)),
         1 => key().prop_map(Op::Prefix),

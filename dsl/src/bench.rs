@@ -36,6 +36,8 @@ pub struct DslBenchOptions {
     pub value_bytes: usize,
     /// Only these workloads (besides pass-through, the baseline); none: all.
     pub only: Vec<String>,
+    /// Every job's `commit.interval.ms` (Kafka's exactly-once default: 100).
+    pub commit_interval_ms: u64,
 }
 
 impl Default for DslBenchOptions {
@@ -45,6 +47,7 @@ impl Default for DslBenchOptions {
             keys: 10_000,
             value_bytes: 100,
             only: Vec::new(),
+            commit_interval_ms: 100,
         }
     }
 }
@@ -147,6 +150,7 @@ async fn run_job(
     work: &Path,
     job: Job,
     records: u64,
+    o: &DslBenchOptions,
 ) -> Result<Rate, BenchError> {
     let name = format!("dsl-{job:?}").to_lowercase();
     let output = format!("{name}-out");
@@ -156,7 +160,7 @@ async fn run_job(
         .map_err(client)?;
     let mut config = StreamsConfig::new(&name);
     config.processing_guarantee = ProcessingGuarantee::ExactlyOnceV2;
-    config.commit_interval_ms = 100;
+    config.commit_interval_ms = o.commit_interval_ms;
     config.cache_max_bytes = CACHE_MAX_BYTES;
     config.state_dir = Some(work.join(&name));
     run_application(t, topology(job, &output)?.topology, config, records).await
@@ -169,7 +173,7 @@ pub async fn run_dsl(work: &Path, o: &DslBenchOptions) -> Result<Vec<BenchRow>, 
     let right = (n / 10).max(1);
     produce(&t, INPUT, n, 0.1, o).await?;
     produce(&t, RIGHT, right, 1.0, o).await?;
-    let pass = run_job(&t, work, Job::Pass, n).await?;
+    let pass = run_job(&t, work, Job::Pass, n, o).await?;
     let mut rows = rate_rows("pass", pass, pass).to_vec();
     let mut per_core = Vec::new();
     for (job, label, records) in [
@@ -182,7 +186,7 @@ pub async fn run_dsl(work: &Path, o: &DslBenchOptions) -> Result<Vec<BenchRow>, 
         if !o.only.is_empty() && !o.only.contains(&name) {
             continue;
         }
-        let r = run_job(&t, work, job, records).await?;
+        let r = run_job(&t, work, job, records, o).await?;
         rows.extend(rate_rows(label, r, pass));
         per_core.push((job, r.per_core_second));
     }
@@ -211,6 +215,7 @@ mod tests {
             keys: 50,
             value_bytes: 100,
             only: Vec::new(),
+            commit_interval_ms: 100,
         };
         let rows = run_dsl(dir.path(), &o).await.unwrap();
         assert_eq!(rows.len(), 12);

@@ -135,7 +135,9 @@ impl Book<'_> {
         let group = gk.as_slice();
         let dirty_size = RecordCache::<V>::dirty_size(group);
         let w = slot_window(window);
-        if let Some(e) = slots.iter_mut().find(|e| e.window == w) {
+        // Newest last (windows are added as they open): a record in order updates the
+        // newest windows, found first from the back.
+        if let Some(e) = slots.iter_mut().rev().find(|e| e.window == w) {
             if !e.dirty() {
                 e.old = e.value.clone();
                 self.dirty.push((gk.clone(), window));
@@ -459,6 +461,11 @@ impl<V: Data> RecordCache<V> {
             });
             if slots.is_empty() {
                 freed += Self::group_size(group);
+            } else if slots.spilled() && slots.len() <= slots.inline_size() {
+                // Back inline: a group whose windows once overflowed (a tumbling window
+                // opened before the last one expired) is then found in one memory access,
+                // not two.
+                slots.shrink_to_fit();
             }
             !slots.is_empty()
         });

@@ -68,8 +68,15 @@ impl TimeWindows {
         // `ts - size` (and not below 0); the newest at the last one at or below `ts`.
         let (size, advance) = (self.size_ms, self.advance_ms);
         let newest = if ts < 0 { -1 } else { ts - ts % advance };
-        let oldest = ((ts - size).max(-1).div_euclid(advance) + 1) * advance;
-        (oldest.max(0)..=newest).step_by(advance as usize)
+        let oldest = (((ts - size).max(-1).div_euclid(advance) + 1) * advance).max(0);
+        // Counted, not stepped through an inclusive range: `RangeInclusive::step_by` costs
+        // more than the few windows it yields.
+        let count = if newest < oldest {
+            0
+        } else {
+            (newest - oldest) / advance + 1
+        };
+        (0..count).map(move |i| oldest + i * advance)
     }
 }
 
@@ -343,11 +350,16 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         };
         let bound = self.step.bind(k.zip(v.map(Value::Owned)))?;
         let timestamp = |t: Option<i64>| t.map_or(ts, |t| ts.max(t));
+        let blind = !self.step.reads_record();
         // The other windows borrow the record's value (found in the cache with one
-        // lookup); the last one takes it.
-        let windows: SmallVec<[(i64, bool); 8]> =
-            others.iter().map(|&start| (start, start > known)).collect();
-        let absent = if windows.is_empty() {
+        // lookup); the last one takes it. A step reading no value (a count) takes nothing:
+        // all its windows are updated with the one lookup.
+        let borrowing = if blind { &starts[..] } else { others };
+        let windows: SmallVec<[(i64, bool); 8]> = borrowing
+            .iter()
+            .map(|&start| (start, start > known))
+            .collect();
+        let mut absent = if windows.is_empty() {
             SmallVec::new()
         } else {
             self.cache
@@ -355,16 +367,17 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                     (bound.apply_ref(acc), timestamp(t))
                 })?
         };
-        let last_absent = self.cache.update(
-            store,
-            &group,
-            Some(last),
-            last > known,
-            headers,
-            |acc, t| (bound.apply(acc), timestamp(t)),
-        )?;
-        let created = others.iter().zip(absent).chain([(&last, last_absent)]);
-        for (&start, _) in created.filter(|(_, absent)| *absent) {
+        if !blind {
+            absent.push(self.cache.update(
+                store,
+                &group,
+                Some(last),
+                last > known,
+                headers,
+                |acc, t| (bound.apply(acc), timestamp(t)),
+            )?);
+        }
+        for (&start, _) in starts.iter().zip(absent).filter(|(_, absent)| *absent) {
             self.expiry.insert(
                 start,
                 InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),

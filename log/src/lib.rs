@@ -11,6 +11,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod coordinator;
+pub mod hash;
 pub mod net;
 pub mod storage;
 pub mod time;

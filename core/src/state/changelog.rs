@@ -87,8 +87,13 @@ pub struct LoggedStore<S: KeyValueStore> {
     write_behind_bytes: usize,
 }
 
+/// A value held in memory: inline when short, as a key is (a window's count or a small
+/// aggregate needs no heap block of its own, so replacing it frees none and reading it
+/// follows no pointer).
+type Value = InlineKey;
+
 /// A changelog record: key, and value (`None`: a tombstone).
-type LogRecord = (Vec<u8>, Option<Vec<u8>>);
+type LogRecord = (InlineKey, Option<Value>);
 
 /// What an entry costs beyond a long key's heap block and its value (its share of the
 /// map's node: the inline key and the slot).
@@ -101,7 +106,7 @@ const NOT_LOGGED: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 struct Slot {
     /// The value (`None`: deleted, to be removed from the store below).
-    value: Option<Vec<u8>>,
+    value: Option<Value>,
     /// The layers below have no value for the key (it was new, `put_new`): a deletion then
     /// has nothing to remove there, and drops the entry instead (a window created and
     /// expired between two writes of the write-behind never reaches the store). No entry
@@ -114,13 +119,17 @@ struct Slot {
 }
 
 /// What an entry of `key` holding `value` counts for in `changes_bytes`.
-fn entry_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
-    InlineKey::heap_bytes(key) + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD
+fn entry_bytes(key: &[u8], value: &Option<Value>) -> usize {
+    InlineKey::heap_bytes(key) + value_len(value) + ENTRY_OVERHEAD
+}
+
+fn value_len(value: &Option<Value>) -> usize {
+    value.as_ref().map_or(0, |v| v.as_slice().len())
 }
 
 /// What a changelog record counts for in `log_bytes`.
-fn record_bytes(key: &[u8], value: &Option<Vec<u8>>) -> usize {
-    key.len() + value.as_ref().map_or(0, Vec::len)
+fn record_bytes(key: &[u8], value: &Option<Value>) -> usize {
+    key.len() + value_len(value)
 }
 
 /// How a change is logged.
@@ -138,29 +147,30 @@ enum Logging {
 fn log_change(
     log: &mut Vec<Option<LogRecord>>,
     bytes: &mut usize,
-    key: &[u8],
+    key: &InlineKey,
     at: u32,
-    value: &Option<Vec<u8>>,
+    value: &Option<Value>,
     logging: Logging,
 ) -> u32 {
+    let k = key.as_slice();
     // The record at `at` is the key's own unless the records were taken since.
     let own = log
         .get_mut(at as usize)
-        .filter(|r| r.as_ref().is_some_and(|(k, _)| k.as_slice() == key));
+        .filter(|r| r.as_ref().is_some_and(|(own, _)| own == key));
     match (logging, own) {
         (Logging::Logged, Some(Some(r))) => {
-            *bytes = *bytes - record_bytes(key, &r.1) + record_bytes(key, value);
+            *bytes = *bytes - record_bytes(k, &r.1) + record_bytes(k, value);
             r.1 = value.clone();
             at
         }
         (Logging::Logged, _) => {
-            *bytes += record_bytes(key, value);
-            log.push(Some((key.to_vec(), value.clone())));
+            *bytes += record_bytes(k, value);
+            log.push(Some((key.clone(), value.clone())));
             (log.len() - 1) as u32
         }
         (Logging::Expiry, own) => {
             if let Some(Some((_, v))) = own.map(Option::take) {
-                *bytes -= record_bytes(key, &v);
+                *bytes -= record_bytes(k, &v);
             }
             NOT_LOGGED
         }
@@ -204,10 +214,12 @@ impl<S: KeyValueStore> LoggedStore<S> {
 
     /// Sets `key` to `value` (`new`: the store below has no value for it), logged as
     /// `logging` says. A key changed before keeps what was known of the layers below.
-    fn change(&mut self, key: &[u8], value: Option<Vec<u8>>, new: bool, logging: Logging) {
+    fn change(&mut self, key: &[u8], value: Option<Value>, new: bool, logging: Logging) {
         let epoch = self.epoch;
         let (log, log_bytes) = (&mut self.log, &mut self.log_bytes);
-        match self.changes.entry(InlineKey::new(key)) {
+        // Built once: the map, the undo list and the changelog record each keep a copy.
+        let ik = InlineKey::new(key);
+        match self.changes.entry(ik.clone()) {
             MapEntry::Occupied(mut o) => {
                 let s = o.get_mut();
                 let old_bytes = entry_bytes(key, &s.value);
@@ -217,11 +229,11 @@ impl<S: KeyValueStore> LoggedStore<S> {
                         value: s.value.take(),
                         ..*s
                     };
-                    self.undo.push((InlineKey::new(key), Some(before)));
+                    self.undo.push((ik.clone(), Some(before)));
                     s.epoch = epoch;
                     s.log_at = NOT_LOGGED;
                 }
-                s.log_at = log_change(log, log_bytes, key, s.log_at, &value, logging);
+                s.log_at = log_change(log, log_bytes, &ik, s.log_at, &value, logging);
                 self.changes_bytes = self.changes_bytes - old_bytes + entry_bytes(key, &value);
                 s.value = value;
                 if s.value.is_none() && s.absent_below {
@@ -231,8 +243,8 @@ impl<S: KeyValueStore> LoggedStore<S> {
                 }
             }
             MapEntry::Vacant(v) => {
-                self.undo.push((InlineKey::new(key), None));
-                let log_at = log_change(log, log_bytes, key, NOT_LOGGED, &value, logging);
+                let log_at = log_change(log, log_bytes, &ik, NOT_LOGGED, &value, logging);
+                self.undo.push((ik, None));
                 // A deletion of a key the store below lacks needs no entry.
                 if value.is_some() || !new {
                     self.changes_bytes += entry_bytes(key, &value);
@@ -262,7 +274,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
         for (k, s) in changes {
             match &s.value {
-                Some(v) => merged.insert(k.as_slice().to_vec(), v.clone()),
+                Some(v) => merged.insert(k.as_slice().to_vec(), v.as_slice().to_vec()),
                 None => merged.remove(k.as_slice()),
             };
         }
@@ -274,7 +286,7 @@ impl<S: KeyValueStore> LoggedStore<S> {
     fn restore_committed(&mut self) {
         for (k, before) in std::mem::take(&mut self.undo).into_iter().rev() {
             let heap = InlineKey::heap_bytes(k.as_slice());
-            let bytes = |s: &Slot| heap + s.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
+            let bytes = |s: &Slot| heap + value_len(&s.value) + ENTRY_OVERHEAD;
             match self.changes.entry(k) {
                 MapEntry::Occupied(mut o) => {
                     self.changes_bytes -= bytes(o.get());
@@ -337,26 +349,31 @@ impl<S: KeyValueStore> LoggedStore<S> {
     }
 }
 
+/// A changelog record as the store traits hand it over.
+fn owned_record((key, value): LogRecord) -> (Vec<u8>, Option<Vec<u8>>) {
+    (key.into(), value.map(Into::into))
+}
+
 impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
     fn name(&self) -> &str {
         self.inner.name()
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.changes.get(key) {
-            Some(s) => Ok(s.value.clone()),
+            Some(s) => Ok(s.value.as_ref().map(|v| v.as_slice().to_vec())),
             None => self.inner.get(key),
         }
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.change(key, Some(value.to_vec()), false, Logging::Logged);
+        self.change(key, Some(Value::new(value)), false, Logging::Logged);
         Ok(())
     }
     fn put_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.change(key, Some(value), false, Logging::Logged);
+        self.change(key, Some(value.into()), false, Logging::Logged);
         Ok(())
     }
     fn put_new(&mut self, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
-        self.change(key, Some(value), true, Logging::Logged);
+        self.change(key, Some(value.into()), true, Logging::Logged);
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -395,11 +412,16 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         Some(&self.changelog)
     }
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        self.log.iter().flatten().cloned().collect()
+        self.log
+            .iter()
+            .flatten()
+            .cloned()
+            .map(owned_record)
+            .collect()
     }
     fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.log_bytes = 0;
-        self.log.drain(..).flatten().collect()
+        self.log.drain(..).flatten().map(owned_record).collect()
     }
     fn uncommitted_bytes(&self) -> usize {
         self.log_bytes
@@ -455,7 +477,7 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
         self.inner.write_all(
             committed
                 .into_iter()
-                .map(|(k, s)| (k.into(), s.value))
+                .map(|(k, s)| (k.into(), s.value.map(Into::into)))
                 .collect(),
         )?;
         // The store below now holds the committed state: an abort goes back to it by

@@ -1,6 +1,7 @@
 //! Store keys held inline when short: ordered maps and hash tables of them compare keys
 //! where they sit, without a second heap read per comparison (the cost that dominated the
-//! overlays of changelogged stores and the DSL's record caches).
+//! overlays of changelogged stores and the DSL's record caches). Changelogged stores hold
+//! short values the same way.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -63,6 +64,17 @@ impl InlineKey {
 impl From<&[u8]> for InlineKey {
     fn from(key: &[u8]) -> Self {
         InlineKey::new(key)
+    }
+}
+
+impl From<Vec<u8>> for InlineKey {
+    /// Short bytes move inline (the vector is freed); long ones keep their heap block.
+    fn from(bytes: Vec<u8>) -> Self {
+        if bytes.len() <= INLINE_KEY_BYTES {
+            InlineKey::new(&bytes)
+        } else {
+            InlineKey::Heap(bytes.into_boxed_slice())
+        }
     }
 }
 

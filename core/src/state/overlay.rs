@@ -10,52 +10,12 @@
 //! ordered at its next write and stays so.
 
 use std::cell::Cell;
-use std::collections::{btree_map, hash_map, BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{btree_map, hash_map, BTreeMap};
 use std::ops::{Bound, RangeBounds};
 
 use super::InlineKey;
 
-/// A multiply-rotate hash taking eight bytes a step (as rustc's FxHash does): store keys
-/// are short, and SipHash's DoS resistance buys nothing for keys that a task's own operators
-/// wrote. Fixed (unseeded), so a hashed map iterates in the same order on every run.
-#[derive(Debug, Default)]
-pub struct FastHash(u64);
-
-impl FastHash {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(26) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FastHash {
-    fn finish(&self) -> u64 {
-        // The high bits mix best; hashbrown takes its control bits from the top.
-        self.0.rotate_left(20)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.add(u64::from_le_bytes(w.try_into().unwrap_or_default()));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-}
-
-/// A `HashMap` hashing with [`FastHash`].
-pub type FastHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHash>>;
+pub use rill_log::hash::{FastHash, FastHashMap};
 
 /// The map of an [`Overlay`].
 #[derive(Debug, Clone)]

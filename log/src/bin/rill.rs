@@ -241,7 +241,8 @@ enum BenchWorkload {
     },
     /// DSL jobs (tumbling, hopping, session, join against pass-through, exactly-once): runs
     /// the `rill-bench-dsl` program of rill-dsl, found beside this one; its flags
-    /// (`--records`, `--keys`, `--value-bytes`, `--json`, `--dir`) are passed on.
+    /// (`--records`, `--keys`, `--value-bytes`, `--only`, `--commit-interval-ms`, `--json`,
+    /// `--dir`) are passed on.
     #[command(disable_help_flag = true)]
     Dsl {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

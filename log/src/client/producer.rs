@@ -5,7 +5,7 @@
 //! retry can never reorder a partition. Memory is bounded by `buffer.memory`: `send` waits
 //! for room (backpressure) and fails after `max.block.ms`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::partitioner::{DefaultPartitioner, Partitioner};
 use super::transport::Transport;
 use super::{check, ClientError};
+use crate::hash::FastHashMap;
 use crate::storage::{encode_batch, encode_idempotent_batch, Compression, NewRecord};
 
 /// Producer settings, under Kafka's names.
@@ -298,7 +299,8 @@ struct TopicQueues {
 
 #[derive(Default)]
 struct State {
-    topics: HashMap<String, TopicQueues>,
+    // Looked up per record sent: a fast hash, not SipHash.
+    topics: FastHashMap<String, TopicQueues>,
     flushing: usize,
     closed: bool,
     /// Idempotence: the producer id and epoch, once InitProducerId answered.
