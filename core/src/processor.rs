@@ -5,7 +5,6 @@
 //! a child has processed a record when `forward` returns.
 
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -202,9 +201,11 @@ pub(crate) struct TaskParts {
     pub processors: Vec<Option<Box<dyn Processor>>>,
     pub children: Vec<Vec<usize>>,
     pub names: Vec<String>,
-    /// Node index -> connected store names.
-    pub node_stores: Vec<Vec<String>>,
-    pub stores: BTreeMap<String, Box<dyn KeyValueStore>>,
+    /// Node index -> its connected stores, as places in `stores` (a processor looks its
+    /// store up per record: among its own few, not by name through every store).
+    pub node_stores: Vec<Vec<usize>>,
+    /// The task's stores, in name order.
+    pub stores: Vec<(String, Box<dyn KeyValueStore>)>,
     pub sinks: Vec<Option<crate::topology::SinkSpec>>,
     /// Records written by sinks: (topic, record).
     pub output: Vec<Output>,
@@ -290,14 +291,13 @@ impl ProcessorContext<'_> {
 
     /// A state store connected to this processor.
     pub fn store(&mut self, name: &str) -> Result<&mut dyn KeyValueStore, ProcessError> {
-        if !self.parts.node_stores[self.node].iter().any(|s| s == name) {
-            return Err(ProcessError::UnknownStore(name.to_string()));
-        }
-        self.parts
-            .stores
-            .get_mut(name)
-            .map(|s| s.as_mut() as &mut dyn KeyValueStore)
-            .ok_or_else(|| ProcessError::UnknownStore(name.to_string()))
+        let parts = &mut *self.parts;
+        let at = parts.node_stores[self.node]
+            .iter()
+            .copied()
+            .find(|&i| parts.stores[i].0 == name)
+            .ok_or_else(|| ProcessError::UnknownStore(name.to_string()))?;
+        Ok(parts.stores[at].1.as_mut())
     }
 
     /// `key`'s value in global store `name` (see [`crate::global`]).

@@ -155,13 +155,26 @@ impl Task {
                 stores.insert(s.clone(), store);
             }
         }
+        let stores: Vec<(String, Box<dyn KeyValueStore>)> = stores.into_iter().collect();
+        // Each node's stores among the task's (a node outside this task's sub-topology has
+        // none here: it never runs in it).
+        let node_stores = topology
+            .nodes
+            .iter()
+            .map(|n| {
+                n.stores
+                    .iter()
+                    .filter_map(|s| stores.binary_search_by(|(name, _)| name.cmp(s)).ok())
+                    .collect()
+            })
+            .collect();
         let mut task = Task {
             id,
             parts: TaskParts {
                 processors,
                 children: topology.children(),
                 names: topology.nodes.iter().map(|n| n.name.clone()).collect(),
-                node_stores: topology.nodes.iter().map(|n| n.stores.clone()).collect(),
+                node_stores,
                 stores,
                 sinks,
                 output: Vec::new(),
@@ -370,13 +383,14 @@ impl Task {
     pub fn store(&mut self, name: &str) -> Option<&mut dyn KeyValueStore> {
         self.parts
             .stores
-            .get_mut(name)
-            .map(|s| s.as_mut() as &mut dyn KeyValueStore)
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.as_mut() as &mut dyn KeyValueStore)
     }
 
     /// Every store of the task, by name.
     pub fn stores_mut(&mut self) -> impl Iterator<Item = (&String, &mut Box<dyn KeyValueStore>)> {
-        self.parts.stores.iter_mut()
+        self.parts.stores.iter_mut().map(|(n, s)| (&*n, s))
     }
 
     /// Whether a processor asked for a commit (and clears the request).
@@ -386,7 +400,7 @@ impl Task {
 
     /// Flushes every store and closes every processor.
     pub fn close(mut self) -> Result<(), ProcessError> {
-        for s in self.parts.stores.values_mut() {
+        for (_, s) in self.parts.stores.iter_mut() {
             s.flush()?;
         }
         for p in self.parts.processors.iter_mut().flatten() {

@@ -63,20 +63,28 @@ impl TimeWindows {
     }
 
     /// The starts of the windows holding `ts`, oldest first.
-    pub fn starts(&self, ts: i64) -> impl Iterator<Item = i64> {
+    pub fn starts(&self, ts: i64) -> impl ExactSizeIterator<Item = i64> {
+        self.starts_above(ts, i64::MIN)
+    }
+
+    /// [`TimeWindows::starts`] above `floor` (exclusive): the windows of `ts` still open
+    /// when those ending at or before `floor + size` are closed.
+    pub fn starts_above(&self, ts: i64, floor: i64) -> impl ExactSizeIterator<Item = i64> {
         // The oldest window holding `ts` starts at the first multiple of `advance` above
-        // `ts - size` (and not below 0); the newest at the last one at or below `ts`.
+        // `ts - size` (and not below 0, nor at or below `floor`); the newest at the last one
+        // at or below `ts`.
         let (size, advance) = (self.size_ms, self.advance_ms);
         let newest = if ts < 0 { -1 } else { ts - ts % advance };
-        let oldest = (((ts - size).max(-1).div_euclid(advance) + 1) * advance).max(0);
+        let lowest = ts.saturating_sub(size).max(floor).max(-1);
+        let oldest = ((lowest.div_euclid(advance) + 1) * advance).max(0);
         // Counted, not stepped through an inclusive range: `RangeInclusive::step_by` costs
         // more than the few windows it yields.
         let count = if newest < oldest {
             0
         } else {
-            (newest - oldest) / advance + 1
+            usize::try_from((newest - oldest) / advance + 1).unwrap_or(0)
         };
-        (0..count).map(move |i| oldest + i * advance)
+        (0..count).map(move |i| oldest + i as i64 * advance)
     }
 }
 
@@ -339,11 +347,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         // their store keys.
         let group = framed_inline_key(key);
         let size = self.windows.size_ms;
-        // Windows already closed are too late for the record.
+        // Windows already closed (`start + size <= close`) are too late for the record.
         let starts: SmallVec<[i64; 8]> = self
             .windows
-            .starts(ts)
-            .filter(|start| start + size > close)
+            .starts_above(ts, close.saturating_sub(size))
             .collect();
         let Some((&last, others)) = starts.split_last() else {
             return Ok(Vec::new());
@@ -1493,6 +1500,14 @@ mod tests {
                         naive(size, advance, ts),
                         "size {size} advance {advance} ts {ts}"
                     );
+                    for floor in [i64::MIN, -5, 0, ts - size, ts - 3, ts, ts + 2] {
+                        let got: Vec<i64> = w.starts_above(ts, floor).collect();
+                        let want: Vec<i64> = naive(size, advance, ts)
+                            .into_iter()
+                            .filter(|s| *s > floor)
+                            .collect();
+                        assert_eq!(got, want, "size {size} advance {advance} ts {ts} > {floor}");
+                    }
                 }
             }
         }

@@ -783,7 +783,8 @@ impl Producer {
                         break 'queue Err(e);
                     }
                     let partitions = match &known {
-                        Some((t, n)) if *t == record.topic => *n,
+                        // A sink's records share their topic's `Arc`: no bytes compared.
+                        Some((t, n)) if Arc::ptr_eq(t, &record.topic) || *t == record.topic => *n,
                         _ => match st.topics.get(&*record.topic).map(|t| t.partitions) {
                             Some(n) => {
                                 known = Some((record.topic.clone(), n));

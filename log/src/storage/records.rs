@@ -102,7 +102,19 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    #[inline]
     fn unsigned_varint(&mut self, max_bytes: u32) -> Result<u64, BatchError> {
+        // Most of a record's varints (lengths, deltas, counts) take one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b & 0x80 == 0 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.long_unsigned_varint(max_bytes)
+    }
+
+    fn long_unsigned_varint(&mut self, max_bytes: u32) -> Result<u64, BatchError> {
         let mut value = 0u64;
         for i in 0..max_bytes {
             let b = self.u8()?;
