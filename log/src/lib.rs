@@ -1,10 +1,11 @@
 //! `rill-log`: rill's partitioned log.
 //!
-//! Today it holds the storage engine ([`storage`]): one partition's log as Kafka-format segment
-//! files with offset and time indexes, recovery of a torn tail, retention, compaction, and a
-//! [`storage::LogManager`] for many partitions under one data directory. The broker, the group
-//! and transaction coordinators, replication, the Kafka wire protocol and the clients are built
-//! on top of it in later modules (see `docs/` and the repository's `DESIGN.md`).
+//! The storage engine ([`storage`]: one partition's log as Kafka-format segment files with
+//! offset and time indexes, recovery of a torn tail, retention, compaction, and a
+//! [`storage::LogManager`] for many partitions under one data directory); the [`broker`] and
+//! its [`coordinator`]s (consumer groups, transactions); the Kafka wire protocol over TCP
+//! ([`net`]); the clients ([`client`]: producer, consumer, admin, over TCP or embedded); the
+//! `rill` command ([`cli`]) and its benchmarks ([`bench`]). See the repository's `DESIGN.md`.
 
 pub mod bench;
 pub mod broker;
