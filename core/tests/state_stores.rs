@@ -166,8 +166,16 @@ fn check_against_model<S: KeyValueStore>(store: &mut S, ops: &[Op], logged: bool
         match op {
             Op::Apply => {
                 if logged {
+                    // What a commit sends (taken, as `Bytes`) is what the store lists.
+                    let listed = store.uncommitted();
+                    let taken: Vec<(Vec<u8>, Option<Vec<u8>>)> = store
+                        .take_uncommitted()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_vec(), v.map(|v| v.to_vec())))
+                        .collect();
+                    assert_eq!(taken, listed, "records taken for the changelog");
                     let mut replayed = committed.clone();
-                    for (k, v) in store.uncommitted() {
+                    for (k, v) in taken {
                         match v {
                             Some(v) => replayed.insert(k, v),
                             None => replayed.remove(&k),

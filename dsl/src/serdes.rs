@@ -54,6 +54,8 @@ pub trait Serde<T>: Send + Sync + 'static {
 fn check_utf8(bytes: Option<&[u8]>) -> Result<bool, SerdeError> {
     match bytes {
         None => Ok(false),
+        // ASCII first: a word at a time, cheaper than the full decoder on short keys.
+        Some(b) if b.is_ascii() => Ok(true),
         Some(b) => std::str::from_utf8(b)
             .map(|_| true)
             .map_err(|e| SerdeError(format!("not UTF-8: {e}"))),

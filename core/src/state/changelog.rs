@@ -23,6 +23,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use rill_log::client::{
     Admin, ClientError, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, OffsetSpec,
     Producer, Transport,
@@ -419,9 +420,30 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
             .map(owned_record)
             .collect()
     }
-    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    fn take_uncommitted(&mut self) -> Vec<(Bytes, Option<Bytes>)> {
+        // One buffer for every key and value, sliced: no allocation per record.
+        let mut buf = BytesMut::with_capacity(self.log_bytes);
+        let mut bounds = Vec::with_capacity(self.log.len());
+        for (k, v) in self.log.drain(..).flatten() {
+            buf.extend_from_slice(k.as_slice());
+            let key_end = buf.len();
+            let value_end = v.map(|v| {
+                buf.extend_from_slice(v.as_slice());
+                buf.len()
+            });
+            bounds.push((key_end, value_end));
+        }
         self.log_bytes = 0;
-        self.log.drain(..).flatten().map(owned_record).collect()
+        let buf = buf.freeze();
+        let mut at = 0;
+        bounds
+            .into_iter()
+            .map(|(key_end, value_end)| {
+                let key = buf.slice(at..key_end);
+                at = value_end.unwrap_or(key_end);
+                (key, value_end.map(|end| buf.slice(key_end..end)))
+            })
+            .collect()
     }
     fn uncommitted_bytes(&self) -> usize {
         self.log_bytes
@@ -504,15 +526,13 @@ impl<S: KeyValueStore> KeyValueStore for LoggedStore<S> {
 }
 
 /// Changes as changelog records (a tombstone for a deletion), stamped with the time now.
-pub fn changelog_records(
-    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-) -> impl Iterator<Item = NewRecord> {
+pub fn changelog_records(changes: Vec<(Bytes, Option<Bytes>)>) -> impl Iterator<Item = NewRecord> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     changes.into_iter().map(move |(k, v)| NewRecord {
-        key: Some(k.into()),
-        value: v.map(Into::into),
+        key: Some(k),
+        value: v,
         timestamp_ms: now,
         headers: Vec::new(),
     })

@@ -114,9 +114,13 @@ pub trait KeyValueStore: Send + std::fmt::Debug {
     }
 
     /// [`KeyValueStore::uncommitted`], handed over (a commit sending them to the changelog):
-    /// the store keeps the changes, without their records.
-    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    /// the store keeps the changes, without their records. As `Bytes`, which a store may
+    /// slice out of one buffer for all of them rather than allocate two per record.
+    fn take_uncommitted(&mut self) -> Vec<(bytes::Bytes, Option<bytes::Bytes>)> {
         self.uncommitted()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.map(Into::into)))
+            .collect()
     }
 
     /// Bytes of keys and values waiting in [`KeyValueStore::uncommitted`].
@@ -198,7 +202,7 @@ impl<S: KeyValueStore + ?Sized> KeyValueStore for &mut S {
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         (**self).uncommitted()
     }
-    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    fn take_uncommitted(&mut self) -> Vec<(bytes::Bytes, Option<bytes::Bytes>)> {
         (**self).take_uncommitted()
     }
     fn uncommitted_bytes(&self) -> usize {
@@ -267,7 +271,7 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     fn uncommitted(&self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.as_ref().uncommitted()
     }
-    fn take_uncommitted(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    fn take_uncommitted(&mut self) -> Vec<(bytes::Bytes, Option<bytes::Bytes>)> {
         self.as_mut().take_uncommitted()
     }
     fn uncommitted_bytes(&self) -> usize {
