@@ -10,7 +10,7 @@ use rill_core::processor::{ProcessError, ProcessorContext};
 use rill_core::state::{ts_bytes, FastHashMap, InlineKey, KeyValueStore};
 use smallvec::SmallVec;
 
-use crate::graph::{decode_timestamped, timestamped_bytes, typed_record, Change};
+use crate::graph::{decode_timestamped, timestamped_bytes, timestamped_into, typed_record, Change};
 use crate::Data;
 
 /// Record headers, as the core carries them.
@@ -389,7 +389,7 @@ impl<V: Data> RecordCache<V> {
         // The list is in the order of first updates; a key updated again since moves
         // behind the keys updated before that. Ordering small pairs, not the updates.
         order_by_clock(&mut order, &mut self.place);
-        let mut key = Vec::new();
+        let (mut key, mut value) = (Vec::new(), Vec::new());
         for &(_, i) in &order {
             let Some(f) = flushed.get_mut(i).and_then(Option::take) else {
                 continue;
@@ -404,7 +404,12 @@ impl<V: Data> RecordCache<V> {
                 Some(v) if f.change.old.is_none() => {
                     s.put_new(&key, timestamped_bytes(v, f.ts)?)?
                 }
-                Some(v) => s.put_owned(&key, timestamped_bytes(v, f.ts)?)?,
+                // Built in a buffer kept across updates: a store holding short values
+                // inline (a changelogged one) then allocates nothing for it.
+                Some(v) => {
+                    timestamped_into(v, f.ts, &mut value)?;
+                    s.put(&key, &value)?
+                }
                 None => s.erase(&key)?,
             }
             ctx.forward(typed_record(

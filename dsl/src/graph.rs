@@ -373,9 +373,19 @@ pub(crate) fn put_timestamped<V: Serialize>(
 
 pub(crate) fn timestamped_bytes<V: Serialize>(value: &V, ts: i64) -> Result<Vec<u8>, ProcessError> {
     let mut b = Vec::with_capacity(24);
-    b.extend_from_slice(&ts.to_be_bytes());
-    hop::encode_into(value, &mut b).map_err(internal)?;
+    timestamped_into(value, ts, &mut b)?;
     Ok(b)
+}
+
+/// [`timestamped_bytes`] into `b` (cleared first), a buffer the caller reuses.
+pub(crate) fn timestamped_into<V: Serialize>(
+    value: &V,
+    ts: i64,
+    b: &mut Vec<u8>,
+) -> Result<(), ProcessError> {
+    b.clear();
+    b.extend_from_slice(&ts.to_be_bytes());
+    hop::encode_into(value, b).map_err(internal)
 }
 
 pub(crate) fn decode_timestamped<V: DeserializeOwned>(b: &[u8]) -> Result<(V, i64), ProcessError> {
