@@ -88,8 +88,9 @@ struct Flushed<V> {
 }
 
 /// A group key's entries: one for a key-value store's key; for a windowed key, one per
-/// window the cache holds, side by side (a hopping record's five window updates cost two
-/// table lookups: `update_windows` for all but the last, which takes the record's value).
+/// window the cache holds, side by side (a hopping count's five window updates cost one
+/// table lookup, `update_windows`; an aggregate's cost two, the last window taking the
+/// record's value with `update`).
 type Slots<V> = SmallVec<[Entry<V>; 2]>;
 
 /// The store key of `group`'s `window` (as `WindowStore` lays it out: the framed key, then
