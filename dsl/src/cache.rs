@@ -295,14 +295,12 @@ impl<V: Data> RecordCache<V> {
         mut step: impl FnMut(usize, Option<V>, Option<i64>) -> (V, i64),
     ) -> Result<SmallVec<[bool; 8]>, ProcessError> {
         self.in_group(gk, |slots, book| {
-            windows
-                .iter()
-                .enumerate()
-                .map(|(i, &(start, new))| {
-                    let step = |value, ts| step(i, value, ts);
-                    book.update(slots, store, gk, Some(start), new, headers, step)
-                })
-                .collect()
+            let mut absent = SmallVec::with_capacity(windows.len());
+            for (i, &(start, new)) in windows.iter().enumerate() {
+                let step = |value, ts| step(i, value, ts);
+                absent.push(book.update(slots, store, gk, Some(start), new, headers, step)?);
+            }
+            Ok(absent)
         })
     }
 

@@ -357,11 +357,11 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         };
         let bound = self.step.bind(k.zip(v.map(Value::Owned)))?;
         let timestamp = |t: Option<i64>| t.map_or(ts, |t| ts.max(t));
-        let blind = !self.step.reads_record();
         // The other windows borrow the record's value (found in the cache with one
         // lookup); the last one takes it. A step reading no value (a count) takes nothing:
-        // all its windows are updated with the one lookup.
-        let borrowing = if blind { &starts[..] } else { others };
+        // all its windows, when more than one, are updated with the one lookup.
+        let one_lookup = !self.step.reads_record() && !others.is_empty();
+        let borrowing = if one_lookup { &starts[..] } else { others };
         let windows: SmallVec<[(i64, bool); 8]> = borrowing
             .iter()
             .map(|&start| (start, start > known))
@@ -374,7 +374,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                     (bound.apply_ref(acc), timestamp(t))
                 })?
         };
-        if !blind {
+        if !one_lookup {
             absent.push(self.cache.update(
                 store,
                 &group,
