@@ -70,6 +70,14 @@ impl TimeWindows {
     /// [`TimeWindows::starts`] above `floor` (exclusive): the windows of `ts` still open
     /// when those ending at or before `floor + size` are closed.
     pub fn starts_above(&self, ts: i64, floor: i64) -> impl ExactSizeIterator<Item = i64> {
+        let (oldest, count) = self.span_above(ts, floor);
+        let advance = self.advance_ms;
+        (0..count).map(move |i| oldest + i as i64 * advance)
+    }
+
+    /// [`TimeWindows::starts_above`] as the oldest start and how many windows (each starting
+    /// `advance` after the one before): nothing to collect for the usual one or few.
+    fn span_above(&self, ts: i64, floor: i64) -> (i64, usize) {
         // The oldest window holding `ts` starts at the first multiple of `advance` above
         // `ts - size` (and not below 0, nor at or below `floor`); the newest at the last one
         // at or below `ts`.
@@ -84,7 +92,7 @@ impl TimeWindows {
         } else {
             usize::try_from((newest - oldest) / advance + 1).unwrap_or(0)
         };
-        (0..count).map(move |i| oldest + i as i64 * advance)
+        (oldest, count)
     }
 }
 
@@ -346,29 +354,27 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         // The framed key: the group of this key's windows in the cache, and the prefix of
         // their store keys.
         let group = framed_inline_key(key);
-        let size = self.windows.size_ms;
+        let (size, advance) = (self.windows.size_ms, self.windows.advance_ms);
         // Windows already closed (`start + size <= close`) are too late for the record.
-        let starts: SmallVec<[i64; 8]> = self
-            .windows
-            .starts_above(ts, close.saturating_sub(size))
-            .collect();
-        let Some((&last, others)) = starts.split_last() else {
+        let (first, n) = self.windows.span_above(ts, close.saturating_sub(size));
+        if n == 0 {
             return Ok(Vec::new());
-        };
+        }
+        let start_of = |i: usize| first + i as i64 * advance;
+        let last = start_of(n - 1);
         let bound = self.step.bind(k.zip(v.map(Value::Owned)))?;
         let timestamp = |t: Option<i64>| t.map_or(ts, |t| ts.max(t));
         // The other windows borrow the record's value (found in the cache with one
         // lookup); the last one takes it. A step reading no value (a count) takes nothing:
         // all its windows, when more than one, are updated with the one lookup.
-        let one_lookup = !self.step.reads_record() && !others.is_empty();
-        let borrowing = if one_lookup { &starts[..] } else { others };
-        let windows: SmallVec<[(i64, bool); 8]> = borrowing
-            .iter()
-            .map(|&start| (start, start > known))
-            .collect();
-        let mut absent = if windows.is_empty() {
+        let one_lookup = !self.step.reads_record() && n > 1;
+        let borrowing = if one_lookup { n } else { n - 1 };
+        let mut absent = if borrowing == 0 {
             SmallVec::new()
         } else {
+            let windows: SmallVec<[(i64, bool); 8]> = (0..borrowing)
+                .map(|i| (start_of(i), start_of(i) > known))
+                .collect();
             self.cache
                 .update_windows(store, &group, &windows, headers, |_, acc, t| {
                     (bound.apply_ref(acc), timestamp(t))
@@ -384,7 +390,8 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
                 |acc, t| (bound.apply(acc), timestamp(t)),
             )?);
         }
-        for (&start, _) in starts.iter().zip(absent).filter(|(_, absent)| *absent) {
+        for (i, _) in absent.iter().enumerate().filter(|(_, absent)| **absent) {
+            let start = start_of(i);
             self.expiry.insert(
                 start,
                 InlineKey::from_parts(&[group.as_slice(), &ts_bytes(start)]),
