@@ -69,7 +69,7 @@ impl TimeWindows {
 
     /// [`TimeWindows::starts`] above `floor` (exclusive): the windows of `ts` still open
     /// when those ending at or before `floor + size` are closed.
-    pub fn starts_above(&self, ts: i64, floor: i64) -> impl ExactSizeIterator<Item = i64> {
+    fn starts_above(&self, ts: i64, floor: i64) -> impl ExactSizeIterator<Item = i64> {
         let (oldest, count) = self.span_above(ts, floor);
         let advance = self.advance_ms;
         (0..count).map(move |i| oldest + i as i64 * advance)
@@ -373,7 +373,8 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
             SmallVec::new()
         } else {
             let windows: SmallVec<[(i64, bool); 8]> = (0..borrowing)
-                .map(|i| (start_of(i), start_of(i) > known))
+                .map(start_of)
+                .map(|start| (start, start > known))
                 .collect();
             self.cache
                 .update_windows(store, &group, &windows, headers, |_, acc, t| {

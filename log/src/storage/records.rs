@@ -104,26 +104,14 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn unsigned_varint(&mut self, max_bytes: u32) -> Result<u64, BatchError> {
-        // Most of a record's varints (lengths, deltas, counts) take one byte.
-        if let Some(&b) = self.buf.get(self.pos) {
-            if b & 0x80 == 0 {
-                self.pos += 1;
-                return Ok(u64::from(b));
+        let start = self.pos;
+        uvarint_at(self.buf, &mut self.pos, max_bytes).ok_or_else(|| {
+            if self.pos - start >= max_bytes as usize {
+                malformed("varint too long")
+            } else {
+                malformed("record ends early")
             }
-        }
-        self.long_unsigned_varint(max_bytes)
-    }
-
-    fn long_unsigned_varint(&mut self, max_bytes: u32) -> Result<u64, BatchError> {
-        let mut value = 0u64;
-        for i in 0..max_bytes {
-            let b = self.u8()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(malformed("varint too long"))
+        })
     }
 
     /// Kafka's zigzag varint (32-bit).
@@ -298,30 +286,36 @@ pub fn decompress(compression: Compression, data: &[u8]) -> Result<Vec<u8>, Batc
     }
 }
 
-/// Reads a zigzag varint of at most `max_bytes` bytes at `*pos`, never past `buf`'s end.
-/// A one-byte value (the common case for lengths and deltas) takes the first branch.
+/// Reads an unsigned varint of at most `max_bytes` bytes at `*pos`, never past `buf`'s end
+/// (`None`: it runs past the end, or past `max_bytes`, where `*pos` is then left). A one-byte
+/// value (the common case for lengths, deltas and counts) takes the first branch.
 #[inline(always)]
-fn zigzag_at(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Option<i64> {
+fn uvarint_at(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Option<u64> {
     let first = *buf.get(*pos)?;
     *pos += 1;
-    let raw = if first < 0x80 {
-        u64::from(first)
-    } else {
-        let mut value = u64::from(first & 0x7f);
-        let mut shift = 7;
-        loop {
-            if shift >= 7 * max_bytes {
-                return None;
-            }
-            let b = *buf.get(*pos)?;
-            *pos += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                break value;
-            }
-            shift += 7;
+    if first < 0x80 {
+        return Some(u64::from(first));
+    }
+    let mut value = u64::from(first & 0x7f);
+    let mut shift = 7;
+    loop {
+        if shift >= 7 * max_bytes {
+            return None;
         }
-    };
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(value);
+        }
+        shift += 7;
+    }
+}
+
+/// Reads a zigzag varint of at most `max_bytes` bytes at `*pos` (see [`uvarint_at`]).
+#[inline(always)]
+fn zigzag_at(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Option<i64> {
+    let raw = uvarint_at(buf, pos, max_bytes)?;
     Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
