@@ -121,6 +121,7 @@ impl<V> Groups<V> {
         BuildHasherDefault::<FastHash>::default().hash_one(key)
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.list.len()
     }
