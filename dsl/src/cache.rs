@@ -126,38 +126,44 @@ impl<V> Groups<V> {
         self.list.len()
     }
 
-    fn get_mut(&mut self, key: &InlineKey) -> Option<&mut Slots<V>> {
+    /// Where `key`'s group is in the list.
+    fn place(&self, key: &InlineKey) -> Option<usize> {
         let list = &self.list;
-        let at = *self
+        let at = self
             .places
             .find(Self::hash(key.as_slice()), |&i| list[i as usize].0 == *key)?;
-        Some(&mut self.list[at as usize].1)
+        Some(*at as usize)
+    }
+
+    fn get_mut(&mut self, key: &InlineKey) -> Option<&mut Slots<V>> {
+        let at = self.place(key)?;
+        Some(&mut self.list[at].1)
+    }
+
+    #[cfg(test)]
+    fn get(&self, key: &[u8]) -> Option<&Slots<V>> {
+        let at = self.place(&InlineKey::new(key))?;
+        Some(&self.list[at].1)
     }
 
     /// Adds `key`'s group, which the caller knows is not here.
     fn insert(&mut self, key: InlineKey, slots: Slots<V>) -> Result<(), ProcessError> {
         let at = u32::try_from(self.list.len())
             .map_err(|_| ProcessError::Failed("a record cache holds 2^32 keys".into()))?;
-        let list = &self.list;
-        self.places
-            .insert_unique(Self::hash(key.as_slice()), at, |&i| {
-                Self::hash(list[i as usize].0.as_slice())
-            });
         self.list.push((key, slots));
+        self.enter(at);
         Ok(())
+    }
+
+    /// Enters the group at `at` in the list into the table.
+    fn enter(&mut self, at: u32) {
+        let list = &self.list;
+        let hash = |i: &u32| Self::hash(list[*i as usize].0.as_slice());
+        self.places.insert_unique(hash(&at), at, hash);
     }
 
     fn values(&self) -> impl Iterator<Item = &Slots<V>> {
         self.list.iter().map(|(_, s)| s)
-    }
-
-    #[cfg(test)]
-    fn get(&self, key: &[u8]) -> Option<&Slots<V>> {
-        let list = &self.list;
-        let at = *self
-            .places
-            .find(Self::hash(key), |&i| list[i as usize].0.as_slice() == key)?;
-        Some(&self.list[at as usize].1)
     }
 
     /// Keeps the groups `keep` accepts (it may change their entries), in their order.
@@ -167,15 +173,11 @@ impl<V> Groups<V> {
         if self.list.len() == before {
             return;
         }
-        // Places moved: the table is built again (at most once a flush; a flush already
-        // walks every updated group).
+        // Places moved: the table is built again (its cost is that of the walk over every
+        // group just done).
         self.places.clear();
-        let list = &self.list;
-        for (i, (k, _)) in list.iter().enumerate() {
-            self.places
-                .insert_unique(Self::hash(k.as_slice()), i as u32, |&j| {
-                    Self::hash(list[j as usize].0.as_slice())
-                });
+        for at in 0..self.list.len() {
+            self.enter(at as u32);
         }
     }
 }
