@@ -339,9 +339,9 @@ impl<V: Data> RecordCache<V> {
         self.evicted_max
     }
 
-    /// A group's share of `bytes` (its table slot and control bytes, a long key's heap).
+    /// A group's share of `bytes`: its slot in the list, its place in the table (4 bytes,
+    /// a control byte and room to grow), a long key's heap.
     fn group_size(group: &[u8]) -> usize {
-        // Its place in the table: 4 bytes, a control byte, and room to grow.
         std::mem::size_of::<(InlineKey, Slots<V>)>() + 8 + InlineKey::heap_bytes(group)
     }
 
