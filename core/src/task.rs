@@ -381,11 +381,12 @@ impl Task {
 
     /// A state store of this task.
     pub fn store(&mut self, name: &str) -> Option<&mut dyn KeyValueStore> {
-        self.parts
-            .stores
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s.as_mut() as &mut dyn KeyValueStore)
+        // In name order, as built.
+        let stores = &mut self.parts.stores;
+        let at = stores
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()?;
+        Some(stores[at].1.as_mut())
     }
 
     /// Every store of the task, by name.
