@@ -52,13 +52,122 @@ impl Latency {
     }
 }
 
+/// Why a record was dropped. Kafka Streams counts every one of these in its task metric
+/// `dropped-records-total`; rill keeps the reason too, so that a test or an operator can
+/// tell a late record from a poison one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// A negative timestamp skipped by `InvalidTimestampPolicy::LogAndSkip`.
+    InvalidTimestamp,
+    /// A null key where the operator needs one (an aggregation, a join, a typed key that
+    /// cannot hold null).
+    NullKey,
+    /// A null value its type cannot hold, or that an aggregation or join cannot use.
+    NullValue,
+    /// Too late for a time window (one count per closed window the record falls in, as
+    /// Kafka Streams counts them).
+    LateWindow,
+    /// Too late for its session: the merged session had closed.
+    LateSession,
+    /// Too late for every sliding window it falls in.
+    LateSliding,
+    /// Too late for a stream-stream join window.
+    LateJoin,
+    /// Unreadable, and skipped by the deserialization exception handler.
+    Deserialization,
+    /// Failed in a processor, and skipped by the processing exception handler.
+    Processing,
+    /// Refused by the broker, and skipped by the production exception handler.
+    Production,
+}
+
+impl DropReason {
+    /// Every reason, in order.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::InvalidTimestamp,
+        DropReason::NullKey,
+        DropReason::NullValue,
+        DropReason::LateWindow,
+        DropReason::LateSession,
+        DropReason::LateSliding,
+        DropReason::LateJoin,
+        DropReason::Deserialization,
+        DropReason::Processing,
+        DropReason::Production,
+    ];
+
+    /// The reason's name in logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::InvalidTimestamp => "invalid-timestamp",
+            DropReason::NullKey => "null-key",
+            DropReason::NullValue => "null-value",
+            DropReason::LateWindow => "late-window",
+            DropReason::LateSession => "late-session",
+            DropReason::LateSliding => "late-sliding-window",
+            DropReason::LateJoin => "late-join",
+            DropReason::Deserialization => "deserialization-error",
+            DropReason::Processing => "processing-error",
+            DropReason::Production => "production-error",
+        }
+    }
+}
+
+/// Dropped records, counted by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DroppedRecords {
+    counts: [u64; DropReason::ALL.len()],
+}
+
+impl DroppedRecords {
+    /// Every dropped record, whatever the reason (Kafka's `dropped-records-total`).
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Records dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    /// The reasons with a count, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .into_iter()
+            .map(|r| (r, self.get(r)))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// Counts `n` more for `reason`.
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.counts[reason as usize] += n;
+    }
+
+    /// What was counted here since `before` (a snapshot of the same counts).
+    pub(crate) fn since(&self, before: &DroppedRecords) -> DroppedRecords {
+        let mut d = DroppedRecords::default();
+        for (i, n) in d.counts.iter_mut().enumerate() {
+            *n = self.counts[i].saturating_sub(before.counts[i]);
+        }
+        d
+    }
+}
+
+impl std::ops::AddAssign for DroppedRecords {
+    fn add_assign(&mut self, other: DroppedRecords) {
+        for (n, o) in self.counts.iter_mut().zip(other.counts) {
+            *n += o;
+        }
+    }
+}
+
 /// One task's figures.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskMetrics {
     /// Records processed.
     pub processed: u64,
-    /// Records dropped: invalid timestamps, or skipped by an exception handler.
-    pub dropped: u64,
+    /// Records dropped, by reason.
+    pub dropped: DroppedRecords,
     /// Time to process one record through the sub-topology, measured for one record in
     /// eight (the first, the ninth, ...).
     pub process_latency: Latency,
@@ -68,7 +177,7 @@ pub struct TaskMetrics {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ThreadMetrics {
     pub processed: u64,
-    pub dropped: u64,
+    pub dropped: DroppedRecords,
     pub commits: u64,
     pub process_latency: Latency,
     /// Time of a whole commit (changelogs, output, offsets or transaction, checkpoints).
@@ -113,19 +222,28 @@ impl MetricsSnapshot {
 
     /// Records dropped by every thread.
     pub fn dropped(&self) -> u64 {
-        self.threads.iter().map(|t| t.dropped).sum()
+        self.dropped_by_reason().total()
+    }
+
+    /// Records dropped by every thread, by reason.
+    pub fn dropped_by_reason(&self) -> DroppedRecords {
+        let mut all = DroppedRecords::default();
+        for t in &self.threads {
+            all += t.dropped;
+        }
+        all
     }
 }
 
 struct TaskCounters {
     processed: u64,
-    dropped: u64,
+    dropped: DroppedRecords,
     latency: Histogram<u64>,
 }
 
 struct ThreadCounters {
     processed: u64,
-    dropped: u64,
+    dropped: DroppedRecords,
     commits: u64,
     recoveries: u64,
     write_behind_bytes: u64,
@@ -163,7 +281,7 @@ impl Metrics {
             .entry(thread)
             .or_insert_with(|| ThreadCounters {
                 processed: 0,
-                dropped: 0,
+                dropped: DroppedRecords::default(),
                 commits: 0,
                 recoveries: 0,
                 write_behind_bytes: 0,
@@ -175,7 +293,7 @@ impl Metrics {
     fn task(inner: &mut Inner, task: TaskId) -> &mut TaskCounters {
         inner.tasks.entry(task).or_insert_with(|| TaskCounters {
             processed: 0,
-            dropped: 0,
+            dropped: DroppedRecords::default(),
             latency: histogram(),
         })
     }
@@ -209,15 +327,22 @@ impl Metrics {
         })
     }
 
-    /// `task` dropped `n` records.
-    pub(crate) fn record_dropped(&self, thread: usize, task: TaskId, n: u64) {
-        if n == 0 {
+    /// `task` dropped `dropped` records.
+    pub(crate) fn record_dropped(&self, thread: usize, task: TaskId, dropped: DroppedRecords) {
+        if dropped.total() == 0 {
             return;
         }
         self.with(|m| {
-            Self::task(m, task).dropped += n;
-            Self::thread(m, thread).dropped += n;
+            Self::task(m, task).dropped += dropped;
+            Self::thread(m, thread).dropped += dropped;
         })
+    }
+
+    /// `task` dropped one record for `reason`.
+    pub(crate) fn record_dropped_one(&self, thread: usize, task: TaskId, reason: DropReason) {
+        let mut d = DroppedRecords::default();
+        d.add(reason, 1);
+        self.record_dropped(thread, task, d);
     }
 
     /// A commit of `thread` took `took`, leaving `write_behind_bytes` held in memory.

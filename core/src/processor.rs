@@ -192,6 +192,8 @@ pub(crate) struct Schedule {
     pub interval_ms: i64,
     /// The next time it fires at or after.
     pub next_ms: i64,
+    /// No later multiple of the interval fits in an i64: it never fires again.
+    pub done: bool,
     pub callback: Option<Punctuator>,
 }
 
@@ -219,6 +221,8 @@ pub(crate) struct TaskParts {
     pub exactly_once: bool,
     /// The instance's global stores.
     pub globals: Option<std::sync::Arc<crate::global::GlobalStores>>,
+    /// Records the task's processors dropped, by reason.
+    pub dropped: crate::metrics::DroppedRecords,
 }
 
 /// What a processor sees of its task while it runs.
@@ -240,6 +244,18 @@ impl std::fmt::Debug for ProcessorContext<'_> {
 }
 
 impl ProcessorContext<'_> {
+    /// Counts the record being processed as dropped for `reason` (in the task's metrics
+    /// and the test drivers). Dropping it is the caller's doing: this only counts.
+    pub fn record_dropped(&mut self, reason: crate::metrics::DropReason) {
+        self.parts.dropped.add(reason, 1);
+    }
+
+    /// Counts drops an operator tallied itself (one record too late for several windows,
+    /// say).
+    pub fn add_dropped(&mut self, dropped: crate::metrics::DroppedRecords) {
+        self.parts.dropped += dropped;
+    }
+
     /// Sends `record` to every child, each processing it before this returns.
     pub fn forward(&mut self, record: Record) -> Result<(), ProcessError> {
         let n = self.parts.children[self.node].len();
@@ -352,13 +368,14 @@ impl ProcessorContext<'_> {
         let interval_ms = interval_ms.max(1);
         let next_ms = match kind {
             PunctuationType::StreamTime => 0,
-            PunctuationType::WallClockTime => self.parts.wall_clock_ms + interval_ms,
+            PunctuationType::WallClockTime => self.parts.wall_clock_ms.saturating_add(interval_ms),
         };
         self.parts.schedules.push(Schedule {
             node: self.node,
             kind,
             interval_ms,
             next_ms,
+            done: false,
             callback: Some(callback),
         });
     }

@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::assignor::StreamsAssignor;
 use crate::global::GlobalStores;
-use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::metrics::{DropReason, Metrics, MetricsSnapshot};
 use crate::processor::{Output, ProcessError, Record};
 use crate::state::changelog::{
     changelog_records, read_checkpoint, restore_into, write_checkpoint, ChangelogError,
@@ -1142,9 +1142,8 @@ impl RunState {
             .processed
             .is_multiple_of(PROCESS_LATENCY_SAMPLE)
             .then(std::time::Instant::now);
-        let dropped = task.dropped;
         let result = task.process(&r.topic, r.offset, record);
-        let newly_dropped = task.dropped - dropped;
+        let newly_dropped = task.unreported_drops();
         self.count_processed(id, started.map(|s| s.elapsed()));
         self.metrics.record_dropped(self.thread, id, newly_dropped);
         result
@@ -1202,12 +1201,16 @@ impl RunState {
         task.swap_output(&mut output);
         if let Some((e, offset, original)) = failed {
             let (stage, handler) = self.handler_for(&e);
+            let reason = match e {
+                ProcessError::Deserialization(_) => DropReason::Deserialization,
+                _ => DropReason::Processing,
+            };
             let at = Some((origin.topic, origin.partition, offset));
             match self
                 .handle_error(&handler, stage, at, original, e.into())
                 .await
             {
-                Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
+                Handled::Continue => self.metrics.record_dropped_one(self.thread, id, reason),
                 Handled::Fail(e) => {
                     output.clear();
                     self.out_buf = output;
@@ -1316,7 +1319,10 @@ impl RunState {
                 )
                 .await
             {
-                Handled::Continue => self.metrics.record_dropped(self.thread, id, 1),
+                Handled::Continue => {
+                    self.metrics
+                        .record_dropped_one(self.thread, id, DropReason::Production)
+                }
                 Handled::Fail(e) => return Err(e),
             }
         }

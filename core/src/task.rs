@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::metrics::{DropReason, DroppedRecords};
 use crate::processor::{
     Output, ProcessError, ProcessorContext, PunctuationType, Record, RecordMetadata, TaskParts,
 };
@@ -50,9 +51,9 @@ pub struct Task {
     policy: InvalidTimestampPolicy,
     /// Where the record being processed came from (reused from record to record).
     metadata: Option<RecordMetadata>,
-    /// Records skipped for invalid timestamps.
-    pub dropped: u64,
     pub processed: u64,
+    /// `parts.dropped` when the runtime last read it.
+    reported_drops: DroppedRecords,
 }
 
 impl std::fmt::Debug for Task {
@@ -185,6 +186,7 @@ impl Task {
                 cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
                 exactly_once: false,
                 globals: None,
+                dropped: Default::default(),
             },
             sources,
             extractors,
@@ -192,8 +194,8 @@ impl Task {
             persistent,
             policy,
             metadata: None,
-            dropped: 0,
             processed: 0,
+            reported_drops: DroppedRecords::default(),
         };
         for i in sub.nodes {
             if let Some(mut p) = task.parts.processors[i].take() {
@@ -252,6 +254,19 @@ impl Task {
         self.sources.keys().cloned().collect()
     }
 
+    /// Records this task dropped so far, by reason.
+    pub fn dropped(&self) -> DroppedRecords {
+        self.parts.dropped
+    }
+
+    /// Drops counted since the last call (records, punctuations, flushes): what the
+    /// runtime has yet to add to its metrics.
+    pub(crate) fn unreported_drops(&mut self) -> DroppedRecords {
+        let new = self.parts.dropped.since(&self.reported_drops);
+        self.reported_drops = self.parts.dropped;
+        new
+    }
+
     pub fn stream_time(&self) -> i64 {
         self.parts.stream_time
     }
@@ -284,7 +299,7 @@ impl Task {
                         timestamp = record.timestamp,
                         "skipping a record with an invalid timestamp"
                     );
-                    self.dropped += 1;
+                    self.parts.dropped.add(DropReason::InvalidTimestamp, 1);
                     return Ok(());
                 }
                 InvalidTimestampPolicy::UseStreamTime => {
@@ -327,10 +342,15 @@ impl Task {
     fn punctuate(&mut self, kind: PunctuationType, now: i64) -> Result<(), ProcessError> {
         for i in 0..self.parts.schedules.len() {
             let s = &mut self.parts.schedules[i];
-            if s.kind != kind || now < s.next_ms || now < 0 {
+            if s.kind != kind || now < s.next_ms || now < 0 || s.done {
                 continue;
             }
-            s.next_ms = (now / s.interval_ms + 1) * s.interval_ms;
+            // The next multiple of the interval after `now`. An i64 may hold none: then it
+            // never fires again (a wrapped product would fire it at every record).
+            match (now / s.interval_ms + 1).checked_mul(s.interval_ms) {
+                Some(next) => s.next_ms = next,
+                None => s.done = true,
+            }
             let node = s.node;
             let Some(mut callback) = s.callback.take() else {
                 continue;

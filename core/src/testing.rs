@@ -248,7 +248,7 @@ impl TestDriver {
 
     /// Moves the wall clock forward by `ms`, firing wall-clock punctuations.
     pub fn advance_wall_clock(&mut self, ms: i64) -> Result<(), ProcessError> {
-        self.wall_clock_ms += ms.max(0);
+        self.wall_clock_ms = self.wall_clock_ms.saturating_add(ms.max(0));
         let now = self.wall_clock_ms;
         for task in self.tasks.values_mut() {
             task.advance_wall_clock(now)?;
@@ -284,6 +284,16 @@ impl TestDriver {
     pub fn task(&self, topic: &str, partition: i32) -> Option<&Task> {
         let sub = *self.readers.get(topic)?;
         self.tasks.get(&(sub, partition))
+    }
+
+    /// Records every task dropped so far, by reason (late records, null keys, invalid
+    /// timestamps...).
+    pub fn dropped(&self) -> crate::metrics::DroppedRecords {
+        let mut all = crate::metrics::DroppedRecords::default();
+        for t in self.tasks.values() {
+            all += t.dropped();
+        }
+        all
     }
 
     /// Flushes and closes every task.

@@ -154,6 +154,15 @@ impl Streams {
         self.running.as_ref()
     }
 
+    /// The runtime's metrics now: records processed and dropped (by reason) per task and
+    /// thread, latencies, restores. Empty before [`Streams::start`].
+    pub fn metrics(&self) -> rill_core::metrics::MetricsSnapshot {
+        self.running
+            .as_ref()
+            .map(KafkaStreams::metrics)
+            .unwrap_or_default()
+    }
+
     /// Stops at once without committing, as a crash would (see `KafkaStreams::abort`).
     pub fn abort(mut self) {
         if let Some(ks) = self.running.take() {

@@ -232,6 +232,21 @@ impl Materialized {
 }
 
 /// A duration in milliseconds, saturating.
+/// `t` minus each of `spans` in turn, saturating. A sum of spans too large for an i64
+/// (size + grace near `i64::MAX`) saturates at `i64::MAX` and would move a bound past where
+/// it belongs; taking the spans off one by one does not.
+pub(crate) fn earlier(t: i64, spans: &[i64]) -> i64 {
+    spans.iter().fold(t, |t, d| t.saturating_sub(*d))
+}
+
+/// The earliest time still kept by a store of `retention` (at least `needed`, the spans its
+/// windows need): times at or before `observed - retention` have expired.
+pub(crate) fn kept_from(observed: i64, retention: i64, needed: &[i64]) -> i64 {
+    earlier(observed, &[retention])
+        .min(earlier(observed, needed))
+        .saturating_add(1)
+}
+
 pub(crate) fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -242,6 +257,12 @@ pub(crate) fn millis(d: std::time::Duration) -> i64 {
 pub(crate) struct Change<V> {
     pub new: Option<V>,
     pub old: Option<V>,
+}
+
+/// Whether a [`Change`]'s bytes carry no new value (a deletion): bincode writes the first
+/// field's `Option` tag, 0 for `None`, first.
+pub(crate) fn is_deletion(change: &[u8]) -> bool {
+    change.first() == Some(&0)
 }
 
 pub(crate) type StatelessFn =
@@ -452,6 +473,16 @@ impl ExpiryIndex {
         self.by_time.entry(time).or_default().push(store_key);
     }
 
+    /// Whether [`ExpiryIndex::purge`] at `cutoff` has anything to do (always, before the
+    /// first purge's scan).
+    pub fn due(&self, cutoff: i64) -> bool {
+        !self.scanned
+            || self
+                .by_time
+                .first_key_value()
+                .is_some_and(|(t, _)| *t < cutoff)
+    }
+
     /// Expires the entries with a time below `cutoff`; the first call also expires those
     /// `scan_time` (the time of a store key, if it can tell) finds below it.
     pub fn purge(
@@ -483,6 +514,43 @@ impl ExpiryIndex {
 mod tests {
     use super::*;
     use rill_core::state::memory::InMemoryStore;
+
+    #[test]
+    fn a_deletion_is_told_from_its_first_byte() {
+        for (change, deletion) in [
+            (
+                Change {
+                    new: None,
+                    old: Some("a".to_string()),
+                },
+                true,
+            ),
+            (
+                Change {
+                    new: None,
+                    old: None,
+                },
+                true,
+            ),
+            (
+                Change {
+                    new: Some(String::new()),
+                    old: None,
+                },
+                false,
+            ),
+            (
+                Change {
+                    new: Some("b".into()),
+                    old: Some("a".into()),
+                },
+                false,
+            ),
+        ] {
+            let bytes = crate::serdes::hop::encode(&change).unwrap();
+            assert_eq!(is_deletion(&bytes), deletion, "{change:?}");
+        }
+    }
 
     #[test]
     fn the_expiry_index_deletes_what_expired_and_scans_once_for_older_entries() {

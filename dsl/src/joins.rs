@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rill_core::metrics::DropReason;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey, KeyValueStore};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::graph::{
-    decode_timestamped, get_timestamped, internal, key_of, millis, record_id, rewrap, typed_record,
-    value_of, with, Change, ExpiryIndex, Materialized, Shared, StatelessFn, StoreKind,
+    decode_timestamped, earlier, get_timestamped, internal, key_of, millis, record_id, rewrap,
+    typed_record, value_of, with, Change, ExpiryIndex, Materialized, Shared, StatelessFn,
+    StoreKind,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 use crate::stream::KStream;
@@ -119,7 +121,9 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
             return Ok(());
         };
         let st = self.observed;
-        let horizon = st - self.grace_ms - self.reach_ms[0].min(self.reach_ms[1]);
+        let horizon = st
+            .saturating_sub(self.grace_ms)
+            .saturating_sub(self.reach_ms[0].min(self.reach_ms[1]));
         let store = ctx.store(&outer)?;
         let due = store.range(&ts_bytes(i64::MIN), &ts_bytes(horizon))?;
         let mut out = Vec::new();
@@ -128,7 +132,7 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
             let ts = ts_from(k.get(..8).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
             let side = *k.get(8).ok_or_else(corrupt)?;
             let reach = *self.reach_ms.get(side as usize).ok_or_else(corrupt)?;
-            if ts + reach + self.grace_ms >= st {
+            if ts.saturating_add(reach).saturating_add(self.grace_ms) >= st {
                 continue;
             }
             let (key, _) = split_framed(&k[9..]).ok_or_else(corrupt)?;
@@ -158,6 +162,7 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
 impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
         let Some(k) = key_of(&*self.keys, &r)? else {
+            ctx.record_dropped(DropReason::NullKey);
             return Ok(());
         };
         let key = r.key.clone().unwrap_or_default();
@@ -168,7 +173,8 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             self.emit_closed(ctx)?;
         }
         let reach = self.reach_ms[self.side as usize];
-        if ts + reach + self.grace_ms < self.observed {
+        if ts.saturating_add(reach).saturating_add(self.grace_ms) < self.observed {
+            ctx.record_dropped(DropReason::LateJoin);
             return Ok(()); // its window has closed: too late to join
         }
         let id = record_id(ctx, ts);
@@ -183,12 +189,12 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
         // The other side's records in [ts - before, ts + after].
         let from = {
             let mut b = framed_key(&key);
-            b.extend_from_slice(&ts_bytes(ts - self.before_ms));
+            b.extend_from_slice(&ts_bytes(ts.saturating_sub(self.before_ms)));
             b
         };
         let to = {
             let mut b = framed_key(&key);
-            b.extend_from_slice(&ts_bytes(ts + self.after_ms));
+            b.extend_from_slice(&ts_bytes(ts.saturating_add(self.after_ms)));
             b.extend_from_slice(&[0xff; 16]);
             b
         };
@@ -231,12 +237,14 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             ctx.forward(o)?;
         }
         // Records too old to match anything more leave this side's store.
-        let span = self.before_ms + self.after_ms + self.grace_ms;
-        if self.observed - self.last_purge > (span / 10).max(1) {
+        let spans = [self.before_ms, self.after_ms, self.grace_ms];
+        let span = spans.iter().fold(0i64, |s, d| s.saturating_add(*d));
+        if self.observed.saturating_sub(self.last_purge) > (span / 10).max(1) {
             let store = ctx.store(&self.this_store)?;
-            self.expiry.purge(store, self.observed - span, |k| {
-                split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
-            })?;
+            self.expiry
+                .purge(store, earlier(self.observed, &spans), |k| {
+                    split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
+                })?;
             self.last_purge = self.observed;
         }
         Ok(())
@@ -366,7 +374,11 @@ impl<K: Data, V: Data> KStream<K, V> {
         });
         g.processor(&this_node, left_supplier, &[&left.node]);
         g.processor(&other_node, right_supplier, &[&right.node]);
-        let retention = Some(w.before_ms + w.after_ms + w.grace_ms);
+        let retention = Some(
+            w.before_ms
+                .saturating_add(w.after_ms)
+                .saturating_add(w.grace_ms),
+        );
         let spec = |name: &str| Materialized::default().spec(name.to_string(), retention);
         g.store(
             spec(&this_store),

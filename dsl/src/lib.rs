@@ -77,6 +77,7 @@ pub mod prelude {
         Materialized, Produced, Repartitioned, SessionWindows, SlidingWindows, State, Streams,
         StreamsBuilder, Suppressed, TimeWindows, Window, Windowed,
     };
+    pub use rill_core::metrics::{DropReason, DroppedRecords};
     pub use rill_core::runtime::{ProcessingGuarantee, StreamsConfig};
 }
 

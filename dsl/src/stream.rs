@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use rill_core::metrics::DropReason;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::topology::{
     ProcessorSupplier, RecordPartitioner, SinkPartitioner, SinkSpec, TopicChoice,
@@ -755,6 +756,7 @@ pub(crate) fn source_stream<K: Data, V: Data>(
             // A null key or value its type cannot hold: skipped (Kafka Streams would pass it
             // to stateless operators; a typed closure has nothing to give it).
             if !keys.check(r.key.as_deref()).map_err(crate::graph::deser)? {
+                ctx.record_dropped(DropReason::NullKey);
                 return Ok(());
             }
             // Only counts follow: the value is checked as deserializing it would be, not
@@ -762,7 +764,10 @@ pub(crate) fn source_stream<K: Data, V: Data>(
             if !value_reads.load(std::sync::atomic::Ordering::Relaxed) {
                 return match values.check(r.value.as_deref()) {
                     Ok(true) => ctx.forward(r),
-                    Ok(false) => Ok(()),
+                    Ok(false) => {
+                        ctx.record_dropped(DropReason::NullValue);
+                        Ok(())
+                    }
                     Err(e) => Err(crate::graph::deser(e)),
                 };
             }
@@ -770,6 +775,7 @@ pub(crate) fn source_stream<K: Data, V: Data>(
                 .deserialize(r.value.as_deref())
                 .map_err(crate::graph::deser)?
             else {
+                ctx.record_dropped(DropReason::NullValue);
                 return Ok(());
             };
             ctx.forward(rewrap(r, v))

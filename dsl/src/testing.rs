@@ -181,6 +181,12 @@ impl TestDriver {
         Ok(out)
     }
 
+    /// Records every task dropped so far, by reason: late records
+    /// (`dropped().get(DropReason::LateWindow)`), null keys, invalid timestamps...
+    pub fn dropped(&self) -> rill_core::metrics::DroppedRecords {
+        self.inner.dropped()
+    }
+
     /// The core driver (stores, tasks).
     pub fn core(&mut self) -> &mut CoreDriver {
         &mut self.inner

@@ -6,15 +6,21 @@
 //! - sliding windows of difference `d` are `[t - d, t]` for each record (and `[t + 1, t + 1
 //!   + d]` when that holds a record), both ends inclusive;
 //! - session windows merge every session with `end >= ts - gap` and `start <= ts + gap`;
-//!   merged-away sessions are retracted with a tombstone.
+//!   unless the merged session is the record's own instant `[ts, ts]`, every merged-away
+//!   session is retracted with a tombstone (one with the merged bounds too) before the merged
+//!   one is put anew; a record is late when the merged session ends before `st - grace -
+//!   gap`, and sessions stay in the store while `end > st - retention`.
 //!
-//! Output timestamps are the largest record timestamp in the window (session end for
-//! sessions). `suppress` holds a windowed table's updates until its windows close.
+//! A late record is dropped and counted (`DropReason`). Output timestamps are the largest
+//! record timestamp in the window (session end for sessions). `suppress` holds a table's
+//! updates until its windows close (final results: deletions are dropped) or for a time
+//! limit counted from a key's first buffered update.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rill_core::metrics::{DropReason, DroppedRecords};
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{
     framed_inline_key, framed_key, split_framed, ts_bytes, ts_from, Entry, FastHashMap, InlineKey,
@@ -25,8 +31,8 @@ use smallvec::SmallVec;
 
 use crate::cache::RecordCache;
 use crate::graph::{
-    decode_timestamped, encode, millis, timestamped_bytes, typed_record, window_end_of,
-    windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
+    decode_timestamped, earlier, encode, kept_from, millis, timestamped_bytes, typed_record,
+    window_end_of, windowed_key, Change, ExpiryIndex, Materialized, StoreKind,
 };
 use crate::grouped::{read_record, reduce_step, KGroupedStream, Step, Value};
 use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
@@ -84,7 +90,11 @@ impl TimeWindows {
         let (size, advance) = (self.size_ms, self.advance_ms);
         let newest = if ts < 0 { -1 } else { ts - ts % advance };
         let lowest = ts.saturating_sub(size).max(floor).max(-1);
-        let oldest = ((lowest.div_euclid(advance) + 1) * advance).max(0);
+        // Past the last multiple of `advance` that an i64 holds, no window starts.
+        let Some(oldest) = (lowest.div_euclid(advance) + 1).checked_mul(advance) else {
+            return (0, 0);
+        };
+        let oldest = oldest.max(0);
         // Counted, not stepped through an inclusive range: `RangeInclusive::step_by` costs
         // more than the few windows it yields.
         let count = if newest < oldest {
@@ -208,6 +218,9 @@ trait WindowedAggregation<K, V, VA>: Send + 'static {
     fn must_flush(&self, _ctx: &ProcessorContext<'_>) -> bool {
         false
     }
+
+    /// Records (or window updates) dropped since the last call, if any.
+    fn take_dropped(&mut self) -> Option<DroppedRecords>;
 }
 
 type Headers = Vec<(String, Option<Bytes>)>;
@@ -230,6 +243,7 @@ macro_rules! windowed_processor {
                 let Some(record) =
                     read_record::<K, V>(self.agg.reads_record(), &*self.keys, &mut r)?
                 else {
+                    ctx.record_dropped(DropReason::NullKey);
                     return Ok(());
                 };
                 let (k, v) = record.map_or((None, None), |(k, v)| (Some(k), Some(v)));
@@ -251,6 +265,9 @@ macro_rules! windowed_processor {
                     &r.headers,
                     task_time,
                 )?;
+                if let Some(dropped) = self.agg.take_dropped() {
+                    ctx.add_dropped(dropped);
+                }
                 for mut o in out {
                     o.headers = r.headers.clone();
                     ctx.forward(o)?;
@@ -304,6 +321,8 @@ struct TimeAgg<K, V, VA> {
     /// Stream time is the task's, not this processor's (a cogroup's inputs share a store:
     /// they must agree on which windows are open).
     task_time: bool,
+    /// Window updates dropped as late since the processor last counted them.
+    dropped: DroppedRecords,
     /// The latest window start the store held when this processor started (`None` until its
     /// first record, when the store is scanned once). A cache miss for a later window that
     /// the cache never evicted is a new window: no store read. Only with the cache on, which
@@ -318,6 +337,10 @@ fn window_start_of(store_key: &[u8]) -> Option<i64> {
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
     const NEEDS_ID: bool = false;
+
+    fn take_dropped(&mut self) -> Option<DroppedRecords> {
+        (self.dropped.total() > 0).then(|| std::mem::take(&mut self.dropped))
+    }
 
     fn reads_record(&self) -> bool {
         self.step.reads_record()
@@ -338,7 +361,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         if self.task_time {
             self.observed = self.observed.max(task_time);
         }
-        let close = self.observed - self.windows.grace_ms;
+        let close = self.observed.saturating_sub(self.windows.grace_ms);
         let known = match self.stored_max {
             _ if !self.cache.enabled() => i64::MAX,
             Some(m) => m,
@@ -357,6 +380,11 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         let (size, advance) = (self.windows.size_ms, self.windows.advance_ms);
         // Windows already closed (`start + size <= close`) are too late for the record.
         let (first, n) = self.windows.span_above(ts, close.saturating_sub(size));
+        // Kafka Streams counts one drop per closed window the record falls in.
+        let all = self.windows.span_above(ts, i64::MIN).1;
+        if all > n {
+            self.dropped.add(DropReason::LateWindow, (all - n) as u64);
+        }
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -403,9 +431,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_>, store: &str) -> Result<(), ProcessError> {
         self.cache.flush(ctx, store)?;
-        if self.observed - self.last_purge >= (self.retention_ms / 10).max(1) {
+        if self.observed.saturating_sub(self.last_purge) >= (self.retention_ms / 10).max(1) {
             // Windows starting at or before `observed - retention` are gone.
-            let cutoff = self.observed - self.retention_ms + 1;
+            let (size, grace) = (self.windows.size_ms, self.windows.grace_ms);
+            let cutoff = kept_from(self.observed, self.retention_ms, &[size, grace]);
             self.expiry
                 .purge(ctx.store(store)?, cutoff, window_start_of)?;
             self.cache
@@ -447,6 +476,10 @@ impl<K, V, W: std::fmt::Debug> std::fmt::Debug for WindowedKStream<K, V, W> {
 pub trait WindowAggregator:
     sealed::Sealed + Copy + std::fmt::Debug + Send + Sync + 'static
 {
+    /// Whether a window's end is in it (sliding windows) or just past it (time windows).
+    #[doc(hidden)]
+    const END_INCLUSIVE: bool;
+
     #[doc(hidden)]
     fn table<K: Data, V: Data, VA: Data>(
         self,
@@ -489,6 +522,14 @@ where
     });
     let node = {
         let mut g = input.g.borrow_mut();
+        // `retention_ms` is what the windows need, or the given retention if longer: a
+        // shorter one is refused, as Kafka Streams refuses it.
+        if let Some(given) = materialized.retention_ms.filter(|r| *r < retention_ms) {
+            g.errors.push(format!(
+                "the retention of store {store} ({given} ms) is shorter than its windows need \
+                 ({retention_ms} ms: window size or gap, plus grace)"
+            ));
+        }
         let node = g.name(op);
         g.processor(&node, supplier, &[&input.node]);
         g.store(
@@ -554,7 +595,12 @@ impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
     ) -> KTable<Windowed<K>, VA> {
         let table = self.windows.table(&self.grouped, step, materialized);
         if self.emit_on_close {
-            table.suppress(Suppressed::until_window_closes())
+            // Each window once, when no record can update it any more: a sliding window
+            // takes updates while `end >= st - grace` (its end is in it), a time window while
+            // `end > st - grace`. (`suppress(until_window_closes)` keeps Kafka Streams' rule
+            // of `end <= st - grace` for both.)
+            let after_end_ms = i64::from(W::END_INCLUSIVE);
+            table.suppress_closing(Suppressed::until_window_closes(), after_end_ms)
         } else {
             table
         }
@@ -562,6 +608,8 @@ impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
 }
 
 impl WindowAggregator for TimeWindows {
+    const END_INCLUSIVE: bool = false;
+
     fn table<K: Data, V: Data, VA: Data>(
         self,
         grouped: &KGroupedStream<K, V>,
@@ -592,7 +640,9 @@ impl WindowAggregator for TimeWindows {
 impl TimeWindows {
     /// What a time-windowed store keeps: windows for size + grace, or `retention` if longer.
     pub(crate) fn retention_ms(&self, retention: Option<i64>) -> i64 {
-        (self.size_ms + self.grace_ms).max(retention.unwrap_or(0))
+        self.size_ms
+            .saturating_add(self.grace_ms)
+            .max(retention.unwrap_or(0))
     }
 
     pub(crate) fn grace_ms(&self) -> i64 {
@@ -615,11 +665,14 @@ impl<K: Data, V: Data, VA: Data> TimeAgg<K, V, VA> {
                 Box::new(move |framed, window| {
                     split_framed(framed)
                         .zip(window)
-                        .map(|((key, _), start)| windowed_key(key, start, start + windows.size_ms))
+                        .map(|((key, _), start)| {
+                            windowed_key(key, start, start.saturating_add(windows.size_ms))
+                        })
                         .ok_or_else(|| ProcessError::Failed("corrupt window store key".into()))
                 }),
             ),
             stored_max: None,
+            dropped: DroppedRecords::default(),
         }
     }
 }
@@ -643,8 +696,14 @@ pub(crate) fn uncached_time_aggregation<K: Data, V: Data, VA: Data>(
     })
 }
 
-/// Combines the aggregates of two sessions that merge.
-type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
+/// Folds a session's aggregate into the merged aggregate so far (`None`: the first session,
+/// where Kafka Streams starts from the initializer's value).
+type Merger<K, VA> = Arc<dyn Fn(&K, Option<VA>, VA) -> VA + Send + Sync>;
+
+/// The end of a session store key (`framed key | end | start`).
+fn session_end_of(store_key: &[u8]) -> Option<i64> {
+    split_framed(store_key).and_then(|(_, rest)| ts_from(rest.get(..8)?))
+}
 
 /// A key's sessions as the store holds them, in store order (end, then start), with their
 /// aggregates.
@@ -654,6 +713,10 @@ type KeySessions<VA> = Vec<(i64, i64, VA)>;
 /// the store stays the truth, and every update is forwarded at once).
 struct SessionAgg<K, V, VA> {
     windows: SessionWindows,
+    /// How long a session stays in the store after its end (gap + grace, or longer).
+    retention_ms: i64,
+    /// Records dropped as late since the processor last counted them.
+    dropped: DroppedRecords,
     step: Step<K, V, VA>,
     merger: Merger<K, VA>,
     observed: i64,
@@ -665,6 +728,16 @@ struct SessionAgg<K, V, VA> {
 }
 
 impl<K: Data, V: Data, VA: Data> SessionAgg<K, V, VA> {
+    /// The earliest end of a live session: sessions ending before `observed - retention`
+    /// have expired. (Kafka's in-memory session store also expires one ending exactly there
+    /// — a session the processor has just accepted, as it closes at `observed - gap -
+    /// grace` — and its RocksDB store keeps whole segments longer: rill keeps what the
+    /// processor accepts.)
+    fn live_from(&self) -> i64 {
+        let SessionWindows { gap_ms, grace_ms } = self.windows;
+        kept_from(self.observed, self.retention_ms, &[gap_ms, grace_ms]).saturating_sub(1)
+    }
+
     /// Reads `key`'s sessions from the store, the first time.
     fn load(&mut self, store: &mut dyn KeyValueStore, key: &[u8]) -> Result<(), ProcessError> {
         if !self.sessions.contains_key(key) {
@@ -698,49 +771,59 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
     ) -> Result<Vec<Record>, ProcessError> {
         let (k, v) = read(k, v)?;
         let SessionWindows { gap_ms, grace_ms } = self.windows;
+        // Kafka Streams' rules: a session is live while its end is above `observed -
+        // retention` — stream time before this record, as the store has seen it — and a
+        // record is late when the session it would land in (after merging) ends before
+        // `observed - grace - gap`, this record's time included.
+        let live_from = self.live_from();
         self.observed = self.observed.max(ts);
-        let close = self.observed - grace_ms;
+        let close = self
+            .observed
+            .saturating_sub(grace_ms)
+            .saturating_sub(gap_ms);
         self.load(store, key)?;
         let (step, merger) = (&self.step, &self.merger);
         let list = self
             .sessions
             .get_mut(key)
             .ok_or_else(|| ProcessError::Failed("session cache lost a key".into()))?;
-        let overlaps =
-            |(end, start, _): &(i64, i64, VA)| *end >= ts - gap_ms && *start <= ts + gap_ms;
-        let start = list
+        // Sessions the store has expired since the cache read them.
+        let before = list.len();
+        list.retain(|(e, _, _)| *e >= live_from);
+        let (from, to) = (ts.saturating_sub(gap_ms), ts.saturating_add(gap_ms));
+        let overlaps = |(end, start, _): &(i64, i64, VA)| *end >= from && *start <= to;
+        let (start, end) = list
             .iter()
             .filter(|s| overlaps(s))
-            .map(|s| s.1)
-            .fold(ts, i64::min);
-        let end = list
-            .iter()
-            .filter(|s| overlaps(s))
-            .map(|s| s.0)
-            .fold(ts, i64::max);
+            .fold((ts, ts), |(lo, hi), s| (lo.min(s.1), hi.max(s.0)));
         if end < close {
+            self.cached = (self.cached + list.len()).saturating_sub(before);
+            self.dropped.add(DropReason::LateSession, 1);
             return Ok(Vec::new()); // the merged session closed: too late
         }
         let mut ss = SessionStore::new(&mut *store);
         let mut out = Vec::new();
+        // Kafka Streams starts from the initializer's aggregate and merges every session the
+        // record joins into it, in store order (end, then start).
         let mut acc: Option<VA> = None;
-        let mut same_window_old = None;
-        let before = list.len();
-        let mut kept = Vec::with_capacity(before);
+        let mut kept = Vec::with_capacity(list.len());
+        // A record inside a session of one instant `[ts, ts]` updates it in place; any
+        // other merge removes every session it joins and forwards a tombstone for each,
+        // one with the merged bounds included.
+        let in_place = start == ts && end == ts;
         for s in list.drain(..) {
             if !overlaps(&s) {
                 kept.push(s);
                 continue;
             }
             let (s_end, s_start, val) = s;
-            ss.remove(&Session {
+            let session = Session {
                 key: key.to_vec(),
                 start: s_start,
                 end: s_end,
-            })?;
-            if s_start == start && s_end == end {
-                same_window_old = Some(val.clone());
-            } else {
+            };
+            ss.remove(&session)?;
+            if !in_place {
                 out.push(change_record(
                     windowed_key(key, s_start, s_end),
                     None,
@@ -748,10 +831,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
                     s_end,
                 )?);
             }
-            acc = Some(match acc {
-                None => val,
-                Some(a) => merger(k, a, val),
-            });
+            acc = Some(merger(k, acc, val));
         }
         let new = step.bind(Some((k, Value::Owned(v))))?.apply(acc);
         let session = Session {
@@ -770,27 +850,31 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
         self.cached = (self.cached + after).saturating_sub(before);
         self.expiry
             .insert(end, InlineKey::new(&session_store_key(key, end, start)));
+        // As Kafka Streams with caching off: the new session carries no old value.
         out.push(change_record(
             windowed_key(key, start, end),
             Some(new),
-            same_window_old,
+            None,
             end,
         )?);
-        let retention = gap_ms + grace_ms;
-        if self.observed - self.last_purge >= (retention / 10).max(1) {
-            // No record can join a session that ended before `observed - retention`.
-            let cutoff = self.observed - retention;
-            self.expiry.purge(store, cutoff, |k| {
-                split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
-            })?;
+        // What the store holds is what interactive queries see: the live sessions only.
+        let live_from = self.live_from();
+        if self.expiry.due(live_from) {
+            self.expiry.purge(store, live_from, session_end_of)?;
+        }
+        if self.observed.saturating_sub(self.last_purge) >= (self.retention_ms / 10).max(1) {
             self.sessions.retain(|_, list| {
-                list.retain(|(e, _, _)| *e >= cutoff);
+                list.retain(|(e, _, _)| *e >= live_from);
                 !list.is_empty()
             });
             self.cached = self.sessions.values().map(|l| l.len() + 1).sum();
             self.last_purge = self.observed;
         }
         Ok(out)
+    }
+
+    fn take_dropped(&mut self) -> Option<DroppedRecords> {
+        (self.dropped.total() > 0).then(|| std::mem::take(&mut self.dropped))
     }
 
     /// Past its share of memory, the cache starts over (it holds no pending writes).
@@ -826,7 +910,11 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     }
 
     pub fn count_with(&self, materialized: Materialized) -> KTable<Windowed<K>, i64> {
-        self.aggregate_with(|| 0, |_, _, n| n + 1, |_, a, b| a + b, materialized)
+        self.steps(
+            Step::each(|_, _, n: Option<i64>| n.unwrap_or(0) + 1),
+            Arc::new(|_, a: Option<i64>, b| a.unwrap_or(0) + b),
+            materialized,
+        )
     }
 
     pub fn reduce(
@@ -835,9 +923,13 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     ) -> KTable<Windowed<K>, V> {
         let reducer = Arc::new(reducer);
         let r2 = Arc::clone(&reducer);
+        // Kafka Streams' reduce merges with its reducer, the first session as it is.
         self.steps(
             reduce_step(move |a, b| reducer(a, b)),
-            Arc::new(move |_, a, b| r2(a, b)),
+            Arc::new(move |_, a, b| match a {
+                None => b,
+                Some(a) => r2(a, b),
+            }),
             Materialized::default(),
         )
     }
@@ -859,9 +951,11 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         merger: impl Fn(&K, VA, VA) -> VA + Send + Sync + 'static,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
+        let init = Arc::new(init);
+        let init2 = Arc::clone(&init);
         self.steps(
-            Step::each(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&init))),
-            Arc::new(merger),
+            Step::each(move |k, v, acc| aggregator(k, v, acc.unwrap_or_else(&*init))),
+            Arc::new(move |k, a, b| merger(k, a.unwrap_or_else(&*init2), b)),
             materialized,
         )
     }
@@ -873,7 +967,10 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA> {
         let w = self.windows;
-        let retention_ms = (w.gap_ms + w.grace_ms).max(materialized.retention_ms.unwrap_or(0));
+        let retention_ms = w
+            .gap_ms
+            .saturating_add(w.grace_ms)
+            .max(materialized.retention_ms.unwrap_or(0));
         windowed_table(
             &self.grouped,
             materialized,
@@ -881,10 +978,12 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             retention_ms,
             // A session can still grow until stream time passes its end by the gap: that
             // is when it closes for `suppress` (as in Kafka Streams).
-            w.gap_ms + w.grace_ms,
+            w.gap_ms.saturating_add(w.grace_ms),
             "KSTREAM-SESSION-AGGREGATE",
             move |_| SessionAgg {
                 windows: w,
+                retention_ms,
+                dropped: DroppedRecords::default(),
                 step: step.clone(),
                 merger: Arc::clone(&merger),
                 observed: i64::MIN,
@@ -902,6 +1001,8 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
 struct SlidingAgg<K, V, VA> {
     windows: SlidingWindows,
     retention_ms: i64,
+    /// Records dropped as late since the processor last counted them.
+    dropped: DroppedRecords,
     step: Step<K, V, VA>,
     observed: i64,
     last_purge: i64,
@@ -978,6 +1079,10 @@ impl KeyValueStore for Area<'_> {
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K, V, VA> {
+    fn take_dropped(&mut self) -> Option<DroppedRecords> {
+        (self.dropped.total() > 0).then(|| std::mem::take(&mut self.dropped))
+    }
+
     fn reads_record(&self) -> bool {
         true
     }
@@ -999,10 +1104,18 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
             grace_ms,
         } = self.windows;
         self.observed = self.observed.max(ts);
-        let close = self.observed - grace_ms;
-        // Sliding windows include their end: one closes once `end < st - grace`.
-        if ts < 0 || ts + 1 + d < close {
-            return Ok(Vec::new()); // every window it could join has closed
+        let close = self.observed.saturating_sub(grace_ms);
+        // Sliding windows include their end: one closes once `end < st - grace`. As in
+        // Kafka Streams, a record is late when its latest window, `[ts, ts + d]`, has closed
+        // (its own right window holds only later records, which made it already).
+        if ts.saturating_add(d) < close {
+            self.dropped.add(DropReason::LateSliding, 1);
+            return Ok(Vec::new());
+        }
+        if ts < 0 {
+            // No window starts below 0: nothing can hold it.
+            self.dropped.add(DropReason::InvalidTimestamp, 1);
+            return Ok(Vec::new());
         }
         // Buffer the record: framed key | record id (timestamp first).
         let bound = |t: i64, fill: u8| {
@@ -1026,7 +1139,11 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
                 inner: &mut *store,
                 tag: SLIDING_RECORDS,
             };
-            let rows = records.range(&bound(ts - 2 * d - 1, 0), &bound(ts + 2 * d + 1, 0xff))?;
+            let reach = d.saturating_mul(2).saturating_add(1);
+            let rows = records.range(
+                &bound(ts.saturating_sub(reach), 0),
+                &bound(ts.saturating_add(reach), 0xff),
+            )?;
             rows.into_iter()
                 .map(|(rk, b)| {
                     let t = rk
@@ -1046,13 +1163,15 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         // records in [ts - d - 1, ts - 1]; starts never below 0.
         let mut starts: Vec<i64> = Vec::new();
         for (t, _) in &near {
-            let left = (t - d).max(0);
-            if left <= ts && ts <= left + d {
+            let left = t.saturating_sub(d).max(0);
+            if left <= ts && ts <= left.saturating_add(d) {
                 starts.push(left);
             }
-            let right = t + 1;
-            if right <= ts && ts <= right + d {
-                starts.push(right);
+            // A record at the very end of time has no right window.
+            if let Some(right) = t.checked_add(1) {
+                if right <= ts && ts <= right.saturating_add(d) {
+                    starts.push(right);
+                }
             }
         }
         starts.sort_unstable();
@@ -1066,14 +1185,16 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
         );
         // The record's own right window is new if it holds a later record and was not a
         // window already.
-        let right = ts + 1;
-        let new_right = has_record_in(right, right + d) && windows.fetch_one(key, right)?.is_none();
-        if new_right {
-            starts.push(right);
+        if let Some(right) = ts.checked_add(1) {
+            if has_record_in(right, right.saturating_add(d))
+                && windows.fetch_one(key, right)?.is_none()
+            {
+                starts.push(right);
+            }
         }
         let mut out = Vec::new();
         for start in starts {
-            let end = start + d;
+            let end = start.saturating_add(d);
             if end < close {
                 continue;
             }
@@ -1097,13 +1218,15 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
                 max_ts,
             )?);
         }
-        if self.observed - self.last_purge >= self.retention_ms.max(1) {
-            windows.purge_before(self.observed - self.retention_ms + 1)?;
+        if self.observed.saturating_sub(self.last_purge) >= self.retention_ms.max(1) {
+            let cutoff = kept_from(self.observed, self.retention_ms, &[d, grace_ms, 1]);
+            windows.purge_before(cutoff)?;
             let mut records = Area {
                 inner: &mut *store,
                 tag: SLIDING_RECORDS,
             };
-            let keep_from = self.observed - self.retention_ms - d - 1;
+            // A record before the earliest kept window's start by more than d + 1 is in none.
+            let keep_from = earlier(cutoff, &[d, 2]);
             for (rk, _) in records.all()? {
                 let t = rk
                     .len()
@@ -1122,6 +1245,8 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
 windowed_processor!(SlidingAgg);
 
 impl WindowAggregator for SlidingWindows {
+    const END_INCLUSIVE: bool = true;
+
     fn table<K: Data, V: Data, VA: Data>(
         self,
         grouped: &KGroupedStream<K, V>,
@@ -1131,8 +1256,11 @@ impl WindowAggregator for SlidingWindows {
         let w = self;
         // A sliding window is recomputed from the records it keeps: the step gets them.
         let step = step.reading_record();
-        let retention_ms =
-            (w.time_difference_ms + w.grace_ms + 1).max(materialized.retention_ms.unwrap_or(0));
+        let retention_ms = w
+            .time_difference_ms
+            .saturating_add(w.grace_ms)
+            .saturating_add(1)
+            .max(materialized.retention_ms.unwrap_or(0));
         windowed_table(
             grouped,
             materialized,
@@ -1143,6 +1271,7 @@ impl WindowAggregator for SlidingWindows {
             move |_| SlidingAgg {
                 windows: w,
                 retention_ms,
+                dropped: DroppedRecords::default(),
                 step: step.clone(),
                 observed: i64::MIN,
                 last_purge: i64::MIN / 2,
@@ -1278,8 +1407,12 @@ impl Suppressed {
 /// the oldest).
 struct Suppress {
     store: String,
-    /// Window close (grace from the window end) or time limit (from the update).
+    /// Window close (grace from the window end) or time limit (from the key's first buffered
+    /// update).
     windowed: bool,
+    /// Final results only: a deletion that comes due is dropped, not forwarded (Kafka
+    /// Streams' `safeToDropTombstones` for `untilWindowCloses`).
+    final_results: bool,
     wait_ms: i64,
     observed: i64,
     buffer: BufferConfig,
@@ -1321,6 +1454,7 @@ impl Suppress {
     ) -> Result<(), ProcessError> {
         let store = ctx.store(&self.store)?;
         let mut out = Vec::with_capacity(entries.len());
+        let final_results = self.final_results;
         for (bk, v) in entries {
             let k = bk
                 .get(9..)
@@ -1337,9 +1471,13 @@ impl Suppress {
                 .and_then(|t| t.try_into().ok())
                 .map(i64::from_be_bytes)
                 .ok_or_else(|| ProcessError::Failed("suppress buffer: short entry".into()))?;
+            let change = &v[8..];
+            if final_results && crate::graph::is_deletion(change) {
+                continue;
+            }
             out.push(Record {
                 key: Some(Bytes::from(k)),
-                value: Some(Bytes::copy_from_slice(&v[8..])),
+                value: Some(Bytes::copy_from_slice(change)),
                 timestamp: ts,
                 headers: Vec::new(),
                 typed: None,
@@ -1375,15 +1513,18 @@ impl Processor for Suppress {
         }
         let mut v = r.timestamp.to_be_bytes().to_vec();
         v.extend_from_slice(&value);
-        let replaced = match store.get(&index_key(&key))? {
-            Some(old) => match ts_from(&old) {
-                Some(t) => store.delete(&buffer_key(t, &key))?,
-                None => None,
-            },
+        // Non-resetting, as Kafka Streams: a key already buffered keeps its place (the time
+        // of its first buffered update); only its value is replaced.
+        let buffered_at = store.get(&index_key(&key))?.and_then(|t| ts_from(&t));
+        let replaced = match buffered_at {
+            Some(t) => store.get(&buffer_key(t, &key))?,
             None => None,
         };
+        let time = buffered_at.unwrap_or(time);
         store.put(&buffer_key(time, &key), &v)?;
-        store.put(&index_key(&key), &ts_bytes(time))?;
+        if buffered_at.is_none() {
+            store.put(&index_key(&key), &ts_bytes(time))?;
+        }
         if let Some((records, bytes)) = self.held.as_mut() {
             match &replaced {
                 Some(old) => *bytes = bytes.saturating_sub((key.len() + old.len()) as u64),
@@ -1432,6 +1573,12 @@ impl Processor for Suppress {
 impl<K: Data, V: Data> KTable<K, V> {
     /// Holds updates back: until windows close (windowed tables only), or for a time limit.
     pub fn suppress(&self, suppressed: Suppressed) -> KTable<K, V> {
+        self.suppress_closing(suppressed, 0)
+    }
+
+    /// [`KTable::suppress`], a window closing `after_end_ms` past its end + grace
+    /// (`EmitStrategy::OnWindowClose` over sliding windows, whose ends are inclusive: 1).
+    fn suppress_closing(&self, suppressed: Suppressed, after_end_ms: i64) -> KTable<K, V> {
         if suppressed.limit == SuppressUntil::WindowCloses && suppressed.buffer.emit_early {
             self.g.borrow_mut().errors.push(format!(
                 "suppress(until_window_closes) after {}: a full buffer cannot emit early (its \
@@ -1441,7 +1588,9 @@ impl<K: Data, V: Data> KTable<K, V> {
         }
         let buffer = suppressed.buffer;
         let (windowed, wait_ms) = match (suppressed.limit, self.grace_ms) {
-            (SuppressUntil::WindowCloses, Some(grace)) => (true, grace),
+            (SuppressUntil::WindowCloses, Some(grace)) => {
+                (true, grace.saturating_add(after_end_ms))
+            }
             (SuppressUntil::WindowCloses, None) => {
                 self.g.borrow_mut().errors.push(format!(
                     "suppress(until_window_closes) after {}: the table is not windowed",
@@ -1462,6 +1611,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             Box::new(Suppress {
                 store: st.clone(),
                 windowed,
+                final_results: windowed,
                 wait_ms,
                 observed: i64::MIN,
                 buffer,

@@ -571,16 +571,15 @@ fn suppressed_sessions_close_a_gap_after_their_end() {
     pipe(&mut d, "a", 0);
     pipe(&mut d, "a", 3);
     pipe(&mut d, "a", 7);
-    // Stream time 7: the retraction of [0, 0] is due (0 + 5 <= 7); [0, 7] could still grow
-    // until stream time reaches 7 + 5.
-    assert_eq!(
-        rows(d.read_windowed("out").unwrap()),
-        vec![tombstone("a", 0, 0, 0)]
-    );
+    // Stream time 7: the retraction of [0, 0] is due (0 + 5 <= 7), and dropped: final
+    // results carry no deletions (KTableSuppressProcessorTest.
+    // finalResultsShouldDropTombstonesForSessionWindows). [0, 7] could still grow until
+    // stream time reaches 7 + 5.
+    assert!(rows(d.read_windowed("out").unwrap()).is_empty());
     pipe(&mut d, "b", 12);
     assert_eq!(
         rows(d.read_windowed("out").unwrap()),
-        vec![tombstone("a", 0, 3, 3), row("a", 0, 7, 3, 7)]
+        vec![row("a", 0, 7, 3, 7)]
     );
 }
 
@@ -651,5 +650,498 @@ fn the_record_cache_forwards_each_hopping_window_once_per_commit() {
     assert_eq!(
         rows(d.read_windowed("out").unwrap()),
         vec![row("k", 15, 27, 4, 26), row("k", 20, 32, 4, 26)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Kafka Streams' own unit tests, ported: same inputs, same expected records and drops.
+// ---------------------------------------------------------------------------------------
+
+/// `input` counted per key in session windows, written to `out` (and, suppressed until the
+/// sessions close, to `final` when `suppressed`).
+fn session_counting(windows: SessionWindows, materialized: Materialized) -> TestDriver {
+    let b = StreamsBuilder::new();
+    let counts = b
+        .stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(windows)
+        .count_with(materialized);
+    counts.to_stream().to("out");
+    counts
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .to("final");
+    TestDriver::new(&b.build().unwrap(), 1).unwrap()
+}
+
+fn late(d: &TestDriver, reason: DropReason) -> u64 {
+    d.dropped().get(reason)
+}
+
+/// KStreamSessionWindowAggregateProcessorTest.shouldLogAndMeterWhenSkippingLateRecordWithZeroGrace:
+/// a session closes at `stream time - grace - gap`.
+#[test]
+fn kafka_session_late_record_with_zero_grace() {
+    let mut d = session_counting(
+        SessionWindows::of_inactivity_gap_and_grace(ms(10), ms(0)),
+        Materialized::default(),
+    );
+    pipe(&mut d, "dummy", 0);
+    pipe(&mut d, "OnTime1", 0);
+    pipe(&mut d, "dummy", 11);
+    // Close 11 - 0 - 10 = 1: a session ending at 0 is closed.
+    pipe(&mut d, "Late1", 0);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("dummy", 0, 0, 1, 0),
+            row("OnTime1", 0, 0, 1, 0),
+            row("dummy", 11, 11, 1, 11),
+        ]
+    );
+    assert_eq!(late(&d, DropReason::LateSession), 1);
+    assert_eq!(d.dropped().total(), 1);
+}
+
+/// KStreamSessionWindowAggregateProcessorTest.shouldLogAndMeterWhenSkippingLateRecordWithNonzeroGrace.
+#[test]
+fn kafka_session_late_record_with_nonzero_grace() {
+    let mut d = session_counting(
+        SessionWindows::of_inactivity_gap_and_grace(ms(10), ms(1)),
+        Materialized::default(),
+    );
+    pipe(&mut d, "dummy", 0);
+    pipe(&mut d, "OnTime1", 0);
+    pipe(&mut d, "dummy", 11);
+    // Close 11 - 1 - 10 = 0: a session ending at 0 is still open.
+    pipe(&mut d, "OnTime2", 0);
+    pipe(&mut d, "dummy", 12);
+    // Close 12 - 1 - 10 = 1.
+    pipe(&mut d, "Late1", 0);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("dummy", 0, 0, 1, 0),
+            row("OnTime1", 0, 0, 1, 0),
+            row("dummy", 11, 11, 1, 11),
+            row("OnTime2", 0, 0, 1, 0),
+            tombstone("dummy", 11, 11, 11),
+            row("dummy", 11, 12, 2, 12),
+        ]
+    );
+    assert_eq!(late(&d, DropReason::LateSession), 1);
+}
+
+/// The case (gap 10, grace 1, stream time 11: records at 0 and 9 are on time), and
+/// a record that is late alone but joins a session still open.
+#[test]
+fn kafka_session_lateness_is_judged_on_the_merged_session() {
+    let mut d = session_counting(
+        SessionWindows::of_inactivity_gap_and_grace(ms(10), ms(1)),
+        Materialized::default(),
+    );
+    pipe(&mut d, "t", 11);
+    pipe(&mut d, "a", 0);
+    pipe(&mut d, "b", 9);
+    pipe(&mut d, "t", 14);
+    // Close 14 - 11 = 3: b@0 alone would be late, but it joins [9, 9].
+    pipe(&mut d, "b", 0);
+    // a@0's session [0, 0] ended before 3: late.
+    pipe(&mut d, "a", 0);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("t", 11, 11, 1, 11),
+            row("a", 0, 0, 1, 0),
+            row("b", 9, 9, 1, 9),
+            tombstone("t", 11, 11, 11),
+            row("t", 11, 14, 2, 14),
+            tombstone("b", 9, 9, 9),
+            row("b", 0, 9, 2, 9),
+        ]
+    );
+    assert_eq!(late(&d, DropReason::LateSession), 1);
+}
+
+/// KStreamSessionWindowAggregateProcessorTest.shouldImmediatelyForwardRemovedSessionsWhenMerging
+/// and shouldImmediatelyForwardNewSessionWhenNonCachedStore.
+#[test]
+fn kafka_session_merge_forwards_the_removed_session_first() {
+    let mut d = session_counting(
+        SessionWindows::of_inactivity_gap_with_no_grace(Duration::from_secs(300)),
+        Materialized::default(),
+    );
+    for k in ["a", "b", "c"] {
+        pipe(&mut d, k, 0);
+    }
+    pipe(&mut d, "a", 5);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("a", 0, 0, 1, 0),
+            row("b", 0, 0, 1, 0),
+            row("c", 0, 0, 1, 0),
+            tombstone("a", 0, 0, 0),
+            row("a", 0, 5, 2, 5),
+        ]
+    );
+}
+
+/// SuppressScenarioTest.shouldSupportFinalResultsForSessionWindows: a record inside a
+/// session's bounds removes it and puts it anew (tombstone first), a late record is dropped
+/// everywhere, and final results carry no tombstones.
+#[test]
+fn kafka_session_final_results() {
+    let mut d = session_counting(
+        SessionWindows::of_inactivity_gap_with_no_grace(ms(5)),
+        Materialized::named("counts").with_caching_disabled(),
+    );
+    pipe(&mut d, "k1", 0);
+    pipe(&mut d, "k1", 5);
+    pipe(&mut d, "k1", 1);
+    pipe(&mut d, "k2", 11);
+    pipe(&mut d, "k1", 5);
+    pipe(&mut d, "k1", 30);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("k1", 0, 0, 1, 0),
+            tombstone("k1", 0, 0, 0),
+            row("k1", 0, 5, 2, 5),
+            tombstone("k1", 0, 5, 5),
+            row("k1", 0, 5, 3, 5),
+            row("k2", 11, 11, 1, 11),
+            row("k1", 30, 30, 1, 30),
+        ]
+    );
+    assert_eq!(
+        rows(d.read_windowed("final").unwrap()),
+        vec![row("k1", 0, 5, 3, 5), row("k2", 11, 11, 1, 11)]
+    );
+    assert_eq!(late(&d, DropReason::LateSession), 1);
+}
+
+/// A session stays in the store for its retention: by default gap + grace (InMemorySessionStore
+/// drops sessions ending at or before `stream time - retention`), longer when
+/// `Materialized::with_retention` says so — and a record within the gap of a retained session
+/// merges with it.
+#[test]
+fn kafka_session_retention_decides_what_a_record_can_merge_with() {
+    for (retention, merged) in [(None, false), (Some(100), true)] {
+        let m = match retention {
+            None => Materialized::named("s"),
+            Some(r) => Materialized::named("s").with_retention(ms(r)),
+        };
+        let mut d = session_counting(SessionWindows::of_inactivity_gap_with_no_grace(ms(10)), m);
+        pipe(&mut d, "a", 0);
+        // Stream time 20: close 10, and with the default retention (10) [0, 0] expired.
+        pipe(&mut d, "b", 20);
+        let stored = d
+            .core()
+            .store("input", 0, "s")
+            .unwrap()
+            .all()
+            .unwrap()
+            .len();
+        assert_eq!(
+            stored,
+            if merged { 2 } else { 1 },
+            "retention {retention:?}"
+        );
+        // a@10 is on time (its session would end at 10, not before the close at 10).
+        pipe(&mut d, "a", 10);
+        let want = if merged {
+            vec![
+                row("a", 0, 0, 1, 0),
+                row("b", 20, 20, 1, 20),
+                tombstone("a", 0, 0, 0),
+                row("a", 0, 10, 2, 10),
+            ]
+        } else {
+            vec![
+                row("a", 0, 0, 1, 0),
+                row("b", 20, 20, 1, 20),
+                row("a", 10, 10, 1, 10),
+            ]
+        };
+        assert_eq!(rows(d.read_windowed("out").unwrap()), want);
+    }
+    // Shorter than gap + grace: refused, as Kafka Streams refuses it.
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_and_grace(ms(10), ms(5)))
+        .count_with(Materialized::named("s").with_retention(ms(14)))
+        .to_stream()
+        .to("out");
+    assert!(b.build().is_err());
+}
+
+/// Kafka Streams' session `aggregate` starts from the initializer's value and merges every
+/// session into it (`merger(init, first)`, then each next one).
+#[test]
+fn kafka_session_merges_start_from_the_initializer() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_and_grace(ms(15), ms(20)))
+        .aggregate(
+            || "0".to_string(),
+            |_, v, acc| format!("{acc}+{v}"),
+            |_, a, b| format!("{a}|{b}"),
+        )
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    // "3"@15 joins both sessions: [0, 0] ends within the gap before it (and is kept for gap +
+    // grace), [30, 30] starts within the gap after it.
+    for (v, ts) in [("1", 0), ("2", 30), ("3", 15)] {
+        d.pipe("input", &"k".to_string(), &v.to_string(), ts)
+            .unwrap();
+    }
+    let out: Vec<(i64, i64, Option<String>)> = d
+        .read_windowed::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key.window.start, r.key.window.end, r.value))
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            (0, 0, Some("0+1".into())),
+            (30, 30, Some("0+2".into())),
+            (0, 0, None),
+            (30, 30, None),
+            (0, 30, Some("0|0+1|0+2+3".into())),
+        ]
+    );
+}
+
+/// SuppressScenarioTest.shouldSuppressIntermediateEventsWithTimeLimit: the time limit
+/// counts from a key's first buffered update (non-resetting).
+#[test]
+fn kafka_suppress_time_limit_does_not_restart_on_updates() {
+    let b = StreamsBuilder::new();
+    let counts = b
+        .table::<String, String>("input")
+        .group_by(|k, v| (v.clone(), k.clone()))
+        .count();
+    counts
+        .suppress(Suppressed::until_time_limit(ms(2)))
+        .to_stream()
+        .to("output-suppressed");
+    counts.to_stream().to("output-raw");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    let kv = |d: &mut TestDriver, k: &str, v: &str, ts: i64| {
+        d.pipe("input", &k.to_string(), &v.to_string(), ts).unwrap()
+    };
+    let read = |d: &mut TestDriver, topic: &str| -> Vec<(String, Option<i64>, i64)> {
+        d.read::<String, i64>(topic)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.value, r.timestamp))
+            .collect()
+    };
+    let s = |k: &str, n: i64, ts: i64| (k.to_string(), Some(n), ts);
+    kv(&mut d, "k1", "v1", 0);
+    kv(&mut d, "k1", "v2", 1);
+    kv(&mut d, "k2", "v1", 2);
+    assert_eq!(
+        read(&mut d, "output-raw"),
+        vec![s("v1", 1, 0), s("v1", 0, 1), s("v2", 1, 1), s("v1", 1, 2)]
+    );
+    // v1 was first buffered at 0: due at 2 although updated at 1 and 2.
+    assert_eq!(read(&mut d, "output-suppressed"), vec![s("v1", 1, 2)]);
+    kv(&mut d, "tick", "tick", 3);
+    assert_eq!(read(&mut d, "output-raw"), vec![s("tick", 1, 3)]);
+    assert_eq!(read(&mut d, "output-suppressed"), vec![s("v2", 1, 1)]);
+    kv(&mut d, "tick", "tock", 4);
+    assert_eq!(
+        read(&mut d, "output-raw"),
+        vec![s("tick", 0, 4), s("tock", 1, 4)]
+    );
+    // tick was first buffered at 3: not due at 4.
+    assert_eq!(read(&mut d, "output-suppressed"), vec![]);
+}
+
+/// KTableSuppressProcessorTest.suppressShouldNotDropTombstonesForSessionWindows: a time
+/// limit forwards deletions (only final results drop them).
+#[test]
+fn kafka_suppress_time_limit_forwards_tombstones() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_with_no_grace(ms(5)))
+        .count()
+        .suppress(Suppressed::until_time_limit(ms(0)))
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "k", 0);
+    pipe(&mut d, "k", 3);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("k", 0, 0, 1, 0),
+            tombstone("k", 0, 0, 0),
+            row("k", 0, 3, 2, 3)
+        ]
+    );
+}
+
+/// KStreamWindowAggregateTest.shouldLogAndMeterWhenSkippingExpiredWindow (both emit
+/// strategies): a hopping record too late for one window is counted once per closed window.
+#[test]
+fn kafka_time_windows_count_a_drop_per_closed_window() {
+    for on_close in [false, true] {
+        let b = StreamsBuilder::new();
+        b.stream::<String, String>("input")
+            .group_by_key()
+            .windowed_by(TimeWindows::of_size_with_grace(ms(10), ms(90)).advance_by(ms(5)))
+            .emit_strategy(if on_close {
+                EmitStrategy::OnWindowClose
+            } else {
+                EmitStrategy::OnWindowUpdate
+            })
+            .count_with(Materialized::named("c").with_retention(ms(100)))
+            .to_stream()
+            .to("out");
+        let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+        for ts in [100, 0, 1, 2, 3, 4, 5, 6, 105, 106] {
+            pipe(&mut d, "k", ts);
+        }
+        assert_eq!(late(&d, DropReason::LateWindow), 7, "on close {on_close}");
+        let want = if on_close {
+            // Close at 105 - 90 = 15: [5, 15) is final.
+            vec![row("k", 5, 15, 2, 6)]
+        } else {
+            vec![
+                row("k", 95, 105, 1, 100),
+                row("k", 100, 110, 1, 100),
+                row("k", 5, 15, 1, 5),
+                row("k", 5, 15, 2, 6),
+                row("k", 100, 110, 2, 105),
+                row("k", 105, 115, 1, 105),
+                row("k", 100, 110, 3, 106),
+                row("k", 105, 115, 2, 106),
+            ]
+        };
+        assert_eq!(
+            rows(d.read_windowed("out").unwrap()),
+            want,
+            "on close {on_close}"
+        );
+    }
+}
+
+/// KStreamWindowAggregateTest.shouldLogAndMeterWhenSkippingExpiredWindowByGrace.
+#[test]
+fn kafka_time_windows_drop_records_past_grace() {
+    let mut d = counting(TimeWindows::of_size_with_grace(ms(10), ms(90)).advance_by(ms(10)));
+    for ts in [200, 100, 101, 102, 103, 104, 105, 6] {
+        pipe(&mut d, "k", ts);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("k", 200, 210, 1, 200)]
+    );
+    assert_eq!(late(&d, DropReason::LateWindow), 7);
+}
+
+/// KStreamWindowAggregateTest.shouldLogAndMeterWhenSkippingNullKey: a null key cannot be
+/// aggregated; it is counted as dropped.
+#[test]
+fn kafka_a_null_key_is_counted_as_dropped() {
+    let mut d = counting(TimeWindows::of_size_no_grace(ms(10)));
+    d.pipe_raw("input", None, Some("1".into()), 0).unwrap();
+    assert!(d.read_windowed::<String, i64>("out").unwrap().is_empty());
+    assert_eq!(late(&d, DropReason::NullKey), 1);
+}
+
+/// KStreamSlidingWindowAggregateTest.testNoGracePeriodSmallInput, ON_WINDOW_CLOSE (with a
+/// count, see the README on sliding aggregates): a sliding window's end is in it, so it
+/// closes once `end < stream time - grace`, and is emitted once.
+#[test]
+fn kafka_sliding_windows_emit_on_close_once() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SlidingWindows::of_time_difference_with_no_grace(ms(50)))
+        .emit_strategy(EmitStrategy::OnWindowClose)
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for ts in [100, 105, 106, 103] {
+        pipe(&mut d, "A", ts);
+    }
+    // Stream time 106: [56, 106] is not closed (its end is in it), and a@103 updates it.
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("A", 50, 100, 1, 100), row("A", 55, 105, 2, 105)]
+    );
+    for ts in [113, 110] {
+        pipe(&mut d, "A", ts);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("A", 56, 106, 4, 106)]
+    );
+}
+
+/// SuppressScenarioTest.shouldSupportFinalResultsForSlidingWindows: `suppress
+/// (until_window_closes)` on sliding windows keeps Kafka's own rule (`end <= stream time -
+/// grace`); raw updates compared as Kafka's test does, sorted by window and timestamp.
+#[test]
+fn kafka_sliding_windows_final_results() {
+    let b = StreamsBuilder::new();
+    let counts = b
+        .stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SlidingWindows::of_time_difference_and_grace(ms(5), ms(15)))
+        .count_with(Materialized::named("counts").with_caching_disabled());
+    counts
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .to("output-suppressed");
+    counts.to_stream().to("output-raw");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for ts in [10, 11, 10, 13, 10, 24, 5, 7, 90] {
+        pipe(&mut d, "k1", ts);
+    }
+    let mut raw = rows(d.read_windowed("output-raw").unwrap());
+    // Kafka's test sorts by the windowed key's text ("[k1@11/16]") and then timestamp.
+    raw.sort_by_key(|(k, s, e, _, ts)| (format!("[{k}@{s}/{e}]"), *ts));
+    assert_eq!(
+        raw,
+        vec![
+            row("k1", 11, 16, 1, 11),
+            row("k1", 11, 16, 2, 13),
+            row("k1", 12, 17, 1, 13),
+            row("k1", 19, 24, 1, 24),
+            row("k1", 5, 10, 1, 10),
+            row("k1", 5, 10, 2, 10),
+            row("k1", 5, 10, 3, 10),
+            row("k1", 5, 10, 4, 10),
+            row("k1", 5, 10, 5, 10),
+            row("k1", 6, 11, 2, 11),
+            row("k1", 6, 11, 3, 11),
+            row("k1", 6, 11, 4, 11),
+            row("k1", 6, 11, 5, 11),
+            row("k1", 8, 13, 4, 13),
+            row("k1", 8, 13, 5, 13),
+            row("k1", 85, 90, 1, 90),
+        ]
+    );
+    assert_eq!(
+        rows(d.read_windowed("output-suppressed").unwrap()),
+        vec![
+            row("k1", 5, 10, 5, 10),
+            row("k1", 6, 11, 5, 11),
+            row("k1", 8, 13, 5, 13),
+            row("k1", 11, 16, 2, 13),
+            row("k1", 12, 17, 1, 13),
+            row("k1", 19, 24, 1, 24),
+        ]
     );
 }
