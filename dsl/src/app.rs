@@ -9,7 +9,8 @@ use rill_core::runtime::{KafkaStreams, StreamsConfig, StreamsError};
 use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, KeyValueStore};
 use rill_log::client::Transport;
 
-use crate::graph::{decode_timestamped, StoreInfo, StoreKind};
+use crate::graph::{StoreInfo, StoreKind};
+use crate::ops::records::decode_timestamped;
 use crate::serdes::{Data, SerdeRef};
 use crate::BuiltTopology;
 

@@ -34,38 +34,32 @@
 //!   topic as its changelog).
 //! - Windowed keys written to topics carry both window bounds ([`serdes::WindowedSerde`]).
 
+pub mod api;
 pub mod app;
 pub mod bench;
-mod cache;
-mod fk;
-mod global;
 mod graph;
-mod grouped;
-mod joins;
+mod ops;
+pub mod options;
 pub mod serdes;
-mod stream;
-mod table;
 pub mod testing;
-mod windows;
 
 use std::collections::BTreeMap;
 
 pub use rill_core as core;
 pub use rill_core::topology::{StoreBackend, Topology};
 
-pub use app::{State, Streams};
-pub use global::GlobalKTable;
-pub use graph::{Materialized, StoreKind};
-pub use grouped::{CogroupedKStream, KGroupedStream, KGroupedTable, TimeWindowedCogroupedKStream};
-pub use joins::JoinWindows;
-pub use serdes::{Data, Serde, SerdeRef, Window, Windowed};
-pub use stream::{Consumed, Grouped, KStream, Produced, Repartitioned, Splitter};
-pub use table::KTable;
-pub use windows::{
-    BufferConfig, EmitStrategy, SessionWindowedKStream, SessionWindows, SlidingWindowedKStream,
-    SlidingWindows, Suppressed, TimeWindowedKStream, TimeWindows, WindowAggregator,
-    WindowedKStream, Windowing,
+pub use api::{
+    CogroupedKStream, GlobalKTable, KGroupedStream, KGroupedTable, KStream, KTable,
+    SessionWindowedKStream, SlidingWindowedKStream, Splitter, TimeWindowedCogroupedKStream,
+    TimeWindowedKStream, WindowAggregator, WindowedKStream, Windowing,
 };
+pub use app::{State, Streams};
+pub use graph::StoreKind;
+pub use options::{
+    BufferConfig, Consumed, EmitStrategy, Grouped, JoinWindows, Materialized, Produced,
+    Repartitioned, SessionWindows, SlidingWindows, Suppressed, TimeWindows,
+};
+pub use serdes::{Data, Serde, SerdeRef, Window, Windowed};
 
 /// Everything a job needs.
 pub mod prelude {
@@ -113,7 +107,7 @@ impl StreamsBuilder {
         topic: &str,
         consumed: Consumed<K, V>,
     ) -> KStream<K, V> {
-        stream::source_stream(&self.g, topic, consumed)
+        api::source_stream(&self.g, topic, consumed)
     }
 
     /// `topic` as a table: each record upserts its key, a null value deletes it.
@@ -127,7 +121,7 @@ impl StreamsBuilder {
         consumed: Consumed<K, V>,
         materialized: Materialized,
     ) -> KTable<K, V> {
-        table::source_table(&self.g, topic, consumed, materialized)
+        api::source_table(&self.g, topic, consumed, materialized)
     }
 
     /// `topic` as a global table: every partition on every instance, joinable by any key.
@@ -142,7 +136,7 @@ impl StreamsBuilder {
         topic: &str,
         consumed: Consumed<K, V>,
     ) -> GlobalKTable<K, V> {
-        global::global_table(&self.g, topic, consumed)
+        api::global_table(&self.g, topic, consumed)
     }
 
     /// A store for processors added with [`KStream::process`] (which names it to connect it).

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use rill_core::processor::ProcessError;
 use rill_core::topology::GlobalUpdater;
 
-use crate::graph::{
-    deser, key_of, rewrap, ser, timestamped_bytes, value_of, Shared, StatelessFn, StoreKind,
-};
+use crate::api::KStream;
+use crate::graph::{Shared, StoreKind};
+use crate::ops::records::{deser, key_of, rewrap, ser, timestamped_bytes, value_of, StatelessFn};
+use crate::options::Consumed;
 use crate::serdes::{Data, SerdeRef};
-use crate::stream::{Consumed, KStream};
 
 /// A table replicated in full to every instance.
 pub struct GlobalKTable<K, V> {
@@ -133,7 +133,7 @@ impl<K: Data, V: Data> KStream<K, V> {
             };
             let row = ctx
                 .global_get(&store, &gk)?
-                .map(|b| crate::graph::decode_timestamped::<GV>(&b))
+                .map(|b| crate::ops::records::decode_timestamped::<GV>(&b))
                 .transpose()?;
             match joiner(&v, row.as_ref().map(|(g, _)| g)) {
                 Some(out) => ctx.forward(rewrap(r, out)),

@@ -8,183 +8,20 @@ use std::sync::Arc;
 
 use rill_core::metrics::DropReason;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+
 use rill_core::topology::{
     ProcessorSupplier, RecordPartitioner, SinkPartitioner, SinkSpec, TopicChoice,
 };
 
-use crate::graph::{
-    key_of, rewrap, ser, take_value, value_of, value_ref, with, Shared, StatelessFn,
+use crate::api::KGroupedStream;
+use crate::graph::Shared;
+use crate::ops::process::BytesIn;
+use crate::ops::records::{
+    key_of, rewrap, ser, take_value, value_of, value_ref, with, StatelessFn,
 };
-use crate::grouped::KGroupedStream;
+
+use crate::options::{Consumed, Grouped, Produced, Repartitioned};
 use crate::serdes::{auto, to_bytes, Data, SerdeRef};
-
-/// How a source reads its topic (Kafka Streams' `Consumed`).
-pub struct Consumed<K, V> {
-    pub(crate) keys: SerdeRef<K>,
-    pub(crate) values: SerdeRef<V>,
-    pub(crate) name: Option<String>,
-    pub(crate) extractor: Option<rill_core::topology::TimestampExtractor>,
-}
-
-impl<K, V> std::fmt::Debug for Consumed<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumed")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-impl<K, V> std::fmt::Debug for Produced<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Produced")
-            .field("name", &self.name)
-            .finish()
-    }
-}
-
-impl<K: Data, V: Data> Default for Consumed<K, V> {
-    fn default() -> Self {
-        Consumed::with(auto(), auto())
-    }
-}
-
-impl<K, V> Consumed<K, V> {
-    pub fn with(keys: SerdeRef<K>, values: SerdeRef<V>) -> Self {
-        Consumed {
-            keys,
-            values,
-            name: None,
-            extractor: None,
-        }
-    }
-
-    /// Names the source node.
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Takes each record's timestamp from `extractor(record bytes, stream time)` instead of
-    /// the producer's timestamp.
-    pub fn with_timestamp_extractor(
-        mut self,
-        extractor: impl Fn(&Record, i64) -> i64 + Send + Sync + 'static,
-    ) -> Self {
-        self.extractor = Some(Arc::new(extractor));
-        self
-    }
-}
-
-/// How a sink writes its topic (Kafka Streams' `Produced`). Keys default to the stream's key
-/// serde (so partitioning agrees with the topics the keys came from), values to [`auto`].
-pub struct Produced<K, V> {
-    pub(crate) keys: Option<SerdeRef<K>>,
-    pub(crate) values: SerdeRef<V>,
-    pub(crate) name: Option<String>,
-    pub(crate) partitioner: Option<StreamPartitioner<K, V>>,
-}
-
-/// Picks a record's partition among the given count from its key and value (Kafka Streams'
-/// `StreamPartitioner`); `None`: the producer's default (murmur2 of the key bytes).
-pub type StreamPartitioner<K, V> = Arc<dyn Fn(&K, &V, i32) -> Option<i32> + Send + Sync>;
-
-impl<K: Data, V: Data> Default for Produced<K, V> {
-    fn default() -> Self {
-        Produced {
-            keys: None,
-            values: auto(),
-            name: None,
-            partitioner: None,
-        }
-    }
-}
-
-impl<K, V> Produced<K, V> {
-    pub fn with(keys: SerdeRef<K>, values: SerdeRef<V>) -> Self {
-        Produced {
-            keys: Some(keys),
-            values,
-            name: None,
-            partitioner: None,
-        }
-    }
-
-    /// Only the value serde; keys keep the stream's serde.
-    pub fn values(values: SerdeRef<V>) -> Self {
-        Produced {
-            keys: None,
-            values,
-            name: None,
-            partitioner: None,
-        }
-    }
-
-    pub fn named(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Places each record in the partition `partitioner(key, value, partition count)` picks
-    /// (out of range is clamped into it; `None`: the default).
-    pub fn with_partitioner(
-        mut self,
-        partitioner: impl Fn(&K, &V, i32) -> Option<i32> + Send + Sync + 'static,
-    ) -> Self {
-        self.partitioner = Some(Arc::new(partitioner));
-        self
-    }
-}
-
-/// How [`KStream::repartition_with`] makes its topic (Kafka Streams' `Repartitioned`):
-/// `<application.id>-<name>-repartition`, with a partition count (else that of the topics it
-/// is joined with, or the widest source's).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Repartitioned {
-    name: Option<String>,
-    partitions: Option<i32>,
-}
-
-impl Repartitioned {
-    pub fn named(name: impl Into<String>) -> Self {
-        Repartitioned {
-            name: Some(name.into()),
-            partitions: None,
-        }
-    }
-
-    pub fn with_partitions(partitions: i32) -> Self {
-        Repartitioned {
-            name: None,
-            partitions: Some(partitions),
-        }
-    }
-
-    /// Adds a partition count to a name (or the reverse, with [`Repartitioned::name`]).
-    pub fn partitions(mut self, partitions: i32) -> Self {
-        self.partitions = Some(partitions);
-        self
-    }
-
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-}
-
-/// Names for a grouping's repartition topic (Kafka Streams' `Grouped`): the topic is
-/// `<application.id>-<name>-repartition`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grouped {
-    pub(crate) name: Option<String>,
-}
-
-impl Grouped {
-    pub fn named(name: impl Into<String>) -> Self {
-        Grouped {
-            name: Some(name.into()),
-        }
-    }
-}
 
 /// A stream of records with keys `K` and values `V`.
 pub struct KStream<K, V> {
@@ -609,33 +446,6 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 }
 
-/// A Processor API processor in a DSL job: it gets values as bytes (`serdes::hop`), never
-/// the DSL's in-memory values.
-struct BytesIn(Box<dyn Processor>);
-
-impl Processor for BytesIn {
-    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        self.0.init(ctx)
-    }
-
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_>,
-        mut r: Record,
-    ) -> Result<(), ProcessError> {
-        r.materialize()?;
-        self.0.process(ctx, r)
-    }
-
-    fn flush(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
-        self.0.flush(ctx)
-    }
-
-    fn close(&mut self) {
-        self.0.close()
-    }
-}
-
 /// Branches being declared on a stream (see [`KStream::split`]).
 pub struct Splitter<K, V> {
     stream: KStream<K, V>,
@@ -755,7 +565,10 @@ pub(crate) fn source_stream<K: Data, V: Data>(
         Arc::new(move |ctx, r| {
             // A null key or value its type cannot hold: skipped (Kafka Streams would pass it
             // to stateless operators; a typed closure has nothing to give it).
-            if !keys.check(r.key.as_deref()).map_err(crate::graph::deser)? {
+            if !keys
+                .check(r.key.as_deref())
+                .map_err(crate::ops::records::deser)?
+            {
                 ctx.record_dropped(DropReason::NullKey);
                 return Ok(());
             }
@@ -768,12 +581,12 @@ pub(crate) fn source_stream<K: Data, V: Data>(
                         ctx.record_dropped(DropReason::NullValue);
                         Ok(())
                     }
-                    Err(e) => Err(crate::graph::deser(e)),
+                    Err(e) => Err(crate::ops::records::deser(e)),
                 };
             }
             let Some(v) = values
                 .deserialize(r.value.as_deref())
-                .map_err(crate::graph::deser)?
+                .map_err(crate::ops::records::deser)?
             else {
                 ctx.record_dropped(DropReason::NullValue);
                 return Ok(());

@@ -13,7 +13,9 @@ use rill_core::processor::{ProcessError, ProcessorContext};
 use rill_core::state::{ts_bytes, FastHash, InlineKey, KeyValueStore};
 use smallvec::SmallVec;
 
-use crate::graph::{decode_timestamped, timestamped_bytes, timestamped_into, typed_record, Change};
+use crate::ops::records::{
+    decode_timestamped, timestamped_bytes, timestamped_into, typed_record, Change,
+};
 use crate::Data;
 
 /// Record headers, as the core carries them.

@@ -1,20 +1,83 @@
 //! `KTable`: a changelog stream read as a table, one current value per key. Updates travel
 //! between operators as (new, old) changes; a null value (tombstone) deletes the key; an
 //! update that repeats a key's stored value and timestamp is not forwarded.
+//!
+//! `suppress` holds a table's updates back (the buffer is `ops::suppress`).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::processor::Processor;
+
 use rill_core::topology::ProcessorSupplier;
 
-use crate::graph::{
-    deser, key_of, rewrap, ser, take_value, timestamped_bytes, value_of, with, Change,
-    Materialized, Shared, StatelessFn, StoreKind,
-};
-use crate::grouped::KGroupedTable;
+use crate::api::{KGroupedTable, KStream};
+use crate::graph::{Shared, StoreKind};
+use crate::ops::records::{key_of, rewrap, ser, take_value, value_of, with, Change, StatelessFn};
+use crate::ops::suppress::Suppress;
+use crate::ops::table::{Materialize, MaterializeChanges, TableSource};
+use crate::options::SuppressUntil;
+use crate::options::{Consumed, Grouped, Materialized, Suppressed};
 use crate::serdes::{auto, to_bytes, Data, SerdeRef};
-use crate::stream::{Consumed, Grouped, KStream};
+
+impl<K: Data, V: Data> KTable<K, V> {
+    /// Holds updates back: until windows close (windowed tables only), or for a time limit.
+    pub fn suppress(&self, suppressed: Suppressed) -> KTable<K, V> {
+        self.suppress_closing(suppressed, 0)
+    }
+
+    /// [`KTable::suppress`], a window closing `after_end_ms` past its end + grace
+    /// (`EmitStrategy::OnWindowClose` over sliding windows, whose ends are inclusive: 1).
+    pub(crate) fn suppress_closing(
+        &self,
+        suppressed: Suppressed,
+        after_end_ms: i64,
+    ) -> KTable<K, V> {
+        if suppressed.limit == SuppressUntil::WindowCloses && suppressed.buffer.emit_early {
+            self.g.borrow_mut().errors.push(format!(
+                "suppress(until_window_closes) after {}: a full buffer cannot emit early (its \
+                 results are final); use BufferConfig::shut_down_when_full",
+                self.node
+            ));
+        }
+        let buffer = suppressed.buffer;
+        let (windowed, wait_ms) = match (suppressed.limit, self.grace_ms) {
+            (SuppressUntil::WindowCloses, Some(grace)) => {
+                (true, grace.saturating_add(after_end_ms))
+            }
+            (SuppressUntil::WindowCloses, None) => {
+                self.g.borrow_mut().errors.push(format!(
+                    "suppress(until_window_closes) after {}: the table is not windowed",
+                    self.node
+                ));
+                (true, 0)
+            }
+            (SuppressUntil::TimeLimit(ms), _) => (false, ms),
+        };
+        let mut g = self.g.borrow_mut();
+        let store = suppressed
+            .name
+            .clone()
+            .unwrap_or_else(|| g.name("KTABLE-SUPPRESS-STATE-STORE"));
+        let node = g.name("KTABLE-SUPPRESS");
+        let st = store.clone();
+        let supplier: ProcessorSupplier = Arc::new(move || {
+            Box::new(Suppress::new(st.clone(), windowed, wait_ms, buffer)) as Box<dyn Processor>
+        });
+        g.processor(&node, supplier, &[&self.node]);
+        g.store(
+            Materialized::default().spec(store, None),
+            StoreKind::Internal,
+            Arc::new(()),
+            &[&node],
+        );
+        drop(g);
+        let mut t = self.clone();
+        t.node = node;
+        t.store = None;
+        t
+    }
+}
 
 /// A table with keys `K` and values `V`.
 pub struct KTable<K, V> {
@@ -251,82 +314,6 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 }
 
-/// Keeps each change's new value (timestamped) in `store`; forwards the change, unless
-/// `drop_repeats` and it repeats the stored value and timestamp, or deletes an absent key.
-pub(crate) struct Materialize {
-    pub store: String,
-    pub drop_repeats: bool,
-}
-
-impl Materialize {
-    fn apply<V: Data>(
-        &self,
-        ctx: &mut ProcessorContext<'_>,
-        r: &Record,
-        new: Option<V>,
-    ) -> Result<(), ProcessError> {
-        let key = r.key.clone().unwrap_or_default();
-        let store = ctx.store(&self.store)?;
-        let old_bytes = store.get(&key)?;
-        let old: Option<V> = old_bytes
-            .as_deref()
-            .map(crate::graph::decode_timestamped::<V>)
-            .transpose()?
-            .map(|(v, _)| v);
-        match &new {
-            None => {
-                if old.is_none() && self.drop_repeats {
-                    return Ok(());
-                }
-                store.delete(&key)?;
-            }
-            Some(v) => {
-                let b = timestamped_bytes(v, r.timestamp)?;
-                if self.drop_repeats && old_bytes.as_deref() == Some(&b[..]) {
-                    return Ok(());
-                }
-                store.put(&key, &b)?;
-            }
-        }
-        let change = Change { new, old };
-        ctx.forward(with(r, r.key.clone(), change))
-    }
-}
-
-/// Materializes the changes of a derived table.
-struct MaterializeChanges<V> {
-    materialize: Materialize,
-    _v: PhantomData<fn() -> V>,
-}
-
-impl<V: Data> Processor for MaterializeChanges<V> {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        let c: Change<V> = value_of(&r)?;
-        self.materialize.apply(ctx, &r, c.new)
-    }
-}
-
-/// The source processor of a table read from a topic.
-struct TableSource<V> {
-    materialize: Materialize,
-    values: SerdeRef<V>,
-}
-
-impl<V: Data> Processor for TableSource<V> {
-    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        // A table row needs a key (Kafka Streams drops null-key table records too).
-        if r.key.is_none() {
-            return Ok(());
-        }
-        let bytes = r.value_bytes()?;
-        let new = match bytes.as_deref() {
-            None => None,
-            Some(b) => self.values.deserialize(Some(b)).map_err(deser)?,
-        };
-        self.materialize.apply(ctx, &r, new)
-    }
-}
-
 /// A table read from `topic`: every record is an upsert, null values delete.
 pub(crate) fn source_table<K: Data, V: Data>(
     g: &Shared,
@@ -334,7 +321,7 @@ pub(crate) fn source_table<K: Data, V: Data>(
     consumed: Consumed<K, V>,
     materialized: Materialized,
 ) -> KTable<K, V> {
-    let stream = crate::stream::raw_source(g, topic, &consumed);
+    let stream = crate::api::raw_source(g, topic, &consumed);
     let mut gr = g.borrow_mut();
     let store = materialized
         .name

@@ -1,0 +1,86 @@
+//! Table processors: a source table's store, and the materialization of a table's changes
+//! into a store (so that joins and queries can read it).
+
+use std::marker::PhantomData;
+
+use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
+use rill_core::state::KeyValueStore;
+
+use crate::ops::records::{deser, timestamped_bytes, value_of, with, Change};
+use crate::serdes::{Data, SerdeRef};
+
+/// Keeps each change's new value (timestamped) in `store`; forwards the change, unless
+/// `drop_repeats` and it repeats the stored value and timestamp, or deletes an absent key.
+pub(crate) struct Materialize {
+    pub store: String,
+    pub drop_repeats: bool,
+}
+
+impl Materialize {
+    fn apply<V: Data>(
+        &self,
+        ctx: &mut ProcessorContext<'_>,
+        r: &Record,
+        new: Option<V>,
+    ) -> Result<(), ProcessError> {
+        let key = r.key.clone().unwrap_or_default();
+        let store = ctx.store(&self.store)?;
+        let old_bytes = store.get(&key)?;
+        let old: Option<V> = old_bytes
+            .as_deref()
+            .map(crate::ops::records::decode_timestamped::<V>)
+            .transpose()?
+            .map(|(v, _)| v);
+        match &new {
+            None => {
+                if old.is_none() && self.drop_repeats {
+                    return Ok(());
+                }
+                store.delete(&key)?;
+            }
+            Some(v) => {
+                let b = timestamped_bytes(v, r.timestamp)?;
+                if self.drop_repeats && old_bytes.as_deref() == Some(&b[..]) {
+                    return Ok(());
+                }
+                store.put(&key, &b)?;
+            }
+        }
+        let change = Change { new, old };
+        ctx.forward(with(r, r.key.clone(), change))
+    }
+}
+
+/// Materializes the changes of a derived table.
+pub(crate) struct MaterializeChanges<V> {
+    pub(crate) materialize: Materialize,
+    pub(crate) _v: PhantomData<fn() -> V>,
+}
+
+impl<V: Data> Processor for MaterializeChanges<V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let c: Change<V> = value_of(&r)?;
+        self.materialize.apply(ctx, &r, c.new)
+    }
+}
+
+/// The source processor of a table read from a topic.
+pub(crate) struct TableSource<V> {
+    pub(crate) materialize: Materialize,
+    pub(crate) values: SerdeRef<V>,
+}
+
+impl<V: Data> Processor for TableSource<V> {
+    fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        // A table row needs a key (Kafka Streams drops null-key table records too).
+        if r.key.is_none() {
+            return Ok(());
+        }
+        let bytes = r.value_bytes()?;
+        let new = match bytes.as_deref() {
+            None => None,
+            Some(b) => self.values.deserialize(Some(b)).map_err(deser)?,
+        };
+        self.materialize.apply(ctx, &r, new)
+    }
+}
