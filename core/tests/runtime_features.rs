@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rill_core::metrics::DropReason;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::runtime::{ExceptionHandler, KafkaStreams, StreamsConfig};
 use rill_core::topology::{StoreBackend, Topology};
@@ -137,6 +138,11 @@ async fn log_and_continue_skips_a_poison_record_and_counts_it_dropped() {
     wait_processed(&app, 3).await;
     let m = app.metrics();
     assert_eq!((m.processed(), m.dropped()), (3, 1));
+    // Counted by reason, per task and per thread.
+    let by_reason = m.dropped_by_reason();
+    assert_eq!(by_reason.get(DropReason::Processing), 1);
+    assert_eq!(by_reason.iter().count(), 1);
+    assert_eq!(m.tasks.values().map(|t| t.dropped.total()).sum::<u64>(), 1);
     app.close().await.unwrap();
     let out: Vec<String> = read_all(&t, "counts", 2)
         .await
@@ -166,6 +172,8 @@ async fn a_refused_send_is_skipped_by_log_and_continue_and_the_rest_is_sent() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(app.metrics().dropped(), 1);
+    let by_reason = app.metrics().dropped_by_reason();
+    assert_eq!(by_reason.get(DropReason::Production), 1);
     app.close().await.unwrap();
     let out: Vec<(String, String)> = read_all(&t, "counts", 3)
         .await

@@ -398,3 +398,44 @@ async fn a_restarted_windowed_count_goes_on_from_its_store() {
     app.close().await.unwrap();
     b.close().unwrap();
 }
+
+/// A running application counts the records its operators drop, by reason, in its metrics
+/// (Kafka Streams' `dropped-records-total` of the task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_records_show_in_the_metrics_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path()).await;
+    let admin = Admin::new(Arc::clone(&t));
+    for topic in ["clicks", "per-window"] {
+        admin.create_topic(topic, 1, &[]).await.unwrap();
+    }
+    let builder = StreamsBuilder::new();
+    builder
+        .stream::<String, String>("clicks")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(Duration::from_millis(10)))
+        .count()
+        .to_stream()
+        .to("per-window");
+    let mut app = Streams::new(
+        builder.build().unwrap(),
+        Arc::clone(&t),
+        config(dir.path(), "drops"),
+    );
+    assert_eq!(app.metrics().dropped(), 0);
+    app.start();
+    // a@1 comes after stream time 12 closed [0, 10).
+    produce(&t, "clicks", &[("a", Some("x"), 12), ("a", Some("x"), 1)]).await;
+    for _ in 0..500 {
+        if app.metrics().processed() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m = app.metrics();
+    assert_eq!(m.processed(), 2);
+    assert_eq!(m.dropped_by_reason().get(DropReason::LateWindow), 1);
+    assert_eq!(m.dropped(), 1);
+    app.close().await.unwrap();
+    b.close().unwrap();
+}
