@@ -223,6 +223,9 @@ pub(crate) struct TaskParts {
     pub globals: Option<std::sync::Arc<crate::global::GlobalStores>>,
     /// Records the task's processors dropped, by reason.
     pub dropped: crate::metrics::DroppedRecords,
+    /// Something was dropped since the runtime last read `dropped` (a flag, so that the
+    /// runtime's per-record check costs one load).
+    pub drops_pending: bool,
 }
 
 /// What a processor sees of its task while it runs.
@@ -248,12 +251,14 @@ impl ProcessorContext<'_> {
     /// and the test drivers). Dropping it is the caller's doing: this only counts.
     pub fn record_dropped(&mut self, reason: crate::metrics::DropReason) {
         self.parts.dropped.add(reason, 1);
+        self.parts.drops_pending = true;
     }
 
     /// Counts drops an operator tallied itself (one record too late for several windows,
     /// say).
     pub fn add_dropped(&mut self, dropped: crate::metrics::DroppedRecords) {
         self.parts.dropped += dropped;
+        self.parts.drops_pending = true;
     }
 
     /// Sends `record` to every child, each processing it before this returns.

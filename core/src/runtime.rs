@@ -1145,7 +1145,9 @@ impl RunState {
         let result = task.process(&r.topic, r.offset, record);
         let newly_dropped = task.unreported_drops();
         self.count_processed(id, started.map(|s| s.elapsed()));
-        self.metrics.record_dropped(self.thread, id, newly_dropped);
+        if let Some(dropped) = newly_dropped {
+            self.metrics.record_dropped(self.thread, id, dropped);
+        }
         result
     }
 

@@ -187,6 +187,7 @@ impl Task {
                 exactly_once: false,
                 globals: None,
                 dropped: Default::default(),
+                drops_pending: false,
             },
             sources,
             extractors,
@@ -261,10 +262,13 @@ impl Task {
 
     /// Drops counted since the last call (records, punctuations, flushes): what the
     /// runtime has yet to add to its metrics.
-    pub(crate) fn unreported_drops(&mut self) -> DroppedRecords {
+    pub(crate) fn unreported_drops(&mut self) -> Option<DroppedRecords> {
+        if !std::mem::take(&mut self.parts.drops_pending) {
+            return None;
+        }
         let new = self.parts.dropped.since(&self.reported_drops);
         self.reported_drops = self.parts.dropped;
-        new
+        Some(new)
     }
 
     pub fn stream_time(&self) -> i64 {
@@ -300,6 +304,7 @@ impl Task {
                         "skipping a record with an invalid timestamp"
                     );
                     self.parts.dropped.add(DropReason::InvalidTimestamp, 1);
+                    self.parts.drops_pending = true;
                     return Ok(());
                 }
                 InvalidTimestampPolicy::UseStreamTime => {

@@ -434,3 +434,31 @@ fn a_stale_foreign_key_response_is_dropped() {
         .unwrap();
     assert!(d.read::<String, String>("out").unwrap().is_empty());
 }
+
+/// One input record fanned out into several (`flat_map_values`) reaches a join as several
+/// records: each is kept and joined (Kafka's join stores retain duplicates), none overwrites
+/// another — under at-least-once and exactly-once alike.
+#[test]
+fn records_fanned_out_from_one_input_each_join() {
+    for exactly_once in [false, true] {
+        let b = StreamsBuilder::new();
+        let left = b
+            .stream::<String, String>("left")
+            .flat_map_values(|v: String| vec![format!("{v}1"), format!("{v}2")]);
+        let right = b.stream::<String, String>("right");
+        let w = JoinWindows::of_time_difference_with_no_grace(Duration::from_millis(10));
+        left.left_join(&right, |l, r| format!("{l}+{}", opt(r)), w)
+            .to("out");
+        let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+        d.set_exactly_once(exactly_once);
+        d.pipe("left", &s("k"), &s("a"), 0).unwrap();
+        d.pipe("right", &s("k"), &s("b"), 1).unwrap();
+        let out: Vec<String> = d
+            .read::<String, String>("out")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.value.unwrap())
+            .collect();
+        assert_eq!(out, ["a1+b", "a2+b"], "exactly once {exactly_once}");
+    }
+}

@@ -1145,3 +1145,23 @@ fn kafka_sliding_windows_final_results() {
         ]
     );
 }
+
+/// One input record fanned out into two reaches a sliding aggregation as two records: both
+/// count (the window buffer keys each apart).
+#[test]
+fn sliding_windows_count_each_record_fanned_out_from_one_input() {
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .flat_map_values(|v: String| vec![v.clone(), v])
+        .group_by_key()
+        .windowed_by(SlidingWindows::of_time_difference_with_no_grace(ms(10)))
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "k", 5);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("k", 0, 10, 1, 5), row("k", 0, 10, 2, 5)]
+    );
+}

@@ -12,6 +12,7 @@ use rill_core::topology::ProcessorSupplier;
 use crate::api::{KGroupedStream, KTable};
 use crate::graph::StoreKind;
 use crate::ops::aggregate::{reduce_step, Step};
+use crate::ops::records::RecordIds;
 use crate::ops::session_window::{Merger, SessionAgg};
 use crate::ops::sliding_window::SlidingAgg;
 use crate::ops::time_window::TimeAgg;
@@ -116,6 +117,7 @@ where
             keys: Arc::clone(&keys),
             store: st.clone(),
             agg: make(shared.load(std::sync::atomic::Ordering::Relaxed)),
+            ids: RecordIds::default(),
         }) as Box<dyn Processor>
     });
     let node = {

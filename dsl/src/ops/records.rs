@@ -220,22 +220,48 @@ pub(crate) fn window_end_of(key: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(key[cut..].try_into().ok()?))
 }
 
-/// A record's identity in a join store: its timestamp, then a hash of its topic and its
-/// offset (unique, and stable across restarts).
-pub(crate) fn record_id(ctx: &ProcessorContext<'_>, ts: i64) -> Vec<u8> {
-    let mut b = ts_bytes(ts).to_vec();
-    match ctx.record_metadata() {
-        Some(m) => {
+/// Identities of the records an operator keeps (a join's or a sliding window's buffered
+/// records): 24 bytes, the record's timestamp, then a hash of the topic, the partition and
+/// the offset of the input record it came from — unique, and stable across restarts, as
+/// processing replays the same input the same way.
+///
+/// One input record can reach an operator as several (a `flat_map`, a `merge` of two streams
+/// from one source): the n-th record of the same input offset carries n in the top 16 bits
+/// of the offset (the first keeps the offset as it is), so that none overwrites another.
+/// Records with no input behind them (forwarded by a punctuation) count up from 0 in the
+/// offset's place.
+#[derive(Debug, Default)]
+pub(crate) struct RecordIds {
+    /// The input record of the last id: (topic hash, partition, offset).
+    last: Option<(u32, i32, i64)>,
+    /// Ids made for it before this one.
+    seq: i64,
+}
+
+impl RecordIds {
+    pub(crate) fn next(&mut self, ctx: &ProcessorContext<'_>, ts: i64) -> Vec<u8> {
+        let origin = ctx.record_metadata().map(|m| {
             let h = m.topic.bytes().fold(0x811c_9dc5u32, |h, c| {
                 (h ^ c as u32).wrapping_mul(0x0100_0193)
             });
-            b.extend_from_slice(&h.to_be_bytes());
-            b.extend_from_slice(&m.partition.to_be_bytes());
-            b.extend_from_slice(&m.offset.to_be_bytes());
+            (h, m.partition, m.offset)
+        });
+        if origin == self.last {
+            self.seq = self.seq.wrapping_add(1);
+        } else {
+            self.last = origin;
+            self.seq = 0;
         }
-        None => b.extend_from_slice(&[0; 16]),
+        let (hash, partition, offset) = match origin {
+            Some((h, p, o)) => (h, p, o ^ ((self.seq & 0xffff) << 48)),
+            None => (0, 0, self.seq),
+        };
+        let mut b = ts_bytes(ts).to_vec();
+        b.extend_from_slice(&hash.to_be_bytes());
+        b.extend_from_slice(&partition.to_be_bytes());
+        b.extend_from_slice(&offset.to_be_bytes());
+        b
     }
-    b
 }
 
 /// What an operator wrote to its store, by time, so that expired entries are removed

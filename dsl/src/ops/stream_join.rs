@@ -21,7 +21,7 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey, KeyValueStore};
 
 use crate::ops::records::{
-    earlier, internal, key_of, record_id, typed_record, value_of, with, ExpiryIndex,
+    earlier, internal, key_of, typed_record, value_of, with, ExpiryIndex, RecordIds,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 
@@ -76,6 +76,7 @@ pub(crate) struct JoinState {
     observed: i64,
     last_purge: i64,
     expiry: ExpiryIndex,
+    ids: RecordIds,
 }
 
 impl Default for JoinState {
@@ -84,6 +85,7 @@ impl Default for JoinState {
             observed: i64::MIN,
             last_purge: i64::MIN / 2,
             expiry: ExpiryIndex::default(),
+            ids: RecordIds::default(),
         }
     }
 }
@@ -156,7 +158,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             ctx.record_dropped(DropReason::LateJoin);
             return Ok(()); // its window has closed: too late to join
         }
-        let id = record_id(ctx, ts);
+        let id = self.seen.ids.next(ctx, ts);
         let mut this_key = framed_key(&key);
         this_key.extend_from_slice(&id);
         let value = r.value_bytes()?.unwrap_or_default();

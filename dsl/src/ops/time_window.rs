@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 
 use crate::ops::aggregate::{read_record, Step, Value};
 use crate::ops::cache::RecordCache;
-use crate::ops::records::{kept_from, windowed_key, ExpiryIndex};
+use crate::ops::records::{kept_from, windowed_key, ExpiryIndex, RecordIds};
 use crate::ops::windowed::windowed_processor;
 use crate::ops::windowed::{Headers, WindowedAggregation, WindowedProcessor};
 use crate::options::TimeWindows;
@@ -32,7 +32,7 @@ pub(crate) struct TimeAgg<K, V, VA> {
     /// they must agree on which windows are open).
     task_time: bool,
     /// Window updates dropped as late since the processor last counted them.
-    dropped: DroppedRecords,
+    late_windows: u64,
     /// The latest window start the store held when this processor started (`None` until its
     /// first record, when the store is scanned once). A cache miss for a later window that
     /// the cache never evicted is a new window: no store read. Only with the cache on, which
@@ -49,7 +49,15 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
     const NEEDS_ID: bool = false;
 
     fn take_dropped(&mut self) -> Option<DroppedRecords> {
-        (self.dropped.total() > 0).then(|| std::mem::take(&mut self.dropped))
+        if self.late_windows == 0 {
+            return None;
+        }
+        let mut d = DroppedRecords::default();
+        d.add(
+            DropReason::LateWindow,
+            std::mem::take(&mut self.late_windows),
+        );
+        Some(d)
     }
 
     fn reads_record(&self) -> bool {
@@ -91,9 +99,10 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         // Windows already closed (`start + size <= close`) are too late for the record.
         let (first, n) = self.windows.span_above(ts, close.saturating_sub(size));
         // Kafka Streams counts one drop per closed window the record falls in.
-        let all = self.windows.span_above(ts, i64::MIN).1;
-        if all > n {
-            self.dropped.add(DropReason::LateWindow, (all - n) as u64);
+        // (Only a record before the close can be: every window holding it ends after it.)
+        if ts < close {
+            let all = self.windows.span_above(ts, i64::MIN).1;
+            self.late_windows += (all - n) as u64;
         }
         if n == 0 {
             return Ok(Vec::new());
@@ -188,7 +197,7 @@ impl<K: Data, V: Data, VA: Data> TimeAgg<K, V, VA> {
                 }),
             ),
             stored_max: None,
-            dropped: DroppedRecords::default(),
+            late_windows: 0,
         }
     }
 }
@@ -209,5 +218,6 @@ pub(crate) fn uncached_time_aggregation<K: Data, V: Data, VA: Data>(
             task_time: true,
             ..TimeAgg::new(windows, retention_ms, step, false)
         },
+        ids: RecordIds::default(),
     })
 }

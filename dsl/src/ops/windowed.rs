@@ -7,7 +7,7 @@ use rill_core::metrics::DroppedRecords;
 use rill_core::processor::{ProcessError, ProcessorContext, Record};
 use rill_core::state::{framed_key, ts_bytes, KeyValueStore};
 
-use crate::ops::records::{typed_record, Change};
+use crate::ops::records::{typed_record, Change, RecordIds};
 use crate::serdes::{Data, SerdeRef};
 
 /// A per-key (windowed) aggregation as a processor over one store.
@@ -56,6 +56,8 @@ pub(crate) struct WindowedProcessor<K, W> {
     pub(crate) keys: SerdeRef<K>,
     pub(crate) store: String,
     pub(crate) agg: W,
+    /// Ids of the records the aggregation keeps (sliding windows).
+    pub(crate) ids: RecordIds,
 }
 
 macro_rules! windowed_processor {
@@ -75,7 +77,7 @@ macro_rules! windowed_processor {
                 let (k, v) = record.map_or((None, None), |(k, v)| (Some(k), Some(v)));
                 let key: &[u8] = r.key.as_deref().unwrap_or_default();
                 let id = if <$agg<K, V, VA> as WindowedAggregation<K, V, VA>>::NEEDS_ID {
-                    crate::ops::records::record_id(ctx, r.timestamp)
+                    self.ids.next(ctx, r.timestamp)
                 } else {
                     Vec::new()
                 };
