@@ -462,3 +462,26 @@ fn records_fanned_out_from_one_input_each_join() {
         assert_eq!(out, ["a1+b", "a2+b"], "exactly once {exactly_once}");
     }
 }
+
+/// A foreign-key join result carries the later of the two rows' timestamps (Kafka Streams'
+/// SubscriptionJoinProcessorSupplier: `max(left row, right row)`), here the right row's.
+#[test]
+fn a_foreign_key_join_result_has_the_later_rows_timestamp() {
+    let b = StreamsBuilder::new();
+    let orders = b.table::<String, String>("orders"); // value: the product id
+    let products = b.table::<String, String>("products");
+    orders
+        .fk_join(&products, |p| p.clone(), |o, p| format!("{o}:{p}"))
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("products", &s("p1"), &s("apple"), 100).unwrap();
+    d.pipe("orders", &s("o1"), &s("p1"), 50).unwrap();
+    let out: Vec<(String, Option<String>, i64)> = d
+        .read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value, r.timestamp))
+        .collect();
+    assert_eq!(out, vec![(s("o1"), Some(s("p1:apple")), 100)]);
+}

@@ -73,13 +73,19 @@ impl Processor for SubscriptionProcessor {
         ctx.store(&self.subscriptions)?
             .put(&k, &hash.to_be_bytes())?;
         let right = ctx.store(&self.right_store)?.get(&fk)?;
-        // A stored row is `timestamp | value`: the response carries the value.
-        let right = match right {
-            Some(b) => Some(b.get(8..).map(<[u8]>::to_vec).ok_or_else(short_row)?),
-            None => None,
+        // A stored row is `timestamp | value`: the response carries the value, and the
+        // later of the two rows' timestamps (Kafka Streams' SubscriptionJoinProcessorSupplier).
+        let (right, timestamp) = match right {
+            Some(b) => {
+                let ts = b.first_chunk::<8>().map(|t| i64::from_be_bytes(*t));
+                let ts = ts.ok_or_else(short_row)?;
+                let value = b.get(8..).map(<[u8]>::to_vec).ok_or_else(short_row)?;
+                (Some(value), r.timestamp.max(ts))
+            }
+            None => (None, r.timestamp),
         };
         let response = Response { hash, right };
-        ctx.forward(record(sub.key, response, r.timestamp))
+        ctx.forward(record(sub.key, response, timestamp))
     }
 }
 
