@@ -71,7 +71,9 @@ pub enum DropReason {
     LateSession,
     /// Too late for every sliding window it falls in.
     LateSliding,
-    /// Too late for a stream-stream join window.
+    /// Older than a stream-stream join store's retention (before + after + grace behind the
+    /// latest record it stored): not kept for later records of the other side (it is still
+    /// joined with what that side keeps, as in Kafka Streams).
     LateJoin,
     /// Unreadable, and skipped by the deserialization exception handler.
     Deserialization,

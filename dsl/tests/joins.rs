@@ -1,5 +1,5 @@
 //! Exact outputs of every join kind: stream-stream inner / left / outer over join windows
-//! (unmatched records only once their window closes, late records dropped), stream-table
+//! (unmatched records once their window closes, out-of-order ones at once), stream-table
 //! inner / left, and table-table inner / left / outer with tombstones.
 
 use std::collections::BTreeMap;
@@ -52,7 +52,10 @@ fn run_stream_join_with(kind: Kind, exactly_once: bool) -> Vec<(String, i64)> {
         ("left", "b", 30),
         ("right", "y", 50),
         ("left", "c", 100),
-        // Late: its window [10, 30] closed long ago.
+        // Out of order: its window [10, 30] closed long ago, and its store keeps nothing
+        // before 81 (the latest left record, 100, less before + after + grace): not kept for
+        // later right records, joined with what the right store still holds (nothing in
+        // range) and, in left and outer joins, emitted alone at once (Kafka Streams 4).
         ("left", "d", 20),
         ("right", "z", 95),
     ] {
@@ -77,7 +80,12 @@ fn stream_stream_inner_join_pairs_records_within_the_window() {
 fn stream_stream_left_join_emits_unmatched_left_records_when_their_window_closes() {
     assert_eq!(
         run_stream_join(Kind::Left),
-        vec![(s("a+x"), 5), (s("b+null"), 30), (s("c+z"), 100)]
+        vec![
+            (s("a+x"), 5),
+            (s("b+null"), 30),
+            (s("d+null"), 20),
+            (s("c+z"), 100)
+        ]
     );
 }
 
@@ -89,6 +97,7 @@ fn stream_stream_outer_join_emits_unmatched_records_of_both_sides() {
             (s("a+x"), 5),
             (s("b+null"), 30),
             (s("null+y"), 50),
+            (s("d+null"), 20),
             (s("c+z"), 100)
         ]
     );
@@ -105,6 +114,7 @@ fn stream_stream_joins_emit_the_same_under_exactly_once() {
             (s("a+x"), 5),
             (s("b+null"), 30),
             (s("null+y"), 50),
+            (s("d+null"), 20),
             (s("c+z"), 100)
         ]
     );
@@ -484,4 +494,162 @@ fn a_foreign_key_join_result_has_the_later_rows_timestamp() {
         .map(|r| (r.key, r.value, r.timestamp))
         .collect();
     assert_eq!(out, vec![(s("o1"), Some(s("p1:apple")), 100)]);
+}
+
+/// A left join with windows of `difference` and `grace`, `left` and `right` piped in order.
+fn left_join_of(
+    difference: u64,
+    grace: u64,
+    records: &[(&str, &str, &str, i64)],
+) -> Vec<(String, String, i64)> {
+    let b = StreamsBuilder::new();
+    let left = b.stream::<String, String>("left");
+    let right = b.stream::<String, String>("right");
+    let w = JoinWindows::of_time_difference_and_grace(
+        Duration::from_millis(difference),
+        Duration::from_millis(grace),
+    );
+    left.left_join(&right, |l, r| format!("{l}+{}", opt(r)), w)
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (topic, k, v, ts) in records {
+        d.pipe(topic, &s(k), &s(v), *ts).unwrap();
+    }
+    d.read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value.unwrap(), r.timestamp))
+        .collect()
+}
+
+fn kv(k: &str, v: &str, ts: i64) -> (String, String, i64) {
+    (s(k), s(v), ts)
+}
+
+/// KStreamKStreamLeftJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheLeftProcessor.
+#[test]
+fn kafka_left_join_expired_unmatched_records_are_emitted_by_the_left_side() {
+    let out = left_join_of(
+        100,
+        0,
+        &[
+            ("left", "0", "A0", 1),
+            ("left", "1", "A1", 2),
+            ("left", "0", "A0-0", 3),
+            ("right", "1", "a1", 3),
+            ("left", "2", "dummy", 401),
+            ("right", "2", "dummy", 401),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            kv("1", "A1+a1", 3),
+            kv("0", "A0+null", 1),
+            kv("0", "A0-0+null", 3),
+            kv("2", "dummy+dummy", 401),
+        ]
+    );
+}
+
+/// KStreamKStreamLeftJoinTest.testLeftExpiredNonJoinedRecordsAreEmittedByTheRightProcessor.
+#[test]
+fn kafka_left_join_expired_unmatched_records_are_emitted_by_the_right_side() {
+    let out = left_join_of(
+        100,
+        0,
+        &[
+            ("left", "0", "A0", 1),
+            ("left", "1", "A1", 2),
+            ("left", "0", "A0-0", 3),
+            ("right", "1", "a1", 3),
+            ("right", "2", "dummy", 401),
+            ("left", "2", "dummy", 402),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            kv("1", "A1+a1", 3),
+            kv("0", "A0+null", 1),
+            kv("0", "A0-0+null", 3),
+            kv("2", "dummy+dummy", 402),
+        ]
+    );
+}
+
+/// KStreamKStreamLeftJoinTest.testOrdering: the unmatched record whose window a record
+/// closes comes out before that record's own results.
+#[test]
+fn kafka_left_join_emits_closed_windows_before_the_records_own_results() {
+    let out = left_join_of(
+        100,
+        0,
+        &[
+            ("left", "0", "A0", 0),
+            ("left", "1", "A1", 100),
+            ("right", "1", "a1", 110),
+        ],
+    );
+    assert_eq!(out, vec![kv("0", "A0+null", 0), kv("1", "A1+a1", 110)]);
+}
+
+/// KStreamKStreamJoin.process: an unmatched record whose window has already closed (it came
+/// out of order, within the store's retention) is emitted alone at once — and still joins
+/// what comes within its window while the stores keep it.
+#[test]
+fn kafka_left_join_emits_an_out_of_order_unmatched_record_at_once() {
+    let out = left_join_of(
+        10,
+        20,
+        &[
+            ("left", "k1", "x", 100),
+            ("left", "k2", "y", 85),
+            ("right", "k2", "z", 90),
+        ],
+    );
+    assert_eq!(out, vec![kv("k2", "y+null", 85), kv("k2", "y+z", 90)]);
+}
+
+/// The join's stream time is the latest timestamp its two sides processed (Kafka Streams'
+/// shared TimeTracker), not the task's: a record filtered out before the join moves nothing.
+#[test]
+fn kafka_a_joins_time_is_its_own_not_the_tasks() {
+    let b = StreamsBuilder::new();
+    let left = b
+        .stream::<String, String>("left")
+        .filter(|_, v| v.as_str() != "skip");
+    let right = b.stream::<String, String>("right");
+    let w = JoinWindows::of_time_difference_with_no_grace(Duration::from_millis(10));
+    left.left_join(&right, |l, r| format!("{l}+{}", opt(r)), w)
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("left", &s("k"), &s("a"), 0).unwrap();
+    d.pipe("left", &s("x"), &s("skip"), 100).unwrap();
+    d.pipe("right", &s("k"), &s("b"), 5).unwrap();
+    let out: Vec<(String, i64)> = d
+        .read::<String, String>("out")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.value.unwrap(), r.timestamp))
+        .collect();
+    assert_eq!(out, vec![(s("a+b"), 5)]);
+}
+
+/// A join store keeps records for before + after + grace behind the latest it stored (Kafka's
+/// window store retention): a record older than that is matched by nothing.
+#[test]
+fn kafka_join_stores_keep_records_for_their_retention() {
+    let b = StreamsBuilder::new();
+    let left = b.stream::<String, String>("left");
+    let right = b.stream::<String, String>("right");
+    let w = JoinWindows::of_time_difference_with_no_grace(Duration::from_millis(10));
+    left.join(&right, |l, r| format!("{l}+{r}"), w).to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("right", &s("k"), &s("r"), 0).unwrap();
+    // The right store's clock moves to 20: it keeps records after 20 - 20 = 0.
+    d.pipe("right", &s("x"), &s("z"), 20).unwrap();
+    d.pipe("left", &s("k"), &s("l"), 10).unwrap();
+    assert!(d.read::<String, String>("out").unwrap().is_empty());
+    assert_eq!(d.dropped().get(DropReason::LateJoin), 0);
 }

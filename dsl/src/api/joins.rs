@@ -11,7 +11,7 @@ use rill_core::topology::ProcessorSupplier;
 use crate::api::{KStream, KTable};
 use crate::graph::{Shared, StoreKind};
 use crate::ops::records::{get_timestamped, rewrap, value_of, StatelessFn};
-use crate::ops::stream_join::{inner, JoinKind, JoinState, StreamJoinSide};
+use crate::ops::stream_join::{inner, JoinClocks, JoinKind, JoinState, StreamJoinSide};
 use crate::ops::table_join::TableJoinSide;
 use crate::options::{JoinWindows, Materialized};
 use crate::serdes::Data;
@@ -80,7 +80,10 @@ impl<K: Data, V: Data> KStream<K, V> {
             let j = Arc::clone(&joiner);
             (keys, mine, theirs, outer, j)
         };
+        // Both sides share their task's join time (Kafka Streams' TimeTracker).
+        let clocks = JoinClocks::default();
         let (keys, mine, theirs, outer, j) = side(0);
+        let left_clocks = clocks.clone();
         let left_supplier: ProcessorSupplier = Arc::new(move || {
             let j = Arc::clone(&j);
             Box::new(StreamJoinSide::<K, V, V2, VR> {
@@ -95,6 +98,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 reach_ms,
                 kind,
                 joiner: Arc::new(move |k, a, b| j(k, a, b)),
+                clocks: left_clocks.clone(),
                 seen: JoinState::default(),
                 _t: PhantomData,
             }) as Box<dyn Processor>
@@ -114,6 +118,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 reach_ms,
                 kind,
                 joiner: Arc::new(move |k, b, a| j(k, a, b)),
+                clocks: clocks.clone(),
                 seen: JoinState::default(),
                 _t: PhantomData,
             }) as Box<dyn Processor>

@@ -2,9 +2,11 @@
 //! join's processor, one per side:
 //! - stream-stream (inner, left, outer) over [`JoinWindows`]: a left record at `T` matches
 //!   right records in `[T - before, T + after]`; the output timestamp is the larger of the
-//!   two; a record that found no partner is emitted alone (left / outer) only once its window
-//!   has closed (`T + after + grace < st` for left records, `T + before + grace < st` for
-//!   right ones), and records arriving after that are dropped;
+//!   two; a record that found no partner is emitted alone (left / outer) once its window has
+//!   closed (`T + after + grace < st` for left records, `T + before + grace < st` for right
+//!   ones) — at once if it came after that. `st` is the join's own stream time (the latest
+//!   timestamp either side processed); each side's store keeps records for before + after +
+//!   grace behind the latest it stored, and only what the stores keep can match;
 //! - stream-table (inner, left): each stream record looks up the table's current value;
 //! - table-table (inner, left, outer): each side's update is joined with the other side's
 //!   current value, as a change of the result table.
@@ -12,8 +14,11 @@
 //! Both inputs must be co-partitioned (checked at start); a stream whose key changed is
 //! repartitioned first.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rill_core::metrics::DropReason;
@@ -21,7 +26,7 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey, KeyValueStore};
 
 use crate::ops::records::{
-    earlier, internal, key_of, typed_record, value_of, with, ExpiryIndex, RecordIds,
+    internal, kept_from, key_of, typed_record, value_of, with, ExpiryIndex, RecordIds,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 
@@ -46,15 +51,64 @@ pub(crate) fn inner<K, A, B, R>(
 pub(crate) type SideJoiner<K, A, B, R> =
     Arc<dyn Fn(&K, Option<&A>, Option<&B>) -> Option<R> + Send + Sync>;
 
+/// What the two sides of one join share in a task (Kafka Streams' `TimeTracker`): the
+/// join's own stream time — the latest timestamp either side processed, not the task's,
+/// which other sources and records filtered out upstream also move — and each side's store
+/// clock.
+#[derive(Debug)]
+pub(crate) struct JoinTime {
+    stream_time: AtomicI64,
+    /// Per side (by tag): the latest timestamp put into its store. A store keeps records
+    /// above `its clock - retention` (Kafka's window store retention), whatever the other
+    /// side has seen.
+    stored_max: [AtomicI64; 2],
+    /// The earliest timestamp in the outer store, or later (`i64::MAX`: unknown or empty):
+    /// no unmatched record can be due before its window from here has closed.
+    min_time: AtomicI64,
+}
+
+impl Default for JoinTime {
+    fn default() -> Self {
+        JoinTime {
+            stream_time: AtomicI64::new(i64::MIN),
+            stored_max: [AtomicI64::new(i64::MIN), AtomicI64::new(i64::MIN)],
+            min_time: AtomicI64::new(i64::MAX),
+        }
+    }
+}
+
+/// The [`JoinTime`] of each task running a join, shared by the suppliers of its two sides.
+/// A side takes its task's at `init` and gives it back at `close` (the second to close
+/// removes it), so a task that comes back starts afresh.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JoinClocks(Arc<Mutex<BTreeMap<TaskId, Arc<JoinTime>>>>);
+
+/// (sub-topology, partition).
+type TaskId = (usize, i32);
+
+impl JoinClocks {
+    fn take(&self, task: TaskId) -> Arc<JoinTime> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(m.entry(task).or_default())
+    }
+
+    fn give_back(&self, task: TaskId, time: &Arc<JoinTime>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&task).is_some_and(|t| Arc::ptr_eq(t, time)) {
+            m.remove(&task);
+        }
+    }
+}
+
 /// One side of a stream-stream join.
 pub(crate) struct StreamJoinSide<K, A, B, R> {
     pub(crate) keys: SerdeRef<K>,
     pub(crate) this_store: String,
     pub(crate) other_store: String,
     /// Records that found no partner yet (left / outer joins), shared by both sides:
-    /// `ts | side | framed key | id -> value`.
+    /// `ts | outer tag | framed key | id -> value`.
     pub(crate) outer_store: Option<String>,
-    /// This side's tag in the outer store (0 left, 1 right).
+    /// This side's tag (0 left, 1 right).
     pub(crate) side: u8,
     /// How far back and ahead of this record the other side's records match.
     pub(crate) before_ms: i64,
@@ -64,6 +118,7 @@ pub(crate) struct StreamJoinSide<K, A, B, R> {
     pub(crate) reach_ms: [i64; 2],
     pub(crate) kind: JoinKind,
     pub(crate) joiner: SideJoiner<K, A, B, R>,
+    pub(crate) clocks: JoinClocks,
     /// What the side has seen so far: `JoinState::default()` at start.
     pub(crate) seen: JoinState,
     pub(crate) _t: PhantomData<fn() -> (A, B)>,
@@ -72,8 +127,8 @@ pub(crate) struct StreamJoinSide<K, A, B, R> {
 /// A join side's running state.
 #[derive(Debug)]
 pub(crate) struct JoinState {
-    /// Stream time: the task's, or the latest timestamp this side saw if later.
-    observed: i64,
+    /// This task's [`JoinTime`] (from `init`).
+    time: Option<(Arc<JoinTime>, TaskId)>,
     last_purge: i64,
     expiry: ExpiryIndex,
     ids: RecordIds,
@@ -82,12 +137,18 @@ pub(crate) struct JoinState {
 impl Default for JoinState {
     fn default() -> Self {
         JoinState {
-            observed: i64::MIN,
+            time: None,
             last_purge: i64::MIN / 2,
             expiry: ExpiryIndex::default(),
             ids: RecordIds::default(),
         }
     }
+}
+
+/// A side's tag in the outer store: Kafka Streams orders an instant's unmatched records right
+/// side first (its `TimestampedKeyAndJoinSide` writes 1 for left, 0 for right).
+fn outer_tag(side: u8) -> u8 {
+    1 - side
 }
 
 impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
@@ -96,24 +157,54 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
         self.kind == JoinKind::Outer || (self.kind == JoinKind::Left && self.side == 0)
     }
 
-    /// Emits the unmatched records whose windows have closed, oldest first.
-    fn emit_closed(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+    /// How long the join's stores keep a record: before + after + grace (Kafka's join window
+    /// size plus grace).
+    fn retention_spans(&self) -> [i64; 3] {
+        [self.before_ms, self.after_ms, self.grace_ms]
+    }
+
+    /// Emits the unmatched records whose windows have closed, oldest first (Kafka Streams'
+    /// `emitNonJoinedOuterRecords`), with the headers of the record that closed them.
+    fn emit_closed(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        time: &JoinTime,
+        headers: &[(String, Option<Bytes>)],
+    ) -> Result<(), ProcessError> {
         let Some(outer) = self.outer_store.clone() else {
             return Ok(());
         };
-        let st = self.seen.observed;
+        let st = time.stream_time.load(Relaxed);
+        // Nothing can be due while the earliest unmatched record's window, as this side
+        // reaches, is open.
+        let min_time = time.min_time.load(Relaxed);
+        if min_time
+            .saturating_add(self.after_ms)
+            .saturating_add(self.grace_ms)
+            >= st
+        {
+            return Ok(());
+        }
         let horizon = st
             .saturating_sub(self.grace_ms)
             .saturating_sub(self.reach_ms[0].min(self.reach_ms[1]));
         let store = ctx.store(&outer)?;
         let due = store.range(&ts_bytes(i64::MIN), &ts_bytes(horizon))?;
         let mut out = Vec::new();
+        let mut open = [false; 2];
+        // The timestamp of the last record looked at.
+        let mut earliest = i64::MAX;
         for (k, v) in due {
             let corrupt = || ProcessError::Failed("join buffer: corrupt key".into());
             let ts = ts_from(k.get(..8).ok_or_else(corrupt)?).ok_or_else(corrupt)?;
-            let side = *k.get(8).ok_or_else(corrupt)?;
+            earliest = ts;
+            if open == [true, true] {
+                break; // both sides' windows are open from here on
+            }
+            let side = outer_tag(*k.get(8).ok_or_else(corrupt)?);
             let reach = *self.reach_ms.get(side as usize).ok_or_else(corrupt)?;
             if ts.saturating_add(reach).saturating_add(self.grace_ms) >= st {
+                open[side as usize] = true;
                 continue;
             }
             let (key, _) = split_framed(&k[9..]).ok_or_else(corrupt)?;
@@ -130,9 +221,18 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
                 (self.joiner)(&kk, None, Some(&b))
             };
             if let Some(r) = result {
-                out.push(typed_record(Some(Bytes::from(key)), r, ts, Vec::new()));
+                out.push(typed_record(
+                    Some(Bytes::from(key)),
+                    r,
+                    ts,
+                    headers.to_vec(),
+                ));
             }
         }
+        // Where the scan stopped, as Kafka's leaves it — or, when it reached the horizon, the
+        // earliest any record beyond could be.
+        time.min_time
+            .store(earliest.min(horizon.saturating_add(1)), Relaxed);
         for o in out {
             ctx.forward(o)?;
         }
@@ -141,45 +241,91 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
 }
 
 impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R> {
+    fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        let task = ctx.task_id();
+        self.seen.time = Some((self.clocks.take(task), task));
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        if let Some((time, task)) = self.seen.time.take() {
+            self.clocks.give_back(task, &time);
+        }
+    }
+
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
+        let time = match &self.seen.time {
+            Some((t, _)) => Arc::clone(t),
+            None => {
+                let task = ctx.task_id();
+                let t = self.clocks.take(task);
+                self.seen.time = Some((Arc::clone(&t), task));
+                t
+            }
+        };
+        let ts = r.timestamp;
+        let st = time.stream_time.fetch_max(ts, Relaxed).max(ts);
         let Some(k) = key_of(&*self.keys, &r)? else {
             ctx.record_dropped(DropReason::NullKey);
             return Ok(());
         };
+        if r.key.is_none() {
+            // A null key (a key type that holds one) joins nothing: a left or outer side
+            // emits it alone at once (Kafka Streams' KStreamKStreamJoin), others drop it.
+            if self.this_outer() {
+                let a: A = value_of(&r)?;
+                if let Some(res) = (self.joiner)(&k, Some(&a), None) {
+                    ctx.forward(with(&r, None, res))?;
+                }
+            } else {
+                ctx.record_dropped(DropReason::NullKey);
+            }
+            return Ok(());
+        }
         let key = r.key.clone().unwrap_or_default();
         let a: A = value_of(&r)?;
-        let ts = r.timestamp;
-        self.seen.observed = self.seen.observed.max(ctx.stream_time()).max(ts);
-        if ts == self.seen.observed {
-            self.emit_closed(ctx)?;
+        if ts == st {
+            self.emit_closed(ctx, &time, &r.headers)?;
         }
-        let reach = self.reach_ms[self.side as usize];
-        if ts.saturating_add(reach).saturating_add(self.grace_ms) < self.seen.observed {
-            ctx.record_dropped(DropReason::LateJoin);
-            return Ok(()); // its window has closed: too late to join
-        }
+        let spans = self.retention_spans();
+        // This side's store keeps the record unless it is older than the store's retention
+        // (Kafka's window store skips such a put, and counts the record as dropped); it is
+        // joined all the same with what the other side's store still holds.
+        let this_clock = time.stored_max[self.side as usize]
+            .fetch_max(ts, Relaxed)
+            .max(ts);
+        let keep = ts >= kept_from(this_clock, 0, &spans);
         let id = self.seen.ids.next(ctx, ts);
-        let mut this_key = framed_key(&key);
-        this_key.extend_from_slice(&id);
         let value = r.value_bytes()?.unwrap_or_default();
         // The key is this record's own: new to the store, unless the record is processed
         // again over its own committed write (at-least-once).
         let new = ctx.exactly_once();
-        put_unique(ctx.store(&self.this_store)?, &this_key, &value, new)?;
-        self.seen.expiry.insert(ts, InlineKey::new(&this_key));
-        // The other side's records in [ts - before, ts + after].
-        let from = {
-            let mut b = framed_key(&key);
-            b.extend_from_slice(&ts_bytes(ts.saturating_sub(self.before_ms)));
-            b
+        if keep {
+            let mut this_key = framed_key(&key);
+            this_key.extend_from_slice(&id);
+            put_unique(ctx.store(&self.this_store)?, &this_key, &value, new)?;
+            self.seen.expiry.insert(ts, InlineKey::new(&this_key));
+        } else {
+            ctx.record_dropped(DropReason::LateJoin);
+        }
+        // The other side's records in [ts - before, ts + after] (never below 0) that its
+        // store still keeps.
+        let other_clock = time.stored_max[1 - self.side as usize].load(Relaxed);
+        let first = ts
+            .saturating_sub(self.before_ms)
+            .max(0)
+            .max(kept_from(other_clock, 0, &spans));
+        let last = ts.saturating_add(self.after_ms).max(0);
+        let matches = if first > last {
+            Vec::new()
+        } else {
+            let mut from = framed_key(&key);
+            from.extend_from_slice(&ts_bytes(first));
+            let mut to = framed_key(&key);
+            to.extend_from_slice(&ts_bytes(last));
+            to.extend_from_slice(&[0xff; 16]);
+            ctx.store(&self.other_store)?.range(&from, &to)?
         };
-        let to = {
-            let mut b = framed_key(&key);
-            b.extend_from_slice(&ts_bytes(ts.saturating_add(self.after_ms)));
-            b.extend_from_slice(&[0xff; 16]);
-            b
-        };
-        let matches = ctx.store(&self.other_store)?.range(&from, &to)?;
         let mut out = Vec::with_capacity(matches.len());
         let other_outer =
             self.kind == JoinKind::Outer || (self.kind == JoinKind::Left && self.side == 1);
@@ -194,7 +340,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             if let (true, Some(outer)) = (other_outer, &self.outer_store) {
                 // The partner is joined now: it will not be emitted alone.
                 let mut k2 = ts_bytes(other_ts).to_vec();
-                k2.push(1 - self.side);
+                k2.push(outer_tag(1 - self.side));
                 k2.extend_from_slice(&framed_key(&key));
                 k2.extend_from_slice(other_rest);
                 ctx.store(outer)?.delete(&k2)?;
@@ -206,28 +352,38 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             }
         }
         if matches.is_empty() && self.this_outer() {
-            if let Some(outer) = self.outer_store.clone() {
-                let mut k2 = ts_bytes(ts).to_vec();
-                k2.push(self.side);
-                k2.extend_from_slice(&framed_key(&key));
-                k2.extend_from_slice(&id[8..]);
-                put_unique(ctx.store(&outer)?, &k2, &value, new)?;
+            match self.outer_store.clone() {
+                // Its window may still see a partner: wait in the outer store.
+                Some(_) if last >= st => {
+                    let mut k2 = ts_bytes(ts).to_vec();
+                    k2.push(outer_tag(self.side));
+                    k2.extend_from_slice(&framed_key(&key));
+                    k2.extend_from_slice(&id[8..]);
+                    let outer = self.outer_store.as_deref().unwrap_or_default();
+                    put_unique(ctx.store(outer)?, &k2, &value, new)?;
+                    time.min_time.fetch_min(ts, Relaxed);
+                }
+                // Its window has closed already (an out-of-order record): alone at once.
+                _ => {
+                    if let Some(res) = (self.joiner)(&k, Some(&a), None) {
+                        out.push(with(&r, r.key.clone(), res));
+                    }
+                }
             }
         }
         for o in out {
             ctx.forward(o)?;
         }
-        // Records too old to match anything more leave this side's store.
-        let spans = [self.before_ms, self.after_ms, self.grace_ms];
+        // Records past the store's retention leave it.
         let span = spans.iter().fold(0i64, |s, d| s.saturating_add(*d));
-        if self.seen.observed.saturating_sub(self.seen.last_purge) > (span / 10).max(1) {
+        if this_clock.saturating_sub(self.seen.last_purge) > (span / 10).max(1) {
             let store = ctx.store(&self.this_store)?;
             self.seen
                 .expiry
-                .purge(store, earlier(self.seen.observed, &spans), |k| {
+                .purge(store, kept_from(this_clock, 0, &spans), |k| {
                     split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
                 })?;
-            self.seen.last_purge = self.seen.observed;
+            self.seen.last_purge = this_clock;
         }
         Ok(())
     }
