@@ -702,3 +702,36 @@ fn a_windowed_cogroup_aggregates_per_key_and_window() {
         ]
     );
 }
+
+/// KIP-904 (Kafka Streams' KTableRepartitionMap): a row whose new value maps to the same
+/// group as its old one goes to the aggregation as one change, so the aggregate moves from
+/// 5 to 7 with no transient 0 between the subtraction and the addition. A row that changes
+/// group still leaves one and joins the other.
+#[test]
+fn a_table_row_staying_in_its_group_updates_the_aggregate_once() {
+    let b = StreamsBuilder::new();
+    b.table::<String, i64>("rows")
+        .group_by(|_, v| (if *v < 100 { s("small") } else { s("big") }, *v))
+        .reduce(|a, v| a + v, |a, v| a - v)
+        .to_stream()
+        .to("sums");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    d.pipe("rows", &s("k1"), &5i64, 1).unwrap();
+    d.pipe("rows", &s("k1"), &7i64, 2).unwrap();
+    d.pipe("rows", &s("k1"), &200i64, 3).unwrap();
+    let out: Vec<(String, Option<i64>, i64)> = d
+        .read::<String, i64>("sums")
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.value, r.timestamp))
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            (s("small"), Some(5), 1),
+            (s("small"), Some(7), 2),
+            (s("small"), Some(0), 3),
+            (s("big"), Some(200), 3),
+        ]
+    );
+}

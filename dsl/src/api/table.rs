@@ -7,7 +7,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rill_core::processor::Processor;
+use rill_core::processor::{ProcessError, Processor};
 
 use rill_core::topology::ProcessorSupplier;
 
@@ -233,32 +233,46 @@ impl<K: Data, V: Data> KTable<K, V> {
         let keys = Arc::clone(&self.keys);
         let out_keys: SerdeRef<KR> = auto();
         let ok = Arc::clone(&out_keys);
-        // The old value leaves its group and the new one joins its own, as two records:
-        // the aggregation subtracts the first and adds the second.
+        // The old value leaves its group and the new one joins its own, as two records (the
+        // aggregation subtracts the first and adds the second) — or, when both map to the
+        // same key, as one change carrying both (Kafka Streams' KIP-904: no transient
+        // aggregate between the subtraction and the addition).
         let f: StatelessFn = Arc::new(move |ctx, r| {
             let Some(k) = key_of(&*keys, &r)? else {
                 return Ok(());
             };
             let c: Change<V> = value_of(&r)?;
-            if let Some(old) = c.old {
-                let (k2, v2) = selector(&k, &old);
-                let change = Change {
-                    new: None,
-                    old: Some(v2),
-                };
-                let key = to_bytes(&*ok, &k2).map_err(ser)?;
-                ctx.forward(with(&r, key, change))?;
+            let mapped = |v: Option<V>| -> Result<_, ProcessError> {
+                let Some(v) = v else { return Ok(None) };
+                let (k2, v2) = selector(&k, &v);
+                Ok(Some((to_bytes(&*ok, &k2).map_err(ser)?, v2)))
+            };
+            match (mapped(c.old)?, mapped(c.new)?) {
+                (Some((old_key, old)), Some((new_key, new))) if old_key == new_key => {
+                    let change = Change {
+                        new: Some(new),
+                        old: Some(old),
+                    };
+                    ctx.forward(with(&r, new_key, change))
+                }
+                (old, new) => {
+                    if let Some((key, old)) = old {
+                        let change = Change {
+                            new: None,
+                            old: Some(old),
+                        };
+                        ctx.forward(with(&r, key, change))?;
+                    }
+                    if let Some((key, new)) = new {
+                        let change = Change {
+                            new: Some(new),
+                            old: None,
+                        };
+                        ctx.forward(with(&r, key, change))?;
+                    }
+                    Ok(())
+                }
             }
-            if let Some(new) = c.new {
-                let (k2, v2) = selector(&k, &new);
-                let change = Change {
-                    new: Some(v2),
-                    old: None,
-                };
-                let key = to_bytes(&*ok, &k2).map_err(ser)?;
-                ctx.forward(with(&r, key, change))?;
-            }
-            Ok(())
         });
         let mut g = self.g.borrow_mut();
         let name = g.name("KTABLE-SELECT");
