@@ -276,6 +276,9 @@ async fn the_dead_letter_topic_gets_the_record_its_origin_and_the_error() {
     let app = KafkaStreams::start(topology(StoreBackend::InMemory), Arc::clone(&t), cfg);
     wait_processed(&app, 4).await;
     assert_eq!(app.metrics().dropped(), 2);
+    let by_reason = app.metrics().dropped_by_reason();
+    assert_eq!(by_reason.get(DropReason::Processing), 1);
+    assert_eq!(by_reason.get(DropReason::Deserialization), 1);
     app.close().await.unwrap();
     let dead = read_all(&t, "dlq", 2).await;
     assert_eq!(dead.len(), 2);

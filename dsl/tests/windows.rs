@@ -1165,3 +1165,31 @@ fn sliding_windows_count_each_record_fanned_out_from_one_input() {
         vec![row("k", 0, 10, 1, 5), row("k", 0, 10, 2, 5)]
     );
 }
+
+/// Windows Kafka Streams refuses when they are made (TimeWindowsTest.windowSizeMustNotBeZero,
+/// advanceIntervalMustNotBeZero, advanceIntervalMustNotBeLargerThanWindowSize;
+/// SessionWindowsTest.windowSizeMustNotBeZero) are refused by `build`, with the reason.
+#[test]
+fn invalid_windows_are_refused_by_build() {
+    let with = |w: TimeWindows| {
+        let b = StreamsBuilder::new();
+        b.stream::<String, String>("input")
+            .group_by_key()
+            .windowed_by(w)
+            .count();
+        b.build().map(|_| ()).map_err(|e| e.to_string())
+    };
+    let zero = with(TimeWindows::of_size_no_grace(ms(0))).unwrap_err();
+    assert!(zero.contains("size must be more than zero"), "{zero}");
+    let wide = with(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(11))).unwrap_err();
+    assert!(wide.contains("advance (11 ms)"), "{wide}");
+    assert!(with(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(0))).is_err());
+    assert!(with(TimeWindows::of_size_no_grace(ms(10)).advance_by(ms(10))).is_ok());
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_with_no_grace(ms(0)))
+        .count();
+    let gap = b.build().unwrap_err().to_string();
+    assert!(gap.contains("inactivity gap"), "{gap}");
+}

@@ -152,6 +152,9 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
     /// Windowed aggregation: by [`crate::TimeWindows`], [`crate::SessionWindows`] or
     /// [`crate::SlidingWindows`].
     pub fn windowed_by<W: Windowing>(&self, windows: W) -> W::Stream<K, V> {
+        if let Some(why) = windows.invalid() {
+            self.stream.g.borrow_mut().errors.push(why);
+        }
         windows.over(KGroupedStream {
             stream: self.stream.clone(),
             grouped: self.grouped.clone(),
@@ -375,6 +378,9 @@ impl<K: Data, VA: Data> CogroupedKStream<K, VA> {
 
     /// Aggregates over time windows (tumbling or hopping) instead.
     pub fn windowed_by(self, windows: TimeWindows) -> TimeWindowedCogroupedKStream<K, VA> {
+        if let Some(why) = windows.invalid() {
+            self.g.borrow_mut().errors.push(why);
+        }
         TimeWindowedCogroupedKStream {
             cogrouped: self,
             windows,

@@ -26,6 +26,10 @@ use crate::serdes::{Data, SerdeRef, Windowed, WindowedSerde};
 pub trait Windowing {
     type Stream<K: Data, V: Data>;
     fn over<K: Data, V: Data>(self, grouped: KGroupedStream<K, V>) -> Self::Stream<K, V>;
+
+    /// Why these windows cannot be used, if they cannot (Kafka Streams refuses them when
+    /// they are made; `StreamsBuilder::build` reports it here).
+    fn invalid(&self) -> Option<String>;
 }
 
 /// Time and sliding windows: one windowed stream type over either.
@@ -38,6 +42,10 @@ impl<W: WindowAggregator> Windowing for W {
             emit_on_close: false,
         }
     }
+
+    fn invalid(&self) -> Option<String> {
+        WindowAggregator::invalid(self)
+    }
 }
 
 impl Windowing for SessionWindows {
@@ -47,6 +55,11 @@ impl Windowing for SessionWindows {
             grouped,
             windows: self,
         }
+    }
+
+    fn invalid(&self) -> Option<String> {
+        (self.gap_ms <= 0)
+            .then(|| "session windows: the inactivity gap must be more than zero".into())
     }
 }
 
@@ -86,6 +99,10 @@ pub trait WindowAggregator:
         step: Step<K, V, VA>,
         materialized: Materialized,
     ) -> KTable<Windowed<K>, VA>;
+
+    /// See [`Windowing::invalid`].
+    #[doc(hidden)]
+    fn invalid(&self) -> Option<String>;
 }
 
 mod sealed {
@@ -209,6 +226,10 @@ impl<K: Data, V: Data, W: WindowAggregator> WindowedKStream<K, V, W> {
 
 impl WindowAggregator for TimeWindows {
     const END_INCLUSIVE: bool = false;
+
+    fn invalid(&self) -> Option<String> {
+        self.invalid()
+    }
 
     fn table<K: Data, V: Data, VA: Data>(
         self,
@@ -334,6 +355,10 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
 
 impl WindowAggregator for SlidingWindows {
     const END_INCLUSIVE: bool = true;
+
+    fn invalid(&self) -> Option<String> {
+        None // any time difference (a Duration) is one
+    }
 
     fn table<K: Data, V: Data, VA: Data>(
         self,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use rill_core::metrics::DropReason;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::InlineKey;
 
@@ -199,6 +200,7 @@ impl<K: Data, V: Data, VA: Data> Processor for StreamAggregate<K, V, VA> {
     ) -> Result<(), ProcessError> {
         let Some(record) = read_record::<K, V>(self.step.reads_record(), &*self.keys, &mut r)?
         else {
+            ctx.record_dropped(DropReason::NullKey);
             return Ok(());
         };
         let key = r.key.clone().unwrap_or_default();
@@ -233,6 +235,7 @@ pub(crate) struct TableAggregate<K, V, VA> {
 impl<K: Data, V: Data, VA: Data> Processor for TableAggregate<K, V, VA> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
         let Some(k) = key_of(&*self.keys, &r)? else {
+            ctx.record_dropped(DropReason::NullKey);
             return Ok(());
         };
         let key = r.key.clone().unwrap_or_default();

@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 
+use rill_core::metrics::DropReason;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::KeyValueStore;
 
@@ -74,6 +75,7 @@ impl<V: Data> Processor for TableSource<V> {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
         // A table row needs a key (Kafka Streams drops null-key table records too).
         if r.key.is_none() {
+            ctx.record_dropped(DropReason::NullKey);
             return Ok(());
         }
         let bytes = r.value_bytes()?;

@@ -28,7 +28,7 @@ pub struct TimeWindows {
 impl TimeWindows {
     /// Tumbling windows of `size` that accept records up to `grace` after they end.
     pub fn of_size_with_grace(size: Duration, grace: Duration) -> Self {
-        let size_ms = millis(size).max(1);
+        let size_ms = millis(size);
         TimeWindows {
             size_ms,
             advance_ms: size_ms,
@@ -43,8 +43,24 @@ impl TimeWindows {
 
     /// Hopping windows: a new one every `advance` (at most the size).
     pub fn advance_by(mut self, advance: Duration) -> Self {
-        self.advance_ms = millis(advance).clamp(1, self.size_ms);
+        self.advance_ms = millis(advance);
         self
+    }
+
+    /// Why these windows cannot be used (Kafka Streams' rules: a size above zero, an advance
+    /// above zero and at most the size), if they cannot.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        if self.size_ms <= 0 {
+            Some("time windows: the window size must be more than zero".into())
+        } else if self.advance_ms <= 0 || self.advance_ms > self.size_ms {
+            Some(format!(
+                "time windows: the advance ({} ms) must be more than zero and at most the size \
+                 ({} ms)",
+                self.advance_ms, self.size_ms
+            ))
+        } else {
+            None
+        }
     }
 
     /// The starts of the windows holding `ts`, oldest first.
