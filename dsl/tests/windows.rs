@@ -539,19 +539,21 @@ fn sliding_windows_update_left_and_right_windows() {
         vec![
             // a@15: its left window.
             row("a", 5, 15, 1, 15),
-            // a@18: its left window [8, 18] is new, and the right window of 15 appears
-            // ([5, 15] does not hold 18 and stays as it is).
-            row("a", 8, 18, 2, 18),
+            // a@18: the right window of 15 appears, then its own left window [8, 18] ([5, 15]
+            // does not hold 18 and stays as it is). New windows come in Kafka Streams' order:
+            // the previous record's right window, the left window, the own right window.
             row("a", 16, 26, 1, 18),
+            row("a", 8, 18, 2, 18),
             // a@30: its left window [20, 30] holds only itself; the right window of 18
             // ([19, 29]) does not hold 30.
             row("a", 20, 30, 1, 30),
-            // a@22 (out of order): every window holding 22 changes; the right window of 22
-            // ([23, 33]) holds 30 and is new.
-            row("a", 12, 22, 3, 22),
+            // a@22 (out of order): the windows holding 22 that exist change first, newest
+            // start first; then the new ones: the right window of 18 ([19, 29]), the left
+            // window [12, 22], and the right window of 22 ([23, 33]), which holds 30.
+            row("a", 20, 30, 2, 30),
             row("a", 16, 26, 2, 22),
             row("a", 19, 29, 1, 22),
-            row("a", 20, 30, 2, 30),
+            row("a", 12, 22, 3, 22),
             row("a", 23, 33, 1, 30),
         ]
     );
@@ -1192,4 +1194,60 @@ fn invalid_windows_are_refused_by_build() {
         .count();
     let gap = b.build().unwrap_err().to_string();
     assert!(gap.contains("inactivity gap"), "{gap}");
+}
+
+/// KStreamSlidingWindowAggregateTest.testEarlyRecordsSmallInput, both emit strategies (with
+/// a count; Kafka's test compares each window's updates as a set): records before the time
+/// difference share the window `[0, d]`.
+#[test]
+fn kafka_sliding_windows_early_records() {
+    use std::collections::{BTreeMap, BTreeSet};
+    for on_close in [false, true] {
+        let b = StreamsBuilder::new();
+        b.stream::<String, String>("input")
+            .group_by_key()
+            .windowed_by(SlidingWindows::of_time_difference_and_grace(ms(50), ms(0)))
+            .emit_strategy(if on_close {
+                EmitStrategy::OnWindowClose
+            } else {
+                EmitStrategy::OnWindowUpdate
+            })
+            .count()
+            .to_stream()
+            .to("out");
+        let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+        for ts in [0, 5, 6, 3, 13, 10, 70] {
+            pipe(&mut d, "A", ts);
+        }
+        let mut got: BTreeMap<i64, BTreeSet<(i64, i64)>> = BTreeMap::new();
+        for (_, start, end, n, ts) in rows(d.read_windowed("out").unwrap()) {
+            assert_eq!(end, start + 50);
+            got.entry(start).or_default().insert((n.unwrap(), ts));
+        }
+        let want: Vec<(i64, Vec<(i64, i64)>)> = if on_close {
+            vec![
+                (0, vec![(6, 13)]),
+                (1, vec![(5, 13)]),
+                (4, vec![(4, 13)]),
+                (6, vec![(3, 13)]),
+                (7, vec![(2, 13)]),
+                (11, vec![(1, 13)]),
+            ]
+        } else {
+            vec![
+                (0, vec![(1, 0), (2, 5), (3, 6), (4, 6), (5, 13), (6, 13)]),
+                (1, vec![(1, 5), (2, 6), (3, 6), (4, 13), (5, 13)]),
+                (4, vec![(2, 6), (3, 13), (4, 13)]),
+                (6, vec![(1, 6), (2, 13), (3, 13)]),
+                (7, vec![(1, 13), (2, 13)]),
+                (11, vec![(1, 13)]),
+                (20, vec![(1, 70)]),
+            ]
+        };
+        let want: BTreeMap<i64, BTreeSet<(i64, i64)>> = want
+            .into_iter()
+            .map(|(s, v)| (s, v.into_iter().collect()))
+            .collect();
+        assert_eq!(got, want, "on close {on_close}");
+    }
 }

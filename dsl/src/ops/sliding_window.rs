@@ -226,8 +226,31 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
                 starts.push(right);
             }
         }
-        let mut out = Vec::new();
+        // The windows as they are now (`None`: to be created).
+        let mut planned = Vec::with_capacity(starts.len());
         for start in starts {
+            planned.push((start, windows.fetch_one(key, start)?));
+        }
+        // In Kafka Streams' order: the windows that exist, newest start first, then the new
+        // ones — the previous record's right window, the record's left window, its own right
+        // window. A record before `d` (whose left window is the shared `[0, d]`) updates the
+        // others oldest first, creates its right window and the previous record's, and
+        // `[0, d]` last (Kafka's `processReverse` and `processEarly`).
+        let left_start = ts.saturating_sub(d).max(0);
+        let own_right = ts.checked_add(1);
+        let early = ts < d;
+        planned.sort_by_key(|(start, old)| match (early, old.is_some()) {
+            _ if early && *start == 0 => (3, 0),
+            (true, true) => (0, *start),
+            (true, false) if Some(*start) == own_right => (1, 0),
+            (true, false) => (2, *start),
+            (false, true) => (0, -*start),
+            (false, false) if *start == left_start => (2, 0),
+            (false, false) if Some(*start) == own_right => (3, 0),
+            (false, false) => (1, *start),
+        });
+        let mut out = Vec::new();
+        for (start, old) in planned {
             let end = start.saturating_add(d);
             if end < close {
                 continue;
@@ -239,8 +262,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
                 max_ts = max_ts.max(*t);
             }
             let Some(new) = acc else { continue };
-            let old = windows
-                .fetch_one(key, start)?
+            let old = old
                 .map(|b| decode_timestamped::<VA>(&b))
                 .transpose()?
                 .map(|(a, _)| a);
