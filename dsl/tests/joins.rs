@@ -653,3 +653,37 @@ fn kafka_join_stores_keep_records_for_their_retention() {
     assert!(d.read::<String, String>("out").unwrap().is_empty());
     assert_eq!(d.dropped().get(DropReason::LateJoin), 0);
 }
+
+/// A stream record with a null key (its key type holds one) joins no table row: a left join
+/// gives it alone, an inner join drops it and counts it (Kafka Streams'
+/// KStreamKTableJoinProcessor.maybeDropRecord).
+#[test]
+fn a_null_key_joins_no_table_row() {
+    for left in [false, true] {
+        let b = StreamsBuilder::new();
+        let stream = b.stream::<Option<String>, String>("clicks");
+        let table = b.table::<Option<String>, String>("users");
+        let joined = if left {
+            stream.left_join_table(&table, |v, t| format!("{v}+{}", opt(t)))
+        } else {
+            stream.join_table(&table, |v, t| format!("{v}+{t}"))
+        };
+        joined.to("out");
+        let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+        d.pipe("users", &Some(s("")), &s("empty-key row"), 0)
+            .unwrap();
+        d.pipe("clicks", &None::<String>, &s("c"), 1).unwrap();
+        let out: Vec<String> = d
+            .read::<Option<String>, String>("out")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.value.unwrap())
+            .collect();
+        if left {
+            assert_eq!(out, ["c+null"]);
+        } else {
+            assert!(out.is_empty());
+            assert_eq!(d.dropped().get(DropReason::NullKey), 1);
+        }
+    }
+}

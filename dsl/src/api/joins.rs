@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use rill_core::metrics::DropReason;
 use rill_core::processor::Processor;
 
 use rill_core::topology::ProcessorSupplier;
@@ -191,7 +192,18 @@ impl<K: Data, V: Data> KStream<K, V> {
         let st = store.clone();
         let f: StatelessFn = Arc::new(move |ctx, r| {
             let v: V = value_of(&r)?;
-            let key = r.key.clone().unwrap_or_default();
+            let Some(key) = r.key.clone() else {
+                // A null key (of a key type that holds one) matches no row: a left join
+                // gives the record alone, an inner join drops it (Kafka Streams'
+                // KStreamKTableJoinProcessor).
+                return match joiner(&v, None) {
+                    Some(out) => ctx.forward(rewrap(r, out)),
+                    None => {
+                        ctx.record_dropped(DropReason::NullKey);
+                        Ok(())
+                    }
+                };
+            };
             let t = get_timestamped::<VT>(ctx.store(&st)?, &key)?;
             match joiner(&v, t.as_ref().map(|(t, _)| t)) {
                 Some(out) => ctx.forward(rewrap(r, out)),
