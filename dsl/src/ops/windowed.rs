@@ -12,7 +12,7 @@ use crate::serdes::{Data, SerdeRef};
 
 /// A per-key (windowed) aggregation as a processor over one store.
 pub(crate) trait WindowedAggregation<K, V, VA>: Send + 'static {
-    /// Whether `update` reads the record's id (`record_id`); otherwise it gets none.
+    /// Whether `update` reads the record's id (`RecordIds`); otherwise it gets none.
     const NEEDS_ID: bool = true;
 
     /// Whether `update` reads the record's typed key and value (see [`read_record`]);
@@ -20,7 +20,7 @@ pub(crate) trait WindowedAggregation<K, V, VA>: Send + 'static {
     fn reads_record(&self) -> bool;
 
     /// Updates the store for record (`k`, `key` bytes, `v`, timestamp `ts`, `id` from
-    /// `record_id`, `headers`) at the task's stream time `task_time`; returns what to
+    /// `RecordIds`, `headers`) at the task's stream time `task_time`; returns what to
     /// forward now.
     #[allow(clippy::too_many_arguments)]
     fn update(

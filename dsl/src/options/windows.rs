@@ -4,12 +4,13 @@
 //!   `advance` from epoch 0 and never below 0; a window takes updates while
 //!   `end > st - grace`;
 //! - sliding windows of difference `d` are `[t - d, t]` for each record (and `[t + 1, t + 1
-//!   + d]` when that holds a record), both ends inclusive;
+//!   + d]` when that holds a record), both ends inclusive; a window takes updates while
+//!   `end >= st - grace`;
 //! - session windows merge every session with `end >= ts - gap` and `start <= ts + gap`;
 //!   unless the merged session is the record's own instant `[ts, ts]`, every merged-away
 //!   session is retracted with a tombstone (one with the merged bounds too) before the merged
 //!   one is put anew; a record is late when the merged session ends before `st - grace -
-//!   gap`, and sessions stay in the store while `end > st - retention`.
+//!   gap`, and sessions stay in the store while `end >= st - retention`.
 //!
 //! Join windows match records of two streams `before` and `after` each other's timestamps.
 
@@ -173,7 +174,8 @@ pub struct JoinWindows {
 }
 
 impl JoinWindows {
-    /// Records at most `difference` apart, either way; late records are dropped at once.
+    /// Records at most `difference` apart, either way; no grace: an unmatched record is
+    /// emitted alone (left / outer joins) as soon as its window ends.
     pub fn of_time_difference_with_no_grace(difference: Duration) -> Self {
         Self::of_time_difference_and_grace(difference, Duration::ZERO)
     }
