@@ -1251,3 +1251,41 @@ fn kafka_sliding_windows_early_records() {
         assert_eq!(got, want, "on close {on_close}");
     }
 }
+
+/// A suppressed record goes on with the headers of its latest update, as Kafka Streams'
+/// buffer keeps each record's context (KTableSuppressProcessorTest.
+/// suppressShouldNotDropTombstonesForTimeWindows checks the headers too).
+#[test]
+fn suppression_keeps_the_headers_of_the_latest_update() {
+    use bytes::Bytes;
+    use rill_dsl::core::processor::Record;
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(TimeWindows::of_size_no_grace(ms(10)))
+        .count()
+        .suppress(Suppressed::until_window_closes())
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    type Headers = Vec<(String, Option<Bytes>)>;
+    let record = |v: &str, ts, headers: Headers| Record {
+        key: Some(Bytes::from("k")),
+        value: Some(Bytes::from(v.to_string())),
+        timestamp: ts,
+        headers,
+        typed: None,
+    };
+    let h = |v: &str| vec![("h".to_string(), Some(Bytes::from(v.to_string())))];
+    d.core().pipe("input", record("a", 1, h("first"))).unwrap();
+    d.core().pipe("input", record("b", 2, h("second"))).unwrap();
+    // No headers: the entry keeps the short layout.
+    d.core().pipe("input", record("c", 12, Vec::new())).unwrap();
+    d.core().pipe("input", record("d", 25, Vec::new())).unwrap();
+    let out = d.core().read_output("out");
+    let seen: Vec<(i64, Headers)> = out
+        .iter()
+        .map(|o| (o.record.timestamp, o.record.headers.clone()))
+        .collect();
+    assert_eq!(seen, vec![(2, h("second")), (12, Vec::new())]);
+}

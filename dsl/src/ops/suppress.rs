@@ -7,8 +7,9 @@ use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{ts_bytes, ts_from, Entry, KeyValueStore};
 
-use crate::ops::records::window_end_of;
+use crate::ops::records::{internal, window_end_of};
 use crate::options::BufferConfig;
+use crate::serdes::hop;
 
 /// Holds a table's updates in a time-ordered buffer: `T | time | key -> timestamp | change`
 /// and `K | key -> time`, and emits those whose time has come (or, past the buffer's bound,
@@ -89,12 +90,7 @@ impl Suppress {
                 *records = records.saturating_sub(1);
                 *bytes = bytes.saturating_sub((k.len() + v.len()) as u64);
             }
-            let ts = v
-                .get(..8)
-                .and_then(|t| t.try_into().ok())
-                .map(i64::from_be_bytes)
-                .ok_or_else(|| ProcessError::Failed("suppress buffer: short entry".into()))?;
-            let change = &v[8..];
+            let (ts, headers, change) = read_entry(&v)?;
             if final_results && crate::ops::records::is_deletion(change) {
                 continue;
             }
@@ -102,7 +98,7 @@ impl Suppress {
                 key: Some(Bytes::from(k)),
                 value: Some(Bytes::copy_from_slice(change)),
                 timestamp: ts,
-                headers: Vec::new(),
+                headers,
                 typed: None,
             });
         }
@@ -112,6 +108,52 @@ impl Suppress {
         Ok(())
     }
 }
+
+/// Marks an entry that carries its record's headers (a change's bytes start with an
+/// `Option` tag, 0 or 1, never this).
+const WITH_HEADERS: u8 = 0xff;
+
+/// A buffer entry: `timestamp | change`, or, for a record with headers, `timestamp | 0xff |
+/// headers length (u32) | headers | change`, so that an emitted record carries the headers
+/// of its latest update (as Kafka Streams' buffer keeps its record context).
+fn entry(ts: i64, headers: &Headers, change: &[u8]) -> Result<Vec<u8>, ProcessError> {
+    let mut v = ts.to_be_bytes().to_vec();
+    if !headers.is_empty() {
+        let owned: Vec<(&str, Option<&[u8]>)> = headers
+            .iter()
+            .map(|(k, h)| (k.as_str(), h.as_deref()))
+            .collect();
+        let encoded = hop::encode(&owned).map_err(internal)?;
+        let len = u32::try_from(encoded.len())
+            .map_err(|_| ProcessError::Failed("suppress: headers over 4 GiB".into()))?;
+        v.push(WITH_HEADERS);
+        v.extend_from_slice(&len.to_be_bytes());
+        v.extend_from_slice(&encoded);
+    }
+    v.extend_from_slice(change);
+    Ok(v)
+}
+
+/// The timestamp, headers and change of a buffer entry (see [`entry`]).
+fn read_entry(v: &[u8]) -> Result<(i64, Headers, &[u8]), ProcessError> {
+    let short = || ProcessError::Failed("suppress buffer: short entry".into());
+    let (ts, rest) = v.split_first_chunk::<8>().ok_or_else(short)?;
+    let ts = i64::from_be_bytes(*ts);
+    let Some((&WITH_HEADERS, rest)) = rest.split_first() else {
+        return Ok((ts, Vec::new(), rest));
+    };
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(short)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    let (encoded, change) = (rest.get(..len).ok_or_else(short)?, &rest[len..]);
+    let headers: Vec<(String, Option<Vec<u8>>)> = hop::decode(encoded).map_err(internal)?;
+    let headers = headers
+        .into_iter()
+        .map(|(k, h)| (k, h.map(Bytes::from)))
+        .collect();
+    Ok((ts, headers, change))
+}
+
+type Headers = Vec<(String, Option<Bytes>)>;
 
 impl Processor for Suppress {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
@@ -134,8 +176,7 @@ impl Processor for Suppress {
                 .sum();
             self.held = Some((all.len() as u64, bytes));
         }
-        let mut v = r.timestamp.to_be_bytes().to_vec();
-        v.extend_from_slice(&value);
+        let v = entry(r.timestamp, &r.headers, &value)?;
         // Non-resetting, as Kafka Streams: a key already buffered keeps its place (the time
         // of its first buffered update); only its value is replaced.
         let buffered_at = store.get(&index_key(&key))?.and_then(|t| ts_from(&t));
