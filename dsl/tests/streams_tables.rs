@@ -195,7 +195,7 @@ fn group_by_key_reduce_and_aggregate() {
 }
 
 #[test]
-fn tables_apply_tombstones_and_skip_repeats() {
+fn tables_apply_tombstones_and_forward_repeats() {
     let b = StreamsBuilder::new();
     let users = b.table::<String, String>("users");
     users.to_stream().to("changes");
@@ -206,8 +206,10 @@ fn tables_apply_tombstones_and_skip_repeats() {
         .to("visible");
     let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
     d.pipe("users", &s("u1"), &s("eu"), 1).unwrap();
-    d.pipe("users", &s("u1"), &s("eu"), 1).unwrap(); // repeat: not forwarded
-    d.pipe("users", &s("u1"), &s("eu"), 2).unwrap(); // newer timestamp: forwarded
+    // A repeat is forwarded, as Kafka Streams forwards every update of a source table
+    // (emit-on-change was withdrawn, KAFKA-12508).
+    d.pipe("users", &s("u1"), &s("eu"), 1).unwrap();
+    d.pipe("users", &s("u1"), &s("eu"), 2).unwrap();
     d.pipe("users", &s("u1"), &s("hidden"), 3).unwrap();
     d.pipe_tombstone("users", &s("u1"), 4).unwrap();
     d.pipe_tombstone("users", &s("u9"), 5).unwrap(); // deletes nothing: not forwarded
@@ -220,6 +222,7 @@ fn tables_apply_tombstones_and_skip_repeats() {
     assert_eq!(
         changes,
         vec![
+            (Some(s("eu")), 1),
             (Some(s("eu")), 1),
             (Some(s("eu")), 2),
             (Some(s("hidden")), 3),
@@ -234,7 +237,10 @@ fn tables_apply_tombstones_and_skip_repeats() {
         .collect();
     // A row that stops passing the filter is deleted downstream; deleting it again sends
     // nothing.
-    assert_eq!(visible, vec![Some(s("EU")), Some(s("EU")), None]);
+    assert_eq!(
+        visible,
+        vec![Some(s("EU")), Some(s("EU")), Some(s("EU")), None]
+    );
 }
 
 #[test]

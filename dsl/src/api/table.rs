@@ -1,6 +1,6 @@
 //! `KTable`: a changelog stream read as a table, one current value per key. Updates travel
-//! between operators as (new, old) changes; a null value (tombstone) deletes the key; an
-//! update that repeats a key's stored value and timestamp is not forwarded.
+//! between operators as (new, old) changes; a null value (tombstone) deletes the key; a
+//! source table's tombstone for an absent key is not forwarded.
 //!
 //! `suppress` holds a table's updates back (the buffer is `ops::suppress`).
 
@@ -309,7 +309,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             Box::new(MaterializeChanges::<V> {
                 materialize: Materialize {
                     store: st.clone(),
-                    drop_repeats: false,
+                    drop_absent_deletes: false,
                 },
                 _v: PhantomData,
             }) as Box<dyn Processor>
@@ -347,7 +347,7 @@ pub(crate) fn source_table<K: Data, V: Data>(
         Box::new(TableSource {
             materialize: Materialize {
                 store: st.clone(),
-                drop_repeats: true,
+                drop_absent_deletes: true,
             },
             values: Arc::clone(&values),
         }) as Box<dyn Processor>

@@ -11,10 +11,13 @@ use crate::ops::records::{deser, timestamped_bytes, value_of, with, Change};
 use crate::serdes::{Data, SerdeRef};
 
 /// Keeps each change's new value (timestamped) in `store`; forwards the change, unless
-/// `drop_repeats` and it repeats the stored value and timestamp, or deletes an absent key.
+/// `drop_absent_deletes` and it deletes an absent key (a source table, as Kafka Streams'
+/// cached store drops a change with neither a new nor an old value). An update repeating
+/// the stored value is forwarded, as Kafka Streams does since emit-on-change was withdrawn
+/// (KAFKA-12508).
 pub(crate) struct Materialize {
     pub store: String,
-    pub drop_repeats: bool,
+    pub drop_absent_deletes: bool,
 }
 
 impl Materialize {
@@ -34,17 +37,13 @@ impl Materialize {
             .map(|(v, _)| v);
         match &new {
             None => {
-                if old.is_none() && self.drop_repeats {
+                if old.is_none() && self.drop_absent_deletes {
                     return Ok(());
                 }
                 store.delete(&key)?;
             }
             Some(v) => {
-                let b = timestamped_bytes(v, r.timestamp)?;
-                if self.drop_repeats && old_bytes.as_deref() == Some(&b[..]) {
-                    return Ok(());
-                }
-                store.put(&key, &b)?;
+                store.put(&key, &timestamped_bytes(v, r.timestamp)?)?;
             }
         }
         let change = Change { new, old };
