@@ -78,10 +78,18 @@ impl Default for JoinTime {
 }
 
 /// The [`JoinTime`] of each task running a join, shared by the suppliers of its two sides.
-/// A side takes its task's at `init` and gives it back at `close` (the second to close
-/// removes it), so a task that comes back starts afresh.
+/// The first side of a task instance to start makes a fresh one, the second takes it (so a
+/// task built again after a crash or a rebalance starts afresh, whatever an earlier instance
+/// left); a side gives it back when it closes or is dropped.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct JoinClocks(Arc<Mutex<BTreeMap<TaskId, Arc<JoinTime>>>>);
+pub(crate) struct JoinClocks(Arc<Mutex<BTreeMap<TaskId, Pairing>>>);
+
+/// A task's join time, and whether both sides hold it yet.
+#[derive(Debug)]
+struct Pairing {
+    time: Arc<JoinTime>,
+    paired: bool,
+}
 
 /// (sub-topology, partition).
 type TaskId = (usize, i32);
@@ -89,12 +97,26 @@ type TaskId = (usize, i32);
 impl JoinClocks {
     fn take(&self, task: TaskId) -> Arc<JoinTime> {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(m.entry(task).or_default())
+        match m.get_mut(&task) {
+            Some(p) if !p.paired => {
+                p.paired = true;
+                Arc::clone(&p.time)
+            }
+            _ => {
+                let time = Arc::new(JoinTime::default());
+                let pairing = Pairing {
+                    time: Arc::clone(&time),
+                    paired: false,
+                };
+                m.insert(task, pairing);
+                time
+            }
+        }
     }
 
     fn give_back(&self, task: TaskId, time: &Arc<JoinTime>) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if m.get(&task).is_some_and(|t| Arc::ptr_eq(t, time)) {
+        if m.get(&task).is_some_and(|p| Arc::ptr_eq(&p.time, time)) {
             m.remove(&task);
         }
     }
@@ -127,11 +149,25 @@ pub(crate) struct StreamJoinSide<K, A, B, R> {
 /// A join side's running state.
 #[derive(Debug)]
 pub(crate) struct JoinState {
-    /// This task's [`JoinTime`] (from `init`).
-    time: Option<(Arc<JoinTime>, TaskId)>,
+    /// This task's [`JoinTime`] (from `init`), and where it came from.
+    time: Option<(Arc<JoinTime>, TaskId, JoinClocks)>,
     last_purge: i64,
     expiry: ExpiryIndex,
     ids: RecordIds,
+}
+
+impl JoinState {
+    fn give_back(&mut self) {
+        if let Some((time, task, clocks)) = self.time.take() {
+            clocks.give_back(task, &time);
+        }
+    }
+}
+
+impl Drop for JoinState {
+    fn drop(&mut self) {
+        self.give_back();
+    }
 }
 
 impl Default for JoinState {
@@ -242,27 +278,24 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
 
 impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R> {
     fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
+        self.seen.give_back();
         let task = ctx.task_id();
-        self.seen.time = Some((self.clocks.take(task), task));
+        let time = self.clocks.take(task);
+        self.seen.time = Some((time, task, self.clocks.clone()));
         Ok(())
     }
 
     fn close(&mut self) {
-        if let Some((time, task)) = self.seen.time.take() {
-            self.clocks.give_back(task, &time);
-        }
+        self.seen.give_back();
     }
 
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        let time = match &self.seen.time {
-            Some((t, _)) => Arc::clone(t),
-            None => {
-                let task = ctx.task_id();
-                let t = self.clocks.take(task);
-                self.seen.time = Some((Arc::clone(&t), task));
-                t
-            }
+        let Some((time, _, _)) = &self.seen.time else {
+            return Err(ProcessError::Failed(
+                "internal: a join side processed a record before init".into(),
+            ));
         };
+        let time = Arc::clone(time);
         let ts = r.timestamp;
         let st = time.stream_time.fetch_max(ts, Relaxed).max(ts);
         let Some(k) = key_of(&*self.keys, &r)? else {
@@ -402,4 +435,37 @@ pub(crate) fn put_unique(
         false => store.put(key, value)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_sides_of_a_task_instance_share_a_fresh_join_time() {
+        let clocks = JoinClocks::default();
+        let task = (0, 3);
+        let left = clocks.take(task);
+        let right = clocks.take(task);
+        assert!(Arc::ptr_eq(&left, &right));
+        left.stream_time.store(100, Relaxed);
+        // The task built again (after a crash, before the old instance is dropped): fresh.
+        let left2 = clocks.take(task);
+        let right2 = clocks.take(task);
+        assert!(Arc::ptr_eq(&left2, &right2));
+        assert!(!Arc::ptr_eq(&left, &left2));
+        assert_eq!(left2.stream_time.load(Relaxed), i64::MIN);
+        // The old instance going away leaves the new one's in place; the new one's going
+        // away removes it.
+        let held = |clocks: &JoinClocks| {
+            let m = clocks.0.lock().unwrap();
+            m.get(&task).map(|p| Arc::clone(&p.time))
+        };
+        clocks.give_back(task, &left);
+        assert!(held(&clocks).is_some_and(|t| Arc::ptr_eq(&t, &left2)));
+        clocks.give_back(task, &left2);
+        assert!(held(&clocks).is_none());
+        // Another task has its own.
+        assert!(!Arc::ptr_eq(&clocks.take((0, 4)), &left2));
+    }
 }
