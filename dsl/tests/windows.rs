@@ -823,10 +823,12 @@ fn kafka_session_final_results() {
     assert_eq!(late(&d, DropReason::LateSession), 1);
 }
 
-/// A session stays in the store for its retention: by default gap + grace (InMemorySessionStore
-/// drops sessions ending at or before `stream time - retention`), longer when
+/// A session stays in the store for its retention: by default gap + grace, longer when
 /// `Materialized::with_retention` says so — and a record within the gap of a retained session
-/// merges with it.
+/// merges with it (AbstractSessionBytesStoreTest.shouldRemoveExpired and
+/// shouldNotFetchExpiredSessions: expired sessions are not found; SessionStoreMaterializer:
+/// a retention below gap + grace is refused). One deliberate difference, at the boundary: a
+/// session ending exactly at `stream time - retention` is still found (see the README).
 #[test]
 fn kafka_session_retention_decides_what_a_record_can_merge_with() {
     for (retention, merged) in [(None, false), (Some(100), true)] {
