@@ -183,8 +183,9 @@ impl Default for JoinState {
 
 /// A side's tag in the outer store: Kafka Streams orders an instant's unmatched records right
 /// side first (its `TimestampedKeyAndJoinSide` writes 1 for left, 0 for right).
+/// Its own inverse; a corrupt tag (over 1) stays out of range and is reported as such.
 fn outer_tag(side: u8) -> u8 {
-    1 - side
+    side ^ 1
 }
 
 impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
@@ -373,7 +374,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             if let (true, Some(outer)) = (other_outer, &self.outer_store) {
                 // The partner is joined now: it will not be emitted alone.
                 let mut k2 = ts_bytes(other_ts).to_vec();
-                k2.push(outer_tag(1 - self.side));
+                k2.push(outer_tag(self.side ^ 1));
                 k2.extend_from_slice(&framed_key(&key));
                 k2.extend_from_slice(other_rest);
                 ctx.store(outer)?.delete(&k2)?;

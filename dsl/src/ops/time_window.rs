@@ -102,7 +102,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V,
         // (Only a record before the close can be: every window holding it ends after it.)
         if ts < close {
             let all = self.windows.span_above(ts, i64::MIN).1;
-            self.late_windows += (all - n) as u64;
+            self.late_windows += all.saturating_sub(n) as u64;
         }
         if n == 0 {
             return Ok(Vec::new());
