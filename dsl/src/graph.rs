@@ -7,12 +7,45 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rill_core::processor::Processor;
 use rill_core::topology::{ProcessorSupplier, StoreSpec, Topology};
 
 use crate::ops::records::{FnProcessor, StatelessFn};
+
+/// Whether an operator downstream of a table reads its old values (Kafka Streams'
+/// `sendOldValues`), asked for at build time and read by the table's filter at run time: a
+/// filter forwards the deletion of a row that never passed (new and old both absent) only
+/// when nothing downstream reads old values — so `filter().to_stream()` writes a tombstone
+/// for every row the filter turns away, as Kafka Streams does. Asking reaches the tables the
+/// filter's table derives from, up to the nearest that keeps a store.
+#[derive(Debug, Default)]
+pub(crate) struct OldValues {
+    read: AtomicBool,
+    parent: Option<Arc<OldValues>>,
+}
+
+impl OldValues {
+    pub(crate) fn below(parent: Option<Arc<OldValues>>) -> Arc<Self> {
+        Arc::new(OldValues {
+            read: AtomicBool::new(false),
+            parent,
+        })
+    }
+
+    pub(crate) fn request(&self) {
+        self.read.store(true, Ordering::Relaxed);
+        if let Some(p) = &self.parent {
+            p.request();
+        }
+    }
+
+    pub(crate) fn read(&self) -> bool {
+        self.read.load(Ordering::Relaxed)
+    }
+}
 
 /// What kind of store a DSL operator keeps (for interactive queries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

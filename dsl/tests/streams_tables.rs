@@ -235,11 +235,11 @@ fn tables_apply_tombstones_and_forward_repeats() {
         .into_iter()
         .map(|r| r.value)
         .collect();
-    // A row that stops passing the filter is deleted downstream; deleting it again sends
-    // nothing.
+    // A row that stops passing the filter is deleted downstream; deleting it again sends a
+    // tombstone again (nothing downstream reads old values: Kafka Streams' KTableFilter).
     assert_eq!(
         visible,
-        vec![Some(s("EU")), Some(s("EU")), Some(s("EU")), None]
+        vec![Some(s("EU")), Some(s("EU")), Some(s("EU")), None, None]
     );
 }
 
@@ -739,5 +739,64 @@ fn a_table_row_staying_in_its_group_updates_the_aggregate_once() {
             (s("small"), Some(0), 3),
             (s("big"), Some(200), 3),
         ]
+    );
+}
+
+/// KTableFilterTest.shouldPassThroughWithoutMaterialization: with nothing downstream reading
+/// old values, a filter forwards a deletion for every row it turns away, even one that never
+/// passed; grouped downstream (KTableFilterTest.shouldSkipNullToRepartitionWithoutMaterialization),
+/// those deletions are skipped.
+#[test]
+fn kafka_a_table_filter_forwards_deletions_unless_old_values_are_read() {
+    let b = StreamsBuilder::new();
+    let table = b.table::<String, i64>("topic1");
+    table.filter(|_, v| v % 2 == 0).to_stream().to("even");
+    table.filter_not(|_, v| v % 2 == 0).to_stream().to("odd");
+    table
+        .filter(|_, v| v % 2 == 0)
+        .group_by(|k, v| (k.clone(), *v))
+        .reduce(|a, v| a + v, |a, v| a - v)
+        .to_stream()
+        .to("grouped");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (k, v, ts) in [("A", 1, 10), ("B", 2, 5), ("C", 3, 8), ("D", 4, 14)] {
+        d.pipe("topic1", &s(k), &(v as i64), ts).unwrap();
+    }
+    d.pipe_tombstone("topic1", &s("A"), 18).unwrap();
+    d.pipe_tombstone("topic1", &s("B"), 15).unwrap();
+    let mut read = |topic: &str| -> Vec<(String, Option<i64>, i64)> {
+        d.read::<String, i64>(topic)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.key, r.value, r.timestamp))
+            .collect()
+    };
+    let kv = |k: &str, v: Option<i64>, ts: i64| (s(k), v, ts);
+    assert_eq!(
+        read("even"),
+        vec![
+            kv("A", None, 10),
+            kv("B", Some(2), 5),
+            kv("C", None, 8),
+            kv("D", Some(4), 14),
+            kv("A", None, 18),
+            kv("B", None, 15),
+        ]
+    );
+    assert_eq!(
+        read("odd"),
+        vec![
+            kv("A", Some(1), 10),
+            kv("B", None, 5),
+            kv("C", Some(3), 8),
+            kv("D", None, 14),
+            kv("A", None, 18),
+            kv("B", None, 15),
+        ]
+    );
+    assert_eq!(
+        read("grouped"),
+        // B's row leaves: its sum is reduced to 0 (KTableReduce keeps the aggregate).
+        vec![kv("B", Some(2), 5), kv("D", Some(4), 14), kv("B", Some(0), 15)]
     );
 }

@@ -157,6 +157,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             sources: left.sources.clone(),
             store: None,
             grace_ms: None,
+            old_values: None,
             _v: std::marker::PhantomData,
         }
     }

@@ -372,6 +372,7 @@ impl<K: Data, VA: Data> CogroupedKStream<K, VA> {
             sources,
             store: Some(store),
             grace_ms: None,
+            old_values: None,
             _v: std::marker::PhantomData,
         }
     }
@@ -471,6 +472,7 @@ impl<K: Data, VA: Data> TimeWindowedCogroupedKStream<K, VA> {
             sources,
             store: Some(store),
             grace_ms: Some(self.windows.grace_ms()),
+            old_values: None,
             _v: std::marker::PhantomData,
         }
     }

@@ -305,6 +305,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             sources,
             store: None,
             grace_ms: None,
+            old_values: None,
             _v: PhantomData,
         }
     }

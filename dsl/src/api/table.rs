@@ -12,7 +12,7 @@ use rill_core::processor::{ProcessError, Processor};
 use rill_core::topology::ProcessorSupplier;
 
 use crate::api::{KGroupedTable, KStream};
-use crate::graph::{Shared, StoreKind};
+use crate::graph::{OldValues, Shared, StoreKind};
 use crate::ops::records::{key_of, rewrap, ser, take_value, value_of, with, Change, StatelessFn};
 use crate::ops::suppress::Suppress;
 use crate::ops::table::{Materialize, MaterializeChanges, TableSource};
@@ -33,6 +33,9 @@ impl<K: Data, V: Data> KTable<K, V> {
         suppressed: Suppressed,
         after_end_ms: i64,
     ) -> KTable<K, V> {
+        // The buffer keeps a key's latest change (Kafka Streams' suppression asks its table
+        // for old values).
+        self.request_old_values();
         if suppressed.limit == SuppressUntil::WindowCloses && suppressed.buffer.emit_early {
             self.g.borrow_mut().errors.push(format!(
                 "suppress(until_window_closes) after {}: a full buffer cannot emit early (its \
@@ -89,6 +92,9 @@ pub struct KTable<K, V> {
     pub(crate) store: Option<String>,
     /// For a windowed table: the grace period of its windows (what `suppress` waits for).
     pub(crate) grace_ms: Option<i64>,
+    /// For a table a filter or a mapping made (no store of its own): whether anything
+    /// downstream reads its old values.
+    pub(crate) old_values: Option<Arc<OldValues>>,
     pub(crate) _v: PhantomData<fn() -> V>,
 }
 
@@ -101,6 +107,7 @@ impl<K, V> Clone for KTable<K, V> {
             sources: self.sources.clone(),
             store: self.store.clone(),
             grace_ms: self.grace_ms,
+            old_values: self.old_values.clone(),
             _v: PhantomData,
         }
     }
@@ -129,6 +136,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             sources: from.sources.clone(),
             store,
             grace_ms: None,
+            old_values: None,
             _v: PhantomData,
         }
     }
@@ -141,6 +149,7 @@ impl<K: Data, V: Data> KTable<K, V> {
             sources: self.sources.clone(),
             store,
             grace_ms: self.grace_ms,
+            old_values: None,
             _v: PhantomData,
         }
     }
@@ -151,12 +160,19 @@ impl<K: Data, V: Data> KTable<K, V> {
         self.store.as_deref()
     }
 
+    /// A table of each change mapped by `f` (a filter or a value mapping). As Kafka Streams'
+    /// KTableFilter, a change that leaves neither a new nor an old value is forwarded (a
+    /// deletion of a row that never passed) unless something downstream reads old values;
+    /// a mapping forwards every change.
     fn map_changes<V2: Data>(
         &self,
         op: &str,
         f: impl Fn(&K, Option<V>) -> Option<V2> + Send + Sync + 'static,
     ) -> KTable<K, V2> {
         let keys = Arc::clone(&self.keys);
+        let old_values = OldValues::below(self.old_values.clone());
+        let read_old = Arc::clone(&old_values);
+        let filter = op == "KTABLE-FILTER";
         let f: StatelessFn = Arc::new(move |ctx, r| {
             let Some(k) = key_of(&*keys, &r)? else {
                 return Ok(());
@@ -166,7 +182,7 @@ impl<K: Data, V: Data> KTable<K, V> {
                 new: f(&k, c.new),
                 old: f(&k, c.old),
             };
-            if out.new.is_none() && out.old.is_none() {
+            if filter && out.new.is_none() && out.old.is_none() && read_old.read() {
                 return Ok(());
             }
             ctx.forward(rewrap(r, out))
@@ -175,7 +191,16 @@ impl<K: Data, V: Data> KTable<K, V> {
         let name = g.name(op);
         g.stateless(&name, f, &[&self.node]);
         drop(g);
-        self.derive(name, None)
+        let mut t = self.derive(name, None);
+        t.old_values = Some(old_values);
+        t
+    }
+
+    /// Something downstream reads this table's old values (see [`OldValues`]).
+    pub(crate) fn request_old_values(&self) {
+        if let Some(o) = &self.old_values {
+            o.request();
+        }
     }
 
     /// Rows for which `predicate` holds; a row that stops matching is deleted downstream.
@@ -230,6 +255,8 @@ impl<K: Data, V: Data> KTable<K, V> {
         selector: impl Fn(&K, &V) -> (KR, VR) + Send + Sync + 'static,
         grouped: Grouped,
     ) -> KGroupedTable<KR, VR> {
+        // The aggregation subtracts the old values.
+        self.request_old_values();
         let keys = Arc::clone(&self.keys);
         let out_keys: SerdeRef<KR> = auto();
         let ok = Arc::clone(&out_keys);
@@ -301,15 +328,18 @@ impl<K: Data, V: Data> KTable<K, V> {
         self.materialize_as(Materialized::named(store))
     }
 
-    /// Writes every change into a store named by `materialized` and passes it on.
+    /// Writes every change into a store named by `materialized` and passes it on — but the
+    /// deletion of an absent row, which a cached store drops in Kafka Streams (caching is on
+    /// unless `materialized` turns it off).
     fn materialize_as(&self, materialized: Materialized) -> Self {
         let store = materialized.name.clone().unwrap_or_default();
         let st = store.clone();
+        let drop_absent_deletes = materialized.caching;
         let supplier: ProcessorSupplier = Arc::new(move || {
             Box::new(MaterializeChanges::<V> {
                 materialize: Materialize {
                     store: st.clone(),
-                    drop_absent_deletes: false,
+                    drop_absent_deletes,
                 },
                 _v: PhantomData,
             }) as Box<dyn Processor>
@@ -368,6 +398,7 @@ pub(crate) fn source_table<K: Data, V: Data>(
         sources: vec![topic.to_string()],
         store: Some(store),
         grace_ms: None,
+        old_values: None,
         _v: PhantomData,
     }
 }
