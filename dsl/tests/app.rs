@@ -439,3 +439,65 @@ async fn late_records_show_in_the_metrics_by_reason() {
     app.close().await.unwrap();
     b.close().unwrap();
 }
+
+/// A join store restored from its changelog keeps its clock (Kafka's window stores replay
+/// theirs): a record past the store's retention before the restart stays out of reach after
+/// it, on a new instance that restores the store in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_join_store_keeps_its_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, t) = broker(dir.path()).await;
+    let admin = Admin::new(Arc::clone(&t));
+    for topic in ["left", "right", "joined"] {
+        admin.create_topic(topic, 1, &[]).await.unwrap();
+    }
+    let topology = || {
+        let builder = StreamsBuilder::new();
+        let left = builder.stream::<String, String>("left");
+        let right = builder.stream::<String, String>("right");
+        let w = JoinWindows::of_time_difference_with_no_grace(Duration::from_millis(10));
+        left.join(&right, |l, r| format!("{l}+{r}"), w).to("joined");
+        builder.build().unwrap()
+    };
+    let mut app = Streams::new(topology(), Arc::clone(&t), config(dir.path(), "join-clock"));
+    app.start();
+    let processed = |app: &Streams, n: u64| {
+        let done = app.metrics().processed() >= n;
+        async move {
+            if !done {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done
+        }
+    };
+    // r@0 reaches the store's changelog with a commit of its own (a commit every 100 ms)...
+    produce(&t, "right", &[("k", Some("r"), 0)]).await;
+    for _ in 0..500 {
+        if processed(&app, 1).await {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // ... then the right store's clock reaches 20: it keeps records after 20 - (10 + 10 +
+    // 0) = 0, and expires r@0 (locally: the changelog still holds it).
+    produce(&t, "right", &[("x", Some("z"), 20)]).await;
+    for _ in 0..500 {
+        if processed(&app, 2).await {
+            break;
+        }
+    }
+    app.close().await.unwrap();
+    // A new instance (another state directory) restores the store from its changelog.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut app = Streams::new(
+        topology(),
+        Arc::clone(&t),
+        config(elsewhere.path(), "join-clock"),
+    );
+    app.start();
+    produce(&t, "left", &[("k", Some("l"), 10), ("x", Some("q"), 25)]).await;
+    let out = read(&t, "joined", 1, 1).await;
+    assert_eq!(out, vec![(s("x"), s("q+z"))]);
+    app.close().await.unwrap();
+    b.close().unwrap();
+}

@@ -797,6 +797,10 @@ fn kafka_a_table_filter_forwards_deletions_unless_old_values_are_read() {
     assert_eq!(
         read("grouped"),
         // B's row leaves: its sum is reduced to 0 (KTableReduce keeps the aggregate).
-        vec![kv("B", Some(2), 5), kv("D", Some(4), 14), kv("B", Some(0), 15)]
+        vec![
+            kv("B", Some(2), 5),
+            kv("D", Some(4), 14),
+            kv("B", Some(0), 15)
+        ]
     );
 }

@@ -279,6 +279,28 @@ impl ExpiryIndex {
         self.by_time.entry(time).or_default().push(store_key);
     }
 
+    /// Indexes what the store holds from before this processor started — the scan the first
+    /// purge would make — and returns the latest time found (where a restarted join side's
+    /// store clock starts from). Does nothing once the store was scanned.
+    pub fn load(
+        &mut self,
+        store: &dyn KeyValueStore,
+        scan_time: impl Fn(&[u8]) -> Option<i64>,
+    ) -> Result<Option<i64>, ProcessError> {
+        if self.scanned {
+            return Ok(None);
+        }
+        self.scanned = true;
+        let mut latest = None;
+        for (k, _) in store.all()? {
+            if let Some(t) = scan_time(&k) {
+                latest = latest.max(Some(t));
+                self.insert(t, InlineKey::new(&k));
+            }
+        }
+        Ok(latest)
+    }
+
     /// Whether [`ExpiryIndex::purge`] at `cutoff` has anything to do (always, before the
     /// first purge's scan).
     pub fn due(&self, cutoff: i64) -> bool {

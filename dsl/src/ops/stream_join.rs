@@ -16,8 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
-use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -65,6 +65,9 @@ pub(crate) struct JoinTime {
     /// The earliest timestamp in the outer store, or later (`i64::MAX`: unknown or empty):
     /// no unmatched record can be due before its window from here has closed.
     min_time: AtomicI64,
+    /// Per side: its store's clock was read from the store (at the first record either side
+    /// processed).
+    started: [AtomicBool; 2],
 }
 
 impl Default for JoinTime {
@@ -73,6 +76,7 @@ impl Default for JoinTime {
             stream_time: AtomicI64::new(i64::MIN),
             stored_max: [AtomicI64::new(i64::MIN), AtomicI64::new(i64::MIN)],
             min_time: AtomicI64::new(i64::MAX),
+            started: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
 }
@@ -154,6 +158,8 @@ pub(crate) struct JoinState {
     last_purge: i64,
     expiry: ExpiryIndex,
     ids: RecordIds,
+    /// The first record was processed (the store clocks are set).
+    started: bool,
 }
 
 impl JoinState {
@@ -177,8 +183,14 @@ impl Default for JoinState {
             last_purge: i64::MIN / 2,
             expiry: ExpiryIndex::default(),
             ids: RecordIds::default(),
+            started: false,
         }
     }
+}
+
+/// The timestamp of a join store key (`framed key | timestamp | ...`).
+fn join_record_time(store_key: &[u8]) -> Option<i64> {
+    split_framed(store_key).and_then(|(_, rest)| ts_from(rest.get(..8)?))
 }
 
 /// A side's tag in the outer store: Kafka Streams orders an instant's unmatched records right
@@ -198,6 +210,35 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
     /// size plus grace).
     fn retention_spans(&self) -> [i64; 3] {
         [self.before_ms, self.after_ms, self.grace_ms]
+    }
+
+    /// Sets the store clocks from what the stores hold, at a side's first record (after any
+    /// restore): a store restored from its changelog keeps its clock, as Kafka's window
+    /// stores replay theirs. This side's store is indexed for expiry on the way; the other
+    /// side's is read for its clock if that side has not started yet.
+    fn start_clocks(
+        &mut self,
+        ctx: &mut ProcessorContext<'_>,
+        time: &JoinTime,
+    ) -> Result<(), ProcessError> {
+        let side = self.side as usize;
+        let store = ctx.store(&self.this_store)?;
+        if let Some(latest) = self.seen.expiry.load(store, join_record_time)? {
+            time.stored_max[side].fetch_max(latest, Relaxed);
+        }
+        time.started[side].store(true, Relaxed);
+        if !time.started[1 - side].swap(true, Relaxed) {
+            let other = ctx.store(&self.other_store)?;
+            let latest = other
+                .all()?
+                .iter()
+                .filter_map(|(k, _)| join_record_time(k))
+                .max();
+            if let Some(latest) = latest {
+                time.stored_max[1 - side].fetch_max(latest, Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Emits the unmatched records whose windows have closed, oldest first (Kafka Streams'
@@ -297,6 +338,10 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             ));
         };
         let time = Arc::clone(time);
+        if !self.seen.started {
+            self.seen.started = true;
+            self.start_clocks(ctx, &time)?;
+        }
         let ts = r.timestamp;
         let st = time.stream_time.fetch_max(ts, Relaxed).max(ts);
         let Some(k) = key_of(&*self.keys, &r)? else {
@@ -414,9 +459,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
             let store = ctx.store(&self.this_store)?;
             self.seen
                 .expiry
-                .purge(store, kept_from(this_clock, 0, &spans), |k| {
-                    split_framed(k).and_then(|(_, rest)| ts_from(rest.get(..8)?))
-                })?;
+                .purge(store, kept_from(this_clock, 0, &spans), join_record_time)?;
             self.seen.last_purge = this_clock;
         }
         Ok(())
