@@ -1291,3 +1291,64 @@ fn suppression_keeps_the_headers_of_the_latest_update() {
         .collect();
     assert_eq!(seen, vec![(2, h("second")), (12, Vec::new())]);
 }
+
+/// KStreamSessionWindowAggregateProcessorTest.shouldHandleMultipleSessionsAndMerging,
+/// ON_WINDOW_CLOSE: each session once, when stream time has passed its end by more than the
+/// gap (no grace), with the session's end as timestamp.
+#[test]
+fn kafka_sessions_emit_on_close() {
+    const GAP: i64 = 5 * 60 * 1000;
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_with_no_grace(ms(
+            GAP as u64
+        )))
+        .emit_strategy(EmitStrategy::OnWindowClose)
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    for (k, ts) in [
+        ("a", 0),
+        ("b", 0),
+        ("c", 0),
+        ("d", 0),
+        ("d", GAP / 2),
+        ("a", GAP + 1),
+        ("b", GAP + 1),
+        ("a", GAP + 1 + GAP / 2),
+        ("c", GAP + 1 + GAP / 2),
+    ] {
+        pipe(&mut d, k, ts);
+    }
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![
+            row("a", 0, 0, 1, 0),
+            row("b", 0, 0, 1, 0),
+            row("c", 0, 0, 1, 0),
+            row("d", 0, GAP / 2, 2, GAP / 2),
+        ]
+    );
+    // At the boundary: at stream time 10 (gap 10) a record at 0 can still join [0, 0]
+    // (its session would end at 0, not before the close at 0): not final yet.
+    let b = StreamsBuilder::new();
+    b.stream::<String, String>("input")
+        .group_by_key()
+        .windowed_by(SessionWindows::of_inactivity_gap_with_no_grace(ms(10)))
+        .emit_strategy(EmitStrategy::OnWindowClose)
+        .count()
+        .to_stream()
+        .to("out");
+    let mut d = TestDriver::new(&b.build().unwrap(), 1).unwrap();
+    pipe(&mut d, "a", 0);
+    pipe(&mut d, "b", 10);
+    assert!(rows(d.read_windowed("out").unwrap()).is_empty());
+    pipe(&mut d, "a", 0);
+    pipe(&mut d, "b", 11);
+    assert_eq!(
+        rows(d.read_windowed("out").unwrap()),
+        vec![row("a", 0, 0, 2, 0)]
+    );
+}

@@ -54,6 +54,7 @@ impl Windowing for SessionWindows {
         SessionWindowedKStream {
             grouped,
             windows: self,
+            emit_on_close: false,
         }
     }
 
@@ -262,6 +263,7 @@ impl WindowAggregator for TimeWindows {
 pub struct SessionWindowedKStream<K, V> {
     grouped: KGroupedStream<K, V>,
     windows: SessionWindows,
+    emit_on_close: bool,
 }
 
 impl<K, V> std::fmt::Debug for SessionWindowedKStream<K, V> {
@@ -273,6 +275,14 @@ impl<K, V> std::fmt::Debug for SessionWindowedKStream<K, V> {
 }
 
 impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
+    /// Emit every update of a session (the default), or each session once, when it closes:
+    /// when stream time passes its end by more than gap + grace (Kafka Streams' session
+    /// aggregation with `EmitStrategy.onWindowClose`).
+    pub fn emit_strategy(mut self, strategy: EmitStrategy) -> Self {
+        self.emit_on_close = strategy == EmitStrategy::OnWindowClose;
+        self
+    }
+
     pub fn count(&self) -> KTable<Windowed<K>, i64> {
         self.count_with(Materialized::default())
     }
@@ -339,7 +349,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             .gap_ms
             .saturating_add(w.grace_ms)
             .max(materialized.retention_ms.unwrap_or(0));
-        windowed_table(
+        let table = windowed_table(
             &self.grouped,
             materialized,
             StoreKind::Session,
@@ -349,7 +359,14 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             w.gap_ms.saturating_add(w.grace_ms),
             "KSTREAM-SESSION-AGGREGATE",
             move |_| SessionAgg::new(w, retention_ms, step.clone(), Arc::clone(&merger)),
-        )
+        );
+        if self.emit_on_close {
+            // A record is late for a session once it ends before `st - grace - gap`: the
+            // session is final then, one past `suppress`'s rule (its end is in it).
+            table.suppress_closing(Suppressed::until_window_closes(), 1)
+        } else {
+            table
+        }
     }
 }
 
