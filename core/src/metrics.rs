@@ -97,22 +97,6 @@ impl DropReason {
         DropReason::Processing,
         DropReason::Production,
     ];
-
-    /// The reason's name in logs and metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            DropReason::InvalidTimestamp => "invalid-timestamp",
-            DropReason::NullKey => "null-key",
-            DropReason::NullValue => "null-value",
-            DropReason::LateWindow => "late-window",
-            DropReason::LateSession => "late-session",
-            DropReason::LateSliding => "late-sliding-window",
-            DropReason::LateJoin => "late-join",
-            DropReason::Deserialization => "deserialization-error",
-            DropReason::Processing => "processing-error",
-            DropReason::Production => "production-error",
-        }
-    }
 }
 
 /// Dropped records, counted by reason.
@@ -140,18 +124,24 @@ impl DroppedRecords {
             .filter(|(_, n)| *n > 0)
     }
 
+    /// One record dropped for `reason`.
+    pub fn one(reason: DropReason) -> DroppedRecords {
+        let mut d = DroppedRecords::default();
+        d.add(reason, 1);
+        d
+    }
+
     /// Counts `n` more for `reason`.
     pub fn add(&mut self, reason: DropReason, n: u64) {
         self.counts[reason as usize] += n;
     }
 
-    /// What was counted here since `before` (a snapshot of the same counts).
-    pub(crate) fn since(&self, before: &DroppedRecords) -> DroppedRecords {
-        let mut d = DroppedRecords::default();
-        for (i, n) in d.counts.iter_mut().enumerate() {
-            *n = self.counts[i].saturating_sub(before.counts[i]);
+    /// The counts, leaving zeros — or `None` if nothing was counted.
+    pub fn take(&mut self) -> Option<DroppedRecords> {
+        if self.counts.iter().all(|n| *n == 0) {
+            return None;
         }
-        d
+        Some(std::mem::take(self))
     }
 }
 
@@ -342,9 +332,7 @@ impl Metrics {
 
     /// `task` dropped one record for `reason`.
     pub(crate) fn record_dropped_one(&self, thread: usize, task: TaskId, reason: DropReason) {
-        let mut d = DroppedRecords::default();
-        d.add(reason, 1);
-        self.record_dropped(thread, task, d);
+        self.record_dropped(thread, task, DroppedRecords::one(reason));
     }
 
     /// A commit of `thread` took `took`, leaving `write_behind_bytes` held in memory.

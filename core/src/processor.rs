@@ -221,11 +221,18 @@ pub(crate) struct TaskParts {
     pub exactly_once: bool,
     /// The instance's global stores.
     pub globals: Option<std::sync::Arc<crate::global::GlobalStores>>,
-    /// Records the task's processors dropped, by reason.
+    /// Records the task dropped, by reason.
     pub dropped: crate::metrics::DroppedRecords,
-    /// Something was dropped since the runtime last read `dropped` (a flag, so that the
-    /// runtime's per-record check costs one load).
-    pub drops_pending: bool,
+    /// The part of `dropped` the runtime has not added to its metrics yet.
+    pub unreported: crate::metrics::DroppedRecords,
+}
+
+impl TaskParts {
+    /// Counts drops in the task's total and in what the runtime has yet to report.
+    pub(crate) fn count_dropped(&mut self, dropped: crate::metrics::DroppedRecords) {
+        self.dropped += dropped;
+        self.unreported += dropped;
+    }
 }
 
 /// What a processor sees of its task while it runs.
@@ -250,15 +257,14 @@ impl ProcessorContext<'_> {
     /// Counts the record being processed as dropped for `reason` (in the task's metrics
     /// and the test drivers). Dropping it is the caller's doing: this only counts.
     pub fn record_dropped(&mut self, reason: crate::metrics::DropReason) {
-        self.parts.dropped.add(reason, 1);
-        self.parts.drops_pending = true;
+        self.parts
+            .count_dropped(crate::metrics::DroppedRecords::one(reason));
     }
 
     /// Counts drops an operator tallied itself (one record too late for several windows,
     /// say).
     pub fn add_dropped(&mut self, dropped: crate::metrics::DroppedRecords) {
-        self.parts.dropped += dropped;
-        self.parts.drops_pending = true;
+        self.parts.count_dropped(dropped);
     }
 
     /// Sends `record` to every child, each processing it before this returns.

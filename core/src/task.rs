@@ -52,8 +52,6 @@ pub struct Task {
     /// Where the record being processed came from (reused from record to record).
     metadata: Option<RecordMetadata>,
     pub processed: u64,
-    /// `parts.dropped` when the runtime last read it.
-    reported_drops: DroppedRecords,
 }
 
 impl std::fmt::Debug for Task {
@@ -187,7 +185,7 @@ impl Task {
                 exactly_once: false,
                 globals: None,
                 dropped: Default::default(),
-                drops_pending: false,
+                unreported: Default::default(),
             },
             sources,
             extractors,
@@ -196,7 +194,6 @@ impl Task {
             policy,
             metadata: None,
             processed: 0,
-            reported_drops: DroppedRecords::default(),
         };
         for i in sub.nodes {
             if let Some(mut p) = task.parts.processors[i].take() {
@@ -263,12 +260,7 @@ impl Task {
     /// Drops counted since the last call (records, punctuations, flushes): what the
     /// runtime has yet to add to its metrics.
     pub(crate) fn unreported_drops(&mut self) -> Option<DroppedRecords> {
-        if !std::mem::take(&mut self.parts.drops_pending) {
-            return None;
-        }
-        let new = self.parts.dropped.since(&self.reported_drops);
-        self.reported_drops = self.parts.dropped;
-        Some(new)
+        self.parts.unreported.take()
     }
 
     pub fn stream_time(&self) -> i64 {
@@ -303,8 +295,8 @@ impl Task {
                         timestamp = record.timestamp,
                         "skipping a record with an invalid timestamp"
                     );
-                    self.parts.dropped.add(DropReason::InvalidTimestamp, 1);
-                    self.parts.drops_pending = true;
+                    self.parts
+                        .count_dropped(DroppedRecords::one(DropReason::InvalidTimestamp));
                     return Ok(());
                 }
                 InvalidTimestampPolicy::UseStreamTime => {

@@ -99,8 +99,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 reach_ms,
                 kind,
                 joiner: Arc::new(move |k, a, b| j(k, a, b)),
-                clocks: left_clocks.clone(),
-                seen: JoinState::default(),
+                seen: JoinState::new(left_clocks.clone()),
                 _t: PhantomData,
             }) as Box<dyn Processor>
         });
@@ -119,8 +118,7 @@ impl<K: Data, V: Data> KStream<K, V> {
                 reach_ms,
                 kind,
                 joiner: Arc::new(move |k, b, a| j(k, a, b)),
-                clocks: clocks.clone(),
-                seen: JoinState::default(),
+                seen: JoinState::new(clocks.clone()),
                 _t: PhantomData,
             }) as Box<dyn Processor>
         });

@@ -161,18 +161,18 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 
     /// A table of each change mapped by `f` (a filter or a value mapping). As Kafka Streams'
-    /// KTableFilter, a change that leaves neither a new nor an old value is forwarded (a
-    /// deletion of a row that never passed) unless something downstream reads old values;
+    /// KTableFilter, a `filter` forwards a change that leaves neither a new nor an old value
+    /// (a deletion of a row that never passed) unless something downstream reads old values;
     /// a mapping forwards every change.
     fn map_changes<V2: Data>(
         &self,
         op: &str,
+        filter: bool,
         f: impl Fn(&K, Option<V>) -> Option<V2> + Send + Sync + 'static,
     ) -> KTable<K, V2> {
         let keys = Arc::clone(&self.keys);
         let old_values = OldValues::below(self.old_values.clone());
         let read_old = Arc::clone(&old_values);
-        let filter = op == "KTABLE-FILTER";
         let f: StatelessFn = Arc::new(move |ctx, r| {
             let Some(k) = key_of(&*keys, &r)? else {
                 return Ok(());
@@ -205,11 +205,15 @@ impl<K: Data, V: Data> KTable<K, V> {
 
     /// Rows for which `predicate` holds; a row that stops matching is deleted downstream.
     pub fn filter(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
-        self.map_changes("KTABLE-FILTER", move |k, v| v.filter(|v| predicate(k, v)))
+        self.map_changes("KTABLE-FILTER", true, move |k, v| {
+            v.filter(|v| predicate(k, v))
+        })
     }
 
     pub fn filter_not(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Self {
-        self.map_changes("KTABLE-FILTER", move |k, v| v.filter(|v| !predicate(k, v)))
+        self.map_changes("KTABLE-FILTER", true, move |k, v| {
+            v.filter(|v| !predicate(k, v))
+        })
     }
 
     /// Each row's value mapped.
@@ -217,7 +221,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         &self,
         mapper: impl Fn(V) -> VR + Send + Sync + 'static,
     ) -> KTable<K, VR> {
-        self.map_changes("KTABLE-MAPVALUES", move |_, v| v.map(&mapper))
+        self.map_changes("KTABLE-MAPVALUES", false, move |_, v| v.map(&mapper))
     }
 
     /// The table's updates as a stream; a deletion is a `None` value (a tombstone when

@@ -222,7 +222,7 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SessionAgg<K,
     }
 
     fn take_dropped(&mut self) -> Option<DroppedRecords> {
-        (self.dropped.total() > 0).then(|| std::mem::take(&mut self.dropped))
+        self.dropped.take()
     }
 
     /// Past its share of memory, the cache starts over (it holds no pending writes).

@@ -113,8 +113,11 @@ impl KeyValueStore for Area<'_> {
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K, V, VA> {
+    // The records it keeps are keyed by their ids.
+    const NEEDS_ID: bool = true;
+
     fn take_dropped(&mut self) -> Option<DroppedRecords> {
-        (self.dropped.total() > 0).then(|| std::mem::take(&mut self.dropped))
+        self.dropped.take()
     }
 
     fn reads_record(&self) -> bool {
@@ -217,19 +220,19 @@ impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for SlidingAgg<K,
             },
             self.retention_ms,
         );
+        // The windows as they are now (`None`: to be created).
+        let mut planned = Vec::with_capacity(starts.len() + 1);
+        for start in starts {
+            planned.push((start, windows.fetch_one(key, start)?));
+        }
         // The record's own right window is new if it holds a later record and was not a
         // window already.
         if let Some(right) = ts.checked_add(1) {
             if has_record_in(right, right.saturating_add(d))
                 && windows.fetch_one(key, right)?.is_none()
             {
-                starts.push(right);
+                planned.push((right, None));
             }
-        }
-        // The windows as they are now (`None`: to be created).
-        let mut planned = Vec::with_capacity(starts.len());
-        for start in starts {
-            planned.push((start, windows.fetch_one(key, start)?));
         }
         // In Kafka Streams' order: the windows that exist, newest start first, then the new
         // ones — the previous record's right window, the record's left window, its own right

@@ -144,8 +144,7 @@ pub(crate) struct StreamJoinSide<K, A, B, R> {
     pub(crate) reach_ms: [i64; 2],
     pub(crate) kind: JoinKind,
     pub(crate) joiner: SideJoiner<K, A, B, R>,
-    pub(crate) clocks: JoinClocks,
-    /// What the side has seen so far: `JoinState::default()` at start.
+    /// What the side has seen so far (`JoinState::new` at start).
     pub(crate) seen: JoinState,
     pub(crate) _t: PhantomData<fn() -> (A, B)>,
 }
@@ -153,8 +152,10 @@ pub(crate) struct StreamJoinSide<K, A, B, R> {
 /// A join side's running state.
 #[derive(Debug)]
 pub(crate) struct JoinState {
-    /// This task's [`JoinTime`] (from `init`), and where it came from.
-    time: Option<(Arc<JoinTime>, TaskId, JoinClocks)>,
+    /// Where the join times of this join's tasks are shared.
+    clocks: JoinClocks,
+    /// This task's [`JoinTime`] (from `init`).
+    time: Option<(Arc<JoinTime>, TaskId)>,
     last_purge: i64,
     expiry: ExpiryIndex,
     ids: RecordIds,
@@ -163,9 +164,21 @@ pub(crate) struct JoinState {
 }
 
 impl JoinState {
+    /// A side at start, sharing its tasks' join times through `clocks`.
+    pub(crate) fn new(clocks: JoinClocks) -> Self {
+        JoinState {
+            clocks,
+            time: None,
+            last_purge: i64::MIN / 2,
+            expiry: ExpiryIndex::default(),
+            ids: RecordIds::default(),
+            started: false,
+        }
+    }
+
     fn give_back(&mut self) {
-        if let Some((time, task, clocks)) = self.time.take() {
-            clocks.give_back(task, &time);
+        if let Some((time, task)) = self.time.take() {
+            self.clocks.give_back(task, &time);
         }
     }
 }
@@ -173,18 +186,6 @@ impl JoinState {
 impl Drop for JoinState {
     fn drop(&mut self) {
         self.give_back();
-    }
-}
-
-impl Default for JoinState {
-    fn default() -> Self {
-        JoinState {
-            time: None,
-            last_purge: i64::MIN / 2,
-            expiry: ExpiryIndex::default(),
-            ids: RecordIds::default(),
-            started: false,
-        }
     }
 }
 
@@ -322,8 +323,8 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
     fn init(&mut self, ctx: &mut ProcessorContext<'_>) -> Result<(), ProcessError> {
         self.seen.give_back();
         let task = ctx.task_id();
-        let time = self.clocks.take(task);
-        self.seen.time = Some((time, task, self.clocks.clone()));
+        let time = self.seen.clocks.take(task);
+        self.seen.time = Some((time, task));
         Ok(())
     }
 
@@ -332,7 +333,7 @@ impl<K: Data, A: Data, B: Data, R: Data> Processor for StreamJoinSide<K, A, B, R
     }
 
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {
-        let Some((time, _, _)) = &self.seen.time else {
+        let Some((time, _)) = &self.seen.time else {
             return Err(ProcessError::Failed(
                 "internal: a join side processed a record before init".into(),
             ));

@@ -46,8 +46,6 @@ pub(crate) fn window_start_of(store_key: &[u8]) -> Option<i64> {
 }
 
 impl<K: Data, V: Data, VA: Data> WindowedAggregation<K, V, VA> for TimeAgg<K, V, VA> {
-    const NEEDS_ID: bool = false;
-
     fn take_dropped(&mut self) -> Option<DroppedRecords> {
         if self.late_windows == 0 {
             return None;

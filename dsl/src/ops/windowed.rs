@@ -13,7 +13,7 @@ use crate::serdes::{Data, SerdeRef};
 /// A per-key (windowed) aggregation as a processor over one store.
 pub(crate) trait WindowedAggregation<K, V, VA>: Send + 'static {
     /// Whether `update` reads the record's id (`RecordIds`); otherwise it gets none.
-    const NEEDS_ID: bool = true;
+    const NEEDS_ID: bool = false;
 
     /// Whether `update` reads the record's typed key and value (see [`read_record`]);
     /// otherwise it gets none.
