@@ -14,12 +14,9 @@ use rill_core::state::{ts_bytes, FastHash, InlineKey, KeyValueStore};
 use smallvec::SmallVec;
 
 use crate::ops::records::{
-    decode_timestamped, timestamped_bytes, timestamped_into, typed_record, Change,
+    decode_timestamped, timestamped_bytes, timestamped_into, typed_record, Change, Headers,
 };
 use crate::Data;
-
-/// Record headers, as the core carries them.
-type Headers = Vec<(String, Option<Bytes>)>;
 
 /// The key the updates of a group's window (`None` in a key-value store) are forwarded
 /// under.

@@ -45,6 +45,9 @@ pub(crate) fn is_deletion(change: &[u8]) -> bool {
     change.first() == Some(&0)
 }
 
+/// A record's headers, as the core's `Record` holds them.
+pub(crate) type Headers = Vec<(String, Option<Bytes>)>;
+
 pub(crate) type StatelessFn =
     Arc<dyn Fn(&mut ProcessorContext<'_>, Record) -> Result<(), ProcessError> + Send + Sync>;
 

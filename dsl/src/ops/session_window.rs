@@ -14,12 +14,13 @@ use rill_core::state::{
 };
 
 use crate::ops::aggregate::{read_record, Step, Value};
+use crate::ops::records::Headers;
 use crate::ops::records::{
     decode_timestamped, kept_from, timestamped_bytes, windowed_key, ExpiryIndex,
 };
 use crate::ops::windowed::windowed_processor;
 use crate::ops::windowed::{
-    change_record, read, session_store_key, Headers, WindowedAggregation, WindowedProcessor,
+    change_record, read, session_store_key, WindowedAggregation, WindowedProcessor,
 };
 use crate::options::SessionWindows;
 use crate::serdes::Data;

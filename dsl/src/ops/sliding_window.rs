@@ -8,11 +8,12 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{framed_key, ts_bytes, ts_from, KeyValueStore, WindowStore};
 
 use crate::ops::aggregate::{read_record, Step, Value};
+use crate::ops::records::Headers;
 use crate::ops::records::{
     decode_timestamped, earlier, encode, kept_from, timestamped_bytes, windowed_key,
 };
 use crate::ops::windowed::windowed_processor;
-use crate::ops::windowed::{change_record, read, Headers, WindowedAggregation, WindowedProcessor};
+use crate::ops::windowed::{change_record, read, WindowedAggregation, WindowedProcessor};
 use crate::options::SlidingWindows;
 use crate::serdes::Data;
 

@@ -26,7 +26,7 @@ use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{framed_key, split_framed, ts_bytes, ts_from, InlineKey, KeyValueStore};
 
 use crate::ops::records::{
-    internal, kept_from, key_of, typed_record, value_of, with, ExpiryIndex, RecordIds,
+    internal, kept_from, key_of, typed_record, value_of, with, ExpiryIndex, Headers, RecordIds,
 };
 use crate::serdes::{hop, Data, SerdeRef};
 
@@ -248,7 +248,7 @@ impl<K: Data, A: Data, B: Data, R: Data> StreamJoinSide<K, A, B, R> {
         &mut self,
         ctx: &mut ProcessorContext<'_>,
         time: &JoinTime,
-        headers: &[(String, Option<Bytes>)],
+        headers: &Headers,
     ) -> Result<(), ProcessError> {
         let Some(outer) = self.outer_store.clone() else {
             return Ok(());

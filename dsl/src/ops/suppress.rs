@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rill_core::processor::{ProcessError, Processor, ProcessorContext, Record};
 use rill_core::state::{ts_bytes, ts_from, Entry, KeyValueStore};
 
-use crate::ops::records::{internal, window_end_of};
+use crate::ops::records::{internal, window_end_of, Headers};
 use crate::options::BufferConfig;
 use crate::serdes::hop;
 
@@ -152,8 +152,6 @@ fn read_entry(v: &[u8]) -> Result<(i64, Headers, &[u8]), ProcessError> {
         .collect();
     Ok((ts, headers, change))
 }
-
-type Headers = Vec<(String, Option<Bytes>)>;
 
 impl Processor for Suppress {
     fn process(&mut self, ctx: &mut ProcessorContext<'_>, r: Record) -> Result<(), ProcessError> {

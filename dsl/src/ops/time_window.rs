@@ -12,9 +12,10 @@ use smallvec::SmallVec;
 
 use crate::ops::aggregate::{read_record, Step, Value};
 use crate::ops::cache::RecordCache;
+use crate::ops::records::Headers;
 use crate::ops::records::{kept_from, windowed_key, ExpiryIndex, RecordIds};
 use crate::ops::windowed::windowed_processor;
-use crate::ops::windowed::{Headers, WindowedAggregation, WindowedProcessor};
+use crate::ops::windowed::{WindowedAggregation, WindowedProcessor};
 use crate::options::TimeWindows;
 use crate::serdes::{Data, SerdeRef};
 

@@ -7,7 +7,7 @@ use rill_core::metrics::DroppedRecords;
 use rill_core::processor::{ProcessError, ProcessorContext, Record};
 use rill_core::state::{framed_key, ts_bytes, KeyValueStore};
 
-use crate::ops::records::{typed_record, Change, RecordIds};
+use crate::ops::records::{typed_record, Change, Headers, RecordIds};
 use crate::serdes::{Data, SerdeRef};
 
 /// A per-key (windowed) aggregation as a processor over one store.
@@ -48,8 +48,6 @@ pub(crate) trait WindowedAggregation<K, V, VA>: Send + 'static {
     /// Records (or window updates) dropped since the last call, if any.
     fn take_dropped(&mut self) -> Option<DroppedRecords>;
 }
-
-pub(crate) type Headers = Vec<(String, Option<Bytes>)>;
 
 /// Runs a [`WindowedAggregation`] in a processor.
 pub(crate) struct WindowedProcessor<K, W> {
