@@ -5,7 +5,7 @@
 //! [`storage::LogManager`] for many partitions under one data directory); the [`broker`] and
 //! its [`coordinator`]s (consumer groups, transactions); the Kafka wire protocol over TCP
 //! ([`net`]); the clients ([`client`]: producer, consumer, admin, over TCP or embedded); the
-//! `rill` command ([`cli`]) and its benchmarks ([`bench`]). See the repository's `DESIGN.md`.
+//! `rill` command ([`cli`]) and its benchmarks ([`bench`]). See the repository's `docs/architecture.md`.
 
 pub mod bench;
 pub mod broker;
