@@ -28,11 +28,14 @@
 //!   cannot hold (use `()` or `Option<_>` to accept nulls) is skipped at the source.
 //! - `KTable::to_stream` gives `Option<V>` values: `None` is a deletion (a tombstone when
 //!   written).
-//! - Every update is forwarded (as Kafka Streams with caching disabled); use `suppress` or
-//!   [`EmitStrategy::OnWindowClose`] for final results.
+//! - Stream and time-window aggregations cache their updates until a commit, as Kafka
+//!   Streams does; session and sliding windows, cogroups and table aggregations forward every
+//!   update. Use `suppress` or [`EmitStrategy::OnWindowClose`] for final results.
 //! - A source table is always materialized in its own logged store (no reuse of the source
 //!   topic as its changelog).
 //! - Windowed keys written to topics carry both window bounds ([`serdes::WindowedSerde`]).
+//!
+//! The README lists every difference.
 
 pub mod api;
 pub mod app;
