@@ -41,6 +41,7 @@ async fn call(b: &Broker, r: RequestKind) -> ResponseKind {
 
 async fn init(b: &Broker, bump: Option<(i64, i16)>) -> (i64, i16) {
     let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
         .with_transaction_timeout_ms(-1)
         .with_producer_id(ProducerId(bump.map_or(-1, |(p, _)| p)))
         .with_producer_epoch(bump.map_or(-1, |(_, e)| e));
@@ -121,9 +122,27 @@ async fn retries_are_deduplicated_gaps_and_stale_epochs_refused_across_restarts(
         fresh > pid + 1,
         "ids are not reused after a restart: {fresh} vs {pid}"
     );
-    // A bumped epoch fences the old one and starts again at sequence 0.
-    let (same, bumped) = init(&b, Some((pid, epoch))).await;
-    assert_eq!((same, bumped), (pid, epoch + 1));
+    // Without a transactional id, a producer naming its id and epoch after an error (KIP-360)
+    // gets a fresh id, as from Kafka's coordinator: nothing records which epoch of an
+    // idempotent id is current, so the broker must not bump whatever id a request names
+    // (before, it handed out `pid` at epoch + 1 to anyone who asked).
+    let (renewed, renewed_epoch) = init(&b, Some((pid, epoch))).await;
+    assert!(renewed > fresh && renewed_epoch == 0, "{renewed}/{renewed_epoch}");
+    // Naming only one of the two is refused (KafkaApis.handleInitProducerIdRequest).
+    let half = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(-1)
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(-1);
+    match call(&b, RequestKind::InitProducerId(half)).await {
+        ResponseKind::InitProducerId(r) => {
+            assert_eq!(r.error_code, ResponseError::InvalidRequest.code())
+        }
+        other => panic!("{other:?}"),
+    }
+    // A newer epoch of an id (as a transaction coordinator's fencing marker brings) starts
+    // again at sequence 0 and makes the old epoch stale.
+    let bumped = epoch + 1;
     assert_eq!(produce(&b, batch(pid, bumped, 0, &["d"])).await, (0, 3));
     let stale = ResponseError::InvalidProducerEpoch.code();
     assert_eq!(produce(&b, batch(pid, epoch, 3, &["e"])).await.0, stale);

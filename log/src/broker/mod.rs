@@ -14,6 +14,7 @@ mod groups;
 mod partitions;
 mod produce;
 mod producer_ids;
+mod producers;
 mod topics;
 mod txn;
 
@@ -162,7 +163,8 @@ pub struct Broker {
     groups: Arc<Mutex<GroupCoordinator>>,
     offsets: Arc<Mutex<OffsetStore>>,
     producer_ids: Mutex<producer_ids::ProducerIds>,
-    txns: Arc<Mutex<txn::TxnStore>>,
+    txn: Arc<txn::TxnCoordinator>,
+    markers: Mutex<Option<JoinHandle<()>>>,
     clock: SharedClock,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
@@ -192,21 +194,39 @@ impl Broker {
         logs.start();
         let groups = Arc::new(Mutex::new(GroupCoordinator::new(config.group.clone())));
         let offsets = Arc::new(Mutex::new(OffsetStore::default()));
-        let txns = Arc::new(Mutex::new(txn::TxnStore::default()));
+        let txn = Arc::new(txn::TxnCoordinator::new(
+            crate::coordinator::txn::engine::TxnConfig {
+                max_timeout_ms: config.transaction_max_timeout_ms,
+                id_expiration_ms: config.transactional_id_expiration_ms,
+            },
+            Arc::clone(&logs),
+            Arc::clone(&offsets),
+            clock.clone(),
+            config.txn_crash_after_markers,
+        ));
+        let markers = {
+            let txn = Arc::clone(&txn);
+            std::thread::Builder::new()
+                .name("rill-txn-markers".into())
+                .spawn(move || txn.run_markers())
+                .map_err(|e| BrokerError::Metadata {
+                    path: PathBuf::new(),
+                    reason: e.to_string(),
+                })?
+        };
         let stop = Arc::new(AtomicBool::new(false));
         // Session and rebalance timeouts, and offset expiry, fire from here by the injected
         // clock.
         let ticker = {
-            let (groups, offsets, txns, stop, clock) = (
+            let (groups, offsets, txn, stop, clock) = (
                 Arc::clone(&groups),
                 Arc::clone(&offsets),
-                Arc::clone(&txns),
+                Arc::clone(&txn),
                 Arc::clone(&stop),
                 clock.clone(),
             );
             let logs = Arc::clone(&logs);
             let retention_ms = config.offsets_retention_ms;
-            let id_expiration_ms = config.transactional_id_expiration_ms;
             let expiry_every = config.offsets_retention_check_interval_ms;
             let mut last_expiry = clock.now_ms();
             let every = Duration::from_millis(config.group_tick_ms.max(1));
@@ -220,7 +240,7 @@ impl Broker {
                             break;
                         }
                         let now = clock.now_ms();
-                        txn::run_timers(&txns, &logs, &offsets, now, id_expiration_ms);
+                        txn.tick();
                         let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
                         g.tick(now);
                         if now.saturating_sub(last_expiry) >= expiry_every as i64 {
@@ -244,7 +264,8 @@ impl Broker {
             groups,
             offsets,
             producer_ids,
-            txns,
+            txn,
+            markers: Mutex::new(Some(markers)),
             clock,
             stop,
             ticker: Mutex::new(Some(ticker)),
@@ -260,15 +281,9 @@ impl Broker {
             TRANSACTION_TOPIC,
             broker.config.transaction_state_num_partitions,
         )?;
-        let store = txn::TxnStore::load(&broker.logs, partitions)?;
-        *broker.txns.lock().unwrap_or_else(|e| e.into_inner()) = store;
-        txn::run_timers(
-            &broker.txns,
-            &broker.logs,
-            &broker.offsets,
-            broker.clock.now_ms(),
-            broker.config.transactional_id_expiration_ms,
-        );
+        broker.txn.load(partitions)?;
+        broker.txn.tick();
+        broker.txn.drain(Duration::from_secs(30));
         Ok(broker)
     }
 
@@ -379,22 +394,38 @@ impl Broker {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
             }
             RequestKind::InitProducerId(r) => match r.transactional_id.as_deref() {
-                Some(id) if !id.is_empty() => {
+                Some(id) => {
                     let id = id.to_string();
-                    ResponseKind::InitProducerId(self.init_transactional_producer(&id, &r)?)
+                    ResponseKind::InitProducerId(self.init_transactional_producer(
+                        &id,
+                        &r,
+                        ctx.api_version,
+                    )?)
                 }
-                _ => ResponseKind::InitProducerId(self.init_producer_id(r)?),
+                None => ResponseKind::InitProducerId(self.init_producer_id(r)?),
             },
             RequestKind::AddPartitionsToTxn(r) => {
-                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r)?)
+                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, ctx.api_version)?)
             }
             RequestKind::AddOffsetsToTxn(r) => {
-                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r)?)
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r, ctx.api_version)?)
             }
             RequestKind::TxnOffsetCommit(r) => {
                 ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r)?)
             }
-            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r)?),
+            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r, ctx.api_version).await?),
+            RequestKind::ListTransactions(r) => {
+                ResponseKind::ListTransactions(self.list_transactions(r))
+            }
+            RequestKind::DescribeTransactions(r) => {
+                ResponseKind::DescribeTransactions(self.describe_transactions(r))
+            }
+            RequestKind::DescribeProducers(r) => {
+                ResponseKind::DescribeProducers(self.describe_producers(r))
+            }
+            RequestKind::WriteTxnMarkers(r) => {
+                ResponseKind::WriteTxnMarkers(self.write_txn_markers(r))
+            }
             other => return Err(BrokerError::Unsupported(api_name(&other))),
         }))
     }
@@ -405,13 +436,9 @@ impl Broker {
         let now = self.clock.now_ms();
         let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         g.tick(now);
-        txn::run_timers(
-            &self.txns,
-            &self.logs,
-            &self.offsets,
-            now,
-            self.config.transactional_id_expiration_ms,
-        );
+        self.txn.tick();
+        // Callers (tests, simulations) see the timers' markers written when this returns.
+        self.txn.drain(Duration::from_secs(10));
         let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         groups::expire_offsets(
             &g,
@@ -453,6 +480,15 @@ impl Broker {
             t.thread().unpark();
             let _ = t.join();
         }
+        self.txn.stop();
+        if let Some(t) = self
+            .markers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
     }
 }
 
@@ -487,6 +523,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::Producer(P::InvalidEpoch { .. }) => ResponseError::InvalidProducerEpoch,
         StorageError::Producer(P::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::Producer(P::OneBatchOnly) => ResponseError::InvalidRecord,
+        StorageError::Producer(P::Unverified { error, .. }) => *error,
     }
 }
 

@@ -2,7 +2,8 @@
 //! response, 1 and -1: after the local append; on one broker the ISR is this broker, so -1 only
 //! adds the `min.insync.replicas` check). Idempotent producers' batches are checked by the
 //! partition's producer state: a retry already in the log is answered with its original
-//! offsets. InitProducerId hands out the producer ids.
+//! offsets. A partition's first transactional batch of a transaction is checked with the
+//! transaction coordinator first (KIP-890). InitProducerId hands out idempotent producers' ids.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
@@ -12,6 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Broker, BrokerError};
+use crate::storage::batch::BatchHeader;
+use crate::storage::producer_state::ProducerStateError;
 
 /// In-sync replicas of every partition: this broker alone.
 const ISR_SIZE: i32 = 1;
@@ -19,6 +22,7 @@ const ISR_SIZE: i32 = 1;
 impl Broker {
     pub(crate) fn produce(&self, req: ProduceRequest) -> Option<ProduceResponse> {
         let acks = req.acks;
+        let txn_id = req.transactional_id.as_ref().map(|t| t.to_string());
         let mut appended = false;
         let mut responses = Vec::with_capacity(req.topic_data.len());
         for topic in req.topic_data {
@@ -39,7 +43,7 @@ impl Broker {
                 let log = self.log_of(known.as_ref(), p.index);
                 match (log, p.records) {
                     // Internal topics are the broker's own (Kafka: "Cannot append to internal topic").
-                    _ if name.starts_with("__") => fail(
+                    _ if super::is_internal(&name) => fail(
                         &mut resp,
                         ResponseError::InvalidTopicException,
                         format!("{name} is an internal topic"),
@@ -83,7 +87,11 @@ impl Broker {
                                     ),
                                 ))
                             } else {
-                                log.append(&mut bytes)
+                                let tp = (name.clone(), p.index);
+                                let verify = |h: &BatchHeader| {
+                                    self.verify_transaction(txn_id.as_deref(), h, &tp)
+                                };
+                                log.append_verified(&mut bytes, &verify)
                             };
                             match appended_or {
                                 Ok(info) => {
@@ -117,33 +125,62 @@ impl Broker {
 }
 
 impl Broker {
-    /// InitProducerId for an idempotent producer: a fresh producer id at epoch 0, or, when the
-    /// producer asks with its current id and epoch (KIP-360, after an error), the same id at
-    /// the next epoch. Transactional ids come with the transaction coordinator.
+    /// KIP-890: asks the transaction coordinator whether `h`'s producer has an ongoing
+    /// transaction holding `tp` (called for a partition's first batch of a transaction).
+    fn verify_transaction(
+        &self,
+        txn_id: Option<&str>,
+        h: &BatchHeader,
+        tp: &(String, i32),
+    ) -> Result<(), ProducerStateError> {
+        let refuse = |error: ResponseError, reason: String| ProducerStateError::Unverified {
+            producer_id: h.producer_id,
+            error,
+            reason,
+        };
+        // Kafka refuses transactional records without a transactional id in the request.
+        let Some(txn_id) = txn_id else {
+            return Err(refuse(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactional records need the request's transactional id".into(),
+            ));
+        };
+        self.txn
+            .verify(txn_id, (h.producer_id, h.producer_epoch), tp)
+            .map_err(|e| {
+                refuse(
+                    e,
+                    format!(
+                        "{}-{} is not in an ongoing transaction of {txn_id} at epoch {} ({e:?})",
+                        tp.0, tp.1, h.producer_epoch
+                    ),
+                )
+            })
+    }
+
+    /// InitProducerId for an idempotent producer (no transactional id): always a fresh
+    /// producer id at epoch 0, as Kafka's coordinator answers it. A producer naming its
+    /// current id and epoch (KIP-360, after an error) gets a fresh id too: without a
+    /// transactional id nothing records which epoch is current, so the request cannot be
+    /// checked, and a fresh id fences nothing and conflicts with nothing. A request naming
+    /// only one of the two is invalid.
     pub(crate) fn init_producer_id(
         &self,
         req: InitProducerIdRequest,
     ) -> Result<InitProducerIdResponse, BrokerError> {
-        if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
-            tracing::debug!(
-                "InitProducerId with a transactional id refused: no transaction coordinator yet"
-            );
+        if let Err(e) = super::txn::expected_producer(&req) {
             return Ok(InitProducerIdResponse::default()
-                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_error_code(e.code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1));
         }
-        let (id, epoch) = if req.producer_id.0 >= 0
-            && req.producer_epoch >= 0
-            && req.producer_epoch < i16::MAX - 1
-        {
-            (req.producer_id.0, req.producer_epoch + 1)
-        } else {
-            let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
-            (ids.next_id()?, 0)
-        };
+        let id = self
+            .producer_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_id()?;
         Ok(InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
-            .with_producer_epoch(epoch))
+            .with_producer_epoch(0))
     }
 }

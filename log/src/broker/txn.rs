@@ -1,384 +1,432 @@
-//! The transaction coordinator's requests (InitProducerId with a transactional id,
-//! AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn) and its side effects: every
-//! state change is written to `__transaction_state` before the answer, markers go to each
-//! partition of a finished transaction, committed group offsets are applied with the commit,
-//! and transactions past `transaction.timeout.ms` are aborted (fencing their producer).
+//! The transaction coordinator's runtime: decodes the transactional requests (InitProducerId
+//! with a transactional id, AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn,
+//! ListTransactions, DescribeTransactions) into transitions of the sans-IO
+//! [`TxnEngine`](crate::coordinator::txn::engine::TxnEngine) and carries out what it decides:
+//! metadata is written to `__transaction_state` before the answer, and transaction markers go
+//! through a queue drained by a marker thread (the shape a cluster needs, where partitions are
+//! led elsewhere), not under the coordinator's lock.
 //!
-//! A commit runs PrepareCommit (persisted) -> markers -> offsets -> CompleteCommit
-//! (persisted). A restart that finds a transaction in PrepareCommit or PrepareAbort finishes
-//! it, so nothing stays half-visible.
+//! Failure handling is deliberate: if a metadata write fails, or a thread panicked while it
+//! held the coordinator's lock (a poisoned lock), the in-memory state cannot be trusted, so it
+//! is thrown away and reloaded from `__transaction_state`, exactly as after a restart; the
+//! request answers COORDINATOR_NOT_AVAILABLE and the client retries.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::describe_transactions_response::{
+    TopicData, TransactionState as DescribedState,
+};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
 
 use super::{Broker, BrokerError};
 use crate::coordinator::group::offsets::{partition_for, Committed, OffsetStore, OFFSETS_TOPIC};
-use crate::coordinator::txn::{PendingOffset, TxnMetadata, TxnState, TRANSACTION_TOPIC};
+use crate::coordinator::txn::engine::{Effect, MarkerJob, Outcome, TxnConfig, TxnEngine};
+use crate::coordinator::txn::{PendingOffset, TxnMetadata, TRANSACTION_TOPIC};
 use crate::storage::producer_state::Marker;
 use crate::storage::{encode_batch, Compression, LogManager, NewRecord, StorageError};
+use crate::time::SharedClock;
 use crate::types::TopicPartition;
 
-/// Every transactional id's metadata, mirrored from `__transaction_state`.
-#[derive(Debug, Default)]
-pub(crate) struct TxnStore {
-    pub txns: HashMap<String, TxnMetadata>,
-    pub partitions: i32,
+/// How long the marker thread waits before retrying a job whose write failed.
+const MARKER_RETRY: Duration = Duration::from_millis(200);
+
+/// How long EndTxn waits for its markers before answering anyway (the transaction is
+/// prepared and will complete; clients see CONCURRENT_TRANSACTIONS until then).
+const END_TXN_WAIT: Duration = Duration::from_secs(30);
+
+/// A queued marker job, with whoever waits for it (EndTxn's answer).
+type Queued = (MarkerJob, Option<oneshot::Sender<Result<(), String>>>);
+
+/// The coordinator: the engine behind its lock, the marker queue and what both write to.
+pub(crate) struct TxnCoordinator {
+    engine: Mutex<TxnEngine>,
+    config: TxnConfig,
+    logs: Arc<LogManager>,
+    offsets: Arc<Mutex<OffsetStore>>,
+    clock: SharedClock,
+    /// Partitions of `__transaction_state` (set once the topic exists).
+    partitions: AtomicI32,
+    /// Marker jobs in order. At most one per transactional id is outstanding (a transaction
+    /// in PrepareCommit / PrepareAbort refuses new work), plus recovery's, so the queue is
+    /// bounded by the number of transactional ids.
+    queue: Mutex<VecDeque<Queued>>,
+    queued: Condvar,
+    /// Signalled when the queue empties.
+    drained: Condvar,
+    stop: AtomicBool,
+    /// Test hook: the marker thread drops a job after this many markers, as if it crashed.
+    crash_after_markers: Option<usize>,
 }
 
-impl TxnStore {
-    /// Reads `__transaction_state` (the last record per transactional id wins).
-    pub fn load(logs: &LogManager, partitions: i32) -> Result<TxnStore, StorageError> {
-        let mut store = TxnStore {
-            txns: HashMap::new(),
-            partitions,
-        };
-        for p in 0..partitions {
-            let Some(log) = logs.get(&TopicPartition::new(TRANSACTION_TOPIC, p)) else {
+impl TxnCoordinator {
+    pub fn new(
+        config: TxnConfig,
+        logs: Arc<LogManager>,
+        offsets: Arc<Mutex<OffsetStore>>,
+        clock: SharedClock,
+        crash_after_markers: Option<usize>,
+    ) -> Self {
+        TxnCoordinator {
+            engine: Mutex::new(TxnEngine::new(config.clone())),
+            config,
+            logs,
+            offsets,
+            clock,
+            partitions: AtomicI32::new(1),
+            queue: Mutex::new(VecDeque::new()),
+            queued: Condvar::new(),
+            drained: Condvar::new(),
+            stop: AtomicBool::new(false),
+            crash_after_markers,
+        }
+    }
+
+    /// Loads every transactional id from `__transaction_state` (with `partitions`
+    /// partitions) and queues the markers of transactions a crash left prepared.
+    pub fn load(&self, partitions: i32) -> Result<(), StorageError> {
+        self.partitions.store(partitions, Ordering::Relaxed);
+        let engine = self.read_log()?;
+        let mut guard = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = engine;
+        self.engine.clear_poison();
+        let recovered = guard.recover();
+        self.apply(&mut guard, recovered, None)
+            .map_err(|_| StorageError::Closed(TopicPartition::new(TRANSACTION_TOPIC, 0)))
+    }
+
+    /// A fresh engine from `__transaction_state` (the last record per transactional id wins).
+    fn read_log(&self) -> Result<TxnEngine, StorageError> {
+        let mut engine = TxnEngine::new(self.config.clone());
+        for p in 0..self.partitions.load(Ordering::Relaxed) {
+            let Some(log) = self.logs.get(&TopicPartition::new(TRANSACTION_TOPIC, p)) else {
                 continue;
             };
             log.scan_records(|rec| {
-                let Some(key) = rec
-                    .key
-                    .as_ref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                else {
+                let Some(key) = rec.key.as_ref() else {
                     return;
                 };
-                match rec.value.as_deref().and_then(TxnMetadata::decode) {
-                    Some(m) => store.txns.insert(key, m),
-                    None => store.txns.remove(&key),
-                };
+                let key = String::from_utf8_lossy(key).into_owned();
+                let meta = rec.value.as_deref().and_then(TxnMetadata::decode);
+                engine.replay(key, meta);
             })?;
         }
-        Ok(store)
+        Ok(engine)
     }
 
-    /// Writes a tombstone for `txn_id` (its state is gone, as if it never existed).
-    fn forget(&mut self, logs: &LogManager, txn_id: &str) -> Result<(), StorageError> {
-        let tp = TopicPartition::new(TRANSACTION_TOPIC, partition_for(txn_id, self.partitions));
-        let log = logs.get_or_create(&tp)?;
+    /// The engine, reloaded from its log first if a panic poisoned the lock.
+    fn engine(&self) -> Result<MutexGuard<'_, TxnEngine>, ResponseError> {
+        match self.engine.lock() {
+            Ok(g) => Ok(g),
+            Err(poisoned) => {
+                tracing::error!("transaction coordinator lock poisoned; reloading its state");
+                let mut g = poisoned.into_inner();
+                self.reload(&mut g)?;
+                self.engine.clear_poison();
+                Ok(g)
+            }
+        }
+    }
+
+    /// Throws the in-memory state away and reads it again from `__transaction_state`.
+    fn reload(&self, engine: &mut TxnEngine) -> Result<(), ResponseError> {
+        match self.read_log() {
+            Ok(fresh) => {
+                *engine = fresh;
+                let recovered = engine.recover();
+                self.apply(engine, recovered, None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the transaction coordinator failed");
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Runs one transition and carries out its effects; `waiter` is told when its markers
+    /// are written.
+    fn run<T>(
+        &self,
+        transition: impl FnOnce(&mut TxnEngine) -> Outcome<T>,
+        waiter: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<T, ResponseError> {
+        let mut engine = self.engine()?;
+        let outcome = transition(&mut engine);
+        self.apply(&mut engine, outcome.effects, waiter)?;
+        outcome.answer
+    }
+
+    /// Carries out `effects` in order. A failed metadata write reloads the engine (its state
+    /// is ahead of the log) and fails the request.
+    fn apply(
+        &self,
+        engine: &mut TxnEngine,
+        effects: Vec<Effect>,
+        mut waiter: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), ResponseError> {
+        for effect in effects {
+            let written = match effect {
+                Effect::Persist(meta) => {
+                    let value = meta.encode();
+                    self.write(&meta.transactional_id, Some(value), meta.updated_ms)
+                }
+                Effect::Forget(id) => {
+                    tracing::debug!(txn = %id, "transactional id expired");
+                    self.write(&id, None, 0)
+                }
+                Effect::Markers(job) => {
+                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.push_back((job, waiter.take()));
+                    self.queued.notify_one();
+                    Ok(())
+                }
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, "writing transaction metadata failed; reloading");
+                let _ = self.reload(engine);
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one `__transaction_state` record (`None`: a tombstone).
+    fn write(&self, id: &str, value: Option<Vec<u8>>, ts: i64) -> Result<(), StorageError> {
+        let partitions = self.partitions.load(Ordering::Relaxed);
+        let tp = TopicPartition::new(TRANSACTION_TOPIC, partition_for(id, partitions));
+        let log = self.logs.get_or_create(&tp)?;
         let record = NewRecord {
-            key: Some(txn_id.as_bytes().to_vec().into()),
-            value: None,
-            timestamp_ms: 0,
+            key: Some(id.as_bytes().to_vec().into()),
+            value: value.map(Into::into),
+            timestamp_ms: ts,
             headers: Vec::new(),
         };
         let mut batch = encode_batch(std::slice::from_ref(&record), Compression::None)?;
         log.append(&mut batch)?;
-        self.txns.remove(txn_id);
-        tracing::debug!(txn = %txn_id, "transactional id expired");
         Ok(())
     }
 
-    /// Writes `meta` to its `__transaction_state` partition, then keeps it.
-    fn persist(&mut self, logs: &LogManager, meta: TxnMetadata) -> Result<(), StorageError> {
-        let tp = TopicPartition::new(
-            TRANSACTION_TOPIC,
-            partition_for(&meta.transactional_id, self.partitions),
-        );
-        let log = logs.get_or_create(&tp)?;
-        let record = NewRecord {
-            key: Some(meta.transactional_id.clone().into_bytes().into()),
-            value: Some(meta.encode().into()),
-            timestamp_ms: meta.updated_ms,
-            headers: Vec::new(),
+    /// Timers (transaction timeouts, id expiration), by the injected clock.
+    pub fn tick(&self) {
+        let now = self.clock.now_ms();
+        if let Err(e) = self.run(|engine| Outcome::only(engine.tick(now)), None) {
+            tracing::error!(error = ?e, "transaction coordinator timers failed");
+        }
+    }
+
+    /// KIP-890's check of a partition's first transactional batch of a transaction.
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer: (i64, i16),
+        partition: &(String, i32),
+    ) -> Result<(), ResponseError> {
+        self.engine()?.verify(transactional_id, producer, partition)
+    }
+
+    /// The marker thread's loop: one job at a time, in order, until `stop`. A job stays at
+    /// the front of the queue until it is done, so [`drain`](Self::drain) sees it.
+    pub fn run_markers(&self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let next = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.is_empty() {
+                    q = self
+                        .queued
+                        .wait_timeout(q, Duration::from_millis(100))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+                q.front_mut().map(|(job, w)| (job.clone(), w.take()))
+            };
+            let Some((job, waiter)) = next else {
+                continue;
+            };
+            let result = match self.write_markers(&job) {
+                Ok(true) => {
+                    let now = self.clock.now_ms();
+                    let done = self.run(
+                        |engine| Outcome::only(engine.markers_written(&job, now)),
+                        None,
+                    );
+                    tracing::debug!(txn = %job.transactional_id, commit = job.commit, "transaction completed");
+                    Some(done.map_err(|e| format!("{e:?}")))
+                }
+                // The crash hook: the job is lost, as if the broker died here.
+                Ok(false) => Some(Err("stopped after the configured markers".into())),
+                Err(e) => {
+                    tracing::warn!(txn = %job.transactional_id, error = %e, "writing markers failed; retrying");
+                    None
+                }
+            };
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Some(result) => {
+                    q.pop_front();
+                    if q.is_empty() {
+                        self.drained.notify_all();
+                    }
+                    drop(q);
+                    if let Some(w) = waiter {
+                        let _ = w.send(result);
+                    }
+                }
+                None => {
+                    if let Some((_, w)) = q.front_mut() {
+                        *w = waiter;
+                    }
+                    drop(q);
+                    std::thread::sleep(MARKER_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) until every queued marker job is done.
+    pub fn drain(&self, limit: Duration) {
+        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.drained.wait_timeout_while(q, limit, |q| {
+            !q.is_empty() && !self.stop.load(Ordering::Relaxed)
+        });
+    }
+
+    /// Writes the job's markers and, on commit, its offsets; `Ok(false)` when the crash hook
+    /// stopped it. Writing a marker again is harmless (it ends nothing that is not open).
+    fn write_markers(&self, job: &MarkerJob) -> Result<bool, StorageError> {
+        let marker = if job.commit {
+            Marker::Commit
+        } else {
+            Marker::Abort
         };
-        let mut batch = encode_batch(std::slice::from_ref(&record), Compression::None)?;
-        log.append(&mut batch)?;
-        self.txns.insert(meta.transactional_id.clone(), meta);
-        Ok(())
-    }
-}
-
-/// Ends the transaction in `meta` (which is in PrepareCommit or PrepareAbort, persisted):
-/// markers to every partition, the group offsets on commit, then the Complete state.
-pub(crate) fn complete(
-    store: &mut TxnStore,
-    logs: &LogManager,
-    offsets: &Mutex<OffsetStore>,
-    mut meta: TxnMetadata,
-    now_ms: i64,
-    stop_after_markers: Option<usize>,
-) -> Result<TxnMetadata, StorageError> {
-    let commit = meta.state == TxnState::PrepareCommit;
-    let marker = if commit {
-        Marker::Commit
-    } else {
-        Marker::Abort
-    };
-    for (i, (topic, p)) in meta.partitions.iter().enumerate() {
-        if stop_after_markers == Some(i) {
-            return Err(StorageError::Closed(TopicPartition::new(topic.clone(), *p)));
+        for (i, (topic, p)) in job.partitions.iter().enumerate() {
+            if self.crash_after_markers == Some(i) {
+                return Ok(false);
+            }
+            // A partition deleted since has nothing left to end.
+            if let Some(log) = self.logs.get(&TopicPartition::new(topic.clone(), *p)) {
+                log.append_marker(job.producer_id, job.producer_epoch, marker, 0)?;
+            }
         }
-        if topic == OFFSETS_TOPIC {
-            continue;
-        }
-        if let Some(log) = logs.get(&TopicPartition::new(topic.clone(), *p)) {
-            log.append_marker(meta.producer_id, meta.producer_epoch, marker, 0)?;
-        }
-    }
-    if commit {
-        let mut store = offsets.lock().unwrap_or_else(|e| e.into_inner());
-        for (group, pending) in &meta.offsets {
+        let now = self.clock.now_ms();
+        let mut store = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        for (group, pending) in &job.offsets {
             let writes = pending
                 .iter()
                 .map(|o| {
-                    (
-                        o.topic.clone(),
-                        o.partition,
-                        Some(Committed {
-                            offset: o.offset,
-                            leader_epoch: o.leader_epoch,
-                            metadata: o.metadata.clone(),
-                            commit_timestamp_ms: now_ms,
-                        }),
-                    )
+                    let committed = Committed {
+                        offset: o.offset,
+                        leader_epoch: o.leader_epoch,
+                        metadata: o.metadata.clone(),
+                        commit_timestamp_ms: now,
+                    };
+                    (o.topic.clone(), o.partition, Some(committed))
                 })
                 .collect();
-            store.write(logs, group, writes)?;
+            store.write(&self.logs, group, writes)?;
         }
+        Ok(true)
     }
-    meta.state = if commit {
-        TxnState::CompleteCommit
-    } else {
-        TxnState::CompleteAbort
-    };
-    meta.partitions.clear();
-    meta.offsets.clear();
-    meta.updated_ms = now_ms;
-    store.persist(logs, meta.clone())?;
-    tracing::debug!(txn = %meta.transactional_id, commit, "transaction completed");
-    Ok(meta)
-}
 
-/// Aborts `meta`'s open transaction with its epoch bumped, so the producer that opened it is
-/// fenced everywhere the markers land.
-fn abort_fencing(
-    store: &mut TxnStore,
-    logs: &LogManager,
-    offsets: &Mutex<OffsetStore>,
-    mut meta: TxnMetadata,
-    now_ms: i64,
-) -> Result<TxnMetadata, StorageError> {
-    meta.producer_epoch = meta.producer_epoch.saturating_add(1);
-    meta.state = TxnState::PrepareAbort;
-    meta.updated_ms = now_ms;
-    store.persist(logs, meta.clone())?;
-    complete(store, logs, offsets, meta, now_ms, None)
-}
-
-/// Finishes transactions a restart found prepared, aborts those past their timeout, and
-/// forgets transactional ids idle for `transactional.id.expiration.ms` (a tombstone in
-/// `__transaction_state`).
-pub(crate) fn run_timers(
-    store: &Mutex<TxnStore>,
-    logs: &LogManager,
-    offsets: &Mutex<OffsetStore>,
-    now_ms: i64,
-    id_expiration_ms: i64,
-) {
-    let mut st = store.lock().unwrap_or_else(|e| e.into_inner());
-    let expired: Vec<String> = st
-        .txns
-        .values()
-        .filter(|m| !m.in_progress() && now_ms.saturating_sub(m.updated_ms) > id_expiration_ms)
-        .map(|m| m.transactional_id.clone())
-        .collect();
-    for id in expired {
-        if let Err(e) = st.forget(logs, &id) {
-            tracing::error!(txn = %id, error = %e, "expiring a transactional id failed");
-        }
-    }
-    let due: Vec<TxnMetadata> = st
-        .txns
-        .values()
-        .filter(|m| {
-            matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
-                || (m.state == TxnState::Ongoing
-                    && now_ms.saturating_sub(m.started_ms) > i64::from(m.timeout_ms))
-        })
-        .cloned()
-        .collect();
-    for meta in due {
-        let id = meta.transactional_id.clone();
-        let result = if meta.state == TxnState::Ongoing {
-            tracing::info!(txn = %id, "transaction timed out; aborting it");
-            abort_fencing(&mut st, logs, offsets, meta, now_ms)
-        } else {
-            complete(&mut st, logs, offsets, meta, now_ms, None)
-        };
-        if let Err(e) = result {
-            tracing::error!(txn = %id, error = %e, "finishing a transaction failed");
-        }
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.queued.notify_all();
+        self.drained.notify_all();
     }
 }
 
-fn fenced_or_unknown(meta: Option<&TxnMetadata>, pid: i64, epoch: i16) -> Option<ResponseError> {
-    let Some(m) = meta else {
-        return Some(ResponseError::InvalidProducerIdMapping);
-    };
-    if m.producer_id != pid {
-        return Some(ResponseError::InvalidProducerIdMapping);
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn code<T>(r: &Result<T, ResponseError>) -> i16 {
+    r.as_ref().err().map_or(0, |e| e.code())
+}
+
+/// Kafka's answer for a fenced producer: PRODUCER_FENCED from version `since` of the API on
+/// (KIP-588), INVALID_PRODUCER_EPOCH to older clients that do not know it.
+fn fenced_as<T>(r: Result<T, ResponseError>, version: i16, since: i16) -> Result<T, ResponseError> {
+    match r {
+        Err(ResponseError::ProducerFenced) if version < since => {
+            Err(ResponseError::InvalidProducerEpoch)
+        }
+        other => other,
     }
-    if m.producer_epoch != epoch {
-        return Some(ResponseError::InvalidProducerEpoch);
-    }
-    None
 }
 
 impl Broker {
-    /// Partitions with an offset of `group` in a transaction not yet completed: their
-    /// committed offset may still change (KIP-447's unstable offsets).
+    /// Partitions with an offset of `group` in a transaction not yet completed (KIP-447).
     pub(crate) fn unstable_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
-        self.txn_store()
-            .txns
-            .values()
-            .filter(|m| {
-                matches!(
-                    m.state,
-                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
-                )
-            })
-            .filter_map(|m| m.offsets.get(group))
-            .flatten()
-            .map(|o| (o.topic.clone(), o.partition))
-            .collect()
+        match self.txn.engine() {
+            Ok(engine) => engine.unstable_offsets(group),
+            Err(_) => BTreeSet::new(),
+        }
     }
 
-    fn txn_store(&self) -> std::sync::MutexGuard<'_, TxnStore> {
-        self.txns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// InitProducerId with a transactional id: a new id at epoch 0, or the same id at the next
-    /// epoch, after finishing (or aborting, fencing the old producer) its open transaction.
+    /// InitProducerId with a transactional id: a new producer id at epoch 0, or the same id
+    /// at the next epoch (fencing earlier producers; a producer naming its current id and
+    /// epoch bumps its own, KIP-360).
     pub(crate) fn init_transactional_producer(
         &self,
         txn_id: &str,
         req: &InitProducerIdRequest,
+        version: i16,
     ) -> Result<InitProducerIdResponse, BrokerError> {
-        let refuse = |e: ResponseError| {
-            Ok(InitProducerIdResponse::default()
-                .with_error_code(e.code())
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1))
-        };
-        if req.transaction_timeout_ms <= 0
-            || req.transaction_timeout_ms > self.config.transaction_max_timeout_ms
-        {
-            return refuse(ResponseError::InvalidTransactionTimeout);
-        }
-        let now = self.clock.now_ms();
-        let mut st = self.txn_store();
-        let existing = st.txns.get(txn_id).cloned();
-        let meta = match existing {
-            None => {
-                let id = self
-                    .producer_ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .next_id()?;
-                TxnMetadata::new(txn_id, id, req.transaction_timeout_ms, now)
-            }
-            Some(mut m) => {
-                // A producer bumping its own epoch after an error must name it right.
-                if req.producer_id.0 >= 0
-                    && (req.producer_id.0 != m.producer_id
-                        || req.producer_epoch != m.producer_epoch)
-                {
-                    return refuse(ResponseError::ProducerFenced);
-                }
-                if m.state == TxnState::Ongoing {
-                    m = abort_fencing(&mut st, &self.logs, &self.offsets, m, now)?;
-                } else if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
-                    m = complete(&mut st, &self.logs, &self.offsets, m, now, None)?;
-                }
-                if m.producer_epoch >= i16::MAX - 1 {
-                    let id = self
-                        .producer_ids
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .next_id()?;
-                    m.producer_id = id;
-                    m.producer_epoch = 0;
-                } else {
-                    m.producer_epoch += 1;
-                }
-                m.timeout_ms = req.transaction_timeout_ms;
-                m.state = TxnState::Empty;
-                m.updated_ms = now;
-                m
+        let answer = match expected_producer(req) {
+            Err(e) => Err(e),
+            Ok(expected) => {
+                let now = self.clock.now_ms();
+                let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+                let mut new_id = || match ids.next_id() {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::error!(error = %e, "allocating a producer id failed");
+                        None
+                    }
+                };
+                self.txn.run(
+                    |engine| {
+                        engine.init_producer_id(
+                            txn_id,
+                            req.transaction_timeout_ms,
+                            expected,
+                            now,
+                            &mut new_id,
+                        )
+                    },
+                    None,
+                )
             }
         };
-        let (id, epoch) = (meta.producer_id, meta.producer_epoch);
-        st.persist(&self.logs, meta)?;
+        let answer = fenced_as(answer, version, 4);
+        let (id, epoch) = answer.as_ref().copied().unwrap_or((-1, -1));
         Ok(InitProducerIdResponse::default()
+            .with_error_code(code(&answer))
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(epoch))
-    }
-
-    /// Adds `partitions` to the producer's transaction (starting it), after the checks every
-    /// transactional request shares.
-    fn add_to_txn(
-        &self,
-        txn_id: &str,
-        pid: i64,
-        epoch: i16,
-        partitions: &[(String, i32)],
-        group: Option<&str>,
-    ) -> Result<Result<(), ResponseError>, BrokerError> {
-        let now = self.clock.now_ms();
-        let mut st = self.txn_store();
-        if let Some(e) = fenced_or_unknown(st.txns.get(txn_id), pid, epoch) {
-            return Ok(Err(e));
-        }
-        let mut meta = st.txns[txn_id].clone();
-        match meta.state {
-            TxnState::PrepareCommit | TxnState::PrepareAbort => {
-                return Ok(Err(ResponseError::ConcurrentTransactions))
-            }
-            TxnState::Dead => return Ok(Err(ResponseError::InvalidTxnState)),
-            _ => {}
-        }
-        for (t, p) in partitions {
-            let known = self.topic_partitions(t).is_some_and(|n| *p >= 0 && *p < n);
-            if !known {
-                return Ok(Err(ResponseError::UnknownTopicOrPartition));
-            }
-        }
-        if meta.state != TxnState::Ongoing {
-            meta.state = TxnState::Ongoing;
-            meta.started_ms = now;
-        }
-        let before = (meta.partitions.len(), meta.offsets.len());
-        meta.partitions.extend(partitions.iter().cloned());
-        if let Some(g) = group {
-            meta.offsets.entry(g.to_string()).or_default();
-        }
-        if (meta.partitions.len(), meta.offsets.len()) != before
-            || st.txns[txn_id].state != TxnState::Ongoing
-        {
-            meta.updated_ms = now;
-            st.persist(&self.logs, meta)?;
-        }
-        Ok(Ok(()))
     }
 
     pub(crate) fn add_partitions_to_txn(
         &self,
         req: AddPartitionsToTxnRequest,
+        version: i16,
     ) -> Result<AddPartitionsToTxnResponse, BrokerError> {
         let txn_id = req.v3_and_below_transactional_id.to_string();
         let wanted: Vec<(String, i32)> = req
@@ -386,14 +434,18 @@ impl Broker {
             .iter()
             .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), *p)))
             .collect();
-        let outcome = self.add_to_txn(
-            &txn_id,
+        let producer = (
             req.v3_and_below_producer_id.0,
             req.v3_and_below_producer_epoch,
-            &wanted,
+        );
+        let now = self.clock.now_ms();
+        let known = |t: &str, p: i32| self.topic_partitions(t).is_some_and(|n| p >= 0 && p < n);
+        let outcome = self.txn.run(
+            |engine| engine.add_partitions(&txn_id, producer, &wanted, &known, now),
             None,
-        )?;
-        let code = outcome.err().map_or(0, |e| e.code());
+        );
+        let outcome = fenced_as(outcome, version, 2);
+        let code = code(&outcome);
         let results = req
             .v3_and_below_topics
             .iter()
@@ -418,18 +470,27 @@ impl Broker {
     pub(crate) fn add_offsets_to_txn(
         &self,
         req: AddOffsetsToTxnRequest,
+        version: i16,
     ) -> Result<AddOffsetsToTxnResponse, BrokerError> {
         let group = req.group_id.0.to_string();
         let n = self.topic_partitions(OFFSETS_TOPIC).unwrap_or(1);
-        let outcome = self.add_to_txn(
-            req.transactional_id.as_str(),
-            req.producer_id.0,
-            req.producer_epoch,
-            &[(OFFSETS_TOPIC.to_string(), partition_for(&group, n))],
-            Some(&group),
-        )?;
-        Ok(AddOffsetsToTxnResponse::default()
-            .with_error_code(outcome.err().map_or(0, |e| e.code())))
+        let offsets_partition = (OFFSETS_TOPIC.to_string(), partition_for(&group, n));
+        let producer = (req.producer_id.0, req.producer_epoch);
+        let now = self.clock.now_ms();
+        let outcome = self.txn.run(
+            |engine| {
+                engine.add_offsets(
+                    req.transactional_id.as_str(),
+                    producer,
+                    &group,
+                    offsets_partition,
+                    now,
+                )
+            },
+            None,
+        );
+        let outcome = fenced_as(outcome, version, 2);
+        Ok(AddOffsetsToTxnResponse::default().with_error_code(code(&outcome)))
     }
 
     /// TxnOffsetCommit: offsets kept with the transaction (persisted in its metadata) and
@@ -441,20 +502,12 @@ impl Broker {
     ) -> Result<TxnOffsetCommitResponse, BrokerError> {
         let group = req.group_id.0.to_string();
         let txn_id = req.transactional_id.to_string();
+        let producer = (req.producer_id.0, req.producer_epoch);
         let now = self.clock.now_ms();
-        let check = (|| {
-            let st = self.txn_store();
-            if let Some(e) =
-                fenced_or_unknown(st.txns.get(&txn_id), req.producer_id.0, req.producer_epoch)
-            {
-                return Err(e);
-            }
-            let meta = &st.txns[&txn_id];
-            if meta.state != TxnState::Ongoing || !meta.offsets.contains_key(&group) {
-                // AddOffsetsToTxn comes first.
-                return Err(ResponseError::InvalidTxnState);
-            }
-            drop(st);
+        let outcome = (|| {
+            self.txn
+                .engine()?
+                .check_offset_commit(&txn_id, producer, &group)?;
             if req.generation_id >= 0 || !req.member_id.is_empty() {
                 let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
                 self.groups
@@ -467,19 +520,11 @@ impl Broker {
                         req.generation_id,
                     )?;
             }
-            Ok(())
-        })();
-        let code = check.err().map_or(0, |e| e.code());
-        if code == 0 {
-            let mut st = self.txn_store();
-            let mut meta = st.txns[&txn_id].clone();
-            let pending = meta.offsets.entry(group.clone()).or_default();
-            for t in &req.topics {
-                for p in &t.partitions {
-                    pending.retain(|o| {
-                        !(o.topic == t.name.0.as_str() && o.partition == p.partition_index)
-                    });
-                    pending.push(PendingOffset {
+            let offsets: Vec<PendingOffset> = req
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| PendingOffset {
                         topic: t.name.0.to_string(),
                         partition: p.partition_index,
                         offset: p.committed_offset,
@@ -489,12 +534,17 @@ impl Broker {
                             .as_deref()
                             .unwrap_or_default()
                             .to_string(),
-                    });
-                }
-            }
-            meta.updated_ms = now;
-            st.persist(&self.logs, meta)?;
-        }
+                    })
+                })
+                .collect();
+            self.txn.run(
+                |engine| engine.offset_commit(&txn_id, producer, &group, offsets, now),
+                None,
+            )
+        })();
+        // The group coordinator's answer to a fenced producer (TxnOffsetCommit has no
+        // PRODUCER_FENCED).
+        let code = code(&fenced_as(outcome, 0, 1));
         let topics = req
             .topics
             .iter()
@@ -516,47 +566,137 @@ impl Broker {
         Ok(TxnOffsetCommitResponse::default().with_topics(topics))
     }
 
-    pub(crate) fn end_txn(&self, req: EndTxnRequest) -> Result<EndTxnResponse, BrokerError> {
+    /// EndTxn: the transaction is prepared (persisted) and its markers queued; the answer
+    /// waits for them (bounded), so a commit is visible to read_committed readers when it
+    /// returns, as rill's clients expect.
+    pub(crate) async fn end_txn(
+        &self,
+        req: EndTxnRequest,
+        version: i16,
+    ) -> Result<EndTxnResponse, BrokerError> {
         let txn_id = req.transactional_id.to_string();
+        let producer = (req.producer_id.0, req.producer_epoch);
         let now = self.clock.now_ms();
-        let answer = |e: Option<ResponseError>| {
-            Ok(EndTxnResponse::default().with_error_code(e.map_or(0, |e| e.code())))
+        let (tx, rx) = oneshot::channel();
+        let outcome = self.txn.run(
+            |engine| engine.end_txn(&txn_id, producer, req.committed, now),
+            Some(tx),
+        );
+        if outcome.is_ok() {
+            // No markers (a retry, or an empty transaction): the sender is dropped at once.
+            if let Ok(Ok(Err(e))) = tokio::time::timeout(END_TXN_WAIT, rx).await {
+                return Err(BrokerError::Metadata {
+                    path: TRANSACTION_TOPIC.into(),
+                    reason: format!("transaction {txn_id} did not complete: {e}"),
+                });
+            }
+        }
+        let outcome = fenced_as(outcome, version, 2);
+        Ok(EndTxnResponse::default().with_error_code(code(&outcome)))
+    }
+
+    /// ListTransactions (KIP-664): the coordinator's transactional ids, filtered.
+    pub(crate) fn list_transactions(
+        &self,
+        req: ListTransactionsRequest,
+    ) -> ListTransactionsResponse {
+        const STATES: [&str; 7] = [
+            "Empty",
+            "Ongoing",
+            "PrepareCommit",
+            "PrepareAbort",
+            "CompleteCommit",
+            "CompleteAbort",
+            "Dead",
+        ];
+        let (known, unknown): (Vec<_>, Vec<_>) = req
+            .state_filters
+            .iter()
+            .map(|s| s.to_string())
+            .partition(|s| STATES.contains(&s.as_str()));
+        let engine = match self.txn.engine() {
+            Ok(e) => e,
+            Err(e) => return ListTransactionsResponse::default().with_error_code(e.code()),
         };
-        let mut st = self.txn_store();
-        if let Some(e) =
-            fenced_or_unknown(st.txns.get(&txn_id), req.producer_id.0, req.producer_epoch)
-        {
-            return answer(Some(e));
-        }
-        let mut meta = st.txns[&txn_id].clone();
-        match (meta.state, req.committed) {
-            (TxnState::Ongoing, _) => {}
-            // A retried EndTxn whose first try finished: the same answer.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
-                return answer(None)
-            }
-            // Nothing was sent in this transaction: nothing to end.
-            (TxnState::Empty, _) => return answer(None),
-            (TxnState::PrepareCommit | TxnState::PrepareAbort, _) => {
-                return answer(Some(ResponseError::ConcurrentTransactions))
-            }
-            _ => return answer(Some(ResponseError::InvalidTxnState)),
-        }
-        meta.state = if req.committed {
-            TxnState::PrepareCommit
+        // Every filter named an unknown state: nothing can match.
+        let listed = if !req.state_filters.is_empty() && known.is_empty() {
+            Vec::new()
         } else {
-            TxnState::PrepareAbort
+            let states: BTreeSet<String> = known.into_iter().collect();
+            let pids: BTreeSet<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
+            engine.list(&states, &pids, req.duration_filter, self.clock.now_ms())
         };
-        meta.updated_ms = now;
-        st.persist(&self.logs, meta.clone())?;
-        complete(
-            &mut st,
-            &self.logs,
-            &self.offsets,
-            meta,
-            now,
-            self.config.txn_crash_after_markers,
-        )?;
-        answer(None)
+        ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown.iter().map(|s| text(s)).collect())
+            .with_transaction_states(
+                listed
+                    .into_iter()
+                    .map(|t| {
+                        ListedState::default()
+                            .with_transactional_id(TransactionalId(text(&t.transactional_id)))
+                            .with_producer_id(ProducerId(t.producer_id))
+                            .with_transaction_state(text(t.state.name()))
+                    })
+                    .collect(),
+            )
+    }
+
+    /// DescribeTransactions (KIP-664): each transactional id's state, producer and
+    /// partitions; TRANSACTIONAL_ID_NOT_FOUND for one the coordinator does not know.
+    pub(crate) fn describe_transactions(
+        &self,
+        req: DescribeTransactionsRequest,
+    ) -> DescribeTransactionsResponse {
+        let engine = self.txn.engine();
+        let states = req
+            .transactional_ids
+            .iter()
+            .map(|id| {
+                let base = DescribedState::default()
+                    .with_transactional_id(id.clone())
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1)
+                    .with_transaction_start_time_ms(-1);
+                let engine = match &engine {
+                    Ok(e) => e,
+                    Err(e) => return base.with_error_code(e.code()),
+                };
+                let Some(m) = engine.get(id.as_str()) else {
+                    return base.with_error_code(ResponseError::TransactionalIdNotFound.code());
+                };
+                let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+                for (t, p) in &m.partitions {
+                    topics.entry(t).or_default().push(*p);
+                }
+                base.with_transaction_state(text(m.state.name()))
+                    .with_transaction_timeout_ms(m.timeout_ms)
+                    .with_transaction_start_time_ms(if m.in_progress() { m.started_ms } else { -1 })
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_producer_epoch(m.producer_epoch)
+                    .with_topics(
+                        topics
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                TopicData::default()
+                                    .with_topic(TopicName(text(t)))
+                                    .with_partitions(ps)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        DescribeTransactionsResponse::default().with_transaction_states(states)
+    }
+}
+
+/// The producer id and epoch an InitProducerId names, checked as Kafka checks them: both
+/// unset, or both set.
+pub(crate) fn expected_producer(
+    req: &InitProducerIdRequest,
+) -> Result<Option<(i64, i16)>, ResponseError> {
+    match (req.producer_id.0, req.producer_epoch) {
+        (-1, -1) => Ok(None),
+        (-1, _) | (_, -1) => Err(ResponseError::InvalidRequest),
+        (id, epoch) => Ok(Some((id, epoch))),
     }
 }

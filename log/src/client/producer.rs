@@ -869,7 +869,7 @@ async fn sender(inner: Arc<Inner>) {
                     && (st.producer.is_none() || st.bump_epoch)
             };
             if pending {
-                if let Err(e) = init_producer_id(&inner).await {
+                if let Err(e) = init_producer_id(&inner, false).await {
                     tracing::warn!(error = %e, "InitProducerId failed; retrying");
                     let _ = tokio::time::timeout(
                         Duration::from_millis(inner.config.retry_backoff_ms),
@@ -1012,6 +1012,14 @@ async fn produce_once(
     }
     .map_err(|e| ClientError::Unexpected(e.to_string()))?;
     let req = ProduceRequest::default()
+        // The partition checks a transaction's first batch with the coordinator (KIP-890).
+        .with_transactional_id(
+            inner
+                .config
+                .transactional_id
+                .as_ref()
+                .map(|t| TransactionalId(StrBytes::from_string(t.clone()))),
+        )
         .with_acks(inner.config.acks)
         .with_timeout_ms(inner.config.request_timeout_ms.min(i32::MAX as u64) as i32)
         .with_topic_data(vec![TopicProduceData::default()
@@ -1046,13 +1054,16 @@ fn next_sequence(seq: i32, count: i32) -> i32 {
     ((i64::from(seq) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
-/// Gets a producer id, or bumps the epoch of the current one after a batch failed for good,
-/// resetting every partition's sequence (KIP-360).
-async fn init_producer_id(inner: &Inner) -> Result<(), ClientError> {
-    // A transactional producer registers as a new instance of its transactional id (the
-    // coordinator bumps the epoch, fencing whoever had it, possibly this producer's old
-    // self); an idempotent one asks to bump its own epoch (KIP-360).
-    let current = if inner.config.transactional_id.is_some() {
+/// Gets a producer id, or a new epoch (or id) after a batch failed for good, resetting every
+/// partition's sequence (KIP-360).
+///
+/// A transactional producer registers as a new instance of its transactional id (the
+/// coordinator bumps the epoch, fencing whoever had it, possibly this producer's old self) —
+/// or, with `bump_own`, after an abortable error, names its current id and epoch so the
+/// coordinator bumps its own epoch without fencing it. An idempotent producer always names
+/// its current id and epoch.
+async fn init_producer_id(inner: &Inner, bump_own: bool) -> Result<(), ClientError> {
+    let current = if inner.config.transactional_id.is_some() && !bump_own {
         None
     } else {
         inner.state().producer
@@ -1067,11 +1078,22 @@ async fn init_producer_id(inner: &Inner) -> Result<(), ClientError> {
         .with_transactional_id(txn_id.map(|t| TransactionalId(StrBytes::from_string(t))))
         .with_producer_id(ProducerId(current.map_or(-1, |(id, _)| id)))
         .with_producer_epoch(current.map_or(-1, |(_, e)| e));
-    match inner
-        .transport
-        .send(RequestKind::InitProducerId(req))
-        .await?
-    {
+    // A coordinator aborting the transaction an earlier instance left open answers
+    // CONCURRENT_TRANSACTIONS until the abort completes: retried.
+    let deadline = Instant::now() + Duration::from_millis(inner.config.max_block_ms);
+    let resp = loop {
+        let resp = inner
+            .transport
+            .send(RequestKind::InitProducerId(req.clone()))
+            .await?;
+        let busy = matches!(&resp, Some(ResponseKind::InitProducerId(r))
+            if r.error_code == ResponseError::ConcurrentTransactions.code());
+        if !busy || Instant::now() >= deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(inner.config.retry_backoff_ms)).await;
+    };
+    match resp {
         Some(ResponseKind::InitProducerId(r)) => {
             check(r.error_code, None)?;
             let mut st = inner.state();
@@ -1255,7 +1277,7 @@ impl Producer {
     pub async fn init_transactions(&self) -> Result<(), ClientError> {
         self.txn_id()?;
         self.flush().await;
-        init_producer_id(&self.inner).await?;
+        init_producer_id(&self.inner, false).await?;
         self.inner.state().txn = None;
         Ok(())
     }
@@ -1384,7 +1406,7 @@ impl Producer {
                 .ok_or_else(|| txn_state_error("init_transactions() first"))?;
             (pid, epoch, st.txn.as_ref().and_then(|t| t.failed.clone()))
         };
-        if let (true, Some(reason)) = (commit, failed) {
+        if let (true, Some(reason)) = (commit, &failed) {
             return Err(txn_state_error(&format!(
                 "a record of the transaction failed ({reason}); abort it"
             )));
@@ -1399,6 +1421,13 @@ impl Producer {
             _ => None,
         })
         .await?;
+        if failed.is_some() {
+            // A batch of the aborted transaction failed or was dropped: its sequences are
+            // spent, so the partition would refuse the next transaction's batches as out of
+            // order. Bump our own epoch, which starts every sequence again (KIP-360), as
+            // Kafka's producer does after an abortable error.
+            init_producer_id(&self.inner, true).await?;
+        }
         self.inner.state().txn = None;
         Ok(())
     }

@@ -464,6 +464,23 @@ impl PartitionLog {
         self.write_state().producers.expire(now_ms, expiration_ms)
     }
 
+    /// Whether `producer_id` has an open transaction in this partition.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.read_state().producers.in_transaction(producer_id)
+    }
+
+    /// Every producer the partition knows, with the first offset of its open transaction.
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry, Option<i64>)> {
+        let st = self.read_state();
+        let mut all: Vec<_> = st
+            .producers
+            .producers()
+            .map(|(id, e, open)| (id, e.clone(), open))
+            .collect();
+        all.sort_by_key(|(id, _, _)| *id);
+        all
+    }
+
     /// What the partition knows of an idempotent producer.
     pub fn producer(&self, producer_id: i64) -> Option<ProducerEntry> {
         self.read_state().producers.get(producer_id).cloned()
@@ -561,6 +578,19 @@ impl PartitionLog {
     /// them. Nothing is written if any batch is invalid. Under `flush.messages` / `flush.ms` the
     /// data is fsynced before this returns.
     pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, StorageError> {
+        self.append_verified(records, &|_| Ok(()))
+    }
+
+    /// [`append`](Self::append), with KIP-890's defence against hanging transactions: a
+    /// transactional batch of a producer with no open transaction in this partition (the first
+    /// batch of a transaction here) is appended only if `verify` (the transaction coordinator)
+    /// confirms that the producer's ongoing transaction holds this partition. The check and the
+    /// append happen under the partition's lock, so no marker can slip between them.
+    pub fn append_verified(
+        &self,
+        records: &mut [u8],
+        verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
+    ) -> Result<AppendInfo, StorageError> {
         let (max_message_bytes, keys_required) = {
             let st = self.read_state();
             (
@@ -596,6 +626,10 @@ impl PartitionLog {
                     bytes: 0,
                     duplicate: true,
                 });
+            }
+            let h = &batches[0].0;
+            if h.is_transactional() && !st.producers.in_transaction(h.producer_id) {
+                verify(h)?;
             }
         }
         self.maybe_roll(&mut st, records.len() as u64, offsets, now)?;

@@ -55,6 +55,14 @@ pub enum ProducerStateError {
     },
     #[error("a request with an idempotent batch must hold exactly one batch")]
     OneBatchOnly,
+    /// The transaction coordinator did not confirm the batch's transaction (KIP-890): Kafka's
+    /// error for it is `error`.
+    #[error("producer {producer_id}: {reason}")]
+    Unverified {
+        producer_id: i64,
+        error: kafka_protocol::ResponseError,
+        reason: String,
+    },
 }
 
 /// The sequence of the last record of a batch (sequences wrap at `i32::MAX` to 0).
@@ -166,6 +174,19 @@ impl ProducerState {
             .values()
             .filter_map(|e| e.batches.back().map(|b| b.first_offset))
             .collect()
+    }
+
+    /// Whether `producer_id` has an open transaction in this partition.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        self.ongoing.contains_key(&producer_id)
+    }
+
+    /// Every producer with its state and the first offset of its open transaction, if any
+    /// (DescribeProducers).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry, Option<i64>)> {
+        self.producers
+            .iter()
+            .map(|(id, e)| (*id, e, self.ongoing.get(id).copied()))
     }
 
     /// The first offset of the earliest open transaction: where the stable part ends.

@@ -3,6 +3,9 @@
 //! touched. The broker persists every change in the compacted `__transaction_state` topic
 //! (one record per transactional id, last one wins) before answering, so a restart finds each
 //! transaction where it was and finishes the ones caught between prepare and complete.
+//! The decisions are the sans-IO [`engine`]'s; the broker carries out its effects.
+
+pub mod engine;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +26,21 @@ pub enum TxnState {
     Dead,
 }
 
+impl TxnState {
+    /// Kafka's name of the state (DescribeTransactions, ListTransactions' filter).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+            TxnState::Dead => "Dead",
+        }
+    }
+}
+
 /// An offset sent to a transaction (TxnOffsetCommit), committed with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingOffset {
@@ -39,6 +57,13 @@ pub struct TxnMetadata {
     pub transactional_id: String,
     pub producer_id: i64,
     pub producer_epoch: i16,
+    /// The epoch before the last KIP-360 bump, so a retried bump gets the same answer (-1
+    /// when the last bump fenced an earlier producer).
+    #[serde(default = "no_epoch")]
+    pub last_producer_epoch: i16,
+    /// The producer id before the id rotated at epoch exhaustion (-1 if it never did).
+    #[serde(default = "no_producer")]
+    pub previous_producer_id: i64,
     pub timeout_ms: i32,
     pub state: TxnState,
     /// Partitions holding this transaction's records (markers go to each).
@@ -50,12 +75,22 @@ pub struct TxnMetadata {
     pub updated_ms: i64,
 }
 
+fn no_epoch() -> i16 {
+    -1
+}
+
+fn no_producer() -> i64 {
+    -1
+}
+
 impl TxnMetadata {
     pub fn new(transactional_id: &str, producer_id: i64, timeout_ms: i32, now_ms: i64) -> Self {
         TxnMetadata {
             transactional_id: transactional_id.to_string(),
             producer_id,
             producer_epoch: 0,
+            last_producer_epoch: -1,
+            previous_producer_id: -1,
             timeout_ms,
             state: TxnState::Empty,
             partitions: BTreeSet::new(),
