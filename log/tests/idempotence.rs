@@ -127,7 +127,10 @@ async fn retries_are_deduplicated_gaps_and_stale_epochs_refused_across_restarts(
     // idempotent id is current, so the broker must not bump whatever id a request names
     // (before, it handed out `pid` at epoch + 1 to anyone who asked).
     let (renewed, renewed_epoch) = init(&b, Some((pid, epoch))).await;
-    assert!(renewed > fresh && renewed_epoch == 0, "{renewed}/{renewed_epoch}");
+    assert!(
+        renewed > fresh && renewed_epoch == 0,
+        "{renewed}/{renewed_epoch}"
+    );
     // Naming only one of the two is refused (KafkaApis.handleInitProducerIdRequest).
     let half = InitProducerIdRequest::default()
         .with_transactional_id(None)

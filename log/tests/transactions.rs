@@ -371,6 +371,235 @@ async fn a_crash_between_prepare_and_complete_is_finished_on_restart() {
     b.close().unwrap();
 }
 
+/// The log end offset of partition `p` of `t`.
+fn log_end(b: &Broker, p: i32) -> i64 {
+    b.logs()
+        .get(&rill_log::types::TopicPartition::new("t", p))
+        .unwrap()
+        .log_end_offset()
+        .0
+}
+
+/// KIP-890 part 1 (Kafka's ReplicaManagerTest.testTransactionVerificationFlow and
+/// TransactionCoordinatorTest.shouldRespondWithInvalidTxnStateWhenVerifyOnlyAndPartitionNotPresent):
+/// a partition takes a transaction's first batch only if the coordinator has the partition in
+/// that producer's ongoing transaction. A batch still in flight after its transaction was
+/// aborted, or for a partition never added, is refused, nothing is appended, and the last
+/// stable offset is not pinned. Before the fix each of these opened a transaction that no
+/// marker would ever close.
+#[tokio::test]
+async fn transactional_batches_outside_the_coordinators_transaction_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let p = init(&b, "tx", 60_000).await;
+    let invalid = ResponseError::InvalidTxnState.code();
+    // Before AddPartitionsToTxn: not in any transaction.
+    assert_eq!(produce(&b, p, 0, 0, "early").await, invalid);
+    assert_eq!(log_end(&b, 0), 0, "nothing appended");
+    assert_eq!(add_partitions(&b, "tx", p, &[0]).await, 0);
+    // A partition that was never added.
+    assert_eq!(produce(&b, p, 1, 0, "stray").await, invalid);
+    assert_eq!(log_end(&b, 1), 0);
+    assert_eq!(produce(&b, p, 0, 0, "in").await, 0);
+    assert_eq!(end(&b, "tx", p, false).await, 0);
+    assert_eq!(log_end(&b, 0), 2, "the record and the abort marker");
+    // A batch of the aborted transaction arriving late (a retry after a client timeout).
+    assert_eq!(produce(&b, p, 0, 1, "late").await, invalid);
+    assert_eq!(log_end(&b, 0), 2, "nothing appended");
+    let after = fetch(&b, true).await;
+    assert_eq!(after[0].0, 2, "the last stable offset is the log end");
+    assert_eq!(after[1].0, 0);
+    // Without the request's transactional id the batch cannot be checked (Kafka answers
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED); under another id it maps to no producer.
+    assert_eq!(add_partitions(&b, "tx", p, &[0]).await, 0);
+    assert_eq!(
+        produce_as(&b, None, p, 0, 1, "anonymous").await,
+        ResponseError::TransactionalIdAuthorizationFailed.code()
+    );
+    assert_eq!(
+        produce_as(&b, Some("other"), p, 0, 1, "wrong id").await,
+        ResponseError::InvalidProducerIdMapping.code()
+    );
+    assert_eq!(
+        produce(&b, (p.0, p.1 + 1), 0, 0, "future epoch").await,
+        ResponseError::InvalidProducerEpoch.code()
+    );
+    assert_eq!(log_end(&b, 0), 2);
+    // The right batch still goes, and later batches of the open transaction need no check.
+    assert_eq!(produce(&b, p, 0, 1, "in").await, 0);
+    assert_eq!(produce(&b, p, 0, 2, "more").await, 0);
+    assert_eq!(end(&b, "tx", p, true).await, 0);
+    assert_eq!(fetch(&b, true).await[0], (5, vec![0, 2, 3], vec![0]));
+    b.close().unwrap();
+}
+
+/// KIP-664's view of transactions: ListTransactions with its filters (Kafka's
+/// TransactionStateManagerTest.testListTransactionsFiltering), DescribeTransactions with the
+/// partitions of an open transaction, and TRANSACTIONAL_ID_NOT_FOUND for an unknown id.
+#[tokio::test]
+async fn list_and_describe_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let a = init(&b, "a", 60_000).await;
+    let c = init(&b, "c", 60_000).await;
+    assert_eq!(add_partitions(&b, "a", a, &[0, 2]).await, 0);
+    clock.advance_ms(5_000);
+    let list = |states: &[&str], pids: &[i64], duration: i64| {
+        ListTransactionsRequest::default()
+            .with_state_filters(states.iter().map(|x| s(x)).collect())
+            .with_producer_id_filters(pids.iter().map(|p| ProducerId(*p)).collect())
+            .with_duration_filter(duration)
+    };
+    let listed = |r: ResponseKind| match r {
+        ResponseKind::ListTransactions(r) => {
+            assert_eq!(r.error_code, 0);
+            let unknown: Vec<String> = r
+                .unknown_state_filters
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            let states: Vec<(String, i64, String)> = r
+                .transaction_states
+                .iter()
+                .map(|t| {
+                    (
+                        t.transactional_id.to_string(),
+                        t.producer_id.0,
+                        t.transaction_state.to_string(),
+                    )
+                })
+                .collect();
+            (states, unknown)
+        }
+        other => panic!("{other:?}"),
+    };
+    let all = listed(call(&b, RequestKind::ListTransactions(list(&[], &[], -1))).await);
+    assert_eq!(
+        all.0,
+        vec![
+            ("a".to_string(), a.0, "Ongoing".to_string()),
+            ("c".to_string(), c.0, "Empty".to_string())
+        ]
+    );
+    let ongoing = listed(
+        call(
+            &b,
+            RequestKind::ListTransactions(list(&["Ongoing", "Bogus"], &[], -1)),
+        )
+        .await,
+    );
+    assert_eq!(ongoing.0.len(), 1);
+    assert_eq!(ongoing.1, vec!["Bogus".to_string()]);
+    let by_pid = listed(call(&b, RequestKind::ListTransactions(list(&[], &[c.0], -1))).await);
+    assert_eq!(by_pid.0[0].0, "c");
+    // Open at least 5 s: "a"; at least 6 s: none.
+    let long = listed(call(&b, RequestKind::ListTransactions(list(&[], &[], 5_000))).await);
+    assert_eq!(long.0.len(), 1);
+    let longer = listed(call(&b, RequestKind::ListTransactions(list(&[], &[], 6_000))).await);
+    assert!(longer.0.is_empty());
+
+    let req = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s("a")), TransactionalId(s("nope"))]);
+    match call(&b, RequestKind::DescribeTransactions(req)).await {
+        ResponseKind::DescribeTransactions(r) => {
+            let d = &r.transaction_states[0];
+            assert_eq!(d.error_code, 0);
+            assert_eq!(d.transaction_state.as_str(), "Ongoing");
+            assert_eq!((d.producer_id.0, d.producer_epoch), a);
+            assert_eq!(d.transaction_timeout_ms, 60_000);
+            assert_eq!(d.transaction_start_time_ms, 1_000_000);
+            assert_eq!(d.topics.len(), 1);
+            assert_eq!(d.topics[0].partitions, vec![0, 2]);
+            assert_eq!(
+                r.transaction_states[1].error_code,
+                ResponseError::TransactionalIdNotFound.code()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}
+
+/// A hanging transaction (a transactional batch the coordinator never knew of, as a broker
+/// before KIP-890's check could take) is found with DescribeProducers and aborted with
+/// WriteTxnMarkers, as `kafka-transactions.sh find-hanging` / `abort` do: the last stable
+/// offset moves on and read_committed readers skip the batch.
+#[tokio::test]
+async fn a_hanging_transaction_is_found_and_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let log = b
+        .logs()
+        .get(&rill_log::types::TopicPartition::new("t", 1))
+        .unwrap();
+    // Written under the broker's feet, as an older broker would have taken it.
+    let recs = [NewRecord::new(
+        None::<String>,
+        Some("hanging".to_string()),
+        1_000,
+    )];
+    log.append(&mut encode_idempotent_batch(&recs, Compression::None, 777, 3, 0, true).unwrap())
+        .unwrap();
+    assert_eq!(fetch(&b, true).await[1].0, 0, "pinned");
+    let describe = DescribeProducersRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+            .with_name(TopicName(s("t")))
+            .with_partition_indexes(vec![1]),
+    ]);
+    match call(&b, RequestKind::DescribeProducers(describe)).await {
+        ResponseKind::DescribeProducers(r) => {
+            let p = &r.topics[0].partitions[0];
+            assert_eq!(p.error_code, 0);
+            assert_eq!(p.active_producers.len(), 1);
+            let producer = &p.active_producers[0];
+            assert_eq!((producer.producer_id.0, producer.producer_epoch), (777, 3));
+            assert_eq!(producer.current_txn_start_offset, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    let marker = |epoch: i16| {
+        WriteTxnMarkersRequest::default().with_markers(vec![
+            kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(777))
+                .with_producer_epoch(epoch)
+                .with_transaction_result(false)
+                .with_coordinator_epoch(-1)
+                .with_topics(vec![
+                    kafka_protocol::messages::write_txn_markers_request::WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partition_indexes(vec![1]),
+                ]),
+        ])
+    };
+    let code = |r: ResponseKind| match r {
+        ResponseKind::WriteTxnMarkers(r) => r.markers[0].topics[0].partitions[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    // An older epoch than the producer's is refused.
+    assert_eq!(
+        code(call(&b, RequestKind::WriteTxnMarkers(marker(2))).await),
+        ResponseError::InvalidProducerEpoch.code()
+    );
+    assert_eq!(
+        code(call(&b, RequestKind::WriteTxnMarkers(marker(3))).await),
+        0
+    );
+    assert_eq!(fetch(&b, true).await[1], (2, vec![0], vec![0]));
+    // Nothing left open: a second abort writes nothing.
+    assert_eq!(
+        code(call(&b, RequestKind::WriteTxnMarkers(marker(3))).await),
+        0
+    );
+    assert_eq!(log_end(&b, 1), 2);
+    b.close().unwrap();
+}
+
 mod client {
     use super::*;
     use rill_log::client::{
@@ -414,6 +643,104 @@ mod client {
         }
         out.sort();
         out
+    }
+
+    /// Fails the `n`th AddPartitionsToTxn it sees (1-based) with a non-retriable error, as a
+    /// coordinator refusing a partition would; everything else goes to the broker.
+    #[derive(Debug)]
+    struct FailAddPartitions {
+        inner: EmbeddedTransport,
+        seen: std::sync::atomic::AtomicUsize,
+        fail: usize,
+    }
+
+    impl Transport for FailAddPartitions {
+        fn send(
+            &self,
+            request: RequestKind,
+        ) -> rill_log::client::transport::BoxFuture<
+            '_,
+            Result<Option<ResponseKind>, rill_log::client::ClientError>,
+        > {
+            use std::sync::atomic::Ordering;
+            if let RequestKind::AddPartitionsToTxn(r) = &request {
+                if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.fail {
+                    let code = ResponseError::TopicAuthorizationFailed.code();
+                    let results = r
+                        .v3_and_below_topics
+                        .iter()
+                        .map(|t| {
+                            add_partitions_to_txn_response::AddPartitionsToTxnTopicResult::default()
+                                .with_name(t.name.clone())
+                                .with_results_by_partition(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
+                                                .with_partition_index(*p)
+                                                .with_partition_error_code(code)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                    let resp = AddPartitionsToTxnResponse::default()
+                        .with_results_by_topic_v3_and_below(results);
+                    return Box::pin(
+                        async move { Ok(Some(ResponseKind::AddPartitionsToTxn(resp))) },
+                    );
+                }
+            }
+            self.inner.send(request)
+        }
+    }
+
+    /// Item 2 of the hardening review (Kafka's producer after an abortable error, KIP-360):
+    /// a batch whose AddPartitionsToTxn failed was dropped with its sequence spent; aborting
+    /// must bump the epoch and restart sequences, or every later transaction on that
+    /// partition fails with OUT_OF_ORDER_SEQUENCE_NUMBER (it did, before the fix).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aborting_after_an_abortable_error_bumps_the_epoch_and_the_next_transaction_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let b = open(dir.path(), &clock, None);
+        setup(&b).await;
+        let t: Arc<dyn Transport> = Arc::new(FailAddPartitions {
+            inner: EmbeddedTransport::new(Arc::clone(&b), "c"),
+            seen: Default::default(),
+            fail: 2,
+        });
+        let p = producer(&t, "bump");
+        p.init_transactions().await.unwrap();
+        let send = |v: &str| {
+            let mut r = ProducerRecord::new("t", None::<String>, v.to_string());
+            r.partition = Some(0);
+            p.send(r)
+        };
+        // One committed transaction: the partition knows the producer's sequence.
+        p.begin_transaction().unwrap();
+        send("one").await.unwrap();
+        p.commit_transaction().await.unwrap();
+        // The second one's AddPartitionsToTxn fails: its batch is dropped, sequence spent.
+        p.begin_transaction().unwrap();
+        let lost = send("lost").await.unwrap();
+        assert!(lost.wait().await.is_err());
+        assert!(
+            p.commit_transaction().await.is_err(),
+            "a failed record dooms the commit"
+        );
+        p.abort_transaction().await.unwrap();
+        // The third commits.
+        p.begin_transaction().unwrap();
+        let three = send("three").await.unwrap();
+        p.commit_transaction().await.unwrap();
+        three.wait().await.unwrap();
+        assert_eq!(
+            read_all(&t, IsolationLevel::ReadCommitted).await,
+            vec!["one", "three"]
+        );
+        p.close().await;
+        b.close().unwrap();
     }
 
     /// KIP-447: a read_committed consumer asking for the committed offsets of a group waits

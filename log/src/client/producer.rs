@@ -319,6 +319,16 @@ struct OpenTxn {
     partitions: std::collections::BTreeSet<(String, i32)>,
     /// The first failure of a batch in this transaction: it can only be aborted now.
     failed: Option<String>,
+    /// Offsets were added (AddOffsetsToTxn): the coordinator has the transaction open.
+    offsets_added: bool,
+}
+
+impl OpenTxn {
+    /// Whether the coordinator knows of this transaction (else EndTxn has nothing to end,
+    /// and would be refused after a completed one).
+    fn started(&self) -> bool {
+        !self.partitions.is_empty() || self.offsets_added
+    }
 }
 
 impl State {
@@ -1329,6 +1339,9 @@ impl Producer {
             },
         )
         .await?;
+        if let Some(txn) = self.inner.state().txn.as_mut() {
+            txn.offsets_added = true;
+        }
         let mut by_topic: std::collections::BTreeMap<&str, Vec<(i32, i64)>> = Default::default();
         for (tp, o) in offsets {
             by_topic
@@ -1399,12 +1412,18 @@ impl Producer {
             return Err(txn_state_error("no open transaction"));
         }
         self.flush().await;
-        let (pid, epoch, failed) = {
+        let (pid, epoch, failed, started) = {
             let st = self.inner.state();
             let (pid, epoch) = st
                 .producer
                 .ok_or_else(|| txn_state_error("init_transactions() first"))?;
-            (pid, epoch, st.txn.as_ref().and_then(|t| t.failed.clone()))
+            let txn = st.txn.as_ref();
+            (
+                pid,
+                epoch,
+                txn.and_then(|t| t.failed.clone()),
+                txn.is_some_and(OpenTxn::started),
+            )
         };
         if let (true, Some(reason)) = (commit, &failed) {
             return Err(txn_state_error(&format!(
@@ -1416,11 +1435,13 @@ impl Producer {
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch)
             .with_committed(commit);
-        retry_txn_request(&self.inner, RequestKind::EndTxn(req), |r| match r {
-            ResponseKind::EndTxn(r) => Some(r.error_code),
-            _ => None,
-        })
-        .await?;
+        if started {
+            retry_txn_request(&self.inner, RequestKind::EndTxn(req), |r| match r {
+                ResponseKind::EndTxn(r) => Some(r.error_code),
+                _ => None,
+            })
+            .await?;
+        }
         if failed.is_some() {
             // A batch of the aborted transaction failed or was dropped: its sequences are
             // spent, so the partition would refuse the next transaction's batches as out of
