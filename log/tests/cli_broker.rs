@@ -248,3 +248,82 @@ fn a_bad_config_file_is_refused_with_the_key() {
     assert!(!success);
     assert!(err.contains("no data directory"), "{err}");
 }
+
+/// `rill transactions` against a broker process (ListTransactions, DescribeTransactions and
+/// DescribeProducers over TCP): an open transaction of a rill producer is listed and
+/// described with its partition, is not reported hanging, and cannot be aborted from the
+/// command line; after its commit it is listed CompleteCommit.
+#[test]
+fn the_cli_lists_describes_and_guards_transactions() {
+    use rill_log::client::{Producer, ProducerConfig, ProducerRecord, Transport};
+    use rill_log::net::{TcpConfig, TcpTransport};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let a = broker.addr.as_str();
+    ok(a, &["topics", "create", "t", "--partitions", "2"], "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let producer = rt.block_on(async {
+        let t: Arc<dyn Transport> =
+            Arc::new(TcpTransport::connect(TcpConfig::new(a)).await.unwrap());
+        let p = Producer::new(
+            t,
+            ProducerConfig {
+                transactional_id: Some("cli-tx".into()),
+                linger_ms: 0,
+                ..Default::default()
+            },
+        );
+        p.init_transactions().await.unwrap();
+        p.begin_transaction().unwrap();
+        let mut r = ProducerRecord::new("t", None::<String>, "v");
+        r.partition = Some(1);
+        p.send(r).await.unwrap().wait().await.unwrap();
+        p
+    });
+    let listed = json_lines(&ok(a, &["transactions", "list", "--json"], ""));
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["transactional_id"], "cli-tx");
+    assert_eq!(listed[0]["state"], "Ongoing");
+    let described = json_lines(&ok(
+        a,
+        &["transactions", "describe", "cli-tx", "--json"],
+        "",
+    ));
+    assert_eq!(described[0]["partitions"], "t-1");
+    assert_eq!(described[0]["producer_epoch"], 0);
+    let hanging = json_lines(&ok(a, &["transactions", "find-hanging", "--json"], ""));
+    assert!(
+        hanging.is_empty(),
+        "a running transaction is not hanging: {hanging:?}"
+    );
+    let pid = listed[0]["producer_id"].to_string();
+    let (refused, _, err) = cli(
+        a,
+        &[
+            "transactions",
+            "abort",
+            "--topic",
+            "t",
+            "--partition",
+            "1",
+            "--producer-id",
+            &pid,
+        ],
+        "",
+    );
+    assert!(
+        !refused,
+        "the coordinator's own transaction is not aborted behind its back"
+    );
+    assert!(err.contains("no hanging transaction"), "{err}");
+    let (missing, _, err) = cli(a, &["transactions", "describe", "nope"], "");
+    assert!(!missing && err.contains("TransactionalIdNotFound"), "{err}");
+    rt.block_on(async {
+        producer.commit_transaction().await.unwrap();
+        producer.close().await;
+    });
+    let listed = json_lines(&ok(a, &["transactions", "list", "--json"], ""));
+    assert_eq!(listed[0]["state"], "CompleteCommit");
+}

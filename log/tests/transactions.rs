@@ -600,6 +600,62 @@ async fn a_hanging_transaction_is_found_and_aborted() {
     b.close().unwrap();
 }
 
+/// The same through `rill transactions find-hanging` / `abort` (the library behind the
+/// commands): the hanging transaction is found, an open transaction the coordinator runs is
+/// not, and the abort frees the partition.
+#[tokio::test]
+async fn the_transactions_commands_find_and_abort_only_hanging_transactions() {
+    use rill_log::cli::transactions;
+    use rill_log::client::Transport;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let t: Arc<dyn Transport> = Arc::new(EmbeddedTransport::new(Arc::clone(&b), "cli"));
+    // A running transaction on partition 0.
+    let p = init(&b, "tx", 60_000).await;
+    assert_eq!(add_partitions(&b, "tx", p, &[0]).await, 0);
+    assert_eq!(produce(&b, p, 0, 0, "running").await, 0);
+    // A hanging one on partition 2, written under the broker's feet.
+    let tp2 = rill_log::types::TopicPartition::new("t", 2);
+    let recs = [NewRecord::new(
+        None::<String>,
+        Some("hanging".to_string()),
+        1_000,
+    )];
+    b.logs()
+        .get(&tp2)
+        .unwrap()
+        .append(&mut encode_idempotent_batch(&recs, Compression::None, 900, 1, 0, true).unwrap())
+        .unwrap();
+    let hanging = transactions::find_hanging(Arc::clone(&t), None)
+        .await
+        .unwrap();
+    assert_eq!(hanging.len(), 1, "{hanging:?}");
+    assert_eq!(
+        (hanging[0].producer_id, hanging[0].partition.clone()),
+        (900, tp2.clone())
+    );
+    let tp0 = rill_log::types::TopicPartition::new("t", 0);
+    assert!(transactions::abort(Arc::clone(&t), &tp0, p.0, None)
+        .await
+        .is_err());
+    transactions::abort(Arc::clone(&t), &tp2, 900, None)
+        .await
+        .unwrap();
+    assert!(transactions::find_hanging(Arc::clone(&t), None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(fetch(&b, true).await[2], (2, vec![0], vec![0]));
+    assert_eq!(
+        fetch(&b, true).await[0].0,
+        0,
+        "the running transaction is untouched"
+    );
+    b.close().unwrap();
+}
+
 mod client {
     use super::*;
     use rill_log::client::{

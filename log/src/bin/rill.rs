@@ -106,6 +106,13 @@ enum Command {
         #[command(subcommand)]
         action: GroupsAction,
     },
+    /// List and describe transactions; find hanging ones and abort them (KIP-664).
+    Transactions {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: TransactionsAction,
+    },
     /// Measure rill against a baseline run in the same process.
     Bench {
         #[command(subcommand)]
@@ -174,6 +181,33 @@ enum GroupsAction {
         /// Commit the plan (without it, only print it).
         #[arg(long)]
         execute: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TransactionsAction {
+    /// Every transactional id the coordinator knows, with its producer id and state.
+    List,
+    /// One transactional id: producer, epoch, state, timeout and the open transaction's
+    /// partitions.
+    Describe { transactional_id: String },
+    /// Open transactions in partitions that no transaction of the coordinator accounts for.
+    FindHanging {
+        /// Only this topic's partitions.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Abort a hanging transaction in one partition (writes an abort marker there).
+    Abort {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        producer_id: i64,
+        /// Defaults to the producer's epoch in that partition.
+        #[arg(long)]
+        producer_epoch: Option<i16>,
     },
 }
 
@@ -488,6 +522,29 @@ fn client_command(command: Command) -> Result<(), CliError> {
                 };
                 let stdout = std::io::stdout();
                 commands::consume(t, &opts, &mut stdout.lock()).await?;
+            }
+            Command::Transactions { conn, action } => {
+                use rill_log::cli::transactions;
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let table = match action {
+                    TransactionsAction::List => transactions::list(t).await?,
+                    TransactionsAction::Describe { transactional_id } => {
+                        transactions::describe(t, &transactional_id).await?
+                    }
+                    TransactionsAction::FindHanging { topic } => transactions::hanging_table(
+                        transactions::find_hanging(t, topic.as_deref()).await?,
+                    ),
+                    TransactionsAction::Abort {
+                        topic,
+                        partition,
+                        producer_id,
+                        producer_epoch,
+                    } => {
+                        let tp = rill_log::types::TopicPartition::new(topic, partition);
+                        transactions::abort(t, &tp, producer_id, producer_epoch).await?
+                    }
+                };
+                table.print(conn.json);
             }
             Command::Groups { conn, action } => {
                 let t = commands::connect(&conn.bootstrap_server).await?;

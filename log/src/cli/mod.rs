@@ -1,11 +1,12 @@
 //! What the `rill` command does, as a library so it is tested like the rest: running a broker
 //! process ([`broker`]), and the admin, produce and consume commands over the Kafka protocol
-//! ([`commands`]), printing human tables or JSON ([`output`]).
+//! ([`commands`], [`transactions`]), printing human tables or JSON ([`output`]).
 
 pub mod broker;
 pub mod commands;
 pub mod config;
 pub mod output;
+pub mod transactions;
 
 pub use config::NodeConfig;
 

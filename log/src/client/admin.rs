@@ -1,6 +1,7 @@
-//! `Admin`: topics, partitions, configs, records, offsets and consumer groups (members,
-//! assignments, committed offsets, lag), over any [`Transport`], with Kafka's error codes
-//! turned into [`ClientError`]s.
+//! `Admin`: topics, partitions, configs, records, offsets, consumer groups (members,
+//! assignments, committed offsets, lag) and transactions (listing, describing, finding and
+//! aborting hanging ones, KIP-664), over any [`Transport`], with Kafka's error codes turned
+//! into [`ClientError`]s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +23,10 @@ use kafka_protocol::messages::{
     GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest,
     MetadataRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
 };
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest, ProducerId,
+    TransactionalId, WriteTxnMarkersRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::consumer::decode_assignment;
@@ -31,6 +36,40 @@ use crate::types::TopicPartition;
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
+}
+
+/// One transactional id, as ListTransactions reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub state: String,
+}
+
+/// One transactional id, as DescribeTransactions reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionDescription {
+    pub transactional_id: String,
+    pub state: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    /// When the open transaction started (-1 when none is open).
+    pub start_time_ms: i64,
+    /// Partitions of the open transaction.
+    pub partitions: Vec<TopicPartition>,
+}
+
+/// A producer a partition knows (DescribeProducers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerDescription {
+    pub partition: TopicPartition,
+    pub producer_id: i64,
+    pub producer_epoch: i32,
+    pub last_sequence: i32,
+    pub last_timestamp_ms: i64,
+    /// The first offset of the producer's open transaction here (-1 when none).
+    pub txn_start_offset: i64,
 }
 
 /// What Metadata says of a topic.
@@ -502,6 +541,147 @@ impl Admin {
                     .ok_or(ClientError::NoResponse)?;
                 check(p.error_code, None)?;
                 Ok(p.low_watermark)
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+}
+
+impl Admin {
+    /// Every transactional id the coordinator knows (ListTransactions), in id order.
+    pub async fn list_transactions(&self) -> Result<Vec<TransactionListing>, ClientError> {
+        let req = ListTransactionsRequest::default().with_duration_filter(-1);
+        match self.call(RequestKind::ListTransactions(req)).await? {
+            ResponseKind::ListTransactions(r) => {
+                check(r.error_code, None)?;
+                let mut out: Vec<TransactionListing> = r
+                    .transaction_states
+                    .into_iter()
+                    .map(|t| TransactionListing {
+                        transactional_id: t.transactional_id.to_string(),
+                        producer_id: t.producer_id.0,
+                        state: t.transaction_state.to_string(),
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+                Ok(out)
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// State, producer and partitions of each transactional id (DescribeTransactions).
+    pub async fn describe_transactions(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<TransactionDescription>, ClientError> {
+        let req = DescribeTransactionsRequest::default()
+            .with_transactional_ids(ids.iter().map(|i| TransactionalId(text(i))).collect());
+        match self.call(RequestKind::DescribeTransactions(req)).await? {
+            ResponseKind::DescribeTransactions(r) => r
+                .transaction_states
+                .into_iter()
+                .map(|t| {
+                    check(t.error_code, Some(t.transactional_id.as_str()))?;
+                    Ok(TransactionDescription {
+                        transactional_id: t.transactional_id.to_string(),
+                        state: t.transaction_state.to_string(),
+                        producer_id: t.producer_id.0,
+                        producer_epoch: t.producer_epoch,
+                        timeout_ms: t.transaction_timeout_ms,
+                        start_time_ms: t.transaction_start_time_ms,
+                        partitions: t
+                            .topics
+                            .iter()
+                            .flat_map(|topic| {
+                                topic
+                                    .partitions
+                                    .iter()
+                                    .map(|p| TopicPartition::new(topic.topic.0.to_string(), *p))
+                            })
+                            .collect(),
+                    })
+                })
+                .collect(),
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// The producers each of `partitions` knows (DescribeProducers).
+    pub async fn describe_producers(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<ProducerDescription>, ClientError> {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in partitions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition.0);
+        }
+        let req = DescribeProducersRequest::default().with_topics(
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                        .with_name(TopicName(text(t)))
+                        .with_partition_indexes(ps)
+                })
+                .collect(),
+        );
+        match self.call(RequestKind::DescribeProducers(req)).await? {
+            ResponseKind::DescribeProducers(r) => {
+                let mut out = Vec::new();
+                for t in r.topics {
+                    for p in t.partitions {
+                        check(p.error_code, p.error_message.as_deref())?;
+                        let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
+                        out.extend(p.active_producers.into_iter().map(|a| ProducerDescription {
+                            partition: tp.clone(),
+                            producer_id: a.producer_id.0,
+                            producer_epoch: a.producer_epoch,
+                            last_sequence: a.last_sequence,
+                            last_timestamp_ms: a.last_timestamp,
+                            txn_start_offset: a.current_txn_start_offset,
+                        }));
+                    }
+                }
+                Ok(out)
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// Aborts producer `producer_id`'s open transaction in `partition` by writing an abort
+    /// marker there (WriteTxnMarkers), as Kafka's `Admin.abortTransaction` does: the remedy
+    /// for a hanging transaction the coordinator does not know. Aborting a transaction the
+    /// coordinator still runs breaks its atomicity: find hanging ones first.
+    pub async fn abort_transaction(
+        &self,
+        partition: &TopicPartition,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(), ClientError> {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        let req =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(producer_epoch)
+                .with_transaction_result(false)
+                .with_coordinator_epoch(-1)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(text(&partition.topic)))
+                    .with_partition_indexes(vec![partition.partition.0])])]);
+        match self.call(RequestKind::WriteTxnMarkers(req)).await? {
+            ResponseKind::WriteTxnMarkers(r) => {
+                for p in r
+                    .markers
+                    .iter()
+                    .flat_map(|m| &m.topics)
+                    .flat_map(|t| &t.partitions)
+                {
+                    check(p.error_code, None)?;
+                }
+                Ok(())
             }
             other => Err(ClientError::unexpected(&other)),
         }

@@ -18,7 +18,7 @@ use kafka_protocol::messages::ResponseKind;
 
 pub use admin::{
     Admin, GroupDescription, GroupListing, ListedOffset, MemberDescription, OffsetSpec,
-    PartitionLag,
+    PartitionLag, ProducerDescription, TransactionDescription, TransactionListing,
 };
 pub use assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor, Subscription,

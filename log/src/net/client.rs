@@ -918,6 +918,10 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
         RequestKind::EndTxn(_) => ApiKey::EndTxn,
         RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+        RequestKind::WriteTxnMarkers(_) => ApiKey::WriteTxnMarkers,
+        RequestKind::DescribeProducers(_) => ApiKey::DescribeProducers,
+        RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
+        RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         _ => return None,
     })
 }

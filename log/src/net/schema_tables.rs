@@ -439,6 +439,44 @@ const TXN_OFFSET_COMMIT: &[Field] = &[
     f(0, MAX, Ty::Array(&Ty::Struct(TXN_OFFSET_COMMIT_TOPIC))), // topics
 ];
 
+// WriteTxnMarkers (27)
+const WRITE_TXN_MARKERS_TOPIC: &[Field] = &[
+    f(1, MAX, Ty::String),            // name
+    f(1, MAX, Ty::Array(&Ty::Int32)), // partition_indexes
+];
+const WRITE_TXN_MARKERS_MARKER: &[Field] = &[
+    f(1, MAX, Ty::Int64),                                       // producer_id
+    f(1, MAX, Ty::Int16),                                       // producer_epoch
+    f(1, MAX, Ty::Bool),                                        // transaction_result
+    f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_TOPIC))), // topics
+    f(1, MAX, Ty::Int32),                                       // coordinator_epoch
+];
+const WRITE_TXN_MARKERS: &[Field] = &[
+    f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
+];
+
+// DescribeProducers (61)
+const DESCRIBE_PRODUCERS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),            // name
+    f(0, MAX, Ty::Array(&Ty::Int32)), // partition_indexes
+];
+const DESCRIBE_PRODUCERS: &[Field] = &[
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_PRODUCERS_TOPIC))), // topics
+];
+
+// DescribeTransactions (65)
+const DESCRIBE_TRANSACTIONS: &[Field] = &[
+    f(0, MAX, Ty::Array(&Ty::String)), // transactional_ids
+];
+
+// ListTransactions (66)
+const LIST_TRANSACTIONS: &[Field] = &[
+    f(0, MAX, Ty::Array(&Ty::String)), // state_filters
+    f(0, MAX, Ty::Array(&Ty::Int64)),  // producer_id_filters
+    f(1, MAX, Ty::Int64),              // duration_filter
+    f(2, MAX, Ty::String),             // transactional_id_pattern (nullable)
+];
+
 /// Every request rill decodes: (api key, name, versions `kafka-protocol` 0.18 decodes, first
 /// flexible version, fields).
 pub(crate) static REQUESTS: &[RequestSchema] = &[
@@ -482,6 +520,10 @@ pub(crate) static REQUESTS: &[RequestSchema] = &[
         INCREMENTAL_ALTER_CONFIGS,
     ),
     api(60, "DescribeCluster", (0, 2), 0, DESCRIBE_CLUSTER),
+    api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
+    api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
+    api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
+    api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
 ];
 
 #[cfg(test)]

@@ -38,6 +38,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    // v2's transactional id pattern is not applied: not advertised.
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The advertised range of `key`, if rill handles it.
