@@ -247,6 +247,24 @@ fn a_bad_config_file_is_refused_with_the_key() {
     let (success, _, err) = run_with_timeout(&mut cmd, "", 30);
     assert!(!success);
     assert!(err.contains("no data directory"), "{err}");
+    // Limits that cannot work together are refused at start, both keys named (a frame over
+    // the whole request budget would wait for room forever).
+    std::fs::write(
+        &config,
+        "socket.request.max.bytes = 2000000\nqueued.max.request.bytes = 1000000\n",
+    )
+    .unwrap();
+    let mut cmd = rill();
+    cmd.args(["broker", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"));
+    let (success, _, err) = run_with_timeout(&mut cmd, "", 30);
+    assert!(!success);
+    assert!(
+        err.contains("queued.max.request.bytes") && err.contains("socket.request.max.bytes"),
+        "{err}"
+    );
 }
 
 /// `rill transactions` against a broker process (ListTransactions, DescribeTransactions and

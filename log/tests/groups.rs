@@ -790,3 +790,75 @@ async fn commits_are_taken_while_a_rebalance_is_prepared_and_refused_for_unknown
     pending.abort();
     b.close().unwrap();
 }
+
+/// A group id longer than an offset key can hold (16-bit length, as in Kafka's
+/// `__consumer_offsets`) is refused with INVALID_GROUP_ID by JoinGroup, OffsetCommit and
+/// AddOffsetsToTxn, and nothing is written; before, the key cut it at 32767 bytes, possibly
+/// inside a UTF-8 character, and the offsets came back under another group's name.
+#[tokio::test]
+async fn over_long_group_ids_are_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    let long = "é".repeat(20_000); // 40,000 bytes
+    let invalid = ResponseError::InvalidGroupId.code();
+    let resp = join(
+        &b,
+        "c",
+        join_req("", None, "m").with_group_id(GroupId(s(&long))),
+    )
+    .await;
+    assert_eq!(resp.error_code, invalid);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(&long)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("__consumer_offsets")))
+                .with_partitions(vec![
+                    kafka_protocol::messages::offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(5),
+                ]),
+        ]);
+    let before = b
+        .logs()
+        .get(&rill_log::types::TopicPartition::new(
+            "__consumer_offsets",
+            0,
+        ))
+        .map(|l| l.log_end_offset());
+    match b
+        .handle(&ctx("c"), RequestKind::OffsetCommit(commit))
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        ResponseKind::OffsetCommit(r) => {
+            assert_eq!(r.topics[0].partitions[0].error_code, invalid)
+        }
+        other => panic!("{other:?}"),
+    }
+    let after = b
+        .logs()
+        .get(&rill_log::types::TopicPartition::new(
+            "__consumer_offsets",
+            0,
+        ))
+        .map(|l| l.log_end_offset());
+    assert_eq!(before, after, "nothing written");
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s("tx")))
+        .with_producer_id(ProducerId(0))
+        .with_producer_epoch(0)
+        .with_group_id(GroupId(s(&long)));
+    match b
+        .handle(&ctx("c"), RequestKind::AddOffsetsToTxn(add))
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        ResponseKind::AddOffsetsToTxn(r) => assert_eq!(r.error_code, invalid),
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}

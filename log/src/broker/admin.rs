@@ -354,7 +354,7 @@ impl Broker {
         MetadataResponseTopic::default()
             .with_name(Some(TopicName(text(m.name.clone()))))
             .with_topic_id(m.id)
-            .with_is_internal(m.name.starts_with("__"))
+            .with_is_internal(super::is_internal(&m.name))
             .with_partitions(
                 (0..m.partitions)
                     .map(|p| {

@@ -243,7 +243,8 @@ impl Broker {
             instance.as_deref(),
             req.generation_id_or_member_epoch,
         );
-        let max_metadata = self.config.offset_metadata_max_bytes;
+        // Offset records hold the metadata behind a 16-bit length.
+        let max_metadata = self.config.offset_metadata_max_bytes.min(i16::MAX as usize);
         // Per partition: the error, or the commit to write.
         let mut plan: CommitPlan = Vec::new();
         for t in req.topics {

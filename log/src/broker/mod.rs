@@ -31,7 +31,9 @@ use tokio::sync::Notify;
 use crate::coordinator::group::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::txn::TRANSACTION_TOPIC;
 
-/// The broker's own topics, closed to clients' writes, deletes and resizes.
+/// The broker's own topics, closed to clients' writes, deletes and resizes, and reported
+/// internal in Metadata: Kafka's definition (`Topic.isInternal`), the one place rill keeps it.
+/// Other names starting with `__` are ordinary topics, as in Kafka.
 pub(crate) fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC || topic == TRANSACTION_TOPIC
 }

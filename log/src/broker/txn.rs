@@ -473,6 +473,10 @@ impl Broker {
         version: i16,
     ) -> Result<AddOffsetsToTxnResponse, BrokerError> {
         let group = req.group_id.0.to_string();
+        if !crate::coordinator::group::offsets::valid_group_id(&group) {
+            return Ok(AddOffsetsToTxnResponse::default()
+                .with_error_code(ResponseError::InvalidGroupId.code()));
+        }
         let n = self.topic_partitions(OFFSETS_TOPIC).unwrap_or(1);
         let offsets_partition = (OFFSETS_TOPIC.to_string(), partition_for(&group, n));
         let producer = (req.producer_id.0, req.producer_epoch);
@@ -504,6 +508,10 @@ impl Broker {
         let txn_id = req.transactional_id.to_string();
         let producer = (req.producer_id.0, req.producer_epoch);
         let now = self.clock.now_ms();
+        // As for OffsetCommit: metadata over `offset.metadata.max.bytes` is refused per
+        // partition (OFFSET_METADATA_TOO_LARGE), the rest are kept.
+        let max_metadata = self.config.offset_metadata_max_bytes.min(i16::MAX as usize);
+        let too_large = |m: Option<&str>| m.is_some_and(|m| m.len() > max_metadata);
         let outcome = (|| {
             self.txn
                 .engine()?
@@ -524,17 +532,20 @@ impl Broker {
                 .topics
                 .iter()
                 .flat_map(|t| {
-                    t.partitions.iter().map(|p| PendingOffset {
-                        topic: t.name.0.to_string(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p
-                            .committed_metadata
-                            .as_deref()
-                            .unwrap_or_default()
-                            .to_string(),
-                    })
+                    t.partitions
+                        .iter()
+                        .filter(|p| !too_large(p.committed_metadata.as_deref()))
+                        .map(|p| PendingOffset {
+                            topic: t.name.0.to_string(),
+                            partition: p.partition_index,
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p
+                                .committed_metadata
+                                .as_deref()
+                                .unwrap_or_default()
+                                .to_string(),
+                        })
                 })
                 .collect();
             self.txn.run(
@@ -545,6 +556,13 @@ impl Broker {
         // The group coordinator's answer to a fenced producer (TxnOffsetCommit has no
         // PRODUCER_FENCED).
         let code = code(&fenced_as(outcome, 0, 1));
+        let code_of = |metadata: Option<&str>| {
+            if code == 0 && too_large(metadata) {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                code
+            }
+        };
         let topics = req
             .topics
             .iter()
@@ -557,7 +575,7 @@ impl Broker {
                             .map(|p| {
                                 TxnOffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
-                                    .with_error_code(code)
+                                    .with_error_code(code_of(p.committed_metadata.as_deref()))
                             })
                             .collect(),
                     )

@@ -19,6 +19,10 @@ pub async fn run(
     mut config: NodeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), CliError> {
+    config
+        .server
+        .validate()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -116,7 +116,8 @@ impl NodeConfig {
                 b.offsets_retention_check_interval_ms = int(key, v, 1, i64::MAX)? as u64
             }
             "offset.metadata.max.bytes" => {
-                b.offset_metadata_max_bytes = int(key, v, 0, I32)? as usize
+                // Offset records hold it behind a 16-bit length.
+                b.offset_metadata_max_bytes = int(key, v, 0, i64::from(i16::MAX))? as usize
             }
             "group.min.session.timeout.ms" => {
                 b.group.min_session_timeout_ms = int(key, v, 1, I32)? as i32

@@ -33,7 +33,8 @@ pub struct ServerConfig {
     /// `socket.request.max.bytes`: the largest request frame accepted.
     pub socket_request_max_bytes: usize,
     /// `queued.max.request.bytes`: request bytes held (being read or handled) across all
-    /// connections; a connection waits for room before reading a frame's body.
+    /// connections; a connection waits for room before reading a frame's body. At least
+    /// `socket.request.max.bytes` (see [`ServerConfig::validate`]).
     pub queued_max_request_bytes: usize,
     /// `connections.max.idle.ms`: a connection with no request for this long is closed.
     pub connections_max_idle_ms: u64,
@@ -60,6 +61,25 @@ impl Default for ServerConfig {
             max_request_elements: 1 << 20,
             shutdown_grace_ms: 10_000,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Refuses limits that cannot work together: a frame larger than the whole request
+    /// budget would wait for room forever.
+    pub fn validate(&self) -> Result<(), crate::storage::ConfigError> {
+        if self.queued_max_request_bytes < self.socket_request_max_bytes {
+            return Err(crate::storage::ConfigError::InvalidValue {
+                key: "queued.max.request.bytes".into(),
+                value: self.queued_max_request_bytes.to_string(),
+                reason: format!(
+                    "must be at least socket.request.max.bytes ({}), or a request that large \
+                     waits forever",
+                    self.socket_request_max_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

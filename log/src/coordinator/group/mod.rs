@@ -241,7 +241,7 @@ impl GroupCoordinator {
     ) -> Delayed<JoinGroupResponse> {
         let group_id = req.group_id.0.to_string();
         let member_id = req.member_id.to_string();
-        if group_id.is_empty() {
+        if !offsets::valid_group_id(&group_id) {
             return Delayed::Now(join_error(ResponseError::InvalidGroupId, &member_id));
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
@@ -831,7 +831,7 @@ impl GroupCoordinator {
         instance: Option<&str>,
         generation_id: i32,
     ) -> Result<(), ResponseError> {
-        if group_id.is_empty() {
+        if !offsets::valid_group_id(group_id) {
             return Err(ResponseError::InvalidGroupId);
         }
         let Some(group) = self.groups.get(group_id) else {

@@ -38,6 +38,17 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     abs % partitions.max(1)
 }
 
+/// The longest group id: `__consumer_offsets` keys hold it behind a 16-bit length, as in
+/// Kafka. Longer ids are refused in the request (INVALID_GROUP_ID), never cut.
+pub const MAX_GROUP_ID_BYTES: usize = i16::MAX as usize;
+
+/// Whether a group may use `group_id`: not empty, and short enough for its offset keys.
+pub fn valid_group_id(group_id: &str) -> bool {
+    !group_id.is_empty() && group_id.len() <= MAX_GROUP_ID_BYTES
+}
+
+/// Strings here are bounded before they get here (group ids by [`valid_group_id`], topic
+/// names by their rules, metadata by `offset.metadata.max.bytes` <= 32767).
 fn put_string(buf: &mut BytesMut, s: &str) {
     let bytes = s.as_bytes();
     let len = bytes.len().min(i16::MAX as usize);
