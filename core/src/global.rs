@@ -68,6 +68,8 @@ impl GlobalStores {
 
     /// Applies a record of `topic` to the stores it feeds.
     pub fn apply(&self, topic: &str, record: &Record) -> Result<(), ProcessError> {
+        // A store write is one put or delete, and a global store is rebuilt from its topic on
+        // every start: a poisoned lock is used as it is.
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         for spec in self.specs.values().filter(|s| s.topic == topic) {
             if let Some(store) = stores.get_mut(&spec.name) {

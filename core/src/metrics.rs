@@ -263,6 +263,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// Counters and histograms: a panic mid-update skews a figure at worst, so a poisoned
+    /// lock is used as it is.
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }

@@ -674,6 +674,7 @@ struct Rebalance {
 
 impl Rebalance {
     fn fail(&self, e: impl ToString) {
+        // The first failure is set in one step: a poisoned lock is safe to use.
         self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1454,6 +1455,7 @@ async fn run(
     let mut last_commit = tokio::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let records = consumer.poll().await?;
+        // Set and taken in one step: a poisoned lock is safe to use.
         if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(StreamsError::Process(ProcessError::Failed(e)));
         }

@@ -72,6 +72,7 @@ impl std::fmt::Debug for Streams {
 
 fn transition(state: &Mutex<State>, listener: &Option<Listener>, to: State) {
     let from = {
+        // The state is replaced in one step: a poisoned lock is safe to use.
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::replace(&mut *s, to)
     };

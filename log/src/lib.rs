@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod hash;
 pub mod net;
 pub mod storage;
+pub(crate) mod sync;
 pub mod time;
 pub mod types;
 

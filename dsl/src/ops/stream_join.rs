@@ -100,6 +100,7 @@ type TaskId = (usize, i32);
 
 impl JoinClocks {
     fn take(&self, task: TaskId) -> Arc<JoinTime> {
+        // Entries are inserted and removed whole: a poisoned lock is safe to use.
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match m.get_mut(&task) {
             Some(p) if !p.paired => {

@@ -285,7 +285,7 @@ pub async fn run_e2e(
             while seen < total {
                 let records = consumer.poll().await?;
                 let now = origin.elapsed().as_micros() as u64;
-                let mut h = e2e.lock().unwrap_or_else(|e| e.into_inner());
+                let mut h = crate::sync::plain(&e2e);
                 for r in &records {
                     let v = r.value.as_deref().unwrap_or_default();
                     let intended = u64::from_be_bytes(
@@ -326,10 +326,7 @@ pub async fn run_e2e(
         ack_tasks.push(tokio::spawn(async move {
             if delivery.await.is_ok() {
                 let now = origin.elapsed().as_micros() as u64;
-                let _ = acks
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(now.saturating_sub(intended_us).max(1));
+                let _ = crate::sync::plain(&acks).record(now.saturating_sub(intended_us).max(1));
             }
         }));
     }
@@ -346,8 +343,8 @@ pub async fn run_e2e(
     drop(broker);
     std::fs::remove_dir_all(&dir)?;
     let (e2e, acks) = (
-        e2e.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        acks.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        crate::sync::plain(&e2e).clone(),
+        crate::sync::plain(&acks).clone(),
     );
     let name = format!("e2e-{rate}-per-s-{value_bytes}B");
     Ok([

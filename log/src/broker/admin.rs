@@ -51,7 +51,7 @@ impl Broker {
         }
         LogConfig::from_overrides(&self.config.log.defaults, &overrides)
             .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let mut topics = self.topics_write();
         if topics.get(name).is_some() {
             return Err((
                 ResponseError::TopicAlreadyExists,
@@ -128,13 +128,7 @@ impl Broker {
                                 ResponseError::InvalidPartitions,
                                 format!("{partitions} partitions"),
                             ))
-                        } else if self
-                            .topics
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&name)
-                            .is_some()
-                        {
+                        } else if self.topics_read().get(&name).is_some() {
                             Err((
                                 ResponseError::TopicAlreadyExists,
                                 format!("topic {name} exists"),
@@ -207,7 +201,7 @@ impl Broker {
             // The topic lock is not held while partitions are deleted (which may wait for a
             // cleaning pass): produce and fetch to other topics go on meanwhile.
             let found = {
-                let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                let topics = self.topics_read();
                 match &name {
                     Some(n) => topics.get(n).cloned(),
                     None => topics.by_id(id).cloned(),
@@ -240,12 +234,10 @@ impl Broker {
                             other => other,
                         }
                     });
-                    match deleted.map_err(BrokerError::from).and_then(|()| {
-                        self.topics
-                            .write()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&meta.name)
-                    }) {
+                    match deleted
+                        .map_err(BrokerError::from)
+                        .and_then(|()| self.topics_write().remove(&meta.name))
+                    {
                         Ok(_) => tracing::info!(topic = %meta.name, "deleted topic"),
                         Err(e) => {
                             result.error_code = ResponseError::KafkaStorageError.code();
@@ -268,13 +260,13 @@ impl Broker {
         let mut out = Vec::new();
         match wanted {
             None => {
-                let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                let topics = self.topics_read();
                 out.extend(topics.all().map(|m| self.topic_metadata(m)));
             }
             Some(list) => {
                 for (name, id) in list {
                     let known = {
-                        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+                        let topics = self.topics_read();
                         match &name {
                             Some(n) => topics.get(n).cloned(),
                             None => topics.by_id(id).cloned(),
@@ -291,8 +283,7 @@ impl Broker {
                                 Ok(m) => self.topic_metadata(&m),
                                 // Another request created it meanwhile.
                                 Err((ResponseError::TopicAlreadyExists, _)) => {
-                                    let topics =
-                                        self.topics.read().unwrap_or_else(|e| e.into_inner());
+                                    let topics = self.topics_read();
                                     match topics.get(&n) {
                                         Some(m) => self.topic_metadata(m),
                                         None => error_topic(

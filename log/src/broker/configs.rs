@@ -74,12 +74,7 @@ impl Broker {
                 let name = r.resource_name.to_string();
                 let entries: Result<Vec<ConfigEntry>, Refusal> = match r.resource_type {
                     RESOURCE_TOPIC => {
-                        let exists = self
-                            .topics
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&name)
-                            .is_some();
+                        let exists = self.topics_read().get(&name).is_some();
                         if exists {
                             let overrides = self.logs.topic_overrides(&name);
                             Ok(self
@@ -183,13 +178,7 @@ impl Broker {
                             "only topic configs can be altered".into(),
                         ));
                     }
-                    if self
-                        .topics
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&name)
-                        .is_none()
-                    {
+                    if self.topics_read().get(&name).is_none() {
                         return Err((
                             ResponseError::UnknownTopicOrPartition,
                             format!("no topic {name}"),

@@ -27,7 +27,7 @@ const READ_COMMITTED: i8 = 1;
 
 impl Broker {
     fn resolve(&self, name: &TopicName, id: Uuid) -> Option<TopicMeta> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics_read();
         if name.0.is_empty() && !id.is_nil() {
             topics.by_id(id).cloned()
         } else {

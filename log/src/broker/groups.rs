@@ -48,7 +48,7 @@ impl Broker {
     fn coordinator(
         &self,
     ) -> std::sync::MutexGuard<'_, crate::coordinator::group::GroupCoordinator> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock_groups(&self.groups, &self.config.group)
     }
 
     pub(crate) fn find_coordinator(&self, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
@@ -230,7 +230,7 @@ impl Broker {
 
 impl Broker {
     fn offsets(&self) -> std::sync::MutexGuard<'_, OffsetStore> {
-        self.offsets.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock_offsets(&self.offsets, &self.logs)
     }
 
     pub(crate) fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {

@@ -91,6 +91,25 @@ pub struct BrokerConfig {
     pub txn_crash_after_markers: Option<usize>,
 }
 
+/// The group coordinator; a poisoned one starts empty, as after a restart (membership is
+/// not persisted: members rejoin).
+pub(crate) fn lock_groups<'a>(
+    groups: &'a Mutex<GroupCoordinator>,
+    config: &GroupConfig,
+) -> std::sync::MutexGuard<'a, GroupCoordinator> {
+    crate::sync::relock(groups, "group coordinator", |g| {
+        *g = GroupCoordinator::new(config.clone())
+    })
+}
+
+/// Committed offsets; a poisoned store is reloaded from `__consumer_offsets`.
+pub(crate) fn lock_offsets<'a>(
+    offsets: &'a Mutex<OffsetStore>,
+    logs: &LogManager,
+) -> std::sync::MutexGuard<'a, OffsetStore> {
+    crate::sync::relock(offsets, "committed offsets", |o| o.reload(logs))
+}
+
 /// Who sent a request and in which version, as the transport saw it.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -229,6 +248,7 @@ impl Broker {
             );
             let logs = Arc::clone(&logs);
             let retention_ms = config.offsets_retention_ms;
+            let group_config = config.group.clone();
             let expiry_every = config.offsets_retention_check_interval_ms;
             let mut last_expiry = clock.now_ms();
             let every = Duration::from_millis(config.group_tick_ms.max(1));
@@ -243,11 +263,11 @@ impl Broker {
                         }
                         let now = clock.now_ms();
                         txn.tick();
-                        let mut g = groups.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut g = lock_groups(&groups, &group_config);
                         g.tick(now);
                         if now.saturating_sub(last_expiry) >= expiry_every as i64 {
                             last_expiry = now;
-                            let mut o = offsets.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut o = lock_offsets(&offsets, &logs);
                             groups::expire_offsets(&g, &mut o, &logs, now, retention_ms);
                         }
                     }
@@ -276,7 +296,7 @@ impl Broker {
         let partitions =
             broker.internal_topic(OFFSETS_TOPIC, broker.config.offsets_topic_num_partitions)?;
         let store = OffsetStore::load(&broker.logs, partitions)?;
-        *broker.offsets.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        *lock_offsets(&broker.offsets, &broker.logs) = store;
         // Transaction metadata, compacted likewise; transactions a crash left prepared are
         // finished before the first request.
         let partitions = broker.internal_topic(
@@ -311,13 +331,36 @@ impl Broker {
         Ok(wanted)
     }
 
+    /// Topic metadata; a poisoned lock is rebuilt from `metadata/topics.json`.
+    pub(crate) fn topics_read(&self) -> std::sync::RwLockReadGuard<'_, TopicStore> {
+        crate::sync::reread(&self.topics, "topic metadata", |t| self.reload_topics(t))
+    }
+
+    pub(crate) fn topics_write(&self) -> std::sync::RwLockWriteGuard<'_, TopicStore> {
+        crate::sync::rewrite(&self.topics, "topic metadata", |t| self.reload_topics(t))
+    }
+
+    fn reload_topics(&self, topics: &mut TopicStore) {
+        match TopicStore::open(self.logs.data_dir()) {
+            Ok(fresh) => *topics = fresh,
+            Err(e) => tracing::error!(error = %e, "reloading topic metadata failed"),
+        }
+    }
+
+    /// The producer-id allocator; a poisoned one is reopened from its file (which skips the
+    /// rest of the block, so no id is handed out twice).
+    pub(crate) fn producer_ids(&self) -> std::sync::MutexGuard<'_, producer_ids::ProducerIds> {
+        crate::sync::relock(&self.producer_ids, "producer ids", |p| {
+            match producer_ids::ProducerIds::open(self.logs.data_dir()) {
+                Ok(fresh) => *p = fresh,
+                Err(e) => tracing::error!(error = %e, "reopening producer ids failed"),
+            }
+        })
+    }
+
     /// What the broker knows of `topic`, if it exists.
     pub(crate) fn topic_meta(&self, topic: &str) -> Option<TopicMeta> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-            .cloned()
+        self.topics_read().get(topic).cloned()
     }
 
     /// The log of partition `partition` of a known topic, if it has one.
@@ -335,11 +378,7 @@ impl Broker {
 
     /// The partition count of a topic, if it exists.
     pub(crate) fn topic_partitions(&self, topic: &str) -> Option<i32> {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-            .map(|t| t.partitions)
+        self.topics_read().get(topic).map(|t| t.partitions)
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -436,12 +475,12 @@ impl Broker {
     /// also does this on its own every `group_tick_ms`.
     pub fn tick(&self) {
         let now = self.clock.now_ms();
-        let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock_groups(&self.groups, &self.config.group);
         g.tick(now);
         self.txn.tick();
         // Callers (tests, simulations) see the timers' markers written when this returns.
         self.txn.drain(Duration::from_secs(10));
-        let mut o = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = lock_offsets(&self.offsets, &self.logs);
         groups::expire_offsets(
             &g,
             &mut o,
@@ -460,7 +499,7 @@ impl Broker {
 
     /// 16 random bytes from the broker's seeded generator (splitmix64).
     fn random_bytes(&self) -> [u8; 16] {
-        let mut state = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::sync::plain(&self.rng);
         let mut next = || {
             *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = *state;
@@ -478,17 +517,12 @@ impl Broker {
 impl Broker {
     fn stop_ticker(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = crate::sync::plain(&self.ticker).take() {
             t.thread().unpark();
             let _ = t.join();
         }
         self.txn.stop();
-        if let Some(t) = self
-            .markers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(t) = crate::sync::plain(&self.markers).take() {
             let _ = t.join();
         }
     }

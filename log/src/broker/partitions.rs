@@ -34,7 +34,7 @@ impl Broker {
             .map(|t| {
                 let name = t.name.0.to_string();
                 let outcome = (|| -> Result<(), Refusal> {
-                    let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+                    let mut topics = self.topics_write();
                     let mut meta = topics.get(&name).cloned().ok_or_else(|| {
                         (
                             ResponseError::UnknownTopicOrPartition,

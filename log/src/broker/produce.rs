@@ -174,11 +174,7 @@ impl Broker {
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1));
         }
-        let id = self
-            .producer_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .next_id()?;
+        let id = self.producer_ids().next_id()?;
         Ok(InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0))

@@ -105,7 +105,7 @@ impl TxnCoordinator {
     pub fn load(&self, partitions: i32) -> Result<(), StorageError> {
         self.partitions.store(partitions, Ordering::Relaxed);
         let engine = self.read_log()?;
-        let mut guard = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::sync::plain(&self.engine); // replaced below
         *guard = engine;
         self.engine.clear_poison();
         let recovered = guard.recover();
@@ -193,7 +193,7 @@ impl TxnCoordinator {
                     self.write(&id, None, 0)
                 }
                 Effect::Markers(job) => {
-                    let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut q = crate::sync::plain(&self.queue);
                     q.push_back((job, waiter.take()));
                     self.queued.notify_one();
                     Ok(())
@@ -247,7 +247,7 @@ impl TxnCoordinator {
     pub fn run_markers(&self) {
         while !self.stop.load(Ordering::Relaxed) {
             let next = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = crate::sync::plain(&self.queue);
                 if q.is_empty() {
                     q = self
                         .queued
@@ -277,7 +277,7 @@ impl TxnCoordinator {
                     None
                 }
             };
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = crate::sync::plain(&self.queue);
             match result {
                 Some(result) => {
                     q.pop_front();
@@ -302,7 +302,7 @@ impl TxnCoordinator {
 
     /// Waits (at most `limit`) until every queued marker job is done.
     pub fn drain(&self, limit: Duration) {
-        let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let q = crate::sync::plain(&self.queue);
         let _ = self.drained.wait_timeout_while(q, limit, |q| {
             !q.is_empty() && !self.stop.load(Ordering::Relaxed)
         });
@@ -326,7 +326,7 @@ impl TxnCoordinator {
             }
         }
         let now = self.clock.now_ms();
-        let mut store = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut store = super::lock_offsets(&self.offsets, &self.logs);
         for (group, pending) in &job.offsets {
             let writes = pending
                 .iter()
@@ -393,7 +393,7 @@ impl Broker {
             Err(e) => Err(e),
             Ok(expected) => {
                 let now = self.clock.now_ms();
-                let mut ids = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+                let mut ids = self.producer_ids();
                 let mut new_id = || match ids.next_id() {
                     Ok(id) => Some(id),
                     Err(e) => {
@@ -518,15 +518,12 @@ impl Broker {
                 .check_offset_commit(&txn_id, producer, &group)?;
             if req.generation_id >= 0 || !req.member_id.is_empty() {
                 let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-                self.groups
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .validate_commit(
-                        &group,
-                        req.member_id.as_str(),
-                        instance.as_deref(),
-                        req.generation_id,
-                    )?;
+                super::lock_groups(&self.groups, &self.config.group).validate_commit(
+                    &group,
+                    req.member_id.as_str(),
+                    instance.as_deref(),
+                    req.generation_id,
+                )?;
             }
             let offsets: Vec<PendingOffset> = req
                 .topics
@@ -716,5 +713,61 @@ pub(crate) fn expected_producer(
         (-1, -1) => Ok(None),
         (-1, _) | (_, -1) => Err(ResponseError::InvalidRequest),
         (id, epoch) => Ok(Some((id, epoch))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::ManagerConfig;
+    use crate::time::ManualClock;
+
+    /// A panic inside the coordinator's critical section (after the engine changed, before
+    /// the change was written) must not leave the half-made change in force: the poisoned
+    /// engine is thrown away and reloaded from `__transaction_state`.
+    #[test]
+    fn a_poisoned_coordinator_reloads_what_it_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000);
+        let logs =
+            Arc::new(LogManager::open(ManagerConfig::new(dir.path()), clock.clone()).unwrap());
+        let coordinator = Arc::new(TxnCoordinator::new(
+            TxnConfig {
+                max_timeout_ms: 60_000,
+                id_expiration_ms: 1 << 40,
+            },
+            Arc::clone(&logs),
+            Arc::new(Mutex::new(OffsetStore::default())),
+            clock.clone(),
+            None,
+        ));
+        coordinator.load(1).unwrap();
+        let mut next = 7;
+        let (pid, epoch) = coordinator
+            .run(
+                |e| {
+                    e.init_producer_id("tx", 1_000, None, 1_000, &mut || {
+                        next += 1;
+                        Some(next)
+                    })
+                },
+                None,
+            )
+            .unwrap();
+        let c = Arc::clone(&coordinator);
+        let _ = std::thread::spawn(move || {
+            let mut engine = c.engine.lock().unwrap();
+            // A transition applied in memory but never persisted...
+            let _ = engine.init_producer_id("tx", 1_000, None, 2_000, &mut || None);
+            panic!("...because of a bug in between");
+        })
+        .join();
+        assert!(coordinator.engine.is_poisoned());
+        let engine = coordinator.engine().unwrap();
+        let meta = engine.get("tx").unwrap();
+        assert_eq!((meta.producer_id, meta.producer_epoch), (pid, epoch));
+        drop(engine);
+        assert!(!coordinator.engine.is_poisoned());
+        logs.close().unwrap();
     }
 }

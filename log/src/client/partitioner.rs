@@ -79,7 +79,7 @@ impl DefaultPartitioner {
     }
 
     fn random(&self, below: i32) -> i32 {
-        let mut x = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let mut x = crate::sync::plain(&self.rng);
         // xorshift64*
         *x ^= *x >> 12;
         *x ^= *x << 25;
@@ -94,7 +94,7 @@ impl Partitioner for DefaultPartitioner {
         if let Some(key) = key {
             return partition_for_key(key, partitions);
         }
-        let mut sticky = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sticky = crate::sync::plain(&self.sticky);
         match sticky.get(topic) {
             Some(p) if *p < partitions => *p,
             _ => {
@@ -106,7 +106,7 @@ impl Partitioner for DefaultPartitioner {
     }
 
     fn on_new_batch(&self, topic: &str, prev: i32, partitions: i32) {
-        let mut sticky = self.sticky.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sticky = crate::sync::plain(&self.sticky);
         if sticky.get(topic) != Some(&prev) {
             return;
         }

@@ -353,8 +353,10 @@ struct Inner {
 }
 
 impl Inner {
+    /// The producer's state. After a panic inside it (a bug) the producer closes itself:
+    /// new sends fail, queued batches still go out.
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::relock(&self.state, "producer", |st| st.closed = true)
     }
 }
 
@@ -855,7 +857,7 @@ impl Producer {
         self.inner.state().closed = true;
         self.inner.memory.close();
         self.inner.wake.notify_one();
-        let task = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = crate::sync::plain(&self.sender).take();
         if let Some(task) = task {
             let _ = task.await;
         }

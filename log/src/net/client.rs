@@ -382,8 +382,10 @@ impl Transport for TcpTransport {
     }
 }
 
+/// The transport's caches (connections, leaders, coordinators) are replaced entry by entry,
+/// never half-updated: a poisoned lock is used as it is.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    crate::sync::plain(m)
 }
 
 /// The transactional id a request is about, for routing to its transaction coordinator.

@@ -486,14 +486,28 @@ impl PartitionLog {
         self.read_state().producers.get(producer_id).cloned()
     }
 
+    /// The partition's state. A panic while it was locked may have left it half-updated (a
+    /// roll, a truncation, producer state): the partition is then closed to writes (they fail
+    /// with KAFKA_STORAGE_ERROR) and no checkpoint or snapshot is written from it, so the next
+    /// start recovers it from the files, as after a crash. Reads go on.
     pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
-        // A panic while holding the lock leaves the state as it was between operations, so a
-        // poisoned lock is still usable.
+        if self.state.is_poisoned() {
+            drop(self.write_state());
+        }
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, LogState> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        match self.state.write() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                tracing::error!(tp = %self.tp, "a panic poisoned this partition's state; closing it to writes until a restart recovers it");
+                let mut g = poisoned.into_inner();
+                g.closed = true;
+                self.state.clear_poison();
+                g
+            }
+        }
     }
 
     pub(crate) fn write_checkpoint(&self, st: &LogState, clean: bool) -> Result<(), StorageError> {

@@ -80,12 +80,7 @@ struct Shared {
 
 impl Shared {
     fn all_logs(&self) -> Vec<Arc<PartitionLog>> {
-        self.logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        crate::sync::read(&self.logs).values().cloned().collect()
     }
 
     /// One retention pass over every log. Errors on one log are logged and do not stop the rest.
@@ -156,12 +151,12 @@ impl Shared {
     }
 
     fn stopped(&self) -> bool {
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::plain(&self.stop)
     }
 
     /// Sleeps up to `ms`; false if the manager is stopping.
     fn sleep(&self, ms: u64) -> bool {
-        let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let stop = crate::sync::plain(&self.stop);
         let (stop, _) = self
             .wake
             .wait_timeout_while(stop, Duration::from_millis(ms), |s| !*s)
@@ -268,11 +263,7 @@ impl LogManager {
 
     /// The effective config of `topic`: the defaults with its overrides applied.
     pub fn topic_config(&self, topic: &str) -> LogConfig {
-        let overrides = self
-            .shared
-            .topic_overrides
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let overrides = crate::sync::read(&self.shared.topic_overrides);
         overrides
             .get(topic)
             .and_then(|o| LogConfig::from_overrides(&self.shared.config.defaults, o).ok())
@@ -281,11 +272,7 @@ impl LogManager {
 
     /// The overrides set on `topic`.
     pub fn topic_overrides(&self, topic: &str) -> BTreeMap<String, String> {
-        let overrides = self
-            .shared
-            .topic_overrides
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let overrides = crate::sync::read(&self.shared.topic_overrides);
         overrides.get(topic).cloned().unwrap_or_default()
     }
 
@@ -302,11 +289,7 @@ impl LogManager {
         let name = format!("{topic}.properties");
         write_atomically(&cfg_dir, &name, format_properties(&overrides).as_bytes())
             .map_err(io_at(cfg_dir.join(&name)))?;
-        self.shared
-            .topic_overrides
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(topic.to_string(), overrides);
+        crate::sync::write(&self.shared.topic_overrides).insert(topic.to_string(), overrides);
         for log in self.logs_of(topic) {
             log.set_config(config.clone());
         }
@@ -314,7 +297,7 @@ impl LogManager {
     }
 
     fn logs_of(&self, topic: &str) -> Vec<Arc<PartitionLog>> {
-        let logs = self.shared.logs.read().unwrap_or_else(|e| e.into_inner());
+        let logs = crate::sync::read(&self.shared.logs);
         logs.iter()
             .filter(|(tp, _)| tp.topic == topic)
             .map(|(_, l)| Arc::clone(l))
@@ -322,12 +305,7 @@ impl LogManager {
     }
 
     pub fn get(&self, tp: &TopicPartition) -> Option<Arc<PartitionLog>> {
-        self.shared
-            .logs
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tp)
-            .cloned()
+        crate::sync::read(&self.shared.logs).get(tp).cloned()
     }
 
     /// The log of `tp`, created empty (with the topic's config) if it does not exist.
@@ -339,7 +317,7 @@ impl LogManager {
         if tp.partition.0 < 0 {
             return Err(StorageError::UnknownPartition(tp.clone()));
         }
-        let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
+        let mut logs = crate::sync::write(&self.shared.logs);
         if let Some(log) = logs.get(tp) {
             return Ok(Arc::clone(log));
         }
@@ -356,7 +334,7 @@ impl LogManager {
 
     /// Every open partition, sorted.
     pub fn partitions(&self) -> Vec<TopicPartition> {
-        let logs = self.shared.logs.read().unwrap_or_else(|e| e.into_inner());
+        let logs = crate::sync::read(&self.shared.logs);
         let mut v: Vec<_> = logs.keys().cloned().collect();
         v.sort();
         v
@@ -369,10 +347,10 @@ impl LogManager {
             .ok_or_else(|| StorageError::UnknownPartition(tp.clone()))?;
         // Wait for a cleaning pass on this log to end *before* locking the map, so every other
         // partition stays usable meanwhile; holding the cleaning lock keeps a new pass out.
-        let _cleaning = log.cleaning.lock().unwrap_or_else(|e| e.into_inner());
+        let _cleaning = crate::sync::plain(&log.cleaning);
         // The map stays locked until the directory is renamed away, so no concurrent
         // `get_or_create` can open a second log on the directory being deleted.
-        let mut logs = self.shared.logs.write().unwrap_or_else(|e| e.into_inner());
+        let mut logs = crate::sync::write(&self.shared.logs);
         if !logs.get(tp).is_some_and(|l| Arc::ptr_eq(l, &log)) {
             // Deleted (or replaced) by someone else meanwhile.
             return Err(StorageError::UnknownPartition(tp.clone()));
@@ -394,11 +372,7 @@ impl LogManager {
                 .join(TOPIC_CONFIG_DIR)
                 .join(format!("{}.properties", tp.topic));
             let _ = fs::remove_file(path);
-            self.shared
-                .topic_overrides
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&tp.topic);
+            crate::sync::write(&self.shared.topic_overrides).remove(&tp.topic);
         }
         Ok(())
     }
@@ -428,7 +402,7 @@ impl LogManager {
     /// Starts the background threads: one for retention, flush.ms and checkpoints, and
     /// `log.cleaner.threads` cleaners. They run until [`close`](Self::close).
     pub fn start(&self) {
-        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut workers = crate::sync::plain(&self.workers);
         if !workers.is_empty() {
             return;
         }
@@ -507,14 +481,9 @@ impl LogManager {
 
 impl LogManager {
     fn stop_workers(&self) {
-        *self.shared.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *crate::sync::plain(&self.shared.stop) = true;
         self.shared.wake.notify_all();
-        let workers: Vec<_> = self
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let workers: Vec<_> = crate::sync::plain(&self.workers).drain(..).collect();
         for w in workers {
             let _ = w.join();
         }

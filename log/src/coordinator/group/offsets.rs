@@ -130,6 +130,15 @@ pub struct OffsetStore {
 }
 
 impl OffsetStore {
+    /// Rebuilds the cache in place from `__consumer_offsets` (after a poisoned lock); on a
+    /// read error the store stays as it was, and the error is logged.
+    pub fn reload(&mut self, logs: &LogManager) {
+        match OffsetStore::load(logs, self.partitions) {
+            Ok(fresh) => *self = fresh,
+            Err(e) => tracing::error!(error = %e, "reloading committed offsets failed"),
+        }
+    }
+
     /// Rebuilds the cache by reading every partition of `__consumer_offsets` from its start.
     pub fn load(logs: &LogManager, partitions: i32) -> Result<OffsetStore, StorageError> {
         let mut store = OffsetStore {
