@@ -1,7 +1,8 @@
-//! `rill-tests`: end-to-end tests that cross crate boundaries or run rill's parts together
-//! (today the storage engine's `LogManager` with its background threads; later real brokers
-//! on loopback, Kafka clients, and streams jobs). The tests live in `tests/`; this library
-//! holds what they share.
+//! `rill-tests`: tests that run rill's parts together across crates (the storage engine's
+//! `LogManager` with its background threads). Broker processes on loopback and real Kafka
+//! clients are tested in `rill-log` (`log/tests/`: `cli_broker.rs`, `compat.rs`), streams
+//! jobs in `rill-core` and `rill-dsl`. The tests live in `tests/`; this library holds what
+//! they share.
 
 use rill_log::storage::{encode_batch, Compression, NewRecord};
 

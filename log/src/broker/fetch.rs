@@ -1,5 +1,7 @@
-//! Fetch (with long-poll: wait up to `max_wait_ms` until `min_bytes` are available) and
-//! ListOffsets (earliest, latest, by timestamp).
+//! Fetch (with long-poll: wait up to `max_wait_ms` until `min_bytes` are available; whole
+//! batches up to `fetch.max.bytes`; `read_committed` reads stop at the last stable offset and
+//! carry the aborted transactions they span) and ListOffsets (earliest, latest, by timestamp,
+//! max timestamp).
 
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
 //! The broker: topics, partitions and the request handlers. One entry point,
 //! [`Broker::handle`]: a typed Kafka request in (the `kafka-protocol` crate's structs), a typed
-//! response out. The embedded client transport calls it directly; the TCP server will decode
-//! frames into the same requests, so both run the same code (`docs/architecture.md`).
+//! response out. The embedded client transport calls it directly and the TCP server
+//! (`net::server`) decodes frames into the same requests, so both run the same code
+//! (`docs/architecture.md`). Coordinators' decisions live in `coordinator/`; the handlers here
+//! decode requests and carry out what the coordinators decide.
 //!
 //! Today's broker is a single node that leads every partition: leader epoch, high watermark
 //! (= log end offset), ISR (= this broker) are reported as Kafka reports them, so replication

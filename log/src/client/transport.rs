@@ -1,6 +1,6 @@
 //! The one seam between rill's clients and a broker: send a typed Kafka request, get the typed
-//! response. The embedded transport calls an in-process [`Broker`]; the TCP transport (next)
-//! speaks the wire protocol to any Kafka-compatible broker.
+//! response. The embedded transport calls an in-process [`Broker`]; the TCP transport
+//! (`net::TcpTransport`) speaks the wire protocol to any Kafka-compatible broker.
 
 use std::future::Future;
 use std::pin::Pin;
