@@ -12,7 +12,8 @@
 //!   a map entry inserted or removed, a stop flag) cannot be half-updated, and are used as
 //!   they are ([`plain`], [`read`], [`write`]).
 
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::ops::DerefMut;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Locks `m`; if a panic poisoned it, `rebuild` restores the state from its durable source
 /// first (and the poison is cleared).
@@ -21,19 +22,11 @@ pub(crate) fn relock<'a, T>(
     what: &str,
     rebuild: impl FnOnce(&mut T),
 ) -> MutexGuard<'a, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => {
-            tracing::error!(
-                what,
-                "a panic poisoned this lock; rebuilding from durable state"
-            );
-            let mut g = poisoned.into_inner();
-            rebuild(&mut g);
-            m.clear_poison();
-            g
-        }
-    }
+    m.lock().unwrap_or_else(|poisoned| {
+        let g = rebuilt(poisoned, what, rebuild);
+        m.clear_poison();
+        g
+    })
 }
 
 /// [`relock`] for reading a `RwLock`: a poisoned one is rebuilt under the write lock first.
@@ -54,19 +47,26 @@ pub(crate) fn rewrite<'a, T>(
     what: &str,
     rebuild: impl FnOnce(&mut T),
 ) -> RwLockWriteGuard<'a, T> {
-    match m.write() {
-        Ok(g) => g,
-        Err(poisoned) => {
-            tracing::error!(
-                what,
-                "a panic poisoned this lock; rebuilding from durable state"
-            );
-            let mut g = poisoned.into_inner();
-            rebuild(&mut g);
-            m.clear_poison();
-            g
-        }
-    }
+    m.write().unwrap_or_else(|poisoned| {
+        let g = rebuilt(poisoned, what, rebuild);
+        m.clear_poison();
+        g
+    })
+}
+
+/// The guard of a poisoned lock, with its state rebuilt.
+fn rebuilt<G: DerefMut>(
+    poisoned: PoisonError<G>,
+    what: &str,
+    rebuild: impl FnOnce(&mut G::Target),
+) -> G {
+    tracing::error!(
+        what,
+        "a panic poisoned this lock; rebuilding from durable state"
+    );
+    let mut g = poisoned.into_inner();
+    rebuild(&mut g);
+    g
 }
 
 /// Locks a value that is only ever updated in one step, so a panic cannot leave it
