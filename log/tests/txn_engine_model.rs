@@ -543,8 +543,8 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
+    // 256 cases by default; `PROPTEST_CASES=N` for a long run (the failing seed is printed and
+    // kept in proptest-regressions/).
     #[test]
     fn the_engine_follows_the_model(ops in proptest::collection::vec(op(), 1..80)) {
         run(ops)?;
