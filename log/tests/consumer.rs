@@ -1,7 +1,8 @@
 //! The Consumer over the embedded transport (manual assignment): positions from commits or
 //! `auto.offset.reset`, per-partition order, `max.poll.records`, seeks by offset and by time,
 //! committed offsets that let a new consumer resume with no gap, across a broker restart,
-//! pause / resume, seeks to either end, offsets by time, auto-commit and `commit_async`.
+//! pause / resume, seeks to either end, offsets by time, auto-commit and `commit_async`, and
+//! fetches whose last batch the broker cut at a size limit.
 
 mod common;
 
@@ -260,4 +261,186 @@ async fn auto_commit_and_commit_async_store_the_positions_returned() {
         Some(20)
     );
     b.close().unwrap();
+}
+
+/// How [`Cutting`] shortens the records of the fetches it passes on, one way per fetch in turn.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Inside a batch's 12-byte framing (offset and length).
+    Framing,
+    /// Inside a batch's header, past its length and magic.
+    Header,
+    /// Inside a batch's records.
+    Body,
+    /// Exactly at the end of a batch (of the last one: not cut at all).
+    Boundary,
+}
+
+/// A transport that cuts the records of every fetch response as a broker does at a size
+/// limit: in the first, second or third batch of the response (or the last, if there are
+/// fewer) or right after it.
+/// With `corrupt`, it also flips a byte inside the first batch's records.
+#[derive(Debug)]
+struct Cutting {
+    inner: Arc<dyn rill_log::client::Transport>,
+    fetches: std::sync::atomic::AtomicUsize,
+    corrupt: bool,
+}
+
+impl Cutting {
+    fn new(b: &Arc<Broker>, corrupt: bool) -> Arc<Self> {
+        Arc::new(Cutting {
+            inner: embedded(b),
+            fetches: Default::default(),
+            corrupt,
+        })
+    }
+
+    fn cut(&self, records: bytes::Bytes) -> bytes::Bytes {
+        const WAYS: [Cut; 4] = [Cut::Framing, Cut::Header, Cut::Body, Cut::Boundary];
+        let i = self
+            .fetches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Where each batch starts and ends.
+        let spans: Vec<(usize, usize)> = rill_log::storage::batch::FramedIter::new(&records)
+            .map(|b| b.expect("the broker serves whole batches"))
+            .map(|(h, _, at)| (at, at + h.total_bytes()))
+            .collect();
+        let Some(&(start, end)) = spans.get((i / WAYS.len()) % 3).or(spans.last()) else {
+            return records;
+        };
+        let mut out = records.to_vec();
+        if self.corrupt {
+            // The first record's value, inside the CRC's span.
+            let last = spans[0].1 - 1;
+            out[last] ^= 0x20;
+        }
+        let cut = match WAYS[i % WAYS.len()] {
+            Cut::Framing => start + 7,
+            Cut::Header => start + 30,
+            Cut::Body => start + 61 + (end - start - 61) / 2,
+            Cut::Boundary => end,
+        };
+        out.truncate(cut);
+        out.into()
+    }
+}
+
+impl rill_log::client::Transport for Cutting {
+    fn send(
+        &self,
+        request: kafka_protocol::messages::RequestKind,
+    ) -> rill_log::client::transport::BoxFuture<
+        '_,
+        Result<Option<kafka_protocol::messages::ResponseKind>, rill_log::client::ClientError>,
+    > {
+        Box::pin(async move {
+            let mut resp = self.inner.send(request).await?;
+            if let Some(kafka_protocol::messages::ResponseKind::Fetch(f)) = resp.as_mut() {
+                for p in f.responses.iter_mut().flat_map(|t| &mut t.partitions) {
+                    if let Some(records) = p.records.take() {
+                        p.records = Some(self.cut(records));
+                    }
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Batches of 1 to 5 records, "v0".."v{n-1}", to partition 0 of `t`.
+async fn produce_batches(b: &Arc<Broker>, n: usize) {
+    let p = Producer::new(
+        embedded(b),
+        ProducerConfig {
+            linger_ms: 0,
+            ..Default::default()
+        },
+    );
+    let mut i = 0;
+    while i < n {
+        let size = (i % 5 + 1).min(n - i);
+        let records = (i..i + size).map(|j| {
+            rill_log::storage::NewRecord::new(Some("k"), Some(format!("v{j}")), 1000 + j as i64)
+        });
+        for d in p.send_to_partition("t", 0, records).await.unwrap() {
+            d.await.unwrap();
+        }
+        i += size;
+    }
+    p.close().await;
+}
+
+/// A broker may cut the last batch of a fetch at its size limit (Kafka's do): the consumer
+/// returns the whole batches before the cut and fetches the cut one again, so every record
+/// comes out once, in order, wherever the cuts fall (in a batch's framing, header or records,
+/// or exactly between batches, also when no whole batch is left).
+#[tokio::test]
+async fn a_batch_cut_at_the_end_of_a_fetch_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    let n = 120;
+    produce_batches(&b, n).await;
+    let cutting = Cutting::new(&b, false);
+    let mut c = Consumer::new(
+        cutting.clone(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 10,
+            ..Default::default()
+        },
+    );
+    let tp = TopicPartition::new("t", 0);
+    c.assign([tp.clone()]);
+    let mut seen = Vec::new();
+    while seen.len() < n && cutting.fetches.load(std::sync::atomic::Ordering::SeqCst) < 1000 {
+        for r in c.poll().await.expect("a cut batch is not an error") {
+            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            seen.push((r.offset, value));
+        }
+    }
+    let want: Vec<(i64, String)> = (0..n).map(|i| (i as i64, format!("v{i}"))).collect();
+    assert_eq!(seen, want);
+    assert_eq!(c.position(&tp), Some(n as i64));
+    // Every way of cutting was met more than once.
+    assert!(cutting.fetches.load(std::sync::atomic::Ordering::SeqCst) > 20);
+}
+
+/// A complete batch whose CRC does not match is corrupt, not cut: `poll` fails.
+#[tokio::test]
+async fn a_complete_batch_with_a_bad_crc_is_still_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    produce_batches(&b, 20).await;
+    let mut c = Consumer::new(
+        Cutting::new(&b, true),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 10,
+            ..Default::default()
+        },
+    );
+    c.assign([TopicPartition::new("t", 0)]);
+    // Whatever the cut (the first fetches cut the first batch itself, which hides the
+    // flipped byte), a fetch holding the whole first batch fails.
+    let mut failed = None;
+    for _ in 0..10 {
+        match c.poll().await {
+            Ok(records) => assert!(records.is_empty(), "records of a corrupt batch"),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failed.expect("a corrupt batch fails poll");
+    assert!(e.to_string().contains("CRC32C mismatch"), "{e}");
 }

@@ -651,6 +651,9 @@ async fn every_advertised_version_of_every_api_is_answered_in_that_version() {
                 .await
                 .unwrap_or_else(|| panic!("{key:?} v{version}: the connection closed"));
             assert_eq!(resp.get_i32(), correlation, "{key:?} v{version}");
+            // What rill's TcpTransport reads: walked against the response schema first.
+            rill_log::net::decode_response(*key, version, resp.clone())
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: the client refuses it: {e}"));
             if key.response_header_version(version) >= 1 {
                 assert_eq!(resp.get_u8(), 0, "{key:?} v{version}: response tags");
             }

@@ -892,7 +892,12 @@ impl Consumer {
                 aborted.sort();
                 let mut aborted = aborted.into_iter().peekable();
                 let mut aborting: BTreeSet<i64> = BTreeSet::new();
-                for item in BatchIter::new(&records) {
+                // A broker may cut the last batch at the size limit: the whole ones are read,
+                // and the next fetch starts at the cut one (`next` stops before it). With no
+                // whole batch at all this is an empty fetch, which a Kafka broker sends itself
+                // (fetch v3+) rather than a cut first batch.
+                let mut batches = BatchIter::fetched(&records);
+                for item in batches.by_ref() {
                     let (h, bytes, _) =
                         item.map_err(|e| ClientError::Unexpected(format!("corrupt batch: {e}")))?;
                     while let Some((_, pid)) = aborted.next_if(|(f, _)| *f <= h.last_offset()) {
@@ -926,6 +931,10 @@ impl Consumer {
                         }
                     }
                     next = next.max(h.next_offset());
+                }
+                if batches.cut_tail() > 0 {
+                    tracing::trace!(%tp, next, bytes = batches.cut_tail(),
+                        "fetch ended in a cut batch; it is fetched again");
                 }
                 self.fetched_to.insert(tp, next);
             }

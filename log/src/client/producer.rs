@@ -41,7 +41,16 @@ pub struct ProducerConfig {
     pub linger_ms: u64,
     /// `batch.size`: the bytes of records at which a batch is sent at once.
     pub batch_size: usize,
-    /// `buffer.memory`: the most bytes of records waiting to be sent or acknowledged.
+    /// `buffer.memory`: the most memory records waiting to be sent or acknowledged may take;
+    /// `send` waits for room. What a queued record is charged is what it holds: its key,
+    /// value and headers as the allocator holds them (each allocation rounded up to 16 bytes,
+    /// plus 16; a header also takes its slot in the headers list), and the [`Delivery`]
+    /// `send` returns. Each batch is charged its slots for records (at first room for records
+    /// like its first one up to `batch.size`, at most `batch.size` bytes of slots; grown for
+    /// more only while there is room), its place in the partition's queue and its shared
+    /// outcome. Not charged: a key or value that is a slice of a larger buffer keeps all of
+    /// it alive, and a batch being sent also holds its encoded copy until the broker answers
+    /// (one batch per partition).
     pub buffer_memory: usize,
     /// `max.block.ms`: how long `send` waits for room or metadata before failing.
     pub max_block_ms: u64,
@@ -261,8 +270,10 @@ impl std::future::IntoFuture for Delivery {
 /// Records bound for one partition, sent in one produce request (Kafka's `ProducerBatch`).
 struct ProducerBatch {
     records: Vec<NewRecord>,
-    /// What the records hold of `buffer.memory`, given back when the batch is dropped.
+    /// The records' size as `batch.size` counts it.
     bytes: usize,
+    /// What the batch holds of `buffer.memory` (see [`Cost`]), given back when it is dropped.
+    held: usize,
     memory: Arc<Semaphore>,
     slot: Arc<BatchSlot>,
     created: Instant,
@@ -279,7 +290,7 @@ impl Drop for ProducerBatch {
     fn drop(&mut self) {
         // A batch dropped unsent (the producer went away) fails its records as closed.
         self.slot.finish(Err((None, String::new())));
-        self.memory.add_permits(self.bytes);
+        self.memory.add_permits(self.held);
     }
 }
 
@@ -383,8 +394,47 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn record_bytes(r: &ProducerRecord) -> usize {
-    payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers)
+/// What a record costs: toward `batch.size`, and against `buffer.memory`.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    /// Its payload and a fixed overhead, as Kafka estimates a record's size in a batch.
+    batch: usize,
+    /// The memory it holds while queued: its key, value and headers as allocated, and the
+    /// `Delivery` handed back for it (its slot in the batch is the batch's).
+    memory: usize,
+    /// The record slots a batch it opens would like: room for records like it up to
+    /// `batch.size`, at most `batch.size` bytes of slots.
+    slots: usize,
+}
+
+/// What the allocator keeps beside each allocation (glibc's malloc; mimalloc's size classes
+/// cost about as much).
+const ALLOC_OVERHEAD: usize = 16;
+
+/// Bytes an allocation of `len` bytes takes: rounded up to 16, plus the allocator's own.
+const fn allocated(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len.next_multiple_of(16) + ALLOC_OVERHEAD
+    }
+}
+
+/// What a batch costs besides its record slots: its place in the partition's queue (twice:
+/// the queue grows by doubling), its shared outcome (an `Arc`), and the slots' allocation.
+const BATCH_BYTES: usize = 2 * std::mem::size_of::<ProducerBatch>()
+    + allocated(2 * std::mem::size_of::<usize>() + std::mem::size_of::<BatchSlot>())
+    + ALLOC_OVERHEAD;
+
+/// One record slot of a batch.
+const SLOT_BYTES: usize = std::mem::size_of::<NewRecord>();
+
+impl Cost {
+    /// The room a record takes before it is queued: its own memory, and what a batch it
+    /// opens costs with one slot (given back when it joins an open batch).
+    fn room(&self) -> usize {
+        self.memory + BATCH_BYTES + SLOT_BYTES
+    }
 }
 
 fn payload_bytes(
@@ -392,7 +442,8 @@ fn payload_bytes(
     value: Option<&Bytes>,
     headers: &[(String, Option<Bytes>)],
 ) -> usize {
-    // What the record costs in the buffer: its payload plus a fixed overhead, as Kafka estimates.
+    // The record's size toward batch.size: its payload plus a fixed overhead, as Kafka
+    // estimates it.
     key.map_or(0, |k| k.len())
         + value.map_or(0, |v| v.len())
         + headers
@@ -403,6 +454,38 @@ fn payload_bytes(
 }
 
 impl Producer {
+    /// What a record with this key, value and headers costs (see [`Cost`]).
+    fn cost(
+        &self,
+        key: Option<&Bytes>,
+        value: Option<&Bytes>,
+        headers: &Vec<(String, Option<Bytes>)>,
+    ) -> Cost {
+        let batch = payload_bytes(key, value, headers);
+        let memory = std::mem::size_of::<Delivery>()
+            + allocated(key.map_or(0, Bytes::len))
+            + allocated(value.map_or(0, Bytes::len))
+            + allocated(headers.capacity() * std::mem::size_of::<(String, Option<Bytes>)>())
+            + headers
+                .iter()
+                .map(|(k, v)| allocated(k.capacity()) + allocated(v.as_ref().map_or(0, Bytes::len)))
+                .sum::<usize>();
+        let batch_size = self.inner.config.batch_size;
+        let slots = (batch_size / batch.max(1))
+            .clamp(1, 4096)
+            .min(batch_size / SLOT_BYTES)
+            .max(1);
+        Cost {
+            batch,
+            memory,
+            slots,
+        }
+    }
+
+    fn cost_of(&self, r: &ProducerRecord) -> Cost {
+        self.cost(r.key.as_ref(), r.value.as_ref(), &r.headers)
+    }
+
     /// Starts a producer and its sender task (needs a tokio runtime).
     pub fn new(transport: Arc<dyn Transport>, config: ProducerConfig) -> Self {
         let partitioner = Arc::new(DefaultPartitioner::new(config.seed));
@@ -483,8 +566,8 @@ impl Producer {
     /// Queues a record. Waits (up to `max.block.ms`) for metadata and for room in
     /// `buffer.memory`; the returned [`Delivery`] resolves when the broker acknowledges it.
     pub async fn send(&self, record: ProducerRecord) -> Result<Delivery, ClientError> {
-        let size = record_bytes(&record);
-        self.check_size(size)?;
+        let cost = self.cost_of(&record);
+        self.check_size(cost)?;
         // The common case takes the state lock once: the topic is known and buffer.memory
         // has room. Otherwise the record waits for either outside the lock.
         let record = {
@@ -492,8 +575,8 @@ impl Producer {
             match st.topics.get(&*record.topic).map(|t| t.partitions) {
                 Some(partitions) => {
                     let partition = self.partition_of(&record, partitions)?;
-                    if self.take_room(size)? {
-                        return self.append(st, record, partition, partitions, size);
+                    if self.take_room(cost.room())? {
+                        return self.append(st, record, partition, partitions, cost);
                     }
                     record
                 }
@@ -504,16 +587,19 @@ impl Producer {
         let deadline = Instant::now() + Duration::from_millis(self.inner.config.max_block_ms);
         let partitions = self.partitions(&record.topic, deadline).await?;
         let partition = self.partition_of(&record, partitions)?;
-        self.wait_for_room(size, deadline).await?;
-        self.append(self.inner.state(), record, partition, partitions, size)
+        self.wait_for_room(cost.room(), deadline).await?;
+        self.append(self.inner.state(), record, partition, partitions, cost)
     }
 
-    /// A record of `size` bytes can never fit in buffer.memory: refused at once, as Kafka does.
-    fn check_size(&self, size: usize) -> Result<(), ClientError> {
-        if size > self.inner.config.buffer_memory {
+    /// A record that can never fit in buffer.memory: refused at once, as Kafka does.
+    fn check_size(&self, cost: Cost) -> Result<(), ClientError> {
+        if cost.room() > self.inner.config.buffer_memory {
             return Err(ClientError::Kafka {
                 error: ResponseError::MessageTooLarge,
-                message: Some(format!("{size} bytes exceed buffer.memory")),
+                message: Some(format!(
+                    "the record takes {} bytes of memory, more than buffer.memory",
+                    cost.room()
+                )),
             });
         }
         Ok(())
@@ -584,17 +670,17 @@ impl Producer {
     }
 
     /// Appends `record` to its partition's open batch (or a new one), under the state lock
-    /// `st`, in the room in `buffer.memory` taken for its `size`.
+    /// `st`, in the room in `buffer.memory` taken for its `cost`.
     fn append(
         &self,
         mut st: std::sync::MutexGuard<'_, State>,
         record: ProducerRecord,
         partition: i32,
         partitions: i32,
-        size: usize,
+        cost: Cost,
     ) -> Result<Delivery, ClientError> {
         let mut delivery = None;
-        let wake = self.queue(&mut st, record, partition, partitions, size, |d| {
+        let wake = self.queue(&mut st, record, partition, partitions, cost, |d| {
             delivery = Some(d.to_delivery());
         })?;
         drop(st);
@@ -613,7 +699,7 @@ impl Producer {
         record: ProducerRecord,
         partition: i32,
         partitions: i32,
-        size: usize,
+        cost: Cost,
         queued: impl FnOnce(Queued<'_>),
     ) -> Result<bool, ClientError> {
         let new = NewRecord {
@@ -622,7 +708,7 @@ impl Producer {
             timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
             headers: record.headers,
         };
-        let (opened, full) = self.enqueue(st, &record.topic, partition, new, size, queued)?;
+        let (opened, full) = self.enqueue(st, &record.topic, partition, new, cost, queued)?;
         // The sticky partitioner moves on once a batch of its partition is full.
         if full && record.partition.is_none() {
             self.inner
@@ -633,15 +719,16 @@ impl Producer {
     }
 
     /// Puts `record` in the open batch of `topic`'s `partition` (a known one), or in a new
-    /// batch, in the room taken for its `size` (given back if it is not queued); hands
-    /// `queued` its place. Returns whether it opened a batch and whether it filled one.
+    /// batch, in the room taken for its `cost` (given back if it is not queued, the opened
+    /// batch's part if it opens none); hands `queued` its place. Returns whether it opened a
+    /// batch and whether it filled one.
     fn enqueue(
         &self,
         st: &mut State,
         topic: &str,
         partition: i32,
         record: NewRecord,
-        size: usize,
+        cost: Cost,
         queued: impl FnOnce(Queued<'_>),
     ) -> Result<(bool, bool), ClientError> {
         let batch_size = self.inner.config.batch_size;
@@ -660,19 +747,40 @@ impl Producer {
         let q = match q {
             Ok(q) => q,
             Err(e) => {
-                self.give_back(size);
+                self.give_back(cost.room());
                 return Err(e);
             }
         };
-        let open = q
-            .batches
-            .back()
-            .is_some_and(|b| !b.sealed && b.bytes + size <= batch_size);
-        if !open {
+        let mut open = false;
+        if let Some(b) = q.batches.back_mut() {
+            if !b.sealed && b.bytes + cost.batch <= batch_size {
+                open = b.records.len() < b.records.capacity();
+                if !open {
+                    // Slots for records like this one up to batch.size, if buffer.memory has
+                    // room for them now; else the record opens a batch, in the room it took.
+                    let more = ((batch_size - b.bytes) / cost.batch.max(1)).max(1);
+                    if let Ok(true) = self.take_room(more * SLOT_BYTES) {
+                        b.records.reserve_exact(more);
+                        b.held += more * SLOT_BYTES;
+                        open = true;
+                    }
+                }
+            }
+        }
+        if open {
+            self.give_back(BATCH_BYTES + SLOT_BYTES);
+        } else {
+            // Sized for records like this one (no regrowth while it fills) if buffer.memory
+            // has room for that now; else one slot, grown as records come.
+            let more = (cost.slots - 1) * SLOT_BYTES;
+            let slots = match self.take_room(more) {
+                Ok(true) => cost.slots,
+                _ => 1,
+            };
             q.batches.push_back(ProducerBatch {
-                // Sized for records like this one: no regrowth while it fills.
-                records: Vec::with_capacity((batch_size / size.max(1)).clamp(1, 4096)),
+                records: Vec::with_capacity(slots),
                 bytes: 0,
+                held: BATCH_BYTES + slots * SLOT_BYTES,
                 memory: Arc::clone(&self.inner.memory),
                 slot: Arc::default(),
                 created: Instant::now(),
@@ -684,11 +792,12 @@ impl Producer {
         }
         // A batch was just there or pushed.
         let Some(batch) = q.batches.back_mut() else {
-            self.give_back(size);
+            self.give_back(cost.memory);
             return Err(ClientError::Closed);
         };
         // The batch now holds the room; it gives it back when dropped.
-        batch.bytes += size;
+        batch.bytes += cost.batch;
+        batch.held += cost.memory;
         queued(Queued {
             slot: &batch.slot,
             index: batch.records.len() as u32,
@@ -725,31 +834,31 @@ impl Producer {
             let mut wake = false;
             let queued: Result<(), ClientError> = 'queue: {
                 let mut st = self.inner.state();
-                let mut queue = |record, size| -> Result<(), ClientError> {
+                let mut queue = |record, cost| -> Result<(), ClientError> {
                     let (opened, full) =
-                        self.enqueue(&mut st, topic, partition, record, size, |q| {
+                        self.enqueue(&mut st, topic, partition, record, cost, |q| {
                             q.keep_last_of_batch(&mut last)
                         })?;
                     wake |= opened || full;
                     Ok(())
                 };
-                if let Some((record, size)) = waited.take() {
-                    if let Err(e) = queue(record, size) {
+                if let Some((record, cost)) = waited.take() {
+                    if let Err(e) = queue(record, cost) {
                         break 'queue Err(e);
                     }
                 }
                 while let Some(r) = records.peek() {
-                    let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-                    if let Err(e) = self.check_size(size) {
+                    let cost = self.cost(r.key.as_ref(), r.value.as_ref(), &r.headers);
+                    if let Err(e) = self.check_size(cost) {
                         break 'queue Err(e);
                     }
-                    match self.take_room(size) {
+                    match self.take_room(cost.room()) {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(e) => break 'queue Err(e),
                     }
                     if let Some(record) = records.next() {
-                        if let Err(e) = queue(record, size) {
+                        if let Err(e) = queue(record, cost) {
                             break 'queue Err(e);
                         }
                     }
@@ -765,9 +874,10 @@ impl Producer {
                 return Ok(last);
             };
             // No room: the sender frees some as batches complete (max.block.ms per wait).
-            let size = payload_bytes(r.key.as_ref(), r.value.as_ref(), &r.headers);
-            self.wait_for_room(size, Instant::now() + max_block).await?;
-            waited = Some((r, size));
+            let cost = self.cost(r.key.as_ref(), r.value.as_ref(), &r.headers);
+            self.wait_for_room(cost.room(), Instant::now() + max_block)
+                .await?;
+            waited = Some((r, cost));
         }
     }
 
@@ -790,8 +900,8 @@ impl Producer {
                 // topic come in runs): one topic lookup per run.
                 let mut known: Option<(Arc<str>, i32)> = None;
                 for record in records.by_ref() {
-                    let size = record_bytes(&record);
-                    if let Err(e) = self.check_size(size) {
+                    let cost = self.cost_of(&record);
+                    if let Err(e) = self.check_size(cost) {
                         break 'queue Err(e);
                     }
                     let partitions = match &known {
@@ -809,12 +919,12 @@ impl Producer {
                         Ok(p) => p,
                         Err(e) => break 'queue Err(e),
                     };
-                    match self.take_room(size) {
+                    match self.take_room(cost.room()) {
                         Ok(true) => {}
                         Ok(false) => break 'queue Ok(Some(record)),
                         Err(e) => break 'queue Err(e),
                     }
-                    match self.queue(&mut st, record, partition, partitions, size, |q| {
+                    match self.queue(&mut st, record, partition, partitions, cost, |q| {
                         q.keep_last_of_batch(deliveries)
                     }) {
                         Ok(w) => wake |= w,

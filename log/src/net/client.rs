@@ -25,7 +25,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestKind, ResponseKind,
     TopicName,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::frame::finish_frame;
+use super::schema::{response_schema, walk, WalkError, MAX_TAGGED_FIELDS};
 use super::versions::{client_max, fit_request};
 use crate::client::transport::{BoxFuture, Transport};
 use crate::client::ClientError;
@@ -669,7 +670,7 @@ impl Conn {
             .with_client_software_name(StrBytes::from_static_str("rill"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
         let timeout = Duration::from_millis(config.request_timeout_ms);
-        let mut body = self
+        let body = self
             .round_trip(
                 ApiKey::ApiVersions,
                 3,
@@ -678,12 +679,15 @@ impl Conn {
             )
             .await?
             .ok_or(ClientError::NoResponse)?;
-        // The response header of ApiVersions is always v0: the correlation id only.
-        let resp = match ApiVersionsResponse::decode(&mut body.clone(), 3) {
+        // (The response header of ApiVersions is v0 at every version: no tagged fields.)
+        let decode = |version| match decode_response(ApiKey::ApiVersions, version, body.clone()) {
+            Ok(ResponseKind::ApiVersions(r)) => Ok(r),
+            Ok(_) => Err(ClientError::NoResponse),
+            Err(e) => Err(ClientError::Network(format!("{}: {e}", self.addr))),
+        };
+        let resp: ApiVersionsResponse = match decode(3) {
             Ok(r) if r.error_code != ResponseError::UnsupportedVersion.code() => r,
-            _ => ApiVersionsResponse::decode(&mut body, 0).map_err(|e| {
-                ClientError::Network(format!("{}: unreadable ApiVersions answer: {e}", self.addr))
-            })?,
+            _ => decode(0)?,
         };
         if resp.error_code != 0 && resp.error_code != ResponseError::UnsupportedVersion.code() {
             crate::client::check(resp.error_code, None)?;
@@ -742,18 +746,11 @@ impl Conn {
             _ => 0,
         };
         let timeout = Duration::from_millis(config.request_timeout_ms + held_ms);
-        let Some(mut body) = self.round_trip(key, version, &request, timeout).await? else {
+        let Some(body) = self.round_trip(key, version, &request, timeout).await? else {
             return Ok(None);
         };
-        if key.response_header_version(version) >= 1 {
-            skip_tagged(&mut body)?;
-        }
-        let resp = ResponseKind::decode(key, &mut body, version).map_err(|e| {
-            ClientError::Network(format!(
-                "{}: unreadable {key:?} v{version} answer: {e}",
-                self.addr
-            ))
-        })?;
+        let resp = decode_response(key, version, body)
+            .map_err(|e| ClientError::Network(format!("{}: {e}", self.addr)))?;
         Ok(Some(resp))
     }
 
@@ -861,32 +858,68 @@ async fn read_responses(
     }
 }
 
-/// Skips a response header v1's tagged-field section.
-fn skip_tagged(body: &mut Bytes) -> Result<(), ClientError> {
-    let bad = || ClientError::Network("malformed response header".into());
-    let varint = |b: &mut Bytes| -> Result<u32, ClientError> {
+/// Why a response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("malformed {0:?} response header")]
+    Header(ApiKey),
+    #[error("no schema for {0:?} v{1} responses")]
+    NoSchema(ApiKey, i16),
+    #[error("{0:?} v{1} response refused: {2}")]
+    Malformed(ApiKey, i16, WalkError),
+    #[error("{0:?} v{1} response does not decode: {2}")]
+    Undecodable(ApiKey, i16, String),
+}
+
+/// Reads the response to a `key` request sent in `version`, from the frame after the
+/// correlation id: the rest of the response header, the bounded schema walk, then
+/// kafka-protocol's decoder. As [`super::decode_request`] does for requests, so a buggy or
+/// hostile broker can make the client refuse an answer but never panic nor abort on a huge
+/// allocation (the `response_decoding` fuzz target drives it with arbitrary bytes).
+pub fn decode_response(
+    key: ApiKey,
+    version: i16,
+    mut body: Bytes,
+) -> Result<ResponseKind, BadResponse> {
+    let schema = response_schema(key as i16, version).ok_or(BadResponse::NoSchema(key, version))?;
+    if key.response_header_version(version) >= 1 {
+        skip_tagged(&mut body).ok_or(BadResponse::Header(key))?;
+    }
+    // A response takes at most one element per byte, so the total is bounded by the frame
+    // (`max_response_bytes`); the per-array and tagged-field limits still apply.
+    walk(schema, version, &body, usize::MAX)
+        .map_err(|e| BadResponse::Malformed(key, version, e))?;
+    ResponseKind::decode(key, &mut body, version)
+        .map_err(|e| BadResponse::Undecodable(key, version, e.to_string()))
+}
+
+/// Skips a response header v1's tagged-field section (`None` if it is malformed or holds more
+/// than Kafka's limit of tagged fields).
+fn skip_tagged(body: &mut Bytes) -> Option<()> {
+    let varint = |b: &mut Bytes| -> Option<u32> {
         let mut v = 0u32;
         for i in 0..5 {
-            if !b.has_remaining() {
-                return Err(bad());
-            }
-            let byte = b.get_u8();
+            let byte = b.try_get_u8().ok()?;
             v |= u32::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
-                return Ok(v);
+                return Some(v);
             }
         }
-        Err(bad())
+        None
     };
-    for _ in 0..varint(body)? {
+    let count = varint(body)?;
+    if count as usize > MAX_TAGGED_FIELDS {
+        return None;
+    }
+    for _ in 0..count {
         varint(body)?;
         let size = varint(body)? as usize;
         if size > body.remaining() {
-            return Err(bad());
+            return None;
         }
         body.advance(size);
     }
-    Ok(())
+    Some(())
 }
 
 /// The API key of a request rill's clients send.
@@ -926,4 +959,94 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uvarint(out: &mut Vec<u8>, mut n: u32) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    fn refusal(key: ApiKey, version: i16, body: Vec<u8>) -> String {
+        match decode_response(key, version, Bytes::from(body)) {
+            Ok(r) => panic!("decoded: {r:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// An array count of 2^31 (compact) or 2^31 - 1 (classic) in a few bytes is refused before
+    /// kafka-protocol would reserve room for that many brokers (hundreds of gigabytes: an
+    /// abort, not an error).
+    #[test]
+    fn a_response_claiming_two_billion_elements_is_refused_before_allocating() {
+        // Metadata v1: the broker count first.
+        let mut classic = i32::MAX.to_be_bytes().to_vec();
+        classic.extend_from_slice(&[0; 16]);
+        let e = refusal(ApiKey::Metadata, 1, classic);
+        assert!(e.contains("more than 1,000,000 elements"), "{e}");
+        // Metadata v12: header tags, throttle time, then the compact broker count + 1.
+        let mut compact = vec![0, 0, 0, 0, 0];
+        uvarint(&mut compact, (1 << 31) + 1);
+        compact.extend_from_slice(&[0; 16]);
+        let e = refusal(ApiKey::Metadata, 12, compact);
+        assert!(e.contains("more than 1,000,000 elements"), "{e}");
+    }
+
+    /// Heartbeat v4 with `n` unknown tagged fields (empty) in its body.
+    fn heartbeat_with_tags(n: u32) -> Vec<u8> {
+        let mut b = vec![0, 0, 0, 0, 7, 0, 0];
+        uvarint(&mut b, n);
+        for tag in 0..n {
+            uvarint(&mut b, 100 + tag);
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn more_than_ten_thousand_tagged_fields_are_refused() {
+        let e = refusal(ApiKey::Heartbeat, 4, heartbeat_with_tags(10_001));
+        assert!(e.contains("more than 10,000 tagged fields"), "{e}");
+        let Ok(ResponseKind::Heartbeat(r)) = decode_response(
+            ApiKey::Heartbeat,
+            4,
+            Bytes::from(heartbeat_with_tags(10_000)),
+        ) else {
+            panic!("10,000 tagged fields are allowed");
+        };
+        assert_eq!(
+            (r.throttle_time_ms, r.unknown_tagged_fields.len()),
+            (7, 10_000)
+        );
+        // In the response header too.
+        let mut header = vec![];
+        uvarint(&mut header, 10_001);
+        for tag in 0..10_001 {
+            uvarint(&mut header, tag);
+            header.push(0);
+        }
+        header.extend_from_slice(&heartbeat_with_tags(0)[1..]);
+        let e = refusal(ApiKey::Heartbeat, 4, header);
+        assert!(e.contains("header"), "{e}");
+    }
+
+    /// A response the walk cannot place (a string longer than the frame) is an error naming
+    /// the API and version, not a panic.
+    #[test]
+    fn malformed_responses_are_errors() {
+        let e = refusal(
+            ApiKey::FindCoordinator,
+            0,
+            vec![0, 0, 0, 0, 0, 1, 0x7f, 0xff],
+        );
+        assert!(e.starts_with("FindCoordinator v0 response refused"), "{e}");
+        let e = refusal(ApiKey::Heartbeat, 99, vec![]);
+        assert!(e.contains("no schema"), "{e}");
+    }
 }

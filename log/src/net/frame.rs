@@ -52,6 +52,11 @@ pub fn parse_header(frame: &[u8]) -> Result<(RequestHeader, usize), FrameError> 
     }
     if header_version >= 2 {
         let count = uvarint(frame, &mut pos)?;
+        if count as usize > super::schema::MAX_TAGGED_FIELDS {
+            return Err(FrameError::Malformed(
+                "more than 10,000 tagged fields in the header (Kafka's limit)",
+            ));
+        }
         for _ in 0..count {
             let _tag = uvarint(frame, &mut pos)?;
             let size = uvarint(frame, &mut pos)? as usize;

@@ -2,7 +2,8 @@
 //! and the client transport that speaks to any Kafka-compatible broker.
 //!
 //! - [`frame`]: length-prefixed frames and request/response headers.
-//! - [`schema`]: the bounded structural check every request body passes before decoding.
+//! - [`schema`]: the bounded structural check every request body (in the server) and every
+//!   response body (in the client) passes before decoding.
 //! - [`versions`]: the APIs and versions rill advertises, and fitting responses to old versions.
 //! - [`server`]: accept loop, per-connection request handling, limits, graceful shutdown.
 //! - [`client`]: [`TcpTransport`], the clients' transport over TCP.
@@ -10,9 +11,10 @@
 pub mod client;
 pub mod frame;
 pub mod schema;
+mod schema_responses;
 mod schema_tables;
 pub mod server;
 pub mod versions;
 
-pub use client::{TcpConfig, TcpTransport};
+pub use client::{decode_response, BadResponse, TcpConfig, TcpTransport};
 pub use server::{decode_request, Decoded, Server, ServerConfig};

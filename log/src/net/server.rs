@@ -351,3 +351,104 @@ fn encode(
     finish_frame(&mut buf);
     Ok(buf.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uvarint(out: &mut Vec<u8>, mut n: u32) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    /// A request frame without its length: header v1 (`key`, `version`, correlation 1, client
+    /// "c"), with header v2's empty tagged section when `flexible`, then `body`.
+    fn frame(key: ApiKey, version: i16, flexible: bool, body: &[u8]) -> Bytes {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(key as i16).to_be_bytes());
+        f.extend_from_slice(&version.to_be_bytes());
+        f.extend_from_slice(&1i32.to_be_bytes());
+        f.extend_from_slice(&[0, 1, b'c']);
+        if flexible {
+            f.push(0);
+        }
+        f.extend_from_slice(body);
+        Bytes::from(f)
+    }
+
+    fn refusal(frame: &Bytes, max_elements: usize) -> String {
+        match decode_request(frame, max_elements) {
+            Ok(d) => panic!("decoded: {d:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// Metadata v1 asking for `n` topics with empty names.
+    fn metadata_topics(n: u32) -> Vec<u8> {
+        let mut body = n.to_be_bytes().to_vec();
+        body.resize(4 + 2 * n as usize, 0);
+        body
+    }
+
+    /// Kafka's limit of 1,000,000 elements per array holds whatever the request-wide cap.
+    #[test]
+    fn an_array_of_more_than_a_million_elements_is_refused() {
+        let over = frame(ApiKey::Metadata, 1, false, &metadata_topics(1_000_001));
+        let e = refusal(&over, usize::MAX);
+        assert!(e.contains("more than 1,000,000 elements"), "{e}");
+        let schema = schema::schema(3, 1).expect("Metadata v1");
+        let at = metadata_topics(1_000_000);
+        assert_eq!(schema::walk(schema, 1, &at, usize::MAX), Ok(at.len()));
+        // A claim of 2^31 - 1 in a few bytes.
+        let mut huge = i32::MAX.to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 8]);
+        let e = refusal(&frame(ApiKey::Metadata, 1, false, &huge), usize::MAX);
+        assert!(e.contains("more than 1,000,000 elements"), "{e}");
+    }
+
+    /// Heartbeat v4 (group "g", generation 1, member "m", no instance id) with `n` unknown
+    /// tagged fields.
+    fn heartbeat_with_tags(n: u32) -> Vec<u8> {
+        let mut b = vec![2, b'g', 0, 0, 0, 1, 2, b'm', 0];
+        uvarint(&mut b, n);
+        for tag in 0..n {
+            uvarint(&mut b, 100 + tag);
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn more_than_ten_thousand_tagged_fields_are_refused() {
+        let over = frame(ApiKey::Heartbeat, 4, true, &heartbeat_with_tags(10_001));
+        let e = refusal(&over, 1 << 20);
+        assert!(e.contains("more than 10,000 tagged fields"), "{e}");
+        let at = frame(ApiKey::Heartbeat, 4, true, &heartbeat_with_tags(10_000));
+        let Ok(Decoded::Request(_, r)) = decode_request(&at, 1 << 20) else {
+            panic!("10,000 tagged fields are allowed");
+        };
+        let RequestKind::Heartbeat(r) = *r else {
+            panic!("not a heartbeat: {r:?}");
+        };
+        assert_eq!(
+            (r.generation_id, r.unknown_tagged_fields.len()),
+            (1, 10_000)
+        );
+        // In the request header too.
+        let mut header = frame(ApiKey::Heartbeat, 4, false, &[]).to_vec();
+        uvarint(&mut header, 10_001);
+        for tag in 0..10_001 {
+            uvarint(&mut header, tag);
+            header.push(0);
+        }
+        header.extend_from_slice(&heartbeat_with_tags(0));
+        let e = refusal(&Bytes::from(header), 1 << 20);
+        assert!(
+            e.contains("more than 10,000 tagged fields in the header"),
+            "{e}"
+        );
+    }
+}

@@ -264,6 +264,23 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// Whether `rest` (bytes from a batch boundary on) holds only the start of a batch: fewer
+/// bytes than its framing, or than the length the framing declares. A length or magic no v2
+/// batch can have is an error whether or not the bytes were cut: they are not a batch.
+fn cut_short(rest: &[u8]) -> Result<bool, BatchError> {
+    if rest.len() < LOG_OVERHEAD {
+        return Ok(true);
+    }
+    let batch_length = be_i32(rest, LENGTH_AT);
+    if batch_length < BATCH_LENGTH_MIN {
+        return Err(BatchError::BadLength(batch_length));
+    }
+    if rest.len() > MAGIC_AT && rest[MAGIC_AT] as i8 != MAGIC_V2 {
+        return Err(BatchError::BadMagic(rest[MAGIC_AT] as i8));
+    }
+    Ok(rest.len() < LOG_OVERHEAD + batch_length as usize)
+}
+
 /// Iterates over the verified batches of a buffer holding whole batches back to back. Stops at
 /// the first error, which it yields once.
 #[derive(Debug)]
@@ -271,6 +288,8 @@ pub struct BatchIter<'a> {
     buf: &'a [u8],
     pos: usize,
     failed: bool,
+    /// A trailing incomplete batch ends the iteration instead of failing it.
+    tail_may_be_cut: bool,
 }
 
 impl<'a> BatchIter<'a> {
@@ -279,12 +298,34 @@ impl<'a> BatchIter<'a> {
             buf,
             pos: 0,
             failed: false,
+            tail_may_be_cut: false,
+        }
+    }
+
+    /// For the records of a fetch response, whose last batch a broker may have cut at the
+    /// fetch's size limit (Kafka's brokers do; clients read the whole batches before it and
+    /// fetch the cut one again from its offset). Such a trailing incomplete batch ends the
+    /// iteration quietly; see [`BatchIter::cut_tail`]. Every complete batch is still verified,
+    /// and bytes that cannot start a batch (a bad length or magic) are still an error.
+    pub fn fetched(buf: &'a [u8]) -> Self {
+        BatchIter {
+            tail_may_be_cut: true,
+            ..Self::new(buf)
         }
     }
 
     /// Where in the buffer the next batch starts.
     pub fn position(&self) -> usize {
         self.pos
+    }
+
+    /// The bytes of an incomplete batch left at the end (0 if none), once the iteration ended.
+    pub fn cut_tail(&self) -> usize {
+        if self.failed {
+            0
+        } else {
+            self.buf.len() - self.pos
+        }
     }
 }
 
@@ -295,6 +336,17 @@ impl<'a> Iterator for BatchIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
+        }
+        if self.tail_may_be_cut {
+            match cut_short(&self.buf[self.pos..]) {
+                Ok(false) => {}
+                // Left for `cut_tail`: the iteration stops here, `pos` at the cut batch.
+                Ok(true) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
         }
         match verify_batch(&self.buf[self.pos..]) {
             Ok(h) => {
@@ -495,5 +547,56 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert!(items[0].is_ok() && items[1].is_ok());
         assert!(items[2].is_err());
+    }
+
+    /// A fetch cut anywhere (in the framing, the header, the records, or exactly between two
+    /// batches) yields the whole batches before the cut and no error; `new` still refuses it.
+    #[test]
+    fn fetched_records_end_quietly_at_a_cut_batch() {
+        let first = sample().len();
+        let mut buf = sample();
+        buf.extend(sample());
+        for cut in 0..=buf.len() {
+            let mut it = BatchIter::fetched(&buf[..cut]);
+            let whole: Vec<usize> = it.by_ref().map(|b| b.unwrap().2).collect();
+            let expect: Vec<usize> = [0, first]
+                .into_iter()
+                .filter(|at| at + first <= cut)
+                .collect();
+            assert_eq!(whole, expect, "cut at {cut}");
+            assert_eq!(it.cut_tail(), cut - first * expect.len(), "cut at {cut}");
+            let strict_fails = BatchIter::new(&buf[..cut]).any(|b| b.is_err());
+            assert_eq!(strict_fails, cut % first != 0, "cut at {cut}");
+        }
+    }
+
+    /// Cut or not, a complete batch must verify, and bytes that cannot start a batch are not a
+    /// cut one.
+    #[test]
+    fn fetched_records_still_refuse_corrupt_batches() {
+        let b = sample();
+        let mut crc = b.clone();
+        crc[CRC_FROM + 3] ^= 1;
+        crc.extend(&b[..30]);
+        let items: Vec<_> = BatchIter::fetched(&crc).collect();
+        assert!(matches!(items[..], [Err(BatchError::CrcMismatch { .. })]));
+
+        // A bad length or magic in a trailing fragment, even one shorter than a header.
+        let mut tail = b.clone();
+        tail.extend(&b[..20]);
+        let mut length = tail.clone();
+        length[b.len() + LENGTH_AT..][..4].copy_from_slice(&7i32.to_be_bytes());
+        let mut magic = tail.clone();
+        magic[b.len() + MAGIC_AT] = 1;
+        for (bad, want) in [
+            (length, BatchError::BadLength(7)),
+            (magic, BatchError::BadMagic(1)),
+        ] {
+            let mut it = BatchIter::fetched(&bad);
+            assert!(it.next().unwrap().is_ok());
+            assert_eq!(it.next(), Some(Err(want)));
+            assert_eq!(it.next(), None);
+            assert_eq!(it.cut_tail(), 0);
+        }
     }
 }
