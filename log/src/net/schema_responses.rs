@@ -639,6 +639,80 @@ const DESCRIBE_CLUSTER: &[Field] = &[
     f(0, MAX, Ty::Int32),                                       // cluster_authorized_operations
 ];
 
+// WriteTxnMarkers (27)
+const WRITE_TXN_MARKERS_PARTITION: &[Field] = &[
+    f(1, MAX, Ty::Int32), // partition_index
+    f(1, MAX, Ty::Int16), // error_code
+];
+const WRITE_TXN_MARKERS_TOPIC: &[Field] = &[
+    f(1, MAX, Ty::String),                                          // name
+    f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_PARTITION))), // partitions
+];
+const WRITE_TXN_MARKERS_MARKER: &[Field] = &[
+    f(1, MAX, Ty::Int64),                                       // producer_id
+    f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_TOPIC))), // topics
+];
+const WRITE_TXN_MARKERS: &[Field] = &[
+    f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
+];
+
+// DescribeProducers (61)
+const DESCRIBE_PRODUCERS_PRODUCER: &[Field] = &[
+    f(0, MAX, Ty::Int64), // producer_id
+    f(0, MAX, Ty::Int32), // producer_epoch
+    f(0, MAX, Ty::Int32), // last_sequence
+    f(0, MAX, Ty::Int64), // last_timestamp
+    f(0, MAX, Ty::Int32), // coordinator_epoch
+    f(0, MAX, Ty::Int64), // current_txn_start_offset
+];
+const DESCRIBE_PRODUCERS_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32),  // partition_index
+    f(0, MAX, Ty::Int16),  // error_code
+    f(0, MAX, Ty::String), // error_message (nullable)
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_PRODUCERS_PRODUCER))), // active_producers
+];
+const DESCRIBE_PRODUCERS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),                                           // name
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_PRODUCERS_PARTITION))), // partitions
+];
+const DESCRIBE_PRODUCERS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                        // throttle_time_ms
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_PRODUCERS_TOPIC))), // topics
+];
+
+// DescribeTransactions (65)
+const DESCRIBE_TRANSACTIONS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),            // topic
+    f(0, MAX, Ty::Array(&Ty::Int32)), // partitions
+];
+const DESCRIBE_TRANSACTIONS_STATE: &[Field] = &[
+    f(0, MAX, Ty::Int16),                                           // error_code
+    f(0, MAX, Ty::String),                                          // transactional_id
+    f(0, MAX, Ty::String),                                          // transaction_state
+    f(0, MAX, Ty::Int32),                                           // transaction_timeout_ms
+    f(0, MAX, Ty::Int64),                                           // transaction_start_time_ms
+    f(0, MAX, Ty::Int64),                                           // producer_id
+    f(0, MAX, Ty::Int16),                                           // producer_epoch
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_TRANSACTIONS_TOPIC))), // topics
+];
+const DESCRIBE_TRANSACTIONS: &[Field] = &[
+    f(0, MAX, Ty::Int32), // throttle_time_ms
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_TRANSACTIONS_STATE))), // transaction_states
+];
+
+// ListTransactions (66)
+const LIST_TRANSACTIONS_STATE: &[Field] = &[
+    f(0, MAX, Ty::String), // transactional_id
+    f(0, MAX, Ty::Int64),  // producer_id
+    f(0, MAX, Ty::String), // transaction_state
+];
+const LIST_TRANSACTIONS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                       // throttle_time_ms
+    f(0, MAX, Ty::Int16),                                       // error_code
+    f(0, MAX, Ty::Array(&Ty::String)),                          // unknown_state_filters
+    f(0, MAX, Ty::Array(&Ty::Struct(LIST_TRANSACTIONS_STATE))), // transaction_states
+];
+
 /// Every response rill's clients decode: (api key, name, versions `kafka-protocol` 0.18
 /// decodes, first flexible version, fields).
 pub(crate) static RESPONSES: &[Schema] = &[
@@ -682,6 +756,10 @@ pub(crate) static RESPONSES: &[Schema] = &[
         INCREMENTAL_ALTER_CONFIGS,
     ),
     api(60, "DescribeCluster", (0, 2), 0, DESCRIBE_CLUSTER),
+    api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
+    api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
+    api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
+    api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
 ];
 
 #[cfg(test)]
@@ -742,6 +820,10 @@ mod tests {
             case::<DeleteGroupsResponse>(42),
             case::<IncrementalAlterConfigsResponse>(44),
             case::<DescribeClusterResponse>(60),
+            case::<WriteTxnMarkersResponse>(27),
+            case::<DescribeProducersResponse>(61),
+            case::<DescribeTransactionsResponse>(65),
+            case::<ListTransactionsResponse>(66),
         ]
     }
 

@@ -541,7 +541,8 @@ mod tests {
         txn_offset_commit_request::{
             TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
         },
-        BrokerId, GroupId, ProducerId, TopicName, TransactionalId,
+        BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, GroupId,
+        ListTransactionsRequest, ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
     use uuid::Uuid;
@@ -976,6 +977,52 @@ mod tests {
             .with_group_id(group("group"))
     }
 
+    fn write_txn_markers(_v: i16) -> WriteTxnMarkersRequest {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        let marker = |pid| {
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(2)
+                .with_transaction_result(true)
+                .with_coordinator_epoch(9)
+                .with_topics(vec![WritableTxnMarkerTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("orders-topic")))
+                    .with_partition_indexes(vec![0, 3])])
+        };
+        WriteTxnMarkersRequest::default().with_markers(vec![marker(1), marker(1 << 40)])
+    }
+
+    fn describe_producers(_v: i16) -> DescribeProducersRequest {
+        use kafka_protocol::messages::describe_producers_request::TopicRequest;
+        DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_static_str("a")))
+                .with_partition_indexes(vec![0, 1]),
+            TopicRequest::default().with_name(TopicName(StrBytes::from_static_str("b"))),
+        ])
+    }
+
+    fn describe_transactions(_v: i16) -> DescribeTransactionsRequest {
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![txn("a"), txn("bb")])
+    }
+
+    fn list_transactions(v: i16) -> ListTransactionsRequest {
+        ListTransactionsRequest::default()
+            .with_state_filters(vec![
+                StrBytes::from_static_str("Ongoing"),
+                StrBytes::from_static_str("PrepareAbort"),
+            ])
+            .with_producer_id_filters(vec![ProducerId(5), ProducerId(1 << 40)])
+            .with_duration_filter(when(v >= 1, 60_000, -1))
+            .with_transactional_id_pattern(if v >= 2 {
+                Some(StrBytes::from_static_str("tx-.*"))
+            } else {
+                None
+            })
+    }
+
     fn end_txn(_v: i16) -> EndTxnRequest {
         EndTxnRequest::default()
             .with_transactional_id(txn("tx"))
@@ -1073,6 +1120,10 @@ mod tests {
             case(42, delete_groups),
             case(44, incremental_alter_configs),
             case(60, describe_cluster),
+            case(27, write_txn_markers),
+            case(61, describe_producers),
+            case(65, describe_transactions),
+            case(66, list_transactions),
         ]
     }
 
@@ -1169,6 +1220,10 @@ mod tests {
             (42, round_trip::<DeleteGroupsRequest>),
             (44, round_trip::<IncrementalAlterConfigsRequest>),
             (60, round_trip::<DescribeClusterRequest>),
+            (27, round_trip::<WriteTxnMarkersRequest>),
+            (61, round_trip::<DescribeProducersRequest>),
+            (65, round_trip::<DescribeTransactionsRequest>),
+            (66, round_trip::<ListTransactionsRequest>),
         ];
         assert_eq!(decoders.len(), REQUESTS.len());
         let tried: usize = decoders
