@@ -405,6 +405,10 @@ struct Cost {
     /// The record slots a batch it opens would like: room for records like it up to
     /// `batch.size`, at most `batch.size` bytes of slots.
     slots: usize,
+    /// The room taken for it before it is queued: its [`room`](Cost::room), or only its own
+    /// memory when it was seen to join an open batch with a free slot (under the same lock),
+    /// so the common case takes room once and gives nothing back.
+    prepaid: usize,
 }
 
 /// What the allocator keeps beside each allocation (glibc's malloc; mimalloc's size classes
@@ -479,6 +483,7 @@ impl Producer {
             batch,
             memory,
             slots,
+            prepaid: 0,
         }
     }
 
@@ -572,10 +577,12 @@ impl Producer {
         // has room. Otherwise the record waits for either outside the lock.
         let record = {
             let st = self.inner.state();
-            match st.topics.get(&*record.topic).map(|t| t.partitions) {
-                Some(partitions) => {
+            match st.topics.get(&*record.topic) {
+                Some(t) => {
+                    let partitions = t.partitions;
                     let partition = self.partition_of(&record, partitions)?;
-                    if self.take_room(cost.room())? {
+                    let cost = self.prepay(t.queues.get(partition as usize), cost);
+                    if self.take_room(cost.prepaid)? {
                         return self.append(st, record, partition, partitions, cost);
                     }
                     record
@@ -588,7 +595,26 @@ impl Producer {
         let partitions = self.partitions(&record.topic, deadline).await?;
         let partition = self.partition_of(&record, partitions)?;
         self.wait_for_room(cost.room(), deadline).await?;
+        let cost = Cost {
+            prepaid: cost.room(),
+            ..cost
+        };
         self.append(self.inner.state(), record, partition, partitions, cost)
+    }
+
+    /// `cost` with what to take for it now: only its own memory if it will join the open
+    /// batch of its partition's queue `q` (a free slot, room under `batch.size`), else its
+    /// whole room.
+    fn prepay(&self, q: Option<&PartitionQueue>, cost: Cost) -> Cost {
+        let joins = q.and_then(|q| q.batches.back()).is_some_and(|b| {
+            !b.sealed
+                && b.bytes + cost.batch <= self.inner.config.batch_size
+                && b.records.len() < b.records.capacity()
+        });
+        Cost {
+            prepaid: if joins { cost.memory } else { cost.room() },
+            ..cost
+        }
     }
 
     /// A record that can never fit in buffer.memory: refused at once, as Kafka does.
@@ -747,7 +773,7 @@ impl Producer {
         let q = match q {
             Ok(q) => q,
             Err(e) => {
-                self.give_back(cost.room());
+                self.give_back(cost.prepaid);
                 return Err(e);
             }
         };
@@ -768,8 +794,15 @@ impl Producer {
             }
         }
         if open {
-            self.give_back(BATCH_BYTES + SLOT_BYTES);
+            self.give_back(cost.prepaid.saturating_sub(cost.memory));
         } else {
+            // Room for a new batch, if the record was expected to join one (never under one
+            // lock; kept exact anyway: the batch holds only what was taken).
+            let short = cost.room().saturating_sub(cost.prepaid);
+            let missing = match self.take_room(short) {
+                Ok(true) => 0,
+                _ => short,
+            };
             // Sized for records like this one (no regrowth while it fills) if buffer.memory
             // has room for that now; else one slot, grown as records come.
             let more = (cost.slots - 1) * SLOT_BYTES;
@@ -780,7 +813,7 @@ impl Producer {
             q.batches.push_back(ProducerBatch {
                 records: Vec::with_capacity(slots),
                 bytes: 0,
-                held: BATCH_BYTES + slots * SLOT_BYTES,
+                held: BATCH_BYTES + slots * SLOT_BYTES - missing,
                 memory: Arc::clone(&self.inner.memory),
                 slot: Arc::default(),
                 created: Instant::now(),
@@ -834,16 +867,15 @@ impl Producer {
             let mut wake = false;
             let queued: Result<(), ClientError> = 'queue: {
                 let mut st = self.inner.state();
-                let mut queue = |record, cost| -> Result<(), ClientError> {
-                    let (opened, full) =
-                        self.enqueue(&mut st, topic, partition, record, cost, |q| {
-                            q.keep_last_of_batch(&mut last)
-                        })?;
+                let mut queue = |st: &mut State, record, cost| -> Result<(), ClientError> {
+                    let (opened, full) = self.enqueue(st, topic, partition, record, cost, |q| {
+                        q.keep_last_of_batch(&mut last)
+                    })?;
                     wake |= opened || full;
                     Ok(())
                 };
                 if let Some((record, cost)) = waited.take() {
-                    if let Err(e) = queue(record, cost) {
+                    if let Err(e) = queue(&mut st, record, cost) {
                         break 'queue Err(e);
                     }
                 }
@@ -852,13 +884,18 @@ impl Producer {
                     if let Err(e) = self.check_size(cost) {
                         break 'queue Err(e);
                     }
-                    match self.take_room(cost.room()) {
+                    let q = st
+                        .topics
+                        .get(topic)
+                        .and_then(|t| t.queues.get(partition as usize));
+                    let cost = self.prepay(q, cost);
+                    match self.take_room(cost.prepaid) {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(e) => break 'queue Err(e),
                     }
                     if let Some(record) = records.next() {
-                        if let Err(e) = queue(record, cost) {
+                        if let Err(e) = queue(&mut st, record, cost) {
                             break 'queue Err(e);
                         }
                     }
@@ -877,6 +914,10 @@ impl Producer {
             let cost = self.cost(r.key.as_ref(), r.value.as_ref(), &r.headers);
             self.wait_for_room(cost.room(), Instant::now() + max_block)
                 .await?;
+            let cost = Cost {
+                prepaid: cost.room(),
+                ..cost
+            };
             waited = Some((r, cost));
         }
     }
@@ -919,7 +960,12 @@ impl Producer {
                         Ok(p) => p,
                         Err(e) => break 'queue Err(e),
                     };
-                    match self.take_room(cost.room()) {
+                    let q = st
+                        .topics
+                        .get(&*record.topic)
+                        .and_then(|t| t.queues.get(partition as usize));
+                    let cost = self.prepay(q, cost);
+                    match self.take_room(cost.prepaid) {
                         Ok(true) => {}
                         Ok(false) => break 'queue Ok(Some(record)),
                         Err(e) => break 'queue Err(e),
