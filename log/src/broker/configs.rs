@@ -46,17 +46,28 @@ fn text(s: impl Into<String>) -> StrBytes {
 
 fn config_type(key: &str) -> i8 {
     match key {
-        "cleanup.policy" => TYPE_LIST,
-        "message.timestamp.type" => TYPE_STRING,
+        "cleanup.policy"
+        | "leader.replication.throttled.replicas"
+        | "follower.replication.throttled.replicas" => TYPE_LIST,
+        "message.timestamp.type" | "compression.type" | "message.format.version" => TYPE_STRING,
         "min.cleanable.dirty.ratio" => TYPE_DOUBLE,
         "index.interval.bytes"
         | "max.message.bytes"
         | "segment.bytes"
         | "segment.index.bytes"
         | "min.insync.replicas"
+        | "compression.gzip.level"
+        | "compression.lz4.level"
+        | "compression.zstd.level"
         | "num.partitions"
         | "node.id" => TYPE_INT,
-        "auto.create.topics.enable" => TYPE_BOOLEAN,
+        "auto.create.topics.enable"
+        | "preallocate"
+        | "unclean.leader.election.enable"
+        | "message.downconversion.enable"
+        | "remote.storage.enable"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable" => TYPE_BOOLEAN,
         "log.dirs" => TYPE_STRING,
         _ => TYPE_LONG,
     }
@@ -135,8 +146,10 @@ impl Broker {
                 };
                 match entries {
                     Ok(entries) => {
+                        // As Kafka's ConfigHelper: null or an empty list both mean every key.
                         let wanted = r
                             .configuration_keys
+                            .filter(|ks| !ks.is_empty())
                             .map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
                         result.configs = entries
                             .into_iter()

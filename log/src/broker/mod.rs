@@ -546,6 +546,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     use crate::storage::BatchError as B;
     match e {
         StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        StorageError::InvalidBatch(B::Timestamp { .. }) => ResponseError::InvalidTimestamp,
         StorageError::InvalidBatch(
             B::Records(_) | B::MissingKey(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
         ) => ResponseError::InvalidRecord,

@@ -65,6 +65,16 @@ pub enum BatchError {
     Records(String),
     #[error("record at offset delta {0} has no key, which a compacted topic requires")]
     MissingKey(i32),
+    #[error(
+        "timestamp {timestamp} of the record at offset delta {offset_delta} is out of range: \
+         the topic takes [{earliest}, {latest}]"
+    )]
+    Timestamp {
+        timestamp: i64,
+        offset_delta: i32,
+        earliest: i64,
+        latest: i64,
+    },
 }
 
 /// The codec of a batch's records (attributes bits 0-2).

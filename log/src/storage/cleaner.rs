@@ -60,6 +60,28 @@ struct SegmentSnapshot {
 /// Estimated bytes per map entry beyond the key itself (offset, hash table slot, Vec header).
 const MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
 
+/// Whether `max.compaction.lag.ms` forces a cleaning of `log` at `now_ms`, whatever its dirty
+/// ratio: some uncleaned closed segment's first batch is older than the lag. Like Kafka, the
+/// first batch's max timestamp stands for the segment's oldest record, and non-positive
+/// timestamps (none, or before the epoch) are not counted.
+pub fn compaction_overdue(log: &PartitionLog, now_ms: i64) -> bool {
+    let st = log.read_state();
+    let lag = st.config.max_compaction_lag_ms;
+    if lag == i64::MAX {
+        return false;
+    }
+    let closed = st.segments.len().saturating_sub(1);
+    st.segments
+        .values()
+        .take(closed)
+        .filter(|seg| seg.next_offset() > st.cleaner_offset && !seg.is_empty())
+        .filter_map(|seg| seg.find_batch(seg.base_offset).ok().flatten())
+        .map(|(_, h)| h.max_timestamp)
+        .filter(|ts| *ts > 0)
+        .min()
+        .is_some_and(|oldest| now_ms.saturating_sub(oldest) > lag)
+}
+
 /// The share of the closed segments' bytes not yet cleaned.
 pub fn dirty_ratio(log: &PartitionLog) -> f64 {
     let st = log.read_state();

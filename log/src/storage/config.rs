@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::batch::Compression;
+
 /// A config key or value that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -15,6 +17,9 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// Two keys whose values contradict each other (Kafka's `validateValues`).
+    #[error("conflicting configs: {0}")]
+    Conflict(String),
 }
 
 /// What happens to old data: deleted by retention, compacted by key, or both.
@@ -64,6 +69,24 @@ pub struct LogConfig {
     pub message_timestamp_type: MessageTimestampType,
     /// `min.insync.replicas`: in-sync replicas an `acks=all` produce needs (the broker's check).
     pub min_insync_replicas: i32,
+    /// `compression.type`: the codec batches are stored with; `None` is `producer` (kept as sent).
+    pub compression_type: Option<Compression>,
+    /// `segment.jitter.ms`: up to this much (a per-segment pseudo-random share) is taken off
+    /// `segment.ms`, so segments created together do not all roll at once.
+    pub segment_jitter_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty segment whose first batch is this old is compacted even
+    /// under `min.cleanable.dirty.ratio`.
+    pub max_compaction_lag_ms: i64,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record may be.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
+    pub message_timestamp_after_max_ms: i64,
+    /// `message.timestamp.difference.max.ms` (deprecated): stands in for either bound above
+    /// that is left at its default, as in Kafka.
+    pub message_timestamp_difference_max_ms: i64,
+    /// Keys Kafka accepts whose features rill lacks: validated, stored and reported only
+    /// (see [`STORED_ONLY`]). Holds only keys that were set.
+    pub stored: BTreeMap<String, String>,
 }
 
 impl Default for LogConfig {
@@ -87,27 +110,174 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             message_timestamp_type: MessageTimestampType::CreateTime,
             min_insync_replicas: 1,
+            compression_type: None,
+            segment_jitter_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: i64::MAX,
+            message_timestamp_difference_max_ms: i64::MAX,
+            stored: BTreeMap::new(),
         }
+    }
+}
+
+/// A check of a stored-only key's value.
+type Check = fn(&str, &str) -> Result<(), ConfigError>;
+
+/// Topic configs Kafka accepts that change nothing in rill yet: key, Kafka's default, check.
+/// Why each has no effect is in the README's topic config table.
+pub const STORED_ONLY: &[(&str, &str, Check)] = &[
+    ("compression.gzip.level", "-1", |k, v| {
+        let l = int(k, v, -1, 9)?;
+        if l == 0 {
+            return Err(invalid(k, v, "must be between 1 and 9 or equal to -1"));
+        }
+        Ok(())
+    }),
+    ("compression.lz4.level", "9", |k, v| {
+        int(k, v, 1, 17).map(drop)
+    }),
+    ("compression.zstd.level", "3", |k, v| {
+        int(k, v, -131_072, 22).map(drop)
+    }),
+    ("file.delete.delay.ms", "60000", |k, v| {
+        int(k, v, 0, i64::MAX).map(drop)
+    }),
+    (
+        "follower.replication.throttled.replicas",
+        "",
+        throttled_replicas,
+    ),
+    (
+        "leader.replication.throttled.replicas",
+        "",
+        throttled_replicas,
+    ),
+    ("local.retention.bytes", "-2", |k, v| {
+        int(k, v, -2, i64::MAX).map(drop)
+    }),
+    ("local.retention.ms", "-2", |k, v| {
+        int(k, v, -2, i64::MAX).map(drop)
+    }),
+    ("message.downconversion.enable", "true", |k, v| {
+        boolean(k, v).map(drop)
+    }),
+    ("message.format.version", "3.0-IV1", message_format_version),
+    ("preallocate", "false", |k, v| boolean(k, v).map(drop)),
+    ("remote.log.copy.disable", "false", |k, v| {
+        boolean(k, v).map(drop)
+    }),
+    ("remote.log.delete.on.disable", "false", |k, v| {
+        boolean(k, v).map(drop)
+    }),
+    ("remote.storage.enable", "false", |k, v| {
+        // Kafka refuses this when the broker's tiered storage is off, which in rill it always is.
+        if boolean(k, v)? {
+            return Err(invalid(
+                k,
+                v,
+                "tiered storage is not available on this broker",
+            ));
+        }
+        Ok(())
+    }),
+    ("unclean.leader.election.enable", "false", |k, v| {
+        boolean(k, v).map(drop)
+    }),
+];
+
+/// Kafka's boolean parsing: `true` / `false`, any case.
+pub(crate) fn boolean(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+/// `*` or a list of `partition:broker` pairs (Kafka's ThrottledReplicaListValidator).
+fn throttled_replicas(key: &str, value: &str) -> Result<(), ConfigError> {
+    let items: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items == ["*"] {
+        return Ok(());
+    }
+    let pair = |s: &str| {
+        s.split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<i32>().is_ok() && b.trim().parse::<i32>().is_ok()
+        })
+    };
+    if items.iter().all(|s| pair(s)) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            value,
+            "must be * or a list of partitionId:brokerId pairs",
+        ))
+    }
+}
+
+/// A Kafka version as `message.format.version` takes it (`2.8`, `3.0-IV1`, `0.10.2`).
+fn message_format_version(key: &str, value: &str) -> Result<(), ConfigError> {
+    let v = value.trim();
+    let (version, iv) = match v.split_once("-IV") {
+        Some((ver, iv)) => (ver, Some(iv)),
+        None => (v, None),
+    };
+    let parts: Vec<&str> = version.split('.').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = (2..=3).contains(&parts.len())
+        && parts.iter().all(|p| numeric(p))
+        && iv.is_none_or(numeric);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, value, "not a Kafka version"))
     }
 }
 
 /// Every topic config key rill understands, in the order `describe` lists them.
 pub const TOPIC_CONFIG_KEYS: &[&str] = &[
     "cleanup.policy",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.type",
+    "compression.zstd.level",
     "delete.retention.ms",
+    "file.delete.delay.ms",
     "flush.messages",
     "flush.ms",
+    "follower.replication.throttled.replicas",
     "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
     "max.message.bytes",
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
     "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "min.insync.replicas",
+    "preallocate",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+    "remote.storage.enable",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
     "segment.index.bytes",
+    "segment.jitter.ms",
     "segment.ms",
+    "unclean.leader.election.enable",
 ];
 
 pub(crate) fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -190,7 +360,49 @@ impl LogConfig {
                     _ => return Err(invalid(key, value, "expected CreateTime or LogAppendTime")),
                 }
             }
-            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+            "compression.type" => {
+                self.compression_type = match value.trim() {
+                    "producer" => None,
+                    // Kafka's broker-side names: `uncompressed`, not the producer's `none`.
+                    v @ ("uncompressed" | "gzip" | "snappy" | "lz4" | "zstd") => {
+                        Compression::parse(v)
+                    }
+                    _ => {
+                        return Err(invalid(
+                            key,
+                            value,
+                            "expected uncompressed, zstd, lz4, snappy, gzip or producer",
+                        ))
+                    }
+                }
+            }
+            "segment.jitter.ms" => self.segment_jitter_ms = int(key, value, 0, MAX)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = int(key, value, 1, MAX)?,
+            "message.timestamp.before.max.ms" => {
+                self.message_timestamp_before_max_ms = int(key, value, 0, MAX)?
+            }
+            "message.timestamp.after.max.ms" => {
+                self.message_timestamp_after_max_ms = int(key, value, 0, MAX)?
+            }
+            "message.timestamp.difference.max.ms" => {
+                self.message_timestamp_difference_max_ms = int(key, value, 0, MAX)?
+            }
+            _ => match STORED_ONLY.iter().find(|(k, _, _)| *k == key) {
+                Some((k, default, check)) => {
+                    check(k, value)?;
+                    // Booleans in Kafka's spelling; a default is not kept, so configs compare equal.
+                    let v = match boolean(k, value) {
+                        Ok(b) => b.to_string(),
+                        Err(_) => value.trim().to_string(),
+                    };
+                    if v == *default {
+                        self.stored.remove(*k);
+                    } else {
+                        self.stored.insert(k.to_string(), v);
+                    }
+                }
+                None => return Err(ConfigError::UnknownKey(key.to_string())),
+            },
         }
         Ok(())
     }
@@ -204,7 +416,38 @@ impl LogConfig {
         for (k, v) in overrides {
             config.set(k, v)?;
         }
+        config.check()?;
         Ok(config)
+    }
+
+    /// Checks across keys, as Kafka's `LogConfig.validateValues`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
+            return Err(ConfigError::Conflict(format!(
+                "min.compaction.lag.ms ({}) > max.compaction.lag.ms ({})",
+                self.min_compaction_lag_ms, self.max_compaction_lag_ms
+            )));
+        }
+        Ok(())
+    }
+
+    /// The oldest CreateTime a record may carry at `now_ms` (`message.timestamp.before.max.ms`,
+    /// or the deprecated difference while that is at its default), if bounded.
+    pub fn earliest_timestamp(&self, now_ms: i64) -> Option<i64> {
+        let before = match self.message_timestamp_before_max_ms {
+            i64::MAX => self.message_timestamp_difference_max_ms,
+            v => v,
+        };
+        (before != i64::MAX).then(|| now_ms.saturating_sub(before))
+    }
+
+    /// The newest CreateTime a record may carry at `now_ms`, if bounded.
+    pub fn latest_timestamp(&self, now_ms: i64) -> Option<i64> {
+        let after = match self.message_timestamp_after_max_ms {
+            i64::MAX => self.message_timestamp_difference_max_ms,
+            v => v,
+        };
+        (after != i64::MAX).then(|| now_ms.saturating_add(after))
     }
 
     /// The value of a key as Kafka would print it.
@@ -233,7 +476,28 @@ impl LogConfig {
                 MessageTimestampType::CreateTime => "CreateTime".into(),
                 MessageTimestampType::LogAppendTime => "LogAppendTime".into(),
             },
-            _ => return None,
+            "compression.type" => match self.compression_type {
+                None => "producer".into(),
+                Some(Compression::None) => "uncompressed".into(),
+                Some(Compression::Gzip) => "gzip".into(),
+                Some(Compression::Snappy) => "snappy".into(),
+                Some(Compression::Lz4) => "lz4".into(),
+                Some(Compression::Zstd) => "zstd".into(),
+            },
+            "segment.jitter.ms" => self.segment_jitter_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms.to_string(),
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),
+            "message.timestamp.difference.max.ms" => {
+                self.message_timestamp_difference_max_ms.to_string()
+            }
+            _ => {
+                let (k, default, _) = STORED_ONLY.iter().find(|(k, _, _)| *k == key)?;
+                self.stored
+                    .get(*k)
+                    .cloned()
+                    .unwrap_or_else(|| default.to_string())
+            }
         })
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchError, BatchHeader, BatchIter, TimestampType};
+use super::batch::{self, BatchError, BatchHeader, BatchIter, Compression, TimestampType};
 use super::config::{LogConfig, MessageTimestampType};
 use super::error::{io_at, StorageError};
 use super::producer_state::{AbortedTxn, Marker, ProducerEntry, ProducerState, ProducerStateError};
@@ -605,17 +605,46 @@ impl PartitionLog {
         records: &mut [u8],
         verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
     ) -> Result<AppendInfo, StorageError> {
-        let (max_message_bytes, keys_required) = {
+        let now = self.clock.now_ms();
+        let (max_message_bytes, keys_required, codec, time_bounds) = {
             let st = self.read_state();
+            let c = &st.config;
+            let create_time = c.message_timestamp_type == MessageTimestampType::CreateTime;
+            let bounds = (c.earliest_timestamp(now), c.latest_timestamp(now));
             (
-                st.config.max_message_bytes,
-                st.config.cleanup_policy.compact,
+                c.max_message_bytes,
+                c.cleanup_policy.compact,
+                c.compression_type,
+                // LogAppendTime replaces the producer's timestamps, so they are not checked.
+                (create_time && bounds != (None, None)).then_some(bounds),
             )
         };
-        let batches = validate_for_append(records, max_message_bytes, keys_required)?;
+        let mut batches = validate_for_append(records, max_message_bytes, keys_required)?;
+        if let Some((earliest, latest)) = time_bounds {
+            check_timestamps(
+                records,
+                &batches,
+                earliest.unwrap_or(i64::MIN),
+                latest.unwrap_or(i64::MAX),
+            )?;
+        }
+        // Recompressed batches are new bytes; they live here until appended.
+        let mut rewritten: Vec<u8>;
+        let recompressed = match codec {
+            Some(codec) => recompress_batches(records, &batches, codec)?,
+            None => None,
+        };
+        let records: &mut [u8] = match recompressed {
+            Some(out) => {
+                rewritten = out;
+                // Sizes changed: check (and locate) the batches as they will be stored.
+                batches = validate_for_append(&rewritten, max_message_bytes, keys_required)?;
+                &mut rewritten
+            }
+            None => records,
+        };
         let offsets: i64 = batches.iter().map(|(h, _)| i64::from(h.record_count)).sum();
         let record_count = offsets as u64;
-        let now = self.clock.now_ms();
 
         let mut st = self.write_state();
         if st.closed {
@@ -720,7 +749,8 @@ impl PartitionLog {
         }
         let leo = active.next_offset();
         let full = active.size() + bytes > config.segment_bytes;
-        let old = now.saturating_sub(active.created_ms) >= config.segment_ms;
+        let jitter = roll_jitter_ms(&self.tp, active.base_offset, config);
+        let old = now.saturating_sub(active.created_ms) >= config.segment_ms - jitter;
         let index_full = active.index_bytes() + 8 > config.segment_index_bytes;
         let offsets_overflow = !active.can_hold_offset(leo + offsets - 1);
         if full || old || index_full || offsets_overflow {
@@ -1267,6 +1297,74 @@ pub fn validate_for_append(
         return Err(BatchError::Empty);
     }
     Ok(out)
+}
+
+/// How much earlier than `segment.ms` the segment at `base_offset` rolls: a share of
+/// `segment.jitter.ms` below `segment.ms`, fixed per segment. Kafka draws it at random; a hash
+/// of the segment's identity spreads segments as well and keeps runs reproducible.
+fn roll_jitter_ms(tp: &TopicPartition, base_offset: i64, config: &LogConfig) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let bound = config.segment_jitter_ms.min(config.segment_ms);
+    if bound <= 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&tp.topic, tp.partition, base_offset).hash(&mut h);
+    (h.finish() % bound as u64) as i64
+}
+
+/// Refuses a request with a record whose (CreateTime) timestamp lies outside
+/// `[earliest, latest]` (`message.timestamp.before.max.ms` / `after.max.ms`), as Kafka 3.6+.
+fn check_timestamps(
+    records: &[u8],
+    batches: &[(BatchHeader, usize)],
+    earliest: i64,
+    latest: i64,
+) -> Result<(), BatchError> {
+    for (h, at) in batches {
+        if h.is_control() {
+            continue;
+        }
+        let (_, recs) = decode_batch(&records[*at..*at + h.total_bytes()])?;
+        if let Some(r) = recs
+            .iter()
+            .find(|r| r.timestamp_ms < earliest || r.timestamp_ms > latest)
+        {
+            return Err(BatchError::Timestamp {
+                timestamp: r.timestamp_ms,
+                offset_delta: (r.offset - h.base_offset) as i32,
+                earliest,
+                latest,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `records` with every data batch not stored under `codec` recompressed to it, or `None` if
+/// all already are (the common case costs no copy).
+fn recompress_batches(
+    records: &[u8],
+    batches: &[(BatchHeader, usize)],
+    codec: Compression,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    let mut stale = false;
+    for (h, _) in batches {
+        stale |= !h.is_control() && h.compression()? != codec;
+    }
+    if !stale {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (h, at) in batches {
+        let bytes = &records[*at..*at + h.total_bytes()];
+        if h.is_control() || h.compression()? == codec {
+            out.extend_from_slice(bytes);
+        } else {
+            out.extend_from_slice(&super::records::recompress(bytes, codec)?);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Fsyncs a file; a file deleted meanwhile (retention, cleaning) needs no fsync.

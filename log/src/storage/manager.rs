@@ -125,7 +125,8 @@ impl Shared {
     /// `min.cleanable.dirty.ratio`. Returns whether a log was cleaned.
     pub fn run_cleaner_once(&self) -> bool {
         let now = self.clock.now_ms();
-        let mut candidates: Vec<(f64, Arc<PartitionLog>)> = self
+        // (overdue under max.compaction.lag.ms, dirty ratio, log)
+        let mut candidates: Vec<(bool, f64, Arc<PartitionLog>)> = self
             .all_logs()
             .into_iter()
             .filter_map(|log| {
@@ -134,11 +135,17 @@ impl Shared {
                     return None;
                 }
                 let ratio = cleaner::dirty_ratio(&log);
-                (ratio > 0.0 && ratio >= config.min_cleanable_dirty_ratio).then_some((ratio, log))
+                if ratio <= 0.0 {
+                    return None;
+                }
+                let overdue = cleaner::compaction_overdue(&log, now);
+                (overdue || ratio >= config.min_cleanable_dirty_ratio)
+                    .then_some((overdue, ratio, log))
             })
             .collect();
-        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, log) in candidates {
+        // As Kafka's cleaner: logs past their max compaction lag first, then the dirtiest.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+        for (_, _, log) in candidates {
             match cleaner::clean(&log, &self.config.cleaner, now) {
                 Ok(Some(_)) => return true,
                 Ok(None) => {}

@@ -810,6 +810,23 @@ fn encode_via_protocol(
 /// Re-encodes the surviving records of a batch for the cleaner: offsets, timestamps, producer
 /// fields, compression, timestamp type and the batch's last offset stay as they were.
 pub fn reencode_retained(original: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>, BatchError> {
+    reencode(original, kept, original.compression()?)
+}
+
+/// The batch at the start of `batch` with its records stored under `codec` (a topic's
+/// `compression.type`, as Kafka's LogValidator recompresses): offsets, timestamps, timestamp
+/// type, producer id / epoch / sequence and the transactional bit stay as they were, and the
+/// CRC is the new bytes'.
+pub fn recompress(batch: &[u8], codec: Compression) -> Result<Vec<u8>, BatchError> {
+    let (header, records) = decode_batch(batch)?;
+    reencode(&header, &records, codec)
+}
+
+fn reencode(
+    original: &BatchHeader,
+    kept: &[Record],
+    codec: Compression,
+) -> Result<Vec<u8>, BatchError> {
     // The encoder stores timestamp deltas from the smallest; refuse a span it cannot hold.
     let min = kept.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
     let max = kept.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
@@ -829,7 +846,7 @@ pub fn reencode_retained(original: &BatchHeader, kept: &[Record]) -> Result<Vec<
             )
         })
         .collect();
-    let mut out = encode(&recs, original.compression()?)?;
+    let mut out = encode(&recs, codec)?;
     let h = BatchHeader::parse(&out)?;
     if h.total_bytes() != out.len() {
         return Err(malformed("re-encoding produced more than one batch"));
