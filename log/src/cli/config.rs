@@ -49,6 +49,47 @@ const LOG_DEFAULTS: &[(&str, &str, i64)] = &[
         "min.cleanable.dirty.ratio",
         0,
     ),
+    ("log.roll.jitter.ms", "segment.jitter.ms", 1),
+    ("log.roll.jitter.hours", "segment.jitter.ms", 3_600_000),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        "max.compaction.lag.ms",
+        1,
+    ),
+    ("log.segment.delete.delay.ms", "file.delete.delay.ms", 1),
+    ("log.preallocate", "preallocate", 0),
+    ("compression.type", "compression.type", 0),
+    ("compression.gzip.level", "compression.gzip.level", 0),
+    ("compression.lz4.level", "compression.lz4.level", 0),
+    ("compression.zstd.level", "compression.zstd.level", 0),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        0,
+    ),
+    (
+        "log.message.timestamp.difference.max.ms",
+        "message.timestamp.difference.max.ms",
+        1,
+    ),
+    (
+        "log.message.timestamp.before.max.ms",
+        "message.timestamp.before.max.ms",
+        1,
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "message.timestamp.after.max.ms",
+        1,
+    ),
+    (
+        "log.message.downconversion.enable",
+        "message.downconversion.enable",
+        0,
+    ),
+    ("log.message.format.version", "message.format.version", 0),
+    ("log.local.retention.ms", "local.retention.ms", 1),
+    ("log.local.retention.bytes", "local.retention.bytes", 1),
 ];
 
 impl NodeConfig {
@@ -278,6 +319,13 @@ max.bytes = 1000000
         assert!(e.to_string().contains("`num.partitions`"), "{e}");
         let e = c.set("listeners", "127.0.0.1").unwrap_err();
         assert!(e.to_string().contains("host:port"), "{e}");
+        c.set("compression.type", "zstd").unwrap();
+        c.set("log.roll.jitter.hours", "1").unwrap();
+        assert_eq!(
+            c.broker.log.defaults.compression_type,
+            Some(crate::storage::Compression::Zstd)
+        );
+        assert_eq!(c.broker.log.defaults.segment_jitter_ms, 3_600_000);
         let e = c.set("log.cleanup.policy", "shred").unwrap_err();
         assert!(e.to_string().contains("`log.cleanup.policy`"), "{e}");
         assert!(c.apply_toml("x = [1, 2]").is_err());
