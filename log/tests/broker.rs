@@ -537,11 +537,11 @@ async fn unhandled_apis_are_refused_not_faked() {
     let err = b
         .handle(
             &RequestContext::embedded("test"),
-            RequestKind::AlterConfigs(AlterConfigsRequest::default()),
+            RequestKind::DescribeAcls(DescribeAclsRequest::default()),
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, BrokerError::Unsupported("AlterConfigs")));
+    assert!(matches!(err, BrokerError::Unsupported("DescribeAcls")));
     b.close().unwrap();
 }
 

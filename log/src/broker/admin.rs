@@ -49,7 +49,7 @@ impl Broker {
                 ),
             ));
         }
-        LogConfig::from_overrides(&self.config.log.defaults, &overrides)
+        LogConfig::from_overrides(&self.logs.defaults(), &overrides)
             .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
         let mut topics = self.topics_write();
         if topics.get(name).is_some() {
@@ -134,7 +134,7 @@ impl Broker {
                                 format!("topic {name} exists"),
                             ))
                         } else {
-                            LogConfig::from_overrides(&self.config.log.defaults, &overrides)
+                            LogConfig::from_overrides(&self.logs.defaults(), &overrides)
                                 .map(|_| None)
                                 .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))
                         }
@@ -145,9 +145,8 @@ impl Broker {
             };
             match checked {
                 Ok(meta) => {
-                    let effective =
-                        LogConfig::from_overrides(&self.config.log.defaults, &overrides)
-                            .unwrap_or_else(|_| self.config.log.defaults.clone());
+                    let effective = LogConfig::from_overrides(&self.logs.defaults(), &overrides)
+                        .unwrap_or_else(|_| self.logs.defaults());
                     result.topic_id = meta.map_or(Uuid::nil(), |m| m.id);
                     result.num_partitions = partitions;
                     result.replication_factor = 1;

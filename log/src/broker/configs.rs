@@ -1,30 +1,34 @@
-//! DescribeConfigs and IncrementalAlterConfigs for topic configs (and a read-only view of the
-//! broker's own settings).
+//! DescribeConfigs, IncrementalAlterConfigs and the legacy AlterConfigs, for topic configs
+//! (overrides persisted by the log manager) and broker configs (the dynamic ones of
+//! [`super::dynamic`], plus a read-only view of the broker's static settings).
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::dynamic::{self, DynamicConfigs, DYNAMIC_LOG_CONFIGS};
 use super::{Broker, Refusal};
+use crate::storage::LogConfig;
 
 /// A config's name, value and source.
 type ConfigEntry = (String, String, i8);
-use crate::storage::LogConfig;
 
 /// Kafka's ConfigResource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// Kafka's config sources.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 /// Kafka's config types (DescribeConfigs v3+).
@@ -45,7 +49,8 @@ fn text(s: impl Into<String>) -> StrBytes {
 }
 
 fn config_type(key: &str) -> i8 {
-    match key {
+    // A broker synonym has its topic config's type.
+    match dynamic::topic_key(key).unwrap_or(key) {
         "cleanup.policy"
         | "leader.replication.throttled.replicas"
         | "follower.replication.throttled.replicas" => TYPE_LIST,
@@ -73,7 +78,216 @@ fn config_type(key: &str) -> i8 {
     }
 }
 
+/// Which broker-level dynamic map an alter of a broker resource targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Resource name "": every broker's default.
+    Cluster,
+    /// Resource name = this broker's node id.
+    Broker,
+}
+
+fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// One IncrementalAlterConfigs operation: (key, operation, value).
+type Op = (String, i8, Option<String>);
+
+/// Applies incremental operations to `map`; `current` gives a key's value in force, which
+/// APPEND and SUBTRACT start from when `map` does not hold it.
+fn apply_ops(
+    map: &mut BTreeMap<String, String>,
+    ops: Vec<Op>,
+    current: impl Fn(&str) -> String,
+) -> Result<(), Refusal> {
+    let mut seen = std::collections::HashSet::new();
+    for (key, op, value) in ops {
+        if !seen.insert(key.clone()) {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("Error due to duplicate config keys: {key}"),
+            ));
+        }
+        match (op, value) {
+            (OP_SET, Some(v)) => {
+                map.insert(key, v);
+            }
+            (OP_DELETE, _) => {
+                map.remove(&key);
+            }
+            (OP_APPEND | OP_SUBTRACT, Some(v)) if config_type(&key) == TYPE_LIST => {
+                let now = map.get(&key).cloned().unwrap_or_else(|| current(&key));
+                let mut items = list(&now);
+                for item in list(&v) {
+                    if op == OP_APPEND {
+                        if !items.contains(&item) {
+                            items.push(item);
+                        }
+                    } else {
+                        items.retain(|x| *x != item);
+                    }
+                }
+                map.insert(key, items.join(","));
+            }
+            (OP_SET | OP_APPEND | OP_SUBTRACT, None) => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("Null value not supported for : {key}"),
+                ))
+            }
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("operation {op} is only allowed on list configs, not {key}"),
+                ))
+            }
+            (op, _) => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("Unknown operations type {op}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The whole new set of a resource's configs from a legacy AlterConfigs resource.
+fn replacement(
+    configs: Vec<(String, Option<String>)>,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let mut map = BTreeMap::new();
+    for (key, value) in configs {
+        let Some(value) = value else {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("Null value not supported for : {key}"),
+            ));
+        };
+        if map.insert(key.clone(), value).is_some() {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("Error due to duplicate config keys: {key}"),
+            ));
+        }
+    }
+    Ok(map)
+}
+
 impl Broker {
+    /// Where the value of a topic config's default comes from (the source of a topic config
+    /// without an override, and of its broker synonym).
+    fn default_source(&self, dynamic: &DynamicConfigs, topic_key: &str) -> i8 {
+        let broker_key = dynamic::broker_key(topic_key);
+        if broker_key.is_some_and(|k| dynamic.broker.contains_key(k)) {
+            SOURCE_DYNAMIC_BROKER
+        } else if broker_key.is_some_and(|k| dynamic.cluster.contains_key(k)) {
+            SOURCE_DYNAMIC_DEFAULT_BROKER
+        } else if self.config.log.defaults.get(topic_key) != LogConfig::default().get(topic_key) {
+            SOURCE_STATIC_BROKER
+        } else {
+            SOURCE_DEFAULT
+        }
+    }
+
+    fn topic_entries(&self, name: &str) -> Result<Vec<ConfigEntry>, Refusal> {
+        if self.topics_read().get(name).is_none() {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("no topic {name}"),
+            ));
+        }
+        let dynamic = crate::sync::plain(&self.dynamic);
+        let overrides = self.logs.topic_overrides(name);
+        Ok(self
+            .logs
+            .topic_config(name)
+            .to_map()
+            .into_iter()
+            .map(|(k, v)| {
+                let source = if overrides.contains_key(&k) {
+                    SOURCE_TOPIC
+                } else {
+                    self.default_source(&dynamic, &k)
+                };
+                (k, v, source)
+            })
+            .collect())
+    }
+
+    fn broker_entries(&self, name: &str) -> Result<Vec<ConfigEntry>, Refusal> {
+        let dynamic = crate::sync::plain(&self.dynamic);
+        // As Kafka: the cluster-wide resource lists only what is set cluster-wide.
+        if self.broker_scope(name)? == Scope::Cluster {
+            return Ok(dynamic
+                .cluster
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone(), SOURCE_DYNAMIC_DEFAULT_BROKER))
+                .collect());
+        }
+        let c = &self.config;
+        let mut entries: Vec<ConfigEntry> = vec![
+            (
+                "node.id".into(),
+                c.node_id.to_string(),
+                SOURCE_STATIC_BROKER,
+            ),
+            (
+                "log.dirs".into(),
+                self.logs.data_dir().display().to_string(),
+                SOURCE_STATIC_BROKER,
+            ),
+            (
+                "num.partitions".into(),
+                c.num_partitions.to_string(),
+                SOURCE_STATIC_BROKER,
+            ),
+            (
+                "auto.create.topics.enable".into(),
+                c.auto_create_topics_enable.to_string(),
+                SOURCE_STATIC_BROKER,
+            ),
+        ];
+        let defaults = self.logs.defaults();
+        for (broker_key, topic_key) in DYNAMIC_LOG_CONFIGS {
+            entries.push((
+                broker_key.to_string(),
+                defaults.get(topic_key).unwrap_or_default(),
+                self.default_source(&dynamic, topic_key),
+            ));
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// The dynamic map a broker resource name refers to (Kafka's checks and messages).
+    fn broker_scope(&self, name: &str) -> Result<Scope, Refusal> {
+        if name.is_empty() {
+            return Ok(Scope::Cluster);
+        }
+        let id: i32 = name.parse().map_err(|_| {
+            (
+                ResponseError::InvalidRequest,
+                format!("Node id must be an integer, but it is: {name}"),
+            )
+        })?;
+        if id != self.config.node_id {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!(
+                    "Unexpected broker id, expected {}, but received {name}",
+                    self.config.node_id
+                ),
+            ));
+        }
+        Ok(Scope::Broker)
+    }
+
     pub(crate) fn describe_configs(&self, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
         let results = req
             .resources
@@ -83,62 +297,9 @@ impl Broker {
                     .with_resource_type(r.resource_type)
                     .with_resource_name(r.resource_name.clone());
                 let name = r.resource_name.to_string();
-                let entries: Result<Vec<ConfigEntry>, Refusal> = match r.resource_type {
-                    RESOURCE_TOPIC => {
-                        let exists = self.topics_read().get(&name).is_some();
-                        if exists {
-                            let overrides = self.logs.topic_overrides(&name);
-                            Ok(self
-                                .logs
-                                .topic_config(&name)
-                                .to_map()
-                                .into_iter()
-                                .map(|(k, v)| {
-                                    let source = if overrides.contains_key(&k) {
-                                        SOURCE_TOPIC
-                                    } else {
-                                        SOURCE_DEFAULT
-                                    };
-                                    (k, v, source)
-                                })
-                                .collect())
-                        } else {
-                            Err((
-                                ResponseError::UnknownTopicOrPartition,
-                                format!("no topic {name}"),
-                            ))
-                        }
-                    }
-                    RESOURCE_BROKER
-                        if name.is_empty() || name == self.config.node_id.to_string() =>
-                    {
-                        Ok(vec![
-                            (
-                                "node.id".into(),
-                                self.config.node_id.to_string(),
-                                SOURCE_STATIC_BROKER,
-                            ),
-                            (
-                                "log.dirs".into(),
-                                self.logs.data_dir().display().to_string(),
-                                SOURCE_STATIC_BROKER,
-                            ),
-                            (
-                                "num.partitions".into(),
-                                self.config.num_partitions.to_string(),
-                                SOURCE_STATIC_BROKER,
-                            ),
-                            (
-                                "auto.create.topics.enable".into(),
-                                self.config.auto_create_topics_enable.to_string(),
-                                SOURCE_STATIC_BROKER,
-                            ),
-                        ])
-                    }
-                    RESOURCE_BROKER => Err((
-                        ResponseError::InvalidRequest,
-                        format!("this is broker {}", self.config.node_id),
-                    )),
+                let entries = match r.resource_type {
+                    RESOURCE_TOPIC => self.topic_entries(&name),
+                    RESOURCE_BROKER => self.broker_entries(&name),
                     other => Err((
                         ResponseError::InvalidRequest,
                         format!("config resource type {other} is not supported"),
@@ -151,15 +312,16 @@ impl Broker {
                             .configuration_keys
                             .filter(|ks| !ks.is_empty())
                             .map(|ks| ks.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                        let broker = r.resource_type == RESOURCE_BROKER;
                         result.configs = entries
                             .into_iter()
                             .filter(|(k, _, _)| wanted.as_ref().is_none_or(|w| w.contains(k)))
                             .map(|(k, v, source)| {
                                 DescribeConfigsResourceResult::default()
                                     .with_config_type(config_type(&k))
+                                    .with_read_only(broker && dynamic::topic_key(&k).is_none())
                                     .with_name(text(k))
                                     .with_value(Some(text(v)))
-                                    .with_read_only(source == SOURCE_STATIC_BROKER)
                                     .with_config_source(source)
                             })
                             .collect();
@@ -175,87 +337,180 @@ impl Broker {
         DescribeConfigsResponse::default().with_results(results)
     }
 
+    /// Replaces a topic's overrides with what `change` makes of them (checked whole).
+    fn alter_topic(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut BTreeMap<String, String>, &LogConfig) -> Result<(), Refusal>,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
+        if self.topics_read().get(name).is_none() {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("no topic {name}"),
+            ));
+        }
+        let defaults = self.logs.defaults();
+        let mut overrides = self.logs.topic_overrides(name);
+        change(&mut overrides, &defaults)?;
+        LogConfig::from_overrides(&defaults, &overrides)
+            .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+        if !validate_only {
+            self.logs
+                .set_topic_config(name, overrides)
+                .map_err(|e| (super::storage_error_code(&e), e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the dynamic configs of a broker resource with what `change` makes of them,
+    /// applies the resulting topic defaults to every log and persists them. Kafka's answers:
+    /// a key that is not dynamic, or a bad value, is INVALID_REQUEST.
+    fn alter_broker(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut BTreeMap<String, String>, &LogConfig) -> Result<(), Refusal>,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
+        let scope = self.broker_scope(name)?;
+        // Held throughout, so two alters cannot interleave their apply and persist.
+        let mut dynamic = crate::sync::plain(&self.dynamic);
+        let before = self.logs.defaults();
+        let mut map = match scope {
+            Scope::Cluster => dynamic.cluster.clone(),
+            Scope::Broker => dynamic.broker.clone(),
+        };
+        change(&mut map, &before)?;
+        let fixed: Vec<&String> = map
+            .keys()
+            .filter(|k| dynamic::topic_key(k).is_none())
+            .collect();
+        if !fixed.is_empty() {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("Cannot update these configs dynamically: {fixed:?}"),
+            ));
+        }
+        let old = match scope {
+            Scope::Cluster => std::mem::replace(&mut dynamic.cluster, map),
+            Scope::Broker => std::mem::replace(&mut dynamic.broker, map),
+        };
+        let restore = |dynamic: &mut DynamicConfigs, old| match scope {
+            Scope::Cluster => dynamic.cluster = old,
+            Scope::Broker => dynamic.broker = old,
+        };
+        let outcome = dynamic
+            .effective(&self.config.log.defaults)
+            .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))
+            .and_then(|defaults| {
+                if validate_only {
+                    return Ok(());
+                }
+                self.logs
+                    .set_defaults(defaults)
+                    .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))?;
+                dynamic.persist().map_err(|e| {
+                    // Not on disk: not in force either.
+                    if let Err(undo) = self.logs.set_defaults(before.clone()) {
+                        tracing::error!(error = %undo, "restoring the topic defaults failed");
+                    }
+                    (ResponseError::KafkaStorageError, e.to_string())
+                })
+            });
+        if validate_only || outcome.is_err() {
+            restore(&mut dynamic, old);
+        }
+        outcome
+    }
+
     pub(crate) fn incremental_alter_configs(
         &self,
         req: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
+        let validate_only = req.validate_only;
         let responses = req
             .resources
             .into_iter()
             .map(|r| {
                 let name = r.resource_name.to_string();
-                let outcome = (|| -> Result<(), Refusal> {
-                    if r.resource_type != RESOURCE_TOPIC {
-                        return Err((
+                let ops: Vec<Op> = r
+                    .configs
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.to_string(),
+                            c.config_operation,
+                            c.value.as_ref().map(|v| v.to_string()),
+                        )
+                    })
+                    .collect();
+                let outcome = match r.resource_type {
+                    RESOURCE_TOPIC => self.alter_topic(
+                        &name,
+                        |overrides, defaults| {
+                            apply_ops(overrides, ops, |k| defaults.get(k).unwrap_or_default())
+                        },
+                        validate_only,
+                    ),
+                    RESOURCE_BROKER => self.alter_broker(
+                        &name,
+                        |map, defaults| {
+                            apply_ops(map, ops, |k| {
+                                dynamic::topic_key(k)
+                                    .and_then(|t| defaults.get(t))
+                                    .unwrap_or_default()
+                            })
+                        },
+                        validate_only,
+                    ),
+                    other => Err((
+                        ResponseError::InvalidRequest,
+                        format!("Unknown resource type {other}"),
+                    )),
+                };
+                let mut resp =
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name);
+                if let Err((code, message)) = outcome {
+                    resp.error_code = code.code();
+                    resp.error_message = Some(text(message));
+                }
+                resp
+            })
+            .collect();
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+
+    /// The legacy AlterConfigs: each resource's dynamic configs become exactly the ones sent
+    /// (a key left out returns to its default).
+    pub(crate) fn alter_configs(&self, req: AlterConfigsRequest) -> AlterConfigsResponse {
+        let validate_only = req.validate_only;
+        let responses = req
+            .resources
+            .into_iter()
+            .map(|r| {
+                let name = r.resource_name.to_string();
+                let configs: Vec<(String, Option<String>)> = r
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                    .collect();
+                let outcome = replacement(configs).and_then(|new| {
+                    let replace = |map: &mut BTreeMap<String, String>, _: &LogConfig| {
+                        *map = new;
+                        Ok(())
+                    };
+                    match r.resource_type {
+                        RESOURCE_TOPIC => self.alter_topic(&name, replace, validate_only),
+                        RESOURCE_BROKER => self.alter_broker(&name, replace, validate_only),
+                        other => Err((
                             ResponseError::InvalidRequest,
-                            "only topic configs can be altered".into(),
-                        ));
+                            format!("Unknown resource type {other}"),
+                        )),
                     }
-                    if self.topics_read().get(&name).is_none() {
-                        return Err((
-                            ResponseError::UnknownTopicOrPartition,
-                            format!("no topic {name}"),
-                        ));
-                    }
-                    let defaults = LogConfig::default();
-                    let mut overrides: BTreeMap<String, String> = self.logs.topic_overrides(&name);
-                    for c in &r.configs {
-                        let key = c.name.to_string();
-                        let value = c.value.as_ref().map(|v| v.to_string());
-                        let current = || {
-                            overrides
-                                .get(&key)
-                                .cloned()
-                                .or_else(|| defaults.get(&key))
-                                .unwrap_or_default()
-                        };
-                        let list = |s: &str| {
-                            s.split(',')
-                                .map(str::trim)
-                                .filter(|x| !x.is_empty())
-                                .map(String::from)
-                                .collect::<Vec<_>>()
-                        };
-                        match (c.config_operation, value) {
-                            (OP_SET, Some(v)) => {
-                                overrides.insert(key, v);
-                            }
-                            (OP_DELETE, _) => {
-                                overrides.remove(&key);
-                            }
-                            (OP_APPEND | OP_SUBTRACT, Some(v))
-                                if config_type(&key) == TYPE_LIST =>
-                            {
-                                let mut items = list(&current());
-                                for item in list(&v) {
-                                    if c.config_operation == OP_APPEND {
-                                        if !items.contains(&item) {
-                                            items.push(item);
-                                        }
-                                    } else {
-                                        items.retain(|x| *x != item);
-                                    }
-                                }
-                                overrides.insert(key, items.join(","));
-                            }
-                            (op, _) => {
-                                return Err((
-                                    ResponseError::InvalidConfig,
-                                    format!("operation {op} on {key} is not valid"),
-                                ))
-                            }
-                        }
-                    }
-                    LogConfig::from_overrides(&self.config.log.defaults, &overrides)
-                        .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-                    if !req.validate_only {
-                        self.logs
-                            .set_topic_config(&name, overrides)
-                            .map_err(|e| (super::storage_error_code(&e), e.to_string()))?;
-                    }
-                    Ok(())
-                })();
-                let mut resp = AlterConfigsResourceResponse::default()
+                });
+                let mut resp = alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(r.resource_type)
                     .with_resource_name(r.resource_name);
                 if let Err((code, message)) = outcome {
@@ -265,6 +520,6 @@ impl Broker {
                 resp
             })
             .collect();
-        IncrementalAlterConfigsResponse::default().with_responses(responses)
+        AlterConfigsResponse::default().with_responses(responses)
     }
 }

@@ -11,6 +11,7 @@
 
 mod admin;
 mod configs;
+mod dynamic;
 mod fetch;
 mod groups;
 mod partitions;
@@ -191,6 +192,8 @@ pub struct Broker {
     clock: SharedClock,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
+    /// Dynamic broker configs; `config.log.defaults` stays the static (config file) defaults.
+    dynamic: Mutex<dynamic::DynamicConfigs>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -205,7 +208,13 @@ impl Broker {
     /// Opens the data directory (recovering every log) and the persisted topic metadata, and
     /// starts the log manager's background work.
     pub fn open(config: BrokerConfig, clock: SharedClock) -> Result<Broker, BrokerError> {
-        let logs = Arc::new(LogManager::open(config.log.clone(), clock.clone())?);
+        // Topics open under the defaults in force: the static ones with the dynamic ones applied.
+        let dynamic = dynamic::DynamicConfigs::load(&config.log.data_dir)?;
+        let mut log_config = config.log.clone();
+        log_config.defaults = dynamic
+            .effective(&config.log.defaults)
+            .map_err(StorageError::from)?;
+        let logs = Arc::new(LogManager::open(log_config, clock.clone())?);
         let topics = TopicStore::open(logs.data_dir())?;
         let producer_ids = Mutex::new(producer_ids::ProducerIds::open(logs.data_dir())?);
         // Every partition of every known topic has a log (a crash may have lost a new one).
@@ -293,6 +302,7 @@ impl Broker {
             clock,
             stop,
             ticker: Mutex::new(Some(ticker)),
+            dynamic: Mutex::new(dynamic),
         };
         // The internal topic of committed offsets, compacted as in Kafka.
         let partitions =
@@ -418,6 +428,7 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => {
                 ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
             }
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r)),
             RequestKind::FindCoordinator(r) => {
                 ResponseKind::FindCoordinator(self.find_coordinator(r))
             }
@@ -599,6 +610,7 @@ fn api_name(r: &RequestKind) -> &'static str {
         CreatePartitions,
         OffsetForLeaderEpoch,
         DescribeCluster,
-        AlterConfigs
+        AlterConfigs,
+        DescribeAcls
     )
 }

@@ -602,6 +602,9 @@ const DELETE_GROUPS: &[Field] = &[
     ), // results
 ];
 
+// AlterConfigs (33): the same fields as IncrementalAlterConfigs' response.
+const ALTER_CONFIGS: &[Field] = INCREMENTAL_ALTER_CONFIGS;
+
 // IncrementalAlterConfigs (44)
 const INCREMENTAL_ALTER_CONFIGS_ALTER_CONFIGS_RESOURCE_RESPONSE: &[Field] = &[
     f(0, MAX, Ty::Int16),  // error_code
@@ -746,6 +749,7 @@ pub(crate) static RESPONSES: &[Schema] = &[
     api(26, "EndTxn", (0, 5), 3, END_TXN),
     api(28, "TxnOffsetCommit", (0, 5), 3, TXN_OFFSET_COMMIT),
     api(32, "DescribeConfigs", (1, 4), 4, DESCRIBE_CONFIGS),
+    api(33, "AlterConfigs", (0, 2), 2, ALTER_CONFIGS),
     api(37, "CreatePartitions", (0, 3), 2, CREATE_PARTITIONS),
     api(42, "DeleteGroups", (0, 2), 2, DELETE_GROUPS),
     api(
@@ -816,6 +820,7 @@ mod tests {
             case::<EndTxnResponse>(26),
             case::<TxnOffsetCommitResponse>(28),
             case::<DescribeConfigsResponse>(32),
+            case::<AlterConfigsResponse>(33),
             case::<CreatePartitionsResponse>(37),
             case::<DeleteGroupsResponse>(42),
             case::<IncrementalAlterConfigsResponse>(44),

@@ -309,6 +309,25 @@ const INCREMENTAL_ALTER_CONFIGS: &[Field] = &[
     f(0, MAX, Ty::Bool),                                       // validate_only
 ];
 
+// AlterConfigs (33)
+const LEGACY_ALTERABLE_CONFIG: &[Field] = &[
+    f(0, MAX, Ty::String), // name
+    f(0, MAX, Ty::String), // value (nullable)
+];
+const LEGACY_ALTER_CONFIGS_RESOURCE: &[Field] = &[
+    f(0, MAX, Ty::Int8),                                        // resource_type
+    f(0, MAX, Ty::String),                                      // resource_name
+    f(0, MAX, Ty::Array(&Ty::Struct(LEGACY_ALTERABLE_CONFIG))), // configs
+];
+const ALTER_CONFIGS: &[Field] = &[
+    f(
+        0,
+        MAX,
+        Ty::Array(&Ty::Struct(LEGACY_ALTER_CONFIGS_RESOURCE)),
+    ), // resources
+    f(0, MAX, Ty::Bool), // validate_only
+];
+
 // DescribeCluster (60)
 const DESCRIBE_CLUSTER: &[Field] = &[
     f(0, MAX, Ty::Bool), // include_cluster_authorized_operations
@@ -472,6 +491,7 @@ pub(crate) static REQUESTS: &[Schema] = &[
     api(26, "EndTxn", (0, 5), 3, END_TXN),
     api(28, "TxnOffsetCommit", (0, 5), 3, TXN_OFFSET_COMMIT),
     api(32, "DescribeConfigs", (1, 4), 4, DESCRIBE_CONFIGS),
+    api(33, "AlterConfigs", (0, 2), 2, ALTER_CONFIGS),
     api(37, "CreatePartitions", (0, 3), 2, CREATE_PARTITIONS),
     api(42, "DeleteGroups", (0, 2), 2, DELETE_GROUPS),
     api(
@@ -498,6 +518,7 @@ mod tests {
         add_partitions_to_txn_request::{
             AddPartitionsToTxnRequest, AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
         },
+        alter_configs_request::{self, AlterConfigsRequest},
         api_versions_request::ApiVersionsRequest,
         create_partitions_request::{
             CreatePartitionsAssignment, CreatePartitionsRequest, CreatePartitionsTopic,
@@ -891,6 +912,23 @@ mod tests {
             .with_include_documentation(v >= 3)
     }
 
+    fn alter_configs(_v: i16) -> AlterConfigsRequest {
+        let c = |n, x: Option<&'static str>| {
+            alter_configs_request::AlterableConfig::default()
+                .with_name(s(n))
+                .with_value(x.map(s))
+        };
+        let r = |ty, n| {
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(ty)
+                .with_resource_name(s(n))
+                .with_configs(vec![c("retention.ms", Some("1000")), c("x", None)])
+        };
+        AlterConfigsRequest::default()
+            .with_resources(vec![r(2, "a"), r(4, "")])
+            .with_validate_only(true)
+    }
+
     fn incremental_alter_configs(_v: i16) -> IncrementalAlterConfigsRequest {
         let c = |n, op, x| {
             AlterableConfig::default()
@@ -1116,6 +1154,7 @@ mod tests {
             case(26, end_txn),
             case(28, txn_offset_commit),
             case(32, describe_configs),
+            case(33, alter_configs),
             case(37, create_partitions),
             case(42, delete_groups),
             case(44, incremental_alter_configs),
@@ -1216,6 +1255,7 @@ mod tests {
             (26, round_trip::<EndTxnRequest>),
             (28, round_trip::<TxnOffsetCommitRequest>),
             (32, round_trip::<DescribeConfigsRequest>),
+            (33, round_trip::<AlterConfigsRequest>),
             (37, round_trip::<CreatePartitionsRequest>),
             (42, round_trip::<DeleteGroupsRequest>),
             (44, round_trip::<IncrementalAlterConfigsRequest>),

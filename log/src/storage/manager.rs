@@ -71,6 +71,11 @@ struct Shared {
     clock: SharedClock,
     logs: RwLock<HashMap<TopicPartition, Arc<PartitionLog>>>,
     topic_overrides: RwLock<HashMap<String, BTreeMap<String, String>>>,
+    /// The topic defaults in force: `config.defaults` until dynamic broker configs change them.
+    defaults: RwLock<LogConfig>,
+    /// Serialises config changes, so a topic's logs never keep a config computed from
+    /// defaults or overrides that a concurrent change has replaced.
+    config_change: Mutex<()>,
     /// Set to true to stop the background threads; the condvar wakes them.
     stop: Mutex<bool>,
     wake: Condvar,
@@ -252,6 +257,8 @@ impl LogManager {
         tracing::info!(dir = %dir.display(), partitions = logs.len(), "opened data directory");
         Ok(LogManager {
             shared: Arc::new(Shared {
+                defaults: RwLock::new(config.defaults.clone()),
+                config_change: Mutex::new(()),
                 config,
                 clock,
                 logs: RwLock::new(logs),
@@ -270,11 +277,41 @@ impl LogManager {
 
     /// The effective config of `topic`: the defaults with its overrides applied.
     pub fn topic_config(&self, topic: &str) -> LogConfig {
+        let defaults = self.defaults();
         let overrides = crate::sync::read(&self.shared.topic_overrides);
         overrides
             .get(topic)
-            .and_then(|o| LogConfig::from_overrides(&self.shared.config.defaults, o).ok())
-            .unwrap_or_else(|| self.shared.config.defaults.clone())
+            .and_then(|o| LogConfig::from_overrides(&defaults, o).ok())
+            .unwrap_or(defaults)
+    }
+
+    /// The topic defaults in force (the config of a topic without overrides).
+    pub fn defaults(&self) -> LogConfig {
+        crate::sync::read(&self.shared.defaults).clone()
+    }
+
+    /// Replaces the topic defaults at runtime (dynamic broker configs) and applies them to every
+    /// open log, each with its topic's overrides. Refused, changing nothing, if some topic's
+    /// overrides would conflict with the new defaults. Not persisted here: the broker keeps the
+    /// dynamic configs the defaults come from.
+    pub fn set_defaults(&self, defaults: LogConfig) -> Result<(), StorageError> {
+        let _change = crate::sync::plain(&self.shared.config_change);
+        let overrides = crate::sync::read(&self.shared.topic_overrides).clone();
+        let mut configs = HashMap::new();
+        for (topic, o) in &overrides {
+            configs.insert(topic.clone(), LogConfig::from_overrides(&defaults, o)?);
+        }
+        *crate::sync::write(&self.shared.defaults) = defaults.clone();
+        for log in self.shared.all_logs() {
+            let topic = &log.topic_partition().topic;
+            log.set_config(
+                configs
+                    .get(topic)
+                    .cloned()
+                    .unwrap_or_else(|| defaults.clone()),
+            );
+        }
+        Ok(())
     }
 
     /// The overrides set on `topic`.
@@ -291,7 +328,8 @@ impl LogManager {
         overrides: BTreeMap<String, String>,
     ) -> Result<LogConfig, StorageError> {
         validate_topic_name(topic)?;
-        let config = LogConfig::from_overrides(&self.shared.config.defaults, &overrides)?;
+        let _change = crate::sync::plain(&self.shared.config_change);
+        let config = LogConfig::from_overrides(&self.defaults(), &overrides)?;
         let cfg_dir = self.data_dir().join(TOPIC_CONFIG_DIR);
         let name = format!("{topic}.properties");
         write_atomically(&cfg_dir, &name, format_properties(&overrides).as_bytes())
