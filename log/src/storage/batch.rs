@@ -465,6 +465,27 @@ pub fn set_timestamp_type(batch: &mut [u8], ts_type: TimestampType) {
     reseal(batch);
 }
 
+/// Makes `batch` (a header followed by a new records payload) say it holds `compression`:
+/// the codec bits of the attributes and the batch length are set, then the CRC re-sealed.
+pub fn set_compression(batch: &mut [u8], compression: Compression) -> Result<(), BatchError> {
+    let codec: i16 = match compression {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    };
+    let length = i32::try_from(batch.len() - LOG_OVERHEAD).map_err(|_| BatchError::TooLarge {
+        size: batch.len(),
+        max: i32::MAX as usize,
+    })?;
+    batch[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+    let attributes = (be_i16(batch, ATTRIBUTES_AT) & !COMPRESSION_MASK) | codec;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    reseal(batch);
+    Ok(())
+}
+
 fn reseal(batch: &mut [u8]) {
     let crc = compute_crc(batch);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());

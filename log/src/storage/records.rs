@@ -807,26 +807,49 @@ fn encode_via_protocol(
     encode(&recs, compression)
 }
 
+/// The batch at the start of `batch` with its records stored under `codec` (a topic's
+/// `compression.type`, as Kafka's LogValidator recompresses). Only the payload's compression
+/// changes: the records inside are the producer's bytes (every header, even repeated keys),
+/// and the header keeps offsets, timestamps, producer id / epoch / sequence and the other
+/// attribute bits; its length, codec bits and CRC are the new bytes'.
+pub fn recompress(batch: &[u8], codec: Compression) -> Result<Vec<u8>, BatchError> {
+    let header = verify_batch(batch)?;
+    let raw = decompress(
+        header.compression()?,
+        &batch[BATCH_HEADER_BYTES..header.total_bytes()],
+    )?;
+    let payload = compress(codec, &raw)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + payload.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    out.extend_from_slice(&payload);
+    batch::set_compression(&mut out, codec)?;
+    Ok(out)
+}
+
+/// `raw` (a records payload) compressed as Kafka frames each codec (kafka-protocol's
+/// compressors: xerial-framed snappy, LZ4 frames, ...).
+fn compress(codec: Compression, raw: &[u8]) -> Result<Vec<u8>, BatchError> {
+    use bytes::BufMut;
+    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+    let mut out = bytes::BytesMut::with_capacity(raw.len() / 2 + 64);
+    let fill = |b: &mut bytes::BytesMut| {
+        b.put_slice(raw);
+        Ok(())
+    };
+    match codec {
+        Compression::None => return Ok(raw.to_vec()),
+        Compression::Gzip => Gzip::compress(&mut out, fill),
+        Compression::Snappy => Snappy::compress(&mut out, fill),
+        Compression::Lz4 => Lz4::compress(&mut out, fill),
+        Compression::Zstd => Zstd::compress(&mut out, fill),
+    }
+    .map_err(|e| BatchError::Records(format!("compression failed: {e}")))?;
+    Ok(out.to_vec())
+}
+
 /// Re-encodes the surviving records of a batch for the cleaner: offsets, timestamps, producer
 /// fields, compression, timestamp type and the batch's last offset stay as they were.
 pub fn reencode_retained(original: &BatchHeader, kept: &[Record]) -> Result<Vec<u8>, BatchError> {
-    reencode(original, kept, original.compression()?)
-}
-
-/// The batch at the start of `batch` with its records stored under `codec` (a topic's
-/// `compression.type`, as Kafka's LogValidator recompresses): offsets, timestamps, timestamp
-/// type, producer id / epoch / sequence and the transactional bit stay as they were, and the
-/// CRC is the new bytes'.
-pub fn recompress(batch: &[u8], codec: Compression) -> Result<Vec<u8>, BatchError> {
-    let (header, records) = decode_batch(batch)?;
-    reencode(&header, &records, codec)
-}
-
-fn reencode(
-    original: &BatchHeader,
-    kept: &[Record],
-    codec: Compression,
-) -> Result<Vec<u8>, BatchError> {
     // The encoder stores timestamp deltas from the smallest; refuse a span it cannot hold.
     let min = kept.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
     let max = kept.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
@@ -846,7 +869,7 @@ fn reencode(
             )
         })
         .collect();
-    let mut out = encode(&recs, codec)?;
+    let mut out = encode(&recs, original.compression()?)?;
     let h = BatchHeader::parse(&out)?;
     if h.total_bytes() != out.len() {
         return Err(malformed("re-encoding produced more than one batch"));
