@@ -190,6 +190,8 @@ fn create_time_bounds_refuse_records_too_old_or_too_new() {
     assert!(log.append(&mut one(NOW + 500)).is_ok());
     assert!(refused_timestamp(log.append(&mut one(NOW - 1001))));
     assert!(refused_timestamp(log.append(&mut one(NOW + 501))));
+    // A record without a timestamp (-1) is not checked, as in Kafka.
+    assert!(log.append(&mut one(-1)).is_ok());
     // One bad record refuses its whole (compressed) batch.
     let mixed = [
         (Some("a"), Some("ok"), NOW),
@@ -198,7 +200,7 @@ fn create_time_bounds_refuse_records_too_old_or_too_new() {
     assert!(refused_timestamp(
         log.append(&mut batch_with(&mixed, Compression::Zstd))
     ));
-    assert_eq!(log.log_end_offset(), Offset(2));
+    assert_eq!(log.log_end_offset(), Offset(3));
 
     // The deprecated difference bounds both sides while they are at their defaults.
     let dir = tempfile::tempdir().unwrap();

@@ -1313,6 +1313,9 @@ fn roll_jitter_ms(tp: &TopicPartition, base_offset: i64, config: &LogConfig) -> 
     (h.finish() % bound as u64) as i64
 }
 
+/// The timestamp of a record that has none (Kafka's `RecordBatch.NO_TIMESTAMP`).
+const NO_TIMESTAMP: i64 = -1;
+
 /// Refuses a request with a record whose (CreateTime) timestamp lies outside
 /// `[earliest, latest]` (`message.timestamp.before.max.ms` / `after.max.ms`), as Kafka 3.6+.
 fn check_timestamps(
@@ -1326,10 +1329,10 @@ fn check_timestamps(
             continue;
         }
         let (_, recs) = decode_batch(&records[*at..*at + h.total_bytes()])?;
-        if let Some(r) = recs
-            .iter()
-            .find(|r| r.timestamp_ms < earliest || r.timestamp_ms > latest)
-        {
+        // As Kafka, a record without a timestamp (-1) is not checked.
+        if let Some(r) = recs.iter().find(|r| {
+            r.timestamp_ms != NO_TIMESTAMP && (r.timestamp_ms < earliest || r.timestamp_ms > latest)
+        }) {
             return Err(BatchError::Timestamp {
                 timestamp: r.timestamp_ms,
                 offset_delta: (r.offset - h.base_offset) as i32,
