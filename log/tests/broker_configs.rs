@@ -41,7 +41,12 @@ async fn call(b: &Broker, r: RequestKind) -> ResponseKind {
         .expect("a response")
 }
 
-async fn create(b: &Broker, topic: &str, configs: &[(&str, &str)]) {
+/// Creates a topic; returns the configs the response reports, name -> (value, source).
+async fn create(
+    b: &Broker,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> BTreeMap<String, (String, i8)> {
     let t = CreatableTopic::default()
         .with_name(TopicName(s(topic)))
         .with_num_partitions(1)
@@ -62,7 +67,23 @@ async fn create(b: &Broker, topic: &str, configs: &[(&str, &str)]) {
     )
     .await
     {
-        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0),
+        ResponseKind::CreateTopics(r) => {
+            assert_eq!(r.topics[0].error_code, 0);
+            r.topics[0]
+                .configs
+                .iter()
+                .flatten()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        (
+                            c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                            c.config_source,
+                        ),
+                    )
+                })
+                .collect()
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -234,7 +255,12 @@ async fn describe_reports_kafkas_sources_for_broker_configs() {
         entry("2000000", DYNAMIC_DEFAULT)
     );
     // A topic's config without an override reports where its default comes from.
-    create(&b, "t", &[("segment.ms", "60000")]).await;
+    let created = create(&b, "t", &[("segment.ms", "60000")]).await;
+    assert_eq!(
+        created["segment.bytes"],
+        ("2000000".to_string(), DYNAMIC_DEFAULT)
+    );
+    assert_eq!(created["segment.ms"], ("60000".to_string(), TOPIC));
     let t = describe(&b, 2, "t").await;
     assert_eq!(t["segment.bytes"], entry("2000000", DYNAMIC_DEFAULT));
     assert_eq!(t["retention.ms"], entry("3600000", STATIC));

@@ -22,9 +22,8 @@ use super::{Broker, BrokerError, Refusal, TopicMeta};
 use crate::storage::LogConfig;
 use crate::types::{validate_topic_name, TopicPartition};
 
-/// Kafka's DescribeConfigs sources: a topic override, or the default.
+/// Kafka's DescribeConfigs source of a topic override (others: where the default comes from).
 const SOURCE_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
 
 fn text(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -150,6 +149,7 @@ impl Broker {
                     result.topic_id = meta.map_or(Uuid::nil(), |m| m.id);
                     result.num_partitions = partitions;
                     result.replication_factor = 1;
+                    let dynamic = crate::sync::plain(&self.dynamic);
                     result.configs = Some(
                         effective
                             .to_map()
@@ -158,7 +158,7 @@ impl Broker {
                                 let source = if overrides.contains_key(&k) {
                                     SOURCE_TOPIC
                                 } else {
-                                    SOURCE_DEFAULT
+                                    self.default_source(&dynamic, &k)
                                 };
                                 CreatableTopicConfigs::default()
                                     .with_name(text(k))

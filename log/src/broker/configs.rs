@@ -182,7 +182,7 @@ fn replacement(
 impl Broker {
     /// Where the value of a topic config's default comes from (the source of a topic config
     /// without an override, and of its broker synonym).
-    fn default_source(&self, dynamic: &DynamicConfigs, topic_key: &str) -> i8 {
+    pub(super) fn default_source(&self, dynamic: &DynamicConfigs, topic_key: &str) -> i8 {
         let broker_key = dynamic::broker_key(topic_key);
         if broker_key.is_some_and(|k| dynamic.broker.contains_key(k)) {
             SOURCE_DYNAMIC_BROKER
