@@ -492,3 +492,70 @@ async fn validate_only_changes_nothing() {
     assert!(!dir.path().join("metadata/broker-configs.json").exists());
     b.close().unwrap();
 }
+
+#[tokio::test]
+async fn cleaner_and_producer_expiry_settings_change_at_runtime() {
+    use rill_log::storage::{encode_idempotent_batch, Compression, NewRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let mut config = BrokerConfig::new(dir.path());
+    config.offsets_topic_num_partitions = 1;
+    let b = Broker::open(config.clone(), clock.clone()).unwrap();
+    let c = describe(&b, 4, "0").await;
+    assert_eq!(c["log.cleaner.threads"], entry("1", DEFAULT));
+    assert_eq!(c["producer.id.expiration.ms"], entry("86400000", DEFAULT));
+    assert_eq!(c["log.cleaner.backoff.ms"], entry("15000", DEFAULT));
+
+    // producer.id.expiration.ms: an idle producer is forgotten by the next retention run.
+    create(&b, "t", &[]).await;
+    let log = b.logs().get(&TopicPartition::new("t", 0)).unwrap();
+    let recs = [NewRecord::new(Some("k"), Some("v"), 1_000_000)];
+    log.append(&mut encode_idempotent_batch(&recs, Compression::None, 7, 0, 0, false).unwrap())
+        .unwrap();
+    clock.advance_ms(2_000);
+    b.logs().run_retention();
+    assert_eq!(log.producers().len(), 1, "a day's expiry keeps it");
+    assert_eq!(
+        alter(
+            &b,
+            4,
+            "",
+            &[
+                ("producer.id.expiration.ms", 0, Some("1000")),
+                ("log.cleaner.threads", 0, Some("2")),
+                ("log.cleaner.dedupe.buffer.size", 0, Some("1048576")),
+            ],
+            false
+        )
+        .await,
+        (0, String::new())
+    );
+    b.logs().run_retention();
+    assert!(log.producers().is_empty());
+    let t = b.logs().tunables();
+    assert_eq!(
+        (
+            t.cleaner_threads,
+            t.dedupe_buffer_bytes,
+            t.producer_id_expiration_ms
+        ),
+        (2, 1 << 20, 1000)
+    );
+    // Kafka's bound on a thread count change: at most double, at least half.
+    let (code, message) = alter(&b, 4, "0", &[("log.cleaner.threads", 0, Some("5"))], false).await;
+    assert_eq!(code, ResponseError::InvalidRequest.code());
+    assert!(message.contains("log.cleaner.threads"), "{message}");
+    assert_eq!(b.logs().tunables().cleaner_threads, 2);
+    b.close().unwrap();
+    drop(b);
+
+    let b = Broker::open(config, clock).unwrap();
+    assert_eq!(b.logs().tunables(), t);
+    let c = describe(&b, 4, "0").await;
+    assert_eq!(c["log.cleaner.threads"], entry("2", DYNAMIC_DEFAULT));
+    assert_eq!(
+        c["producer.id.expiration.ms"],
+        entry("1000", DYNAMIC_DEFAULT)
+    );
+    b.close().unwrap();
+}

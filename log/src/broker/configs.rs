@@ -66,6 +66,7 @@ fn config_type(key: &str) -> i8 {
         | "compression.zstd.level"
         | "num.partitions"
         | "node.id" => TYPE_INT,
+        "log.cleaner.threads" | "producer.id.expiration.ms" => TYPE_INT,
         "auto.create.topics.enable"
         | "preallocate"
         | "unclean.leader.election.enable"
@@ -179,20 +180,27 @@ fn replacement(
     Ok(map)
 }
 
+/// Where a broker config's value comes from: set dynamically for this broker or the cluster,
+/// else `statically_set` (the config file gave another value than Kafka's default).
+fn source_of(dynamic: &DynamicConfigs, broker_key: Option<&str>, statically_set: bool) -> i8 {
+    if broker_key.is_some_and(|k| dynamic.broker.contains_key(k)) {
+        SOURCE_DYNAMIC_BROKER
+    } else if broker_key.is_some_and(|k| dynamic.cluster.contains_key(k)) {
+        SOURCE_DYNAMIC_DEFAULT_BROKER
+    } else if statically_set {
+        SOURCE_STATIC_BROKER
+    } else {
+        SOURCE_DEFAULT
+    }
+}
+
 impl Broker {
     /// Where the value of a topic config's default comes from (the source of a topic config
     /// without an override, and of its broker synonym).
     pub(super) fn default_source(&self, dynamic: &DynamicConfigs, topic_key: &str) -> i8 {
-        let broker_key = dynamic::broker_key(topic_key);
-        if broker_key.is_some_and(|k| dynamic.broker.contains_key(k)) {
-            SOURCE_DYNAMIC_BROKER
-        } else if broker_key.is_some_and(|k| dynamic.cluster.contains_key(k)) {
-            SOURCE_DYNAMIC_DEFAULT_BROKER
-        } else if self.config.log.defaults.get(topic_key) != LogConfig::default().get(topic_key) {
-            SOURCE_STATIC_BROKER
-        } else {
-            SOURCE_DEFAULT
-        }
+        let statically_set =
+            self.config.log.defaults.get(topic_key) != LogConfig::default().get(topic_key);
+        source_of(dynamic, dynamic::broker_key(topic_key), statically_set)
     }
 
     fn topic_entries(&self, name: &str) -> Result<Vec<ConfigEntry>, Refusal> {
@@ -261,6 +269,18 @@ impl Broker {
                 self.default_source(&dynamic, topic_key),
             ));
         }
+        let tunables = self.logs.tunables();
+        let static_tunables = c.log.tunables();
+        let kafka_tunables = crate::storage::ManagerConfig::new(self.logs.data_dir()).tunables();
+        for key in dynamic::DYNAMIC_MANAGER_CONFIGS {
+            let value = |t| dynamic::tunable_value(t, key).unwrap_or_default();
+            let statically_set = value(&static_tunables) != value(&kafka_tunables);
+            entries.push((
+                key.to_string(),
+                value(&tunables),
+                source_of(&dynamic, Some(key), statically_set),
+            ));
+        }
         entries.sort();
         Ok(entries)
     }
@@ -319,7 +339,7 @@ impl Broker {
                             .map(|(k, v, source)| {
                                 DescribeConfigsResourceResult::default()
                                     .with_config_type(config_type(&k))
-                                    .with_read_only(broker && dynamic::topic_key(&k).is_none())
+                                    .with_read_only(broker && !dynamic::is_dynamic(&k))
                                     .with_name(text(k))
                                     .with_value(Some(text(v)))
                                     .with_config_source(source)
@@ -381,10 +401,7 @@ impl Broker {
             Scope::Broker => dynamic.broker.clone(),
         };
         change(&mut map, &before)?;
-        let fixed: Vec<&String> = map
-            .keys()
-            .filter(|k| dynamic::topic_key(k).is_none())
-            .collect();
+        let fixed: Vec<&String> = map.keys().filter(|k| !dynamic::is_dynamic(k)).collect();
         if !fixed.is_empty() {
             return Err((
                 ResponseError::InvalidRequest,
@@ -399,24 +416,37 @@ impl Broker {
             Scope::Cluster => dynamic.cluster = old,
             Scope::Broker => dynamic.broker = old,
         };
-        let outcome = dynamic
-            .effective(&self.config.log.defaults)
-            .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))
-            .and_then(|defaults| {
-                if validate_only {
-                    return Ok(());
+        let tunables_before = self.logs.tunables();
+        let outcome = (|| {
+            let refuse =
+                |e: crate::storage::ConfigError| (ResponseError::InvalidRequest, e.to_string());
+            let defaults = dynamic
+                .effective(&self.config.log.defaults)
+                .map_err(refuse)?;
+            let tunables = dynamic
+                .effective_tunables(self.config.log.tunables())
+                .map_err(refuse)?;
+            dynamic::check_cleaner_threads(
+                tunables_before.cleaner_threads,
+                tunables.cleaner_threads,
+            )
+            .map_err(refuse)?;
+            if validate_only {
+                return Ok(());
+            }
+            self.logs
+                .set_defaults(defaults)
+                .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))?;
+            self.logs.set_tunables(tunables);
+            dynamic.persist().map_err(|e| {
+                // Not on disk: not in force either.
+                if let Err(undo) = self.logs.set_defaults(before.clone()) {
+                    tracing::error!(error = %undo, "restoring the topic defaults failed");
                 }
-                self.logs
-                    .set_defaults(defaults)
-                    .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))?;
-                dynamic.persist().map_err(|e| {
-                    // Not on disk: not in force either.
-                    if let Err(undo) = self.logs.set_defaults(before.clone()) {
-                        tracing::error!(error = %undo, "restoring the topic defaults failed");
-                    }
-                    (ResponseError::KafkaStorageError, e.to_string())
-                })
-            });
+                self.logs.set_tunables(tunables_before);
+                (ResponseError::KafkaStorageError, e.to_string())
+            })
+        })();
         if validate_only || outcome.is_err() {
             restore(&mut dynamic, old);
         }

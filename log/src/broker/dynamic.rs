@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::BrokerError;
+use crate::storage::config::{int, invalid};
+use crate::storage::manager::Tunables;
 use crate::storage::{write_atomically, ConfigError, LogConfig};
 
 const DIR: &str = "metadata";
@@ -70,6 +72,60 @@ pub(crate) const DYNAMIC_LOG_CONFIGS: &[(&str, &str)] = &[
         "unclean.leader.election.enable",
     ),
 ];
+
+/// The log manager's settings Kafka changes at runtime (its LogCleaner's reconfigurable
+/// configs that rill has, and the producer state's `producer.id.expiration.ms`).
+pub(crate) const DYNAMIC_MANAGER_CONFIGS: &[&str] = &[
+    "log.cleaner.backoff.ms",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.threads",
+    "producer.id.expiration.ms",
+];
+
+/// Whether Kafka (and rill) change `key` without a restart.
+pub(crate) fn is_dynamic(key: &str) -> bool {
+    topic_key(key).is_some() || DYNAMIC_MANAGER_CONFIGS.contains(&key)
+}
+
+/// Sets one of [`DYNAMIC_MANAGER_CONFIGS`], with the config file's checks.
+fn set_tunable(t: &mut Tunables, key: &str, value: &str) -> Result<(), ConfigError> {
+    match key {
+        "log.cleaner.backoff.ms" => t.cleaner_backoff_ms = int(key, value, 1, i64::MAX)? as u64,
+        "log.cleaner.dedupe.buffer.size" => {
+            t.dedupe_buffer_bytes = int(key, value, 1 << 10, i64::MAX)? as usize
+        }
+        "log.cleaner.threads" => t.cleaner_threads = int(key, value, 1, 64)? as usize,
+        "producer.id.expiration.ms" => {
+            t.producer_id_expiration_ms = int(key, value, 1, i32::MAX as i64)?
+        }
+        _ => return Err(ConfigError::UnknownKey(key.to_string())),
+    }
+    Ok(())
+}
+
+/// The value of one of [`DYNAMIC_MANAGER_CONFIGS`].
+pub(crate) fn tunable_value(t: &Tunables, key: &str) -> Option<String> {
+    Some(match key {
+        "log.cleaner.backoff.ms" => t.cleaner_backoff_ms.to_string(),
+        "log.cleaner.dedupe.buffer.size" => t.dedupe_buffer_bytes.to_string(),
+        "log.cleaner.threads" => t.cleaner_threads.to_string(),
+        "producer.id.expiration.ms" => t.producer_id_expiration_ms.to_string(),
+        _ => return None,
+    })
+}
+
+/// Kafka's check of a new `log.cleaner.threads`: at least half and at most double the count
+/// in force.
+pub(crate) fn check_cleaner_threads(current: usize, new: usize) -> Result<(), ConfigError> {
+    if new < current / 2 || new > current * 2 {
+        return Err(invalid(
+            "log.cleaner.threads",
+            &new.to_string(),
+            format!("may change only to between half and double the current {current} threads"),
+        ));
+    }
+    Ok(())
+}
 
 /// The topic config a dynamic broker config sets.
 pub(crate) fn topic_key(broker_key: &str) -> Option<&'static str> {
@@ -133,6 +189,10 @@ impl DynamicConfigs {
         configs
             .effective(&LogConfig::default())
             .map_err(|e| err(e.to_string()))?;
+        let base = crate::storage::ManagerConfig::new(data_dir).tunables();
+        configs
+            .effective_tunables(base)
+            .map_err(|e| err(e.to_string()))?;
         Ok(configs)
     }
 
@@ -156,12 +216,29 @@ impl DynamicConfigs {
         let mut config = static_defaults.clone();
         for map in [&self.cluster, &self.broker] {
             for (k, v) in map {
+                if DYNAMIC_MANAGER_CONFIGS.contains(&k.as_str()) {
+                    continue;
+                }
                 let t = topic_key(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
                 config.set(t, v).map_err(|e| rename(e, t, k))?;
             }
         }
         config.check()?;
         Ok(config)
+    }
+
+    /// The manager's runtime settings: `base` (the config file's) with the cluster-wide
+    /// dynamic configs applied, then this broker's.
+    pub fn effective_tunables(&self, base: Tunables) -> Result<Tunables, ConfigError> {
+        let mut t = base;
+        for map in [&self.cluster, &self.broker] {
+            for (k, v) in map {
+                if DYNAMIC_MANAGER_CONFIGS.contains(&k.as_str()) {
+                    set_tunable(&mut t, k, v)?;
+                }
+            }
+        }
+        Ok(t)
     }
 }
 

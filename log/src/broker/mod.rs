@@ -214,6 +214,13 @@ impl Broker {
         log_config.defaults = dynamic
             .effective(&config.log.defaults)
             .map_err(StorageError::from)?;
+        let tunables = dynamic
+            .effective_tunables(config.log.tunables())
+            .map_err(StorageError::from)?;
+        log_config.cleaner_threads = tunables.cleaner_threads;
+        log_config.cleaner_backoff_ms = tunables.cleaner_backoff_ms;
+        log_config.cleaner.dedupe_buffer_bytes = tunables.dedupe_buffer_bytes;
+        log_config.producer_id_expiration_ms = tunables.producer_id_expiration_ms;
         let logs = Arc::new(LogManager::open(log_config, clock.clone())?);
         let topics = TopicStore::open(logs.data_dir())?;
         let producer_ids = Mutex::new(producer_ids::ProducerIds::open(logs.data_dir())?);

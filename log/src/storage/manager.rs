@@ -47,7 +47,31 @@ pub struct ManagerConfig {
     pub producer_id_expiration_ms: i64,
 }
 
+/// The manager settings that may change while it runs (Kafka's dynamic `log.cleaner.*` and
+/// `producer.id.expiration.ms`); they start as the [`ManagerConfig`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// `log.cleaner.threads`.
+    pub cleaner_threads: usize,
+    /// `log.cleaner.backoff.ms`.
+    pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`.
+    pub dedupe_buffer_bytes: usize,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: i64,
+}
+
 impl ManagerConfig {
+    /// The runtime-changeable part of this config.
+    pub fn tunables(&self) -> Tunables {
+        Tunables {
+            cleaner_threads: self.cleaner_threads.max(1),
+            cleaner_backoff_ms: self.cleaner_backoff_ms.max(1),
+            dedupe_buffer_bytes: self.cleaner.dedupe_buffer_bytes,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
+        }
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         ManagerConfig {
             data_dir: data_dir.into(),
@@ -76,6 +100,8 @@ struct Shared {
     /// Serialises config changes, so a topic's logs never keep a config computed from
     /// defaults or overrides that a concurrent change has replaced.
     config_change: Mutex<()>,
+    /// `config.tunables()` until changed at runtime.
+    tunables: RwLock<Tunables>,
     /// Set to true to stop the background threads; the condvar wakes them.
     stop: Mutex<bool>,
     wake: Condvar,
@@ -84,6 +110,10 @@ struct Shared {
 }
 
 impl Shared {
+    fn tunables(&self) -> Tunables {
+        *crate::sync::read(&self.tunables)
+    }
+
     fn all_logs(&self) -> Vec<Arc<PartitionLog>> {
         crate::sync::read(&self.logs).values().cloned().collect()
     }
@@ -93,7 +123,7 @@ impl Shared {
         let now = self.clock.now_ms();
         let mut deleted = 0;
         for log in self.all_logs() {
-            let expired = log.expire_producers(now, self.config.producer_id_expiration_ms);
+            let expired = log.expire_producers(now, self.tunables().producer_id_expiration_ms);
             if expired > 0 {
                 tracing::debug!(tp = %log.topic_partition(), expired, "forgot idle producers");
             }
@@ -151,7 +181,10 @@ impl Shared {
         // As Kafka's cleaner: logs past their max compaction lag first, then the dirtiest.
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
         for (_, _, log) in candidates {
-            match cleaner::clean(&log, &self.config.cleaner, now) {
+            let cleaner_config = CleanerConfig {
+                dedupe_buffer_bytes: self.tunables().dedupe_buffer_bytes,
+            };
+            match cleaner::clean(&log, &cleaner_config, now) {
                 Ok(Some(_)) => return true,
                 Ok(None) => {}
                 Err(e) => {
@@ -181,6 +214,8 @@ impl Shared {
 pub struct LogManager {
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Cleaner threads spawned so far (the most `log.cleaner.threads` has been).
+    cleaners: Mutex<usize>,
 }
 
 impl std::fmt::Debug for LogManager {
@@ -258,6 +293,7 @@ impl LogManager {
         Ok(LogManager {
             shared: Arc::new(Shared {
                 defaults: RwLock::new(config.defaults.clone()),
+                tunables: RwLock::new(config.tunables()),
                 config_change: Mutex::new(()),
                 config,
                 clock,
@@ -268,6 +304,7 @@ impl LogManager {
                 _lock: lock,
             }),
             workers: Mutex::new(Vec::new()),
+            cleaners: Mutex::new(0),
         })
     }
 
@@ -481,32 +518,60 @@ impl LogManager {
                 .expect("spawning a thread"),
         );
         if c.cleaner_enable {
-            for i in 0..c.cleaner_threads.max(1) {
-                let me = Arc::clone(&self.shared);
-                let backoff = c.cleaner_backoff_ms.max(1);
-                workers.push(
-                    std::thread::Builder::new()
-                        .name(format!("rill-log-cleaner-{i}"))
-                        .spawn(move || loop {
-                            // A bug in one pass must not end compaction for every log.
-                            let cleaned =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    me.run_cleaner_once()
-                                }))
-                                .unwrap_or_else(|_| {
-                                    tracing::error!("a cleaning pass panicked; backing off");
-                                    false
-                                });
-                            if !cleaned && !me.sleep(backoff) {
-                                break;
-                            }
-                            if me.stopped() {
-                                break;
-                            }
-                        })
-                        .expect("spawning a thread"),
-                );
+            let threads = self.shared.tunables().cleaner_threads;
+            for i in 0..threads {
+                workers.push(self.spawn_cleaner(i));
             }
+            *crate::sync::plain(&self.cleaners) = threads;
+        }
+    }
+
+    /// Cleaner thread `i`: it cleans while `i` is below `log.cleaner.threads`, and idles
+    /// (checking every backoff) while the count is lower, so the count can change at runtime.
+    fn spawn_cleaner(&self, i: usize) -> JoinHandle<()> {
+        let me = Arc::clone(&self.shared);
+        std::thread::Builder::new()
+            .name(format!("rill-log-cleaner-{i}"))
+            .spawn(move || loop {
+                let t = me.tunables();
+                let cleaned = i < t.cleaner_threads
+                    // A bug in one pass must not end compaction for every log.
+                    && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        me.run_cleaner_once()
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!("a cleaning pass panicked; backing off");
+                        false
+                    });
+                if !cleaned && !me.sleep(t.cleaner_backoff_ms.max(1)) {
+                    break;
+                }
+                if me.stopped() {
+                    break;
+                }
+            })
+            .expect("spawning a thread")
+    }
+
+    /// The settings that may change at runtime, as in force.
+    pub fn tunables(&self) -> Tunables {
+        self.shared.tunables()
+    }
+
+    /// Changes them at runtime: cleaner threads are started up to the new count (surplus ones
+    /// idle once their current backoff ends), and the rest take effect at the next cleaning
+    /// pass or retention run.
+    pub fn set_tunables(&self, t: Tunables) {
+        *crate::sync::write(&self.shared.tunables) = t;
+        let mut workers = crate::sync::plain(&self.workers);
+        let mut cleaners = crate::sync::plain(&self.cleaners);
+        // Only once started (with the cleaner enabled): start() spawns the count in force.
+        if !workers.is_empty() && self.shared.config.cleaner_enable && *cleaners < t.cleaner_threads
+        {
+            for i in *cleaners..t.cleaner_threads {
+                workers.push(self.spawn_cleaner(i));
+            }
+            *cleaners = t.cleaner_threads;
         }
     }
 
