@@ -254,3 +254,24 @@ pub(crate) fn rename(e: ConfigError, topic_key: &str, broker_key: &str) -> Confi
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dynamic_key_sets_a_known_topic_key_and_is_documented() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("#### Dynamic broker configs")
+            .expect("a section");
+        let section = &readme[start..start + readme[start..].find("\n### ").unwrap_or(0)];
+        for (broker_key, topic_key) in DYNAMIC_LOG_CONFIGS {
+            assert!(crate::storage::config::TOPIC_CONFIG_KEYS.contains(topic_key));
+            assert!(section.contains(&format!("`{broker_key}`")), "{broker_key}");
+        }
+        for key in DYNAMIC_MANAGER_CONFIGS {
+            assert!(section.contains(&format!("`{key}`")), "{key}");
+        }
+    }
+}

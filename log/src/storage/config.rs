@@ -584,6 +584,34 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_topic_key() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("### Topic configs")
+            .expect("a topic config section");
+        let end = readme
+            .find("### Broker configs")
+            .expect("a broker config section");
+        for key in TOPIC_CONFIG_KEYS {
+            assert!(
+                readme[start..end].contains(&format!("`{key}`")),
+                "{key} is not in the README's topic config table"
+            );
+        }
+    }
+
+    #[test]
+    fn every_listed_key_is_accepted_and_nothing_else() {
+        let mut c = LogConfig::default();
+        for key in TOPIC_CONFIG_KEYS {
+            let v = c.get(key).expect("a value");
+            c.set(key, &v).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        assert_eq!(TOPIC_CONFIG_KEYS.len(), 36);
+        assert!(c.get("no.such.key").is_none());
+    }
+
+    #[test]
     fn properties_round_trip() {
         let mut m = BTreeMap::new();
         m.insert("retention.ms".to_string(), "1000".to_string());
