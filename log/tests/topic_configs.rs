@@ -117,7 +117,7 @@ fn recompression_to_every_codec_keeps_every_record_byte() {
             let mut b = if sent == Compression::None {
                 plain.clone()
             } else {
-                rill_log::storage::records::recompress(&plain, sent).unwrap()
+                rill_log::storage::records::recompress(&plain, sent, None).unwrap()
             };
             log.append(&mut b).unwrap();
             let read = log.read(Offset(0), 1 << 20).unwrap().records;
@@ -132,6 +132,39 @@ fn recompression_to_every_codec_keeps_every_record_byte() {
                 "{codec} from {sent:?}"
             );
         }
+    }
+}
+
+#[test]
+fn compression_levels_apply_to_recompressed_batches() {
+    // Compressible but not trivially: levels find different matches.
+    let values: Vec<String> = (0..400)
+        .map(|i| format!("value {} of {} with text {}", i * 7919 % 1000, i % 13, i * i))
+        .collect();
+    let recs: Vec<NewRecord> = values
+        .iter()
+        .map(|v| NewRecord::new(Some("k"), Some(v.clone()), NOW))
+        .collect();
+    let plain = rill_log::storage::encode_batch(&recs, Compression::None).unwrap();
+    let stored = |codec: &str, level_key: &str, level: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(
+            dir.path(),
+            config(&[("compression.type", codec), (level_key, level)]),
+            ManualClock::new(NOW),
+        );
+        log.append(&mut plain.clone()).unwrap();
+        let read = log.read(Offset(0), 1 << 20).unwrap().records;
+        assert_eq!(decode_batches(&read).unwrap().len(), 400);
+        read.len()
+    };
+    for (codec, key, low, high) in [
+        ("gzip", "compression.gzip.level", "1", "9"),
+        ("zstd", "compression.zstd.level", "-5", "19"),
+        ("lz4", "compression.lz4.level", "1", "17"),
+    ] {
+        let (fast, small) = (stored(codec, key, low), stored(codec, key, high));
+        assert!(small < fast, "{codec}: level {high} gave {small} bytes, {low} gave {fast}");
     }
 }
 

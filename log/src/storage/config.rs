@@ -81,6 +81,12 @@ pub struct LogConfig {
     pub message_timestamp_before_max_ms: i64,
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record may be.
     pub message_timestamp_after_max_ms: i64,
+    /// `compression.gzip.level`: -1 (zlib's default, 6) or 1-9, for batches the log recompresses.
+    pub compression_gzip_level: i32,
+    /// `compression.lz4.level`: 1-17.
+    pub compression_lz4_level: i32,
+    /// `compression.zstd.level`: -131072-22.
+    pub compression_zstd_level: i32,
     /// `message.timestamp.difference.max.ms` (deprecated): stands in for either bound above
     /// that is left at its default, as in Kafka.
     pub message_timestamp_difference_max_ms: i64,
@@ -116,6 +122,9 @@ impl Default for LogConfig {
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: i64::MAX,
             message_timestamp_difference_max_ms: i64::MAX,
+            compression_gzip_level: -1,
+            compression_lz4_level: 9,
+            compression_zstd_level: 3,
             stored: BTreeMap::new(),
         }
     }
@@ -127,19 +136,6 @@ type Check = fn(&str, &str) -> Result<(), ConfigError>;
 /// Topic configs Kafka accepts that change nothing in rill yet: key, Kafka's default, check.
 /// Why each has no effect is in the README's topic config table.
 pub const STORED_ONLY: &[(&str, &str, Check)] = &[
-    ("compression.gzip.level", "-1", |k, v| {
-        let l = int(k, v, -1, 9)?;
-        if l == 0 {
-            return Err(invalid(k, v, "must be between 1 and 9 or equal to -1"));
-        }
-        Ok(())
-    }),
-    ("compression.lz4.level", "9", |k, v| {
-        int(k, v, 1, 17).map(drop)
-    }),
-    ("compression.zstd.level", "3", |k, v| {
-        int(k, v, -131_072, 22).map(drop)
-    }),
     ("file.delete.delay.ms", "60000", |k, v| {
         int(k, v, 0, i64::MAX).map(drop)
     }),
@@ -377,6 +373,21 @@ impl LogConfig {
                 }
             }
             "segment.jitter.ms" => self.segment_jitter_ms = int(key, value, 0, MAX)?,
+            "compression.gzip.level" => {
+                let level = int(key, value, -1, 9)?;
+                if level == 0 {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "must be between 1 and 9 or equal to -1",
+                    ));
+                }
+                self.compression_gzip_level = level as i32;
+            }
+            "compression.lz4.level" => self.compression_lz4_level = int(key, value, 1, 17)? as i32,
+            "compression.zstd.level" => {
+                self.compression_zstd_level = int(key, value, -131_072, 22)? as i32
+            }
             "max.compaction.lag.ms" => self.max_compaction_lag_ms = int(key, value, 1, MAX)?,
             "message.timestamp.before.max.ms" => {
                 self.message_timestamp_before_max_ms = int(key, value, 0, MAX)?
@@ -429,6 +440,17 @@ impl LogConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The level the log compresses `codec` at (`compression.<codec>.level`); snappy and
+    /// uncompressed have none.
+    pub fn compression_level(&self, codec: Compression) -> Option<i32> {
+        match codec {
+            Compression::Gzip => Some(self.compression_gzip_level),
+            Compression::Lz4 => Some(self.compression_lz4_level),
+            Compression::Zstd => Some(self.compression_zstd_level),
+            Compression::None | Compression::Snappy => None,
+        }
     }
 
     /// The oldest CreateTime a record may carry at `now_ms` (`message.timestamp.before.max.ms`,
@@ -485,6 +507,9 @@ impl LogConfig {
                 Some(Compression::Zstd) => "zstd".into(),
             },
             "segment.jitter.ms" => self.segment_jitter_ms.to_string(),
+            "compression.gzip.level" => self.compression_gzip_level.to_string(),
+            "compression.lz4.level" => self.compression_lz4_level.to_string(),
+            "compression.zstd.level" => self.compression_zstd_level.to_string(),
             "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms.to_string(),
             "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),

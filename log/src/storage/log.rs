@@ -614,7 +614,8 @@ impl PartitionLog {
             (
                 c.max_message_bytes,
                 c.cleanup_policy.compact,
-                c.compression_type,
+                c.compression_type
+                    .map(|codec| (codec, c.compression_level(codec))),
                 // LogAppendTime replaces the producer's timestamps, so they are not checked.
                 (create_time && bounds != (None, None)).then_some(bounds),
             )
@@ -631,7 +632,7 @@ impl PartitionLog {
         // Recompressed batches are new bytes; they live here until appended.
         let mut rewritten: Vec<u8>;
         let recompressed = match codec {
-            Some(codec) => recompress_batches(records, &batches, codec)?,
+            Some((codec, level)) => recompress_batches(records, &batches, codec, level)?,
             None => None,
         };
         let records: &mut [u8] = match recompressed {
@@ -1350,6 +1351,7 @@ fn recompress_batches(
     records: &[u8],
     batches: &[(BatchHeader, usize)],
     codec: Compression,
+    level: Option<i32>,
 ) -> Result<Option<Vec<u8>>, BatchError> {
     let mut stale = false;
     for (h, _) in batches {
@@ -1364,7 +1366,7 @@ fn recompress_batches(
         if h.is_control() || h.compression()? == codec {
             out.extend_from_slice(bytes);
         } else {
-            out.extend_from_slice(&super::records::recompress(bytes, codec)?);
+            out.extend_from_slice(&super::records::recompress(bytes, codec, level)?);
         }
     }
     Ok(Some(out))

@@ -807,18 +807,24 @@ fn encode_via_protocol(
     encode(&recs, compression)
 }
 
-/// The batch at the start of `batch` with its records stored under `codec` (a topic's
-/// `compression.type`, as Kafka's LogValidator recompresses). Only the payload's compression
+/// The batch at the start of `batch` with its records stored under `codec` at `level` (a
+/// topic's `compression.type` and `compression.<codec>.level`, as Kafka's LogValidator
+/// recompresses; `None` is the codec's default). Only the payload's compression
 /// changes: the records inside are the producer's bytes (every header, even repeated keys),
 /// and the header keeps offsets, timestamps, producer id / epoch / sequence and the other
 /// attribute bits; its length, codec bits and CRC are the new bytes'.
-pub fn recompress(batch: &[u8], codec: Compression) -> Result<Vec<u8>, BatchError> {
+pub fn recompress(
+    batch: &[u8],
+    codec: Compression,
+    level: Option<i32>,
+) -> Result<Vec<u8>, BatchError> {
     let header = verify_batch(batch)?;
     let raw = decompress(
         header.compression()?,
         &batch[BATCH_HEADER_BYTES..header.total_bytes()],
     )?;
-    let payload = compress(codec, &raw)?;
+    let payload = compress(codec, level, &raw)
+        .map_err(|e| BatchError::Records(format!("compression failed: {e}")))?;
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + payload.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
     out.extend_from_slice(&payload);
@@ -826,25 +832,47 @@ pub fn recompress(batch: &[u8], codec: Compression) -> Result<Vec<u8>, BatchErro
     Ok(out)
 }
 
-/// `raw` (a records payload) compressed as Kafka frames each codec (kafka-protocol's
-/// compressors: xerial-framed snappy, LZ4 frames, ...).
-fn compress(codec: Compression, raw: &[u8]) -> Result<Vec<u8>, BatchError> {
-    use bytes::BufMut;
-    use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-    let mut out = bytes::BytesMut::with_capacity(raw.len() / 2 + 64);
-    let fill = |b: &mut bytes::BytesMut| {
-        b.put_slice(raw);
-        Ok(())
-    };
+/// `raw` (a records payload) compressed as Kafka frames each codec: a gzip stream, xerial-
+/// framed snappy (kafka-protocol's, no level), an LZ4 frame of independent blocks, a zstd frame.
+fn compress(codec: Compression, level: Option<i32>, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(raw.len() / 2 + 64);
     match codec {
-        Compression::None => return Ok(raw.to_vec()),
-        Compression::Gzip => Gzip::compress(&mut out, fill),
-        Compression::Snappy => Snappy::compress(&mut out, fill),
-        Compression::Lz4 => Lz4::compress(&mut out, fill),
-        Compression::Zstd => Zstd::compress(&mut out, fill),
+        Compression::None => out.extend_from_slice(raw),
+        Compression::Gzip => {
+            // -1 is zlib's default level.
+            let level = match level {
+                Some(l @ 1..=9) => flate2::Compression::new(l as u32),
+                _ => flate2::Compression::default(),
+            };
+            let mut e = flate2::write::GzEncoder::new(&mut out, level);
+            e.write_all(raw)?;
+            e.finish()?;
+        }
+        Compression::Snappy => {
+            use kafka_protocol::compression::{Compressor, Snappy};
+            let mut b = bytes::BytesMut::new();
+            Snappy::compress(&mut b, |b: &mut bytes::BytesMut| {
+                b.extend_from_slice(raw);
+                Ok(())
+            })
+            .map_err(std::io::Error::other)?;
+            out.extend_from_slice(&b);
+        }
+        Compression::Lz4 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .level(level.unwrap_or(9).clamp(0, 16) as u32)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(&mut out)?;
+            e.write_all(raw)?;
+            let (_, done) = e.finish();
+            done?;
+        }
+        Compression::Zstd => {
+            out = zstd::stream::encode_all(raw, level.unwrap_or(3))?;
+        }
     }
-    .map_err(|e| BatchError::Records(format!("compression failed: {e}")))?;
-    Ok(out.to_vec())
+    Ok(out)
 }
 
 /// Re-encodes the surviving records of a batch for the cleaner: offsets, timestamps, producer
