@@ -370,6 +370,9 @@ impl Broker {
                 format!("no topic {name}"),
             ));
         }
+        // Config changes go one at a time (the dynamic configs' lock serves for all), so two
+        // alters of one topic cannot both start from the same overrides and lose one's keys.
+        let _serial = crate::sync::plain(&self.dynamic);
         let defaults = self.logs.defaults();
         let mut overrides = self.logs.topic_overrides(name);
         change(&mut overrides, &defaults)?;
