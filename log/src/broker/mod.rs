@@ -547,7 +547,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     match e {
         StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
         StorageError::InvalidBatch(
-            B::Records(_) | B::MissingKey(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
+            B::Records(_) | B::MissingKeys(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
         ) => ResponseError::InvalidRecord,
         StorageError::InvalidBatch(_) => ResponseError::CorruptMessage,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
