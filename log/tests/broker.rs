@@ -984,3 +984,47 @@ async fn manual_replica_assignments_are_checked_like_kafkas() {
     assert_eq!(result(call(&b, grow(&[0])).await), 0);
     b.close().unwrap();
 }
+
+/// KIP-430's authorized operations, when a client asks for them: with no authorizer, Kafka
+/// answers every operation the resource type supports (`AuthHelper.authorizedOperations`):
+/// 3576 for a topic, 3400 for a group, 8096 for the cluster; unasked, the schema's default.
+#[tokio::test]
+async fn authorized_operations_are_kafkas_without_an_authorizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[]).await;
+    let meta = |asked: bool| {
+        RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("t")))
+                ]))
+                .with_include_topic_authorized_operations(asked)
+                .with_include_cluster_authorized_operations(asked),
+        )
+    };
+    for (asked, topic_ops, cluster_ops) in [(true, 3576, 8096), (false, i32::MIN, i32::MIN)] {
+        match call(&b, meta(asked)).await {
+            ResponseKind::Metadata(m) => {
+                assert_eq!(m.topics[0].topic_authorized_operations, topic_ops);
+                assert_eq!(m.cluster_authorized_operations, cluster_ops);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let cluster = DescribeClusterRequest::default()
+        .with_endpoint_type(1)
+        .with_include_cluster_authorized_operations(true);
+    match call(&b, RequestKind::DescribeCluster(cluster)).await {
+        ResponseKind::DescribeCluster(r) => assert_eq!(r.cluster_authorized_operations, 8096),
+        other => panic!("{other:?}"),
+    }
+    let groups = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(StrBytes::from_static_str("g"))])
+        .with_include_authorized_operations(true);
+    match call(&b, RequestKind::DescribeGroups(groups)).await {
+        ResponseKind::DescribeGroups(r) => assert_eq!(r.groups[0].authorized_operations, 3400),
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}

@@ -381,8 +381,19 @@ impl Broker {
                 }
             }
         }
+        if req.include_topic_authorized_operations {
+            for t in &mut out {
+                t.topic_authorized_operations = super::authorized::TOPIC;
+            }
+        }
+        let cluster_ops = if req.include_cluster_authorized_operations {
+            super::authorized::CLUSTER
+        } else {
+            i32::MIN
+        };
         let node = BrokerId(self.config.node_id);
         Ok(MetadataResponse::default()
+            .with_cluster_authorized_operations(cluster_ops)
             .with_brokers(vec![MetadataResponseBroker::default()
                 .with_node_id(node)
                 .with_host(text(self.config.advertised_host.clone()))
@@ -396,6 +407,11 @@ impl Broker {
     /// (type 1) are described; asking for controllers (type 2) is refused as Kafka's brokers do.
     pub(crate) fn describe_cluster(&self, req: DescribeClusterRequest) -> DescribeClusterResponse {
         let resp = DescribeClusterResponse::default()
+            .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+                super::authorized::CLUSTER
+            } else {
+                i32::MIN
+            })
             .with_endpoint_type(req.endpoint_type)
             .with_cluster_id(text(self.config.cluster_id.clone()))
             .with_controller_id(BrokerId(self.config.node_id));

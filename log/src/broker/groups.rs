@@ -132,6 +132,11 @@ impl Broker {
 
     pub(crate) fn describe_groups(&self, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
         let coordinator = self.coordinator();
+        let ops = if req.include_authorized_operations {
+            super::authorized::GROUP
+        } else {
+            i32::MIN
+        };
         let groups = req
             .groups
             .into_iter()
@@ -143,11 +148,13 @@ impl Broker {
                     let state = if known { "Empty" } else { "Dead" };
                     return DescribedGroup::default()
                         .with_group_id(id)
-                        .with_group_state(text(state));
+                        .with_group_state(text(state))
+                        .with_authorized_operations(ops);
                 };
                 let protocol = g.protocol_name.clone().unwrap_or_default();
                 DescribedGroup::default()
                     .with_group_id(id)
+                    .with_authorized_operations(ops)
                     .with_group_state(text(g.state.name()))
                     .with_protocol_type(text(g.protocol_type.clone().unwrap_or_default()))
                     .with_protocol_data(text(protocol.clone()))

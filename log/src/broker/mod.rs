@@ -10,6 +10,7 @@
 //! can plug in later without changing the handlers' contracts.
 
 mod admin;
+mod authorized;
 mod configs;
 mod fetch;
 mod groups;
