@@ -946,7 +946,9 @@ async fn manual_replica_assignments_are_checked_like_kafkas() {
     }
     let invalid_request = ResponseError::InvalidRequest.code();
     let invalid = ResponseError::InvalidReplicaAssignment.code();
-    let cases: Vec<(&str, Vec<(i32, &[i32])>, i32, i16, i16)> = vec![
+    /// (topic, assignments, partition count, replication factor, expected error).
+    type Case<'a> = (&'a str, Vec<(i32, &'a [i32])>, i32, i16, i16);
+    let cases: Vec<Case> = vec![
         ("rf-set", vec![(0, &[0])], -1, 1, invalid_request),
         ("count-set", vec![(0, &[0])], 1, -1, invalid_request),
         ("twice", vec![(0, &[0]), (0, &[0])], -1, -1, invalid),
