@@ -896,3 +896,137 @@ async fn fetch_max_bytes_spans_partitions_but_the_first_batch_always_comes() {
     assert_eq!(lens(fetch(&b, req(i32::MAX)).await), vec![size, 0]);
     b.close().unwrap();
 }
+
+/// Manual replica assignments in CreateTopics and CreatePartitions, checked as Kafka's
+/// controller checks them (`ReplicationControlManagerTest.testValidateGoodManualPartitionAssignments`
+/// and `testValidateBadManualPartitionAssignments`, one broker here): a valid one (every replica list is this broker alone)
+/// creates the topic with as many partitions as it lists; a replication factor or partition
+/// count beside it is INVALID_REQUEST; duplicates, gaps, empty lists and unknown brokers are
+/// INVALID_REPLICA_ASSIGNMENT, and nothing is created.
+#[tokio::test]
+async fn manual_replica_assignments_are_checked_like_kafkas() {
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let create_assigned = |topic: &str, parts: &[(i32, &[i32])], partitions: i32, rf: i16| {
+        let t = CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+            .with_assignments(
+                parts
+                    .iter()
+                    .map(|(p, ids)| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(*p)
+                            .with_broker_ids(ids.iter().map(|i| BrokerId(*i)).collect())
+                    })
+                    .collect(),
+            );
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![t]))
+    };
+    let code = |r: ResponseKind| match r {
+        ResponseKind::CreateTopics(r) => r.topics[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    let ok = call(
+        &b,
+        create_assigned("a", &[(0, &[0]), (1, &[0]), (2, &[0])], -1, -1),
+    )
+    .await;
+    match ok {
+        ResponseKind::CreateTopics(r) => {
+            assert_eq!(r.topics[0].error_code, 0);
+            assert_eq!(r.topics[0].num_partitions, 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    let invalid_request = ResponseError::InvalidRequest.code();
+    let invalid = ResponseError::InvalidReplicaAssignment.code();
+    /// (topic, assignments, partition count, replication factor, expected error).
+    type Case<'a> = (&'a str, Vec<(i32, &'a [i32])>, i32, i16, i16);
+    let cases: Vec<Case> = vec![
+        ("rf-set", vec![(0, &[0])], -1, 1, invalid_request),
+        ("count-set", vec![(0, &[0])], 1, -1, invalid_request),
+        ("twice", vec![(0, &[0]), (0, &[0])], -1, -1, invalid),
+        ("gap", vec![(0, &[0]), (2, &[0])], -1, -1, invalid),
+        ("empty", vec![(0, &[])], -1, -1, invalid),
+        ("unknown", vec![(0, &[5])], -1, -1, invalid),
+        ("dup-broker", vec![(0, &[0, 0])], -1, -1, invalid),
+    ];
+    for (topic, parts, count, rf, expected) in cases {
+        assert_eq!(
+            code(call(&b, create_assigned(topic, &parts, count, rf)).await),
+            expected,
+            "{topic}"
+        );
+        assert!(b
+            .logs()
+            .get(&rill_log::TopicPartition::new(topic, 0))
+            .is_none());
+    }
+    // CreatePartitions: this broker alone is valid, another broker is not.
+    let grow = |ids: &[i32]| {
+        RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+            CreatePartitionsTopic::default()
+                .with_name(name("a"))
+                .with_count(4)
+                .with_assignments(Some(vec![CreatePartitionsAssignment::default()
+                    .with_broker_ids(ids.iter().map(|i| BrokerId(*i)).collect())])),
+        ]))
+    };
+    let result = |r: ResponseKind| match r {
+        ResponseKind::CreatePartitions(r) => r.results[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(result(call(&b, grow(&[3])).await), invalid);
+    assert_eq!(result(call(&b, grow(&[0])).await), 0);
+    b.close().unwrap();
+}
+
+/// KIP-430's authorized operations, when a client asks for them: with no authorizer, Kafka
+/// answers every operation the resource type supports (`AuthHelper.authorizedOperations`):
+/// 3576 for a topic, 3400 for a group, 8096 for the cluster; unasked, the schema's default.
+#[tokio::test]
+async fn authorized_operations_are_kafkas_without_an_authorizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "t", 1, &[]).await;
+    let meta = |asked: bool| {
+        RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("t")))
+                ]))
+                .with_include_topic_authorized_operations(asked)
+                .with_include_cluster_authorized_operations(asked),
+        )
+    };
+    for (asked, topic_ops, cluster_ops) in [(true, 3576, 8096), (false, i32::MIN, i32::MIN)] {
+        match call(&b, meta(asked)).await {
+            ResponseKind::Metadata(m) => {
+                assert_eq!(m.topics[0].topic_authorized_operations, topic_ops);
+                assert_eq!(m.cluster_authorized_operations, cluster_ops);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let cluster = DescribeClusterRequest::default()
+        .with_endpoint_type(1)
+        .with_include_cluster_authorized_operations(true);
+    match call(&b, RequestKind::DescribeCluster(cluster)).await {
+        ResponseKind::DescribeCluster(r) => assert_eq!(r.cluster_authorized_operations, 8096),
+        other => panic!("{other:?}"),
+    }
+    let groups = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(StrBytes::from_static_str("g"))])
+        .with_include_authorized_operations(true);
+    match call(&b, RequestKind::DescribeGroups(groups)).await {
+        ResponseKind::DescribeGroups(r) => assert_eq!(r.groups[0].authorized_operations, 3400),
+        other => panic!("{other:?}"),
+    }
+    b.close().unwrap();
+}

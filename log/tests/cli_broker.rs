@@ -345,3 +345,46 @@ fn the_cli_lists_describes_and_guards_transactions() {
     let listed = json_lines(&ok(a, &["transactions", "list", "--json"], ""));
     assert_eq!(listed[0]["state"], "CompleteCommit");
 }
+
+/// `rill groups delete-offsets` (OffsetDelete over TCP): a group's committed offsets of a
+/// topic go, and the group's next consumer starts from the reset policy again.
+#[test]
+fn the_cli_deletes_a_groups_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let a = broker.addr.as_str();
+    ok(a, &["topics", "create", "events", "--partitions", "1"], "");
+    ok(a, &["produce", "events"], "a\nb\nc\n");
+    let consume = [
+        "consume",
+        "events",
+        "--group",
+        "readers",
+        "--from-beginning",
+        "--max-messages",
+        "3",
+    ];
+    assert_eq!(ok(a, &consume, ""), "a\nb\nc\n");
+    let rows = json_lines(&ok(
+        a,
+        &[
+            "groups",
+            "delete-offsets",
+            "readers",
+            "--topic",
+            "events",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["result"], "deleted");
+    // Nothing committed any more: the group reads from the beginning again.
+    assert_eq!(ok(a, &consume, ""), "a\nb\nc\n");
+    let (refused, _, err) = cli(
+        a,
+        &["groups", "delete-offsets", "nobody", "--topic", "events"],
+        "",
+    );
+    assert!(!refused && err.contains("unknown group"), "{err}");
+}

@@ -1,5 +1,7 @@
 //! Real Kafka clients against a real `rill broker` process on loopback: confluent-kafka
-//! (librdkafka), kafka-python and aiokafka from PyPI, and Debian's kcat. Each script in
+//! (librdkafka), kafka-python and aiokafka from PyPI, Debian's kcat, and kafkajs from npm
+//! (which speaks only the non-flexible protocol versions; found through `RILL_NODE_PATH`,
+//! default `/var/tmp/rill-npm/node_modules`, where `.ci/run` installs it). Each script in
 //! `tests/compat/` runs the scenarios (keys, headers and every codec; a group of three
 //! with commits and a member leaving; seek by timestamp; topics and configs through the admin
 //! APIs) and exits non-zero on the first difference from Kafka. Offsets committed by one
@@ -43,7 +45,20 @@ fn clients_missing() -> Option<String> {
     {
         return Some("kcat".into());
     }
+    if !Command::new("node")
+        .args(["-e", "require('kafkajs')"])
+        .env("NODE_PATH", node_path())
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some(format!("node with kafkajs in {}", node_path()));
+    }
     None
+}
+
+/// Where kafkajs is installed (`npm install kafkajs` there).
+fn node_path() -> String {
+    std::env::var("RILL_NODE_PATH").unwrap_or_else(|_| "/var/tmp/rill-npm/node_modules".into())
 }
 
 #[test]
@@ -103,4 +118,12 @@ fn kafka_clients_work_against_a_rill_broker_process() {
         "kcat",
     );
     assert!(out.contains("ok group commits and resume"));
+    let out = run(
+        Command::new("node")
+            .arg(script("kafkajs_client.js"))
+            .arg(&addr)
+            .env("NODE_PATH", node_path()),
+        "kafkajs",
+    );
+    assert!(out.contains("ok scenarioTransactions"));
 }

@@ -862,3 +862,102 @@ async fn over_long_group_ids_are_refused_not_cut() {
     }
     b.close().unwrap();
 }
+
+/// OffsetDelete (KIP-496), as Kafka's `OffsetMetadataManagerTest.testGenericGroupOffsetDelete`
+/// and `...WithErrors` and `KafkaApis.handleOffsetDeleteRequest`: an unknown group is
+/// GROUP_ID_NOT_FOUND; a group without members loses the offsets asked for (others stay); a
+/// topic its members subscribe to answers GROUP_SUBSCRIBED_TO_TOPIC and keeps its offsets,
+/// while another topic's go; an unknown partition is UNKNOWN_TOPIC_OR_PARTITION; a
+/// non-consumer group with members is NON_EMPTY_GROUP.
+#[tokio::test]
+async fn offset_delete_keeps_subscribed_topics_and_deletes_the_rest() {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _clock) = setup(dir.path());
+    create_topics(&b).await;
+    let delete = |group: &str, parts: &[(&str, i32)]| {
+        let topics = parts
+            .iter()
+            .map(|(t, p)| {
+                OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s(t)))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(*p)
+                    ])
+            })
+            .collect();
+        RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(topics),
+        )
+    };
+    let answer = |r: Option<ResponseKind>| match r {
+        Some(ResponseKind::OffsetDelete(r)) => (
+            r.error_code,
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect::<Vec<_>>(),
+        ),
+        other => panic!("{other:?}"),
+    };
+    let go = |req| {
+        let b = Arc::clone(&b);
+        async move { answer(b.handle(&ctx("x"), req).await.unwrap()) }
+    };
+    assert_eq!(
+        go(delete("nope", &[("t", 0)])).await.0,
+        ResponseError::GroupIdNotFound.code()
+    );
+    // A group known by its offsets alone.
+    assert_eq!(
+        commit(&b, "foo", -1, "", &[("t", 0, 5), ("u", 0, 6)]).await,
+        vec![0, 0]
+    );
+    assert_eq!(
+        go(delete("foo", &[("t", 0), ("nowhere", 0)])).await,
+        (0, vec![0, ResponseError::UnknownTopicOrPartition.code()])
+    );
+    let left: Vec<(String, i32, i64)> = fetch_offsets(&b, "foo")
+        .await
+        .into_iter()
+        .map(|(t, p, o, _)| (t, p, o))
+        .collect();
+    assert_eq!(left, vec![("u".to_string(), 0, 6)]);
+    // A consumer group whose member subscribes to `t`: ConsumerProtocolSubscription v0.
+    let mut subscription = vec![0, 0, 0, 0, 0, 1, 0, 1, b't'];
+    subscription.extend_from_slice(&(-1i32).to_be_bytes());
+    let id = member_id(&b, "c").await;
+    let mut req = join_req(&id, None, "");
+    req.protocols[0].metadata = Bytes::from(subscription);
+    let r = join(&b, "c", req).await;
+    sync_all(&b, std::slice::from_ref(&id), r.generation_id, &id).await;
+    assert_eq!(
+        commit(&b, "g", r.generation_id, &id, &[("t", 1, 7), ("u", 0, 8)]).await,
+        vec![0, 0]
+    );
+    assert_eq!(
+        go(delete("g", &[("t", 1), ("u", 0)])).await,
+        (0, vec![ResponseError::GroupSubscribedToTopic.code(), 0])
+    );
+    let left: Vec<(String, i32)> = fetch_offsets(&b, "g")
+        .await
+        .into_iter()
+        .map(|(t, p, _, _)| (t, p))
+        .collect();
+    assert_eq!(left, vec![("t".to_string(), 1)]);
+    // A group of another protocol type with members.
+    let mut other = join_req("", None, "x").with_group_id(GroupId(s("conn")));
+    other.protocol_type = s("connect");
+    let first = join(&b, "k", other.clone()).await;
+    let r = join(&b, "k", other.with_member_id(first.member_id.clone())).await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(
+        go(delete("conn", &[("t", 0)])).await.0,
+        ResponseError::NonEmptyGroup.code()
+    );
+    b.close().unwrap();
+}

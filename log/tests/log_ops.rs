@@ -155,13 +155,20 @@ fn compacted_topics_refuse_records_without_keys() {
         ManualClock::new(0),
     );
     let mut keyless = batch_with(
-        &[(Some("k"), Some("v"), 1), (None, Some("v"), 1)],
+        &[
+            (Some("k"), Some("v"), 1),
+            (None, Some("v"), 1),
+            (Some("k2"), Some("v"), 1),
+            (None, Some("v"), 1),
+        ],
         Compression::Gzip,
     );
-    assert!(matches!(
-        log.append(&mut keyless),
-        Err(StorageError::InvalidBatch(BatchError::MissingKey(1)))
-    ));
+    // Every keyless record is named (KIP-467), and nothing is written.
+    match log.append(&mut keyless) {
+        Err(StorageError::InvalidBatch(BatchError::MissingKeys(i))) => assert_eq!(i, vec![1, 3]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(log.log_end_offset().0, 0);
 }
 
 #[test]

@@ -667,3 +667,99 @@ async fn buffer_memory_comes_back_whole_after_each_batch() {
     producer.close().await;
     b.close().unwrap();
 }
+
+/// KIP-467 (Kafka's `LogValidatorTest.testCompactedTopicWithoutKey` and the producer's
+/// per-record errors): keyless records in a batch for a compacted topic fail the batch with
+/// INVALID_RECORD, and the answer names each bad record by its index with Kafka's message.
+/// The producer fails exactly those records with that message; the others of the batch fail
+/// with `BatchRejected` naming the bad ones, so they can be told apart and sent again.
+#[tokio::test]
+async fn per_record_errors_name_the_bad_records_of_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("compacted", 1, &[("cleanup.policy", "compact")])
+        .await
+        .unwrap();
+    // On the wire: record_errors and Kafka's summary message.
+    let recs = [
+        NewRecord::new(Some("k0"), Some("v"), 1),
+        NewRecord::new(None::<&str>, Some("v"), 1),
+        NewRecord::new(Some("k2"), Some("v"), 1),
+        NewRecord::new(None::<&str>, Some("v"), 1),
+    ];
+    let bytes =
+        rill_log::storage::encode_batch(&recs, rill_log::storage::Compression::None).unwrap();
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("compacted")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(bytes))),
+            ])]);
+    let resp = match b
+        .handle(&RequestContext::embedded("t"), RequestKind::Produce(req))
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        ResponseKind::Produce(r) => r.responses[0].partition_responses[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(resp.error_code, ResponseError::InvalidRecord.code());
+    let named: Vec<i32> = resp.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(named, vec![1, 3]);
+    assert_eq!(
+        resp.record_errors[0].batch_index_error_message.as_deref(),
+        Some("Compacted topic cannot accept message without key in topic partition compacted-0")
+    );
+    assert!(resp
+        .error_message
+        .as_deref()
+        .unwrap()
+        .starts_with("One or more records have been rejected due to 2 record errors in total"));
+    // Through the producer: one batch of four, two of them keyless.
+    let p = Producer::new(
+        embedded(&b),
+        ProducerConfig {
+            linger_ms: 50,
+            ..Default::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for (i, key) in [Some("k0"), None, Some("k2"), None].into_iter().enumerate() {
+        let mut r = ProducerRecord::new("compacted", key, format!("v{i}"));
+        r.partition = Some(0);
+        deliveries.push(p.send(r).await.unwrap());
+    }
+    let mut outcomes = Vec::new();
+    for d in deliveries {
+        outcomes.push(d.wait().await);
+    }
+    for i in [1, 3] {
+        match &outcomes[i] {
+            Err(ClientError::Kafka { error, message }) => {
+                assert_eq!(*error, ResponseError::InvalidRecord);
+                assert!(
+                    message.as_deref().unwrap().contains("without key"),
+                    "{message:?}"
+                );
+            }
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    for i in [0, 2] {
+        match &outcomes[i] {
+            Err(ClientError::BatchRejected(bad)) => assert_eq!(bad, &vec![1, 3]),
+            other => panic!("record {i}: {other:?}"),
+        }
+    }
+    assert!(
+        values(&b, "compacted", 0).await.is_empty(),
+        "nothing written"
+    );
+    p.close().await;
+    b.close().unwrap();
+}

@@ -630,6 +630,18 @@ fn sample_request(key: ApiKey, version: i16) -> kafka_protocol::messages::Reques
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(GroupId(s("sweep-g")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        ),
         ApiKey::WriteTxnMarkers => {
             RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
                 write_txn_markers_request::WritableTxnMarker::default()

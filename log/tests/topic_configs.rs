@@ -139,7 +139,14 @@ fn recompression_to_every_codec_keeps_every_record_byte() {
 fn compression_levels_apply_to_recompressed_batches() {
     // Compressible but not trivially: levels find different matches.
     let values: Vec<String> = (0..400)
-        .map(|i| format!("value {} of {} with text {}", i * 7919 % 1000, i % 13, i * i))
+        .map(|i| {
+            format!(
+                "value {} of {} with text {}",
+                i * 7919 % 1000,
+                i % 13,
+                i * i
+            )
+        })
         .collect();
     let recs: Vec<NewRecord> = values
         .iter()
@@ -164,7 +171,10 @@ fn compression_levels_apply_to_recompressed_batches() {
         ("lz4", "compression.lz4.level", "1", "17"),
     ] {
         let (fast, small) = (stored(codec, key, low), stored(codec, key, high));
-        assert!(small < fast, "{codec}: level {high} gave {small} bytes, {low} gave {fast}");
+        assert!(
+            small < fast,
+            "{codec}: level {high} gave {small} bytes, {low} gave {fast}"
+        );
     }
 }
 

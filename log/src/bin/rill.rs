@@ -164,6 +164,16 @@ enum GroupsAction {
     Describe {
         group: String,
     },
+    /// Delete a group's committed offsets for one topic (refused for a topic its members
+    /// subscribe to).
+    DeleteOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only this partition; repeatable (default: every partition of the topic).
+        #[arg(long = "partition")]
+        partitions: Vec<i32>,
+    },
     /// Move a group's committed offsets for one topic (the group must have no members).
     ResetOffsets {
         group: String,
@@ -551,6 +561,11 @@ fn client_command(command: Command) -> Result<(), CliError> {
                 let table = match action {
                     GroupsAction::List => commands::groups_list(t).await?,
                     GroupsAction::Describe { group } => commands::groups_describe(t, &group).await?,
+                    GroupsAction::DeleteOffsets {
+                        group,
+                        topic,
+                        partitions,
+                    } => commands::groups_delete_offsets(t, &group, &topic, &partitions).await?,
                     GroupsAction::ResetOffsets {
                         group,
                         topic,

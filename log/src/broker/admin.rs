@@ -82,6 +82,79 @@ impl Broker {
         Ok(meta)
     }
 
+    /// A manual replica assignment, checked as Kafka's controller checks it
+    /// (`ReplicationControlManager.createTopic`): `Some(partitions)` when the request has one,
+    /// and on one broker every replica list must be this broker alone.
+    fn manual_assignment(
+        &self,
+        t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    ) -> Result<Option<i32>, Refusal> {
+        if t.assignments.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |m: String| Err((ResponseError::InvalidReplicaAssignment, m));
+        if t.replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "A manual partition assignment was specified, but replication factor was not \
+                 set to -1."
+                    .into(),
+            ));
+        }
+        if t.num_partitions != -1 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "A manual partition assignment was specified, but numPartitions was not set \
+                 to -1."
+                    .into(),
+            ));
+        }
+        let node = self.config.node_id;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut replicas: Option<usize> = None;
+        for a in &t.assignments {
+            if !seen.insert(a.partition_index) {
+                return invalid(format!(
+                    "Found multiple manual partition assignments for partition {}",
+                    a.partition_index
+                ));
+            }
+            let mut ids: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            if ids.is_empty() {
+                return invalid(
+                    "The manual partition assignment includes an empty replica list.".into(),
+                );
+            }
+            ids.sort_unstable();
+            if let Some(unknown) = ids.iter().find(|id| **id != node) {
+                return invalid(format!(
+                    "The manual partition assignment includes broker {unknown}, but no such \
+                     broker is registered."
+                ));
+            }
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return invalid(format!(
+                    "The manual partition assignment includes the broker {node} more than once."
+                ));
+            }
+            if replicas.is_some_and(|r| r != ids.len()) {
+                return invalid(format!(
+                    "The manual partition assignment includes a partition with {} replica(s), \
+                     but this is not consistent with previous partitions, which have {} \
+                     replica(s).",
+                    ids.len(),
+                    replicas.unwrap_or_default()
+                ));
+            }
+            replicas = Some(ids.len());
+        }
+        let n = seen.len() as i32;
+        if !(0..n).all(|i| seen.contains(&i)) {
+            return invalid("partitions should be a consecutive 0-based integer sequence".into());
+        }
+        Ok(Some(n))
+    }
+
     pub(crate) fn create_topics(
         &self,
         req: CreateTopicsRequest,
@@ -90,10 +163,11 @@ impl Broker {
         for t in req.topics {
             let name = t.name.0.to_string();
             let mut result = CreatableTopicResult::default().with_name(t.name.clone());
-            let partitions = if t.num_partitions == -1 {
-                self.config.num_partitions
-            } else {
-                t.num_partitions
+            let assigned = self.manual_assignment(&t);
+            let partitions = match &assigned {
+                Ok(Some(n)) => *n,
+                _ if t.num_partitions == -1 => self.config.num_partitions,
+                _ => t.num_partitions,
             };
             let overrides: BTreeMap<String, String> = t
                 .configs
@@ -112,11 +186,8 @@ impl Broker {
                         t.replication_factor
                     ),
                 ))
-            } else if !t.assignments.is_empty() {
-                Err((
-                    ResponseError::InvalidRequest,
-                    "manual replica assignments are not supported".into(),
-                ))
+            } else if let Err(refused) = assigned {
+                Err(refused)
             } else if req.validate_only {
                 // Everything create_topic checks, without creating.
                 validate_topic_name(&name)
@@ -309,8 +380,19 @@ impl Broker {
                 }
             }
         }
+        if req.include_topic_authorized_operations {
+            for t in &mut out {
+                t.topic_authorized_operations = super::authorized::TOPIC;
+            }
+        }
+        let cluster_ops = if req.include_cluster_authorized_operations {
+            super::authorized::CLUSTER
+        } else {
+            i32::MIN
+        };
         let node = BrokerId(self.config.node_id);
         Ok(MetadataResponse::default()
+            .with_cluster_authorized_operations(cluster_ops)
             .with_brokers(vec![MetadataResponseBroker::default()
                 .with_node_id(node)
                 .with_host(text(self.config.advertised_host.clone()))
@@ -324,6 +406,11 @@ impl Broker {
     /// (type 1) are described; asking for controllers (type 2) is refused as Kafka's brokers do.
     pub(crate) fn describe_cluster(&self, req: DescribeClusterRequest) -> DescribeClusterResponse {
         let resp = DescribeClusterResponse::default()
+            .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
+                super::authorized::CLUSTER
+            } else {
+                i32::MIN
+            })
             .with_endpoint_type(req.endpoint_type)
             .with_cluster_id(text(self.config.cluster_id.clone()))
             .with_controller_id(BrokerId(self.config.node_id));

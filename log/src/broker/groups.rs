@@ -132,6 +132,11 @@ impl Broker {
 
     pub(crate) fn describe_groups(&self, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
         let coordinator = self.coordinator();
+        let ops = if req.include_authorized_operations {
+            super::authorized::GROUP
+        } else {
+            i32::MIN
+        };
         let groups = req
             .groups
             .into_iter()
@@ -143,11 +148,13 @@ impl Broker {
                     let state = if known { "Empty" } else { "Dead" };
                     return DescribedGroup::default()
                         .with_group_id(id)
-                        .with_group_state(text(state));
+                        .with_group_state(text(state))
+                        .with_authorized_operations(ops);
                 };
                 let protocol = g.protocol_name.clone().unwrap_or_default();
                 DescribedGroup::default()
                     .with_group_id(id)
+                    .with_authorized_operations(ops)
                     .with_group_state(text(g.state.name()))
                     .with_protocol_type(text(g.protocol_type.clone().unwrap_or_default()))
                     .with_protocol_data(text(protocol.clone()))
@@ -192,6 +199,79 @@ impl Broker {
             })
             .collect();
         ListGroupsResponse::default().with_groups(groups)
+    }
+
+    /// OffsetDelete (KIP-496): removes a group's committed offsets of the given partitions,
+    /// except those of topics its members still subscribe to (GROUP_SUBSCRIBED_TO_TOPIC);
+    /// unknown partitions answer UNKNOWN_TOPIC_OR_PARTITION, as in Kafka.
+    pub(crate) fn offset_delete(
+        &self,
+        req: kafka_protocol::messages::OffsetDeleteRequest,
+    ) -> kafka_protocol::messages::OffsetDeleteResponse {
+        use crate::coordinator::group::Subscriptions;
+        use kafka_protocol::messages::offset_delete_response::{
+            OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+        };
+        use kafka_protocol::messages::OffsetDeleteResponse;
+        let group = req.group_id.0.to_string();
+        let refuse = |e: ResponseError| OffsetDeleteResponse::default().with_error_code(e.code());
+        let check = self.coordinator().offset_delete_check(&group);
+        let subscribed = match check {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return refuse(e),
+            // Known only by its committed offsets (as after a restart), or not at all.
+            None if self.offsets().of_group(&group).is_empty() => {
+                return refuse(ResponseError::GroupIdNotFound)
+            }
+            None => Subscriptions::Topics(BTreeSet::new()),
+        };
+        let mut doomed = Vec::new();
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let partitions = self.topic_partitions(&name);
+                let keep = match &subscribed {
+                    Subscriptions::All => true,
+                    Subscriptions::Topics(ts) => ts.contains(&name),
+                };
+                let results = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let i = p.partition_index;
+                        let code = if !partitions.is_some_and(|n| i >= 0 && i < n) {
+                            ResponseError::UnknownTopicOrPartition.code()
+                        } else if keep {
+                            ResponseError::GroupSubscribedToTopic.code()
+                        } else {
+                            doomed.push((name.clone(), i, None));
+                            0
+                        };
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(i)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(results)
+            })
+            .collect();
+        let mut store = self.offsets();
+        // Tombstones only for offsets that exist.
+        let committed: BTreeSet<(String, i32)> = store
+            .of_group(&group)
+            .into_iter()
+            .map(|((_, t, p), _)| (t, p))
+            .collect();
+        doomed.retain(|(t, p, _)| committed.contains(&(t.clone(), *p)));
+        if let Err(e) = store.write(&self.logs, &group, doomed) {
+            tracing::error!(group = %group, error = %e, "deleting committed offsets failed");
+            return refuse(ResponseError::CoordinatorNotAvailable);
+        }
+        OffsetDeleteResponse::default().with_topics(topics)
     }
 
     pub(crate) fn delete_groups(&self, req: DeleteGroupsRequest) -> DeleteGroupsResponse {

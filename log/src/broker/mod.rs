@@ -10,6 +10,7 @@
 //! can plug in later without changing the handlers' contracts.
 
 mod admin;
+mod authorized;
 mod configs;
 mod dynamic;
 mod fetch;
@@ -446,6 +447,7 @@ impl Broker {
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.describe_groups(r)),
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r)),
+            RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r)),
             RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r)),
             RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r)),
             RequestKind::OffsetForLeaderEpoch(r) => {
@@ -566,7 +568,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
         StorageError::InvalidBatch(B::Timestamp { .. }) => ResponseError::InvalidTimestamp,
         StorageError::InvalidBatch(
-            B::Records(_) | B::MissingKey(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
+            B::Records(_) | B::MissingKeys(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
         ) => ResponseError::InvalidRecord,
         StorageError::InvalidBatch(_) => ResponseError::CorruptMessage,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,

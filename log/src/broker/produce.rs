@@ -5,7 +5,9 @@
 //! offsets. A partition's first transactional batch of a transaction is checked with the
 //! transaction coordinator first (KIP-890). InitProducerId hands out idempotent producers' ids.
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
@@ -102,7 +104,8 @@ impl Broker {
                                 }
                                 Err(e) => {
                                     tracing::debug!(tp = %log.topic_partition(), error = %e, "produce refused");
-                                    fail(&mut resp, storage_error_code(&e), e.to_string())
+                                    fail(&mut resp, storage_error_code(&e), e.to_string());
+                                    record_errors(&mut resp, &e, &name, p.index);
                                 }
                             }
                         }
@@ -122,6 +125,42 @@ impl Broker {
         }
         (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
+}
+
+/// KIP-467: the records that made the batch fail, each with its index in the batch and why,
+/// and Kafka's summary message, so a client fails those records with their reason.
+fn record_errors(
+    resp: &mut PartitionProduceResponse,
+    e: &crate::storage::StorageError,
+    topic: &str,
+    partition: i32,
+) {
+    use crate::storage::{BatchError, StorageError};
+    let StorageError::InvalidBatch(BatchError::MissingKeys(indexes)) = e else {
+        return;
+    };
+    let why = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}"
+    );
+    resp.record_errors = indexes
+        .iter()
+        .map(|i| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(*i)
+                .with_batch_index_error_message(Some(StrBytes::from_string(why.clone())))
+        })
+        .collect();
+    let shown: Vec<String> = indexes
+        .iter()
+        .take(3)
+        .map(|i| format!("RecordError(batchIndex={i}, message='{why}')"))
+        .collect();
+    resp.error_message = Some(StrBytes::from_string(format!(
+        "One or more records have been rejected due to {} record errors in total, and only \
+         showing the first three errors at most: [{}]",
+        indexes.len(),
+        shown.join(", ")
+    )));
 }
 
 impl Broker {

@@ -451,6 +451,41 @@ pub async fn groups_describe(t: Arc<dyn Transport>, group: &str) -> Result<Table
     Ok(table)
 }
 
+/// `groups delete-offsets`: deletes `group`'s committed offsets of `topic` (of `partitions`,
+/// or of every partition); one row per partition with the outcome.
+pub async fn groups_delete_offsets(
+    t: Arc<dyn Transport>,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Table, CliError> {
+    let admin = Admin::new(t);
+    let wanted: Vec<TopicPartition> = if partitions.is_empty() {
+        let described = admin.list_topics().await?;
+        let count = described
+            .iter()
+            .find(|d| d.name == topic)
+            .map(|d| d.partitions)
+            .ok_or_else(|| CliError::Usage(format!("unknown topic `{topic}`")))?;
+        (0..count).map(|p| TopicPartition::new(topic, p)).collect()
+    } else {
+        partitions
+            .iter()
+            .map(|p| TopicPartition::new(topic, *p))
+            .collect()
+    };
+    let mut table = Table::new(&["group", "topic", "partition", "result"]);
+    for (tp, error) in admin.delete_group_offsets(group, &wanted).await? {
+        table.push(vec![
+            group.into(),
+            tp.topic.clone(),
+            tp.partition.0.to_string(),
+            error.map_or("deleted".into(), |e| format!("{e:?}")),
+        ]);
+    }
+    Ok(table)
+}
+
 /// Where `groups reset-offsets` moves a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetTo {

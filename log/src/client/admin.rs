@@ -548,6 +548,63 @@ impl Admin {
 }
 
 impl Admin {
+    /// Deletes `group`'s committed offsets of `partitions` (OffsetDelete, KIP-496): per
+    /// partition, `None` when deleted (or there was none), else why not
+    /// (GROUP_SUBSCRIBED_TO_TOPIC while members subscribe to its topic,
+    /// UNKNOWN_TOPIC_OR_PARTITION). A group-level refusal (GROUP_ID_NOT_FOUND,
+    /// NON_EMPTY_GROUP) is the error.
+    pub async fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Option<kafka_protocol::ResponseError>)>, ClientError> {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in partitions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition.0);
+        }
+        let req = kafka_protocol::messages::OffsetDeleteRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(text(t)))
+                            .with_partitions(
+                                ps.into_iter()
+                                    .map(|p| {
+                                        OffsetDeleteRequestPartition::default()
+                                            .with_partition_index(p)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        match self.call(RequestKind::OffsetDelete(req)).await? {
+            ResponseKind::OffsetDelete(r) => {
+                check(r.error_code, Some(group))?;
+                Ok(r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(|p| {
+                            let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
+                            let error = (p.error_code != 0).then(|| {
+                                kafka_protocol::ResponseError::try_from_code(p.error_code)
+                                    .unwrap_or(kafka_protocol::ResponseError::UnknownServerError)
+                            });
+                            (tp, error)
+                        })
+                    })
+                    .collect())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
     /// Every transactional id the coordinator knows (ListTransactions), in id order.
     pub async fn list_transactions(&self) -> Result<Vec<TransactionListing>, ClientError> {
         let req = ListTransactionsRequest::default().with_duration_filter(-1);

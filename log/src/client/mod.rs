@@ -55,6 +55,18 @@ pub enum ClientError {
     Network(String),
     #[error(transparent)]
     Config(#[from] crate::storage::ConfigError),
+    /// The broker refused a batch for some of its records (KIP-467): their indexes in the
+    /// batch, each with its reason. Each of those records fails with INVALID_RECORD and its
+    /// reason; the others of the batch with [`ClientError::BatchRejected`].
+    #[error("{}", message.clone().unwrap_or_else(|| format!("invalid records {records:?}")))]
+    InvalidRecords {
+        message: Option<String>,
+        records: Vec<(u32, String)>,
+    },
+    /// The record was not written because other records of its batch were invalid (their
+    /// indexes): it may be sent again.
+    #[error("not written: records {0:?} of its batch were invalid")]
+    BatchRejected(Vec<u32>),
 }
 
 impl ClientError {
@@ -94,6 +106,9 @@ impl ClientError {
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
             ClientError::Kafka { error, .. } => Some(*error),
+            ClientError::InvalidRecords { .. } | ClientError::BatchRejected(_) => {
+                Some(ResponseError::InvalidRecord)
+            }
             _ => None,
         }
     }

@@ -146,6 +146,8 @@ type Outcome = Result<i64, (Option<ResponseError>, String)>;
 #[derive(Default)]
 struct BatchSlot {
     outcome: OnceLock<Outcome>,
+    /// The records the broker named as invalid (KIP-467), set before a failed outcome.
+    invalid: OnceLock<Vec<(u32, String)>>,
     done: Notify,
 }
 
@@ -219,6 +221,23 @@ impl Delivery {
                 },
                 timestamp_ms: self.timestamp_ms,
             }),
+            Err(_) if self.slot.invalid.get().is_some() => {
+                let invalid = self
+                    .slot
+                    .invalid
+                    .get()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                match invalid.iter().find(|(i, _)| *i == self.index) {
+                    Some((_, why)) => Err(ClientError::Kafka {
+                        error: ResponseError::InvalidRecord,
+                        message: Some(why.clone()),
+                    }),
+                    None => Err(ClientError::BatchRejected(
+                        invalid.iter().map(|(i, _)| *i).collect(),
+                    )),
+                }
+            }
             Err((Some(error), text)) => Err(ClientError::Kafka {
                 error: *error,
                 message: Some(text.clone()),
@@ -1142,6 +1161,9 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
         }
         Err(e) => {
             let text = e.to_string();
+            if let ClientError::InvalidRecords { records, .. } = &e {
+                let _ = batch.slot.invalid.set(records.clone());
+            }
             batch.slot.finish(Err((e.kafka_error(), text.clone())));
             if let Some(txn) = st.txn.as_mut() {
                 txn.failed.get_or_insert(text.clone());
@@ -1210,6 +1232,19 @@ async fn produce_once(
                 .first()
                 .and_then(|t| t.partition_responses.first())
                 .ok_or(ClientError::NoResponse)?;
+            if p.error_code != 0 && !p.record_errors.is_empty() {
+                return Err(ClientError::InvalidRecords {
+                    message: p.error_message.as_deref().map(str::to_string),
+                    records: p
+                        .record_errors
+                        .iter()
+                        .map(|r| {
+                            let why = r.batch_index_error_message.as_deref().unwrap_or_default();
+                            (r.batch_index.max(0) as u32, why.to_string())
+                        })
+                        .collect(),
+                });
+            }
             check(p.error_code, p.error_message.as_deref())?;
             Ok(p.base_offset)
         }

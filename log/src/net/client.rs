@@ -413,6 +413,7 @@ fn group_of(req: &RequestKind) -> Option<String> {
         RequestKind::TxnOffsetCommit(r) => &r.group_id,
         RequestKind::DescribeGroups(r) if r.groups.len() == 1 => &r.groups[0],
         RequestKind::DeleteGroups(r) if r.groups_names.len() == 1 => &r.groups_names[0],
+        RequestKind::OffsetDelete(r) => &r.group_id,
         _ => return None,
     };
     Some(g.0.to_string())
@@ -957,6 +958,7 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::DescribeProducers(_) => ApiKey::DescribeProducers,
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
+        RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         _ => return None,
     })
 }

@@ -642,6 +642,21 @@ const DESCRIBE_CLUSTER: &[Field] = &[
     f(0, MAX, Ty::Int32),                                       // cluster_authorized_operations
 ];
 
+// OffsetDelete (47)
+const OFFSET_DELETE_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32), // partition_index
+    f(0, MAX, Ty::Int16), // error_code
+];
+const OFFSET_DELETE_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),                                      // name
+    f(0, MAX, Ty::Array(&Ty::Struct(OFFSET_DELETE_PARTITION))), // partitions
+];
+const OFFSET_DELETE: &[Field] = &[
+    f(0, MAX, Ty::Int16),                                   // error_code
+    f(0, MAX, Ty::Int32),                                   // throttle_time_ms
+    f(0, MAX, Ty::Array(&Ty::Struct(OFFSET_DELETE_TOPIC))), // topics
+];
+
 // WriteTxnMarkers (27)
 const WRITE_TXN_MARKERS_PARTITION: &[Field] = &[
     f(1, MAX, Ty::Int32), // partition_index
@@ -761,6 +776,7 @@ pub(crate) static RESPONSES: &[Schema] = &[
     ),
     api(60, "DescribeCluster", (0, 2), 0, DESCRIBE_CLUSTER),
     api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
+    api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -826,6 +842,7 @@ mod tests {
             case::<IncrementalAlterConfigsResponse>(44),
             case::<DescribeClusterResponse>(60),
             case::<WriteTxnMarkersResponse>(27),
+            case::<OffsetDeleteResponse>(47),
             case::<DescribeProducersResponse>(61),
             case::<DescribeTransactionsResponse>(65),
             case::<ListTransactionsResponse>(66),

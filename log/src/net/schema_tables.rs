@@ -420,6 +420,19 @@ const TXN_OFFSET_COMMIT: &[Field] = &[
     f(0, MAX, Ty::Array(&Ty::Struct(TXN_OFFSET_COMMIT_TOPIC))), // topics
 ];
 
+// OffsetDelete (47)
+const OFFSET_DELETE_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32), // partition_index
+];
+const OFFSET_DELETE_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),                                      // name
+    f(0, MAX, Ty::Array(&Ty::Struct(OFFSET_DELETE_PARTITION))), // partitions
+];
+const OFFSET_DELETE: &[Field] = &[
+    f(0, MAX, Ty::String),                                  // group_id
+    f(0, MAX, Ty::Array(&Ty::Struct(OFFSET_DELETE_TOPIC))), // topics
+];
+
 // WriteTxnMarkers (27)
 const WRITE_TXN_MARKERS_TOPIC: &[Field] = &[
     f(1, MAX, Ty::String),            // name
@@ -503,6 +516,7 @@ pub(crate) static REQUESTS: &[Schema] = &[
     ),
     api(60, "DescribeCluster", (0, 2), 0, DESCRIBE_CLUSTER),
     api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
+    api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -563,7 +577,8 @@ mod tests {
             TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
         },
         BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, GroupId,
-        ListTransactionsRequest, ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
+        ListTransactionsRequest, OffsetDeleteRequest, ProducerId, TopicName, TransactionalId,
+        WriteTxnMarkersRequest,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
     use uuid::Uuid;
@@ -1015,6 +1030,23 @@ mod tests {
             .with_group_id(group("group"))
     }
 
+    fn offset_delete(_v: i16) -> OffsetDeleteRequest {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        let topic = |n: &'static str| {
+            OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str(n)))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                    OffsetDeleteRequestPartition::default().with_partition_index(7),
+                ])
+        };
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("group-one")))
+            .with_topics(vec![topic("orders-topic"), topic("b")])
+    }
+
     fn write_txn_markers(_v: i16) -> WriteTxnMarkersRequest {
         use kafka_protocol::messages::write_txn_markers_request::{
             WritableTxnMarker, WritableTxnMarkerTopic,
@@ -1160,6 +1192,7 @@ mod tests {
             case(44, incremental_alter_configs),
             case(60, describe_cluster),
             case(27, write_txn_markers),
+            case(47, offset_delete),
             case(61, describe_producers),
             case(65, describe_transactions),
             case(66, list_transactions),
@@ -1261,6 +1294,7 @@ mod tests {
             (44, round_trip::<IncrementalAlterConfigsRequest>),
             (60, round_trip::<DescribeClusterRequest>),
             (27, round_trip::<WriteTxnMarkersRequest>),
+            (47, round_trip::<OffsetDeleteRequest>),
             (61, round_trip::<DescribeProducersRequest>),
             (65, round_trip::<DescribeTransactionsRequest>),
             (66, round_trip::<ListTransactionsRequest>),

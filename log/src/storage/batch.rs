@@ -63,8 +63,10 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("malformed records inside the batch: {0}")]
     Records(String),
-    #[error("record at offset delta {0} has no key, which a compacted topic requires")]
-    MissingKey(i32),
+    /// Every keyless record of the batch (by index), so the producer learns which records
+    /// were bad (KIP-467's per-record errors).
+    #[error("records {0:?} of the batch have no key, which a compacted topic requires")]
+    MissingKeys(Vec<i32>),
     #[error(
         "timestamp {timestamp} of the record at offset delta {offset_delta} is out of range: \
          the topic takes [{earliest}, {latest}]"

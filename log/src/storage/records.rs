@@ -354,6 +354,8 @@ fn walk_records(
     let bad = |i: i32| BatchError::Records(format!("record {i} is malformed"));
     let mut pos = 0usize;
     let mut max_timestamp = i64::MIN;
+    // Every keyless record is named, not only the first (Kafka's LogValidator does the same).
+    let mut keyless = Vec::new();
     for i in 0..count {
         let len = int_at(payload, &mut pos).ok_or_else(|| bad(i))?;
         if len < (RECORD_BYTES_MIN - 1) as i32 {
@@ -378,7 +380,7 @@ fn walk_records(
         }
         let key_null = skip_field(body, &mut pos, true).ok_or_else(|| bad(i))?;
         if keys_required && key_null {
-            return Err(BatchError::MissingKey(i));
+            keyless.push(i);
         }
         skip_field(body, &mut pos, true).ok_or_else(|| bad(i))?; // value
         let headers = int_at(body, &mut pos).ok_or_else(|| bad(i))?;
@@ -395,6 +397,9 @@ fn walk_records(
     }
     if pos != payload.len() {
         return Err(malformed("bytes left after the last record"));
+    }
+    if !keyless.is_empty() {
+        return Err(BatchError::MissingKeys(keyless));
     }
     Ok(max_timestamp)
 }
@@ -1023,7 +1028,7 @@ mod tests {
         let h = verify_batch(&b).unwrap();
         assert_eq!(
             validate_records(&h, &b, true),
-            Err(BatchError::MissingKey(0))
+            Err(BatchError::MissingKeys(vec![0]))
         );
         validate_records(&h, &b, false).unwrap();
         let mut h2 = h;

@@ -48,6 +48,37 @@ impl Default for GroupConfig {
     }
 }
 
+/// The topics a group's members subscribe to, for OffsetDelete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscriptions {
+    Topics(std::collections::BTreeSet<String>),
+    /// Not known (unreadable metadata): every topic counts as subscribed.
+    All,
+}
+
+/// The topics of a consumer protocol subscription (any version: v0's topics lead every
+/// version), read with bounds (the bytes are a client's): `None` if they do not parse.
+fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    let mut at = 2usize; // version
+    let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+        let bytes = metadata.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(bytes)
+    };
+    let count = i32::from_be_bytes(take(&mut at, 4)?.try_into().ok()?);
+    // Each topic takes at least its 2-byte length.
+    if count < 0 || count as usize > metadata.len() / 2 {
+        return None;
+    }
+    (0..count)
+        .map(|_| {
+            let len = i16::from_be_bytes(take(&mut at, 2)?.try_into().ok()?);
+            let name = take(&mut at, usize::try_from(len).ok()?)?;
+            String::from_utf8(name.to_vec()).ok()
+        })
+        .collect()
+}
+
 /// A group's state, named as Kafka names it in DescribeGroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -869,6 +900,37 @@ impl GroupCoordinator {
     /// Whether the coordinator tracks the group (members or a past generation).
     pub fn knows(&self, group_id: &str) -> bool {
         self.groups.contains_key(group_id)
+    }
+
+    /// OffsetDelete's check of a group the coordinator tracks (Kafka's
+    /// `ClassicGroup.validateOffsetDelete` and `isSubscribedToTopic`): a Dead group is
+    /// GROUP_ID_NOT_FOUND, a non-consumer group with members NON_EMPTY_GROUP; otherwise the
+    /// topics its members subscribe to, whose offsets must stay. `None`: the coordinator does
+    /// not track the group.
+    pub fn offset_delete_check(
+        &self,
+        group_id: &str,
+    ) -> Option<Result<Subscriptions, ResponseError>> {
+        let g = self.groups.get(group_id)?;
+        let consumer = g.protocol_type.as_deref() == Some("consumer");
+        Some(match g.state {
+            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+            GroupState::Empty => Ok(Subscriptions::Topics(Default::default())),
+            _ if !consumer => Err(ResponseError::NonEmptyGroup),
+            _ => {
+                let protocol = g.protocol_name.as_deref();
+                let topics = protocol.and_then(|p| {
+                    g.members
+                        .values()
+                        .try_fold(std::collections::BTreeSet::new(), |mut all, m| {
+                            all.extend(subscribed_topics(&m.metadata_for(p))?);
+                            Some(all)
+                        })
+                });
+                // Members whose subscriptions cannot be read keep every topic (as Kafka).
+                Ok(topics.map_or(Subscriptions::All, Subscriptions::Topics))
+            }
+        })
     }
 
     /// Deletes an empty group (DeleteGroups); fails for a group with members.
