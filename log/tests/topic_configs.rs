@@ -213,7 +213,7 @@ fn a_producer_codec_topic_keeps_the_batch_as_sent() {
 fn refused_timestamp(r: Result<rill_log::storage::AppendInfo, StorageError>) -> bool {
     matches!(
         r,
-        Err(StorageError::InvalidBatch(BatchError::Timestamp { .. }))
+        Err(StorageError::InvalidBatch(BatchError::Timestamps { .. }))
     )
 }
 
@@ -610,6 +610,38 @@ async fn produce_to_a_zstd_topic_stores_zstd_and_refuses_bad_timestamps() {
         code(call(&b, produce(simple_batch("v", 1, NOW + 1))).await),
         ResponseError::InvalidTimestamp.code()
     );
+    // Every bad record is named (KIP-467), by its index in the batch, with Kafka's message.
+    let mixed = batch(&[
+        (Some("a"), Some("ok"), NOW),
+        (Some("b"), Some("late"), NOW + 5),
+        (Some("c"), Some("later"), NOW + 9),
+    ]);
+    match call(&b, produce(mixed)).await {
+        ResponseKind::Produce(r) => {
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, ResponseError::InvalidTimestamp.code());
+            let named: Vec<(i32, String)> = p
+                .record_errors
+                .iter()
+                .map(|e| {
+                    (
+                        e.batch_index,
+                        e.batch_index_error_message.as_ref().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(named.len(), 2, "{named:?}");
+            assert_eq!((named[0].0, named[1].0), (1, 2));
+            assert!(
+                named[1].1.contains(&format!(
+                    "Timestamp {} of message with offset 2 is out of range",
+                    NOW + 9
+                )),
+                "{named:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let log = b.logs().get(&TopicPartition::new("z", 0)).unwrap();
     let read = log.read(Offset(0), 1 << 20).unwrap().records;
     assert_eq!(stored_batches(&read)[0].0, Compression::Zstd);

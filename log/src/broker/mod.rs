@@ -566,7 +566,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     use crate::storage::BatchError as B;
     match e {
         StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
-        StorageError::InvalidBatch(B::Timestamp { .. }) => ResponseError::InvalidTimestamp,
+        StorageError::InvalidBatch(B::Timestamps { .. }) => ResponseError::InvalidTimestamp,
         StorageError::InvalidBatch(
             B::Records(_) | B::MissingKeys(_) | B::BadRecordCount(_) | B::LastOffsetDelta { .. },
         ) => ResponseError::InvalidRecord,

@@ -136,29 +136,48 @@ fn record_errors(
     partition: i32,
 ) {
     use crate::storage::{BatchError, StorageError};
-    let StorageError::InvalidBatch(BatchError::MissingKeys(indexes)) = e else {
-        return;
+    // (index in the batch, why), with Kafka's messages.
+    let errors: Vec<(i32, String)> = match e {
+        StorageError::InvalidBatch(BatchError::MissingKeys(indexes)) => {
+            let why = format!(
+                "Compacted topic cannot accept message without key in topic partition \
+                 {topic}-{partition}"
+            );
+            indexes.iter().map(|i| (*i, why.clone())).collect()
+        }
+        StorageError::InvalidBatch(BatchError::Timestamps {
+            records,
+            earliest,
+            latest,
+        }) => records
+            .iter()
+            .map(|(i, ts)| {
+                let why = format!(
+                    "Timestamp {ts} of message with offset {i} is out of range. The timestamp \
+                     should be within [{earliest}, {latest}]"
+                );
+                (*i, why)
+            })
+            .collect(),
+        _ => return,
     };
-    let why = format!(
-        "Compacted topic cannot accept message without key in topic partition {topic}-{partition}"
-    );
-    resp.record_errors = indexes
+    resp.record_errors = errors
         .iter()
-        .map(|i| {
+        .map(|(i, why)| {
             BatchIndexAndErrorMessage::default()
                 .with_batch_index(*i)
                 .with_batch_index_error_message(Some(StrBytes::from_string(why.clone())))
         })
         .collect();
-    let shown: Vec<String> = indexes
+    let shown: Vec<String> = errors
         .iter()
         .take(3)
-        .map(|i| format!("RecordError(batchIndex={i}, message='{why}')"))
+        .map(|(i, why)| format!("RecordError(batchIndex={i}, message='{why}')"))
         .collect();
     resp.error_message = Some(StrBytes::from_string(format!(
         "One or more records have been rejected due to {} record errors in total, and only \
          showing the first three errors at most: [{}]",
-        indexes.len(),
+        errors.len(),
         shown.join(", ")
     )));
 }

@@ -67,13 +67,14 @@ pub enum BatchError {
     /// were bad (KIP-467's per-record errors).
     #[error("records {0:?} of the batch have no key, which a compacted topic requires")]
     MissingKeys(Vec<i32>),
+    /// Records whose CreateTime lies outside the topic's bounds, as (index in the batch,
+    /// timestamp).
     #[error(
-        "timestamp {timestamp} of the record at offset delta {offset_delta} is out of range: \
-         the topic takes [{earliest}, {latest}]"
+        "record timestamps out of range (the topic takes [{earliest}, {latest}]): {records:?} \
+         as (index, timestamp)"
     )]
-    Timestamp {
-        timestamp: i64,
-        offset_delta: i32,
+    Timestamps {
+        records: Vec<(i32, i64)>,
         earliest: i64,
         latest: i64,
     },

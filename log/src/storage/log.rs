@@ -1330,13 +1330,20 @@ fn check_timestamps(
             continue;
         }
         let (_, recs) = decode_batch(&records[*at..*at + h.total_bytes()])?;
-        // As Kafka, a record without a timestamp (-1) is not checked.
-        if let Some(r) = recs.iter().find(|r| {
-            r.timestamp_ms != NO_TIMESTAMP && (r.timestamp_ms < earliest || r.timestamp_ms > latest)
-        }) {
-            return Err(BatchError::Timestamp {
-                timestamp: r.timestamp_ms,
-                offset_delta: (r.offset - h.base_offset) as i32,
+        // As Kafka, a record without a timestamp (-1) is not checked; every bad record is
+        // named (KIP-467), by its index in the batch.
+        let bad: Vec<(i32, i64)> = recs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.timestamp_ms != NO_TIMESTAMP
+                    && (r.timestamp_ms < earliest || r.timestamp_ms > latest)
+            })
+            .map(|(i, r)| (i as i32, r.timestamp_ms))
+            .collect();
+        if !bad.is_empty() {
+            return Err(BatchError::Timestamps {
+                records: bad,
                 earliest,
                 latest,
             });
