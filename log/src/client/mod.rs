@@ -55,11 +55,13 @@ pub enum ClientError {
     Network(String),
     #[error(transparent)]
     Config(#[from] crate::storage::ConfigError),
-    /// The broker refused a batch for some of its records (KIP-467): their indexes in the
-    /// batch, each with its reason. Each of those records fails with INVALID_RECORD and its
-    /// reason; the others of the batch with [`ClientError::BatchRejected`].
+    /// The broker refused a batch for some of its records (KIP-467): its error
+    /// (INVALID_RECORD, or INVALID_TIMESTAMP), and the records' indexes in the batch, each
+    /// with its reason. Each of those records fails with that error and its reason; the others
+    /// of the batch with [`ClientError::BatchRejected`].
     #[error("{}", message.clone().unwrap_or_else(|| format!("invalid records {records:?}")))]
     InvalidRecords {
+        error: ResponseError,
         message: Option<String>,
         records: Vec<(u32, String)>,
     },
@@ -106,9 +108,8 @@ impl ClientError {
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {
             ClientError::Kafka { error, .. } => Some(*error),
-            ClientError::InvalidRecords { .. } | ClientError::BatchRejected(_) => {
-                Some(ResponseError::InvalidRecord)
-            }
+            ClientError::InvalidRecords { error, .. } => Some(*error),
+            ClientError::BatchRejected(_) => Some(ResponseError::InvalidRecord),
             _ => None,
         }
     }

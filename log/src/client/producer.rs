@@ -228,9 +228,13 @@ impl Delivery {
                     .get()
                     .map(Vec::as_slice)
                     .unwrap_or_default();
+                let error = match outcome {
+                    Err((Some(e), _)) => *e,
+                    _ => ResponseError::InvalidRecord,
+                };
                 match invalid.iter().find(|(i, _)| *i == self.index) {
                     Some((_, why)) => Err(ClientError::Kafka {
-                        error: ResponseError::InvalidRecord,
+                        error,
                         message: Some(why.clone()),
                     }),
                     None => Err(ClientError::BatchRejected(
@@ -1234,6 +1238,8 @@ async fn produce_once(
                 .ok_or(ClientError::NoResponse)?;
             if p.error_code != 0 && !p.record_errors.is_empty() {
                 return Err(ClientError::InvalidRecords {
+                    error: ResponseError::try_from_code(p.error_code)
+                        .unwrap_or(ResponseError::InvalidRecord),
                     message: p.error_message.as_deref().map(str::to_string),
                     records: p
                         .record_errors
