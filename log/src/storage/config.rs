@@ -226,7 +226,10 @@ fn message_format_version(key: &str, value: &str) -> Result<(), ConfigError> {
     };
     let parts: Vec<&str> = version.split('.').collect();
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let ok = (2..=3).contains(&parts.len())
+    // Kafka keys a version by its first three parts for 0.x ("0.10.0.0" is 0.10.0) and its
+    // first two otherwise ("3.0.1" is 3.0), ignoring the rest (`MetadataVersion`).
+    let significant = if version.starts_with("0.") { 3 } else { 2 };
+    let ok = (significant..=4).contains(&parts.len())
         && parts.iter().all(|p| numeric(p))
         && iv.is_none_or(numeric);
     if ok {
@@ -562,6 +565,25 @@ pub fn format_properties(map: &BTreeMap<String, String>) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Versions as Kafka reads them (librdkafka's test 0092 sets `0.10.0.0`): the first three
+    /// parts for 0.x, two otherwise, any trailing part ignored; anything else refused.
+    #[test]
+    fn message_format_versions_are_read_as_kafka_reads_them() {
+        for ok in [
+            "0.10.0.0",
+            "0.10.2",
+            "0.11.0-IV2",
+            "2.8",
+            "3.0-IV1",
+            "3.0.1",
+        ] {
+            assert!(super::message_format_version("k", ok).is_ok(), "{ok}");
+        }
+        for bad in ["0.10", "3", "x.1", "1.2.3.4.5", "3.0-IVx", ""] {
+            assert!(super::message_format_version("k", bad).is_err(), "{bad}");
+        }
+    }
     use super::*;
 
     #[test]
