@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 use super::{Broker, BrokerError};
 use crate::coordinator::group::offsets::{partition_for, Committed, OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::txn::engine::{Effect, MarkerJob, Outcome, TxnConfig, TxnEngine};
-use crate::coordinator::txn::{PendingOffset, TxnMetadata, TRANSACTION_TOPIC};
+use crate::coordinator::txn::{PendingOffset, TxnMetadata, TxnState, TRANSACTION_TOPIC};
 use crate::storage::producer_state::Marker;
 use crate::storage::{encode_batch, Compression, LogManager, NewRecord, StorageError};
 use crate::time::SharedClock;
@@ -615,20 +615,11 @@ impl Broker {
         &self,
         req: ListTransactionsRequest,
     ) -> ListTransactionsResponse {
-        const STATES: [&str; 7] = [
-            "Empty",
-            "Ongoing",
-            "PrepareCommit",
-            "PrepareAbort",
-            "CompleteCommit",
-            "CompleteAbort",
-            "Dead",
-        ];
         let (known, unknown): (Vec<_>, Vec<_>) = req
             .state_filters
             .iter()
             .map(|s| s.to_string())
-            .partition(|s| STATES.contains(&s.as_str()));
+            .partition(|s| TxnState::ALL.iter().any(|t| t.name() == s));
         let engine = match self.txn.engine() {
             Ok(e) => e,
             Err(e) => return ListTransactionsResponse::default().with_error_code(e.code()),

@@ -309,6 +309,13 @@ struct ProducerBatch {
     sequence: Option<(i64, i16, i32)>,
 }
 
+impl ProducerBatch {
+    /// Whether a record of `cost` may still join this batch (open, room under `batch.size`).
+    fn takes(&self, cost: Cost, batch_size: usize) -> bool {
+        !self.sealed && self.bytes + cost.batch <= batch_size
+    }
+}
+
 impl Drop for ProducerBatch {
     fn drop(&mut self) {
         // A batch dropped unsent (the producer went away) fails its records as closed.
@@ -629,11 +636,10 @@ impl Producer {
     /// batch of its partition's queue `q` (a free slot, room under `batch.size`), else its
     /// whole room.
     fn prepay(&self, q: Option<&PartitionQueue>, cost: Cost) -> Cost {
-        let joins = q.and_then(|q| q.batches.back()).is_some_and(|b| {
-            !b.sealed
-                && b.bytes + cost.batch <= self.inner.config.batch_size
-                && b.records.len() < b.records.capacity()
-        });
+        let batch_size = self.inner.config.batch_size;
+        let joins = q
+            .and_then(|q| q.batches.back())
+            .is_some_and(|b| b.takes(cost, batch_size) && b.records.len() < b.records.capacity());
         Cost {
             prepaid: if joins { cost.memory } else { cost.room() },
             ..cost
@@ -802,7 +808,7 @@ impl Producer {
         };
         let mut open = false;
         if let Some(b) = q.batches.back_mut() {
-            if !b.sealed && b.bytes + cost.batch <= batch_size {
+            if b.takes(cost, batch_size) {
                 open = b.records.len() < b.records.capacity();
                 if !open {
                     // Slots for records like this one up to batch.size, if buffer.memory has

@@ -27,6 +27,16 @@ pub enum TxnState {
 }
 
 impl TxnState {
+    pub const ALL: [TxnState; 7] = [
+        TxnState::Empty,
+        TxnState::Ongoing,
+        TxnState::PrepareCommit,
+        TxnState::PrepareAbort,
+        TxnState::CompleteCommit,
+        TxnState::CompleteAbort,
+        TxnState::Dead,
+    ];
+
     /// Kafka's name of the state (DescribeTransactions, ListTransactions' filter).
     pub fn name(self) -> &'static str {
         match self {
