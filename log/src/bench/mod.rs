@@ -1,6 +1,7 @@
 //! `rill bench`: throughput and latency of rill's own paths measured as ratios against a
 //! baseline run in the same process, on the same machine, in the same directory: raw file I/O
-//! for the storage engine. Ratios, not absolute numbers, are what compare across runs.
+//! for the storage engine, the machine's loopback TCP and fdatasync limits for the clients
+//! over TCP ([`tcp`]). Ratios, not absolute numbers, are what compare across runs.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -11,7 +12,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod clients;
+pub mod loopback;
+pub mod report;
+pub mod tcp;
 pub use clients::{run_consume, run_e2e, run_produce, ProducerMode};
+pub use tcp::{run_tcp_consume, run_tcp_e2e, run_tcp_produce, TcpBenchOptions, TcpReport};
 
 use crate::storage::batch::FramedIter;
 use crate::storage::{

@@ -235,7 +235,8 @@ enum BenchWorkload {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// One embedded producer (acks=all) against the storage append path.
+    /// One embedded producer (acks=all) against the storage append path; with `--tcp` or
+    /// `--bootstrap-server`, producers over TCP against the loopback limit.
     Produce {
         #[arg(long, default_value_t = 8.0)]
         seconds: f64,
@@ -249,9 +250,12 @@ enum BenchWorkload {
         /// The transactional producer (a commit every 100 ms) against the plain one.
         #[arg(long)]
         transactional: bool,
+        #[command(flatten)]
+        tcp: TcpBenchArgs,
     },
     /// End-to-end latency (produce -> consumer poll) at a fixed rate, from the intended send
-    /// time; the baseline is the producer's acknowledgement latency in the same run.
+    /// time; the baseline is the producer's acknowledgement latency in the same run (over
+    /// TCP: a loopback ping-pong of the record size).
     E2e {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
@@ -265,8 +269,11 @@ enum BenchWorkload {
         json: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        tcp: TcpBenchArgs,
     },
-    /// One embedded consumer over a prepared backlog against reading the log directly.
+    /// One embedded consumer over a prepared backlog against reading the log directly; with
+    /// `--tcp` or `--bootstrap-server`, consumers over TCP against the loopback limit.
     Consume {
         #[arg(long, default_value_t = 6.0)]
         seconds: f64,
@@ -274,6 +281,8 @@ enum BenchWorkload {
         json: bool,
         #[arg(long)]
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        tcp: TcpBenchArgs,
     },
     /// The streams runtime (pass-through and count per key, at-least-once and exactly-once):
     /// runs the `rill-bench-streams` program of rill-core, found beside this one; its flags
@@ -292,6 +301,190 @@ enum BenchWorkload {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// `rill bench produce|consume|e2e` over TCP (Kafka's perf-tool knobs).
+#[derive(Debug, Clone, clap::Args)]
+struct TcpBenchArgs {
+    /// Measure over TCP against a `rill broker` this bench starts (temporary directory,
+    /// free loopback port).
+    #[arg(long)]
+    tcp: bool,
+    /// Measure over TCP against this broker (`host:port`) instead of starting one.
+    #[arg(long)]
+    bootstrap_server: Option<String>,
+    /// Producers (each its own connection and thread).
+    #[arg(long)]
+    producers: Option<usize>,
+    /// Consumers (each assigned a share of the partitions).
+    #[arg(long)]
+    consumers: Option<usize>,
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Record value size in bytes (produce, consume; e2e has its own --size).
+    #[arg(long = "record-size")]
+    record_size: Option<usize>,
+    /// `acks`: 0, 1 or -1 (all).
+    #[arg(long, allow_hyphen_values = true)]
+    acks: Option<i16>,
+    /// `compression.type`: none, gzip, snappy, lz4, zstd.
+    #[arg(long)]
+    compression: Option<String>,
+    /// Records per second across all producers (produce; e2e has its own --rate).
+    #[arg(long = "produce-rate")]
+    produce_rate: Option<u64>,
+    /// Records to produce, or in the consume backlog (default: the duration decides; a
+    /// 1 GiB backlog).
+    #[arg(long)]
+    records: Option<u64>,
+    /// The producers' `batch.size` (default 16384, Kafka's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// The producers' `linger.ms` (default 5, Kafka's; e2e: 0).
+    #[arg(long)]
+    linger_ms: Option<u64>,
+    /// Produce to a topic with `flush.messages=1`, against the fdatasync limit of
+    /// `--batch-size` writes (default 64 KiB).
+    #[arg(long)]
+    durable: bool,
+    /// A broker property for the started broker, `key=value`; repeatable.
+    #[arg(long = "broker-override", value_name = "KEY=VALUE")]
+    broker_overrides: Vec<String>,
+    /// Write a self-contained HTML report (table, throughput over time, latency curve).
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// A line per second with the running rate on stderr (default: when stderr is a
+    /// terminal).
+    #[arg(long)]
+    progress: bool,
+}
+
+impl TcpBenchArgs {
+    fn enabled(&self) -> bool {
+        self.tcp || self.bootstrap_server.is_some()
+    }
+
+    /// Flags that only mean something over TCP.
+    fn tcp_only_flag(&self) -> Option<&'static str> {
+        [
+            (self.producers.is_some(), "--producers"),
+            (self.consumers.is_some(), "--consumers"),
+            (self.partitions.is_some(), "--partitions"),
+            (self.record_size.is_some(), "--record-size"),
+            (self.acks.is_some(), "--acks"),
+            (self.compression.is_some(), "--compression"),
+            (self.produce_rate.is_some(), "--produce-rate"),
+            (self.records.is_some(), "--records"),
+            (self.batch_size.is_some(), "--batch-size"),
+            (self.linger_ms.is_some(), "--linger-ms"),
+            (self.durable, "--durable"),
+            (!self.broker_overrides.is_empty(), "--broker-override"),
+            (self.html.is_some(), "--html"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
+
+    fn options(
+        &self,
+        seconds: f64,
+        dir: Option<PathBuf>,
+    ) -> Result<rill_log::bench::TcpBenchOptions, String> {
+        use std::io::IsTerminal;
+        let d = rill_log::bench::TcpBenchOptions::default();
+        let compression = match &self.compression {
+            None => d.compression,
+            Some(c) => rill_log::storage::Compression::parse(c)
+                .ok_or_else(|| format!("unknown --compression {c}"))?,
+        };
+        let acks = self.acks.unwrap_or(d.acks);
+        if ![0, 1, -1].contains(&acks) {
+            return Err(format!("--acks must be 0, 1 or -1, not {acks}"));
+        }
+        let opts = rill_log::bench::TcpBenchOptions {
+            bootstrap: self.bootstrap_server.clone(),
+            broker_exe: std::env::current_exe()
+                .map_err(|e| format!("cannot find the rill program to start: {e}"))?,
+            broker_overrides: self.broker_overrides.clone(),
+            dir: dir
+                .unwrap_or_else(std::env::temp_dir)
+                .join(format!("rill-bench-{}", std::process::id())),
+            seconds,
+            records: self.records,
+            producers: self.producers.unwrap_or(d.producers),
+            consumers: self.consumers.unwrap_or(d.consumers),
+            partitions: self.partitions.unwrap_or(d.partitions),
+            size: self.record_size.unwrap_or(d.size),
+            acks,
+            compression,
+            rate: self.produce_rate,
+            batch_size: self
+                .batch_size
+                .unwrap_or(if self.durable { 65_536 } else { d.batch_size }),
+            linger_ms: self.linger_ms.unwrap_or(d.linger_ms),
+            durable: self.durable,
+            progress: self.progress || std::io::stderr().is_terminal(),
+        };
+        if opts.producers == 0 || opts.consumers == 0 || opts.partitions <= 0 {
+            return Err("--producers, --consumers and --partitions must be at least 1".into());
+        }
+        if opts.batch_size == 0 || opts.rate == Some(0) || opts.records == Some(0) {
+            return Err("--batch-size, --produce-rate and --records must be positive".into());
+        }
+        Ok(opts)
+    }
+}
+
+/// Which workload `run_tcp_bench` runs.
+#[derive(Debug, Clone, Copy)]
+enum TcpWorkload {
+    Produce,
+    Consume,
+    E2e,
+}
+
+fn run_tcp_bench(
+    which: TcpWorkload,
+    opts: rill_log::bench::TcpBenchOptions,
+    json: bool,
+    html: Option<&std::path::Path>,
+) -> ExitCode {
+    if !(opts.seconds > 0.0 && opts.seconds.is_finite()) {
+        eprintln!("error: --seconds must be a positive number");
+        return ExitCode::from(2);
+    }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = runtime.handle().clone();
+    let _ = std::fs::create_dir_all(&opts.dir);
+    let result = match which {
+        TcpWorkload::Produce => rill_log::bench::run_tcp_produce(&opts, &handle),
+        TcpWorkload::Consume => rill_log::bench::run_tcp_consume(&opts, &handle),
+        TcpWorkload::E2e => rill_log::bench::run_tcp_e2e(&opts, &handle),
+    };
+    let _ = std::fs::remove_dir_all(&opts.dir);
+    match result {
+        Ok(report) => {
+            print_rows(&report.rows, json);
+            if let Some(path) = html {
+                let page = rill_log::bench::report::html("rill bench", &[report]);
+                if let Err(e) = std::fs::write(path, page) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The programs that run `rill bench streams` and `rill bench dsl`: the streams runtime and
@@ -627,6 +820,36 @@ fn main() -> ExitCode {
     }
 }
 
+fn needs_tcp(flag: &str) -> ExitCode {
+    eprintln!("error: {flag} is for benches over TCP: add --tcp or --bootstrap-server");
+    ExitCode::from(2)
+}
+
+/// A TCP bench from its flags; `e2e` carries the e2e subcommand's own rate and size.
+fn tcp_bench(
+    which: TcpWorkload,
+    args: &TcpBenchArgs,
+    seconds: f64,
+    dir: Option<PathBuf>,
+    json: bool,
+    e2e: Option<(u64, usize)>,
+) -> ExitCode {
+    let mut opts = match args.options(seconds, dir) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some((rate, size)) = e2e {
+        opts.rate = Some(rate.max(1));
+        opts.size = size.max(8);
+        // A record waits for no one end to end, unless asked.
+        opts.linger_ms = args.linger_ms.unwrap_or(0);
+    }
+    run_tcp_bench(which, opts, json, args.html.as_deref())
+}
+
 fn bench(workload: BenchWorkload) -> ExitCode {
     match workload {
         BenchWorkload::Streams { args } => sibling_bench(STREAMS_BENCH, &args),
@@ -637,7 +860,18 @@ fn bench(workload: BenchWorkload) -> ExitCode {
             dir,
             idempotent,
             transactional,
+            tcp,
         } => {
+            if tcp.enabled() {
+                if idempotent || transactional {
+                    eprintln!("error: --idempotent and --transactional are embedded benches");
+                    return ExitCode::from(2);
+                }
+                return tcp_bench(TcpWorkload::Produce, &tcp, seconds, dir, json, None);
+            }
+            if let Some(flag) = tcp.tcp_only_flag() {
+                return needs_tcp(flag);
+            }
             let mode = match (idempotent, transactional) {
                 (_, true) => rill_log::bench::ProducerMode::Transactional,
                 (true, _) => rill_log::bench::ProducerMode::Idempotent,
@@ -645,7 +879,18 @@ fn bench(workload: BenchWorkload) -> ExitCode {
             };
             run_client_bench(seconds, json, dir, ClientBench::Produce { mode })
         }
-        BenchWorkload::Consume { seconds, json, dir } => {
+        BenchWorkload::Consume {
+            seconds,
+            json,
+            dir,
+            tcp,
+        } => {
+            if tcp.enabled() {
+                return tcp_bench(TcpWorkload::Consume, &tcp, seconds, dir, json, None);
+            }
+            if let Some(flag) = tcp.tcp_only_flag() {
+                return needs_tcp(flag);
+            }
             run_client_bench(seconds, json, dir, ClientBench::Consume)
         }
         BenchWorkload::E2e {
@@ -654,7 +899,17 @@ fn bench(workload: BenchWorkload) -> ExitCode {
             size,
             json,
             dir,
-        } => run_client_bench(seconds, json, dir, ClientBench::E2e { rate, size }),
+            tcp,
+        } => {
+            if tcp.enabled() {
+                let e2e = Some((rate, size));
+                return tcp_bench(TcpWorkload::E2e, &tcp, seconds, dir, json, e2e);
+            }
+            if let Some(flag) = tcp.tcp_only_flag() {
+                return needs_tcp(flag);
+            }
+            run_client_bench(seconds, json, dir, ClientBench::E2e { rate, size })
+        }
         BenchWorkload::Storage { seconds, json, dir } => {
             if !(seconds > 0.0 && seconds.is_finite()) {
                 eprintln!("error: --seconds must be a positive number");

@@ -1,0 +1,760 @@
+//! `rill bench produce|consume|e2e --tcp` (or `--bootstrap-server`): rill's clients against a
+//! broker in another process, over the Kafka protocol on TCP, as Kafka's perf tools measure a
+//! broker. Each figure is a ratio to what the machine itself does in the same run: a loopback
+//! socket blast (throughput), a ping-pong of the record size (latency), fdatasync (durable
+//! produce). Latencies are from each record's intended send time (a paced sender that falls
+//! behind counts against rill), in hdrhistogram.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+
+use super::loopback::{blast, fdatasync_limit, latency_histogram, ping_pong};
+use super::{BenchError, BenchRow};
+use crate::client::{
+    Admin, Consumer, ConsumerConfig, Delivery, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, Transport,
+};
+use crate::net::{TcpConfig, TcpTransport};
+use crate::storage::Compression;
+use crate::types::TopicPartition;
+
+/// What `rill bench produce|consume|e2e` over TCP runs.
+#[derive(Debug, Clone)]
+pub struct TcpBenchOptions {
+    /// The broker to measure; `None` starts `broker_exe broker` on a temporary directory and
+    /// a free loopback port, and stops it afterwards.
+    pub bootstrap: Option<String>,
+    /// The `rill` program to start as the broker.
+    pub broker_exe: PathBuf,
+    /// Broker properties for the started broker (`key=value`).
+    pub broker_overrides: Vec<String>,
+    /// Where the started broker keeps its data and the fdatasync baseline writes.
+    pub dir: PathBuf,
+    /// How long the measured phase runs (unless `records` ends it first).
+    pub seconds: f64,
+    /// Records to produce (produce, e2e) or in the backlog (consume).
+    pub records: Option<u64>,
+    pub producers: usize,
+    pub consumers: usize,
+    pub partitions: i32,
+    /// Record value size in bytes (no key).
+    pub size: usize,
+    pub acks: i16,
+    pub compression: Compression,
+    /// Records per second across all producers, paced by timers; `None` is as fast as
+    /// possible.
+    pub rate: Option<u64>,
+    /// `batch.size` and `linger.ms` of the producers (Kafka's defaults: 16384 and 5).
+    pub batch_size: usize,
+    pub linger_ms: u64,
+    /// Produce to a topic with `flush.messages=1` (every batch fsynced before it is
+    /// acknowledged), against the fdatasync limit of `batch_size` writes.
+    pub durable: bool,
+    /// A line per second on stderr with the running rate.
+    pub progress: bool,
+}
+
+impl Default for TcpBenchOptions {
+    fn default() -> Self {
+        TcpBenchOptions {
+            bootstrap: None,
+            broker_exe: PathBuf::from("rill"),
+            broker_overrides: Vec::new(),
+            dir: std::env::temp_dir(),
+            seconds: 10.0,
+            records: None,
+            producers: 1,
+            consumers: 1,
+            partitions: 1,
+            size: 1024,
+            acks: -1,
+            compression: Compression::None,
+            rate: None,
+            batch_size: 16_384,
+            linger_ms: 5,
+            durable: false,
+            progress: false,
+        }
+    }
+}
+
+/// One workload's results: its rows, its throughput per second, its latency histograms
+/// (rill's and the baseline's), for the table, the JSON lines and the HTML report.
+#[derive(Debug, Default)]
+pub struct TcpReport {
+    pub rows: Vec<BenchRow>,
+    /// (workload, [(seconds since start, MB/s in that second)]).
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// (name, latency histogram in microseconds).
+    pub latencies: Vec<(String, Histogram<u64>)>,
+    /// What was run, for the report's header.
+    pub description: String,
+}
+
+/// A `rill broker` child process on a free loopback port, killed when dropped.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    child: Child,
+    addr: String,
+}
+
+impl BrokerProcess {
+    /// Starts `exe broker` with its data in `dir` and waits (up to 60 s) for its
+    /// "listening on" line.
+    pub fn start(exe: &Path, dir: &Path, overrides: &[String]) -> Result<Self, BenchError> {
+        let mut cmd = Command::new(exe);
+        cmd.arg("broker")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"]);
+        for o in overrides {
+            cmd.arg("--override").arg(o);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| BenchError::Client(format!("cannot start {}: {e}", exe.display())))?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                // "rill broker listening on 127.0.0.1:PORT (advertised as ...)"
+                if let Some(rest) = line.strip_prefix("rill broker listening on ") {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.to_string());
+                    break;
+                }
+            }
+            // Keep draining so the broker never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut broker = BrokerProcess {
+            child,
+            addr: String::new(),
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => broker.addr = addr,
+            Err(_) => {
+                return Err(BenchError::Client(format!(
+                    "{} broker did not report its address within 60 s",
+                    exe.display()
+                )))
+            }
+        }
+        Ok(broker)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Records and bytes acknowledged or consumed so far, sampled once a second into a series
+/// (and a progress line) by a timer thread.
+struct Meter {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Meter {
+    fn new() -> Arc<Self> {
+        Arc::new(Meter {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    fn add(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Samples every second until stopped; returns the (seconds, MB/s) series.
+    fn sample(
+        self: &Arc<Self>,
+        name: String,
+        progress: bool,
+    ) -> std::thread::JoinHandle<Vec<(f64, f64)>> {
+        let me = Arc::clone(self);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut series = Vec::new();
+            let (mut last_r, mut last_b, mut last_t) = (0u64, 0u64, start);
+            while !me.stop.load(Ordering::Relaxed) {
+                // Short sleeps so stopping is prompt; a sample each full second.
+                std::thread::sleep(Duration::from_millis(50));
+                let now = Instant::now();
+                let dt = now.duration_since(last_t).as_secs_f64();
+                if dt < 1.0 && !me.stop.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let (r, b) = (
+                    me.records.load(Ordering::Relaxed),
+                    me.bytes.load(Ordering::Relaxed),
+                );
+                let mbps = (b - last_b) as f64 / 1e6 / dt.max(1e-9);
+                let rps = (r - last_r) as f64 / dt.max(1e-9);
+                let at = now.duration_since(start).as_secs_f64();
+                series.push((at, mbps));
+                if progress {
+                    eprintln!(
+                        "{name:>24} {at:>6.1} s {rps:>12.0} records/s {mbps:>9.1} MB/s {r:>12} total"
+                    );
+                }
+                (last_r, last_b, last_t) = (r, b, now);
+            }
+            series
+        })
+    }
+}
+
+/// Seeded letters, as Kafka's producer perf tool fills its payloads (uncompressed sizes are
+/// exact; compressors see text, not zeros).
+fn payload(size: usize, seed: u64) -> Bytes {
+    let mut x = seed | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'A' + (x % 26) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn tcp_transport(bootstrap: &str, client_id: &str) -> Arc<dyn Transport> {
+    let mut config = TcpConfig::new(bootstrap);
+    config.client_id = client_id.into();
+    Arc::new(TcpTransport::new(config))
+}
+
+/// The broker to measure: the given address, or a child started for this run.
+fn broker_for(opts: &TcpBenchOptions) -> Result<(String, Option<BrokerProcess>), BenchError> {
+    match &opts.bootstrap {
+        Some(addr) => Ok((addr.clone(), None)),
+        None => {
+            let dir = opts.dir.join("broker");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            let b = BrokerProcess::start(&opts.broker_exe, &dir, &opts.broker_overrides)?;
+            Ok((b.addr().to_string(), Some(b)))
+        }
+    }
+}
+
+/// A topic name unused so far (a given broker may hold earlier runs' topics).
+fn fresh_topic(kind: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("rill-bench-{kind}-{}-{nanos}", std::process::id())
+}
+
+fn producer_config(opts: &TcpBenchOptions) -> ProducerConfig {
+    ProducerConfig {
+        acks: opts.acks,
+        batch_size: opts.batch_size,
+        linger_ms: opts.linger_ms,
+        compression: opts.compression,
+        // Room for a few requests' worth of batches per partition.
+        buffer_memory: (32 << 20).max(opts.batch_size * 8 * opts.partitions.max(1) as usize),
+        ..Default::default()
+    }
+}
+
+/// How one producer paces itself: `None` as fast as it can, else records per second.
+async fn produce_loop(
+    producer: Producer,
+    topic: Arc<str>,
+    value: Bytes,
+    rate: Option<f64>,
+    until: Instant,
+    records: u64,
+    meter: Arc<Meter>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+) -> Result<u64, BenchError> {
+    let size = value.len() as u64;
+    // Latency is sampled: every record at low rates, one in 97 (prime, so not in step with
+    // batch boundaries) when unpaced or fast.
+    let every = match rate {
+        Some(r) if r <= 20_000.0 => 1,
+        _ => 97,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Delivery, u64)>(1 << 16);
+    let waiter = {
+        let meter = Arc::clone(&meter);
+        tokio::spawn(async move {
+            // Deliveries of one partition complete in order; across partitions a later one
+            // may be done first and is then recorded when its turn comes (microseconds).
+            while let Some((intended, d, n)) = rx.recv().await {
+                let ok = d.await.is_ok();
+                let us = intended.elapsed().as_micros().max(1) as u64;
+                if ok {
+                    let _ = crate::sync::plain(&hist).record(us);
+                    meter.add(n, n * size);
+                }
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut since_sample = 0u64;
+    let mut last = None;
+    while sent < records {
+        let intended = match rate {
+            Some(r) => {
+                let at = start + Duration::from_secs_f64(sent as f64 / r);
+                let now = Instant::now();
+                if at > now {
+                    // A thread's sleep (not tokio's millisecond timer, not a spin): this
+                    // runs on its own thread, see `run_producers`.
+                    std::thread::sleep(at - now);
+                }
+                at
+            }
+            None => Instant::now(),
+        };
+        if intended >= until {
+            break;
+        }
+        let r = ProducerRecord::new(topic.clone(), None::<Bytes>, value.clone());
+        let d = producer.send(r).await?;
+        sent += 1;
+        since_sample += 1;
+        if sent % every == 0 {
+            if tx.send((intended, d, since_sample)).await.is_err() {
+                break;
+            }
+            since_sample = 0;
+        } else {
+            last = Some(d);
+        }
+    }
+    producer.flush().await;
+    if let Some(d) = last {
+        if d.await.is_ok() {
+            meter.add(since_sample, since_sample * size);
+        }
+    }
+    drop(tx);
+    let _ = waiter.await;
+    producer.close().await;
+    Ok(sent)
+}
+
+/// Runs `opts.producers` producers to `topic`, each on its own thread (so paced ones sleep
+/// with the OS's timer), sharing `opts.rate`; returns (records, seconds until all were
+/// acknowledged, latency histogram, per-second series).
+fn run_producers(
+    opts: &TcpBenchOptions,
+    addr: &str,
+    topic: &str,
+    name: &str,
+    handle: &tokio::runtime::Handle,
+) -> Result<(u64, f64, Histogram<u64>, Vec<(f64, f64)>), BenchError> {
+    let meter = Meter::new();
+    let sampler = meter.sample(name.to_string(), opts.progress);
+    let hist = Arc::new(Mutex::new(latency_histogram()));
+    let n = opts.producers.max(1);
+    let rate = opts.rate.map(|r| r as f64 / n as f64);
+    let per_producer = opts.records.map_or(u64::MAX, |r| r.div_ceil(n as u64));
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(opts.seconds);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let transport = tcp_transport(addr, &format!("rill-bench-producer-{i}"));
+            let config = ProducerConfig {
+                seed: 0x5eed + i as u64,
+                ..producer_config(opts)
+            };
+            let topic: Arc<str> = topic.into();
+            let value = payload(opts.size, 7 + i as u64);
+            let (meter, hist, handle) = (Arc::clone(&meter), Arc::clone(&hist), handle.clone());
+            std::thread::spawn(move || {
+                handle.block_on(async move {
+                    let producer = Producer::new(transport, config);
+                    produce_loop(
+                        producer,
+                        topic,
+                        value,
+                        rate,
+                        until,
+                        per_producer,
+                        meter,
+                        hist,
+                    )
+                    .await
+                })
+            })
+        })
+        .collect();
+    let mut sent = 0u64;
+    let mut failed = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(n)) => sent += n,
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(BenchError::Client("a producer thread panicked".into())),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    meter.stop.store(true, Ordering::Relaxed);
+    let series = sampler.join().unwrap_or_default();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let hist = crate::sync::plain(&hist).clone();
+    Ok((sent, elapsed, hist, series))
+}
+
+fn workload_name(kind: &str, opts: &TcpBenchOptions) -> String {
+    let mut name = format!("tcp-{kind}-{}B", opts.size);
+    if opts.durable {
+        name.push_str("-durable");
+    }
+    if let Some(r) = opts.rate {
+        name.push_str(&format!("-{r}-per-s"));
+    }
+    name
+}
+
+fn latency_rows(name: &str, ours: &Histogram<u64>, base: &Histogram<u64>) -> Vec<BenchRow> {
+    [
+        ("p50 latency", 0.5),
+        ("p99 latency", 0.99),
+        ("p99.9 latency", 0.999),
+        ("max latency", 1.0),
+    ]
+    .into_iter()
+    .map(|(metric, q)| {
+        BenchRow::new(
+            name,
+            metric,
+            ours.value_at_quantile(q) as f64,
+            "us",
+            base.value_at_quantile(q) as f64,
+        )
+    })
+    .collect()
+}
+
+fn describe(opts: &TcpBenchOptions, addr: &str, kind: &str) -> String {
+    format!(
+        "{kind} over TCP to {addr}: {} producer(s), {} consumer(s), {} partition(s), {} B records, \
+         acks={}, compression={:?}, batch.size={}, linger.ms={}, rate={}, {} s{}",
+        opts.producers,
+        opts.consumers,
+        opts.partitions,
+        opts.size,
+        opts.acks,
+        opts.compression,
+        opts.batch_size,
+        opts.linger_ms,
+        opts.rate
+            .map_or("unpaced".to_string(), |r| format!("{r}/s")),
+        opts.seconds,
+        if opts.durable { ", flush.messages=1" } else { "" },
+    )
+}
+
+/// `rill bench produce --tcp`: producers against the broker, against the loopback blast of
+/// `batch.size` writes (or, `durable`, the fdatasync limit of `batch.size` writes).
+pub fn run_tcp_produce(
+    opts: &TcpBenchOptions,
+    handle: &tokio::runtime::Handle,
+) -> Result<TcpReport, BenchError> {
+    let (addr, _broker) = broker_for(opts)?;
+    let topic = fresh_topic("produce");
+    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
+    let configs: &[(&str, &str)] = if opts.durable {
+        &[("flush.messages", "1")]
+    } else {
+        &[]
+    };
+    handle.block_on(admin.create_topic(&topic, opts.partitions, configs))?;
+    let name = workload_name("produce", opts);
+    let (records, seconds, hist, series) = run_producers(opts, &addr, &topic, &name, handle)?;
+    let rps = records as f64 / seconds.max(1e-9);
+    let mbps = rps * opts.size as f64 / 1e6;
+    // The baselines after the measured phase, so they do not warm the broker's page cache.
+    let budget = Duration::from_secs_f64((opts.seconds / 4.0).clamp(0.5, 3.0));
+    let base_bps = if opts.durable {
+        fdatasync_limit(&opts.dir, opts.batch_size, budget)?
+    } else {
+        blast(opts.batch_size, budget)?
+    };
+    let base_mbps = base_bps / 1e6;
+    let mut rows = vec![
+        BenchRow::new(
+            &name,
+            "records",
+            rps,
+            "records/s",
+            base_bps / opts.size.max(1) as f64,
+        ),
+        BenchRow::new(&name, "throughput", mbps, "MB/s", base_mbps),
+    ];
+    let pp = ping_pong(opts.size, 20_000, budget)?;
+    rows.extend(latency_rows(&name, &hist, &pp));
+    Ok(TcpReport {
+        rows,
+        series: vec![(name.clone(), series)],
+        latencies: vec![
+            (format!("{name} (ack from intended send)"), hist),
+            (format!("loopback ping-pong {} B", opts.size), pp),
+        ],
+        description: describe(opts, &addr, "produce"),
+    })
+}
+
+/// `rill bench consume --tcp`: a backlog written first (1 MiB batches, not measured), then
+/// consumers read it all, against the loopback blast of 1 MiB writes.
+pub fn run_tcp_consume(
+    opts: &TcpBenchOptions,
+    handle: &tokio::runtime::Handle,
+) -> Result<TcpReport, BenchError> {
+    let (addr, _broker) = broker_for(opts)?;
+    let topic = fresh_topic("consume");
+    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
+    handle.block_on(admin.create_topic(&topic, opts.partitions, &[]))?;
+    // The backlog: 1 GiB by default, written as fast as the producers can.
+    let backlog = opts
+        .records
+        .unwrap_or(((1u64 << 30) / opts.size.max(1) as u64).max(1));
+    let fill = TcpBenchOptions {
+        records: Some(backlog),
+        seconds: 3600.0,
+        batch_size: 1 << 20,
+        linger_ms: 5,
+        rate: None,
+        progress: false,
+        ..opts.clone()
+    };
+    let (written, _, _, _) = run_producers(&fill, &addr, &topic, "backlog", handle)?;
+    let name = workload_name("consume", opts);
+    let meter = Meter::new();
+    let sampler = meter.sample(name.clone(), opts.progress);
+    let n = opts.consumers.max(1);
+    let consumed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(opts.seconds.max(1.0) * 20.0);
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let mut consumer = Consumer::new(
+                tcp_transport(&addr, &format!("rill-bench-consumer-{i}")),
+                ConsumerConfig {
+                    auto_offset_reset: OffsetReset::Earliest,
+                    fetch_max_wait_ms: 100,
+                    ..Default::default()
+                },
+            );
+            consumer.assign(
+                (0..opts.partitions)
+                    .filter(|p| *p as usize % n == i)
+                    .map(|p| TopicPartition::new(topic.clone(), p)),
+            );
+            let (meter, consumed) = (Arc::clone(&meter), Arc::clone(&consumed));
+            handle.spawn(async move {
+                while consumed.load(Ordering::Relaxed) < written {
+                    if Instant::now() > deadline {
+                        return Err(BenchError::Client(format!(
+                            "consumers stalled at {} of {written} records",
+                            consumed.load(Ordering::Relaxed)
+                        )));
+                    }
+                    let records = consumer.poll().await?;
+                    let bytes: usize = records
+                        .iter()
+                        .map(|r| r.value.as_ref().map_or(0, Bytes::len))
+                        .sum();
+                    meter.add(records.len() as u64, bytes as u64);
+                    consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
+                }
+                Ok::<(), BenchError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        handle
+            .block_on(t)
+            .map_err(|e| BenchError::Client(e.to_string()))??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    meter.stop.store(true, Ordering::Relaxed);
+    let series = sampler.join().unwrap_or_default();
+    let total = consumed.load(Ordering::Relaxed);
+    let rps = total as f64 / seconds.max(1e-9);
+    let mbps = meter.bytes.load(Ordering::Relaxed) as f64 / 1e6 / seconds.max(1e-9);
+    let budget = Duration::from_secs_f64((opts.seconds / 4.0).clamp(0.5, 3.0));
+    let base_bps = blast(1 << 20, budget)?;
+    Ok(TcpReport {
+        rows: vec![
+            BenchRow::new(
+                &name,
+                "records",
+                rps,
+                "records/s",
+                base_bps / opts.size.max(1) as f64,
+            ),
+            BenchRow::new(&name, "throughput", mbps, "MB/s", base_bps / 1e6),
+        ],
+        series: vec![(name, series)],
+        latencies: Vec::new(),
+        description: describe(opts, &addr, "consume"),
+    })
+}
+
+/// `rill bench e2e --tcp`: a paced producer (linger.ms=0 unless set) and a consumer; each
+/// record's latency from its intended send time to the consumer's poll returning it,
+/// against a loopback ping-pong of the record size.
+pub fn run_tcp_e2e(
+    opts: &TcpBenchOptions,
+    handle: &tokio::runtime::Handle,
+) -> Result<TcpReport, BenchError> {
+    let (addr, _broker) = broker_for(opts)?;
+    let topic = fresh_topic("e2e");
+    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
+    handle.block_on(admin.create_topic(&topic, opts.partitions, &[]))?;
+    let rate = opts.rate.unwrap_or(10_000).max(1);
+    let total = opts
+        .records
+        .unwrap_or(((opts.seconds * rate as f64) as u64).max(1));
+    let name = format!("tcp-e2e-{rate}-per-s-{}B", opts.size);
+    let origin = Instant::now();
+    let e2e = Arc::new(Mutex::new(latency_histogram()));
+    let meter = Meter::new();
+    let sampler = meter.sample(name.clone(), opts.progress);
+
+    let mut consumer = Consumer::new(
+        tcp_transport(&addr, "rill-bench-consumer"),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait_ms: 500,
+            ..Default::default()
+        },
+    );
+    consumer.assign((0..opts.partitions).map(|p| TopicPartition::new(topic.clone(), p)));
+    let reader = {
+        let (e2e, meter) = (Arc::clone(&e2e), Arc::clone(&meter));
+        let deadline = Duration::from_secs_f64(opts.seconds * 2.0 + 30.0);
+        handle.spawn(async move {
+            let mut seen = 0u64;
+            while seen < total {
+                if origin.elapsed() > deadline {
+                    return Err(BenchError::Client(format!(
+                        "the consumer saw {seen} of {total} records"
+                    )));
+                }
+                let records = consumer.poll().await?;
+                let now = origin.elapsed().as_micros() as u64;
+                let mut h = crate::sync::plain(&e2e);
+                let mut bytes = 0;
+                for r in &records {
+                    let v = r.value.as_deref().unwrap_or_default();
+                    bytes += v.len() as u64;
+                    let intended = u64::from_be_bytes(
+                        v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]),
+                    );
+                    let _ = h.record(now.saturating_sub(intended).max(1));
+                }
+                meter.add(records.len() as u64, bytes);
+                seen += records.len() as u64;
+            }
+            Ok::<(), BenchError>(())
+        })
+    };
+    // The producer on its own thread, paced with the OS's sleep.
+    let config = ProducerConfig {
+        linger_ms: opts.linger_ms,
+        ..producer_config(opts)
+    };
+    let transport = tcp_transport(&addr, "rill-bench-producer");
+    let (size, h2, topic2) = (opts.size.max(8), handle.clone(), topic.clone());
+    let acks = Arc::new(Mutex::new(latency_histogram()));
+    let acks2 = Arc::clone(&acks);
+    let producer = std::thread::spawn(move || {
+        h2.block_on(async move {
+            let producer = Producer::new(transport, config);
+            let interval = 1.0 / rate as f64;
+            let fill = payload(size, 11);
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Delivery)>(1 << 16);
+            let waiter = tokio::spawn(async move {
+                while let Some((intended_us, d)) = rx.recv().await {
+                    if d.await.is_ok() {
+                        let now = origin.elapsed().as_micros() as u64;
+                        let _ = crate::sync::plain(&acks2).record(now.saturating_sub(intended_us).max(1));
+                    }
+                }
+            });
+            for i in 0..total {
+                let intended = origin + Duration::from_secs_f64(i as f64 * interval);
+                let now = Instant::now();
+                if intended > now {
+                    std::thread::sleep(intended - now);
+                }
+                let intended_us = intended.duration_since(origin).as_micros() as u64;
+                let mut value = Vec::with_capacity(size);
+                value.extend_from_slice(&intended_us.to_be_bytes());
+                value.extend_from_slice(&fill[8..]);
+                let r = ProducerRecord::new(topic2.as_str(), None::<Bytes>, value);
+                let d = producer.send(r).await?;
+                let _ = tx.send((intended_us, d)).await;
+            }
+            drop(tx);
+            let _ = waiter.await;
+            producer.close().await;
+            Ok::<(), BenchError>(())
+        })
+    });
+    producer
+        .join()
+        .map_err(|_| BenchError::Client("the producer thread panicked".into()))??;
+    handle
+        .block_on(reader)
+        .map_err(|e| BenchError::Client(e.to_string()))??;
+    meter.stop.store(true, Ordering::Relaxed);
+    let series = sampler.join().unwrap_or_default();
+    let budget = Duration::from_secs_f64((opts.seconds / 4.0).clamp(0.5, 3.0));
+    let pp = ping_pong(opts.size, total.min(100_000), budget)?;
+    let e2e = crate::sync::plain(&e2e).clone();
+    let acks = crate::sync::plain(&acks).clone();
+    let mut rows = latency_rows(&name, &e2e, &pp);
+    rows.extend(latency_rows(&format!("{name}-ack"), &acks, &pp));
+    Ok(TcpReport {
+        rows,
+        series: vec![(name.clone(), series)],
+        latencies: vec![
+            (format!("{name} (poll from intended send)"), e2e),
+            (format!("{name} (ack from intended send)"), acks),
+            (format!("loopback ping-pong {} B", opts.size), pp),
+        ],
+        description: describe(
+            &TcpBenchOptions {
+                rate: Some(rate),
+                ..opts.clone()
+            },
+            &addr,
+            "end to end",
+        ),
+    })
+}
