@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use rill_log::storage::{decode_batches, encode_batch, Compression, ManagerConfig, NewRecord};
+use rill_log::record::{decode_batches, encode_batch, Compression, NewRecord};
+use rill_log::storage::ManagerConfig;
 use rill_log::time::SystemClock;
 use rill_log::types::{Offset, TopicPartition};
 use rill_log::LogManager;

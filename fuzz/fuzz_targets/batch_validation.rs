@@ -3,11 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rill_log::storage::batch::{verify_batch, BatchIter};
+use rill_log::record::batch::{verify_batch, BatchIter};
 
 mod common;
 use common::reseal_all;
-use rill_log::storage::{decode_batches, validate_for_append};
+use rill_log::record::decode_batches;
+use rill_log::storage::validate_for_append;
 
 fuzz_target!(|input: &[u8]| {
     // The first byte picks the topic kind (a compacted topic requires keys); the rest is the data.

@@ -1,6 +1,6 @@
 //! Helpers shared by the fuzz targets.
 
-use rill_log::storage::batch::{compute_crc, BATCH_HEADER_BYTES};
+use rill_log::record::batch::{compute_crc, BATCH_HEADER_BYTES};
 
 /// Writes the right CRC32C into every batch found by its length framing, so mutated inputs get
 /// past the checksum and reach the parsers behind it.

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 mod common;
 use common::reseal_all;
-use rill_log::storage::batch::BatchIter;
+use rill_log::record::batch::BatchIter;
 use rill_log::{LogConfig, Offset, PartitionLog, SystemClock, TopicPartition};
 
 const SEGMENT: &str = "00000000000000000000";

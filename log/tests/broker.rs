@@ -18,7 +18,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rill_log::broker::{Broker, BrokerConfig, BrokerError, RequestContext};
-use rill_log::storage::decode_batches;
+use rill_log::record::decode_batches;
 use rill_log::time::ManualClock;
 
 fn name(s: &str) -> TopicName {

@@ -298,7 +298,7 @@ async fn dynamic_topic_defaults_apply_at_once_and_survive_a_restart() {
     assert_eq!(plain.retention_ms, 2 * HOUR);
     assert_eq!(
         plain.compression_type,
-        Some(rill_log::storage::Compression::Lz4)
+        Some(rill_log::record::Compression::Lz4)
     );
     assert!(plain.cleanup_policy.compact && plain.cleanup_policy.delete);
     assert_eq!(log(&b, "own").config().retention_ms, 5000);
@@ -495,7 +495,7 @@ async fn validate_only_changes_nothing() {
 
 #[tokio::test]
 async fn cleaner_and_producer_expiry_settings_change_at_runtime() {
-    use rill_log::storage::{encode_idempotent_batch, Compression, NewRecord};
+    use rill_log::record::{encode_idempotent_batch, Compression, NewRecord};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
     let mut config = BrokerConfig::new(dir.path());

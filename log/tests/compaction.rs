@@ -10,8 +10,9 @@ use std::fs;
 use std::sync::Arc;
 
 use common::*;
+use rill_log::record::Compression;
 use rill_log::storage::cleaner::{clean, CleanerConfig};
-use rill_log::storage::{Compression, LogConfig, PartitionLog};
+use rill_log::storage::{LogConfig, PartitionLog};
 use rill_log::time::{Clock, ManualClock};
 
 type Rec = (i64, Option<String>, Option<String>, i64);
@@ -394,7 +395,7 @@ fn raw_batch(base_ts: i64, records: &[(i64, &str, &str)]) -> Vec<u8> {
     b.extend((-1i32).to_be_bytes());
     b.extend(n.to_be_bytes());
     b.extend(payload);
-    let crc = rill_log::storage::batch::compute_crc(&b);
+    let crc = rill_log::record::batch::compute_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
 }

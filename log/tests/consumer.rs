@@ -302,7 +302,7 @@ impl Cutting {
             .fetches
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Where each batch starts and ends.
-        let spans: Vec<(usize, usize)> = rill_log::storage::batch::FramedIter::new(&records)
+        let spans: Vec<(usize, usize)> = rill_log::record::batch::FramedIter::new(&records)
             .map(|b| b.expect("the broker serves whole batches"))
             .map(|(h, _, at)| (at, at + h.total_bytes()))
             .collect();
@@ -361,7 +361,7 @@ async fn produce_batches(b: &Arc<Broker>, n: usize) {
     while i < n {
         let size = (i % 5 + 1).min(n - i);
         let records = (i..i + size).map(|j| {
-            rill_log::storage::NewRecord::new(Some("k"), Some(format!("v{j}")), 1000 + j as i64)
+            rill_log::record::NewRecord::new(Some("k"), Some(format!("v{j}")), 1000 + j as i64)
         });
         for d in p.send_to_partition("t", 0, records).await.unwrap() {
             d.await.unwrap();

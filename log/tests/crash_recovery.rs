@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use rill_log::storage::batch::BatchIter;
+use rill_log::record::batch::BatchIter;
 use rill_log::storage::StorageError;
 use rill_log::time::ManualClock;
 use rill_log::types::Offset;

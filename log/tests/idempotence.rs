@@ -19,9 +19,8 @@ use rill_log::client::transport::BoxFuture;
 use rill_log::client::{
     Admin, ClientError, EmbeddedTransport, Producer, ProducerConfig, ProducerRecord, Transport,
 };
-use rill_log::storage::{
-    decode_batches, encode_idempotent_batch, Compression, LogConfig, NewRecord, PartitionLog,
-};
+use rill_log::record::{decode_batches, encode_idempotent_batch, Compression, NewRecord};
+use rill_log::storage::{LogConfig, PartitionLog};
 use rill_log::time::ManualClock;
 use rill_log::types::{Offset, TopicPartition};
 
@@ -270,8 +269,8 @@ async fn a_lost_acknowledgement_never_writes_a_record_twice() {
 
 #[test]
 fn compaction_keeps_each_producers_last_batch_so_a_crash_replay_knows_its_sequence() {
+    use rill_log::record::encode_batch;
     use rill_log::storage::cleaner::{clean, CleanerConfig};
-    use rill_log::storage::encode_batch;
     let dir = tempfile::tempdir().unwrap();
     let tp = TopicPartition::new("c", 0);
     let clock = ManualClock::new(1_000_000);

@@ -6,8 +6,9 @@ mod common;
 use std::fs;
 
 use common::*;
-use rill_log::storage::batch::{verify_batch, BatchIter};
-use rill_log::storage::{decode_batches, BatchError, Compression, StorageError, TimestampType};
+use rill_log::record::batch::{verify_batch, BatchIter};
+use rill_log::record::{decode_batches, BatchError, Compression, TimestampType};
+use rill_log::storage::StorageError;
 use rill_log::time::ManualClock;
 use rill_log::types::Offset;
 
@@ -568,7 +569,7 @@ impl Now for std::sync::Arc<ManualClock> {
 
 #[test]
 fn max_timestamp_comes_from_the_records_not_the_producer() {
-    use rill_log::storage::batch::set_max_timestamp;
+    use rill_log::record::batch::set_max_timestamp;
     let dir = tempfile::tempdir().unwrap();
     let log = open(
         dir.path(),
@@ -593,7 +594,7 @@ fn max_timestamp_comes_from_the_records_not_the_producer() {
     ]);
     // Base timestamp i64::MAX - 1 with a delta of 1 is fine; make the base larger so it overflows.
     overflow[27..35].copy_from_slice(&i64::MAX.to_be_bytes());
-    rill_log::storage::batch::set_max_timestamp(&mut overflow, i64::MAX);
+    rill_log::record::batch::set_max_timestamp(&mut overflow, i64::MAX);
     assert!(matches!(
         log.append(&mut overflow),
         Err(StorageError::InvalidBatch(BatchError::Records(_)))

@@ -20,8 +20,8 @@ use rill_log::broker::{Broker, RequestContext};
 use rill_log::client::partitioner::partition_for_key;
 use rill_log::client::transport::BoxFuture;
 use rill_log::client::{Admin, ClientError, Producer, ProducerConfig, ProducerRecord, Transport};
-use rill_log::storage::batch::BatchIter;
-use rill_log::storage::{decode_batches, NewRecord};
+use rill_log::record::batch::BatchIter;
+use rill_log::record::{decode_batches, NewRecord};
 
 /// A producer with little room: records of 124 bytes toward batch.size (a 1-byte key, a
 /// 99-byte value) go 8 to a batch, and about one batch of them (with what their memory
@@ -688,8 +688,7 @@ async fn per_record_errors_name_the_bad_records_of_a_batch() {
         NewRecord::new(Some("k2"), Some("v"), 1),
         NewRecord::new(None::<&str>, Some("v"), 1),
     ];
-    let bytes =
-        rill_log::storage::encode_batch(&recs, rill_log::storage::Compression::None).unwrap();
+    let bytes = rill_log::record::encode_batch(&recs, rill_log::record::Compression::None).unwrap();
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_topic_data(vec![produce_request::TopicProduceData::default()

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use common::*;
 use proptest::prelude::*;
-use rill_log::storage::batch::BatchIter;
-use rill_log::storage::{decode_batches, PartitionLog};
+use rill_log::record::batch::BatchIter;
+use rill_log::record::decode_batches;
+use rill_log::storage::PartitionLog;
 use rill_log::time::ManualClock;
 use rill_log::types::Offset;
 

@@ -17,7 +17,7 @@ use rill_log::client::{
     Transport,
 };
 use rill_log::net::{Server, ServerConfig, TcpConfig, TcpTransport};
-use rill_log::storage::Compression;
+use rill_log::record::Compression;
 use rill_log::time::SystemClock;
 use rill_log::types::TopicPartition;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -17,11 +17,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rill_log::broker::{Broker, BrokerConfig, RequestContext};
-use rill_log::storage::batch::BatchIter;
-use rill_log::storage::manager::{LogManager, ManagerConfig};
-use rill_log::storage::{
-    decode_batches, encode_idempotent_batch, BatchError, Compression, NewRecord, StorageError,
+use rill_log::record::batch::BatchIter;
+use rill_log::record::{
+    decode_batches, encode_idempotent_batch, BatchError, Compression, NewRecord,
 };
+use rill_log::storage::manager::{LogManager, ManagerConfig};
+use rill_log::storage::StorageError;
 use rill_log::time::ManualClock;
 use rill_log::types::{Offset, TopicPartition};
 
@@ -103,7 +104,7 @@ fn recompression_to_every_codec_keeps_every_record_byte() {
             .with_header("n", None::<&str>),
         NewRecord::new(None::<&str>, Some("w"), NOW - 5),
     ];
-    let plain = rill_log::storage::encode_batch(&recs, Compression::None).unwrap();
+    let plain = rill_log::record::encode_batch(&recs, Compression::None).unwrap();
     let expected = decode_batches(&plain).unwrap();
     assert_eq!(expected[0].headers.len(), 3);
     for codec in ["uncompressed", "gzip", "snappy", "lz4", "zstd"] {
@@ -117,7 +118,7 @@ fn recompression_to_every_codec_keeps_every_record_byte() {
             let mut b = if sent == Compression::None {
                 plain.clone()
             } else {
-                rill_log::storage::records::recompress(&plain, sent, None).unwrap()
+                rill_log::record::records::recompress(&plain, sent, None).unwrap()
             };
             log.append(&mut b).unwrap();
             let read = log.read(Offset(0), 1 << 20).unwrap().records;
@@ -152,7 +153,7 @@ fn compression_levels_apply_to_recompressed_batches() {
         .iter()
         .map(|v| NewRecord::new(Some("k"), Some(v.clone()), NOW))
         .collect();
-    let plain = rill_log::storage::encode_batch(&recs, Compression::None).unwrap();
+    let plain = rill_log::record::encode_batch(&recs, Compression::None).unwrap();
     let stored = |codec: &str, level_key: &str, level: &str| {
         let dir = tempfile::tempdir().unwrap();
         let log = open(

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rill_log::broker::{Broker, BrokerConfig, RequestContext};
 use rill_log::client::{Admin, EmbeddedTransport};
-use rill_log::storage::{encode_idempotent_batch, Compression, NewRecord};
+use rill_log::record::{encode_idempotent_batch, Compression, NewRecord};
 use rill_log::time::ManualClock;
 
 fn s(x: &str) -> StrBytes {
@@ -150,7 +150,7 @@ async fn fetch(b: &Broker, committed: bool) -> Vec<(i64, Vec<i64>, Vec<i64>)> {
             .iter()
             .map(|p| {
                 let records = p.records.clone().unwrap_or_default();
-                let offsets = rill_log::storage::batch::BatchIter::new(&records)
+                let offsets = rill_log::record::batch::BatchIter::new(&records)
                     .filter_map(Result::ok)
                     .filter(|(h, _, _)| !h.is_control())
                     .map(|(h, _, _)| h.base_offset)
@@ -930,9 +930,10 @@ mod client {
 
 #[test]
 fn compaction_removes_aborted_records_and_leaves_open_transactions_alone() {
+    use rill_log::record::control::Marker;
+    use rill_log::record::{decode_batches, encode_batch};
     use rill_log::storage::cleaner::{clean, CleanerConfig};
-    use rill_log::storage::producer_state::Marker;
-    use rill_log::storage::{decode_batches, encode_batch, LogConfig, PartitionLog};
+    use rill_log::storage::{LogConfig, PartitionLog};
     use rill_log::types::{Offset, TopicPartition};
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(1_000_000);
@@ -973,7 +974,7 @@ fn compaction_removes_aborted_records_and_leaves_open_transactions_alone() {
     let mut next = 0;
     while next < log.log_end_offset().0 {
         let read = log.read(Offset(next), 1 << 20).unwrap();
-        let end = rill_log::storage::batch::BatchIter::new(&read.records)
+        let end = rill_log::record::batch::BatchIter::new(&read.records)
             .filter_map(Result::ok)
             .map(|(h, _, _)| h.next_offset())
             .last()

@@ -4,7 +4,7 @@
 //! jobs in `rill-core` and `rill-dsl`. The tests live in `tests/`; this library holds what
 //! they share.
 
-use rill_log::storage::{encode_batch, Compression, NewRecord};
+use rill_log::record::{encode_batch, Compression, NewRecord};
 
 /// A batch of `n` records keyed `key-i` with values `{prefix}-i`, all at timestamp `ts_ms`.
 pub fn keyed_batch(prefix: &str, n: usize, ts_ms: i64) -> Vec<u8> {

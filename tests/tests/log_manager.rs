@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rill_log::storage::{decode_batches, ManagerConfig, StorageError};
+use rill_log::record::decode_batches;
+use rill_log::storage::{ManagerConfig, StorageError};
 use rill_log::time::{Clock, ManualClock};
 use rill_log::types::{Offset, TopicPartition};
 use rill_log::LogManager;

@@ -28,7 +28,7 @@ use rill_log::client::{
     Admin, ClientError, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, OffsetSpec,
     Producer, Transport,
 };
-use rill_log::storage::NewRecord;
+use rill_log::record::NewRecord;
 use rill_log::types::TopicPartition;
 
 use super::overlay::{Entry as MapEntry, Overlay};

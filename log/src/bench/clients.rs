@@ -204,7 +204,7 @@ pub async fn run_consume(work: &Path, seconds: f64) -> Result<Vec<BenchRow>, Ben
     while next < end {
         log.read_into(Offset(next), 1 << 20, None, &mut buf)?;
         let mut last = next;
-        for item in crate::storage::batch::FramedIter::new(buf.as_slice()) {
+        for item in crate::record::batch::FramedIter::new(buf.as_slice()) {
             last = item?.0.next_offset();
         }
         next = last;

@@ -18,10 +18,9 @@ pub mod tcp;
 pub use clients::{run_consume, run_e2e, run_produce, ProducerMode};
 pub use tcp::{run_tcp_consume, run_tcp_e2e, run_tcp_produce, TcpBenchOptions, TcpReport};
 
-use crate::storage::batch::FramedIter;
-use crate::storage::{
-    encode_batch, Compression, LogConfig, NewRecord, PartitionLog, ReadBuf, StorageError,
-};
+use crate::record::batch::FramedIter;
+use crate::record::{encode_batch, Compression, NewRecord};
+use crate::storage::{LogConfig, PartitionLog, ReadBuf, StorageError};
 use crate::time::SystemClock;
 use crate::types::{Offset, TopicPartition};
 
@@ -62,7 +61,7 @@ pub enum BenchError {
     #[error("i/o error in the bench directory: {0}")]
     Io(#[from] std::io::Error),
     #[error("could not build the bench's batches: {0}")]
-    Batch(#[from] crate::storage::BatchError),
+    Batch(#[from] crate::record::BatchError),
     #[error("client: {0}")]
     Client(String),
 }

@@ -81,7 +81,7 @@ impl Broker {
                         data.high_watermark = r.log_end_offset.0;
                         data.last_stable_offset = lso.0;
                         if committed && !r.records.is_empty() {
-                            let end = crate::storage::batch::BatchIter::new(&r.records)
+                            let end = crate::record::batch::BatchIter::new(&r.records)
                                 .filter_map(Result::ok)
                                 .map(|(h, _, _)| h.next_offset())
                                 .last()

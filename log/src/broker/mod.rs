@@ -562,8 +562,8 @@ pub(crate) type Refusal = (ResponseError, String);
 
 /// Kafka's error code for a storage failure on one partition.
 pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
+    use crate::record::BatchError as B;
     use crate::storage::producer_state::ProducerStateError as P;
-    use crate::storage::BatchError as B;
     match e {
         StorageError::InvalidBatch(B::TooLarge { .. }) => ResponseError::MessageTooLarge,
         StorageError::InvalidBatch(B::Timestamps { .. }) => ResponseError::InvalidTimestamp,

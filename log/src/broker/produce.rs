@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Broker, BrokerError};
-use crate::storage::batch::BatchHeader;
+use crate::record::batch::BatchHeader;
 use crate::storage::producer_state::ProducerStateError;
 
 /// In-sync replicas of every partition: this broker alone.
@@ -79,11 +79,11 @@ impl Broker {
                             let mut bytes = records.to_vec();
                             // Transaction markers are the coordinator's to write (Kafka refuses
                             // control batches from clients too).
-                            let control = crate::storage::batch::BatchIter::new(&bytes)
+                            let control = crate::record::batch::BatchIter::new(&bytes)
                                 .any(|b| b.is_ok_and(|(h, _, _)| h.is_control()));
                             let appended_or = if control {
                                 Err(crate::storage::StorageError::InvalidBatch(
-                                    crate::storage::BatchError::Records(
+                                    crate::record::BatchError::Records(
                                         "control batches come from the transaction coordinator only"
                                             .into(),
                                     ),
@@ -135,7 +135,8 @@ fn record_errors(
     topic: &str,
     partition: i32,
 ) {
-    use crate::storage::{BatchError, StorageError};
+    use crate::record::BatchError;
+    use crate::storage::StorageError;
     // (index in the batch, why), with Kafka's messages.
     let errors: Vec<(i32, String)> = match e {
         StorageError::InvalidBatch(BatchError::MissingKeys(indexes)) => {

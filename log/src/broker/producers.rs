@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Broker};
-use crate::storage::producer_state::Marker;
+use crate::record::control::Marker;
 
 impl Broker {
     pub(crate) fn describe_producers(

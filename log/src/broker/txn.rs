@@ -41,8 +41,9 @@ use super::{Broker, BrokerError};
 use crate::coordinator::group::offsets::{partition_for, Committed, OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::txn::engine::{Effect, MarkerJob, Outcome, TxnConfig, TxnEngine};
 use crate::coordinator::txn::{PendingOffset, TxnMetadata, TxnState, TRANSACTION_TOPIC};
-use crate::storage::producer_state::Marker;
-use crate::storage::{encode_batch, Compression, LogManager, NewRecord, StorageError};
+use crate::record::control::Marker;
+use crate::record::{encode_batch, Compression, NewRecord};
+use crate::storage::{LogManager, StorageError};
 use crate::time::SharedClock;
 use crate::types::TopicPartition;
 

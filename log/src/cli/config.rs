@@ -323,7 +323,7 @@ max.bytes = 1000000
         c.set("log.roll.jitter.hours", "1").unwrap();
         assert_eq!(
             c.broker.log.defaults.compression_type,
-            Some(crate::storage::Compression::Zstd)
+            Some(crate::record::Compression::Zstd)
         );
         assert_eq!(c.broker.log.defaults.segment_jitter_ms, 3_600_000);
         let e = c.set("log.cleanup.policy", "shred").unwrap_err();

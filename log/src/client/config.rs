@@ -7,8 +7,9 @@ use std::sync::Arc;
 use super::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
 use super::consumer::{ConsumerConfig, IsolationLevel, OffsetReset};
 use super::producer::ProducerConfig;
+use crate::record::Compression;
 use crate::storage::config::{int, invalid};
-use crate::storage::{Compression, ConfigError};
+use crate::storage::ConfigError;
 
 const I32: i64 = i32::MAX as i64;
 

@@ -35,10 +35,10 @@ use kafka_protocol::ResponseError;
 use super::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, Subscription};
 use super::transport::Transport;
 use super::{check, ClientError};
-use crate::storage::batch::BatchIter;
-use crate::storage::decode_batch_in;
-use crate::storage::producer_state::Marker;
-use crate::storage::records::control_marker;
+use crate::record::batch::BatchIter;
+use crate::record::control::control_marker;
+use crate::record::control::Marker;
+use crate::record::decode_batch_in;
 use crate::types::TopicPartition;
 
 /// Where a partition without a committed offset starts (`auto.offset.reset`).

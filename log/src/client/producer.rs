@@ -30,7 +30,7 @@ use super::partitioner::{DefaultPartitioner, Partitioner};
 use super::transport::Transport;
 use super::{check, ClientError};
 use crate::hash::FastHashMap;
-use crate::storage::{encode_batch, encode_idempotent_batch, Compression, NewRecord};
+use crate::record::{encode_batch, encode_idempotent_batch, Compression, NewRecord};
 
 /// Producer settings, under Kafka's names.
 #[derive(Debug, Clone)]

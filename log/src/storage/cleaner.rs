@@ -15,12 +15,12 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::batch::BatchHeader;
 use super::error::{io_at, StorageError};
 use super::log::{sync_dir, PartitionLog, CLEANED_SUFFIX, SWAP_SUFFIX};
 use super::producer_state::AbortedTxn;
-use super::records::{decode_batch, reencode_retained};
 use super::segment::{segment_path, BatchScanner, Segment, LOG_SUFFIX};
+use crate::record::batch::BatchHeader;
+use crate::record::records::{decode_batch, reencode_retained};
 
 /// Cleaner settings shared by all logs (Kafka's `log.cleaner.*` broker configs).
 #[derive(Debug, Clone)]

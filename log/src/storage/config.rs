@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::batch::Compression;
+use crate::record::batch::Compression;
 
 /// A config key or value that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,8 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::batch::BatchError;
 use super::config::ConfigError;
+use crate::record::batch::BatchError;
 use crate::types::{TopicNameError, TopicPartition};
 
 #[derive(Debug, thiserror::Error)]

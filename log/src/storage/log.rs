@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use super::batch::{self, BatchError, BatchHeader, BatchIter, Compression, TimestampType};
 use super::config::{LogConfig, MessageTimestampType};
 use super::error::{io_at, StorageError};
-use super::producer_state::{AbortedTxn, Marker, ProducerEntry, ProducerState, ProducerStateError};
-use super::records::{control_marker, encode_marker};
-use super::records::{decode_batch, validate_records, Record};
+use super::producer_state::{AbortedTxn, ProducerEntry, ProducerState, ProducerStateError};
 use super::segment::{
     parse_segment_name, segment_path, BatchScanner, ScanError, Segment, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
+use crate::record::batch::{self, BatchError, BatchHeader, BatchIter, Compression, TimestampType};
+use crate::record::control::{control_marker, encode_marker, Marker};
+use crate::record::records::{decode_batch, validate_records, Record};
 use crate::time::SharedClock;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 
@@ -413,7 +413,7 @@ impl PartitionLog {
                 .map(|(h, _, _)| h.next_offset())
                 .max()
                 .unwrap_or(next);
-            for rec in super::decode_batches(&r.records)? {
+            for rec in crate::record::decode_batches(&r.records)? {
                 if rec.offset >= next {
                     next = rec.offset + 1;
                     f(rec);
@@ -1373,7 +1373,7 @@ fn recompress_batches(
         if h.is_control() || h.compression()? == codec {
             out.extend_from_slice(bytes);
         } else {
-            out.extend_from_slice(&super::records::recompress(bytes, codec, level)?);
+            out.extend_from_slice(&crate::record::records::recompress(bytes, codec, level)?);
         }
     }
     Ok(Some(out))

@@ -13,7 +13,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::batch::BatchHeader;
+use crate::record::batch::BatchHeader;
+use crate::record::control::Marker;
 
 /// Batches remembered per producer, as in Kafka (and the most a client keeps in flight).
 pub const BATCHES_KEPT: usize = 5;
@@ -77,13 +78,6 @@ pub fn last_sequence(h: &BatchHeader) -> i32 {
 
 fn follows(last: i32, next: i32) -> bool {
     next == last.wrapping_add(1) || (last == i32::MAX && next == 0)
-}
-
-/// A transaction marker: the end of a producer's transaction in this partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Marker {
-    Abort,
-    Commit,
 }
 
 /// The offsets of an aborted transaction in this partition: from its first batch to its

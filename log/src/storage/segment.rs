@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::batch::{verify_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES};
 use super::index::{floor_entry, IndexFile, OffsetEntry, TimeEntry};
+use crate::record::batch::{verify_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES};
 
 /// How much of a segment file the scanner reads at a time.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;

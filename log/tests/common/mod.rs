@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use rill_log::storage::{
-    decode_batches, encode_batch, Compression, LogConfig, NewRecord, PartitionLog,
-};
+use rill_log::record::{decode_batches, encode_batch, Compression, NewRecord};
+use rill_log::storage::{LogConfig, PartitionLog};
 use rill_log::time::ManualClock;
 use rill_log::types::{Offset, TopicPartition};
 
@@ -73,7 +72,7 @@ pub fn read_all(log: &PartitionLog) -> Vec<(i64, Option<String>, Option<String>,
 
 fn last_offset_in(buf: &[u8]) -> i64 {
     let mut last = -1;
-    for item in rill_log::storage::batch::BatchIter::new(buf) {
+    for item in rill_log::record::batch::BatchIter::new(buf) {
         let (h, _, _) = item.expect("served batches verify");
         last = h.last_offset();
     }

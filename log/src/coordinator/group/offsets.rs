@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::storage::{encode_batch, Compression, LogManager, NewRecord, StorageError};
+use crate::record::{encode_batch, Compression, NewRecord};
+use crate::storage::{LogManager, StorageError};
 use crate::types::TopicPartition;
 
 /// The internal topic's name.

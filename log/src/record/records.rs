@@ -549,7 +549,7 @@ fn protocol_record(
     }
 }
 
-fn encode(records: &[PRecord], compression: Compression) -> Result<Vec<u8>, BatchError> {
+pub(super) fn encode(records: &[PRecord], compression: Compression) -> Result<Vec<u8>, BatchError> {
     let mut buf = Vec::new();
     let options = RecordEncodeOptions {
         version: 2,
@@ -693,59 +693,6 @@ pub fn encode_batch(
         Compression::None => encode_plain(records, NO_PRODUCER),
         c => encode_via_protocol(records, c, NO_PRODUCER),
     }
-}
-
-/// The marker a control batch carries (its first record's key: version, then type 0 = abort,
-/// 1 = commit); `None` for anything else.
-pub fn control_marker(batch: &[u8]) -> Option<super::producer_state::Marker> {
-    use super::producer_state::Marker;
-    let (h, records) = decode_batch(batch).ok()?;
-    if !h.is_control() {
-        return None;
-    }
-    let key = records.first()?.key.clone()?;
-    match key.get(2..4)? {
-        [0, 0] => Some(Marker::Abort),
-        [0, 1] => Some(Marker::Commit),
-        _ => None,
-    }
-}
-
-/// A transaction marker batch of `producer_id`: one control record whose key says commit or
-/// abort and whose value carries the coordinator epoch (Kafka's `EndTransactionMarker`).
-pub fn encode_marker(
-    producer_id: i64,
-    producer_epoch: i16,
-    marker: super::producer_state::Marker,
-    coordinator_epoch: i32,
-    timestamp_ms: i64,
-) -> Result<Vec<u8>, BatchError> {
-    let kind: i16 = match marker {
-        super::producer_state::Marker::Abort => 0,
-        super::producer_state::Marker::Commit => 1,
-    };
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&kind.to_be_bytes());
-    let mut value = Vec::with_capacity(6);
-    value.extend_from_slice(&0i16.to_be_bytes());
-    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
-    let record = PRecord {
-        transactional: true,
-        control: true,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id,
-        producer_epoch,
-        timestamp_type: kafka_protocol::records::TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: timestamp_ms,
-        key: Some(Bytes::from(key)),
-        value: Some(Bytes::from(value)),
-        headers: IndexMap::new(),
-    };
-    encode(std::slice::from_ref(&record), Compression::None)
 }
 
 /// [`encode_batch`] for an idempotent producer: the batch carries the producer id, epoch and

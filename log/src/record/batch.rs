@@ -497,7 +497,7 @@ fn reseal(batch: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::records::{encode_batch, NewRecord};
+    use crate::record::records::{encode_batch, NewRecord};
 
     fn sample() -> Vec<u8> {
         let recs: Vec<NewRecord> = (0..3)
