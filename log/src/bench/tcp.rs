@@ -22,7 +22,7 @@ use crate::client::{
     ProducerRecord, Transport,
 };
 use crate::net::{TcpConfig, TcpTransport};
-use crate::storage::Compression;
+use crate::record::Compression;
 use crate::types::TopicPartition;
 
 /// What `rill bench produce|consume|e2e` over TCP runs.

@@ -394,7 +394,7 @@ impl TcpBenchArgs {
         let d = rill_log::bench::TcpBenchOptions::default();
         let compression = match &self.compression {
             None => d.compression,
-            Some(c) => rill_log::storage::Compression::parse(c)
+            Some(c) => rill_log::record::Compression::parse(c)
                 .ok_or_else(|| format!("unknown --compression {c}"))?,
         };
         let acks = self.acks.unwrap_or(d.acks);
