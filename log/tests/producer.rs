@@ -762,3 +762,184 @@ async fn per_record_errors_name_the_bad_records_of_a_batch() {
     p.close().await;
     b.close().unwrap();
 }
+
+/// What [`Pipe`] does to the produce request with a given number (counting from 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Answer NOT_LEADER_OR_FOLLOWER without writing anything.
+    NotLeader,
+    /// Write it, then lose the answer (the connection "breaks").
+    LostAnswer,
+}
+
+/// A connection to the embedded broker that keeps requests in the order they were written
+/// and answers them one at a time, a little later, so several of a partition's batches are
+/// in flight at once (as over TCP); injects `faults` into chosen produce requests.
+#[derive(Debug)]
+struct Pipe {
+    queue: tokio::sync::mpsc::UnboundedSender<(
+        RequestKind,
+        tokio::sync::oneshot::Sender<Result<Option<ResponseKind>, ClientError>>,
+    )>,
+    /// Produce requests written and not yet answered, and the most seen at once.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+impl Pipe {
+    fn new(inner: Arc<dyn Transport>, faults: Vec<(usize, Fault)>) -> Pipe {
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            RequestKind,
+            tokio::sync::oneshot::Sender<Result<Option<ResponseKind>, ClientError>>,
+        )>();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&in_flight);
+        tokio::spawn(async move {
+            let mut produced = 0usize;
+            while let Some((req, tx)) = rx.recv().await {
+                let produce = matches!(req, RequestKind::Produce(_));
+                if produce {
+                    // Time for the requests behind this one to be written.
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                let fault = produce
+                    .then(|| faults.iter().find(|(n, _)| *n == produced).map(|(_, f)| *f))
+                    .flatten();
+                if produce {
+                    produced += 1;
+                }
+                let resp = match (fault, &req) {
+                    (Some(Fault::NotLeader), RequestKind::Produce(p)) => {
+                        let t = &p.topic_data[0];
+                        Ok(Some(ResponseKind::Produce(
+                            ProduceResponse::default().with_responses(vec![
+                                TopicProduceResponse::default()
+                                    .with_name(t.name.clone())
+                                    .with_partition_responses(vec![
+                                        PartitionProduceResponse::default()
+                                            .with_index(t.partition_data[0].index)
+                                            .with_error_code(
+                                                ResponseError::NotLeaderOrFollower.code(),
+                                            ),
+                                    ]),
+                            ]),
+                        )))
+                    }
+                    (Some(Fault::LostAnswer), _) => {
+                        let _ = inner.send(req).await;
+                        Err(ClientError::Network("connection reset".into()))
+                    }
+                    _ => inner.send(req).await,
+                };
+                if produce {
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                }
+                let _ = tx.send(resp);
+            }
+        });
+        Pipe {
+            queue,
+            in_flight,
+            max_in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Transport for Pipe {
+    fn send(
+        &self,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        let (tx, _) = tokio::sync::oneshot::channel();
+        self.send_ordered(request, tx)
+    }
+
+    fn send_ordered(
+        &self,
+        request: RequestKind,
+        written: tokio::sync::oneshot::Sender<()>,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if matches!(request, RequestKind::Produce(_)) {
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            }
+            self.queue
+                .send((request, tx))
+                .map_err(|_| ClientError::Closed)?;
+            let _ = written.send(());
+            rx.await.map_err(|_| ClientError::Closed)?
+        })
+    }
+}
+
+/// 60 records in batches of 3 (by batch.size) through a pipelining connection with `faults`;
+/// returns the partition's values and the most produce requests seen in flight at once.
+async fn pipelined(
+    idempotent: bool,
+    max_in_flight: usize,
+    faults: Vec<(usize, Fault)>,
+) -> (Vec<String>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    let pipe = Arc::new(Pipe::new(embedded(&b), faults));
+    let config = ProducerConfig {
+        linger_ms: 0,
+        batch_size: 3 * (24 + 4),
+        retry_backoff_ms: 1,
+        enable_idempotence: idempotent,
+        acks: -1,
+        max_in_flight_requests_per_connection: max_in_flight,
+        ..Default::default()
+    };
+    let producer = Producer::new(Arc::clone(&pipe) as Arc<dyn Transport>, config);
+    let mut deliveries = Vec::new();
+    for i in 0..60 {
+        let mut r = ProducerRecord::new("t", None::<String>, format!("v{i:02}"));
+        r.partition = Some(0);
+        deliveries.push(producer.send(r).await.unwrap());
+    }
+    producer.flush().await;
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    producer.close().await;
+    let stored = values(&b, "t", 0).await;
+    b.close().unwrap();
+    (stored, pipe.max_in_flight.load(Ordering::SeqCst))
+}
+
+fn in_order(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("v{i:02}")).collect()
+}
+
+/// Kafka pipelines up to `max.in.flight.requests.per.connection` requests; rill does the
+/// same per partition, and a partition's batches still land in order.
+#[tokio::test]
+async fn a_partitions_batches_are_pipelined_up_to_max_in_flight_and_land_in_order() {
+    let (stored, most) = pipelined(true, 5, vec![]).await;
+    assert_eq!(stored, in_order(60));
+    assert!((2..=5).contains(&most), "{most} in flight at once");
+    let (stored, most) = pipelined(false, 1, vec![]).await;
+    assert_eq!(stored, in_order(60));
+    assert_eq!(most, 1);
+}
+
+/// Kafka's `SenderTest.testRetryWhenProducerIdChanges`-style scenario, from the client's
+/// side (Kafka's `TransactionManager` re-enqueues in sequence order): a batch in the middle
+/// of a pipeline fails retriably, the broker refuses the batches behind it as out of order
+/// (a gap), and all of them are resent in order: every record once, in order.
+#[tokio::test]
+async fn an_idempotent_producer_resends_a_failed_batch_and_those_behind_it_in_order() {
+    let (stored, most) = pipelined(true, 5, vec![(4, Fault::NotLeader)]).await;
+    assert_eq!(stored, in_order(60));
+    assert!(most >= 2, "{most}");
+    // The answer to a written batch lost: its retry is a duplicate, recognised as one.
+    let (stored, _) = pipelined(true, 5, vec![(2, Fault::LostAnswer), (9, Fault::NotLeader)]).await;
+    assert_eq!(stored, in_order(60));
+}

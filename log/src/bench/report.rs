@@ -202,7 +202,12 @@ pub fn html(title: &str, reports: &[TcpReport]) -> String {
         }
         if !rep.latencies.is_empty() {
             // As many nines as the largest histogram can tell apart.
-            let most = rep.latencies.iter().map(|(_, h)| h.len()).max().unwrap_or(1);
+            let most = rep
+                .latencies
+                .iter()
+                .map(|(_, h)| h.len())
+                .max()
+                .unwrap_or(1);
             let nines = ((most as f64).log10().floor()).clamp(1.0, 5.0);
             let lines: Vec<_> = rep
                 .latencies
@@ -214,8 +219,7 @@ pub fn html(title: &str, reports: &[TcpReport]) -> String {
                     let label = match i {
                         0 => "0%".to_string(),
                         1 => "90%".to_string(),
-                        n => format!("99.{}%", "9".repeat(n as usize - 2))
-                            .replace("99.%", "99%"),
+                        n => format!("99.{}%", "9".repeat(n as usize - 2)).replace("99.%", "99%"),
                     };
                     (i as f64, label)
                 })

@@ -702,7 +702,8 @@ pub fn run_tcp_e2e(
                 while let Some((intended_us, d)) = rx.recv().await {
                     if d.await.is_ok() {
                         let now = origin.elapsed().as_micros() as u64;
-                        let _ = crate::sync::plain(&acks2).record(now.saturating_sub(intended_us).max(1));
+                        let _ = crate::sync::plain(&acks2)
+                            .record(now.saturating_sub(intended_us).max(1));
                     }
                 }
             });

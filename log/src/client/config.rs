@@ -73,6 +73,9 @@ impl ProducerConfig {
             "request.timeout.ms" => self.request_timeout_ms = ms(1)?,
             "delivery.timeout.ms" => self.delivery_timeout_ms = ms(1)?,
             "enable.idempotence" => self.enable_idempotence = boolean(key, value)?,
+            "max.in.flight.requests.per.connection" => {
+                self.max_in_flight_requests_per_connection = int(key, value, 1, I32)? as usize
+            }
             "transactional.id" => {
                 let v = value.trim();
                 if v.is_empty() {
@@ -103,6 +106,18 @@ impl ProducerConfig {
         if config.enable_idempotence && config.acks != -1 {
             if explicit {
                 return Err(invalid("enable.idempotence", "true", "needs acks=all"));
+            }
+            config.enable_idempotence = false;
+        }
+        // The broker remembers a producer's last 5 batches per partition to spot retried
+        // duplicates, so more in flight cannot be deduplicated (Kafka's rule and message).
+        if config.enable_idempotence && config.max_in_flight_requests_per_connection > 5 {
+            if explicit {
+                return Err(invalid(
+                    "max.in.flight.requests.per.connection",
+                    &config.max_in_flight_requests_per_connection.to_string(),
+                    "must be at most 5 to use the idempotent producer",
+                ));
             }
             config.enable_idempotence = false;
         }
@@ -242,6 +257,25 @@ mod tests {
             !ProducerConfig::from_props([("acks", "1")])
                 .unwrap()
                 .enable_idempotence
+        );
+        // So do more than 5 requests in flight (Kafka's ProducerConfig rule).
+        let p =
+            ProducerConfig::from_props([("max.in.flight.requests.per.connection", "6")]).unwrap();
+        assert_eq!(
+            (
+                p.max_in_flight_requests_per_connection,
+                p.enable_idempotence
+            ),
+            (6, false)
+        );
+        let e = ProducerConfig::from_props([
+            ("max.in.flight.requests.per.connection", "6"),
+            ("enable.idempotence", "true"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("at most 5"), "{e}");
+        assert!(
+            ProducerConfig::from_props([("max.in.flight.requests.per.connection", "0")]).is_err()
         );
         let e = ProducerConfig::from_props([("acks", "1"), ("enable.idempotence", "true")])
             .unwrap_err();

@@ -1,8 +1,10 @@
 //! `Producer`: Kafka's producer semantics over any [`Transport`]. Records are partitioned
 //! (murmur2 for keys, sticky for null keys, or a custom [`Partitioner`]), collected per
 //! partition into batches that close at `batch.size` or after `linger.ms`, compressed with
-//! `compression.type`, and sent by a background task, one batch in flight per partition so a
-//! retry can never reorder a partition. Memory is bounded by `buffer.memory`: `send` waits
+//! `compression.type`, and sent by a background task with up to
+//! `max.in.flight.requests.per.connection` batches of a partition in flight at once (pipelined
+//! on the connection, so one partition's throughput is not one batch per round trip); the
+//! idempotent producer's sequence numbers keep a partition in order across retries. Memory is bounded by `buffer.memory`: `send` waits
 //! for room (backpressure) and fails after `max.block.ms`.
 
 use std::collections::VecDeque;
@@ -23,7 +25,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::Instant;
 
 use super::partitioner::{DefaultPartitioner, Partitioner};
@@ -50,7 +52,7 @@ pub struct ProducerConfig {
     /// more only while there is room), its place in the partition's queue and its shared
     /// outcome. Not charged: a key or value that is a slice of a larger buffer keeps all of
     /// it alive, and a batch being sent also holds its encoded copy until the broker answers
-    /// (one batch per partition).
+    /// (up to `max.in.flight.requests.per.connection` batches per partition).
     pub buffer_memory: usize,
     /// `max.block.ms`: how long `send` waits for room or metadata before failing.
     pub max_block_ms: u64,
@@ -77,6 +79,12 @@ pub struct ProducerConfig {
     pub transactional_id: Option<String>,
     /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer than this.
     pub transaction_timeout_ms: i32,
+    /// `max.in.flight.requests.per.connection`: the most batches of one partition sent and
+    /// not yet answered (rill sends one partition's batch per produce request, so Kafka's
+    /// per-connection count is per partition here). Above 1, a retried batch can land after
+    /// a later one unless idempotence is on (as in Kafka): an idempotent producer resends a
+    /// failed batch, and the batches refused behind it as out of order, in sequence order.
+    pub max_in_flight_requests_per_connection: usize,
 }
 
 impl Default for ProducerConfig {
@@ -96,6 +104,7 @@ impl Default for ProducerConfig {
             enable_idempotence: true,
             transactional_id: None,
             transaction_timeout_ms: 60_000,
+            max_in_flight_requests_per_connection: 5,
         }
     }
 }
@@ -307,6 +316,9 @@ struct ProducerBatch {
     /// Idempotence: (producer id, epoch, first sequence), fixed the first time the batch is
     /// sent so every retry is the same batch to the broker.
     sequence: Option<(i64, i16, i32)>,
+    /// The order it was first sent in among its partition's batches: a batch coming back for
+    /// a retry goes back in this order, ahead of batches never sent.
+    sent_as: Option<u64>,
 }
 
 impl ProducerBatch {
@@ -324,13 +336,47 @@ impl Drop for ProducerBatch {
     }
 }
 
-/// One partition's batches, oldest first; a batch being retried goes back to the front.
+/// One partition's batches, oldest first; batches being retried go back to the front, in
+/// the order they were first sent.
 #[derive(Default)]
 struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
-    in_flight: bool,
+    /// The batches sent and not yet answered, by their place in the send order.
+    in_flight: std::collections::BTreeSet<u64>,
     /// The sequence the next new batch of this partition starts at.
     next_sequence: i32,
+    /// The next batch's place in the order batches are first sent.
+    next_send: u64,
+    /// Told when the last batch sent is written to the connection: the next one waits for
+    /// it, so pipelined batches reach the broker in order.
+    written: Option<oneshot::Receiver<()>>,
+}
+
+impl PartitionQueue {
+    /// Puts a batch that was sent back for a retry: after the retries that were sent before
+    /// it, ahead of everything sent after it or never sent.
+    fn requeue(&mut self, batch: ProducerBatch) {
+        let at = self
+            .batches
+            .iter()
+            .position(|b| b.sent_as.is_none_or(|o| Some(o) > batch.sent_as))
+            .unwrap_or(self.batches.len());
+        self.batches.insert(at, batch);
+    }
+
+    /// Whether a batch sent before `batch` is still unanswered or waiting here for a retry:
+    /// the broker refusing `batch` as out of order is then that batch's gap (its failure
+    /// may simply not be handled yet), not a lost write.
+    fn behind_another(&self, batch: &ProducerBatch) -> bool {
+        let Some(mine) = batch.sent_as else {
+            return false;
+        };
+        self.in_flight.first().is_some_and(|o| *o < mine)
+            || self
+                .batches
+                .iter()
+                .any(|b| b.attempts > 0 && b.sent_as.is_some_and(|o| o < mine))
+    }
 }
 
 struct TopicQueues {
@@ -377,7 +423,7 @@ impl State {
         self.topics
             .values()
             .flat_map(|t| &t.queues)
-            .all(|q| q.batches.is_empty() && !q.in_flight)
+            .all(|q| q.batches.is_empty() && q.in_flight.is_empty())
     }
 }
 
@@ -850,6 +896,7 @@ impl Producer {
                 attempts: 0,
                 retry_at: None,
                 sequence: None,
+                sent_as: None,
             });
         }
         // A batch was just there or pushed.
@@ -1050,7 +1097,7 @@ impl Producer {
 }
 
 /// The background task: takes ready batches (full, lingered long enough, flushing, or due for
-/// retry) and sends each, one in flight per partition.
+/// retry) and sends each, up to `max.in.flight.requests.per.connection` per partition.
 async fn sender(inner: Arc<Inner>) {
     let linger = Duration::from_millis(inner.config.linger_ms);
     loop {
@@ -1078,7 +1125,7 @@ async fn sender(inner: Arc<Inner>) {
             }
         }
         let now = Instant::now();
-        let mut ready: Vec<(String, i32, ProducerBatch)> = Vec::new();
+        let mut ready: Vec<Ready> = Vec::new();
         let mut next_wake: Option<Instant> = None;
         {
             let mut st = inner.state();
@@ -1087,51 +1134,69 @@ async fn sender(inner: Arc<Inner>) {
             }
             let flushing = st.flushing > 0 || st.closed;
             let producer = st.producer;
+            let max_in_flight = inner.config.max_in_flight_requests_per_connection.max(1);
             for (topic, t) in st.topics.iter_mut() {
                 for (partition, q) in t.queues.iter_mut().enumerate() {
-                    if q.in_flight {
-                        continue;
-                    }
-                    let Some(front) = q.batches.front() else {
-                        continue;
-                    };
-                    let due = match front.retry_at {
-                        Some(at) => at,
-                        None if flushing
-                            || q.batches.len() > 1
-                            || front.bytes >= inner.config.batch_size =>
-                        {
-                            now
-                        }
-                        None => front.created + linger,
-                    };
-                    if due > now {
-                        next_wake = Some(next_wake.map_or(due, |w| w.min(due)));
-                        continue;
-                    }
-                    if inner.config.enable_idempotence
-                        && q.batches.front().is_some_and(|b| b.sequence.is_none())
-                    {
-                        let Some((pid, epoch)) = producer else {
-                            continue;
+                    // As many batches as are due, up to max.in.flight; a retry goes alone,
+                    // when nothing of its partition is in flight, so it cannot overtake.
+                    while q.in_flight.len() < max_in_flight {
+                        let Some(front) = q.batches.front() else {
+                            break;
                         };
-                        if let Some(b) = q.batches.front_mut() {
-                            let count = b.records.len() as i32;
-                            b.sequence = Some((pid, epoch, q.next_sequence));
+                        if front.attempts > 0 && !q.in_flight.is_empty() {
+                            break;
+                        }
+                        let due = match front.retry_at {
+                            Some(at) => at,
+                            None if flushing
+                                || q.batches.len() > 1
+                                || front.bytes >= inner.config.batch_size =>
+                            {
+                                now
+                            }
+                            None => front.created + linger,
+                        };
+                        if due > now {
+                            next_wake = Some(next_wake.map_or(due, |w| w.min(due)));
+                            break;
+                        }
+                        let Some(mut batch) = q.batches.pop_front() else {
+                            break;
+                        };
+                        if inner.config.enable_idempotence && batch.sequence.is_none() {
+                            let Some((pid, epoch)) = producer else {
+                                q.batches.push_front(batch);
+                                break;
+                            };
+                            let count = batch.records.len() as i32;
+                            batch.sequence = Some((pid, epoch, q.next_sequence));
                             q.next_sequence = next_sequence(q.next_sequence, count);
                         }
-                    }
-                    if let Some(mut batch) = q.batches.pop_front() {
+                        let sent_as = *batch.sent_as.get_or_insert_with(|| {
+                            q.next_send += 1;
+                            q.next_send - 1
+                        });
                         batch.sealed = true;
-                        q.in_flight = true;
-                        ready.push((topic.clone(), partition as i32, batch));
+                        q.in_flight.insert(sent_as);
+                        let (written, next) = oneshot::channel();
+                        let turn = Turn {
+                            after: q.written.replace(next),
+                            written,
+                        };
+                        ready.push((topic.clone(), partition as i32, batch, turn));
                     }
                 }
             }
         }
         let ready = add_to_transaction(&inner, ready).await;
-        for (topic, partition, batch) in ready {
-            tokio::spawn(send_batch(Arc::clone(&inner), topic, partition, batch));
+        for (topic, partition, batch, turn) in ready {
+            tokio::spawn(send_batch(
+                Arc::clone(&inner),
+                topic,
+                partition,
+                batch,
+                turn,
+            ));
         }
         match next_wake {
             Some(at) => {
@@ -1142,10 +1207,31 @@ async fn sender(inner: Arc<Inner>) {
     }
 }
 
+/// A batch ready to go: its topic, partition, the batch and its turn to be written.
+type Ready = (String, i32, ProducerBatch, Turn);
+
+/// A batch's place in its partition's pipeline: it is written after the batch before it
+/// (`after` resolves, or is dropped, once that one is written) and tells the next one
+/// through `written`.
+struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    written: oneshot::Sender<()>,
+}
+
 /// Sends one batch; on success resolves its records, on a retriable error queues it again
 /// (ahead of newer records), otherwise fails its records.
-async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch: ProducerBatch) {
-    let outcome = produce_once(&inner, &topic, partition, &batch.records, batch.sequence).await;
+async fn send_batch(
+    inner: Arc<Inner>,
+    topic: String,
+    partition: i32,
+    mut batch: ProducerBatch,
+    turn: Turn,
+) {
+    // Told when this batch is written; if it never is (the write failed, or the transport
+    // does not pipeline), only once its outcome is handled below, so the next batch sees a
+    // retry of this one queued before it goes.
+    let mut next = Some(turn.written);
+    let outcome = produce_once(&inner, &topic, partition, &batch, turn.after, &mut next).await;
     let mut st = inner.state();
     let Some(q) = st
         .topics
@@ -1154,11 +1240,18 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
     else {
         return;
     };
-    q.in_flight = false;
+    if let Some(o) = batch.sent_as {
+        q.in_flight.remove(&o);
+    }
+    // Refused as out of order behind a batch of ours that failed (or whose answer is still
+    // to come): the gap is that batch, so this one is retried after it.
+    let behind_a_retry = |e: &ClientError| {
+        e.kafka_error() == Some(ResponseError::OutOfOrderSequenceNumber) && q.behind_another(&batch)
+    };
     match outcome {
         Ok(base_offset) => batch.slot.finish(Ok(base_offset)),
         Err(e)
-            if e.is_retriable()
+            if (e.is_retriable() || behind_a_retry(&e))
                 && batch.attempts < inner.config.retries
                 && batch.created.elapsed()
                     < Duration::from_millis(inner.config.delivery_timeout_ms) =>
@@ -1167,7 +1260,7 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
             batch.retry_at =
                 Some(Instant::now() + Duration::from_millis(inner.config.retry_backoff_ms));
             tracing::debug!(%topic, partition, attempt = batch.attempts, error = %e, "retrying batch");
-            q.batches.push_front(batch);
+            q.requeue(batch);
         }
         Err(e) => {
             let text = e.to_string();
@@ -1184,6 +1277,7 @@ async fn send_batch(inner: Arc<Inner>, topic: String, partition: i32, mut batch:
         }
     }
     drop(st);
+    drop(next);
     inner.progress.notify_waiters();
     inner.wake.notify_one();
 }
@@ -1193,10 +1287,12 @@ async fn produce_once(
     inner: &Inner,
     topic: &str,
     partition: i32,
-    records: &[NewRecord],
-    sequence: Option<(i64, i16, i32)>,
+    batch: &ProducerBatch,
+    after: Option<oneshot::Receiver<()>>,
+    next: &mut Option<oneshot::Sender<()>>,
 ) -> Result<i64, ClientError> {
-    let bytes = match sequence {
+    let records = &batch.records;
+    let bytes = match batch.sequence {
         Some((pid, epoch, seq)) => {
             let transactional = inner.config.transactional_id.is_some();
             encode_idempotent_batch(
@@ -1228,12 +1324,53 @@ async fn produce_once(
                 .with_index(partition)
                 .with_records(Some(Bytes::from(bytes)))])]);
     let timeout = Duration::from_millis(inner.config.request_timeout_ms);
-    let resp = tokio::time::timeout(timeout, inner.transport.send(RequestKind::Produce(req)))
-        .await
-        .map_err(|_| ClientError::Kafka {
-            error: ResponseError::RequestTimedOut,
-            message: None,
-        })??;
+    // Encoded (above) alongside the batches before it; written after them, unless one of
+    // them failed meanwhile: then this one waits to be resent after it.
+    if let Some(after) = after {
+        let _ = after.await;
+    }
+    let held_back = {
+        let st = inner.state();
+        st.topics
+            .get(topic)
+            .and_then(|t| t.queues.get(partition as usize))
+            .is_some_and(|q| {
+                q.batches
+                    .iter()
+                    .any(|b| b.attempts > 0 && b.sent_as < batch.sent_as)
+            })
+    };
+    if held_back {
+        return Err(ClientError::Network(
+            "not sent: an earlier batch of the partition is being retried".into(),
+        ));
+    }
+    let (written, mut on_wire) = oneshot::channel();
+    let send = inner
+        .transport
+        .send_ordered(RequestKind::Produce(req), written);
+    let resp = tokio::time::timeout(timeout, async {
+        tokio::pin!(send);
+        let mut waiting = true;
+        loop {
+            tokio::select! {
+                resp = &mut send => break resp,
+                w = &mut on_wire, if waiting => {
+                    waiting = false;
+                    if w.is_ok() {
+                        if let Some(n) = next.take() {
+                            let _ = n.send(());
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Kafka {
+        error: ResponseError::RequestTimedOut,
+        message: None,
+    })??;
     match resp {
         None => Ok(-1),
         Some(ResponseKind::Produce(r)) => {
@@ -1332,10 +1469,7 @@ async fn init_producer_id(inner: &Inner, bump_own: bool) -> Result<(), ClientErr
 /// Adds the partitions of `ready` batches that are new to the open transaction at the
 /// coordinator (AddPartitionsToTxn) before they are sent; batches whose partitions could not
 /// be added fail, which dooms the transaction to an abort.
-async fn add_to_transaction(
-    inner: &Inner,
-    ready: Vec<(String, i32, ProducerBatch)>,
-) -> Vec<(String, i32, ProducerBatch)> {
+async fn add_to_transaction(inner: &Inner, ready: Vec<Ready>) -> Vec<Ready> {
     let Some(txn_id) = inner.config.transactional_id.clone() else {
         return ready;
     };
@@ -1344,7 +1478,7 @@ async fn add_to_transaction(
         let known = st.txn.as_ref().map(|t| &t.partitions);
         let mut new: Vec<(String, i32)> = ready
             .iter()
-            .map(|(t, p, _)| (t.clone(), *p))
+            .map(|(t, p, _, _)| (t.clone(), *p))
             .filter(|tp| known.is_none_or(|k| !k.contains(tp)))
             .collect();
         new.sort();
@@ -1375,7 +1509,7 @@ async fn add_to_transaction(
                 txn.failed.get_or_insert(text.clone());
             }
             let mut kept = Vec::new();
-            for (topic, partition, batch) in ready {
+            for (topic, partition, batch, turn) in ready {
                 if new.contains(&(topic.clone(), partition)) {
                     batch.slot.finish(Err((e.kafka_error(), text.clone())));
                     if let Some(q) = st
@@ -1383,10 +1517,12 @@ async fn add_to_transaction(
                         .get_mut(&topic)
                         .and_then(|t| t.queues.get_mut(partition as usize))
                     {
-                        q.in_flight = false;
+                        if let Some(o) = batch.sent_as {
+                            q.in_flight.remove(&o);
+                        }
                     }
                 } else {
-                    kept.push((topic, partition, batch));
+                    kept.push((topic, partition, batch, turn));
                 }
             }
             drop(st);

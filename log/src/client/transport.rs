@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
+use tokio::sync::oneshot;
 
 use super::ClientError;
 use crate::broker::{Broker, RequestContext};
@@ -21,6 +22,22 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         &self,
         request: RequestKind,
     ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>>;
+
+    /// [`Transport::send`], telling `written` (by sending or by dropping it) once the request
+    /// is on its way: a request about the same partition sent after that reaches the broker
+    /// after this one. The producer pipelines a partition's batches with it. By default that
+    /// is once the response is in, which keeps the order without pipelining anything.
+    fn send_ordered(
+        &self,
+        request: RequestKind,
+        written: oneshot::Sender<()>,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(async move {
+            let resp = self.send(request).await;
+            drop(written);
+            resp
+        })
+    }
 }
 
 /// Typed requests handed straight to an in-process broker: no bytes, no sockets.

@@ -235,7 +235,7 @@ impl TcpTransport {
             .with_allow_auto_topic_creation(false);
         let conn = self.conn_for(&Target::Any).await?;
         let resp = conn
-            .call(RequestKind::Metadata(req), &self.inner.config)
+            .call(RequestKind::Metadata(req), &self.inner.config, None)
             .await?;
         let Some(ResponseKind::Metadata(m)) = resp else {
             return Err(ClientError::NoResponse);
@@ -290,7 +290,7 @@ impl TcpTransport {
             .with_key(StrBytes::from_string(key.to_string()));
         let conn = self.conn_for(&Target::Any).await?;
         let Some(ResponseKind::FindCoordinator(r)) = conn
-            .call(RequestKind::FindCoordinator(req), &self.inner.config)
+            .call(RequestKind::FindCoordinator(req), &self.inner.config, None)
             .await?
         else {
             return Err(ClientError::NoResponse);
@@ -312,9 +312,10 @@ impl TcpTransport {
         &self,
         target: Target,
         request: RequestKind,
+        written: Option<oneshot::Sender<()>>,
     ) -> Result<Option<ResponseKind>, ClientError> {
         let conn = self.conn_for(&target).await?;
-        let resp = conn.call(request, &self.inner.config).await;
+        let resp = conn.call(request, &self.inner.config, written).await;
         if resp.is_err() {
             // The broker may be gone: look again before the next request to it.
             lock(&self.inner.meta).stale = true;
@@ -322,10 +323,16 @@ impl TcpTransport {
         resp
     }
 
-    async fn dispatch(&self, request: RequestKind) -> Result<Option<ResponseKind>, ClientError> {
+    /// Routes and sends `request`; `written` is told once it is written (see
+    /// [`Transport::send_ordered`]), or dropped when it cannot be.
+    async fn dispatch(
+        &self,
+        request: RequestKind,
+        written: Option<oneshot::Sender<()>>,
+    ) -> Result<Option<ResponseKind>, ClientError> {
         if let Some(txn) = transactional_id_of(&request) {
             let target = self.coordinator(1, &txn).await?;
-            let resp = self.send_to(target, request).await?;
+            let resp = self.send_to(target, request, written).await?;
             if resp.as_ref().is_some_and(coordinator_moved) {
                 lock(&self.inner.coordinators).remove(&(1, txn));
             }
@@ -333,7 +340,7 @@ impl TcpTransport {
         }
         if let Some(group) = group_of(&request) {
             let target = self.coordinator(0, &group).await?;
-            let resp = self.send_to(target, request).await?;
+            let resp = self.send_to(target, request, written).await?;
             if resp.as_ref().is_some_and(coordinator_moved) {
                 lock(&self.inner.coordinators).remove(&(0, group));
             }
@@ -341,7 +348,7 @@ impl TcpTransport {
         }
         let partitions = partitions_of(&request);
         if partitions.is_empty() {
-            return self.send_to(Target::Any, request).await;
+            return self.send_to(Target::Any, request, written).await;
         }
         let leaders = self.leaders(&partitions).await;
         let mut by_node: BTreeMap<Option<i32>, Vec<(String, i32)>> = BTreeMap::new();
@@ -353,18 +360,20 @@ impl TcpTransport {
         }
         let resp = if by_node.len() == 1 {
             let node = by_node.into_keys().next().flatten();
-            self.send_to(node.map_or(Target::Any, Target::Node), request)
+            self.send_to(node.map_or(Target::Any, Target::Node), request, written)
                 .await?
         } else {
-            // Partitions led by different brokers: one request each, answers merged.
+            // Partitions led by different brokers: one request each, answers merged (and
+            // `written` told once all are in).
             let mut merged: Option<ResponseKind> = None;
             for (node, tps) in by_node {
                 let part = restrict(&request, &tps);
                 let resp = self
-                    .send_to(node.map_or(Target::Any, Target::Node), part)
+                    .send_to(node.map_or(Target::Any, Target::Node), part, None)
                     .await?;
                 merged = merge(merged, resp);
             }
+            drop(written);
             merged
         };
         if resp.as_ref().is_some_and(metadata_moved) {
@@ -379,7 +388,18 @@ impl Transport for TcpTransport {
         &self,
         request: RequestKind,
     ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
-        Box::pin(self.dispatch(request))
+        Box::pin(self.dispatch(request, None))
+    }
+
+    /// Requests to one broker go out on one connection, in the order they are written, and
+    /// the broker answers a connection's requests in order: `written` is told as soon as
+    /// the request's bytes are in the socket.
+    fn send_ordered(
+        &self,
+        request: RequestKind,
+        written: oneshot::Sender<()>,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(self.dispatch(request, Some(written)))
     }
 }
 
@@ -677,6 +697,7 @@ impl Conn {
                 3,
                 &RequestKind::ApiVersions(req),
                 timeout,
+                None,
             )
             .await?
             .ok_or(ClientError::NoResponse)?;
@@ -731,6 +752,7 @@ impl Conn {
         &self,
         mut request: RequestKind,
         config: &TcpConfig,
+        written: Option<oneshot::Sender<()>>,
     ) -> Result<Option<ResponseKind>, ClientError> {
         let key = api_key(&request).ok_or_else(|| {
             ClientError::Unexpected("rill's clients do not send this request".into())
@@ -747,7 +769,10 @@ impl Conn {
             _ => 0,
         };
         let timeout = Duration::from_millis(config.request_timeout_ms + held_ms);
-        let Some(body) = self.round_trip(key, version, &request, timeout).await? else {
+        let Some(body) = self
+            .round_trip(key, version, &request, timeout, written)
+            .await?
+        else {
             return Ok(None);
         };
         let resp = decode_response(key, version, body)
@@ -763,6 +788,7 @@ impl Conn {
         version: i16,
         request: &RequestKind,
         timeout: Duration,
+        written: Option<oneshot::Sender<()>>,
     ) -> Result<Option<Bytes>, ClientError> {
         if self.dead.load(Ordering::SeqCst) {
             return Err(ClientError::Network(format!(
@@ -806,6 +832,9 @@ impl Conn {
                     self.addr
                 )));
             }
+        }
+        if let Some(w) = written {
+            let _ = w.send(());
         }
         let Some(rx) = rx else { return Ok(None) };
         match tokio::time::timeout(timeout, rx).await {
