@@ -8,7 +8,7 @@ use rill_log::record::batch::{verify_batch, BatchIter};
 mod common;
 use common::reseal_all;
 use rill_log::record::decode_batches;
-use rill_log::storage::validate_for_append;
+use rill_log::record::{validate_batches, AppendOrigin};
 
 fuzz_target!(|input: &[u8]| {
     // The first byte picks the topic kind (a compacted topic requires keys); the rest is the data.
@@ -40,12 +40,12 @@ fuzz_target!(|input: &[u8]| {
 
     let decoded = decode_batches(data);
 
-    // validate_for_append parses the records of every batch (compressed ones after bounded
+    // validate_batches parses the records of every batch (compressed ones after bounded
     // decompression), so whatever it accepts must decode.
-    if validate_for_append(data, 1 << 20, keys_required).is_ok() {
+    if validate_batches(data, 1 << 20, keys_required, AppendOrigin::Coordinator).is_ok() {
         assert!(
             decoded.is_ok(),
-            "validate_for_append accepted what decode_batches rejects: {:?}",
+            "validate_batches accepted what decode_batches rejects: {:?}",
             decoded.err()
         );
     }

@@ -5,11 +5,13 @@
 //! offsets. A partition's first transactional batch of a transaction is checked with the
 //! transaction coordinator first (KIP-890). InitProducerId hands out idempotent producers' ids.
 
+use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -27,11 +29,21 @@ impl Broker {
         let txn_id = req.transactional_id.as_ref().map(|t| t.to_string());
         let mut appended = false;
         let mut responses = Vec::with_capacity(req.topic_data.len());
-        for topic in req.topic_data {
-            let name = topic.name.0.to_string();
+        // Only the record bytes are kept: strings decoded from the same frame would keep it
+        // shared (see `owned`).
+        let ProduceRequest { topic_data, .. } = req;
+        for topic in topic_data {
+            let TopicProduceData {
+                name: topic_name,
+                topic_id,
+                partition_data,
+                ..
+            } = topic;
+            let name = topic_name.0.to_string();
+            drop(topic_name);
             let known = self.topic_meta(&name);
-            let mut partitions = Vec::with_capacity(topic.partition_data.len());
-            for p in topic.partition_data {
+            let mut partitions = Vec::with_capacity(partition_data.len());
+            for p in partition_data {
                 let mut resp = PartitionProduceResponse::default()
                     .with_index(p.index)
                     .with_base_offset(-1)
@@ -75,26 +87,16 @@ impl Broker {
                                 ),
                             );
                         } else {
-                            // The leader rewrites offsets in place: the request's bytes are ours.
-                            let mut bytes = records.to_vec();
-                            // Transaction markers are the coordinator's to write (Kafka refuses
-                            // control batches from clients too).
-                            let control = crate::record::batch::BatchIter::new(&bytes)
-                                .any(|b| b.is_ok_and(|(h, _, _)| h.is_control()));
-                            let appended_or = if control {
-                                Err(crate::storage::StorageError::InvalidBatch(
-                                    crate::record::BatchError::Records(
-                                        "control batches come from the transaction coordinator only"
-                                            .into(),
-                                    ),
-                                ))
-                            } else {
-                                let tp = (name.clone(), p.index);
-                                let verify = |h: &BatchHeader| {
-                                    self.verify_transaction(txn_id.as_deref(), h, &tp)
-                                };
-                                log.append_verified(&mut bytes, &verify)
+                            // The leader rewrites offsets in place: the request's bytes are
+                            // ours (no copy when the request's buffer is not shared).
+                            let mut bytes = owned(records);
+                            let tp = (name.clone(), p.index);
+                            let verify = |h: &BatchHeader| {
+                                self.verify_transaction(txn_id.as_deref(), h, &tp)
                             };
+                            // One pass validates it all, control batches refused (they are
+                            // the transaction coordinator's to write).
+                            let appended_or = log.append_verified(&mut bytes, &verify);
                             match appended_or {
                                 Ok(info) => {
                                     appended = true;
@@ -115,8 +117,8 @@ impl Broker {
             }
             responses.push(
                 TopicProduceResponse::default()
-                    .with_name(topic.name)
-                    .with_topic_id(topic.topic_id)
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_topic_id(topic_id)
                     .with_partition_responses(partitions),
             );
         }
@@ -125,6 +127,14 @@ impl Broker {
         }
         (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
+}
+
+/// The request's record bytes as a buffer of our own: the same memory when nothing else
+/// holds it (the server drops the frame before handling), else a copy.
+fn owned(records: bytes::Bytes) -> bytes::BytesMut {
+    records
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]))
 }
 
 /// KIP-467: the records that made the batch fail, each with its index in the batch and why,
@@ -237,5 +247,28 @@ impl Broker {
         Ok(InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owned;
+
+    /// The server drops a request's frame before handling it, and the produce path drops
+    /// the request's strings: the records are then rewritten where they arrived.
+    #[test]
+    fn records_are_taken_without_a_copy_once_nothing_else_holds_the_frame() {
+        let mut buf = bytes::BytesMut::with_capacity(100);
+        buf.extend_from_slice(&[7; 100]);
+        let frame = buf.freeze();
+        let records = frame.slice(10..90);
+        let name = frame.slice(0..5);
+        drop(frame);
+        let at = records.as_ptr();
+        // Still shared with the name: a copy.
+        assert_ne!(owned(records.clone()).as_ptr(), at);
+        drop(name);
+        let mine = owned(records);
+        assert_eq!((mine.as_ptr(), mine.len()), (at, 80));
     }
 }

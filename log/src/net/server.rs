@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -206,9 +206,21 @@ async fn serve_connection(
                 .acquire_many_owned(len as u32)
                 .await
                 .ok()?;
-            let mut buf = vec![0u8; len];
-            rd.read_exact(&mut buf).await.ok()?;
-            Some((Bytes::from(buf), permit))
+            // Read straight into uninitialised capacity: no zeroing of what the socket is
+            // about to overwrite.
+            let mut buf = BytesMut::with_capacity(len);
+            while buf.len() < len {
+                let want = (len - buf.len()) as u64;
+                if AsyncReadExt::take(&mut rd, want)
+                    .read_buf(&mut buf)
+                    .await
+                    .ok()?
+                    == 0
+                {
+                    return None;
+                }
+            }
+            Some((buf.freeze(), permit))
         })
         .await
         {
@@ -299,7 +311,11 @@ async fn handle_frame(
     peer: SocketAddr,
     frame: Bytes,
 ) -> Result<Option<Bytes>, String> {
-    let (header, request) = match decode_request(&frame, shared.config.max_request_elements)? {
+    let decoded = decode_request(&frame, shared.config.max_request_elements)?;
+    // The request's byte fields are slices of the frame: with the frame gone, a produce
+    // request's records are the only holder of their bytes and are rewritten in place.
+    drop(frame);
+    let (header, request) = match decoded {
         Decoded::Request(header, request) => (header, *request),
         Decoded::UnsupportedApiVersions(header) => {
             // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the client

@@ -24,7 +24,8 @@ use super::segment::{
 };
 use crate::record::batch::{self, BatchError, BatchHeader, BatchIter, Compression, TimestampType};
 use crate::record::control::{control_marker, encode_marker, Marker};
-use crate::record::records::{decode_batch, validate_records, Record};
+use crate::record::records::{decode_batch, Record};
+use crate::record::validate::{validate_batches, AppendOrigin};
 use crate::time::SharedClock;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 
@@ -591,18 +592,30 @@ impl PartitionLog {
     /// assigns their offsets by rewriting each base offset and leader epoch in place, and appends
     /// them. Nothing is written if any batch is invalid. Under `flush.messages` / `flush.ms` the
     /// data is fsynced before this returns.
+    /// Control batches are accepted: this is the coordinators' path (and the tests'); a
+    /// producer's request goes through [`append_verified`](Self::append_verified).
     pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, StorageError> {
-        self.append_verified(records, &|_| Ok(()))
+        self.append_from(records, AppendOrigin::Coordinator, &|_| Ok(()))
     }
 
     /// [`append`](Self::append), with KIP-890's defence against hanging transactions: a
     /// transactional batch of a producer with no open transaction in this partition (the first
     /// batch of a transaction here) is appended only if `verify` (the transaction coordinator)
     /// confirms that the producer's ongoing transaction holds this partition. The check and the
-    /// append happen under the partition's lock, so no marker can slip between them.
+    /// append happen under the partition's lock, so no marker can slip between them. The
+    /// records are a client's: control batches are refused (Kafka's `AppendOrigin.CLIENT`).
     pub fn append_verified(
         &self,
         records: &mut [u8],
+        verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(records, AppendOrigin::Client, verify)
+    }
+
+    fn append_from(
+        &self,
+        records: &mut [u8],
+        origin: AppendOrigin,
         verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
     ) -> Result<AppendInfo, StorageError> {
         let now = self.clock.now_ms();
@@ -620,7 +633,7 @@ impl PartitionLog {
                 (create_time && bounds != (None, None)).then_some(bounds),
             )
         };
-        let mut batches = validate_for_append(records, max_message_bytes, keys_required)?;
+        let mut batches = validate_batches(records, max_message_bytes, keys_required, origin)?;
         if let Some((earliest, latest)) = time_bounds {
             check_timestamps(
                 records,
@@ -639,7 +652,7 @@ impl PartitionLog {
             Some(out) => {
                 rewritten = out;
                 // Sizes changed: check (and locate) the batches as they will be stored.
-                batches = validate_for_append(&rewritten, max_message_bytes, keys_required)?;
+                batches = validate_batches(&rewritten, max_message_bytes, keys_required, origin)?;
                 &mut rewritten
             }
             None => records,
@@ -1258,46 +1271,6 @@ impl PartitionLog {
         st.closed = true;
         Ok(())
     }
-}
-
-/// Checks every batch of a producer's request before anything is written. Returns each header
-/// (its max timestamp recomputed from the records) and its position in `records`.
-pub fn validate_for_append(
-    records: &[u8],
-    max_message_bytes: u64,
-    keys_required: bool,
-) -> Result<Vec<(BatchHeader, usize)>, BatchError> {
-    let mut out = Vec::new();
-    for item in BatchIter::new(records) {
-        let (h, bytes, at) = item?;
-        if h.total_bytes() as u64 > max_message_bytes {
-            return Err(BatchError::TooLarge {
-                size: h.total_bytes(),
-                max: max_message_bytes as usize,
-            });
-        }
-        if h.record_count < 1 {
-            return Err(BatchError::BadRecordCount(h.record_count));
-        }
-        if h.last_offset_delta != h.record_count - 1 {
-            return Err(BatchError::LastOffsetDelta {
-                last_offset_delta: h.last_offset_delta,
-                record_count: h.record_count,
-            });
-        }
-        // Like Kafka, look inside every batch, compressed ones included (bounded decompression):
-        // a batch whose records disagree with its header never reaches the log.
-        let max_timestamp = validate_records(&h, bytes, keys_required)?;
-        // The header's max timestamp drives retention and time lookups: take the records'
-        // word for it, not the producer's (the append re-seals a batch whose header differs).
-        let mut h = h;
-        h.max_timestamp = max_timestamp;
-        out.push((h, at));
-    }
-    if out.is_empty() {
-        return Err(BatchError::Empty);
-    }
-    Ok(out)
 }
 
 /// How much earlier than `segment.ms` the segment at `base_offset` rolls: a share of

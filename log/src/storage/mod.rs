@@ -20,7 +20,5 @@ mod segment;
 pub use config::{CleanupPolicy, ConfigError, LogConfig, MessageTimestampType};
 pub use error::StorageError;
 pub(crate) use log::write_atomically;
-pub use log::{
-    validate_for_append, AppendInfo, PartitionLog, ReadBuf, ReadResult, RetentionReport,
-};
+pub use log::{AppendInfo, PartitionLog, ReadBuf, ReadResult, RetentionReport};
 pub use manager::{LogManager, ManagerConfig};
