@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::frame::finish_frame;
+use super::frame::{finish_frame, read_body};
 use super::schema::{response_schema, walk, WalkError, MAX_TAGGED_FIELDS};
 use super::versions::{client_max, fit_request};
 use crate::client::transport::{BoxFuture, Transport};
@@ -857,12 +857,14 @@ impl Conn {
 /// Reads response frames and hands each to the request with its correlation id; when the
 /// connection breaks, fails every waiting request.
 async fn read_responses(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     pending: Arc<Mutex<HashMap<i32, Pending>>>,
     dead: Arc<AtomicBool>,
     max_bytes: usize,
     addr: String,
 ) {
+    // Buffered: a length and a small response in one read, not a syscall for each.
+    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
     let reason = loop {
         let len = match rd.read_i32().await {
             Ok(len) => len,
@@ -871,11 +873,10 @@ async fn read_responses(
         if len < 4 || len as usize > max_bytes {
             break format!("{addr} sent a {len}-byte frame");
         }
-        let mut buf = vec![0u8; len as usize];
-        if let Err(e) = rd.read_exact(&mut buf).await {
-            break format!("{addr} closed the connection mid-response ({e})");
-        }
-        let mut frame = Bytes::from(buf);
+        let mut frame = match read_body(&mut rd, len as usize).await {
+            Ok(f) => f,
+            Err(e) => break format!("{addr} closed the connection mid-response ({e})"),
+        };
         let correlation = frame.get_i32();
         if let Some(tx) = lock(&pending).remove(&correlation) {
             let _ = tx.send(Ok(frame));

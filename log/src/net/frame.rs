@@ -2,8 +2,26 @@
 //! version, correlation id; v1: + client id; v2: + tagged fields) and the body. Responses carry
 //! the correlation id (and, in flexible versions, an empty tagged-field section) before theirs.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Reads the `len` bytes of a frame's body (its length already read) into a buffer of its
+/// own, straight into uninitialised capacity: nothing is zeroed only to be overwritten.
+pub async fn read_body<R: AsyncRead + Unpin>(rd: &mut R, len: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let want = (len - buf.len()) as u64;
+        if AsyncReadExt::take(&mut *rd, want)
+            .read_buf(&mut buf)
+            .await?
+            == 0
+        {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(buf.freeze())
+}
 
 /// A request header, parsed by hand so a hostile one costs nothing to reject.
 #[derive(Debug, Clone, PartialEq, Eq)]

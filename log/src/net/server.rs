@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::frame::{finish_frame, parse_header, start_response, RequestHeader};
+use super::frame::{finish_frame, parse_header, read_body, start_response, RequestHeader};
 use super::schema;
 use super::versions::{api_versions_response, fit_response, supported};
 use crate::broker::{Broker, BrokerError, RequestContext};
@@ -202,25 +202,19 @@ async fn serve_connection(
         }
         let len = len as usize;
         let frame = match tokio::time::timeout(read_timeout, async {
-            let permit = Arc::clone(&shared.memory)
-                .acquire_many_owned(len as u32)
-                .await
-                .ok()?;
-            // Read straight into uninitialised capacity: no zeroing of what the socket is
-            // about to overwrite.
-            let mut buf = BytesMut::with_capacity(len);
-            while buf.len() < len {
-                let want = (len - buf.len()) as u64;
-                if AsyncReadExt::take(&mut rd, want)
-                    .read_buf(&mut buf)
-                    .await
-                    .ok()?
-                    == 0
-                {
-                    return None;
+            let permit = match Arc::clone(&shared.memory).try_acquire_many_owned(len as u32) {
+                Ok(p) => p,
+                Err(_) => {
+                    // Waiting for room: a response held back for this request leaves first.
+                    wr.flush().await.ok()?;
+                    Arc::clone(&shared.memory)
+                        .acquire_many_owned(len as u32)
+                        .await
+                        .ok()?
                 }
-            }
-            Some((buf.freeze(), permit))
+            };
+            let buf = read_body(&mut rd, len).await.ok()?;
+            Some((buf, permit))
         })
         .await
         {
@@ -238,10 +232,15 @@ async fn serve_connection(
             Ok(r) => r,
             Err(reason) => break Close::Refused(reason),
         };
-        // Every response goes out at once: the next request may be one the broker holds
-        // (a long-poll Fetch, a JoinGroup), and this answer must not wait behind it.
+        // A response goes out at once, since the next request may be one the broker holds
+        // (a long-poll Fetch, a JoinGroup) and this answer must not wait behind it; unless
+        // the next request is already here and is a Produce (pipelined batches): then the
+        // answers leave together, one write for several.
         if let Some(resp) = response {
-            if wr.write_all(&resp).await.is_err() || wr.flush().await.is_err() {
+            if wr.write_all(&resp).await.is_err() {
+                break Close::Quiet;
+            }
+            if !next_is_produce(rd.buffer()) && wr.flush().await.is_err() {
                 break Close::Quiet;
             }
         }
@@ -250,6 +249,19 @@ async fn serve_connection(
     if let Close::Refused(reason) = outcome {
         tracing::warn!(%peer, %reason, "closing connection");
     }
+}
+
+/// Whether `buffered` (what the connection has read ahead) starts with a whole Produce
+/// request: its answer follows soon without waiting on anyone, so the answer before it may
+/// wait for it and leave in the same write.
+fn next_is_produce(buffered: &[u8]) -> bool {
+    let Some(len) = buffered.get(..4) else {
+        return false;
+    };
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    len > 0
+        && buffered.len() >= 4 + len as usize
+        && buffered.get(4..6) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
 }
 
 /// What a request frame turned out to be.
@@ -435,6 +447,21 @@ mod tests {
             b.push(0);
         }
         b
+    }
+
+    #[test]
+    fn only_a_whole_buffered_produce_request_holds_back_a_response() {
+        let mut produce = 10i32.to_be_bytes().to_vec();
+        produce.extend_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
+        produce.extend_from_slice(&[0; 8]);
+        assert!(next_is_produce(&produce));
+        // Not all here yet: the client may be waiting for this answer first.
+        assert!(!next_is_produce(&produce[..13]));
+        let mut fetch = produce.clone();
+        fetch[4..6].copy_from_slice(&(ApiKey::Fetch as i16).to_be_bytes());
+        assert!(!next_is_produce(&fetch));
+        assert!(!next_is_produce(&[]));
+        assert!(!next_is_produce(&[0xff, 0xff, 0xff, 0xff, 0, 0]));
     }
 
     #[test]
