@@ -997,3 +997,59 @@ fn compaction_removes_aborted_records_and_leaves_open_transactions_alone() {
     assert!(values.contains(&"later".to_string()), "{values:?}");
     log.close().unwrap();
 }
+
+/// Kafka completes a delayed read_committed fetch when the last stable offset moves (the
+/// marker's append): a long poll waiting on an open transaction's partition returns the
+/// records as soon as the commit's marker lands, not at its `max_wait_ms`. Before fetches
+/// were watched per partition, the coordinator's marker woke no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_long_poll_returns_when_the_commit_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let b = open(dir.path(), &clock, None);
+    setup(&b).await;
+    let p = init(&b, "tx", 60_000).await;
+    assert_eq!(add_partitions(&b, "tx", p, &[1]).await, 0);
+    assert_eq!(produce(&b, p, 1, 0, "one").await, 0);
+    let poll = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move {
+            let req = FetchRequest::default()
+                .with_max_wait_ms(60_000)
+                .with_min_bytes(1)
+                .with_max_bytes(1 << 20)
+                .with_isolation_level(1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(s("t")))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(1)
+                        .with_partition_max_bytes(1 << 20)])]);
+            let started = std::time::Instant::now();
+            let resp = match call(&b, RequestKind::Fetch(req)).await {
+                ResponseKind::Fetch(r) => r,
+                other => panic!("{other:?}"),
+            };
+            (started.elapsed(), resp)
+        })
+    };
+    // The poll is waiting: nothing is stable yet.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!poll.is_finished());
+    assert_eq!(end(&b, "tx", p, true).await, 0);
+    let (waited, resp) = tokio::time::timeout(std::time::Duration::from_secs(30), poll)
+        .await
+        .expect("the commit woke the long poll")
+        .unwrap();
+    assert!(waited < std::time::Duration::from_secs(30), "{waited:?}");
+    let part = &resp.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert!(part.last_stable_offset >= 2, "{}", part.last_stable_offset);
+    let records = part.records.clone().unwrap_or_default();
+    let data: Vec<i64> = rill_log::record::batch::BatchIter::new(&records)
+        .filter_map(Result::ok)
+        .filter(|(h, _, _)| !h.is_control())
+        .map(|(h, _, _)| h.base_offset)
+        .collect();
+    assert_eq!(data, vec![0]);
+    b.close().unwrap();
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use super::loopback::{blast, fdatasync_limit, latency_histogram, ping_pong};
+use super::loopback::{blast, fdatasync_limit, file_write_limit, latency_histogram, ping_pong};
 use super::{BenchError, BenchRow};
 use crate::client::{
     Admin, Consumer, ConsumerConfig, Delivery, OffsetReset, Producer, ProducerConfig,
@@ -96,6 +96,18 @@ pub struct TcpReport {
     pub latencies: Vec<(String, Histogram<u64>)>,
     /// What was run, for the report's header.
     pub description: String,
+}
+
+/// The writes of the loopback blast: large enough that the machine's limit, not the
+/// syscalls, is measured.
+const LOOPBACK_CHUNK: usize = 1 << 20;
+
+/// Deletes a bench topic (its data would otherwise stay on a broker given with
+/// `--bootstrap-server`); a failure only leaves it there.
+fn drop_topic(admin: &Admin, topic: &str, handle: &tokio::runtime::Handle) {
+    if let Err(e) = handle.block_on(admin.delete_topic(topic)) {
+        tracing::warn!(%topic, error = %e, "could not delete the bench topic");
+    }
 }
 
 /// A `rill broker` child process on a free loopback port, killed when dropped.
@@ -477,8 +489,9 @@ fn describe(opts: &TcpBenchOptions, addr: &str, kind: &str) -> String {
     )
 }
 
-/// `rill bench produce --tcp`: producers against the broker, against the loopback blast of
-/// `batch.size` writes (or, `durable`, the fdatasync limit of `batch.size` writes).
+/// `rill bench produce --tcp`: producers against the broker, against the loopback blast
+/// (or, `durable`, the fdatasync limit of `batch.size` writes); also against plain writes into
+/// the page cache, what the broker's appends cost by themselves.
 pub fn run_tcp_produce(
     opts: &TcpBenchOptions,
     handle: &tokio::runtime::Handle,
@@ -496,12 +509,13 @@ pub fn run_tcp_produce(
     let (records, seconds, hist, series) = run_producers(opts, &addr, &topic, &name, handle)?;
     let rps = records as f64 / seconds.max(1e-9);
     let mbps = rps * opts.size as f64 / 1e6;
+    drop_topic(&admin, &topic, handle);
     // The baselines after the measured phase, so they do not warm the broker's page cache.
     let budget = Duration::from_secs_f64((opts.seconds / 4.0).clamp(0.5, 3.0));
     let base_bps = if opts.durable {
         fdatasync_limit(&opts.dir, opts.batch_size, budget)?
     } else {
-        blast(opts.batch_size, budget)?
+        blast(LOOPBACK_CHUNK, budget)?
     };
     let base_mbps = base_bps / 1e6;
     let mut rows = vec![
@@ -514,6 +528,18 @@ pub fn run_tcp_produce(
         ),
         BenchRow::new(&name, "throughput", mbps, "MB/s", base_mbps),
     ];
+    if !opts.durable {
+        // What the broker's appends cost the machine by themselves: writes into the page
+        // cache, in the same directory's file system when the bench started the broker.
+        let write = file_write_limit(&opts.dir, opts.batch_size.max(64 << 10), budget)?;
+        rows.push(BenchRow::new(
+            &name,
+            "vs file write",
+            mbps,
+            "MB/s",
+            write / 1e6,
+        ));
+    }
     let pp = ping_pong(opts.size, 20_000, budget)?;
     rows.extend(latency_rows(&name, &hist, &pp));
     Ok(TcpReport {
@@ -602,11 +628,12 @@ pub fn run_tcp_consume(
     let seconds = start.elapsed().as_secs_f64();
     meter.stop.store(true, Ordering::Relaxed);
     let series = sampler.join().unwrap_or_default();
+    drop_topic(&admin, &topic, handle);
     let total = consumed.load(Ordering::Relaxed);
     let rps = total as f64 / seconds.max(1e-9);
     let mbps = meter.bytes.load(Ordering::Relaxed) as f64 / 1e6 / seconds.max(1e-9);
     let budget = Duration::from_secs_f64((opts.seconds / 4.0).clamp(0.5, 3.0));
-    let base_bps = blast(1 << 20, budget)?;
+    let base_bps = blast(LOOPBACK_CHUNK, budget)?;
     Ok(TcpReport {
         rows: vec![
             BenchRow::new(
@@ -735,6 +762,7 @@ pub fn run_tcp_e2e(
         .map_err(|e| BenchError::Client(e.to_string()))??;
     meter.stop.store(true, Ordering::Relaxed);
     let series = sampler.join().unwrap_or_default();
+    drop_topic(&admin, &topic, handle);
     let budget = Duration::from_secs_f64((opts.seconds / 4.0).clamp(0.5, 3.0));
     let pp = ping_pong(opts.size, total.min(100_000), budget)?;
     let e2e = crate::sync::plain(&e2e).clone();

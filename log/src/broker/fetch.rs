@@ -17,8 +17,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{storage_error_code, Broker, TopicMeta};
-use crate::types::Offset;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::{storage_error_code, Broker, BrokerError, TopicMeta};
+use crate::types::{Offset, TopicPartition};
 
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
@@ -139,27 +143,80 @@ impl Broker {
 
     /// Answers as soon as `min_bytes` are available, or after `max_wait_ms` with what there is.
     pub(crate) async fn fetch(&self, req: FetchRequest) -> FetchResponse {
+        let read = |r: &FetchRequest| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(self.fetch_once(r)))
+        };
+        match self.long_poll(&req, read).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`fetch`](Self::fetch) with each read on tokio's blocking threads: a cold read from
+    /// disk holds up this request only, not the async workers serving everyone else.
+    pub(crate) async fn fetch_off_thread(
+        self: &Arc<Self>,
+        req: FetchRequest,
+    ) -> Result<FetchResponse, BrokerError> {
+        let req = Arc::new(req);
+        let read = |_: &FetchRequest| {
+            let (broker, req) = (Arc::clone(self), Arc::clone(&req));
+            async move {
+                tokio::task::spawn_blocking(move || broker.fetch_once(&req))
+                    .await
+                    .map_err(|e| BrokerError::Internal(format!("a fetch's read failed: {e}")))
+            }
+        };
+        self.long_poll(&req, read).await
+    }
+
+    /// Reads with `read` until `min_bytes` are there, an error is, or `max_wait_ms` passed,
+    /// waiting in between for an append to one of the request's partitions.
+    async fn long_poll<E, F, Fut>(&self, req: &FetchRequest, read: F) -> Result<FetchResponse, E>
+    where
+        F: Fn(&FetchRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<(FetchResponse, usize), E>>,
+    {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
         let min_bytes = req.min_bytes.max(0) as usize;
+        let waiter = Arc::new(Notify::new());
+        let partitions = self.fetch_partitions(req);
         loop {
-            // Register for the next append before reading, so none is missed in between.
-            let appended = self.appended.notified();
-            tokio::pin!(appended);
-            appended.as_mut().enable();
-            let (resp, bytes) = self.fetch_once(&req);
+            // Watch before reading: an append in between leaves a permit, so none is missed.
+            if !partitions.is_empty() {
+                self.waiting.watch(&partitions, &waiter);
+            }
+            let (resp, bytes) = read(req).await?;
             let any_error = resp
                 .responses
                 .iter()
                 .flat_map(|t| &t.partitions)
                 .any(|p| p.error_code != 0);
             if bytes >= min_bytes.max(1) || any_error || tokio::time::Instant::now() >= deadline {
-                return resp;
+                return Ok(resp);
             }
-            if tokio::time::timeout_at(deadline, appended).await.is_err() {
-                return self.fetch_once(&req).0;
+            if tokio::time::timeout_at(deadline, waiter.notified())
+                .await
+                .is_err()
+            {
+                return Ok(read(req).await?.0);
             }
         }
+    }
+
+    /// The partitions a fetch reads, by name (topics given by id resolved); unknown ones are
+    /// left out (the fetch answers them with an error at once).
+    fn fetch_partitions(&self, req: &FetchRequest) -> Vec<TopicPartition> {
+        req.topics
+            .iter()
+            .filter_map(|t| Some((self.resolve(&t.topic, t.topic_id)?, t)))
+            .flat_map(|(meta, t)| {
+                t.partitions
+                    .iter()
+                    .map(move |p| TopicPartition::new(meta.name.clone(), p.partition))
+            })
+            .collect()
     }
 
     pub(crate) fn list_offsets(&self, req: ListOffsetsRequest) -> ListOffsetsResponse {

@@ -21,6 +21,7 @@ mod producer_ids;
 mod producers;
 mod topics;
 mod txn;
+mod waiters;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,6 @@ use std::time::Duration;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
-use tokio::sync::Notify;
 
 use crate::coordinator::group::offsets::{OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::txn::TRANSACTION_TOPIC;
@@ -175,6 +175,9 @@ pub enum BrokerError {
     Unsupported(&'static str),
     #[error("topic metadata at {path}: {reason}")]
     Metadata { path: PathBuf, reason: String },
+    /// A bug: work handed to another thread did not come back.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// A single-node Kafka broker over a [`LogManager`].
@@ -182,8 +185,8 @@ pub struct Broker {
     config: BrokerConfig,
     logs: Arc<LogManager>,
     topics: RwLock<TopicStore>,
-    /// Woken on every append, so long-polling fetches return as soon as data arrives.
-    appended: Notify,
+    /// Long-polling fetches, woken by appends to the partitions they read.
+    waiting: Arc<waiters::FetchWaiters>,
     rng: Mutex<u64>,
     groups: Arc<Mutex<GroupCoordinator>>,
     offsets: Arc<Mutex<OffsetStore>>,
@@ -234,6 +237,7 @@ impl Broker {
         logs.start();
         let groups = Arc::new(Mutex::new(GroupCoordinator::new(config.group.clone())));
         let offsets = Arc::new(Mutex::new(OffsetStore::default()));
+        let waiting = Arc::new(waiters::FetchWaiters::default());
         let txn = Arc::new(txn::TxnCoordinator::new(
             crate::coordinator::txn::engine::TxnConfig {
                 max_timeout_ms: config.transaction_max_timeout_ms,
@@ -241,6 +245,7 @@ impl Broker {
             },
             Arc::clone(&logs),
             Arc::clone(&offsets),
+            Arc::clone(&waiting),
             clock.clone(),
             config.txn_crash_after_markers,
         ));
@@ -301,7 +306,7 @@ impl Broker {
             config,
             logs,
             topics: RwLock::new(topics),
-            appended: Notify::new(),
+            waiting,
             groups,
             offsets,
             producer_ids,
@@ -407,6 +412,29 @@ impl Broker {
 
     pub fn logs(&self) -> &Arc<LogManager> {
         &self.logs
+    }
+
+    /// [`handle`](Self::handle), with the disk work of Produce and Fetch on tokio's blocking
+    /// threads: a slow disk (an fsync under `flush.messages`, a cold read) holds up only its
+    /// own request, not the async workers serving every other connection, heartbeats
+    /// included. The TCP server calls this; each connection has one request in hand at a
+    /// time, so the blocking work queued is bounded by the connections.
+    pub async fn handle_off_thread(
+        self: &Arc<Self>,
+        ctx: &RequestContext,
+        request: RequestKind,
+    ) -> Result<Option<ResponseKind>, BrokerError> {
+        match request {
+            RequestKind::Produce(r) => {
+                let broker = Arc::clone(self);
+                let resp = tokio::task::spawn_blocking(move || broker.produce(r))
+                    .await
+                    .map_err(|e| BrokerError::Internal(format!("a produce failed: {e}")))?;
+                Ok(resp.map(ResponseKind::Produce))
+            }
+            RequestKind::Fetch(r) => Ok(Some(ResponseKind::Fetch(self.fetch_off_thread(r).await?))),
+            other => self.handle(ctx, other).await,
+        }
     }
 
     /// Handles one request. `Ok(None)` means the request gets no response (a produce with

@@ -27,7 +27,6 @@ impl Broker {
     pub(crate) fn produce(&self, req: ProduceRequest) -> Option<ProduceResponse> {
         let acks = req.acks;
         let txn_id = req.transactional_id.as_ref().map(|t| t.to_string());
-        let mut appended = false;
         let mut responses = Vec::with_capacity(req.topic_data.len());
         // Only the record bytes are kept: strings decoded from the same frame would keep it
         // shared (see `owned`).
@@ -99,7 +98,9 @@ impl Broker {
                             let appended_or = log.append_verified(&mut bytes, &verify);
                             match appended_or {
                                 Ok(info) => {
-                                    appended = true;
+                                    if info.record_count > 0 {
+                                        self.waiting.wake(log.topic_partition());
+                                    }
                                     resp.base_offset = info.base_offset.0;
                                     resp.log_append_time_ms = info.log_append_time_ms;
                                     resp.log_start_offset = log.log_start_offset().0;
@@ -121,9 +122,6 @@ impl Broker {
                     .with_topic_id(topic_id)
                     .with_partition_responses(partitions),
             );
-        }
-        if appended {
-            self.appended.notify_waiters();
         }
         (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }

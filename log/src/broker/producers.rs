@@ -98,7 +98,10 @@ impl Broker {
                                             marker,
                                             m.coordinator_epoch,
                                         ) {
-                                            Ok(_) => 0,
+                                            Ok(_) => {
+                                                self.waiting.wake(log.topic_partition());
+                                                0
+                                            }
                                             Err(e) => storage_error_code(&e).code(),
                                         },
                                     },
@@ -118,7 +121,6 @@ impl Broker {
                     .with_topics(topics)
             })
             .collect();
-        self.appended.notify_waiters();
         WriteTxnMarkersResponse::default().with_markers(markers)
     }
 }

@@ -63,6 +63,9 @@ pub(crate) struct TxnCoordinator {
     config: TxnConfig,
     logs: Arc<LogManager>,
     offsets: Arc<Mutex<OffsetStore>>,
+    /// Woken per partition a marker is written to: read_committed long polls wait for the
+    /// last stable offset to move.
+    waiting: Arc<super::waiters::FetchWaiters>,
     clock: SharedClock,
     /// Partitions of `__transaction_state` (set once the topic exists).
     partitions: AtomicI32,
@@ -83,6 +86,7 @@ impl TxnCoordinator {
         config: TxnConfig,
         logs: Arc<LogManager>,
         offsets: Arc<Mutex<OffsetStore>>,
+        waiting: Arc<super::waiters::FetchWaiters>,
         clock: SharedClock,
         crash_after_markers: Option<usize>,
     ) -> Self {
@@ -90,6 +94,7 @@ impl TxnCoordinator {
             engine: Mutex::new(TxnEngine::new(config.clone())),
             config,
             logs,
+            waiting,
             offsets,
             clock,
             partitions: AtomicI32::new(1),
@@ -322,8 +327,10 @@ impl TxnCoordinator {
                 return Ok(false);
             }
             // A partition deleted since has nothing left to end.
-            if let Some(log) = self.logs.get(&TopicPartition::new(topic.clone(), *p)) {
+            let tp = TopicPartition::new(topic.clone(), *p);
+            if let Some(log) = self.logs.get(&tp) {
                 log.append_marker(job.producer_id, job.producer_epoch, marker, 0)?;
+                self.waiting.wake(&tp);
             }
         }
         let now = self.clock.now_ms();
@@ -730,6 +737,7 @@ mod tests {
             },
             Arc::clone(&logs),
             Arc::new(Mutex::new(OffsetStore::default())),
+            Arc::default(),
             clock.clone(),
             None,
         ));

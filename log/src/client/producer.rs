@@ -371,11 +371,15 @@ impl PartitionQueue {
         let Some(mine) = batch.sent_as else {
             return false;
         };
-        self.in_flight.first().is_some_and(|o| *o < mine)
-            || self
-                .batches
-                .iter()
-                .any(|b| b.attempts > 0 && b.sent_as.is_some_and(|o| o < mine))
+        self.in_flight.first().is_some_and(|o| *o < mine) || self.retry_before(mine)
+    }
+
+    /// Whether a batch sent before the one sent as `mine` waits here for a retry. Retries
+    /// are kept at the front, oldest first: the front is the one to look at.
+    fn retry_before(&self, mine: u64) -> bool {
+        self.batches
+            .front()
+            .is_some_and(|b| b.attempts > 0 && b.sent_as.is_some_and(|o| o < mine))
     }
 }
 
@@ -1334,11 +1338,7 @@ async fn produce_once(
         st.topics
             .get(topic)
             .and_then(|t| t.queues.get(partition as usize))
-            .is_some_and(|q| {
-                q.batches
-                    .iter()
-                    .any(|b| b.attempts > 0 && b.sent_as < batch.sent_as)
-            })
+            .is_some_and(|q| batch.sent_as.is_some_and(|mine| q.retry_before(mine)))
     };
     if held_back {
         return Err(ClientError::Network(

@@ -349,7 +349,7 @@ async fn handle_frame(
                 client_id: header.client_id.unwrap_or_default(),
                 client_host: peer.ip().to_string(),
             };
-            match shared.broker.handle(&ctx, request).await {
+            match shared.broker.handle_off_thread(&ctx, request).await {
                 Ok(r) => r,
                 Err(BrokerError::Unsupported(name)) => {
                     return Err(format!("{name} is not handled"));
