@@ -917,3 +917,70 @@ async fn a_group_of_three_over_tcp_rebalances_when_one_leaves_and_seeks_by_time(
     node.server.shutdown().await;
     node.broker.close().unwrap();
 }
+
+/// A Fetch v4 body: `t`-0 from offset 0, waiting up to `max_wait_ms` for a byte.
+fn fetch_body(max_wait_ms: i32) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let req = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut body = BytesMut::new();
+    req.encode(&mut body, 4).unwrap();
+    body.to_vec()
+}
+
+/// The server reads requests ahead of the one it handles: a connection whose long poll
+/// outlasts `connections.max.idle.ms` is not idle (it is answered), and the request sent
+/// behind it waits its turn (answers in request order, as Kafka's muting guarantees).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_outlasting_the_idle_timeout_is_answered_and_answers_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        ServerConfig {
+            connections_max_idle_ms: 300,
+            ..Default::default()
+        },
+    )
+    .await;
+    Admin::new(transport(&node.addr).await)
+        .create_topic("t", 1, &[])
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(&node.addr).await.unwrap();
+    let mut both = frame(ApiKey::Fetch as i16, 4, 1, &fetch_body(1_200));
+    both.extend_from_slice(&frame(ApiKey::Metadata as i16, 1, 2, &[0, 0, 0, 0]));
+    let sent = std::time::Instant::now();
+    s.write_all(&both).await.unwrap();
+    let mut first = read_frame(&mut s).await.expect("the long poll is answered");
+    assert_eq!(first.get_i32(), 1);
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1_000),
+        "no data, so it waited"
+    );
+    let mut second = read_frame(&mut s)
+        .await
+        .expect("the metadata request behind it");
+    assert_eq!(second.get_i32(), 2);
+    // The connection was busy, not idle, all along: it still takes requests.
+    s.write_all(&frame(ApiKey::Metadata as i16, 1, 3, &[0, 0, 0, 0]))
+        .await
+        .unwrap();
+    let mut third = read_frame(&mut s)
+        .await
+        .expect("still open after the long poll");
+    assert_eq!(third.get_i32(), 3);
+    // Now idle for real: closed after connections.max.idle.ms.
+    assert!(closed(&mut s).await);
+    node.server.shutdown().await;
+    node.broker.close().unwrap();
+}

@@ -1,8 +1,9 @@
 //! The TCP server: accepts connections and answers Kafka requests with the [`Broker`].
 //!
-//! Each connection reads one frame at a time and answers it before reading the next, so
-//! responses leave in request order (Kafka's broker mutes a connection the same way; clients
-//! may still pipeline, the requests wait in the socket). Everything a peer controls is
+//! Each connection handles one request at a time, in the order they came, so responses leave
+//! in request order (as Kafka's broker, which mutes a connection while a request is in
+//! hand). Unlike Kafka, it reads up to a few requests ahead while one is handled, so a
+//! producer's pipelined batches are copied off the socket while the batch before is appended. Everything a peer controls is
 //! bounded: the frame size (`socket.request.max.bytes`), the bytes of requests held at once
 //! across connections (`queued.max.request.bytes`), the time a started frame may take to
 //! arrive (a slow client cannot pin memory forever), idle connections
@@ -11,13 +12,14 @@
 //! connection that breaks a rule is closed with a log line; everyone else is unaffected.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -172,6 +174,19 @@ enum Close {
     Refused(String),
 }
 
+/// Requests of one connection read ahead of the one being handled: the socket is read
+/// (copied into memory) while the request before is appended, so one producer's pipelined
+/// batches keep both the network and the disk busy. Their bytes count toward
+/// `queued.max.request.bytes` like any request's.
+const READ_AHEAD: usize = 4;
+
+/// What the connection's reader hands its handler.
+enum Next {
+    Frame(Bytes, tokio::sync::OwnedSemaphorePermit),
+    /// No more requests: the peer left, broke a rule, idled out, or the server is stopping.
+    End(Close),
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -184,84 +199,118 @@ async fn serve_connection(
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     let idle = Duration::from_millis(shared.config.connections_max_idle_ms);
     let read_timeout = Duration::from_millis(shared.config.request_read_timeout_ms);
-    let outcome: Close = loop {
-        // Between requests: wait for the next frame, the idle timeout, or shutdown.
-        let len = tokio::select! {
-            _ = stop.changed() => break Close::Quiet,
-            len = tokio::time::timeout(idle, rd.read_i32()) => match len {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Next>(READ_AHEAD);
+    // Requests read and not yet answered: the connection is idle only when there are none.
+    let outstanding = std::sync::atomic::AtomicUsize::new(0);
+    let mut reader_stop = stop.clone();
+    let reader = async {
+        let end = loop {
+            // Between requests: wait for bytes (without taking any, so a timeout loses
+            // nothing), the idle timeout, or shutdown.
+            let ready = tokio::select! {
+                _ = reader_stop.changed() => break Close::Quiet,
+                r = tokio::time::timeout(idle, rd.fill_buf()) => r,
+            };
+            match ready {
+                Err(_) if outstanding.load(Ordering::Relaxed) > 0 => continue,
                 Err(_) => break Close::Quiet,
                 Ok(Err(_)) => break Close::Quiet,
-                Ok(Ok(len)) => len,
-            },
-        };
-        if len <= 0 || len as usize > shared.config.socket_request_max_bytes {
-            break Close::Refused(format!(
-                "frame of {len} bytes (socket.request.max.bytes is {})",
-                shared.config.socket_request_max_bytes
-            ));
-        }
-        let len = len as usize;
-        let frame = match tokio::time::timeout(read_timeout, async {
-            let permit = match Arc::clone(&shared.memory).try_acquire_many_owned(len as u32) {
-                Ok(p) => p,
+                Ok(Ok([])) => break Close::Quiet,
+                Ok(Ok(_)) => {}
+            }
+            let read = tokio::time::timeout(read_timeout, async {
+                let len = rd.read_i32().await.map_err(|_| Close::Quiet)?;
+                if len <= 0 || len as usize > shared.config.socket_request_max_bytes {
+                    return Err(Close::Refused(format!(
+                        "frame of {len} bytes (socket.request.max.bytes is {})",
+                        shared.config.socket_request_max_bytes
+                    )));
+                }
+                let len = len as usize;
+                let permit = Arc::clone(&shared.memory)
+                    .acquire_many_owned(len as u32)
+                    .await
+                    .map_err(|_| Close::Quiet)?;
+                let frame = read_body(&mut rd, len).await.map_err(|_| Close::Quiet)?;
+                Ok((frame, permit))
+            })
+            .await;
+            let (frame, permit) = match read {
+                Ok(Ok(f)) => f,
+                Ok(Err(close)) => break close,
                 Err(_) => {
-                    // Waiting for room: a response held back for this request leaves first.
-                    wr.flush().await.ok()?;
-                    Arc::clone(&shared.memory)
-                        .acquire_many_owned(len as u32)
-                        .await
-                        .ok()?
+                    break Close::Refused(format!(
+                        "a request did not arrive within {} ms",
+                        shared.config.request_read_timeout_ms
+                    ))
                 }
             };
-            let buf = read_body(&mut rd, len).await.ok()?;
-            Some((buf, permit))
-        })
-        .await
-        {
-            Ok(Some(f)) => f,
-            Ok(None) => break Close::Quiet,
-            Err(_) => {
-                break Close::Refused(format!(
-                    "a {len}-byte request did not arrive within {} ms",
-                    shared.config.request_read_timeout_ms
-                ))
-            }
-        };
-        let (frame, _permit) = frame;
-        let response = match handle_frame(&shared, peer, frame).await {
-            Ok(r) => r,
-            Err(reason) => break Close::Refused(reason),
-        };
-        // A response goes out at once, since the next request may be one the broker holds
-        // (a long-poll Fetch, a JoinGroup) and this answer must not wait behind it; unless
-        // the next request is already here and is a Produce (pipelined batches): then the
-        // answers leave together, one write for several.
-        if let Some(resp) = response {
-            if wr.write_all(&resp).await.is_err() {
+            outstanding.fetch_add(1, Ordering::Relaxed);
+            if tx.send(Next::Frame(frame, permit)).await.is_err() {
                 break Close::Quiet;
             }
-            if !next_is_produce(rd.buffer()) && wr.flush().await.is_err() {
-                break Close::Quiet;
-            }
-        }
+        };
+        let _ = tx.send(Next::End(end)).await;
     };
-    let _ = wr.flush().await;
+    let handler = async {
+        let mut next: Option<Next> = None;
+        let outcome = loop {
+            let item = match next.take() {
+                Some(n) => n,
+                None => match rx.recv().await {
+                    Some(n) => n,
+                    None => break Close::Quiet,
+                },
+            };
+            let (frame, _permit) = match item {
+                Next::Frame(frame, permit) => (frame, permit),
+                Next::End(close) => break close,
+            };
+            let response = match handle_frame(&shared, peer, frame).await {
+                Ok(r) => r,
+                Err(reason) => break Close::Refused(reason),
+            };
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+            // A response goes out at once, since the next request may be one the broker
+            // holds (a long-poll Fetch, a JoinGroup) and this answer must not wait behind it;
+            // unless the next request is already here and is a Produce (pipelined batches):
+            // then the answers leave together, one write for several.
+            if let Some(resp) = response {
+                if wr.write_all(&resp).await.is_err() {
+                    break Close::Quiet;
+                }
+                next = rx.try_recv().ok();
+                let produce_next = matches!(&next, Some(Next::Frame(f, _)) if is_produce(f));
+                if !produce_next && wr.flush().await.is_err() {
+                    break Close::Quiet;
+                }
+            }
+            // Stopping: the request in hand is answered, the ones read ahead are not.
+            if *stop.borrow_and_update() {
+                break Close::Quiet;
+            }
+        };
+        let _ = wr.flush().await;
+        outcome
+    };
+    tokio::pin!(reader);
+    tokio::pin!(handler);
+    // The handler decides when the connection ends; a reader that is done (it has sent its
+    // `End`) leaves the handler to finish what was read.
+    let outcome = tokio::select! {
+        outcome = &mut handler => outcome,
+        () = &mut reader => handler.await,
+    };
     if let Close::Refused(reason) = outcome {
         tracing::warn!(%peer, %reason, "closing connection");
     }
 }
 
-/// Whether `buffered` (what the connection has read ahead) starts with a whole Produce
-/// request: its answer follows soon without waiting on anyone, so the answer before it may
-/// wait for it and leave in the same write.
-fn next_is_produce(buffered: &[u8]) -> bool {
-    let Some(len) = buffered.get(..4) else {
-        return false;
-    };
-    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
-    len > 0
-        && buffered.len() >= 4 + len as usize
-        && buffered.get(4..6) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
+/// Whether a request frame (without its length) is a Produce: its answer follows soon
+/// without waiting on anyone, so the answer before it may wait for it and leave in the same
+/// write.
+fn is_produce(frame: &[u8]) -> bool {
+    frame.get(..2) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
 }
 
 /// What a request frame turned out to be.
@@ -450,18 +499,10 @@ mod tests {
     }
 
     #[test]
-    fn only_a_whole_buffered_produce_request_holds_back_a_response() {
-        let mut produce = 10i32.to_be_bytes().to_vec();
-        produce.extend_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
-        produce.extend_from_slice(&[0; 8]);
-        assert!(next_is_produce(&produce));
-        // Not all here yet: the client may be waiting for this answer first.
-        assert!(!next_is_produce(&produce[..13]));
-        let mut fetch = produce.clone();
-        fetch[4..6].copy_from_slice(&(ApiKey::Fetch as i16).to_be_bytes());
-        assert!(!next_is_produce(&fetch));
-        assert!(!next_is_produce(&[]));
-        assert!(!next_is_produce(&[0xff, 0xff, 0xff, 0xff, 0, 0]));
+    fn only_a_produce_request_read_ahead_holds_back_a_response() {
+        assert!(is_produce(&frame(ApiKey::Produce, 9, true, &[])));
+        assert!(!is_produce(&frame(ApiKey::Fetch, 12, true, &[])));
+        assert!(!is_produce(&[0]));
     }
 
     #[test]
