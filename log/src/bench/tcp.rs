@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use super::loopback::{blast, fdatasync_limit, file_write_limit, latency_histogram, ping_pong};
 use super::{BenchError, BenchRow};
 use crate::client::{
-    Admin, Consumer, ConsumerConfig, Delivery, OffsetReset, Producer, ProducerConfig,
+    Admin, Consumer, ConsumerConfig, Delivery, OffsetReset, OffsetSpec, Producer, ProducerConfig,
     ProducerRecord, Transport,
 };
 use crate::net::{TcpConfig, TcpTransport};
@@ -554,7 +554,7 @@ pub fn run_tcp_produce(
 }
 
 /// `rill bench consume --tcp`: a backlog written first (1 MiB batches, not measured), then
-/// consumers read it all, against the loopback blast of 1 MiB writes.
+/// consumers read it, again and again for the duration, against the loopback blast.
 pub fn run_tcp_consume(
     opts: &TcpBenchOptions,
     handle: &tokio::runtime::Handle,
@@ -563,10 +563,10 @@ pub fn run_tcp_consume(
     let topic = fresh_topic("consume");
     let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
     handle.block_on(admin.create_topic(&topic, opts.partitions, &[]))?;
-    // The backlog: 1 GiB by default, written as fast as the producers can.
+    // The backlog: 512 MiB by default, written as fast as the producers can.
     let backlog = opts
         .records
-        .unwrap_or(((1u64 << 30) / opts.size.max(1) as u64).max(1));
+        .unwrap_or(((512u64 << 20) / opts.size.max(1) as u64).max(1));
     let fill = TcpBenchOptions {
         records: Some(backlog),
         seconds: 3600.0,
@@ -578,11 +578,29 @@ pub fn run_tcp_consume(
     };
     let (written, _, _, _) = run_producers(&fill, &addr, &topic, "backlog", handle)?;
     let name = workload_name("consume", opts);
+    // Where each partition's backlog ends: a consumer that reaches the end of all of its
+    // partitions reads them again from the start, until the duration is up (at least once
+    // through), so a short backlog still gives a steady measurement.
+    let tps: Vec<TopicPartition> = (0..opts.partitions)
+        .map(|p| TopicPartition::new(topic.clone(), p))
+        .collect();
+    let query: Vec<_> = tps
+        .iter()
+        .map(|tp| (tp.clone(), OffsetSpec::Latest))
+        .collect();
+    let ends: Arc<std::collections::BTreeMap<TopicPartition, i64>> = Arc::new(
+        handle
+            .block_on(admin.list_offsets(&query))?
+            .into_iter()
+            .map(|(tp, o)| (tp, o.offset))
+            .collect(),
+    );
     let meter = Meter::new();
     let sampler = meter.sample(name.clone(), opts.progress);
     let n = opts.consumers.max(1);
     let consumed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let until = start + Duration::from_secs_f64(opts.seconds);
     let deadline = start + Duration::from_secs_f64(opts.seconds.max(1.0) * 20.0);
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -594,14 +612,25 @@ pub fn run_tcp_consume(
                     ..Default::default()
                 },
             );
-            consumer.assign(
-                (0..opts.partitions)
-                    .filter(|p| *p as usize % n == i)
-                    .map(|p| TopicPartition::new(topic.clone(), p)),
-            );
-            let (meter, consumed) = (Arc::clone(&meter), Arc::clone(&consumed));
+            let mine: Vec<TopicPartition> = tps
+                .iter()
+                .filter(|tp| tp.partition.0 as usize % n == i)
+                .cloned()
+                .collect();
+            consumer.assign(mine.clone());
+            let (meter, consumed, ends) =
+                (Arc::clone(&meter), Arc::clone(&consumed), Arc::clone(&ends));
             handle.spawn(async move {
-                while consumed.load(Ordering::Relaxed) < written {
+                loop {
+                    let at_end = mine.iter().all(|tp| {
+                        consumer.position(tp).unwrap_or(0) >= ends.get(tp).copied().unwrap_or(0)
+                    });
+                    if at_end {
+                        if Instant::now() >= until {
+                            return Ok::<(), BenchError>(());
+                        }
+                        consumer.seek_to_beginning(&mine).await?;
+                    }
                     if Instant::now() > deadline {
                         return Err(BenchError::Client(format!(
                             "consumers stalled at {} of {written} records",
@@ -616,7 +645,6 @@ pub fn run_tcp_consume(
                     meter.add(records.len() as u64, bytes as u64);
                     consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
                 }
-                Ok::<(), BenchError>(())
             })
         })
         .collect();

@@ -334,7 +334,7 @@ struct TcpBenchArgs {
     #[arg(long = "produce-rate")]
     produce_rate: Option<u64>,
     /// Records to produce, or in the consume backlog (default: the duration decides; a
-    /// 1 GiB backlog).
+    /// 512 MiB backlog).
     #[arg(long)]
     records: Option<u64>,
     /// The producers' `batch.size` (default 16384, Kafka's).

@@ -797,7 +797,9 @@ impl Conn {
             )));
         }
         let correlation = self.next_correlation.fetch_add(1, Ordering::SeqCst);
-        let mut buf = BytesMut::with_capacity(256);
+        // Room for the records a produce carries up front: the buffer is not regrown (and
+        // recopied) on the way to a megabyte.
+        let mut buf = BytesMut::with_capacity(256 + records_len(request));
         buf.extend_from_slice(&[0; 4]);
         let header = kafka_protocol::messages::RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -851,6 +853,19 @@ impl Conn {
                 })
             }
         }
+    }
+}
+
+/// The record bytes a request carries (a Produce's), to size its frame.
+fn records_len(request: &RequestKind) -> usize {
+    match request {
+        RequestKind::Produce(p) => p
+            .topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .map(|d| d.records.as_ref().map_or(0, |r| r.len()) + 64)
+            .sum(),
+        _ => 0,
     }
 }
 
