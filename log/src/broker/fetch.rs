@@ -152,19 +152,23 @@ impl Broker {
         }
     }
 
-    /// [`fetch`](Self::fetch) with each read on tokio's blocking threads: a cold read from
-    /// disk holds up this request only, not the async workers serving everyone else.
+    /// [`fetch`](Self::fetch) with each read that may go to the disk (below an active
+    /// segment) kept off the async workers' other tasks ([`super::off_the_workers`]): a cold
+    /// read holds up this request only. Tail reads, from the page cache, run in place.
     pub(crate) async fn fetch_off_thread(
         self: &Arc<Self>,
         req: FetchRequest,
     ) -> Result<FetchResponse, BrokerError> {
         let req = Arc::new(req);
-        let read = |_: &FetchRequest| {
+        let read = |r: &FetchRequest| {
+            let cold = self.fetch_may_read_disk(r);
             let (broker, req) = (Arc::clone(self), Arc::clone(&req));
             async move {
-                tokio::task::spawn_blocking(move || broker.fetch_once(&req))
-                    .await
-                    .map_err(|e| BrokerError::Internal(format!("a fetch's read failed: {e}")))
+                if cold {
+                    super::off_the_workers(move || broker.fetch_once(&req)).await
+                } else {
+                    Ok(broker.fetch_once(&req))
+                }
             }
         };
         self.long_poll(&req, read).await
@@ -203,6 +207,17 @@ impl Broker {
                 return Ok(read(req).await?.0);
             }
         }
+    }
+
+    /// Whether a fetch reads below some partition's active segment (maybe from the disk).
+    fn fetch_may_read_disk(&self, req: &FetchRequest) -> bool {
+        req.topics.iter().any(|t| {
+            let meta = self.resolve(&t.topic, t.topic_id);
+            t.partitions.iter().any(|p| {
+                self.log_of(meta.as_ref(), p.partition)
+                    .is_some_and(|log| !log.reads_tail(Offset(p.fetch_offset)))
+            })
+        })
     }
 
     /// The partitions a fetch reads, by name (topics given by id resolved); unknown ones are

@@ -790,6 +790,19 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Whether an append may fsync (`flush.messages` or `flush.ms` set): it can then take
+    /// as long as the disk does, and the broker keeps it off its async workers.
+    pub fn appends_may_sync(&self) -> bool {
+        let st = self.read_state();
+        st.config.flush_messages < i64::MAX as u64 || st.config.flush_ms < i64::MAX
+    }
+
+    /// Whether a read from `offset` stays in the active segment, the tail consumers read
+    /// (almost always in the page cache); older segments may have to come from the disk.
+    pub fn reads_tail(&self, offset: Offset) -> bool {
+        offset.0 >= self.read_state().active().base_offset
+    }
+
     /// Rolls the active segment now if it holds anything (Kafka's forced roll).
     pub fn force_roll(&self) -> Result<(), StorageError> {
         let now = self.clock.now_ms();
