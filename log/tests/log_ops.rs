@@ -600,3 +600,41 @@ fn max_timestamp_comes_from_the_records_not_the_producer() {
         Err(StorageError::InvalidBatch(BatchError::Records(_)))
     ));
 }
+
+/// What the broker asks before it runs an append or a read in place on its async workers:
+/// an append may fsync only under `flush.messages` / `flush.ms`, and only reads below the
+/// active segment may go to the disk.
+#[test]
+fn appends_that_may_sync_and_reads_off_the_tail_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let config = rill_log::storage::LogConfig {
+        segment_bytes: 200,
+        ..Default::default()
+    };
+    let log = open(dir.path(), config.clone(), clock.clone());
+    assert!(!log.appends_may_sync());
+    for i in 0..5 {
+        log.append(&mut simple_batch(&format!("b{i}"), 3, 1_000))
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    assert!(log.reads_tail(end), "the next offset is the tail");
+    assert!(!log.reads_tail(Offset(0)), "segments rolled: offset 0 is below the active one");
+    log.close().unwrap();
+    drop(log);
+    for durable in [
+        rill_log::storage::LogConfig {
+            flush_messages: 1,
+            ..config.clone()
+        },
+        rill_log::storage::LogConfig {
+            flush_ms: 1_000,
+            ..config
+        },
+    ] {
+        let log = open(dir.path(), durable, clock.clone());
+        assert!(log.appends_may_sync());
+        log.close().unwrap();
+    }
+}
