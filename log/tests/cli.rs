@@ -138,3 +138,89 @@ fn bench_e2e_reports_latency_percentiles() {
         "{values:?}"
     );
 }
+
+/// JSON rows of a successful `rill` run.
+fn json_rows(out: std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The TCP benches start a `rill broker` child, measure rill's clients against it and the
+/// machine's own limits in the same run, clean up after themselves, and write the HTML report.
+#[test]
+fn tcp_benches_measure_a_broker_process_against_the_machines_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let work = dir.path().join("work");
+    let run = |args: &[&str]| {
+        rill()
+            .args(["bench"])
+            .args(args)
+            .args(["--tcp", "--seconds", "0.5", "--json", "--dir"])
+            .arg(&work)
+            .output()
+            .unwrap()
+    };
+    let mut produce = rill();
+    produce
+        .args(["bench", "produce", "--tcp", "--seconds", "0.5", "--json"])
+        .args(["--size", "100", "--partitions", "2", "--rate", "20000"])
+        .arg("--dir")
+        .arg(&work)
+        .arg("--html")
+        .arg(&html);
+    let rows = json_rows(produce.output().unwrap());
+    let metric = |rows: &[serde_json::Value], w: &str, m: &str| -> (f64, f64) {
+        let r = rows
+            .iter()
+            .find(|r| r["workload"] == w && r["metric"] == m)
+            .unwrap_or_else(|| panic!("no {w} {m} in {rows:?}"));
+        (
+            r["value"].as_f64().unwrap(),
+            r["baseline"].as_f64().unwrap(),
+        )
+    };
+    let w = "tcp-produce-100B-20000-per-s";
+    let (records, loopback) = metric(&rows, w, "records");
+    // Paced at 20,000/s for half a second: about 10,000 records acknowledged.
+    assert!(records > 1_000.0 && records < 40_000.0, "{records}");
+    assert!(loopback > records);
+    assert!(metric(&rows, w, "vs file write").1 > 0.0);
+    let (p50, ping) = metric(&rows, w, "p50 latency");
+    assert!(p50 >= 1.0 && ping >= 1.0);
+    assert!(metric(&rows, w, "p99 latency").0 >= p50);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(w) && page.contains("<svg"));
+
+    let rows = json_rows(run(&["consume", "--records", "20000", "--size", "512"]));
+    let (mbps, loopback) = metric(&rows, "tcp-consume-512B", "throughput");
+    assert!(mbps > 0.0 && loopback > 0.0);
+
+    let rows = json_rows(run(&["e2e", "--rate", "1000", "--size", "64"]));
+    let (p50, _) = metric(&rows, "tcp-e2e-1000-per-s-64B", "p50 latency");
+    let (p999, _) = metric(&rows, "tcp-e2e-1000-per-s-64B", "p99.9 latency");
+    assert!(p50 >= 1.0 && p999 >= p50);
+    assert!(metric(&rows, "tcp-e2e-1000-per-s-64B-ack", "p50 latency").0 >= 1.0);
+    // The started brokers and their data are gone.
+    assert_eq!(
+        std::fs::read_dir(&work).map_or(0, |d| d.count()),
+        0,
+        "bench files left behind"
+    );
+
+    // TCP-only flags without --tcp are refused, not ignored.
+    let out = rill()
+        .args(["bench", "produce", "--partitions", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tcp"));
+}

@@ -620,7 +620,10 @@ fn appends_that_may_sync_and_reads_off_the_tail_are_told_apart() {
     }
     let end = log.log_end_offset();
     assert!(log.reads_tail(end), "the next offset is the tail");
-    assert!(!log.reads_tail(Offset(0)), "segments rolled: offset 0 is below the active one");
+    assert!(
+        !log.reads_tail(Offset(0)),
+        "segments rolled: offset 0 is below the active one"
+    );
     log.close().unwrap();
     drop(log);
     for durable in [

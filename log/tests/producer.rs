@@ -772,15 +772,18 @@ enum Fault {
     LostAnswer,
 }
 
+/// A request written to a [`Pipe`], with where its answer goes.
+type Written = (
+    RequestKind,
+    tokio::sync::oneshot::Sender<Result<Option<ResponseKind>, ClientError>>,
+);
+
 /// A connection to the embedded broker that keeps requests in the order they were written
 /// and answers them one at a time, a little later, so several of a partition's batches are
 /// in flight at once (as over TCP); injects `faults` into chosen produce requests.
 #[derive(Debug)]
 struct Pipe {
-    queue: tokio::sync::mpsc::UnboundedSender<(
-        RequestKind,
-        tokio::sync::oneshot::Sender<Result<Option<ResponseKind>, ClientError>>,
-    )>,
+    queue: tokio::sync::mpsc::UnboundedSender<Written>,
     /// Produce requests written and not yet answered, and the most seen at once.
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
@@ -788,10 +791,7 @@ struct Pipe {
 
 impl Pipe {
     fn new(inner: Arc<dyn Transport>, faults: Vec<(usize, Fault)>) -> Pipe {
-        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
-            RequestKind,
-            tokio::sync::oneshot::Sender<Result<Option<ResponseKind>, ClientError>>,
-        )>();
+        let (queue, mut rx) = tokio::sync::mpsc::unbounded_channel::<Written>();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&in_flight);
         tokio::spawn(async move {

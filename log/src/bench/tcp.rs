@@ -294,17 +294,31 @@ fn producer_config(opts: &TcpBenchOptions) -> ProducerConfig {
     }
 }
 
-/// How one producer paces itself: `None` as fast as it can, else records per second.
-async fn produce_loop(
+/// One producer's part of a run.
+struct ProducerJob {
     producer: Producer,
     topic: Arc<str>,
     value: Bytes,
+    /// Records per second, or `None` for as fast as it can.
     rate: Option<f64>,
     until: Instant,
     records: u64,
     meter: Arc<Meter>,
     hist: Arc<Mutex<Histogram<u64>>>,
-) -> Result<u64, BenchError> {
+}
+
+/// Sends until `until` or `records`, paced by `rate`; returns the records sent.
+async fn produce_loop(job: ProducerJob) -> Result<u64, BenchError> {
+    let ProducerJob {
+        producer,
+        topic,
+        value,
+        rate,
+        until,
+        records,
+        meter,
+        hist,
+    } = job;
     let size = value.len() as u64;
     // Latency is sampled: every record at low rates, one in 97 (prime, so not in step with
     // batch boundaries) when unpaced or fast.
@@ -353,7 +367,7 @@ async fn produce_loop(
         let d = producer.send(r).await?;
         sent += 1;
         since_sample += 1;
-        if sent % every == 0 {
+        if sent.is_multiple_of(every) {
             if tx.send((intended, d, since_sample)).await.is_err() {
                 break;
             }
@@ -374,16 +388,25 @@ async fn produce_loop(
     Ok(sent)
 }
 
+/// What the producers of a run did.
+struct Produced {
+    records: u64,
+    /// Seconds until every record was acknowledged.
+    seconds: f64,
+    latency: Histogram<u64>,
+    /// MB/s acknowledged per second.
+    series: Vec<(f64, f64)>,
+}
+
 /// Runs `opts.producers` producers to `topic`, each on its own thread (so paced ones sleep
-/// with the OS's timer), sharing `opts.rate`; returns (records, seconds until all were
-/// acknowledged, latency histogram, per-second series).
+/// with the OS's timer), sharing `opts.rate`.
 fn run_producers(
     opts: &TcpBenchOptions,
     addr: &str,
     topic: &str,
     name: &str,
     handle: &tokio::runtime::Handle,
-) -> Result<(u64, f64, Histogram<u64>, Vec<(f64, f64)>), BenchError> {
+) -> Result<Produced, BenchError> {
     let meter = Meter::new();
     let sampler = meter.sample(name.to_string(), opts.progress);
     let hist = Arc::new(Mutex::new(latency_histogram()));
@@ -404,17 +427,16 @@ fn run_producers(
             let (meter, hist, handle) = (Arc::clone(&meter), Arc::clone(&hist), handle.clone());
             std::thread::spawn(move || {
                 handle.block_on(async move {
-                    let producer = Producer::new(transport, config);
-                    produce_loop(
-                        producer,
+                    produce_loop(ProducerJob {
+                        producer: Producer::new(transport, config),
                         topic,
                         value,
                         rate,
                         until,
-                        per_producer,
+                        records: per_producer,
                         meter,
                         hist,
-                    )
+                    })
                     .await
                 })
             })
@@ -435,8 +457,13 @@ fn run_producers(
     if let Some(e) = failed {
         return Err(e);
     }
-    let hist = crate::sync::plain(&hist).clone();
-    Ok((sent, elapsed, hist, series))
+    let latency = crate::sync::plain(&hist).clone();
+    Ok(Produced {
+        records: sent,
+        seconds: elapsed,
+        latency,
+        series,
+    })
 }
 
 fn workload_name(kind: &str, opts: &TcpBenchOptions) -> String {
@@ -506,7 +533,12 @@ pub fn run_tcp_produce(
     };
     handle.block_on(admin.create_topic(&topic, opts.partitions, configs))?;
     let name = workload_name("produce", opts);
-    let (records, seconds, hist, series) = run_producers(opts, &addr, &topic, &name, handle)?;
+    let Produced {
+        records,
+        seconds,
+        latency: hist,
+        series,
+    } = run_producers(opts, &addr, &topic, &name, handle)?;
     let rps = records as f64 / seconds.max(1e-9);
     let mbps = rps * opts.size as f64 / 1e6;
     drop_topic(&admin, &topic, handle);
@@ -576,7 +608,7 @@ pub fn run_tcp_consume(
         progress: false,
         ..opts.clone()
     };
-    let (written, _, _, _) = run_producers(&fill, &addr, &topic, "backlog", handle)?;
+    let written = run_producers(&fill, &addr, &topic, "backlog", handle)?.records;
     let name = workload_name("consume", opts);
     // Where each partition's backlog ends: a consumer that reaches the end of all of its
     // partitions reads them again from the start, until the duration is up (at least once

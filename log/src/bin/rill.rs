@@ -259,12 +259,6 @@ enum BenchWorkload {
     E2e {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
-        /// Records per second.
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        /// Record size in bytes.
-        #[arg(long, default_value_t = 1024)]
-        size: usize,
         #[arg(long)]
         json: bool,
         #[arg(long)]
@@ -321,18 +315,18 @@ struct TcpBenchArgs {
     consumers: Option<usize>,
     #[arg(long)]
     partitions: Option<i32>,
-    /// Record value size in bytes (produce, consume; e2e has its own --size).
-    #[arg(long = "record-size")]
-    record_size: Option<usize>,
+    /// Record value size in bytes (default 1024).
+    #[arg(long)]
+    size: Option<usize>,
     /// `acks`: 0, 1 or -1 (all).
     #[arg(long, allow_hyphen_values = true)]
     acks: Option<i16>,
     /// `compression.type`: none, gzip, snappy, lz4, zstd.
     #[arg(long)]
     compression: Option<String>,
-    /// Records per second across all producers (produce; e2e has its own --rate).
-    #[arg(long = "produce-rate")]
-    produce_rate: Option<u64>,
+    /// Records per second across all producers (produce: unpaced by default; e2e: 10000).
+    #[arg(long)]
+    rate: Option<u64>,
     /// Records to produce, or in the consume backlog (default: the duration decides; a
     /// 512 MiB backlog).
     #[arg(long)]
@@ -370,10 +364,10 @@ impl TcpBenchArgs {
             (self.producers.is_some(), "--producers"),
             (self.consumers.is_some(), "--consumers"),
             (self.partitions.is_some(), "--partitions"),
-            (self.record_size.is_some(), "--record-size"),
+            (self.size.is_some(), "--size"),
             (self.acks.is_some(), "--acks"),
             (self.compression.is_some(), "--compression"),
-            (self.produce_rate.is_some(), "--produce-rate"),
+            (self.rate.is_some(), "--rate"),
             (self.records.is_some(), "--records"),
             (self.batch_size.is_some(), "--batch-size"),
             (self.linger_ms.is_some(), "--linger-ms"),
@@ -414,10 +408,10 @@ impl TcpBenchArgs {
             producers: self.producers.unwrap_or(d.producers),
             consumers: self.consumers.unwrap_or(d.consumers),
             partitions: self.partitions.unwrap_or(d.partitions),
-            size: self.record_size.unwrap_or(d.size),
+            size: self.size.unwrap_or(d.size),
             acks,
             compression,
-            rate: self.produce_rate,
+            rate: self.rate,
             batch_size: self
                 .batch_size
                 .unwrap_or(if self.durable { 65_536 } else { d.batch_size }),
@@ -429,7 +423,7 @@ impl TcpBenchArgs {
             return Err("--producers, --consumers and --partitions must be at least 1".into());
         }
         if opts.batch_size == 0 || opts.rate == Some(0) || opts.records == Some(0) {
-            return Err("--batch-size, --produce-rate and --records must be positive".into());
+            return Err("--batch-size, --rate and --records must be positive".into());
         }
         Ok(opts)
     }
@@ -895,17 +889,22 @@ fn bench(workload: BenchWorkload) -> ExitCode {
         }
         BenchWorkload::E2e {
             seconds,
-            rate,
-            size,
             json,
             dir,
             tcp,
         } => {
+            let (rate, size) = (tcp.rate.unwrap_or(10_000), tcp.size.unwrap_or(1024));
             if tcp.enabled() {
                 let e2e = Some((rate, size));
                 return tcp_bench(TcpWorkload::E2e, &tcp, seconds, dir, json, e2e);
             }
-            if let Some(flag) = tcp.tcp_only_flag() {
+            // The embedded e2e bench takes --rate and --size too.
+            let embedded = TcpBenchArgs {
+                rate: None,
+                size: None,
+                ..tcp.clone()
+            };
+            if let Some(flag) = embedded.tcp_only_flag() {
                 return needs_tcp(flag);
             }
             run_client_bench(seconds, json, dir, ClientBench::E2e { rate, size })
