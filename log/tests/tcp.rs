@@ -984,3 +984,76 @@ async fn a_long_poll_outlasting_the_idle_timeout_is_answered_and_answers_keep_th
     node.server.shutdown().await;
     node.broker.close().unwrap();
 }
+
+/// A produce v3 body: one batch of `n` records to `topic`-0, acks=-1.
+fn produce_body(topic: &str, n: usize) -> Vec<u8> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(common::simple_batch(
+                    "d", n, 1_000,
+                ))))])]);
+    let mut body = BytesMut::new();
+    req.encode(&mut body, 3).unwrap();
+    body.to_vec()
+}
+
+/// (error code, base offset) of a produce v3 response frame (after its correlation id).
+fn produce_answer(mut frame: bytes::Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::ProduceResponse;
+    let r = ProduceResponse::decode(&mut frame, 3).unwrap();
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// Under `flush.messages=1` an acknowledged record is on disk: the server answers a produce
+/// only once the fsync covering its append is done (the fsync runs while the connection
+/// takes its next request, and one covers the appends made meanwhile), and answers keep
+/// request order around requests answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_topics_produce_is_answered_after_its_fsync_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), ServerConfig::default()).await;
+    Admin::new(transport(&node.addr).await)
+        .create_topic("d", 1, &[("flush.messages", "1")])
+        .await
+        .unwrap();
+    let log = node
+        .broker
+        .logs()
+        .get(&TopicPartition::new("d", 0))
+        .unwrap();
+    let mut s = TcpStream::connect(&node.addr).await.unwrap();
+    for round in 0..20 {
+        // Two produces with a metadata request between them, written at once.
+        let mut three = frame(ApiKey::Produce as i16, 3, 1, &produce_body("d", 3));
+        three.extend_from_slice(&frame(ApiKey::Metadata as i16, 1, 2, &[0, 0, 0, 0]));
+        three.extend_from_slice(&frame(ApiKey::Produce as i16, 3, 3, &produce_body("d", 2)));
+        s.write_all(&three).await.unwrap();
+        let mut first = read_frame(&mut s).await.expect("first produce answered");
+        assert_eq!(first.get_i32(), 1);
+        let (code, base) = produce_answer(first);
+        assert_eq!((code, base), (0, round * 5));
+        // Acknowledged means fsynced.
+        assert!(
+            log.recovery_point().0 >= base + 3,
+            "acknowledged before its fsync"
+        );
+        let mut second = read_frame(&mut s).await.expect("metadata answered");
+        assert_eq!(second.get_i32(), 2);
+        let mut third = read_frame(&mut s).await.expect("second produce answered");
+        assert_eq!(third.get_i32(), 3);
+        let (code, base) = produce_answer(third);
+        assert_eq!((code, base), (0, round * 5 + 3));
+        assert!(log.recovery_point().0 >= base + 2);
+    }
+    node.server.shutdown().await;
+    node.broker.close().unwrap();
+}

@@ -45,6 +45,7 @@ use crate::coordinator::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogManager, ManagerConfig, StorageError};
 use crate::time::SharedClock;
 
+pub use produce::{finish_syncs, PendingSync};
 pub use topics::TopicMeta;
 use topics::TopicStore;
 

@@ -16,15 +16,51 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use std::sync::Arc;
+
 use super::{storage_error_code, Broker, BrokerError};
 use crate::record::batch::BatchHeader;
 use crate::storage::producer_state::ProducerStateError;
+use crate::storage::PartitionLog;
+use crate::types::Offset;
 
 /// In-sync replicas of every partition: this broker alone.
 const ISR_SIZE: i32 = 1;
 
+/// An append of a produce request whose fsync (`flush.messages` / `flush.ms`) is still due:
+/// its partition's answer waits for it (see [`Broker::produce_deferring_syncs`]).
+#[derive(Debug)]
+pub struct PendingSync {
+    /// Where its answer is in the response: the topic's index, the partition's index.
+    topic: usize,
+    partition: usize,
+    log: Arc<PartitionLog>,
+    /// The log must be durable below this offset.
+    upto: Offset,
+}
+
 impl Broker {
     pub(crate) fn produce(&self, req: ProduceRequest) -> Option<ProduceResponse> {
+        self.produce_with(req, false).0
+    }
+
+    /// [`produce`](Self::produce) for the TCP server: the appends go to the page cache and
+    /// the fsyncs they make due are handed back, to run ([`finish_syncs`]) while the
+    /// connection takes its next request; one fsync then covers every append made meanwhile
+    /// (group commit). The response must not leave before `finish_syncs` has run.
+    pub fn produce_deferring_syncs(
+        &self,
+        req: ProduceRequest,
+    ) -> (Option<ProduceResponse>, Vec<PendingSync>) {
+        self.produce_with(req, true)
+    }
+
+    fn produce_with(
+        &self,
+        req: ProduceRequest,
+        defer_syncs: bool,
+    ) -> (Option<ProduceResponse>, Vec<PendingSync>) {
+        let mut syncs = Vec::new();
         let acks = req.acks;
         let txn_id = req.transactional_id.as_ref().map(|t| t.to_string());
         let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -95,11 +131,23 @@ impl Broker {
                             };
                             // One pass validates it all, control batches refused (they are
                             // the transaction coordinator's to write).
-                            let appended_or = log.append_verified(&mut bytes, &verify);
+                            let appended_or = if defer_syncs {
+                                log.append_verified_deferring_sync(&mut bytes, &verify)
+                            } else {
+                                log.append_verified(&mut bytes, &verify)
+                            };
                             match appended_or {
                                 Ok(info) => {
                                     if info.record_count > 0 {
                                         self.waiting.wake(log.topic_partition());
+                                    }
+                                    if info.sync_due {
+                                        syncs.push(PendingSync {
+                                            topic: responses.len(),
+                                            partition: partitions.len(),
+                                            log: Arc::clone(&log),
+                                            upto: Offset(info.last_offset.0 + 1),
+                                        });
                                     }
                                     resp.base_offset = info.base_offset.0;
                                     resp.log_append_time_ms = info.log_append_time_ms;
@@ -123,7 +171,28 @@ impl Broker {
                     .with_partition_responses(partitions),
             );
         }
-        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+        let resp = (acks != 0).then(|| ProduceResponse::default().with_responses(responses));
+        (resp, syncs)
+    }
+}
+
+/// Runs the fsyncs a produce left due (blocking: call it off the async workers); a
+/// partition whose fsync fails answers KAFKA_STORAGE_ERROR instead of its offsets.
+pub fn finish_syncs(resp: &mut ProduceResponse, syncs: Vec<PendingSync>) {
+    for s in syncs {
+        if let Err(e) = s.log.flush_to(s.upto) {
+            tracing::warn!(tp = %s.log.topic_partition(), error = %e, "fsync of a produce failed");
+            let p = resp
+                .responses
+                .get_mut(s.topic)
+                .and_then(|t| t.partition_responses.get_mut(s.partition));
+            if let Some(p) = p {
+                p.error_code = storage_error_code(&e).code();
+                p.error_message = Some(StrBytes::from_string(e.to_string()));
+                p.base_offset = -1;
+                p.log_append_time_ms = -1;
+            }
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //! `compression.type`, and sent by a background task with up to
 //! `max.in.flight.requests.per.connection` batches of a partition in flight at once (pipelined
 //! on the connection, so one partition's throughput is not one batch per round trip); the
-//! idempotent producer's sequence numbers keep a partition in order across retries. Memory is bounded by `buffer.memory`: `send` waits
-//! for room (backpressure) and fails after `max.block.ms`.
+//! idempotent producer's sequence numbers keep a partition in order across retries. Memory
+//! is bounded by `buffer.memory`: `send` waits for room (backpressure) and fails after
+//! `max.block.ms`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};

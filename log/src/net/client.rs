@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::frame::{finish_frame, read_body};
+use super::frame::{finish_frame, read_body, set_aside, split_frame};
 use super::schema::{response_schema, walk, WalkError, MAX_TAGGED_FIELDS};
 use super::versions::{client_max, fit_request};
 use crate::client::transport::{BoxFuture, Transport};
@@ -797,8 +797,25 @@ impl Conn {
             )));
         }
         let correlation = self.next_correlation.fetch_add(1, Ordering::SeqCst);
-        // Room for the records a produce carries up front: the buffer is not regrown (and
-        // recopied) on the way to a megabyte.
+        // A produce's large record batches are written beside the frame, not copied into it.
+        let mut taken = Vec::new();
+        let aside;
+        let request = match request {
+            RequestKind::Produce(p) => {
+                let mut p = p.clone();
+                for d in p
+                    .topic_data
+                    .iter_mut()
+                    .flat_map(|t| t.partition_data.iter_mut())
+                {
+                    set_aside(&mut d.records, &mut taken);
+                }
+                aside = RequestKind::Produce(p);
+                &aside
+            }
+            other => other,
+        };
+        // Room for the small records copied in: the buffer is not regrown on the way.
         let mut buf = BytesMut::with_capacity(256 + records_len(request));
         buf.extend_from_slice(&[0; 4]);
         let header = kafka_protocol::messages::RequestHeader::default()
@@ -816,6 +833,10 @@ impl Conn {
             ClientError::Unexpected(format!("cannot encode {key:?} v{version}: {e}"))
         })?;
         finish_frame(&mut buf);
+        let flexible = key.request_header_version(version) >= 2;
+        let chunks = split_frame(buf, taken, flexible).map_err(|e| {
+            ClientError::Unexpected(format!("cannot encode {key:?} v{version}: {e}"))
+        })?;
         let no_response = matches!(request, RequestKind::Produce(p) if p.acks == 0);
         let rx = if no_response {
             None
@@ -826,7 +847,7 @@ impl Conn {
         };
         {
             let mut w = self.writer.lock().await;
-            if let Err(e) = w.write_all(&buf).await {
+            if let Err(e) = write_all_vectored(&mut *w, &chunks).await {
                 self.dead.store(true, Ordering::SeqCst);
                 lock(&self.pending).remove(&correlation);
                 return Err(ClientError::Network(format!(
@@ -853,6 +874,34 @@ impl Conn {
                 })
             }
         }
+    }
+}
+
+/// Writes `chunks` in order with as few (vectored) writes as the socket takes.
+async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    let mut first = 0;
+    let mut skip = 0;
+    loop {
+        // Past what is written (and empty chunks).
+        while first < chunks.len() && skip >= chunks[first].len() {
+            skip -= chunks[first].len();
+            first += 1;
+        }
+        if first == chunks.len() {
+            return Ok(());
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&chunks[first][skip..])
+            .chain(chunks[first + 1..].iter().map(|c| &c[..]))
+            .map(std::io::IoSlice::new)
+            .collect();
+        let n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        skip += n;
     }
 }
 
@@ -1085,6 +1134,28 @@ mod tests {
 
     /// A response the walk cannot place (a string longer than the frame) is an error naming
     /// the API and version, not a panic.
+    /// Partial writes (a 7-byte pipe) and empty chunks: every byte goes, in order.
+    #[tokio::test]
+    async fn vectored_writes_send_every_chunk_in_order() {
+        let (mut a, mut b) = tokio::io::duplex(7);
+        let chunks: Vec<Bytes> = vec![
+            Bytes::from_static(b"abc"),
+            Bytes::new(),
+            Bytes::from(vec![b'x'; 50]),
+            Bytes::from_static(b"z"),
+            Bytes::new(),
+        ];
+        let expected = chunks.concat();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        write_all_vectored(&mut a, &chunks).await.unwrap();
+        drop(a);
+        assert_eq!(reader.await.unwrap(), expected);
+    }
+
     #[test]
     fn malformed_responses_are_errors() {
         let e = refusal(

@@ -123,6 +123,100 @@ pub fn start_response(correlation_id: i32, header_version: i16) -> BytesMut {
     buf
 }
 
+/// Record fields at least this large are not copied into an encoded frame but written
+/// beside it ([`set_aside`], [`split_frame`]): at this size the copy costs more than the
+/// extra chunk.
+pub const SET_ASIDE_BYTES: usize = 64 * 1024;
+
+/// A stand-in for the `i`th record field set aside: 16 bytes no real frame is expected to
+/// hold (a per-process random half and the index), found again after encoding.
+pub fn placeholder(i: usize) -> Bytes {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x72696c6c);
+        h.finish()
+    });
+    let mut b = BytesMut::with_capacity(16);
+    b.put_u64(seed);
+    b.put_u64(i as u64);
+    b.freeze()
+}
+
+/// Takes `field` aside if it is a large record field, leaving the `i`th placeholder:
+/// `taken` keeps the original, in encoding order.
+pub fn set_aside(field: &mut Option<Bytes>, taken: &mut Vec<Bytes>) {
+    if field.as_ref().is_some_and(|r| r.len() >= SET_ASIDE_BYTES) {
+        let real = field.replace(placeholder(taken.len()));
+        taken.extend(real);
+    }
+}
+
+/// A frame encoded with placeholders for the record fields set aside (`taken`, in the order
+/// they appear), as the chunks to write: the encoded bytes up to each placeholder's length
+/// prefix, the real prefix, the records themselves (not copied), and so on; the frame's
+/// length (its first 4 bytes) made right. `flexible` versions prefix bytes with an unsigned
+/// varint of length + 1, the others with an `i32`.
+pub fn split_frame(
+    mut frame: BytesMut,
+    taken: Vec<Bytes>,
+    flexible: bool,
+) -> Result<Vec<Bytes>, &'static str> {
+    if taken.is_empty() {
+        return Ok(vec![frame.freeze()]);
+    }
+    let prefix = |len: usize| -> Vec<u8> {
+        if flexible {
+            let mut out = Vec::with_capacity(5);
+            let mut n = len as u64 + 1;
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out
+        } else {
+            (len as i32).to_be_bytes().to_vec()
+        }
+    };
+    // Where each placeholder (and its 16-byte prefix) sits.
+    let mut cuts = Vec::with_capacity(taken.len());
+    let mut from = 4;
+    for i in 0..taken.len() {
+        let mark = placeholder(i);
+        let at = frame[from..]
+            .windows(16)
+            .position(|w| w == &mark[..])
+            .map(|p| from + p)
+            .ok_or("a record placeholder went missing in encoding")?;
+        let expected = prefix(16);
+        let start = at
+            .checked_sub(expected.len())
+            .filter(|s| frame[*s..at] == expected[..])
+            .ok_or("a record placeholder lost its length prefix")?;
+        cuts.push((start, at + 16));
+        from = at + 16;
+    }
+    let prefixes: Vec<Vec<u8>> = taken.iter().map(|r| prefix(r.len())).collect();
+    let total = frame.len() - cuts.iter().map(|(s, e)| e - s).sum::<usize>()
+        + taken.iter().map(Bytes::len).sum::<usize>()
+        + prefixes.iter().map(Vec::len).sum::<usize>();
+    let len = i32::try_from(total - 4).map_err(|_| "frame too large")?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    let frame = frame.freeze();
+    let mut chunks = Vec::with_capacity(3 * taken.len() + 1);
+    let mut at = 0;
+    for (((start, end), records), prefix) in cuts.into_iter().zip(taken).zip(prefixes) {
+        chunks.push(frame.slice(at..start));
+        chunks.push(Bytes::from(prefix));
+        chunks.push(records);
+        at = end;
+    }
+    chunks.push(frame.slice(at..));
+    Ok(chunks)
+}
+
 /// Writes the frame length into a buffer started by [`start_response`] (or any buffer that
 /// begins with 4 reserved bytes).
 pub fn finish_frame(buf: &mut BytesMut) {
@@ -133,6 +227,49 @@ pub fn finish_frame(buf: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fetch response with big records, encoded with them set aside, is byte for byte the
+    /// frame encoded with them in place, for a flexible and an older version.
+    #[test]
+    fn frames_with_records_set_aside_are_the_same_bytes() {
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        use kafka_protocol::messages::{FetchResponse, TopicName};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let records = |n: usize, b: u8| Some(Bytes::from(vec![b; n]));
+        let resp = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_static_str("t")))
+            .with_partitions(vec![
+                PartitionData::default()
+                    .with_partition_index(0)
+                    .with_records(records(SET_ASIDE_BYTES + 5, 1)),
+                PartitionData::default()
+                    .with_partition_index(1)
+                    .with_records(records(10, 2)),
+                PartitionData::default()
+                    .with_partition_index(2)
+                    .with_records(records(200_000, 3)),
+            ])]);
+        for version in [4i16, 11, 12] {
+            let mut whole = start_response(9, i16::from(version >= 12));
+            resp.encode(&mut whole, version).unwrap();
+            finish_frame(&mut whole);
+            let mut aside = resp.clone();
+            let mut taken = Vec::new();
+            for p in aside
+                .responses
+                .iter_mut()
+                .flat_map(|t| t.partitions.iter_mut())
+            {
+                set_aside(&mut p.records, &mut taken);
+            }
+            assert_eq!(taken.len(), 2, "only the large ones");
+            let mut frame = start_response(9, i16::from(version >= 12));
+            aside.encode(&mut frame, version).unwrap();
+            let chunks = split_frame(frame, taken, version >= 12).unwrap();
+            assert_eq!(chunks.len(), 7);
+            assert_eq!(chunks.concat(), whole.to_vec(), "v{version}");
+        }
+    }
 
     #[test]
     fn headers_v0_to_v2_parse_and_bad_ones_are_refused() {

@@ -11,6 +11,7 @@
 //! elements a request may declare (checked by [`super::schema`] before decoding). A
 //! connection that breaks a rule is closed with a log line; everyone else is unaffected.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::frame::{finish_frame, parse_header, read_body, start_response, RequestHeader};
+use super::frame::{
+    finish_frame, parse_header, read_body, set_aside, split_frame, start_response, RequestHeader,
+};
 use super::schema;
 use super::versions::{api_versions_response, fit_response, supported};
 use crate::broker::{Broker, BrokerError, RequestContext};
@@ -254,42 +257,87 @@ async fn serve_connection(
     };
     let handler = async {
         let mut next: Option<Next> = None;
+        // Produce answers waiting for the fsync of their appends, in request order.
+        let mut syncing: VecDeque<AfterSync> = VecDeque::new();
         let outcome = loop {
             let item = match next.take() {
                 Some(n) => n,
-                None => match rx.recv().await {
-                    Some(n) => n,
-                    None => break Close::Quiet,
-                },
+                None => {
+                    // While waiting for the next request, an answer whose fsync is done
+                    // leaves at once.
+                    let event = tokio::select! {
+                        biased;
+                        done = first_synced(&mut syncing), if !syncing.is_empty() => Ok(done),
+                        n = rx.recv() => Err(n),
+                    };
+                    match event {
+                        Ok(done) => {
+                            if let Err(close) = write_answer(&mut wr, done).await {
+                                break close;
+                            }
+                            if syncing.is_empty() && wr.flush().await.is_err() {
+                                break Close::Quiet;
+                            }
+                            continue;
+                        }
+                        Err(Some(n)) => n,
+                        Err(None) => break Close::Quiet,
+                    }
+                }
             };
             let (frame, _permit) = match item {
                 Next::Frame(frame, permit) => (frame, permit),
                 Next::End(close) => break close,
             };
-            let response = match handle_frame(&shared, peer, frame).await {
-                Ok(r) => r,
+            let handled = match handle_frame(&shared, peer, frame).await {
+                Ok(h) => h,
                 Err(reason) => break Close::Refused(reason),
             };
             outstanding.fetch_sub(1, Ordering::Relaxed);
-            // A response goes out at once, since the next request may be one the broker
-            // holds (a long-poll Fetch, a JoinGroup) and this answer must not wait behind it;
-            // unless the next request is already here and is a Produce (pipelined batches):
-            // then the answers leave together, one write for several.
-            if let Some(resp) = response {
-                if wr.write_all(&resp).await.is_err() {
-                    break Close::Quiet;
+            match handled {
+                // Its answer comes later; the next request is taken meanwhile.
+                Handled::AfterSync(task) => syncing.push_back(task),
+                Handled::Now(response) => {
+                    // Answers go in request order: those waiting on an fsync first.
+                    let mut failed = None;
+                    while !syncing.is_empty() {
+                        let done = first_synced(&mut syncing).await;
+                        if let Err(close) = write_answer(&mut wr, done).await {
+                            failed = Some(close);
+                            break;
+                        }
+                    }
+                    if let Some(close) = failed {
+                        break close;
+                    }
+                    if let Some(resp) = response {
+                        if write_chunks(&mut wr, &resp).await.is_err() {
+                            break Close::Quiet;
+                        }
+                    }
                 }
-                next = rx.try_recv().ok();
-                let produce_next = matches!(&next, Some(Next::Frame(f, _)) if is_produce(f));
-                if !produce_next && wr.flush().await.is_err() {
-                    break Close::Quiet;
-                }
+            }
+            // An answer goes out at once, since the next request may be one the broker
+            // holds (a long-poll Fetch, a JoinGroup) and this answer must not wait behind
+            // it; unless the next request is already here and is a Produce (pipelined
+            // batches): then the answers leave together, one write for several.
+            next = rx.try_recv().ok();
+            let produce_next = matches!(&next, Some(Next::Frame(f, _)) if is_produce(f));
+            if !produce_next && wr.flush().await.is_err() {
+                break Close::Quiet;
             }
             // Stopping: the request in hand is answered, the ones read ahead are not.
             if *stop.borrow_and_update() {
                 break Close::Quiet;
             }
         };
+        // Appends already made get their answers (their fsyncs run anyway).
+        while !syncing.is_empty() {
+            let done = first_synced(&mut syncing).await;
+            if write_answer(&mut wr, done).await.is_err() {
+                break;
+            }
+        }
         let _ = wr.flush().await;
         outcome
     };
@@ -304,6 +352,60 @@ async fn serve_connection(
     if let Close::Refused(reason) = outcome {
         tracing::warn!(%peer, %reason, "closing connection");
     }
+}
+
+/// A produce answer that leaves once the fsyncs of its appends are done.
+type AfterSync = tokio::task::JoinHandle<Result<Option<Answer>, String>>;
+
+/// An encoded response frame, as the chunks to write in order (a fetch's large records are
+/// chunks of their own, not copied into the frame).
+type Answer = Vec<Bytes>;
+
+/// What a request frame came to.
+enum Handled {
+    /// The answer (none for a produce with acks=0), ready now.
+    Now(Option<Answer>),
+    /// A produce whose appends made an fsync due (`flush.messages`, `flush.ms`): the fsync
+    /// runs while the connection takes its next request, and one fsync covers the appends
+    /// made meanwhile (group commit); the answer leaves after it, in request order.
+    AfterSync(AfterSync),
+}
+
+/// Waits for the oldest answer waiting on an fsync and takes it off the queue (cancel-safe:
+/// it stays queued until it is done).
+async fn first_synced(syncing: &mut VecDeque<AfterSync>) -> Result<Option<Answer>, String> {
+    let done = match syncing.front_mut() {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(format!("a produce's fsync failed: {e}"))),
+        None => return Ok(None),
+    };
+    syncing.pop_front();
+    done
+}
+
+/// Writes an answer that waited on an fsync (not flushed); `Err` ends the connection.
+async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    done: Result<Option<Answer>, String>,
+) -> Result<(), Close> {
+    match done {
+        Ok(Some(resp)) => write_chunks(wr, &resp).await.map_err(|_| Close::Quiet),
+        Ok(None) => Ok(()),
+        Err(reason) => Err(Close::Refused(reason)),
+    }
+}
+
+/// Writes an answer's chunks (buffered: small ones are gathered, large ones go straight to
+/// the socket).
+async fn write_chunks<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
+    for c in chunks {
+        wr.write_all(c).await?;
+    }
+    Ok(())
 }
 
 /// Whether a request frame (without its length) is a Produce: its answer follows soon
@@ -366,12 +468,9 @@ pub fn decode_request(frame: &Bytes, max_elements: usize) -> Result<Decoded, Str
     Ok(Decoded::Request(header, Box::new(request)))
 }
 
-/// One request frame in, at most one response frame out; `Err` closes the connection.
-async fn handle_frame(
-    shared: &Shared,
-    peer: SocketAddr,
-    frame: Bytes,
-) -> Result<Option<Bytes>, String> {
+/// One request frame in, at most one response frame out (now or after an fsync); `Err`
+/// closes the connection.
+async fn handle_frame(shared: &Shared, peer: SocketAddr, frame: Bytes) -> Result<Handled, String> {
     let decoded = decode_request(&frame, shared.config.max_request_elements)?;
     // The request's byte fields are slices of the frame: with the frame gone, a produce
     // request's records are the only holder of their bytes and are rewritten in place.
@@ -384,14 +483,38 @@ async fn handle_frame(
             let resp = ResponseKind::ApiVersions(api_versions_response(Some(
                 ResponseError::UnsupportedVersion,
             )));
-            return encode(header.correlation_id, ApiKey::ApiVersions, 0, resp).map(Some);
+            return encode(header.correlation_id, ApiKey::ApiVersions, 0, resp)
+                .map(|r| Handled::Now(Some(r)));
         }
     };
     let key = ApiKey::try_from(header.api_key).map_err(|_| "unknown API key".to_string())?;
     let version = header.api_version;
     tracing::trace!(%peer, api = ?key, version, correlation = header.correlation_id, client = ?header.client_id, "request");
+    let correlation = header.correlation_id;
     let response = match request {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions_response(None))),
+        // Appends go to the page cache here; an fsync they make due runs after (off the
+        // async workers) while the connection goes on.
+        RequestKind::Produce(r) if r.acks != 0 => {
+            let (resp, syncs) = shared.broker.produce_deferring_syncs(r);
+            match resp {
+                Some(mut resp) if !syncs.is_empty() => {
+                    let task = tokio::spawn(async move {
+                        let resp = crate::broker::off_the_workers(move || {
+                            crate::broker::finish_syncs(&mut resp, syncs);
+                            resp
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        let mut resp = ResponseKind::Produce(resp);
+                        fit_response(&mut resp, version);
+                        encode(correlation, key, version, resp).map(Some)
+                    });
+                    return Ok(Handled::AfterSync(task));
+                }
+                resp => resp.map(ResponseKind::Produce),
+            }
+        }
         request => {
             let ctx = RequestContext {
                 api_version: version,
@@ -408,10 +531,10 @@ async fn handle_frame(
         }
     };
     match response {
-        None => Ok(None),
+        None => Ok(Handled::Now(None)),
         Some(mut resp) => {
             fit_response(&mut resp, version);
-            encode(header.correlation_id, key, version, resp).map(Some)
+            encode(correlation, key, version, resp).map(|r| Handled::Now(Some(r)))
         }
     }
 }
@@ -420,13 +543,23 @@ fn encode(
     correlation_id: i32,
     key: ApiKey,
     version: i16,
-    resp: ResponseKind,
-) -> Result<Bytes, String> {
-    let mut buf = start_response(correlation_id, key.response_header_version(version));
+    mut resp: ResponseKind,
+) -> Result<Answer, String> {
+    // A fetch's large records are written beside the frame, not copied into it.
+    let mut taken = Vec::new();
+    if let ResponseKind::Fetch(r) = &mut resp {
+        for p in r.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+            set_aside(&mut p.records, &mut taken);
+        }
+    }
+    let header_version = key.response_header_version(version);
+    let mut buf = start_response(correlation_id, header_version);
     resp.encode(&mut buf, version)
         .map_err(|e| format!("cannot encode the {key:?} v{version} response: {e}"))?;
     finish_frame(&mut buf);
-    Ok(buf.freeze())
+    // Flexible versions are the ones with a tagged-field response header.
+    split_frame(buf, taken, header_version >= 1)
+        .map_err(|e| format!("{key:?} v{version} response: {e}"))
 }
 
 #[cfg(test)]

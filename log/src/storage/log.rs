@@ -57,6 +57,11 @@ pub struct AppendInfo {
     /// The batch was a retry of an idempotent producer's batch already in the log: nothing was
     /// written and the offsets are the original ones.
     pub duplicate: bool,
+    /// Under [`PartitionLog::append_verified_deferring_sync`]: an fsync is due before this
+    /// append may be acknowledged (`flush.messages` / `flush.ms` reached, or a duplicate on a
+    /// log that fsyncs), left to the caller's [`PartitionLog::flush_to`]. Otherwise the append
+    /// has fsynced what was due before returning, and this is false.
+    pub sync_due: bool,
 }
 
 /// What a read returned.
@@ -208,6 +213,9 @@ pub struct PartitionLog {
     pub(crate) state: RwLock<LogState>,
     /// Held by the cleaner while it works on this log, so two cleaners never race.
     pub(crate) cleaning: Mutex<()>,
+    /// Held by [`flush_to`](Self::flush_to) while it fsyncs, so appends waiting for the same
+    /// fsync share it (group commit) instead of each running its own.
+    syncing: Mutex<()>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -333,6 +341,7 @@ impl PartitionLog {
             clock,
             state: RwLock::new(state),
             cleaning: Mutex::new(()),
+            syncing: Mutex::new(()),
         };
         log.load_producer_state()?;
         // From here until a clean close, a crash must be treated as unclean.
@@ -595,7 +604,7 @@ impl PartitionLog {
     /// Control batches are accepted: this is the coordinators' path (and the tests'); a
     /// producer's request goes through [`append_verified`](Self::append_verified).
     pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, StorageError> {
-        self.append_from(records, AppendOrigin::Coordinator, &|_| Ok(()))
+        self.append_from(records, AppendOrigin::Coordinator, &|_| Ok(()), false)
     }
 
     /// [`append`](Self::append), with KIP-890's defence against hanging transactions: a
@@ -609,7 +618,32 @@ impl PartitionLog {
         records: &mut [u8],
         verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
     ) -> Result<AppendInfo, StorageError> {
-        self.append_from(records, AppendOrigin::Client, verify)
+        self.append_from(records, AppendOrigin::Client, verify, false)
+    }
+
+    /// [`append_verified`](Self::append_verified), leaving a due fsync to the caller
+    /// ([`AppendInfo::sync_due`], then [`flush_to`](Self::flush_to) before acknowledging):
+    /// the broker takes the connection's next request while the disk works, and one fsync
+    /// covers the appends made meanwhile.
+    pub fn append_verified_deferring_sync(
+        &self,
+        records: &mut [u8],
+        verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_from(records, AppendOrigin::Client, verify, true)
+    }
+
+    /// Fsyncs the log up to at least `upto` (exclusive), unless that is durable already: an
+    /// fsync by someone else that began after those appends covers them too (group commit).
+    pub fn flush_to(&self, upto: Offset) -> Result<(), StorageError> {
+        if self.read_state().recovery_point >= upto.0 {
+            return Ok(());
+        }
+        let _one_at_a_time = crate::sync::plain(&self.syncing);
+        if self.read_state().recovery_point >= upto.0 {
+            return Ok(());
+        }
+        self.flush()
     }
 
     fn append_from(
@@ -617,6 +651,7 @@ impl PartitionLog {
         records: &mut [u8],
         origin: AppendOrigin,
         verify: &dyn Fn(&BatchHeader) -> Result<(), ProducerStateError>,
+        defer_sync: bool,
     ) -> Result<AppendInfo, StorageError> {
         let now = self.clock.now_ms();
         let (max_message_bytes, keys_required, codec, time_bounds) = {
@@ -682,6 +717,10 @@ impl PartitionLog {
                     record_count: 0,
                     bytes: 0,
                     duplicate: true,
+                    // The original may still be waiting for its fsync on another connection.
+                    sync_due: defer_sync
+                        && (st.config.flush_messages < i64::MAX as u64
+                            || st.config.flush_ms < i64::MAX),
                 });
             }
             let h = &batches[0].0;
@@ -734,7 +773,7 @@ impl PartitionLog {
         let flush_due = unflushed >= st.config.flush_messages
             || now.saturating_sub(first_unflushed) >= st.config.flush_ms;
         drop(st);
-        if flush_due {
+        if flush_due && !defer_sync {
             self.flush()?;
         }
         Ok(AppendInfo {
@@ -745,6 +784,7 @@ impl PartitionLog {
             record_count,
             bytes: records.len() as u64,
             duplicate: false,
+            sync_due: flush_due && defer_sync,
         })
     }
 
