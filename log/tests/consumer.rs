@@ -444,3 +444,71 @@ async fn a_complete_batch_with_a_bad_crc_is_still_an_error() {
     let e = failed.expect("a corrupt batch fails poll");
     assert!(e.to_string().contains("CRC32C mismatch"), "{e}");
 }
+
+/// The consumer sends its next fetch while it hands out the last one's records (Kafka's
+/// pre-fetch): a backlog read in many small fetches comes out whole and in order, and a
+/// seek or a pause made while a pre-fetch is out is obeyed (the pre-fetch is dropped).
+#[tokio::test]
+async fn prefetched_records_never_outlive_a_seek_or_a_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 2, &[])
+        .await
+        .unwrap();
+    produce(&b, 0, 300, "a").await;
+    produce(&b, 1, 300, "b").await;
+    // Small fetches (a few batches each) and small polls: many pre-fetches.
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Earliest,
+        max_poll_records: 7,
+        max_partition_fetch_bytes: 200,
+        fetch_max_wait_ms: 10,
+        ..Default::default()
+    };
+    let mut c = Consumer::new(embedded(&b), config.clone());
+    c.assign([TopicPartition::new("t", 0), TopicPartition::new("t", 1)]);
+    let mut all = Vec::new();
+    for _ in 0..1_000 {
+        all.extend(
+            c.poll()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.partition, r.offset)),
+        );
+        if all.len() >= 600 {
+            break;
+        }
+    }
+    for p in 0..2 {
+        let offsets: Vec<i64> = all.iter().filter(|r| r.0 == p).map(|r| r.1).collect();
+        assert_eq!(offsets, (0..300).collect::<Vec<_>>(), "partition {p}");
+    }
+    // A seek while a pre-fetch is out: the next records come from the seek's offset.
+    let mut c = Consumer::new(embedded(&b), config.clone());
+    let t0 = TopicPartition::new("t", 0);
+    c.assign([t0.clone()]);
+    let first = c.poll().await.unwrap();
+    assert_eq!(first.first().map(|r| r.offset), Some(0));
+    c.seek(&t0, 250).unwrap();
+    let after = c.poll().await.unwrap();
+    assert_eq!(after.first().map(|r| r.offset), Some(250), "{after:?}");
+    // A pause while a pre-fetch is out: nothing more from the paused partition.
+    let mut c = Consumer::new(embedded(&b), config);
+    let t1 = TopicPartition::new("t", 1);
+    c.assign([t0.clone(), t1.clone()]);
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        seen = c.poll().await.unwrap();
+    }
+    c.pause(std::slice::from_ref(&t1)).unwrap();
+    for _ in 0..20 {
+        let got = c.poll().await.unwrap();
+        assert!(
+            got.iter().all(|r| r.partition == 0),
+            "records of a paused partition"
+        );
+    }
+    b.close().unwrap();
+}

@@ -269,6 +269,23 @@ pub struct Consumer {
     /// Milliseconds since `created` at the last `poll`, for `max.poll.interval.ms`.
     last_poll_ms: Arc<AtomicU64>,
     created: tokio::time::Instant,
+    /// The next fetch, sent while the records of the last one are handed out (as Kafka's
+    /// consumer pre-fetches): used if the positions it fetched from are still the positions
+    /// when it is needed, dropped otherwise (a seek, a pause, a new assignment).
+    prefetch: Option<Prefetch>,
+}
+
+/// A fetch sent ahead of need.
+struct Prefetch {
+    /// The offset it fetches from, per partition.
+    from: BTreeMap<TopicPartition, i64>,
+    answer: tokio::task::JoinHandle<Result<Option<ResponseKind>, ClientError>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.answer.abort();
+    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -456,6 +473,7 @@ impl Consumer {
             buffered: Buffered::default(),
             fetched_to: BTreeMap::new(),
             end_offsets: BTreeMap::new(),
+            prefetch: None,
             subscription: Vec::new(),
             membership: None,
             rebalances: Vec::new(),
@@ -820,16 +838,56 @@ impl Consumer {
         Ok(out)
     }
 
+    /// Fetches from the current positions: the answer of the prefetch if it fetched from
+    /// exactly these, else a fetch now. Then, if the answer says more is there already,
+    /// sends the next fetch ahead, from where this one ended.
     async fn fetch(&mut self) -> Result<(), ClientError> {
+        let from: BTreeMap<TopicPartition, i64> = self
+            .positions
+            .iter()
+            .filter(|(tp, _)| !self.paused.contains(*tp))
+            .map(|(tp, pos)| (tp.clone(), pos.unwrap_or(0)))
+            .collect();
+        let answer = match self.prefetch.take() {
+            Some(mut p) if p.from == from => (&mut p.answer)
+                .await
+                .map_err(|e| ClientError::Unexpected(format!("a prefetch failed: {e}")))?,
+            // Stale (dropping it aborts it), or none.
+            _ => self.transport.send(self.fetch_request(&from)).await,
+        };
+        let ResponseKind::Fetch(resp) = answer?.ok_or(ClientError::NoResponse)? else {
+            return Err(ClientError::NoResponse);
+        };
+        self.absorb(resp).await?;
+        // Pre-fetch only when a partition is known to have more than this fetch brought, so
+        // the broker answers at once: a fetch it held (long-polling at the end of the log)
+        // would hold up this consumer's other requests on the connection, commits included.
+        let next: BTreeMap<TopicPartition, i64> = from
+            .iter()
+            .map(|(tp, o)| (tp.clone(), self.fetched_to.get(tp).copied().unwrap_or(*o)))
+            .collect();
+        let more = next
+            .iter()
+            .any(|(tp, o)| self.end_offsets.get(tp).is_some_and(|end| end > o));
+        if more && !self.buffered.is_empty() {
+            let req = self.fetch_request(&next);
+            let transport = Arc::clone(&self.transport);
+            self.prefetch = Some(Prefetch {
+                from: next,
+                answer: tokio::spawn(async move { transport.send(req).await }),
+            });
+        }
+        Ok(())
+    }
+
+    /// A fetch of `from`'s partitions at its offsets.
+    fn fetch_request(&self, from: &BTreeMap<TopicPartition, i64>) -> RequestKind {
         let mut by_topic: BTreeMap<String, Vec<FetchPartition>> = BTreeMap::new();
-        for (tp, pos) in &self.positions {
-            if self.paused.contains(tp) {
-                continue;
-            }
+        for (tp, offset) in from {
             by_topic.entry(tp.topic.clone()).or_default().push(
                 FetchPartition::default()
                     .with_partition(tp.partition.0)
-                    .with_fetch_offset(pos.unwrap_or(0))
+                    .with_fetch_offset(*offset)
                     .with_partition_max_bytes(self.config.max_partition_fetch_bytes),
             );
         }
@@ -850,9 +908,15 @@ impl Consumer {
                     })
                     .collect(),
             );
-        let ResponseKind::Fetch(resp) = self.call(RequestKind::Fetch(req)).await? else {
-            return Err(ClientError::NoResponse);
-        };
+        RequestKind::Fetch(req)
+    }
+
+    /// Buffers the records of a fetch answer and notes where each partition's fetch ended.
+    async fn absorb(
+        &mut self,
+        resp: kafka_protocol::messages::FetchResponse,
+    ) -> Result<(), ClientError> {
+        let committed_only = self.config.isolation_level == IsolationLevel::ReadCommitted;
         check(resp.error_code, None)?;
         for t in resp.responses {
             let topic = t.topic.0.to_string();
