@@ -445,6 +445,21 @@ async fn a_complete_batch_with_a_bad_crc_is_still_an_error() {
     assert!(e.to_string().contains("CRC32C mismatch"), "{e}");
 }
 
+/// Produces `n` records of 1 KiB each (`c` repeated) to `partition`, in batches of 16 KiB.
+async fn produce_big(b: &Arc<Broker>, partition: i32, n: usize, c: char) {
+    let p = Producer::new(embedded(b), ProducerConfig::default());
+    let mut ds = Vec::new();
+    for _ in 0..n {
+        let mut r = ProducerRecord::new("t", Some("k"), c.to_string().repeat(1024));
+        r.partition = Some(partition);
+        ds.push(p.send(r).await.unwrap());
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    p.close().await;
+}
+
 /// The consumer sends its next fetch while it hands out the last one's records (Kafka's
 /// pre-fetch): a backlog read in many small fetches comes out whole and in order, and a
 /// seek or a pause made while a pre-fetch is out is obeyed (the pre-fetch is dropped).
@@ -456,13 +471,14 @@ async fn prefetched_records_never_outlive_a_seek_or_a_pause() {
         .create_topic("t", 2, &[])
         .await
         .unwrap();
-    produce(&b, 0, 300, "a").await;
-    produce(&b, 1, 300, "b").await;
-    // Small fetches (a few batches each) and small polls: many pre-fetches.
+    produce_big(&b, 0, 300, 'a').await;
+    produce_big(&b, 1, 300, 'b').await;
+    // Fetches of 64 KiB (the least that is followed by a pre-fetch) and small polls: many
+    // pre-fetches.
     let config = ConsumerConfig {
         auto_offset_reset: OffsetReset::Earliest,
         max_poll_records: 7,
-        max_partition_fetch_bytes: 200,
+        max_partition_fetch_bytes: 64 * 1024,
         fetch_max_wait_ms: 10,
         ..Default::default()
     };

@@ -275,6 +275,9 @@ pub struct Consumer {
     prefetch: Option<Prefetch>,
 }
 
+/// The record bytes a fetch must bring for the next one to be sent ahead of need.
+const PREFETCH_AFTER_BYTES: usize = 64 * 1024;
+
 /// A fetch sent ahead of need.
 struct Prefetch {
     /// The offset it fetches from, per partition.
@@ -858,10 +861,17 @@ impl Consumer {
         let ResponseKind::Fetch(resp) = answer?.ok_or(ClientError::NoResponse)? else {
             return Err(ClientError::NoResponse);
         };
+        let fetched: usize = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum();
         self.absorb(resp).await?;
-        // Pre-fetch only when a partition is known to have more than this fetch brought, so
-        // the broker answers at once: a fetch it held (long-polling at the end of the log)
-        // would hold up this consumer's other requests on the connection, commits included.
+        // Pre-fetch when catching up: this fetch brought a lot (a trickle gains nothing from
+        // it and pays a task's wake-ups in latency), and a partition is known to have more,
+        // so the broker answers at once (a fetch it held, long-polling at the end of the log,
+        // would hold up this consumer's other requests on the connection, commits included).
         let next: BTreeMap<TopicPartition, i64> = from
             .iter()
             .map(|(tp, o)| (tp.clone(), self.fetched_to.get(tp).copied().unwrap_or(*o)))
@@ -869,7 +879,7 @@ impl Consumer {
         let more = next
             .iter()
             .any(|(tp, o)| self.end_offsets.get(tp).is_some_and(|end| end > o));
-        if more && !self.buffered.is_empty() {
+        if more && fetched >= PREFETCH_AFTER_BYTES && !self.buffered.is_empty() {
             let req = self.fetch_request(&next);
             let transport = Arc::clone(&self.transport);
             self.prefetch = Some(Prefetch {
