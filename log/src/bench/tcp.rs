@@ -713,7 +713,8 @@ pub fn run_tcp_consume(
 
 /// `rill bench e2e --tcp`: a paced producer (linger.ms=0 unless set) and a consumer; each
 /// record's latency from its intended send time to the consumer's poll returning it,
-/// against a loopback ping-pong of the record size.
+/// against a loopback ping-pong of the record size. The first fifth of the run (at most a
+/// second) warms up and is not measured.
 pub fn run_tcp_e2e(
     opts: &TcpBenchOptions,
     handle: &tokio::runtime::Handle,
@@ -723,9 +724,14 @@ pub fn run_tcp_e2e(
     let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
     handle.block_on(admin.create_topic(&topic, opts.partitions, &[]))?;
     let rate = opts.rate.unwrap_or(10_000).max(1);
-    let total = opts
+    // A warm-up first (a fifth of the run, at most a second: connections, metadata, the
+    // first fetches), sent and consumed at the same rate but not measured.
+    let warmup_us = (opts.seconds * 0.2).min(1.0) * 1e6;
+    let measured = opts
         .records
         .unwrap_or(((opts.seconds * rate as f64) as u64).max(1));
+    let total = measured + (warmup_us / 1e6 * rate as f64) as u64;
+    let warmup_us = warmup_us as u64;
     let name = format!("tcp-e2e-{rate}-per-s-{}B", opts.size);
     let origin = Instant::now();
     let e2e = Arc::new(Mutex::new(latency_histogram()));
@@ -762,7 +768,9 @@ pub fn run_tcp_e2e(
                     let intended = u64::from_be_bytes(
                         v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]),
                     );
-                    let _ = h.record(now.saturating_sub(intended).max(1));
+                    if intended >= warmup_us {
+                        let _ = h.record(now.saturating_sub(intended).max(1));
+                    }
                 }
                 meter.add(records.len() as u64, bytes);
                 seen += records.len() as u64;
@@ -789,8 +797,10 @@ pub fn run_tcp_e2e(
                 while let Some((intended_us, d)) = rx.recv().await {
                     if d.await.is_ok() {
                         let now = origin.elapsed().as_micros() as u64;
-                        let _ = crate::sync::plain(&acks2)
-                            .record(now.saturating_sub(intended_us).max(1));
+                        if intended_us >= warmup_us {
+                            let _ = crate::sync::plain(&acks2)
+                                .record(now.saturating_sub(intended_us).max(1));
+                        }
                     }
                 }
             });
