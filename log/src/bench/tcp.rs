@@ -274,12 +274,36 @@ fn broker_for(opts: &TcpBenchOptions) -> Result<(String, Option<BrokerProcess>),
     }
 }
 
-/// A topic name unused so far (a given broker may hold earlier runs' topics).
-fn fresh_topic(kind: &str) -> String {
+/// A workload's broker and its fresh topic.
+struct Setup {
+    addr: String,
+    /// The broker this run started, stopped when dropped.
+    _broker: Option<BrokerProcess>,
+    topic: String,
+    admin: Admin,
+}
+
+/// The broker to measure and a new topic of `opts.partitions` with `configs` on it, named
+/// for the workload `kind` and unused so far (a given broker may hold earlier runs' topics).
+fn setup(
+    opts: &TcpBenchOptions,
+    kind: &str,
+    configs: &[(&str, &str)],
+    handle: &tokio::runtime::Handle,
+) -> Result<Setup, BenchError> {
+    let (addr, broker) = broker_for(opts)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("rill-bench-{kind}-{}-{nanos}", std::process::id())
+    let topic = format!("rill-bench-{kind}-{}-{nanos}", std::process::id());
+    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
+    handle.block_on(admin.create_topic(&topic, opts.partitions, configs))?;
+    Ok(Setup {
+        addr,
+        _broker: broker,
+        topic,
+        admin,
+    })
 }
 
 fn producer_config(opts: &TcpBenchOptions) -> ProducerConfig {
@@ -523,15 +547,17 @@ pub fn run_tcp_produce(
     opts: &TcpBenchOptions,
     handle: &tokio::runtime::Handle,
 ) -> Result<TcpReport, BenchError> {
-    let (addr, _broker) = broker_for(opts)?;
-    let topic = fresh_topic("produce");
-    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
     let configs: &[(&str, &str)] = if opts.durable {
         &[("flush.messages", "1")]
     } else {
         &[]
     };
-    handle.block_on(admin.create_topic(&topic, opts.partitions, configs))?;
+    let Setup {
+        addr,
+        _broker,
+        topic,
+        admin,
+    } = setup(opts, "produce", configs, handle)?;
     let name = workload_name("produce", opts);
     let Produced {
         records,
@@ -591,10 +617,12 @@ pub fn run_tcp_consume(
     opts: &TcpBenchOptions,
     handle: &tokio::runtime::Handle,
 ) -> Result<TcpReport, BenchError> {
-    let (addr, _broker) = broker_for(opts)?;
-    let topic = fresh_topic("consume");
-    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
-    handle.block_on(admin.create_topic(&topic, opts.partitions, &[]))?;
+    let Setup {
+        addr,
+        _broker,
+        topic,
+        admin,
+    } = setup(opts, "consume", &[], handle)?;
     // The backlog: 512 MiB by default, written as fast as the producers can.
     let backlog = opts
         .records
@@ -719,10 +747,12 @@ pub fn run_tcp_e2e(
     opts: &TcpBenchOptions,
     handle: &tokio::runtime::Handle,
 ) -> Result<TcpReport, BenchError> {
-    let (addr, _broker) = broker_for(opts)?;
-    let topic = fresh_topic("e2e");
-    let admin = Admin::new(tcp_transport(&addr, "rill-bench-admin"));
-    handle.block_on(admin.create_topic(&topic, opts.partitions, &[]))?;
+    let Setup {
+        addr,
+        _broker,
+        topic,
+        admin,
+    } = setup(opts, "e2e", &[], handle)?;
     let rate = opts.rate.unwrap_or(10_000).max(1);
     // A warm-up first (a fifth of the run, at most a second: connections, metadata, the
     // first fetches), sent and consumed at the same rate but not measured.
