@@ -3,6 +3,7 @@
 //! - `segment`, `index`: segment files and their sparse offset / time indexes.
 //! - [`PartitionLog`]: append, read, time lookup, truncate, retention, recovery.
 //! - [`cleaner`]: compaction for `cleanup.policy=compact`.
+//! - [`epochs`]: the leader-epoch cache and its checkpoint (for replication's truncation).
 //! - [`LogManager`]: partitions under a data directory, per-topic config, background work.
 //!
 //! The batches it stores are in the record format of [`crate::record`], which it depends on.
@@ -10,6 +11,7 @@
 
 pub mod cleaner;
 pub mod config;
+pub mod epochs;
 mod error;
 mod index;
 mod log;
