@@ -18,16 +18,25 @@ use rill_log::types::TopicPartition;
 
 /// Produces `n` records "v0".."v{n-1}" to `partition` with timestamps 1000 + i.
 async fn produce(b: &Arc<Broker>, partition: i32, n: usize, prefix: &str) {
-    let p = Producer::new(
-        embedded(b),
-        ProducerConfig {
-            linger_ms: 0,
-            ..Default::default()
-        },
-    );
+    let config = ProducerConfig {
+        linger_ms: 0,
+        ..Default::default()
+    };
+    produce_values(b, partition, n, config, |i| format!("{prefix}{i}")).await;
+}
+
+/// Produces `n` records with values `value(i)` to `partition` (timestamps 1000 + i).
+async fn produce_values(
+    b: &Arc<Broker>,
+    partition: i32,
+    n: usize,
+    config: ProducerConfig,
+    value: impl Fn(usize) -> String,
+) {
+    let p = Producer::new(embedded(b), config);
     let mut ds = Vec::new();
     for i in 0..n {
-        let mut r = ProducerRecord::new("t", Some("k"), format!("{prefix}{i}"));
+        let mut r = ProducerRecord::new("t", Some("k"), value(i));
         r.partition = Some(partition);
         r.timestamp_ms = Some(1000 + i as i64);
         ds.push(p.send(r).await.unwrap());
@@ -447,17 +456,11 @@ async fn a_complete_batch_with_a_bad_crc_is_still_an_error() {
 
 /// Produces `n` records of 1 KiB each (`c` repeated) to `partition`, in batches of 16 KiB.
 async fn produce_big(b: &Arc<Broker>, partition: i32, n: usize, c: char) {
-    let p = Producer::new(embedded(b), ProducerConfig::default());
-    let mut ds = Vec::new();
-    for _ in 0..n {
-        let mut r = ProducerRecord::new("t", Some("k"), c.to_string().repeat(1024));
-        r.partition = Some(partition);
-        ds.push(p.send(r).await.unwrap());
-    }
-    for d in ds {
-        d.await.unwrap();
-    }
-    p.close().await;
+    let value = c.to_string().repeat(1024);
+    produce_values(b, partition, n, ProducerConfig::default(), |_| {
+        value.clone()
+    })
+    .await;
 }
 
 /// The consumer sends its next fetch while it hands out the last one's records (Kafka's

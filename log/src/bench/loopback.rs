@@ -92,47 +92,26 @@ pub fn ping_pong(size: usize, count: u64, budget: Duration) -> Result<Histogram<
 }
 
 /// Bytes per second of `write` (into the page cache, as the broker's appends go) of `chunk`
-/// bytes at a time to a new file in `dir`, for `budget` (at most 2 GiB); the file is removed
+/// bytes at a time to a new file in `dir`, for `budget` (at most 512 MiB); the file is removed
 /// afterwards. On a virtual machine, writing into memory the guest has not touched before
 /// can cost several times more than into memory it has: this is that machine's figure now.
 pub fn file_write_limit(dir: &Path, chunk: usize, budget: Duration) -> Result<f64, BenchError> {
-    write_limit(dir, chunk, budget, false, 2 << 30)
+    write_limit(dir, chunk, budget, false)
 }
 
 /// Bytes per second of `write` + `fdatasync` of `chunk` bytes at a time to a new file in
 /// `dir`, for `budget` (at most 512 MiB); the file is removed afterwards.
 pub fn fdatasync_limit(dir: &Path, chunk: usize, budget: Duration) -> Result<f64, BenchError> {
-    write_limit(dir, chunk, budget, true, 512 << 20)
+    write_limit(dir, chunk, budget, true)
 }
 
-fn write_limit(
-    dir: &Path,
-    chunk: usize,
-    budget: Duration,
-    sync: bool,
-    max_bytes: u64,
-) -> Result<f64, BenchError> {
+fn write_limit(dir: &Path, chunk: usize, budget: Duration, sync: bool) -> Result<f64, BenchError> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("fdatasync-baseline-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let mut f = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(&path)?;
+    let path = dir.join(format!("write-baseline-{}", std::process::id()));
     let data = vec![0x5au8; chunk.max(1)];
-    let start = Instant::now();
-    let mut written = 0u64;
-    while start.elapsed() < budget && written < max_bytes {
-        f.write_all(&data)?;
-        if sync {
-            f.sync_data()?;
-        }
-        written += data.len() as u64;
-    }
-    let rate = written as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    drop(f);
-    std::fs::remove_file(&path)?;
-    Ok(rate)
+    // The storage bench's raw-file phase: a new file, removed afterwards.
+    let t = super::baseline_write_phase(&path, &data, 0, budget, sync)?;
+    Ok(t.bytes as f64 / t.elapsed.as_secs_f64().max(1e-9))
 }
 
 #[cfg(test)]

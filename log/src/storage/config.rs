@@ -303,6 +303,11 @@ pub(crate) fn int(key: &str, value: &str, min: i64, max: i64) -> Result<i64, Con
 }
 
 impl LogConfig {
+    /// Whether appends fsync under this config (`flush.messages` or `flush.ms` set).
+    pub fn syncs_on_append(&self) -> bool {
+        self.flush_messages < i64::MAX as u64 || self.flush_ms < i64::MAX
+    }
+
     /// Applies `key = value`, checking the value; the config is unchanged on error.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         const MAX: i64 = i64::MAX;

@@ -718,9 +718,7 @@ impl PartitionLog {
                     bytes: 0,
                     duplicate: true,
                     // The original may still be waiting for its fsync on another connection.
-                    sync_due: defer_sync
-                        && (st.config.flush_messages < i64::MAX as u64
-                            || st.config.flush_ms < i64::MAX),
+                    sync_due: defer_sync && st.config.syncs_on_append(),
                 });
             }
             let h = &batches[0].0;
@@ -834,7 +832,7 @@ impl PartitionLog {
     /// as long as the disk does, and the broker keeps it off its async workers.
     pub fn appends_may_sync(&self) -> bool {
         let st = self.read_state();
-        st.config.flush_messages < i64::MAX as u64 || st.config.flush_ms < i64::MAX
+        st.config.syncs_on_append()
     }
 
     /// Whether a read from `offset` stays in the active segment, the tail consumers read
