@@ -66,23 +66,23 @@ impl Broker {
                     partitions.push(data);
                     continue;
                 };
-                // One node: the high watermark is the log end, and without transactions (yet)
-                // the last stable offset is the high watermark.
                 let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                 let first_nonempty = total == 0;
                 let committed = req.isolation_level == READ_COMMITTED;
+                // The LSO first: it never passes the high watermark read after it.
                 let lso = log.last_stable_offset();
+                let hw = log.high_watermark();
                 let read = if limit == 0 && !first_nonempty {
                     log.read_upto(Offset(p.fetch_offset), 0, Some(Offset(p.fetch_offset)))
-                } else if committed {
-                    // read_committed stops at the last stable offset.
-                    log.read_upto(Offset(p.fetch_offset), limit.max(1), Some(lso))
                 } else {
-                    log.read(Offset(p.fetch_offset), limit.max(1))
+                    // Consumers read up to the high watermark; read_committed ones up to the
+                    // last stable offset.
+                    let upto = if committed { lso } else { hw };
+                    log.read_upto(Offset(p.fetch_offset), limit.max(1), Some(upto))
                 };
                 match read {
                     Ok(r) => {
-                        data.high_watermark = r.log_end_offset.0;
+                        data.high_watermark = hw.0;
                         data.last_stable_offset = lso.0;
                         if committed && !r.records.is_empty() {
                             let end = crate::record::batch::BatchIter::new(&r.records)
@@ -115,8 +115,8 @@ impl Broker {
                     }
                     Err(e) => {
                         data.error_code = storage_error_code(&e).code();
-                        data.high_watermark = log.log_end_offset().0;
                         data.last_stable_offset = log.last_stable_offset().0;
+                        data.high_watermark = log.high_watermark().0;
                         data.log_start_offset = log.log_start_offset().0;
                     }
                 }
@@ -261,7 +261,7 @@ impl Broker {
                             LATEST if isolation == READ_COMMITTED => {
                                 resp.offset = log.last_stable_offset().0
                             }
-                            LATEST => resp.offset = log.log_end_offset().0,
+                            LATEST => resp.offset = log.high_watermark().0,
                             EARLIEST => resp.offset = log.log_start_offset().0,
                             ts if ts >= 0 || ts == MAX_TIMESTAMP => {
                                 let found = if ts == MAX_TIMESTAMP {
@@ -269,13 +269,20 @@ impl Broker {
                                 } else {
                                     log.offset_for_timestamp(ts)
                                 };
+                                // Only what a consumer could fetch is found (Kafka's
+                                // `lastFetchableOffset`).
+                                let fetchable = if isolation == READ_COMMITTED {
+                                    log.last_stable_offset()
+                                } else {
+                                    log.high_watermark()
+                                };
                                 match found {
-                                    Ok(Some((offset, found_ts))) => {
+                                    Ok(Some((offset, found_ts))) if offset < fetchable => {
                                         resp.offset = offset.0;
                                         resp.timestamp = found_ts;
                                     }
-                                    // No record that recent: Kafka answers offset -1.
-                                    Ok(None) => {}
+                                    // No (fetchable) record that recent: offset -1.
+                                    Ok(_) => {}
                                     Err(e) => resp.error_code = storage_error_code(&e).code(),
                                 }
                             }

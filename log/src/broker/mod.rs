@@ -644,6 +644,9 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::Producer(P::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
         StorageError::Producer(P::OneBatchOnly) => ResponseError::InvalidRecord,
         StorageError::Producer(P::Unverified { error, .. }) => *error,
+        StorageError::Epoch { .. } | StorageError::UnexpectedOffset { .. } => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 

@@ -128,7 +128,7 @@ impl Broker {
                             return result;
                         }
                         let before = if p.offset == DELETE_TO_HIGH_WATERMARK {
-                            log.log_end_offset()
+                            log.high_watermark()
                         } else {
                             Offset(p.offset)
                         };
@@ -147,8 +147,9 @@ impl Broker {
         DeleteRecordsResponse::default().with_topics(topics)
     }
 
-    /// One node, one epoch per partition so far: the end offset of the current epoch is the
-    /// log end. (An epoch history arrives with replication.)
+    /// Answered from the partition's leader-epoch cache (Kafka's
+    /// `Partition.lastOffsetForLeaderEpoch`): the largest epoch at or below the one asked
+    /// and the offset where it ended, or `(-1, -1)` when the log knows no such epoch.
     pub(crate) fn offset_for_leader_epoch(
         &self,
         req: OffsetForLeaderEpochRequest,
@@ -178,11 +179,11 @@ impl Broker {
                             result.error_code = ResponseError::FencedLeaderEpoch.code();
                         } else if p.current_leader_epoch > epoch {
                             result.error_code = ResponseError::UnknownLeaderEpoch.code();
-                        } else if p.leader_epoch == epoch {
+                        } else {
+                            let (epoch, end) = log.end_offset_for_epoch(p.leader_epoch);
                             result.leader_epoch = epoch;
-                            result.end_offset = log.log_end_offset().0;
+                            result.end_offset = end;
                         }
-                        // Any other epoch is unknown here: UNDEFINED epoch and offset (-1, -1).
                         result
                     })
                     .collect();

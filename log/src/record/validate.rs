@@ -11,6 +11,10 @@ pub enum AppendOrigin {
     Client,
     /// The broker's own coordinators (transaction markers, group offsets).
     Coordinator,
+    /// A follower copying its leader's batches: they were validated when the leader appended
+    /// them, so only their framing and CRC are checked (Kafka's `AppendOrigin.REPLICATION`,
+    /// which skips the size limit and the records' validation too).
+    Replication,
 }
 
 /// Checks every batch of a request before anything is written, in one pass (the CRC once,
@@ -32,6 +36,13 @@ pub fn validate_batches(
             return Err(BatchError::Records(
                 "control batches come from the transaction coordinator only".into(),
             ));
+        }
+        if origin == AppendOrigin::Replication {
+            if h.record_count < 1 || h.last_offset_delta < 0 {
+                return Err(BatchError::BadRecordCount(h.record_count));
+            }
+            out.push((h, at));
+            continue;
         }
         if h.total_bytes() as u64 > max_message_bytes {
             return Err(BatchError::TooLarge {

@@ -124,8 +124,14 @@ pub fn clean(
         }
         let lag = st.config.min_compaction_lag_ms;
         let closed = st.segments.len() - 1;
-        // Open transactions are not cleaned: their outcome decides what survives.
-        let stable = st.producers.first_unstable_offset().unwrap_or(i64::MAX);
+        // Open transactions are not cleaned: their outcome decides what survives. Nor is
+        // anything at or above the high watermark, which a follower may still need and a new
+        // leader may still truncate (Kafka's `firstUncleanableDirtyOffset`).
+        let stable = st
+            .producers
+            .first_unstable_offset()
+            .unwrap_or(i64::MAX)
+            .min(st.high_watermark());
         let snaps: Vec<SegmentSnapshot> = st
             .segments
             .values()

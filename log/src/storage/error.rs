@@ -43,6 +43,20 @@ pub enum StorageError {
     /// An idempotent producer's batch was refused (stale epoch, sequence gap).
     #[error(transparent)]
     Producer(#[from] super::producer_state::ProducerStateError),
+    /// A batch's leader epoch went backwards, or the epoch checkpoint is unusable.
+    #[error("{tp}: {source}")]
+    Epoch {
+        tp: TopicPartition,
+        source: super::epochs::EpochError,
+    },
+    /// A follower was handed batches that do not start at its log end (Kafka's
+    /// `UnexpectedAppendOffsetException`): appending them would leave a hole or overlap.
+    #[error("{tp}: replicated batches start at offset {first}, but the log ends at {log_end}")]
+    UnexpectedOffset {
+        tp: TopicPartition,
+        first: i64,
+        log_end: i64,
+    },
 }
 
 /// Attaches a path to an I/O error.

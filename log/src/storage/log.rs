@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 
 use super::config::{LogConfig, MessageTimestampType};
+use super::epochs::{LeaderEpochCache, UNDEFINED_EPOCH};
 use super::error::{io_at, StorageError};
 use super::producer_state::{AbortedTxn, ProducerEntry, ProducerState, ProducerStateError};
 use super::segment::{
@@ -35,6 +36,8 @@ const CHECKPOINT_FILE: &str = "partition.checkpoint";
 const CHECKPOINT_HEADER: &str = "rill-partition-checkpoint v1";
 /// Idempotent producers' state as of a fully flushed log end (see `producer_state.rs`).
 const PRODUCER_SNAPSHOT: &str = "producer.snapshot";
+/// The leader-epoch cache (Kafka's file name and text format; see `epochs.rs`).
+pub const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
 
 /// Suffixes of the cleaner's in-flight files (see `cleaner`).
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
@@ -109,6 +112,9 @@ pub(crate) struct Checkpoint {
     pub log_start_offset: i64,
     pub cleaner_offset: i64,
     pub clean_shutdown: bool,
+    /// The high watermark when the checkpoint was written (absent in files written before
+    /// replication): a lower bound of the true one, as Kafka's `replication-offset-checkpoint`.
+    pub high_watermark: Option<i64>,
 }
 
 impl Checkpoint {
@@ -127,18 +133,22 @@ impl Checkpoint {
             log_start_offset: field("log_start_offset")?,
             cleaner_offset: field("cleaner_offset")?,
             clean_shutdown: field("clean_shutdown")? == 1,
+            high_watermark: field("high_watermark"),
         })
     }
 
     /// Writes atomically: a temporary file, fsync, rename, fsync of the directory.
     fn write(&self, dir: &Path) -> io::Result<()> {
-        let text = format!(
+        let mut text = format!(
             "{CHECKPOINT_HEADER}\nrecovery_point={}\nlog_start_offset={}\ncleaner_offset={}\nclean_shutdown={}\n",
             self.recovery_point,
             self.log_start_offset,
             self.cleaner_offset,
             u8::from(self.clean_shutdown)
         );
+        if let Some(hw) = self.high_watermark {
+            text.push_str(&format!("high_watermark={hw}\n"));
+        }
         write_atomically(dir, CHECKPOINT_FILE, text.as_bytes())
     }
 }
@@ -168,6 +178,15 @@ pub(crate) struct LogState {
     /// The cleaner has compacted everything below this offset.
     pub cleaner_offset: i64,
     pub leader_epoch: LeaderEpoch,
+    /// The offset at which each leader epoch began (persisted in `leader-epoch-checkpoint`
+    /// before any batch of a new epoch is written, so it is never behind the log).
+    pub epochs: LeaderEpochCache,
+    /// Offsets below this are replicated to the in-sync replicas: what consumers may read.
+    /// While the log is not [`replicated`](Self::replicated) it follows the log end.
+    pub high_watermark: i64,
+    /// Whether a replication layer sets the high watermark (a partition with followers);
+    /// otherwise every append moves it to the log end (one replica, or no cluster).
+    pub replicated: bool,
     /// When the oldest append not yet fsynced happened (for `flush.ms`).
     pub first_unflushed_ms: Option<i64>,
     /// Bumped whenever segments are removed or replaced, so the cleaner can tell whether the
@@ -198,6 +217,15 @@ impl LogState {
 
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
+    }
+
+    /// The high watermark: the log end while the log is not replicated.
+    pub fn high_watermark(&self) -> i64 {
+        if self.replicated {
+            self.high_watermark
+        } else {
+            self.log_end_offset()
+        }
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -320,6 +348,10 @@ impl PartitionLog {
             .expect("non-empty")
             .next_offset();
         let log_start_offset = checkpoint_start.max(first_base).min(leo);
+        let high_watermark = checkpoint
+            .and_then(|c| c.high_watermark)
+            .unwrap_or(leo)
+            .clamp(log_start_offset, leo);
         let state = LogState {
             config,
             segments,
@@ -329,6 +361,9 @@ impl PartitionLog {
                 .map_or(0, |c| c.cleaner_offset)
                 .clamp(log_start_offset, leo),
             leader_epoch: LeaderEpoch(0),
+            epochs: LeaderEpochCache::new(),
+            high_watermark,
+            replicated: false,
             first_unflushed_ms: None,
             structure_version: 0,
             truncations: 0,
@@ -344,6 +379,7 @@ impl PartitionLog {
             syncing: Mutex::new(()),
         };
         log.load_producer_state()?;
+        log.load_epochs()?;
         // From here until a clean close, a crash must be treated as unclean.
         log.write_checkpoint(&log.read_state(), false)?;
         Ok(log)
@@ -384,6 +420,87 @@ impl PartitionLog {
             tracing::debug!(tp = %self.tp, producers = producers.len(), replayed, "producer state loaded");
         }
         st.producers = producers;
+        Ok(())
+    }
+
+    /// Loads the leader-epoch cache from its checkpoint, trimmed to the log's offsets (a crash
+    /// may have lost the tail the last epochs began in). Without a sound checkpoint (a log
+    /// from before replication, or a damaged file) it is rebuilt from the batches' headers.
+    fn load_epochs(&self) -> Result<(), StorageError> {
+        let path = self.dir.join(LEADER_EPOCH_CHECKPOINT);
+        let loaded = match fs::read_to_string(&path) {
+            Ok(text) => match LeaderEpochCache::parse_checkpoint(&text) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(tp = %self.tp, error = %e, "unreadable leader-epoch checkpoint; rebuilding it from the log");
+                    None
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        let mut st = self.write_state();
+        let (start, leo) = (st.log_start_offset, st.log_end_offset());
+        let mut cache = match loaded {
+            Some(cache) => cache,
+            None => {
+                let mut cache = LeaderEpochCache::new();
+                for seg in st.segments.values() {
+                    let mut scanner = BatchScanner::new(seg.file(), 0, seg.size());
+                    while let Some((h, _, _)) =
+                        scanner.next_batch().map_err(|e| self.scan_error(seg, e))?
+                    {
+                        if h.partition_leader_epoch >= 0 {
+                            // Headers of a sound log are in order; a refusal cannot happen.
+                            let _ = cache.assign(h.partition_leader_epoch, h.base_offset);
+                        }
+                    }
+                }
+                cache
+            }
+        };
+        let trimmed = cache.truncate_from_end(leo) | cache.truncate_from_start(start);
+        if let Some(latest) = cache.latest_epoch() {
+            st.leader_epoch = LeaderEpoch(latest);
+        }
+        st.epochs = cache;
+        if trimmed || !path.exists() {
+            self.write_epochs(&st)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `leader-epoch-checkpoint` (atomically, fsynced).
+    fn write_epochs(&self, st: &LogState) -> Result<(), StorageError> {
+        write_atomically(
+            &self.dir,
+            LEADER_EPOCH_CHECKPOINT,
+            st.epochs.encode_checkpoint().as_bytes(),
+        )
+        .map_err(io_at(self.dir.join(LEADER_EPOCH_CHECKPOINT)))
+    }
+
+    /// Records that `epoch` begins at `start_offset` and persists the cache if that changed
+    /// it, before the batch is written: the checkpoint is never behind the log.
+    fn assign_epoch(
+        &self,
+        st: &mut LogState,
+        epoch: i32,
+        start_offset: i64,
+    ) -> Result<(), StorageError> {
+        if epoch == UNDEFINED_EPOCH {
+            return Ok(());
+        }
+        let changed =
+            st.epochs
+                .assign(epoch, start_offset)
+                .map_err(|source| StorageError::Epoch {
+                    tp: self.tp.clone(),
+                    source,
+                })?;
+        if changed {
+            self.write_epochs(st)?;
+        }
         Ok(())
     }
 
@@ -453,14 +570,16 @@ impl PartitionLog {
         Ok(self.append(&mut batch)?.base_offset)
     }
 
-    /// The last stable offset: below it every transaction has ended (the log end when none
-    /// is open). `read_committed` reads stop here.
+    /// The last stable offset: below it every transaction has ended, and it never passes the
+    /// high watermark (it is the high watermark when no transaction is open). `read_committed`
+    /// reads stop here.
     pub fn last_stable_offset(&self) -> Offset {
         let st = self.read_state();
+        let hw = st.high_watermark();
         Offset(
             st.producers
                 .first_unstable_offset()
-                .unwrap_or_else(|| st.log_end_offset()),
+                .map_or(hw, |u| u.min(hw)),
         )
     }
 
@@ -526,6 +645,7 @@ impl PartitionLog {
             log_start_offset: st.log_start_offset,
             cleaner_offset: st.cleaner_offset,
             clean_shutdown: clean,
+            high_watermark: Some(st.high_watermark()),
         }
         .write(&self.dir)
         .map_err(io_at(&self.dir))
@@ -548,9 +668,69 @@ impl PartitionLog {
         self.write_state().config = config;
     }
 
-    /// The epoch stamped into appended batches.
-    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) {
-        self.write_state().leader_epoch = epoch;
+    /// This replica leads from `epoch` on: appended batches carry it, and the epoch begins
+    /// at the log end now, before any append (Kafka's `maybeAssignEpochStartOffset` when a
+    /// replica becomes leader), so `OffsetForLeaderEpoch` answers for it at once.
+    pub fn set_leader_epoch(&self, epoch: LeaderEpoch) -> Result<(), StorageError> {
+        let mut st = self.write_state();
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.clone()));
+        }
+        st.leader_epoch = epoch;
+        let leo = st.log_end_offset();
+        self.assign_epoch(&mut st, epoch.0, leo)
+    }
+
+    /// The epoch of the latest batch (or of the last [`set_leader_epoch`](Self::set_leader_epoch)).
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.read_state().leader_epoch
+    }
+
+    /// The latest epoch in the leader-epoch cache, if any batch carried one.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.read_state().epochs.latest_epoch()
+    }
+
+    /// `OffsetForLeaderEpoch` for this log: the largest epoch at or below `epoch` and the
+    /// offset where it ended (the start of the next epoch, or the log end for the latest);
+    /// `(-1, -1)` when no such epoch is known (see [`LeaderEpochCache::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let st = self.read_state();
+        st.epochs.end_offset_for(epoch, st.log_end_offset())
+    }
+
+    /// The leader-epoch cache as it stands (for tests and tools).
+    pub fn epoch_entries(&self) -> Vec<super::epochs::EpochEntry> {
+        self.read_state().epochs.entries()
+    }
+
+    /// The high watermark: offsets below it are on every in-sync replica, and only they are
+    /// served to consumers. The log end while the log is not replicated.
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.read_state().high_watermark())
+    }
+
+    /// Hands the high watermark to a replication layer (`on`: it calls
+    /// [`set_high_watermark`](Self::set_high_watermark) from now on, starting from the last
+    /// checkpointed value) or takes it back (`off`: it follows the log end again).
+    pub fn set_replicated(&self, on: bool) {
+        let mut st = self.write_state();
+        if !on {
+            st.high_watermark = st.log_end_offset();
+        }
+        st.replicated = on;
+    }
+
+    /// Sets the high watermark of a replicated log, kept within `[log start, log end]`; a
+    /// follower takes its leader's (which may be below its own after a leader change, as in
+    /// Kafka). Returns the value set. Ignored while the log is not replicated.
+    pub fn set_high_watermark(&self, hw: Offset) -> Offset {
+        let mut st = self.write_state();
+        if st.replicated {
+            let leo = st.log_end_offset();
+            st.high_watermark = hw.0.clamp(st.log_start_offset.min(leo), leo);
+        }
+        Offset(st.high_watermark())
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -750,26 +930,8 @@ impl PartitionLog {
             max_ts = max_ts.max(h.max_timestamp);
             assigned.push((h, at));
         }
-        let interval = st.config.index_interval_bytes;
-        let active = st.active_mut();
-        if active.is_empty() {
-            // segment.ms counts from the first append, not from the roll.
-            active.created_ms = now;
-        }
-        active
-            .append(records, &assigned, interval)
-            .map_err(io_at(segment_path(
-                &self.dir,
-                active.base_offset,
-                LOG_SUFFIX,
-            )))?;
-        for (h, at) in &assigned {
-            apply_to_producers(&mut st.producers, h, &records[*at..*at + h.total_bytes()]);
-        }
-        let first_unflushed = *st.first_unflushed_ms.get_or_insert(now);
-        let unflushed = (next - st.recovery_point) as u64;
-        let flush_due = unflushed >= st.config.flush_messages
-            || now.saturating_sub(first_unflushed) >= st.config.flush_ms;
+        self.assign_epoch(&mut st, epoch.0, base)?;
+        let flush_due = self.write_batches(&mut st, records, &assigned, now)?;
         drop(st);
         if flush_due && !defer_sync {
             self.flush()?;
@@ -783,6 +945,97 @@ impl PartitionLog {
             bytes: records.len() as u64,
             duplicate: false,
             sync_due: flush_due && defer_sync,
+        })
+    }
+
+    /// Writes batches whose offsets and epochs are final to the active segment and updates
+    /// what follows from them (producer state, the high watermark of an unreplicated log).
+    /// Returns whether an fsync is due (`flush.messages` / `flush.ms`).
+    fn write_batches(
+        &self,
+        st: &mut LogState,
+        records: &[u8],
+        batches: &[(BatchHeader, usize)],
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let interval = st.config.index_interval_bytes;
+        let active = st.active_mut();
+        if active.is_empty() {
+            // segment.ms counts from the first append, not from the roll.
+            active.created_ms = now;
+        }
+        active
+            .append(records, batches, interval)
+            .map_err(io_at(segment_path(
+                &self.dir,
+                active.base_offset,
+                LOG_SUFFIX,
+            )))?;
+        for (h, at) in batches {
+            apply_to_producers(&mut st.producers, h, &records[*at..*at + h.total_bytes()]);
+        }
+        let leo = st.log_end_offset();
+        if !st.replicated {
+            st.high_watermark = leo;
+        }
+        let first_unflushed = *st.first_unflushed_ms.get_or_insert(now);
+        let unflushed = (leo - st.recovery_point) as u64;
+        Ok(unflushed >= st.config.flush_messages
+            || now.saturating_sub(first_unflushed) >= st.config.flush_ms)
+    }
+
+    /// Appends a leader's batches as they are (a follower's append, Kafka's
+    /// `appendAsFollower`): offsets and leader epochs were assigned by the leader and are
+    /// kept; CRCs and framing are checked, nothing is rewritten. The batches must start at or
+    /// after the log end (after it only where the leader's compaction left a gap) and their
+    /// offsets must increase. Their epochs enter the leader-epoch cache. Producer state
+    /// follows the batches without sequence checks (the leader made them).
+    pub fn append_as_follower(&self, records: &[u8]) -> Result<AppendInfo, StorageError> {
+        let now = self.clock.now_ms();
+        let batches = validate_batches(records, u64::MAX, false, AppendOrigin::Replication)?;
+        let mut st = self.write_state();
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.clone()));
+        }
+        let leo = st.log_end_offset();
+        let mut next = leo;
+        for (h, _) in &batches {
+            if h.base_offset < next {
+                return Err(StorageError::UnexpectedOffset {
+                    tp: self.tp.clone(),
+                    first: h.base_offset,
+                    log_end: next,
+                });
+            }
+            next = h.next_offset();
+        }
+        let base = batches[0].0.base_offset;
+        self.maybe_roll(&mut st, records.len() as u64, next - leo, now)?;
+        for (h, _) in &batches {
+            self.assign_epoch(&mut st, h.partition_leader_epoch, h.base_offset)?;
+        }
+        let max_ts = batches
+            .iter()
+            .map(|(h, _)| h.max_timestamp)
+            .max()
+            .unwrap_or(-1);
+        let flush_due = self.write_batches(&mut st, records, &batches, now)?;
+        if let Some(latest) = st.epochs.latest_epoch() {
+            st.leader_epoch = LeaderEpoch(latest);
+        }
+        drop(st);
+        if flush_due {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            base_offset: Offset(base),
+            last_offset: Offset(next - 1),
+            log_append_time_ms: -1,
+            max_timestamp_ms: max_ts,
+            record_count: batches.iter().map(|(h, _)| h.record_count as u64).sum(),
+            bytes: records.len() as u64,
+            duplicate: false,
+            sync_due: false,
         })
     }
 
@@ -1102,6 +1355,12 @@ impl PartitionLog {
         }
         let leo = st.log_end_offset();
         if to.0 >= leo {
+            // Nothing to cut, but an epoch this replica began as leader without appending
+            // anything may sit at the log end: a new leader's history replaces it (Kafka does
+            // the same).
+            if st.epochs.truncate_from_end(leo) {
+                self.write_epochs(&st)?;
+            }
             return Ok(Offset(leo));
         }
         let first_base = *st
@@ -1141,9 +1400,13 @@ impl PartitionLog {
         let new_leo = st.log_end_offset();
         st.recovery_point = st.recovery_point.min(new_leo);
         st.cleaner_offset = st.cleaner_offset.min(new_leo);
+        st.high_watermark = st.high_watermark.min(new_leo);
         st.structure_version += 1;
         st.truncations += 1;
         st.producers.truncate(new_leo);
+        if st.epochs.truncate_from_end(new_leo) {
+            self.write_epochs(&st)?;
+        }
         self.write_checkpoint(&st, false)?;
         tracing::info!(tp = %self.tp, to = to.0, log_end = new_leo, "truncated log");
         Ok(Offset(new_leo))
@@ -1161,6 +1424,26 @@ impl PartitionLog {
         st.log_start_offset = base;
         st.recovery_point = base;
         st.cleaner_offset = base;
+        st.high_watermark = base;
+        st.epochs = LeaderEpochCache::new();
+        self.write_epochs(st)
+    }
+
+    /// Empties the log and restarts it at `offset` (Kafka's `truncateFullyAndStartAt`): a
+    /// follower whose log ends below its leader's log start takes up from there.
+    pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<(), StorageError> {
+        let now = self.clock.now_ms();
+        let mut st = self.write_state();
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.clone()));
+        }
+        self.truncate_fully(&mut st, offset.0.max(0), now)?;
+        st.structure_version += 1;
+        st.truncations += 1;
+        st.producers.truncate(offset.0.max(0));
+        st.producers.trim_aborted(offset.0.max(0));
+        self.write_checkpoint(&st, false)?;
+        tracing::info!(tp = %self.tp, start = offset.0, "log emptied to restart at a new offset");
         Ok(())
     }
 
@@ -1173,19 +1456,24 @@ impl PartitionLog {
         if st.closed {
             return Err(StorageError::Closed(self.tp.clone()));
         }
-        let leo = st.log_end_offset();
-        if before.0 > leo || before.0 < 0 {
+        // Records not yet on every in-sync replica cannot be deleted (Kafka's bound too).
+        let hw = st.high_watermark();
+        if before.0 > hw || before.0 < 0 {
             return Err(StorageError::OffsetOutOfRange {
                 tp: self.tp.clone(),
                 requested: before.0,
                 log_start: st.log_start_offset,
-                log_end: leo,
+                log_end: hw,
             });
         }
         if before.0 > st.log_start_offset {
             st.log_start_offset = before.0;
             self.delete_segments_below_start(&mut st, now)?;
             st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
+            let start = st.log_start_offset;
+            if st.epochs.truncate_from_start(start) {
+                self.write_epochs(&st)?;
+            }
             self.write_checkpoint(&st, false)?;
         }
         Ok(Offset(st.log_start_offset))
@@ -1235,6 +1523,8 @@ impl PartitionLog {
             let bases: Vec<i64> = st.segments.keys().copied().collect();
             let end_of =
                 |i: usize, seg: &Segment| bases.get(i + 1).copied().unwrap_or(seg.next_offset());
+            // Only what every in-sync replica has may go (Kafka's `deletableSegments`).
+            let hw = st.high_watermark();
             let retention_ms = st.config.retention_ms;
             if retention_ms >= 0 {
                 // Segments whose newest record is older than retention.ms, oldest first.
@@ -1247,7 +1537,7 @@ impl PartitionLog {
                     } else {
                         seg.created_ms
                     };
-                    if now_ms.saturating_sub(newest) <= retention_ms {
+                    if now_ms.saturating_sub(newest) <= retention_ms || end_of(i, seg) > hw {
                         break;
                     }
                     new_start = new_start.max(end_of(i, seg));
@@ -1258,7 +1548,7 @@ impl PartitionLog {
                 let mut excess = st.size_bytes() as i64 - retention_bytes;
                 let closed = st.segments.len() - 1;
                 for (i, seg) in st.segments.values().enumerate().take(closed) {
-                    if excess - (seg.size() as i64) < 0 {
+                    if excess - (seg.size() as i64) < 0 || end_of(i, seg) > hw {
                         break;
                     }
                     excess -= seg.size() as i64;
@@ -1270,6 +1560,9 @@ impl PartitionLog {
         let report = self.delete_segments_below_start(&mut st, now_ms)?;
         let start = st.log_start_offset;
         st.producers.trim_aborted(start);
+        if st.epochs.truncate_from_start(start) {
+            self.write_epochs(&st)?;
+        }
         if report.segments_deleted > 0 || st.log_start_offset != old_start {
             st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
             self.write_checkpoint(&st, false)?;
