@@ -17,6 +17,7 @@ pub mod coordinator;
 pub mod hash;
 pub mod net;
 pub mod record;
+pub mod replication;
 pub mod storage;
 pub(crate) mod sync;
 pub mod time;

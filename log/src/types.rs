@@ -45,6 +45,21 @@ impl LeaderEpoch {
     pub const NONE: LeaderEpoch = LeaderEpoch(-1);
 }
 
+/// A broker's or controller's `node.id`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub i32);
+
+impl NodeId {
+    /// Kafka's "no node" (no leader, a consumer's replica id).
+    pub const NONE: NodeId = NodeId(-1);
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A topic name and a partition of it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
