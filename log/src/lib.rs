@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod controller;
 pub mod coordinator;
 pub mod hash;
 pub mod net;

@@ -1,0 +1,320 @@
+//! How a partition's leadership and ISR change (Kafka's `PartitionChangeBuilder`): a new
+//! target ISR (an `AlterPartition`, a fenced broker leaving it), then leader election and
+//! the eligible leader replicas of KIP-966. The rules that keep acknowledged records:
+//!
+//! - a leader comes from the ISR; with the ISR empty, from the ELR (replicas that left the
+//!   ISR while it was below `min.insync.replicas`, so the high watermark, which only moves
+//!   while the ISR holds that many, never moved without them); only with
+//!   `unclean.leader.election.enable` from any live replica;
+//! - the ELR is cleared whenever the ISR reaches `min.insync.replicas` again (the high
+//!   watermark may then move without its members), and loses replicas that restarted after
+//!   an unclean shutdown (their unflushed tail may be gone);
+//! - the leader epoch is bumped on every leader change, the partition epoch on every change.
+
+use super::image::MetadataImage;
+use super::records::PartitionRecord;
+use crate::types::NodeId;
+
+/// What the partition's topic says about elections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElectionPolicy {
+    /// `min.insync.replicas`.
+    pub min_isr: usize,
+    /// `unclean.leader.election.enable`.
+    pub unclean: bool,
+}
+
+/// A change to one partition, built then applied to its current record.
+#[derive(Debug, Clone)]
+pub struct PartitionChange<'a> {
+    current: &'a PartitionRecord,
+    image: &'a MetadataImage,
+    policy: ElectionPolicy,
+    target_isr: Vec<NodeId>,
+    /// Replicas whose last shutdown was unclean: dropped from the ELR.
+    unclean_shutdown: Vec<NodeId>,
+    /// Elect again even if the current leader may stay (it is fenced or shutting down in the
+    /// image being built, or a preferred-leader election).
+    move_leader: bool,
+}
+
+impl<'a> PartitionChange<'a> {
+    pub fn new(
+        current: &'a PartitionRecord,
+        image: &'a MetadataImage,
+        policy: ElectionPolicy,
+    ) -> Self {
+        PartitionChange {
+            current,
+            image,
+            policy,
+            target_isr: current.isr.clone(),
+            unclean_shutdown: Vec::new(),
+            move_leader: false,
+        }
+    }
+
+    pub fn with_isr(mut self, isr: Vec<NodeId>) -> Self {
+        self.target_isr = isr;
+        self
+    }
+
+    /// Takes `broker` out of the ISR and the leadership (it was fenced or is shutting down).
+    pub fn without(mut self, broker: NodeId) -> Self {
+        self.target_isr.retain(|r| *r != broker);
+        self.move_leader |= self.current.leader == broker;
+        self
+    }
+
+    pub fn with_unclean_shutdown(mut self, broker: NodeId) -> Self {
+        self.unclean_shutdown.push(broker);
+        self
+    }
+
+    /// The new record, or `None` if nothing changes.
+    pub fn build(self) -> Option<PartitionRecord> {
+        let cur = self.current;
+        let usable = |r: &NodeId| self.image.is_usable(*r);
+        let mut isr = self.target_isr.clone();
+        // The ELR: this change's ISR leavers join it while the ISR is below min (KIP-966's
+        // `maybePopulateTargetElr`).
+        let mut elr: Vec<NodeId> = if isr.len() >= self.policy.min_isr {
+            Vec::new()
+        } else {
+            cur.replicas
+                .iter()
+                .filter(|r| (cur.isr.contains(r) || cur.elr.contains(r)) && !isr.contains(r))
+                .copied()
+                .collect()
+        };
+        elr.retain(|r| !self.unclean_shutdown.contains(r));
+
+        let keep = !self.move_leader
+            && cur.has_leader()
+            && isr.contains(&cur.leader)
+            && usable(&cur.leader);
+        let leader = if keep {
+            cur.leader
+        } else if let Some(l) = cur.replicas.iter().find(|r| isr.contains(r) && usable(r)) {
+            *l
+        } else if let Some(l) = isr
+            .is_empty()
+            .then(|| cur.replicas.iter().find(|r| elr.contains(r) && usable(r)))
+            .flatten()
+        {
+            // From the ELR: it becomes the ISR.
+            isr = vec![*l];
+            elr.retain(|r| r != l);
+            *l
+        } else if let Some(l) = self
+            .policy
+            .unclean
+            .then(|| cur.replicas.iter().find(|r| usable(r)))
+            .flatten()
+        {
+            // Unclean: whatever it has is the partition's history from now on.
+            isr = vec![*l];
+            elr.clear();
+            *l
+        } else {
+            NodeId::NONE
+        };
+        // With the ISR reaching min again (an ELR member elected into an ISR of one with
+        // min 1, say), the ELR guarantee no longer holds.
+        if isr.len() >= self.policy.min_isr {
+            elr.clear();
+        }
+        // Keep the replicas' order in the ISR and ELR, so equal sets compare equal.
+        let ordered = |set: &[NodeId]| -> Vec<NodeId> {
+            cur.replicas
+                .iter()
+                .filter(|r| set.contains(r))
+                .copied()
+                .collect()
+        };
+        let isr = ordered(&isr);
+        let elr = ordered(&elr);
+        if isr == cur.isr && elr == cur.elr && leader == cur.leader {
+            return None;
+        }
+        let mut next = cur.clone();
+        if leader != cur.leader {
+            next.leader_epoch += 1;
+        }
+        next.leader = leader;
+        next.isr = isr;
+        next.elr = elr;
+        next.partition_epoch += 1;
+        Some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::records::{BrokerRegistration, MetadataRecord};
+    use uuid::Uuid;
+
+    fn n(ids: &[i32]) -> Vec<NodeId> {
+        ids.iter().map(|i| NodeId(*i)).collect()
+    }
+
+    /// Brokers 1..=5, those in `fenced` fenced.
+    fn image(fenced: &[i32]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        let mut records = Vec::new();
+        for id in 1..=5 {
+            records.push(MetadataRecord::RegisterBroker(BrokerRegistration {
+                id: NodeId(id),
+                incarnation: Uuid::from_u128(id as u128),
+                epoch: 0,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                fenced: fenced.contains(&id),
+                shutting_down: false,
+            }));
+        }
+        image.apply(1, &records);
+        image
+    }
+
+    fn partition(replicas: &[i32], isr: &[i32], elr: &[i32], leader: i32) -> PartitionRecord {
+        PartitionRecord {
+            topic_id: Uuid::nil(),
+            partition: 0,
+            replicas: n(replicas),
+            isr: n(isr),
+            elr: n(elr),
+            leader: NodeId(leader),
+            leader_epoch: 5,
+            partition_epoch: 9,
+        }
+    }
+
+    const MIN1: ElectionPolicy = ElectionPolicy {
+        min_isr: 1,
+        unclean: false,
+    };
+    const MIN2: ElectionPolicy = ElectionPolicy {
+        min_isr: 2,
+        unclean: false,
+    };
+
+    #[test]
+    fn a_fenced_leader_is_replaced_from_the_isr_in_replica_order() {
+        let img = image(&[1]);
+        let cur = partition(&[1, 2, 3], &[1, 3, 2], &[], 1);
+        let next = PartitionChange::new(&cur, &img, MIN2)
+            .without(NodeId(1))
+            .build()
+            .unwrap();
+        assert_eq!(next.leader, NodeId(2));
+        assert_eq!(next.isr, n(&[2, 3]));
+        assert!(next.elr.is_empty());
+        assert_eq!((next.leader_epoch, next.partition_epoch), (6, 10));
+    }
+
+    #[test]
+    fn an_isr_change_keeping_the_leader_bumps_only_the_partition_epoch() {
+        let img = image(&[]);
+        let cur = partition(&[1, 2, 3], &[1, 2, 3], &[], 1);
+        let next = PartitionChange::new(&cur, &img, MIN1)
+            .with_isr(n(&[1, 2]))
+            .build()
+            .unwrap();
+        assert_eq!(
+            (next.leader, next.leader_epoch, next.partition_epoch),
+            (NodeId(1), 5, 10)
+        );
+        // The same ISR again is no change.
+        assert!(PartitionChange::new(&next, &img, MIN1)
+            .with_isr(n(&[2, 1]))
+            .build()
+            .is_none());
+    }
+
+    /// KIP-966: leavers of an ISR below min join the ELR; a leader can come from there when
+    /// the ISR empties; the ELR clears when the ISR is back at min.
+    #[test]
+    fn eligible_leader_replicas_keep_a_partition_electable() {
+        let img = image(&[]);
+        let cur = partition(&[1, 2, 3], &[1, 2, 3], &[], 1);
+        // 3 leaves: ISR {1,2} is at min, no ELR.
+        let a = PartitionChange::new(&cur, &img, MIN2)
+            .with_isr(n(&[1, 2]))
+            .build()
+            .unwrap();
+        assert!(a.elr.is_empty());
+        // 2 leaves: ISR {1} is below min, 2 becomes eligible (3 left while the HW could
+        // still move without it, so it is not).
+        let b = PartitionChange::new(&a, &img, MIN2)
+            .with_isr(n(&[1]))
+            .build()
+            .unwrap();
+        assert_eq!(b.elr, n(&[2]));
+        // The leader 1 is fenced: the ISR empties, 1 joins the ELR, 2 leads from it.
+        let img1 = image(&[1]);
+        let c = PartitionChange::new(&b, &img1, MIN2)
+            .without(NodeId(1))
+            .build()
+            .unwrap();
+        assert_eq!(c.leader, NodeId(2));
+        assert_eq!(c.isr, n(&[2]));
+        assert_eq!(c.elr, n(&[1]));
+        // 3 catches up and joins: the ISR is at min again and the ELR clears.
+        let d = PartitionChange::new(&c, &img1, MIN2)
+            .with_isr(n(&[2, 3]))
+            .build()
+            .unwrap();
+        assert!(d.elr.is_empty());
+    }
+
+    #[test]
+    fn with_no_eligible_replica_alive_the_partition_goes_offline_unless_unclean() {
+        // ISR {1} (min 2) and 1 is fenced: 2 and 3 never were eligible.
+        let img = image(&[1]);
+        let cur = partition(&[1, 2, 3], &[1], &[], 1);
+        let off = PartitionChange::new(&cur, &img, MIN2)
+            .without(NodeId(1))
+            .build()
+            .unwrap();
+        assert_eq!(off.leader, NodeId::NONE);
+        assert!(off.isr.is_empty());
+        assert_eq!(off.elr, n(&[1]), "the last ISR member stays eligible");
+        assert_eq!(off.leader_epoch, 6);
+        // When 1 comes back, it leads again from the ELR.
+        let back = image(&[]);
+        let again = PartitionChange::new(&off, &back, MIN2).build().unwrap();
+        assert_eq!((again.leader, again.isr.clone()), (NodeId(1), n(&[1])));
+        // Unclean election takes any live replica instead.
+        let unclean = ElectionPolicy {
+            min_isr: 2,
+            unclean: true,
+        };
+        let u = PartitionChange::new(&cur, &img, unclean)
+            .without(NodeId(1))
+            .build()
+            .unwrap();
+        assert_eq!(
+            (u.leader, u.isr.clone(), u.elr.clone()),
+            (NodeId(2), n(&[2]), vec![])
+        );
+    }
+
+    #[test]
+    fn an_unclean_shutdown_removes_a_replica_from_the_elr() {
+        let img = image(&[1]);
+        let cur = partition(&[1, 2, 3], &[], &[1, 2], -1);
+        let next = PartitionChange::new(&cur, &img, MIN2)
+            .with_unclean_shutdown(NodeId(2))
+            .build()
+            .unwrap();
+        assert_eq!(next.elr, n(&[1]));
+        assert_eq!(
+            next.leader,
+            NodeId::NONE,
+            "1 is fenced, 2 may have lost records"
+        );
+    }
+}
