@@ -194,22 +194,13 @@ impl Broker {
     }
 }
 
-/// Runs disk work `f` so that it cannot stall the async workers' other tasks. On a
-/// multi-threaded runtime it runs right here, this worker handing its other tasks to another
-/// (`block_in_place`): no thread hop, which on a virtual machine costs tens of microseconds
-/// per wake-up. Elsewhere (a current-thread runtime) on tokio's blocking threads.
+/// [`crate::sync::off_the_workers`], failing as a broker error.
 pub(crate) async fn off_the_workers<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, BrokerError> {
-    if tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread
-    {
-        Ok(tokio::task::block_in_place(f))
-    } else {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| BrokerError::Internal(format!("disk work failed: {e}")))
-    }
+    crate::sync::off_the_workers(f)
+        .await
+        .map_err(|e| BrokerError::Internal(format!("disk work failed: {e}")))
 }
 
 /// A single-node Kafka broker over a [`LogManager`].

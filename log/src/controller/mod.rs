@@ -9,6 +9,8 @@ pub mod decisions;
 pub mod image;
 pub mod partition_change;
 pub mod placement;
+pub mod quorum;
+pub mod raft;
 pub mod records;
 
 pub use decisions::{Controller, ControllerConfig, ControllerError};
