@@ -17,6 +17,7 @@ pub mod controller;
 pub mod coordinator;
 pub mod hash;
 pub mod net;
+pub mod random;
 pub mod record;
 pub mod replication;
 pub mod storage;

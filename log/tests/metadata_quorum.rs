@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rill_log::controller::quorum::{Quorum, QuorumConfig, QuorumError};
+use std::sync::Arc;
+
+use rill_log::controller::quorum::{QuorumConfig, QuorumError};
 use rill_log::controller::records::{MetadataRecord, TopicRecord};
+use rill_log::controller::service::ControllerService;
+use rill_log::controller::ControllerConfig;
 use rill_log::controller::MetadataImage;
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -25,7 +29,7 @@ async fn start(
     voters: &BTreeMap<u64, String>,
     dir: &Path,
     listener: TcpListener,
-) -> Quorum {
+) -> Arc<ControllerService> {
     let mut config = QuorumConfig::new(id, voters.clone(), dir.join(format!("c{id}")));
     config.heartbeat_interval_ms = 50;
     config.election_timeout_min_ms = 300;
@@ -34,7 +38,8 @@ async fn start(
     // Nothing kept after a snapshot: a controller that missed entries must install one.
     config.entries_kept_after_snapshot = 0;
     config.broker_window_entries = 10;
-    Quorum::start(config, listener)
+    let clock = Arc::new(rill_log::time::SystemClock);
+    ControllerService::start(config, ControllerConfig::default(), listener, clock, id)
         .await
         .expect("controller starts")
 }
@@ -51,11 +56,11 @@ async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Writes through whichever controller leads, retrying while leadership settles.
-async fn write(nodes: &[Option<Quorum>], records: Vec<MetadataRecord>) -> u64 {
+async fn write(nodes: &[Option<Arc<ControllerService>>], records: Vec<MetadataRecord>) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for q in nodes.iter().flatten() {
-            match q.write(records.clone()).await {
+            match q.quorum().write(records.clone()).await {
                 Ok(offset) => return offset,
                 Err(QuorumError::NotLeader { .. }) => {}
                 Err(e) => panic!("write failed: {e}"),
@@ -80,18 +85,18 @@ async fn records_survive_a_leader_loss_and_a_restarted_controller_catches_up() {
         voters.insert(id, l.local_addr().unwrap().to_string());
         listeners.push((id, l));
     }
-    let mut nodes: Vec<Option<Quorum>> = Vec::new();
+    let mut nodes: Vec<Option<Arc<ControllerService>>> = Vec::new();
     for (id, l) in listeners {
         nodes.push(Some(start(id, &voters, dir.path(), l).await));
     }
-    wait_for("a leader", || nodes[0].as_ref().unwrap().leader()).await;
+    wait_for("a leader", || nodes[0].as_ref().unwrap().quorum().leader()).await;
 
     for i in 0..5 {
         write(&nodes, vec![topic(i)]).await;
     }
     let expected: Vec<String> = (0..5).map(|i| format!("t{i}")).collect();
     for q in nodes.iter().flatten() {
-        let shared = q.shared().clone();
+        let shared = q.quorum().shared().clone();
         wait_for("the records everywhere", || {
             (topics(&shared.image()) == expected).then_some(())
         })
@@ -99,35 +104,41 @@ async fn records_survive_a_leader_loss_and_a_restarted_controller_catches_up() {
     }
 
     // The leader stops; the other two elect one of themselves and go on.
-    let leader = nodes[0].as_ref().unwrap().leader().unwrap();
+    let leader = nodes[0].as_ref().unwrap().quorum().leader().unwrap();
     let leader_at = (leader - 1) as usize;
     let stopped = nodes[leader_at].take().unwrap();
-    let stopped_addr = stopped.addr();
+    let stopped_addr = stopped.quorum().addr();
     stopped.shutdown().await;
     for i in 5..40 {
         write(&nodes, vec![topic(i)]).await;
     }
     let survivor = nodes.iter().flatten().next().unwrap();
-    let new_leader = survivor.leader().unwrap();
+    let new_leader = survivor.quorum().leader().unwrap();
     assert_ne!(new_leader, leader);
     let expected: Vec<String> = {
         let mut v: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
         v.sort();
         v
     };
-    assert_eq!(topics(&survivor.shared().image()), expected);
+    assert_eq!(topics(&survivor.quorum().shared().image()), expected);
 
     // The old leader restarts from its directory on its old address: it catches up with
     // the 35 records it missed, past a snapshot (every 20 entries) that purged them.
     let listener = TcpListener::bind(stopped_addr).await.unwrap();
     let restarted = start(leader, &voters, dir.path(), listener).await;
-    let shared = restarted.shared().clone();
+    let shared = restarted.quorum().shared().clone();
     wait_for("the restarted controller to catch up", || {
         (topics(&shared.image()) == expected).then_some(())
     })
     .await;
     assert!(
-        restarted.raft().metrics().borrow().snapshot.is_some(),
+        restarted
+            .quorum()
+            .raft()
+            .metrics()
+            .borrow()
+            .snapshot
+            .is_some(),
         "caught up through a snapshot"
     );
     // A broker following the log this far behind gets the whole image; one at the tip gets
@@ -143,6 +154,133 @@ async fn records_survive_a_leader_loss_and_a_restarted_controller_catches_up() {
         .path()
         .join(format!("c{new_leader}/snapshot.json"))
         .exists());
+    for q in nodes.into_iter().flatten() {
+        q.shutdown().await;
+    }
+}
+
+/// Brokers' requests through `ControllerClient`: registration, heartbeats that unfence,
+/// topic creation placed over the brokers, a silent broker fenced and its leaderships
+/// moved, and all of it carrying on after the active controller stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_register_heartbeat_and_are_fenced_through_a_controller_failover() {
+    use rill_log::controller::decisions::{Heartbeat, RegisterBroker};
+    use rill_log::controller::rpc::{ControllerRequest, ControllerResponse, TopicSpec};
+    use rill_log::controller::service::ControllerClient;
+    use rill_log::types::NodeId;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    let mut voters = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        voters.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push((id, l));
+    }
+    let mut nodes: Vec<Option<Arc<ControllerService>>> = Vec::new();
+    for (id, l) in listeners {
+        let mut config = QuorumConfig::new(id, voters.clone(), dir.path().join(format!("c{id}")));
+        config.heartbeat_interval_ms = 50;
+        config.election_timeout_min_ms = 300;
+        config.election_timeout_max_ms = 600;
+        let controller = ControllerConfig {
+            session_timeout_ms: 1_500,
+            ..ControllerConfig::default()
+        };
+        let clock = Arc::new(rill_log::time::SystemClock);
+        nodes.push(Some(
+            ControllerService::start(config, controller, l, clock, id)
+                .await
+                .unwrap(),
+        ));
+    }
+    let mut client = ControllerClient::new(voters.clone(), Duration::from_secs(5));
+    let mut epochs = BTreeMap::new();
+    for b in 1..=3 {
+        let req = ControllerRequest::Register(RegisterBroker {
+            id: NodeId(b),
+            incarnation: Uuid::from_u128(b as u128),
+            host: "127.0.0.1".into(),
+            port: 9000 + b,
+            rack: None,
+            clean_shutdown: true,
+        });
+        match client.call(&req).await.unwrap() {
+            ControllerResponse::Registered { epoch } => epochs.insert(b, epoch),
+            other => panic!("{other:?}"),
+        };
+    }
+    let heartbeat = |b: i32, epoch: u64, offset: u64| {
+        ControllerRequest::Heartbeat(Heartbeat {
+            id: NodeId(b),
+            epoch,
+            metadata_offset: offset,
+            want_fence: false,
+            want_shutdown: false,
+        })
+    };
+    for b in 1..=3 {
+        match client
+            .call(&heartbeat(b, epochs[&b], u64::MAX / 2))
+            .await
+            .unwrap()
+        {
+            ControllerResponse::Heartbeat(reply) => assert!(!reply.fenced),
+            other => panic!("{other:?}"),
+        }
+    }
+    let create = ControllerRequest::CreateTopics {
+        topics: vec![TopicSpec {
+            name: "t".into(),
+            partitions: 3,
+            replication_factor: 3,
+            assignments: None,
+            configs: BTreeMap::new(),
+        }],
+        validate_only: false,
+    };
+    let ControllerResponse::Topics { results, .. } = client.call(&create).await.unwrap() else {
+        panic!("not a topics answer");
+    };
+    let topic_id = results[0].clone().unwrap();
+
+    // Stop the active controller; brokers 1 and 2 keep heartbeating (through the new one),
+    // broker 3 goes silent and is fenced after its session.
+    let leader = nodes[0].as_ref().unwrap().quorum().leader().unwrap();
+    nodes[(leader - 1) as usize]
+        .take()
+        .unwrap()
+        .shutdown()
+        .await;
+    let started = Instant::now();
+    let survivor = nodes.iter().flatten().next().unwrap().clone();
+    loop {
+        for b in 1..=2 {
+            client
+                .call(&heartbeat(b, epochs[&b], u64::MAX / 2))
+                .await
+                .unwrap();
+        }
+        let fenced = survivor
+            .quorum()
+            .shared()
+            .with_image(|i| i.brokers[&NodeId(3)].fenced);
+        if fenced {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "broker 3 never fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let image = survivor.quorum().shared().image();
+    for p in 0..3 {
+        let rec = image.partition(topic_id, p).unwrap();
+        assert_ne!(rec.leader, NodeId(3), "partition {p}: {rec:?}");
+        assert!(!rec.isr.contains(&NodeId(3)));
+    }
+    assert!(!image.brokers[&NodeId(1)].fenced && !image.brokers[&NodeId(2)].fenced);
     for q in nodes.into_iter().flatten() {
         q.shutdown().await;
     }

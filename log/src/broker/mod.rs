@@ -138,10 +138,7 @@ impl RequestContext {
 
 impl BrokerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id());
+        let seed = crate::random::seed_from_time();
         BrokerConfig {
             node_id: 0,
             advertised_host: "localhost".into(),
@@ -210,7 +207,7 @@ pub struct Broker {
     topics: RwLock<TopicStore>,
     /// Long-polling fetches, woken by appends to the partitions they read.
     waiting: Arc<waiters::FetchWaiters>,
-    rng: Mutex<u64>,
+    rng: Mutex<crate::random::SplitMix64>,
     groups: Arc<Mutex<GroupCoordinator>>,
     offsets: Arc<Mutex<OffsetStore>>,
     producer_ids: Mutex<producer_ids::ProducerIds>,
@@ -325,7 +322,7 @@ impl Broker {
                 })?
         };
         let broker = Broker {
-            rng: Mutex::new(config.seed),
+            rng: Mutex::new(crate::random::SplitMix64::new(config.seed)),
             config,
             logs,
             topics: RwLock::new(topics),
@@ -571,20 +568,9 @@ impl Broker {
         Ok(())
     }
 
-    /// 16 random bytes from the broker's seeded generator (splitmix64).
+    /// 16 random bytes from the broker's seeded generator.
     fn random_bytes(&self) -> [u8; 16] {
-        let mut state = crate::sync::plain(&self.rng);
-        let mut next = || {
-            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = *state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&next().to_be_bytes());
-        out[8..].copy_from_slice(&next().to_be_bytes());
-        out
+        crate::sync::plain(&self.rng).next_bytes()
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::ResponseError;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::image::MetadataImage;
@@ -65,7 +66,7 @@ fn refuse<T>(code: ResponseError, message: impl Into<String>) -> Result<T, Contr
 }
 
 /// A broker asking to join (Kafka's `BrokerRegistrationRequest`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterBroker {
     pub id: NodeId,
     pub incarnation: Uuid,
@@ -78,7 +79,7 @@ pub struct RegisterBroker {
 }
 
 /// A broker's heartbeat (Kafka's `BrokerHeartbeatRequest`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub id: NodeId,
     pub epoch: u64,
@@ -89,7 +90,7 @@ pub struct Heartbeat {
 }
 
 /// The controller's answer to a heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     /// The broker has applied the metadata up to its registration.
     pub caught_up: bool,
@@ -100,7 +101,7 @@ pub struct HeartbeatReply {
 }
 
 /// A leader's ISR change (Kafka's `AlterPartitionRequest`, one partition).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlterPartition {
     pub broker: NodeId,
     pub broker_epoch: u64,
@@ -112,7 +113,7 @@ pub struct AlterPartition {
 }
 
 /// A topic to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     pub id: Uuid,

@@ -12,6 +12,8 @@ pub mod placement;
 pub mod quorum;
 pub mod raft;
 pub mod records;
+pub mod rpc;
+pub mod service;
 
 pub use decisions::{Controller, ControllerConfig, ControllerError};
 pub use image::MetadataImage;

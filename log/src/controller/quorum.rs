@@ -1,6 +1,5 @@
 //! One controller's membership in the metadata quorum: openraft running over rill's log
-//! store, state machine and network, and the controller listener that takes the peers'
-//! RPCs. [`Quorum::write`] commits records (on the leader); [`Quorum::shared`] is the image
+//! store, state machine and network. [`Quorum::write`] commits records (on the leader); [`Quorum::shared`] is the image
 //! every committed record has been applied to.
 
 use std::collections::BTreeMap;
@@ -11,11 +10,9 @@ use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use super::raft::log_store::LogStore;
-use super::raft::network::{read_frame, write_frame, Network, RaftRequest, RaftResponse};
+use super::raft::network::Network;
 use super::raft::state_machine::{SharedImage, StateMachine};
 use super::raft::{MetadataBatch, Raft};
 use super::records::MetadataRecord;
@@ -77,7 +74,8 @@ pub struct Quorum {
     raft: Raft,
     shared: Arc<SharedImage>,
     addr: SocketAddr,
-    server: JoinHandle<()>,
+    node_id: u64,
+    voters: BTreeMap<u64, String>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -87,10 +85,11 @@ impl std::fmt::Debug for Quorum {
 }
 
 impl Quorum {
-    /// Starts this controller on `listener` (its controller listener): opens the metadata
-    /// log and snapshot, joins the quorum (initialising it on first start; every voter does
-    /// so with the same membership, which openraft makes idempotent) and serves peers.
-    pub async fn start(config: QuorumConfig, listener: TcpListener) -> Result<Quorum, QuorumError> {
+    /// Starts this controller (its controller listener at `addr` is served by the caller):
+    /// opens the metadata log and snapshot and joins the quorum, initialising it on first
+    /// start (every voter does so with the same membership, which openraft makes
+    /// idempotent).
+    pub async fn start(config: QuorumConfig, addr: SocketAddr) -> Result<Quorum, QuorumError> {
         let dir = config.dir.clone();
         let log_store = LogStore::open(&dir)?;
         let state_machine = StateMachine::open(&dir, config.broker_window_entries)?;
@@ -115,8 +114,6 @@ impl Quorum {
         )
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
-        let addr = listener.local_addr()?;
-        let server = tokio::spawn(serve(listener, raft.clone()));
         let initialized = raft
             .is_initialized()
             .await
@@ -136,7 +133,8 @@ impl Quorum {
             raft,
             shared,
             addr,
-            server,
+            node_id: config.node_id,
+            voters: config.voters,
         })
     }
 
@@ -189,50 +187,21 @@ impl Quorum {
         }
     }
 
-    /// Stops this controller (its peers see it as gone).
-    pub async fn shutdown(self) {
-        self.server.abort();
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn voters(&self) -> &BTreeMap<u64, String> {
+        &self.voters
+    }
+
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// Stops Raft on this controller.
+    pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-    }
-}
-
-/// Serves peers' RPCs until the listener fails.
-async fn serve(listener: TcpListener, raft: Raft) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, raft.clone()));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "controller listener: accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn serve_connection(mut stream: TcpStream, raft: Raft) {
-    loop {
-        let req: RaftRequest = match read_frame(&mut stream).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "controller connection closed");
-                return;
-            }
-        };
-        let resp = match req {
-            RaftRequest::AppendEntries(r) => {
-                RaftResponse::AppendEntries(raft.append_entries(r).await)
-            }
-            RaftRequest::Vote(r) => RaftResponse::Vote(raft.vote(r).await),
-            RaftRequest::InstallSnapshot(r) => {
-                RaftResponse::InstallSnapshot(raft.install_snapshot(r).await)
-            }
-        };
-        if write_frame(&mut stream, &resp).await.is_err() {
-            return;
-        }
     }
 }

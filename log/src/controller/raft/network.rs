@@ -1,7 +1,6 @@
-//! The controllers' RPCs over TCP (openraft's `RaftNetwork`): each request and response is a
-//! frame `[length u32, big-endian][JSON]` on a connection a controller keeps to each peer's
-//! controller listener. JSON because metadata traffic is small and a captured exchange is
-//! readable; frames are bounded, and a peer that sends more is cut off.
+//! The controllers' Raft RPCs over TCP (openraft's `RaftNetwork`), framed as every request
+//! on the controller listener is (`controller::rpc`), on a connection a controller keeps to
+//! each peer; and [`Peer`], that connection, which brokers use to reach controllers too.
 
 use std::io;
 use std::time::Duration;
@@ -17,13 +16,11 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::MetadataRaft;
+use crate::controller::rpc::{read_frame, write_frame, ControllerRequest, ControllerResponse};
 
-/// The largest frame either side accepts (snapshots travel in chunks far below it).
-pub const MAX_FRAME_BYTES: usize = 64 << 20;
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -41,40 +38,6 @@ pub enum RaftResponse {
     AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
-}
-
-/// Writes `value` as one frame.
-pub async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
-    let json = serde_json::to_vec(value).map_err(io::Error::other)?;
-    if json.len() > MAX_FRAME_BYTES {
-        return Err(io::Error::other(format!("frame of {} bytes", json.len())));
-    }
-    let mut buf = Vec::with_capacity(json.len() + 4);
-    buf.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&json);
-    stream.write_all(&buf).await
-}
-
-/// Reads one frame; `None` at a clean end of the stream.
-pub async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
-        ));
-    }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// A connection to one peer, opened on first use and again after a failure.
@@ -136,7 +99,11 @@ impl Peer {
         req: RaftRequest,
         option: &RPCOption,
     ) -> Result<RaftResponse, io::Error> {
-        self.call(&req, option.hard_ttl()).await
+        let req = ControllerRequest::Raft(req);
+        match self.call(&req, option.hard_ttl()).await? {
+            ControllerResponse::Raft(r) => Ok(r),
+            other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
+        }
     }
 }
 
