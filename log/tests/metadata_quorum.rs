@@ -198,6 +198,7 @@ async fn brokers_register_heartbeat_and_are_fenced_through_a_controller_failover
     let mut epochs = BTreeMap::new();
     for b in 1..=3 {
         let req = ControllerRequest::Register(RegisterBroker {
+            cluster_id: "c".into(),
             id: NodeId(b),
             incarnation: Uuid::from_u128(b as u128),
             host: "127.0.0.1".into(),

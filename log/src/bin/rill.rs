@@ -43,6 +43,18 @@ enum Command {
         /// One broker property, `key=value`; repeatable; overrides the config file.
         #[arg(long = "override", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        #[command(flatten)]
+        cluster: ClusterFlags,
+    },
+    /// Format a data directory for a cluster: write its `meta.properties` (cluster id and
+    /// node id), once.
+    Format {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        cluster_id: String,
+        #[arg(long)]
+        node_id: i32,
     },
     /// Create, list, describe, delete topics and alter their configs.
     Topics {
@@ -136,6 +148,9 @@ enum TopicsAction {
         topic: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Copies of each partition (-1: the cluster's `default.replication.factor`).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
         /// A topic config `key=value`; repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -143,6 +158,9 @@ enum TopicsAction {
     List,
     Describe {
         topic: String,
+        /// Only partitions whose ISR is short of their replicas.
+        #[arg(long)]
+        under_replicated: bool,
     },
     Delete {
         topic: String,
@@ -607,12 +625,65 @@ async fn shutdown_signal() {
     }
 }
 
+/// The common case of a cluster node, as flags (each one a Kafka property).
+#[derive(clap::Args, Debug, Default)]
+struct ClusterFlags {
+    /// `node.id`.
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// `controller.quorum.voters`: `1@host:port,2@host:port,3@host:port`. Makes this node part
+    /// of a cluster (a broker and controller unless `--process-roles` says otherwise).
+    #[arg(long, value_name = "VOTERS")]
+    controller_quorum: Option<String>,
+    /// `process.roles`: `broker`, `controller` or `broker,controller`.
+    #[arg(long)]
+    process_roles: Option<String>,
+    /// The controller listener `host:port` (default: this node's voter address).
+    #[arg(long)]
+    controller_listen: Option<String>,
+    /// `cluster.id`: formats an unformatted data directory for this cluster, and is checked
+    /// against a formatted one.
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// `broker.rack`.
+    #[arg(long)]
+    rack: Option<String>,
+}
+
+impl ClusterFlags {
+    fn apply(&self, config: &mut NodeConfig) -> Result<(), CliError> {
+        if let Some(id) = self.node_id {
+            config.set("node.id", &id.to_string())?;
+        }
+        if let Some(v) = &self.controller_quorum {
+            config.set("controller.quorum.voters", v)?;
+            if self.process_roles.is_none() && !config.cluster.enabled() {
+                config.set("process.roles", "broker,controller")?;
+            }
+        }
+        if let Some(r) = &self.process_roles {
+            config.set("process.roles", r)?;
+        }
+        if let Some(l) = &self.controller_listen {
+            config.set("listeners", &format!("CONTROLLER://{l}"))?;
+        }
+        if let Some(c) = &self.cluster_id {
+            config.set("cluster.id", c)?;
+        }
+        if let Some(r) = &self.rack {
+            config.set("broker.rack", r)?;
+        }
+        Ok(())
+    }
+}
+
 fn broker_command(
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     advertised: Option<String>,
     config_file: Option<PathBuf>,
     overrides: Vec<String>,
+    cluster: ClusterFlags,
 ) -> Result<(), CliError> {
     let mut config = NodeConfig::new(PathBuf::new());
     if let Some(path) = &config_file {
@@ -632,12 +703,32 @@ fn broker_command(
     if let Some(a) = advertised {
         config.set("advertised.listeners", &a)?;
     }
+    cluster.apply(&mut config)?;
     if config.broker.log.data_dir.as_os_str().is_empty() {
         return Err(CliError::Usage(
             "no data directory: give --data-dir or log.dirs in the config".into(),
         ));
     }
     runtime()?.block_on(rill_log::cli::broker::run(config, shutdown_signal()))
+}
+
+fn format_command(dir: &std::path::Path, cluster_id: &str, node_id: i32) -> Result<(), CliError> {
+    use rill_log::storage::meta_properties;
+    if let Some(meta) = meta_properties::read(dir).map_err(|e| CliError::Usage(e.to_string()))? {
+        return Err(CliError::Usage(format!(
+            "{} is already formatted (cluster {}, node {})",
+            dir.display(),
+            meta.cluster_id,
+            meta.node_id
+        )));
+    }
+    meta_properties::ensure(dir, node_id, Some(cluster_id))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    println!(
+        "formatted {} for cluster {cluster_id}, node {node_id}",
+        dir.display()
+    );
+    Ok(())
 }
 
 fn client_command(command: Command) -> Result<(), CliError> {
@@ -650,13 +741,23 @@ fn client_command(command: Command) -> Result<(), CliError> {
                     TopicsAction::Create {
                         topic,
                         partitions,
+                        replication_factor,
                         configs,
                     } => {
-                        commands::topics_create(t, &topic, partitions, &commands::pairs(&configs)?)
-                            .await?
+                        commands::topics_create(
+                            t,
+                            &topic,
+                            partitions,
+                            replication_factor,
+                            &commands::pairs(&configs)?,
+                        )
+                        .await?
                     }
                     TopicsAction::List => commands::topics_list(t).await?,
-                    TopicsAction::Describe { topic } => commands::topics_describe(t, &topic).await?,
+                    TopicsAction::Describe {
+                        topic,
+                        under_replicated,
+                    } => commands::topics_describe(t, &topic, under_replicated).await?,
                     TopicsAction::Delete { topic } => commands::topics_delete(t, &topic).await?,
                     TopicsAction::AlterConfig { topic, set, delete } => {
                         commands::topics_alter_config(t, &topic, &commands::pairs(&set)?, &delete)
@@ -779,7 +880,7 @@ fn client_command(command: Command) -> Result<(), CliError> {
                 };
                 table.print(conn.json);
             }
-            Command::Broker { .. } | Command::Bench { .. } => {}
+            Command::Broker { .. } | Command::Bench { .. } | Command::Format { .. } => {}
         }
         Ok(())
     })
@@ -801,7 +902,20 @@ fn main() -> ExitCode {
             advertised_listener,
             config,
             overrides,
-        } => broker_command(data_dir, listen, advertised_listener, config, overrides),
+            cluster,
+        } => broker_command(
+            data_dir,
+            listen,
+            advertised_listener,
+            config,
+            overrides,
+            cluster,
+        ),
+        Command::Format {
+            data_dir,
+            cluster_id,
+            node_id,
+        } => format_command(&data_dir, &cluster_id, node_id),
         Command::Bench { workload } => return bench(workload),
         other => client_command(other),
     };

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use super::cluster::serve::ClusterFetch;
 use super::{storage_error_code, Broker, BrokerError, TopicMeta};
 use crate::types::{Offset, TopicPartition};
 
@@ -66,6 +67,27 @@ impl Broker {
                     partitions.push(data);
                     continue;
                 };
+                // In a cluster: only the leader serves, at the epoch the fetcher expects;
+                // a follower's fetch may learn that its log diverged instead of records.
+                let replica = match self.check_cluster_fetch(&log, p, req.replica_id.0) {
+                    Ok(ClusterFetch::Serve { replica }) => replica,
+                    Ok(ClusterFetch::Diverged(div)) => {
+                        data.diverging_epoch = div;
+                        data.high_watermark = log.high_watermark().0;
+                        data.last_stable_offset = log.last_stable_offset().0;
+                        data.log_start_offset = log.log_start_offset().0;
+                        data.records = Some(bytes::Bytes::new());
+                        partitions.push(data);
+                        continue;
+                    }
+                    Err(code) => {
+                        data.error_code = code.code();
+                        data.high_watermark = log.high_watermark().0;
+                        data.log_start_offset = log.log_start_offset().0;
+                        partitions.push(data);
+                        continue;
+                    }
+                };
                 let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                 let first_nonempty = total == 0;
                 let committed = req.isolation_level == READ_COMMITTED;
@@ -74,12 +96,18 @@ impl Broker {
                 let hw = log.high_watermark();
                 let read = if limit == 0 && !first_nonempty {
                     log.read_upto(Offset(p.fetch_offset), 0, Some(Offset(p.fetch_offset)))
+                } else if replica.is_some() {
+                    // A follower copies everything the leader has.
+                    log.read(Offset(p.fetch_offset), limit.max(1))
                 } else {
                     // Consumers read up to the high watermark; read_committed ones up to the
                     // last stable offset.
                     let upto = if committed { lso } else { hw };
                     log.read_upto(Offset(p.fetch_offset), limit.max(1), Some(upto))
                 };
+                if let Some(node) = replica {
+                    self.follower_fetched(&log, node, p);
+                }
                 match read {
                     Ok(r) => {
                         data.high_watermark = hw.0;
@@ -256,6 +284,16 @@ impl Broker {
                             return resp;
                         };
                         resp.leader_epoch = meta.as_ref().map_or(-1, |m| m.leader_epoch);
+                        match self
+                            .cluster_leader_epoch(log.topic_partition(), p.current_leader_epoch)
+                        {
+                            Ok(Some(epoch)) => resp.leader_epoch = epoch,
+                            Ok(None) => {}
+                            Err(code) => {
+                                resp.error_code = code.code();
+                                return resp;
+                            }
+                        }
                         match p.timestamp {
                             // read_committed consumers see the end of the stable part.
                             LATEST if isolation == READ_COMMITTED => {

@@ -11,6 +11,7 @@
 
 mod admin;
 mod authorized;
+pub mod cluster;
 mod configs;
 mod dynamic;
 mod fetch;
@@ -45,6 +46,7 @@ use crate::coordinator::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogManager, ManagerConfig, StorageError};
 use crate::time::SharedClock;
 
+pub use cluster::ClusterConfig;
 pub use produce::{finish_syncs, PendingSync};
 pub use topics::TopicMeta;
 use topics::TopicStore;
@@ -218,6 +220,10 @@ pub struct Broker {
     ticker: Mutex<Option<JoinHandle<()>>>,
     /// Dynamic broker configs; `config.log.defaults` stays the static (config file) defaults.
     dynamic: Mutex<dynamic::DynamicConfigs>,
+    /// The cluster side, once [`join_cluster`](Self::join_cluster) ran.
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
+    /// This broker as shared, for the background work the cluster side starts.
+    me: std::sync::OnceLock<std::sync::Weak<Broker>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -336,6 +342,8 @@ impl Broker {
             stop,
             ticker: Mutex::new(Some(ticker)),
             dynamic: Mutex::new(dynamic),
+            cluster: std::sync::OnceLock::new(),
+            me: std::sync::OnceLock::new(),
         };
         // The internal topic of committed offsets, compacted as in Kafka.
         let partitions =
@@ -448,6 +456,9 @@ impl Broker {
         request: RequestKind,
     ) -> Result<Option<ResponseKind>, BrokerError> {
         match request {
+            RequestKind::Produce(r) if self.is_clustered() => {
+                Ok(self.produce_replicated(r).await.map(ResponseKind::Produce))
+            }
             RequestKind::Produce(r) if self.produce_may_sync(&r) => {
                 let broker = Arc::clone(self);
                 let resp = off_the_workers(move || broker.produce(r)).await?;
@@ -465,10 +476,57 @@ impl Broker {
         ctx: &RequestContext,
         request: RequestKind,
     ) -> Result<Option<ResponseKind>, BrokerError> {
+        if self.is_clustered() {
+            // Cluster-wide requests: answered from the metadata image, or forwarded to the
+            // active controller.
+            match request {
+                RequestKind::Metadata(r) => {
+                    return Ok(Some(ResponseKind::Metadata(
+                        self.metadata_clustered(r).await,
+                    )))
+                }
+                RequestKind::CreateTopics(r) => {
+                    return Ok(Some(ResponseKind::CreateTopics(
+                        self.create_topics_clustered(r).await,
+                    )))
+                }
+                RequestKind::DeleteTopics(r) => {
+                    return Ok(Some(ResponseKind::DeleteTopics(
+                        self.delete_topics_clustered(r).await,
+                    )))
+                }
+                RequestKind::CreatePartitions(r) => {
+                    return Ok(Some(ResponseKind::CreatePartitions(
+                        self.create_partitions_clustered(r).await,
+                    )))
+                }
+                RequestKind::DescribeCluster(r) => {
+                    return Ok(Some(ResponseKind::DescribeCluster(
+                        self.describe_cluster_clustered(r),
+                    )))
+                }
+                other => return self.handle_local(ctx, other).await,
+            }
+        }
+        self.handle_local(ctx, request).await
+    }
+
+    /// The requests every broker answers from its own state.
+    async fn handle_local(
+        &self,
+        ctx: &RequestContext,
+        request: RequestKind,
+    ) -> Result<Option<ResponseKind>, BrokerError> {
         Ok(Some(match request {
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r)?),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r)?),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r)?),
+            RequestKind::Produce(r) if self.is_clustered() => {
+                match self.produce_replicated(r).await {
+                    Some(resp) => ResponseKind::Produce(resp),
+                    None => return Ok(None),
+                }
+            }
             RequestKind::Produce(r) => match self.produce(r) {
                 Some(resp) => ResponseKind::Produce(resp),
                 None => return Ok(None),

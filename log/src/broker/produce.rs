@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 
 use std::sync::Arc;
 
+use super::cluster::serve::PendingAck;
 use super::{storage_error_code, Broker, BrokerError};
 use crate::record::batch::BatchHeader;
 use crate::storage::producer_state::ProducerStateError;
@@ -41,7 +42,30 @@ pub struct PendingSync {
 
 impl Broker {
     pub(crate) fn produce(&self, req: ProduceRequest) -> Option<ProduceResponse> {
-        self.produce_with(req, false).0
+        self.produce_with(req, false, &mut Vec::new()).0
+    }
+
+    /// Produce on a clustered broker: appended here as leader, answered (for `acks=all`)
+    /// once the in-sync replicas have the batches.
+    pub(crate) async fn produce_replicated(&self, req: ProduceRequest) -> Option<ProduceResponse> {
+        let timeout_ms = req.timeout_ms;
+        let (resp, acks) = self.produce_appending(req);
+        let mut resp = resp?;
+        if !acks.is_empty() {
+            self.await_acks(&mut resp, acks, timeout_ms).await;
+        }
+        Some(resp)
+    }
+
+    /// The appends of a produce on a clustered broker, and the `acks=all` ones still to be
+    /// acknowledged by the in-sync replicas ([`Broker::await_acks`]).
+    pub(crate) fn produce_appending(
+        &self,
+        req: ProduceRequest,
+    ) -> (Option<ProduceResponse>, Vec<PendingAck>) {
+        let mut acks = Vec::new();
+        let (resp, _) = self.produce_with(req, false, &mut acks);
+        (resp, acks)
     }
 
     /// [`produce`](Self::produce) for the TCP server: the appends go to the page cache and
@@ -52,13 +76,16 @@ impl Broker {
         &self,
         req: ProduceRequest,
     ) -> (Option<ProduceResponse>, Vec<PendingSync>) {
-        self.produce_with(req, true)
+        self.produce_with(req, true, &mut Vec::new())
     }
 
+    /// Appends a produce request's batches; `acks=all` appends of a clustered broker are
+    /// added to `pending_acks` for the caller to wait on.
     fn produce_with(
         &self,
         req: ProduceRequest,
         defer_syncs: bool,
+        pending_acks: &mut Vec<PendingAck>,
     ) -> (Option<ProduceResponse>, Vec<PendingSync>) {
         let mut syncs = Vec::new();
         let acks = req.acks;
@@ -112,7 +139,12 @@ impl Broker {
                     }
                     (Some(log), Some(records)) => {
                         let config = log.config();
-                        if acks == -1 && config.min_insync_replicas > ISR_SIZE {
+                        let clustered = self.cluster().is_some();
+                        let refused = self.check_cluster_produce(log.topic_partition(), acks);
+                        if let Err((code, message)) = refused {
+                            fail(&mut resp, code, message);
+                        } else if !clustered && acks == -1 && config.min_insync_replicas > ISR_SIZE
+                        {
                             fail(
                                 &mut resp,
                                 ResponseError::NotEnoughReplicas,
@@ -140,6 +172,18 @@ impl Broker {
                                 Ok(info) => {
                                     if info.record_count > 0 {
                                         self.waiting.wake(log.topic_partition());
+                                    }
+                                    if clustered {
+                                        let tp = log.topic_partition();
+                                        self.leader_appended(tp, log.log_end_offset());
+                                        if acks == -1 {
+                                            pending_acks.push(PendingAck {
+                                                topic: responses.len(),
+                                                partition: partitions.len(),
+                                                tp: tp.clone(),
+                                                required: info.last_offset.0 + 1,
+                                            });
+                                        }
                                     }
                                     if info.sync_due {
                                         syncs.push(PendingSync {

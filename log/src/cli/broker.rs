@@ -1,6 +1,8 @@
 //! `rill broker`: binds the listener, opens the broker on the data directory, serves until the
 //! shutdown signal, then stops accepting, lets in-flight requests finish, and closes the log
-//! (flushing every partition).
+//! (flushing every partition). With `process.roles`, the node is part of a cluster: a
+//! controller (a voter of the metadata quorum, on its controller listener), a broker that
+//! joins the cluster, or both.
 
 use std::future::Future;
 use std::io::Write;
@@ -10,8 +12,70 @@ use tokio::net::TcpListener;
 
 use super::{CliError, NodeConfig};
 use crate::broker::Broker;
+use crate::controller::quorum::QuorumConfig;
+use crate::controller::service::ControllerService;
 use crate::net::Server;
+use crate::storage::meta_properties;
 use crate::time::SystemClock;
+
+/// Marks a data directory whose broker closed cleanly (Kafka's `.kafka_cleanshutdown`): its
+/// logs were flushed, so after a restart it may stay an eligible leader replica (KIP-966).
+const CLEAN_SHUTDOWN: &str = ".rill-clean-shutdown";
+
+/// Starts this node's controller, if it is one.
+async fn start_controller(
+    config: &NodeConfig,
+    cluster_id: &str,
+) -> Result<Option<Arc<ControllerService>>, CliError> {
+    let c = &config.cluster;
+    if !c.controller_role {
+        return Ok(None);
+    }
+    let node = config.broker.node_id as u64;
+    let listen = c
+        .controller_listen
+        .clone()
+        .or_else(|| c.broker.voters.get(&node).cloned())
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "node {node} is a controller but not in controller.quorum.voters and has no CONTROLLER listener"
+            ))
+        })?;
+    if !c.broker.voters.contains_key(&node) {
+        return Err(CliError::Usage(format!(
+            "controller {node} is not one of controller.quorum.voters"
+        )));
+    }
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let mut quorum = QuorumConfig::new(
+        node,
+        c.broker.voters.clone(),
+        config.broker.log.data_dir.join("__cluster_metadata"),
+    );
+    quorum.election_timeout_min_ms = c.election_timeout_ms;
+    quorum.election_timeout_max_ms = c.election_timeout_ms * 2;
+    quorum.heartbeat_interval_ms = (c.election_timeout_ms / 5).max(10);
+    let mut controller = c.controller.clone();
+    controller.cluster_id = Some(cluster_id.to_string());
+    controller.num_partitions = config.broker.num_partitions;
+    controller.max_partitions_per_topic = config.broker.max_partitions_per_topic;
+    controller.min_insync_replicas = config.broker.log.defaults.min_insync_replicas.max(1) as usize;
+    let service = ControllerService::start(
+        quorum,
+        controller,
+        listener,
+        Arc::new(SystemClock),
+        config.broker.seed,
+    )
+    .await
+    .map_err(|e| CliError::Usage(format!("the controller failed to start: {e}")))?;
+    println!("rill controller {node} listening on {bound}");
+    let _ = std::io::stdout().flush();
+    Ok(Some(service))
+}
 
 /// Runs a broker until `shutdown` resolves. Prints one line to stdout once it is serving:
 /// `rill broker listening on <addr> ...` (tests read the port from it).
@@ -23,6 +87,32 @@ pub async fn run(
         .server
         .validate()
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    let clustered = config.cluster.enabled();
+    let data_dir = config.broker.log.data_dir.clone();
+    let clean_shutdown = std::fs::remove_file(data_dir.join(CLEAN_SHUTDOWN)).is_ok();
+    let mut controller = None;
+    if clustered {
+        if config.cluster.broker.voters.is_empty() {
+            return Err(CliError::Usage(
+                "process.roles needs controller.quorum.voters".into(),
+            ));
+        }
+        let given = config
+            .cluster_id_given
+            .then(|| config.broker.cluster_id.clone());
+        let meta = meta_properties::ensure(&data_dir, config.broker.node_id, given.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        config.broker.cluster_id = meta.cluster_id.clone();
+        controller = start_controller(&config, &meta.cluster_id).await?;
+        if !config.cluster.broker_role {
+            shutdown.await;
+            if let Some(c) = controller {
+                c.shutdown().await;
+            }
+            println!("rill controller stopped");
+            return Ok(());
+        }
+    }
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -38,7 +128,6 @@ pub async fn run(
     };
     config.broker.advertised_host = host.clone();
     config.broker.advertised_port = i32::from(port);
-    let data_dir = config.broker.log.data_dir.clone();
     let broker_config = config.broker.clone();
     let broker =
         tokio::task::spawn_blocking(move || Broker::open(broker_config, Arc::new(SystemClock)))
@@ -52,6 +141,17 @@ pub async fn run(
     );
     let _ = std::io::stdout().flush();
     tracing::info!(%bound, "serving");
+    if clustered {
+        // Registration needs a quorum, which may still be starting: join in the background.
+        let (broker, cluster) = (Arc::clone(&broker), config.cluster.broker.clone());
+        tokio::spawn(async move {
+            if let Err(e) = broker.join_cluster(cluster, clean_shutdown).await {
+                tracing::error!(error = %e, "joining the cluster failed");
+                eprintln!("error: joining the cluster failed: {e}");
+                std::process::exit(1);
+            }
+        });
+    }
     shutdown.await;
     tracing::info!("shutting down");
     server.shutdown().await;
@@ -59,6 +159,10 @@ pub async fn run(
     tokio::task::spawn_blocking(move || closing.close())
         .await
         .map_err(|e| CliError::Usage(format!("the broker failed to close: {e}")))??;
+    let _ = std::fs::write(data_dir.join(CLEAN_SHUTDOWN), b"");
+    if let Some(c) = controller {
+        c.shutdown().await;
+    }
     println!("rill broker stopped");
     Ok(())
 }

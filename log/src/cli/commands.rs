@@ -49,6 +49,7 @@ pub async fn topics_create(
     t: Arc<dyn Transport>,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: &[(String, String)],
 ) -> Result<Table, CliError> {
     let configs: Vec<(&str, &str)> = configs
@@ -56,7 +57,7 @@ pub async fn topics_create(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     Admin::new(t)
-        .create_topic(name, partitions, &configs)
+        .create_replicated_topic(name, partitions, replication_factor, &configs)
         .await?;
     let mut table = Table::new(&["topic", "partitions", "status"]);
     table.push(vec![name.into(), partitions.to_string(), "created".into()]);
@@ -77,8 +78,13 @@ pub async fn topics_list(t: Arc<dyn Transport>) -> Result<Table, CliError> {
     Ok(table)
 }
 
-/// Partitions (leader, log start, log end) and the topic's configs.
-pub async fn topics_describe(t: Arc<dyn Transport>, name: &str) -> Result<Table, CliError> {
+/// Partitions (leader, epoch, replicas, ISR, log start, log end) and the topic's configs;
+/// with `under_replicated`, only the partitions whose ISR is short of their replicas.
+pub async fn topics_describe(
+    t: Arc<dyn Transport>,
+    name: &str,
+    under_replicated: bool,
+) -> Result<Table, CliError> {
     let admin = Admin::new(t);
     let topic = admin
         .list_topics()
@@ -93,15 +99,34 @@ pub async fn topics_describe(t: Arc<dyn Transport>, name: &str) -> Result<Table,
     let starts = admin.list_offsets(&q(OffsetSpec::Earliest)).await?;
     let ends = admin.list_offsets(&q(OffsetSpec::Latest)).await?;
     let configs = admin.describe_topic_configs(name).await?;
-    let mut table = Table::new(&["topic", "partition", "leader", "log_start", "log_end"]);
+    let mut table = Table::new(&[
+        "topic",
+        "partition",
+        "leader",
+        "leader_epoch",
+        "replicas",
+        "isr",
+        "offline",
+        "log_start",
+        "log_end",
+    ]);
+    let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
     for tp in &tps {
+        let state = topic
+            .partition_states
+            .iter()
+            .find(|p| p.partition == tp.partition.0);
+        if under_replicated && !state.is_some_and(|s| s.under_replicated()) {
+            continue;
+        }
         table.push(vec![
             name.into(),
             tp.partition.0.to_string(),
-            topic
-                .leaders
-                .get(tp.partition.0 as usize)
-                .map_or("-".into(), i32::to_string),
+            state.map_or("-".into(), |s| s.leader.to_string()),
+            state.map_or("-".into(), |s| s.leader_epoch.to_string()),
+            state.map_or(String::new(), |s| list(&s.replicas)),
+            state.map_or(String::new(), |s| list(&s.isr)),
+            state.map_or(String::new(), |s| list(&s.offline)),
             starts.get(tp).map_or(-1, |o| o.offset).to_string(),
             ends.get(tp).map_or(-1, |o| o.offset).to_string(),
         ]);

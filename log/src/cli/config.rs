@@ -2,9 +2,11 @@
 //! file (`--config rill.toml`, where dotted keys such as `log.retention.ms = 3600000` are
 //! Kafka's names as they are) and from command-line flags, checked with one error per bad key.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::broker::BrokerConfig;
+use crate::broker::{BrokerConfig, ClusterConfig};
+use crate::controller::ControllerConfig;
 use crate::net::ServerConfig;
 use crate::storage::config::{int, invalid};
 use crate::storage::ConfigError;
@@ -19,6 +21,57 @@ pub struct NodeConfig {
     pub advertised: Option<String>,
     pub broker: BrokerConfig,
     pub server: ServerConfig,
+    pub cluster: ClusterSettings,
+    /// `cluster.id` was set: a cluster node's unformatted data directory is formatted
+    /// with it, a formatted one checked against it.
+    pub cluster_id_given: bool,
+}
+
+/// What a node of a cluster adds (KRaft's settings). With no `process.roles` the node is a
+/// standalone broker, as it always was.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `process.roles`: this node runs a broker.
+    pub broker_role: bool,
+    /// `process.roles`: this node is a controller (a voter of the metadata quorum).
+    pub controller_role: bool,
+    /// The `CONTROLLER://host:port` entry of `listeners` (a controller's listener); defaults
+    /// to this node's entry in `controller.quorum.voters`.
+    pub controller_listen: Option<String>,
+    /// `broker.rack`, `controller.quorum.voters`, `replica.*`, `broker.heartbeat.interval.ms`.
+    pub broker: ClusterConfig,
+    /// `broker.session.timeout.ms`, `default.replication.factor` and the election defaults.
+    pub controller: ControllerConfig,
+    /// `controller.quorum.election.timeout.ms` (the lower bound; Raft draws up to twice it).
+    pub election_timeout_ms: u64,
+}
+
+impl ClusterSettings {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        self.broker_role || self.controller_role
+    }
+}
+
+/// `1@host:port,2@host:port,...`.
+fn voters(key: &str, v: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry
+            .split_once('@')
+            .ok_or_else(|| invalid(key, v, "entries are id@host:port"))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| invalid(key, v, "ids are non-negative integers"))?;
+        let addr = listener(key, addr)?;
+        if out.insert(id, addr).is_some() {
+            return Err(invalid(key, v, "an id appears twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid(key, v, "no voters"));
+    }
+    Ok(out)
 }
 
 /// Broker-wide `log.*` defaults and the topic config each one sets.
@@ -100,6 +153,15 @@ impl NodeConfig {
             advertised: None,
             broker: BrokerConfig::new(data_dir),
             server: ServerConfig::default(),
+            cluster: ClusterSettings {
+                broker_role: false,
+                controller_role: false,
+                controller_listen: None,
+                broker: ClusterConfig::new(BTreeMap::new()),
+                controller: ControllerConfig::default(),
+                election_timeout_ms: 1_000,
+            },
+            cluster_id_given: false,
         }
     }
 
@@ -129,7 +191,68 @@ impl NodeConfig {
                 .map_err(|e| invalid(key, value, e.to_string()));
         }
         match key {
-            "listeners" => self.listen = listener(key, v)?,
+            "listeners" => {
+                // One client listener; a `CONTROLLER://` entry is the controller listener.
+                for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    match entry.split_once("://") {
+                        Some((name, addr)) if name.eq_ignore_ascii_case("CONTROLLER") => {
+                            self.cluster.controller_listen = Some(listener(key, addr)?)
+                        }
+                        _ => self.listen = listener(key, entry)?,
+                    }
+                }
+            }
+            "controller.listener.names" => {
+                if !v.eq_ignore_ascii_case("CONTROLLER") {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "rill's controller listener is CONTROLLER",
+                    ));
+                }
+            }
+            "process.roles" => {
+                let (mut broker, mut controller) = (false, false);
+                for role in v.split(',').map(str::trim) {
+                    match role {
+                        "broker" => broker = true,
+                        "controller" => controller = true,
+                        _ => return Err(invalid(key, value, "roles are broker and controller")),
+                    }
+                }
+                self.cluster.broker_role = broker;
+                self.cluster.controller_role = controller;
+            }
+            "controller.quorum.voters" => self.cluster.broker.voters = voters(key, v)?,
+            "broker.rack" => self.cluster.broker.rack = Some(v.to_string()),
+            "broker.heartbeat.interval.ms" => {
+                self.cluster.broker.heartbeat_interval_ms = int(key, v, 10, I32)? as u64
+            }
+            "broker.session.timeout.ms" => {
+                self.cluster.controller.session_timeout_ms = int(key, v, 100, I32)?
+            }
+            "default.replication.factor" => {
+                self.cluster.controller.default_replication_factor = int(key, v, 1, 32767)? as i32
+            }
+            "replica.lag.time.max.ms" => {
+                self.cluster.broker.replica_lag_time_max_ms = int(key, v, 10, I32)?
+            }
+            "replica.fetch.max.bytes" => {
+                self.cluster.broker.replica_fetch_max_bytes = int(key, v, 1024, I32)? as i32
+            }
+            "replica.fetch.response.max.bytes" => {
+                self.cluster.broker.replica_fetch_response_max_bytes =
+                    int(key, v, 1024, I32)? as i32
+            }
+            "replica.fetch.wait.max.ms" => {
+                self.cluster.broker.replica_fetch_wait_max_ms = int(key, v, 0, I32)? as i32
+            }
+            "replica.fetch.backoff.ms" => {
+                self.cluster.broker.replica_fetch_backoff_ms = int(key, v, 0, I32)? as u64
+            }
+            "controller.quorum.election.timeout.ms" => {
+                self.cluster.election_timeout_ms = int(key, v, 50, I32)? as u64
+            }
             "advertised.listeners" => self.advertised = Some(listener(key, v)?),
             "log.dirs" | "log.dir" => {
                 // Kafka allows a comma-separated list; rill uses one directory per broker.
@@ -144,6 +267,7 @@ impl NodeConfig {
                     return Err(invalid(key, value, "must not be empty"));
                 }
                 b.cluster_id = v.to_string();
+                self.cluster_id_given = true;
             }
             "auto.create.topics.enable" => b.auto_create_topics_enable = bool_of(v)?,
             "num.partitions" => b.num_partitions = int(key, v, 1, I32)? as i32,
@@ -264,11 +388,8 @@ fn flatten(
     Ok(())
 }
 
-/// `host:port`, with an optional `PLAINTEXT://` (or `NAME://`) prefix; one listener only.
+/// `host:port`, with an optional `PLAINTEXT://` (or `NAME://`) prefix.
 fn listener(key: &str, v: &str) -> Result<String, ConfigError> {
-    if v.contains(',') {
-        return Err(invalid(key, v, "rill listens on one plaintext listener"));
-    }
     let addr = v.split_once("://").map_or(v, |(_, a)| a);
     let (host, port) = addr
         .rsplit_once(':')

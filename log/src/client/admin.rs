@@ -80,6 +80,28 @@ pub struct TopicDescription {
     pub internal: bool,
     /// The leader's node id of each partition, by partition index.
     pub leaders: Vec<i32>,
+    /// Each partition's replication state, by partition index.
+    pub partition_states: Vec<PartitionDescription>,
+}
+
+/// One partition as Metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub partition: i32,
+    /// -1 while the partition has no leader.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// Replicas on brokers that are down.
+    pub offline: Vec<i32>,
+}
+
+impl PartitionDescription {
+    /// Fewer in-sync replicas than replicas.
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
 }
 
 /// How to change one config key (IncrementalAlterConfigs).
@@ -185,10 +207,23 @@ impl Admin {
         partitions: i32,
         configs: &[(&str, &str)],
     ) -> Result<(), ClientError> {
+        self.create_replicated_topic(name, partitions, -1, configs)
+            .await
+    }
+
+    /// [`create_topic`](Self::create_topic) with a replication factor (-1: the cluster's
+    /// `default.replication.factor`).
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &[(&str, &str)],
+    ) -> Result<(), ClientError> {
         let topic = CreatableTopic::default()
             .with_name(TopicName(text(name)))
             .with_num_partitions(partitions)
-            .with_replication_factor(-1)
+            .with_replication_factor(replication_factor)
             .with_configs(
                 configs
                     .iter()
@@ -253,6 +288,25 @@ impl Admin {
                             .collect();
                         ps.sort();
                         ps.into_iter().map(|(_, l)| l).collect()
+                    },
+                    partition_states: {
+                        let ids = |v: &[kafka_protocol::messages::BrokerId]| {
+                            v.iter().map(|b| b.0).collect::<Vec<i32>>()
+                        };
+                        let mut ps: Vec<PartitionDescription> = t
+                            .partitions
+                            .iter()
+                            .map(|p| PartitionDescription {
+                                partition: p.partition_index,
+                                leader: p.leader_id.0,
+                                leader_epoch: p.leader_epoch,
+                                replicas: ids(&p.replica_nodes),
+                                isr: ids(&p.isr_nodes),
+                                offline: ids(&p.offline_replicas),
+                            })
+                            .collect();
+                        ps.sort_by_key(|p| p.partition);
+                        ps
                     },
                 })
                 .collect()),

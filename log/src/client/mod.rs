@@ -18,7 +18,8 @@ use kafka_protocol::messages::ResponseKind;
 
 pub use admin::{
     Admin, GroupDescription, GroupListing, ListedOffset, MemberDescription, OffsetSpec,
-    PartitionLag, ProducerDescription, TransactionDescription, TransactionListing,
+    PartitionDescription, PartitionLag, ProducerDescription, TransactionDescription,
+    TransactionListing,
 };
 pub use assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor, Subscription,

@@ -34,6 +34,9 @@ pub struct ControllerConfig {
     pub producer_id_block_size: i64,
     /// The most partitions one topic may have.
     pub max_partitions_per_topic: i32,
+    /// The cluster's id (from the controllers' `meta.properties`): brokers of another
+    /// cluster are refused.
+    pub cluster_id: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -46,6 +49,7 @@ impl Default for ControllerConfig {
             unclean_leader_election: false,
             producer_id_block_size: 1_000,
             max_partitions_per_topic: 10_000,
+            cluster_id: None,
         }
     }
 }
@@ -68,6 +72,8 @@ fn refuse<T>(code: ResponseError, message: impl Into<String>) -> Result<T, Contr
 /// A broker asking to join (Kafka's `BrokerRegistrationRequest`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterBroker {
+    /// The cluster the broker's data directory was formatted for.
+    pub cluster_id: String,
     pub id: NodeId,
     pub incarnation: Uuid,
     pub host: String,
@@ -177,6 +183,20 @@ impl Controller {
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
         if req.id.0 < 0 {
             return refuse(ResponseError::InvalidRequest, format!("node id {}", req.id));
+        }
+        if let Some(ours) = self
+            .config
+            .cluster_id
+            .as_ref()
+            .filter(|c| **c != req.cluster_id)
+        {
+            return refuse(
+                ResponseError::InconsistentClusterId,
+                format!(
+                    "broker {} belongs to cluster {}, not {ours}",
+                    req.id, req.cluster_id
+                ),
+            );
         }
         if let Some(old) = image.brokers.get(&req.id) {
             if old.incarnation == req.incarnation {
@@ -704,6 +724,7 @@ mod tests {
             clean: bool,
         ) -> Result<(), ControllerError> {
             let req = RegisterBroker {
+                cluster_id: "c".into(),
                 id: NodeId(id),
                 incarnation: Uuid::from_u128(incarnation),
                 host: "127.0.0.1".into(),

@@ -193,6 +193,12 @@ impl ControllerService {
                             Ok((c.create_topic(image, &topic)?, ()))
                         })
                         .await;
+                    if let Err(e) = &r {
+                        if e.is_not_controller() && results.is_empty() {
+                            // Nothing done yet: the broker asks the active controller.
+                            return ControllerResponse::Error(e.clone());
+                        }
+                    }
                     results.push(r.map(|(offset, ())| {
                         last = last.max(offset);
                         id
@@ -213,6 +219,12 @@ impl ControllerService {
                             Ok((c.delete_topic(image, &name)?, id))
                         })
                         .await;
+                    if let Err(e) = &r {
+                        if e.is_not_controller() && results.is_empty() {
+                            // Nothing done yet: the broker asks the active controller.
+                            return ControllerResponse::Error(e.clone());
+                        }
+                    }
                     results.push(r.map(|(offset, id)| {
                         last = last.max(offset);
                         id
@@ -416,11 +428,10 @@ impl ControllerClient {
             let peer = self.peers.get_mut(&target).expect("a voter");
             match peer.call::<_, ControllerResponse>(req, left).await {
                 Ok(ControllerResponse::Error(e)) if e.is_not_controller() => {
-                    self.leader = e
-                        .leader
-                        .filter(|l| *l != target && self.voters.contains_key(l));
-                    if self.leader.is_none() {
-                        // An election is under way: give it a moment.
+                    self.leader = e.leader.filter(|l| self.voters.contains_key(l));
+                    if self.leader.is_none_or(|l| l == target) {
+                        // An election is under way, or the new leader is not ready yet:
+                        // give it a moment.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }

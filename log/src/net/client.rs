@@ -314,7 +314,14 @@ impl TcpTransport {
         request: RequestKind,
         written: Option<oneshot::Sender<()>>,
     ) -> Result<Option<ResponseKind>, ClientError> {
-        let conn = self.conn_for(&target).await?;
+        let conn = match self.conn_for(&target).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The broker may be gone (a leader killed): its partitions may have moved.
+                lock(&self.inner.meta).stale = true;
+                return Err(e);
+            }
+        };
         let resp = conn.call(request, &self.inner.config, written).await;
         if resp.is_err() {
             // The broker may be gone: look again before the next request to it.
@@ -632,6 +639,32 @@ fn coordinator_moved(resp: &ResponseKind) -> bool {
 }
 
 type Pending = oneshot::Sender<Result<Bytes, ClientError>>;
+
+/// One connection to one broker, for the broker's own requests to another (a follower's
+/// replica fetches): versions negotiated, requests pipelined, no routing.
+pub(crate) struct BrokerLink {
+    conn: Conn,
+    config: TcpConfig,
+}
+
+impl BrokerLink {
+    pub(crate) async fn open(addr: &str, config: TcpConfig) -> Result<BrokerLink, ClientError> {
+        let conn = Conn::open(addr, &config).await?;
+        Ok(BrokerLink { conn, config })
+    }
+
+    pub(crate) async fn call(
+        &self,
+        request: RequestKind,
+    ) -> Result<Option<ResponseKind>, ClientError> {
+        self.conn.call(request, &self.config, None).await
+    }
+
+    /// The connection broke: open another.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.conn.dead.load(Ordering::Relaxed)
+    }
+}
 
 /// One connection to one broker.
 struct Conn {

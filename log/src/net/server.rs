@@ -493,6 +493,26 @@ async fn handle_frame(shared: &Shared, peer: SocketAddr, frame: Bytes) -> Result
     let correlation = header.correlation_id;
     let response = match request {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions_response(None))),
+        // In a cluster, appends happen here and the wait for the in-sync replicas
+        // (acks=all) runs while the connection takes its next requests; answers keep their
+        // order.
+        RequestKind::Produce(r) if r.acks != 0 && shared.broker.is_clustered() => {
+            let timeout_ms = r.timeout_ms;
+            let (resp, acks) = shared.broker.produce_appending(r);
+            match resp {
+                Some(mut resp) if !acks.is_empty() => {
+                    let broker = Arc::clone(&shared.broker);
+                    let task = tokio::spawn(async move {
+                        broker.await_acks(&mut resp, acks, timeout_ms).await;
+                        let mut resp = ResponseKind::Produce(resp);
+                        fit_response(&mut resp, version);
+                        encode(correlation, key, version, resp).map(Some)
+                    });
+                    return Ok(Handled::AfterSync(task));
+                }
+                resp => resp.map(ResponseKind::Produce),
+            }
+        }
         // Appends go to the page cache here; an fsync they make due runs after (off the
         // async workers) while the connection goes on.
         RequestKind::Produce(r) if r.acks != 0 => {

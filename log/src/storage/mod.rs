@@ -16,6 +16,7 @@ mod error;
 mod index;
 mod log;
 pub mod manager;
+pub mod meta_properties;
 pub mod producer_state;
 mod segment;
 

@@ -1,0 +1,614 @@
+//! A broker in a cluster (KRaft's broker role): it registers with the active controller,
+//! heartbeats to keep its session, follows the committed metadata log into its own
+//! [`MetadataImage`], and turns each partition's record into its role here: leader (a
+//! [`LeaderPartition`] tracking followers, the ISR and the high watermark), follower (a
+//! replica fetcher copies the leader's batches, see [`fetcher`]), or neither. ISR changes
+//! the leaders decide go to the controller as `AlterPartition`.
+//!
+//! Without a cluster configuration none of this runs: the broker is the single node it has
+//! always been.
+
+mod admin;
+pub(crate) mod fetcher;
+pub(crate) mod serve;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{Broker, TopicMeta};
+use crate::controller::decisions::{AlterPartition, Heartbeat, RegisterBroker};
+use crate::controller::raft::state_machine::MetadataDelta;
+use crate::controller::rpc::{ControllerRequest, ControllerResponse};
+use crate::controller::service::{ControllerCallError, ControllerClient};
+use crate::controller::{MetadataImage, PartitionRecord};
+use crate::replication::{AlterIsr, LeaderAndIsr, LeaderPartition};
+use crate::types::{LeaderEpoch, NodeId, Offset, TopicPartition};
+
+/// A broker's cluster settings, under Kafka's names.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `controller.quorum.voters`: each controller's `node.id` and controller listener.
+    pub voters: BTreeMap<u64, String>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
+    /// ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.max.bytes`: bytes per partition in a follower's fetch.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`.
+    pub replica_fetch_response_max_bytes: i32,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits on the leader for data.
+    pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.backoff.ms`: the pause after a failed fetch.
+    pub replica_fetch_backoff_ms: u64,
+    /// How long a request to the controller may take before it is tried again.
+    pub controller_request_timeout_ms: u64,
+}
+
+impl ClusterConfig {
+    pub fn new(voters: BTreeMap<u64, String>) -> Self {
+        ClusterConfig {
+            voters,
+            rack: None,
+            heartbeat_interval_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
+            controller_request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// This broker's role for one partition it holds a replica of.
+#[derive(Debug)]
+pub(crate) enum Role {
+    Leader(LeaderPartition),
+    Follower {
+        leader: NodeId,
+        leader_epoch: i32,
+    },
+    /// A replica with no leader to follow (the partition is offline).
+    Idle,
+}
+
+/// The cluster side of a broker.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub(crate) config: ClusterConfig,
+    pub(crate) node: NodeId,
+    incarnation: Uuid,
+    /// The broker epoch the controller gave this incarnation (0 until registered).
+    epoch: AtomicU64,
+    pub(crate) image: RwLock<MetadataImage>,
+    pub(crate) roles: Mutex<BTreeMap<TopicPartition, Role>>,
+    /// Wakes the replica fetchers when the partitions they follow change.
+    pub(crate) fetchers_changed: tokio::sync::Notify,
+    fetchers: Mutex<BTreeMap<NodeId, JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The image changed (for requests waiting until their own change is visible here).
+    applied: tokio::sync::watch::Sender<u64>,
+    fenced: AtomicBool,
+}
+
+impl Cluster {
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn image(&self) -> std::sync::RwLockReadGuard<'_, MetadataImage> {
+        crate::sync::read(&self.image)
+    }
+
+    /// A client for one request to the active controller.
+    pub(crate) fn controller(&self) -> ControllerClient {
+        ControllerClient::new(
+            self.config.voters.clone(),
+            Duration::from_millis(self.config.controller_request_timeout_ms),
+        )
+    }
+
+    /// Waits (up to `timeout`) until this broker has applied the metadata log through
+    /// `offset`: an admin request answers once its change is visible here.
+    pub(crate) async fn wait_for_offset(&self, offset: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|o| *o >= offset)).await;
+        reached.is_ok()
+    }
+}
+
+impl Broker {
+    /// The cluster side, when this broker is part of one.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Whether this broker runs in a cluster (with controllers) rather than alone.
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// Joins the cluster whose controllers are `config.voters`: registers (with the
+    /// advertised listener in the broker's config), then keeps a session with heartbeats,
+    /// follows the metadata log and serves and replicates partitions as it says. Returns
+    /// once registered; the rest runs in the background until the broker is dropped.
+    pub async fn join_cluster(
+        self: &Arc<Self>,
+        config: ClusterConfig,
+        clean_shutdown: bool,
+    ) -> Result<(), ControllerCallError> {
+        let incarnation = crate::sync::plain(&self.rng).next_uuid();
+        let _ = self.me.set(Arc::downgrade(self));
+        let cluster = Arc::new(Cluster {
+            node: NodeId(self.config.node_id),
+            incarnation,
+            epoch: AtomicU64::new(0),
+            image: RwLock::new(MetadataImage::default()),
+            roles: Mutex::new(BTreeMap::new()),
+            fetchers_changed: tokio::sync::Notify::new(),
+            fetchers: Mutex::new(BTreeMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            applied: tokio::sync::watch::channel(0).0,
+            fenced: AtomicBool::new(true),
+            config,
+        });
+        if self.cluster.set(Arc::clone(&cluster)).is_err() {
+            return Ok(());
+        }
+        self.register(&cluster, clean_shutdown).await?;
+        let weak = Arc::downgrade(self);
+        let tasks = [
+            tokio::spawn(follow_metadata(weak.clone())),
+            tokio::spawn(heartbeat(weak.clone(), clean_shutdown)),
+            tokio::spawn(check_isr(weak)),
+        ];
+        crate::sync::plain(&cluster.tasks).extend(tasks);
+        Ok(())
+    }
+
+    async fn register(
+        &self,
+        cluster: &Cluster,
+        clean_shutdown: bool,
+    ) -> Result<(), ControllerCallError> {
+        let req = ControllerRequest::Register(RegisterBroker {
+            cluster_id: self.config.cluster_id.clone(),
+            id: cluster.node,
+            incarnation: cluster.incarnation,
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+            rack: cluster.config.rack.clone(),
+            clean_shutdown,
+        });
+        let mut controller = cluster.controller();
+        loop {
+            match controller.call(&req).await {
+                Ok(ControllerResponse::Registered { epoch }) => {
+                    cluster.epoch.store(epoch, Ordering::Release);
+                    tracing::info!(node = %cluster.node, epoch, "registered with the controller");
+                    return Ok(());
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected registration answer"),
+                Err(ControllerCallError::Refused(e))
+                    if e.error() == Some(ResponseError::DuplicateBrokerRegistration) =>
+                {
+                    // The previous incarnation's session has not expired yet.
+                    tracing::info!("waiting for the previous registration's session to end");
+                }
+                Err(ControllerCallError::Refused(e)) => {
+                    return Err(ControllerCallError::Refused(e));
+                }
+                Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Applies what the metadata log says since this broker's offset, then acts on it.
+    fn apply_metadata(&self, cluster: &Cluster, delta: MetadataDelta) {
+        let before = cluster.image().clone();
+        {
+            let mut image = crate::sync::write(&cluster.image);
+            match delta {
+                MetadataDelta::Entries(entries) => {
+                    for (offset, records) in entries {
+                        if offset > image.offset {
+                            image.apply(offset, &records);
+                        }
+                    }
+                }
+                MetadataDelta::Image(full) => {
+                    if full.offset > image.offset {
+                        *image = *full;
+                    }
+                }
+            }
+        }
+        let after = cluster.image().clone();
+        if after.offset == before.offset {
+            return;
+        }
+        self.reconcile(cluster, &before, &after);
+        cluster.applied.send_replace(after.offset);
+    }
+
+    /// Brings topics, logs and roles here in line with the image.
+    fn reconcile(&self, cluster: &Cluster, before: &MetadataImage, after: &MetadataImage) {
+        let me = cluster.node;
+        // Topics gone from the image: their logs go too.
+        for (id, t) in &before.topics {
+            if !after.topics.contains_key(id) {
+                self.drop_topic_locally(&t.name);
+            }
+        }
+        let now = self.clock.now_ms();
+        let mut fetchers_changed = false;
+        for topic in after.topics.values() {
+            let meta = TopicMeta {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions: topic.partitions.len() as i32,
+                leader_epoch: 0,
+            };
+            let config_changed = before
+                .topics
+                .get(&topic.id)
+                .is_none_or(|b| b.configs != topic.configs);
+            if config_changed {
+                if let Err(e) = self
+                    .logs
+                    .set_topic_config(&topic.name, topic.configs.clone())
+                {
+                    tracing::error!(topic = %topic.name, error = %e, "applying topic configs failed");
+                }
+            }
+            if self.topic_meta(&topic.name).as_ref() != Some(&meta) {
+                if let Err(e) = self.topics_write().put(meta) {
+                    tracing::error!(topic = %topic.name, error = %e, "recording topic failed");
+                }
+            }
+            for p in topic.partitions.values() {
+                let old = before.partition(topic.id, p.partition);
+                if old == Some(p) {
+                    continue;
+                }
+                let tp = TopicPartition::new(topic.name.clone(), p.partition);
+                if !p.replicas.contains(&me) {
+                    fetchers_changed |= crate::sync::plain(&cluster.roles).remove(&tp).is_some();
+                    continue;
+                }
+                fetchers_changed |= self.apply_partition(cluster, &tp, p, now);
+            }
+        }
+        if fetchers_changed {
+            self.ensure_fetchers(cluster);
+            cluster.fetchers_changed.notify_waiters();
+        }
+    }
+
+    /// Takes up this broker's role for one partition; returns whether the set of partitions
+    /// it follows changed.
+    fn apply_partition(
+        &self,
+        cluster: &Cluster,
+        tp: &TopicPartition,
+        p: &PartitionRecord,
+        now: i64,
+    ) -> bool {
+        let me = cluster.node;
+        let log = match self.logs.get_or_create(tp) {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::error!(%tp, error = %e, "cannot open the partition's log");
+                return false;
+            }
+        };
+        log.set_replicated(true);
+        let mut roles = crate::sync::plain(&cluster.roles);
+        let current = roles.get_mut(tp);
+        let state = LeaderAndIsr {
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+        };
+        if p.leader == me {
+            if let Some(Role::Leader(l)) = current {
+                if l.leader_epoch() == p.leader_epoch {
+                    if let Some(hw) = l.on_committed(&state, now) {
+                        drop(roles);
+                        self.advance_hw(tp, hw);
+                    }
+                    return false;
+                }
+            }
+            if let Err(e) = log.set_leader_epoch(LeaderEpoch(p.leader_epoch)) {
+                tracing::error!(%tp, error = %e, "cannot begin the leader epoch");
+                return false;
+            }
+            let min_isr = log.config().min_insync_replicas.max(1) as usize;
+            let leader = LeaderPartition::new(
+                me,
+                &state,
+                log.log_end_offset().0,
+                log.high_watermark().0,
+                min_isr,
+                cluster.config.replica_lag_time_max_ms,
+                now,
+            );
+            tracing::info!(%tp, epoch = p.leader_epoch, isr = ?p.isr, "leading");
+            let was_following = matches!(
+                roles.insert(tp.clone(), Role::Leader(leader)),
+                Some(Role::Follower { .. })
+            );
+            drop(roles);
+            // A sole in-sync replica moves the high watermark to its log end at once.
+            self.leader_appended(tp, log.log_end_offset());
+            was_following
+        } else if p.has_leader() {
+            if let Some(Role::Follower {
+                leader,
+                leader_epoch,
+            }) = current
+            {
+                if *leader == p.leader && *leader_epoch == p.leader_epoch {
+                    return false;
+                }
+            }
+            tracing::info!(%tp, leader = %p.leader, epoch = p.leader_epoch, "following");
+            roles.insert(
+                tp.clone(),
+                Role::Follower {
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                },
+            );
+            true
+        } else {
+            let was = roles.insert(tp.clone(), Role::Idle);
+            matches!(was, Some(Role::Follower { .. }))
+        }
+    }
+
+    fn drop_topic_locally(&self, name: &str) {
+        let Some(meta) = self.topic_meta(name) else {
+            return;
+        };
+        if let Some(cluster) = self.cluster() {
+            crate::sync::plain(&cluster.roles).retain(|tp, _| tp.topic != name);
+        }
+        for p in 0..meta.partitions {
+            let tp = TopicPartition::new(name, p);
+            if let Err(e) = self.logs.delete(&tp) {
+                tracing::error!(%tp, error = %e, "deleting the partition's log failed");
+            }
+        }
+        if let Err(e) = self.topics_write().remove(name) {
+            tracing::error!(topic = name, error = %e, "forgetting the topic failed");
+        }
+    }
+
+    /// The high watermark of a partition this broker leads moved to `hw`: consumers and
+    /// `acks=all` producers waiting on it go on.
+    pub(crate) fn advance_hw(&self, tp: &TopicPartition, hw: i64) {
+        if let Some(log) = self.logs.get(tp) {
+            log.set_high_watermark(Offset(hw));
+        }
+        self.waiting.wake(tp);
+    }
+
+    /// After an append to a partition this broker leads: the leader's log end moved.
+    pub(crate) fn leader_appended(&self, tp: &TopicPartition, log_end: Offset) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let hw = match crate::sync::plain(&cluster.roles).get_mut(tp) {
+            Some(Role::Leader(l)) if log_end.0 >= l.log_end_offset() => l.on_append(log_end.0, now),
+            _ => None,
+        };
+        if let Some(hw) = hw {
+            self.advance_hw(tp, hw);
+        }
+    }
+
+    /// Sends a leader's ISR change to the controller, in the background; a refusal drops
+    /// the change (the next check proposes again), a commit arrives through the metadata log.
+    pub(crate) fn send_alter_isr(self: &Arc<Self>, tp: TopicPartition, alter: AlterIsr) {
+        let Some(cluster) = self.cluster().cloned() else {
+            return;
+        };
+        let topic_id = cluster.image().topic(&tp.topic).map(|t| t.id);
+        let Some(topic_id) = topic_id else {
+            return;
+        };
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let req = ControllerRequest::AlterPartition(AlterPartition {
+                broker: cluster.node,
+                broker_epoch: cluster.epoch(),
+                topic_id,
+                partition: tp.partition.0,
+                leader_epoch: alter.leader_epoch,
+                partition_epoch: alter.partition_epoch,
+                isr: alter.isr.clone(),
+            });
+            let result = cluster.controller().call(&req).await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            match result {
+                Ok(ControllerResponse::Committed { offset }) => {
+                    // The change reaches this broker through the metadata log.
+                    broker.wait_for_offset(&cluster, offset).await;
+                }
+                Ok(_) | Err(_) => {
+                    tracing::info!(%tp, isr = ?alter.isr, ?result, "ISR change not committed");
+                    if let Some(Role::Leader(l)) = crate::sync::plain(&cluster.roles).get_mut(&tp) {
+                        if l.leader_epoch() == alter.leader_epoch {
+                            l.on_alter_failed();
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn wait_for_offset(&self, cluster: &Cluster, offset: u64) {
+        cluster
+            .wait_for_offset(
+                offset,
+                Duration::from_millis(cluster.config.controller_request_timeout_ms),
+            )
+            .await;
+    }
+
+    /// Starts a replica fetcher for each leader this broker follows a partition of.
+    fn ensure_fetchers(&self, cluster: &Cluster) {
+        let leaders: BTreeSet<NodeId> = crate::sync::plain(&cluster.roles)
+            .values()
+            .filter_map(|r| match r {
+                Role::Follower { leader, .. } => Some(*leader),
+                _ => None,
+            })
+            .collect();
+        let mut fetchers = crate::sync::plain(&cluster.fetchers);
+        fetchers.retain(|_, task| !task.is_finished());
+        for leader in leaders {
+            if !fetchers.contains_key(&leader) {
+                let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+                    return;
+                };
+                fetchers.insert(
+                    leader,
+                    tokio::spawn(fetcher::run(Arc::downgrade(&me), leader)),
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in crate::sync::plain(&self.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, t) in std::mem::take(&mut *crate::sync::plain(&self.fetchers)) {
+            t.abort();
+        }
+    }
+}
+
+/// Follows the metadata log: a long-polling fetch from the controllers, applied as it comes.
+async fn follow_metadata(broker: Weak<Broker>) {
+    let Some(cluster) = broker.upgrade().and_then(|b| b.cluster().cloned()) else {
+        return;
+    };
+    let mut controller = cluster.controller();
+    loop {
+        let offset = cluster.image().offset;
+        let req = ControllerRequest::FetchMetadata {
+            offset,
+            max_wait_ms: 500,
+        };
+        let result = controller.call(&req).await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        match result {
+            Ok(ControllerResponse::Metadata(delta)) => broker.apply_metadata(&cluster, delta),
+            Ok(other) => tracing::warn!(?other, "unexpected metadata answer"),
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching metadata failed");
+                drop(broker);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Keeps the broker's session: a heartbeat every `broker.heartbeat.interval.ms` with the
+/// metadata offset applied here; a lost registration (the controller forgot this epoch) is
+/// made again.
+async fn heartbeat(broker: Weak<Broker>, clean_shutdown: bool) {
+    let Some(cluster) = broker.upgrade().and_then(|b| b.cluster().cloned()) else {
+        return;
+    };
+    let mut controller = cluster.controller();
+    let every = Duration::from_millis(cluster.config.heartbeat_interval_ms.max(10));
+    loop {
+        let req = ControllerRequest::Heartbeat(Heartbeat {
+            id: cluster.node,
+            epoch: cluster.epoch(),
+            metadata_offset: cluster.image().offset,
+            want_fence: false,
+            want_shutdown: false,
+        });
+        match controller.call(&req).await {
+            Ok(ControllerResponse::Heartbeat(reply)) => {
+                let was = cluster.fenced.swap(reply.fenced, Ordering::AcqRel);
+                if was != reply.fenced {
+                    tracing::info!(fenced = reply.fenced, "broker fencing changed");
+                }
+            }
+            Err(ControllerCallError::Refused(e))
+                if matches!(
+                    e.error(),
+                    Some(ResponseError::StaleBrokerEpoch | ResponseError::BrokerIdNotRegistered)
+                ) =>
+            {
+                let Some(b) = broker.upgrade() else {
+                    return;
+                };
+                tracing::warn!(error = %e, "registration lost; registering again");
+                if let Err(e) = b.register(&cluster, clean_shutdown).await {
+                    tracing::error!(error = %e, "registering again failed");
+                }
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected heartbeat answer"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+        if broker.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Checks the ISR of every partition this broker leads for followers that fell behind.
+async fn check_isr(broker: Weak<Broker>) {
+    let Some(cluster) = broker.upgrade().and_then(|b| b.cluster().cloned()) else {
+        return;
+    };
+    let every =
+        Duration::from_millis((cluster.config.replica_lag_time_max_ms / 2).clamp(50, 5_000) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let now = broker.clock.now_ms();
+        let shrinks: Vec<(TopicPartition, AlterIsr)> = crate::sync::plain(&cluster.roles)
+            .iter_mut()
+            .filter_map(|(tp, role)| match role {
+                Role::Leader(l) => l.shrink_check(now).map(|a| (tp.clone(), a)),
+                _ => None,
+            })
+            .collect();
+        for (tp, alter) in shrinks {
+            tracing::info!(%tp, isr = ?alter.isr, "shrinking the ISR");
+            broker.send_alter_isr(tp, alter);
+        }
+    }
+}
