@@ -21,6 +21,37 @@ use crate::time::SystemClock;
 /// Marks a data directory whose broker closed cleanly (Kafka's `.kafka_cleanshutdown`): its
 /// logs were flushed, so after a restart it may stay an eligible leader replica (KIP-966).
 const CLEAN_SHUTDOWN: &str = ".rill-clean-shutdown";
+/// The boot id of the machine the broker last ran on. A broker that crashed (kill -9) while
+/// the machine stayed up lost nothing it had written: the page cache survived. Only a
+/// machine restart (a power loss) can take unflushed writes, so only then is the restart
+/// unclean for KIP-966 (Linux's `/proc/sys/kernel/random/boot_id`).
+const RUNNING_ON: &str = ".rill-running-on";
+
+/// The current boot id, where the system has one.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether the data directory's logs hold everything this node wrote before it stopped: a
+/// clean shutdown, or a crash of the process alone. Marks the directory as in use by this
+/// boot.
+fn logs_intact(dir: &std::path::Path) -> bool {
+    let clean = std::fs::remove_file(dir.join(CLEAN_SHUTDOWN)).is_ok();
+    let boot = boot_id();
+    let same_boot = boot.is_some()
+        && std::fs::read_to_string(dir.join(RUNNING_ON))
+            .ok()
+            .map(|s| s.trim().to_string())
+            == boot;
+    if let Some(b) = boot {
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(dir.join(RUNNING_ON), b);
+    }
+    clean || same_boot
+}
 
 /// Starts this node's controller, if it is one.
 async fn start_controller(
@@ -89,7 +120,7 @@ pub async fn run(
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let clustered = config.cluster.enabled();
     let data_dir = config.broker.log.data_dir.clone();
-    let clean_shutdown = std::fs::remove_file(data_dir.join(CLEAN_SHUTDOWN)).is_ok();
+    let clean_shutdown = logs_intact(&data_dir);
     let mut controller = None;
     if clustered {
         if config.cluster.broker.voters.is_empty() {

@@ -79,8 +79,9 @@ pub struct RegisterBroker {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
-    /// Whether the broker's previous run ended cleanly (its logs were flushed): after an
-    /// unclean one it leaves every ELR (KIP-966).
+    /// Whether the broker's logs hold everything it wrote before it stopped: a clean
+    /// shutdown, or a crash of its process while the machine stayed up (the page cache kept
+    /// the writes). After anything else (a power loss) it leaves every ELR (KIP-966).
     pub clean_shutdown: bool,
 }
 

@@ -114,6 +114,12 @@ impl BrokerProcess {
     /// Starts `rill broker` on `dir` (small internal topics, no initial rebalance delay) and
     /// waits for its "listening on" line.
     pub fn start(dir: &std::path::Path, extra: &[&str]) -> BrokerProcess {
+        Self::start_with(dir, extra, "warn")
+    }
+
+    /// [`start`](Self::start) with its own `RUST_LOG`; lines before the broker's
+    /// "listening on" (a controller's, in a cluster node) are skipped.
+    pub fn start_with(dir: &std::path::Path, extra: &[&str], log: &str) -> BrokerProcess {
         use std::io::{BufRead, Read};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
             .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -125,7 +131,7 @@ impl BrokerProcess {
                 "offsets.topic.num.partitions=3",
             ])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -154,9 +160,16 @@ impl BrokerProcess {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no listening line; stderr: {}", stderr.lock().unwrap()));
+        let line = loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!("no listening line; stderr: {}", stderr.lock().unwrap())
+                });
+            if !line.starts_with("rill controller") {
+                break line;
+            }
+        };
         let addr = line
             .split_whitespace()
             .nth(4)

