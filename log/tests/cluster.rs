@@ -38,7 +38,11 @@ const NODE_FLAGS: &[&str] = &[
 struct Cluster {
     dir: tempfile::TempDir,
     voters: String,
+    /// Each node's client listener, kept across restarts (as a deployment's would be).
+    listeners: Vec<String>,
     nodes: Vec<Option<BrokerProcess>>,
+    /// Every process's stderr, killed ones included, for a failure's report.
+    history: Vec<(usize, Arc<Mutex<String>>)>,
 }
 
 /// Free loopback ports, picked by binding port 0.
@@ -54,7 +58,12 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
-        let ports = free_ports(n);
+        let ports = free_ports(2 * n);
+        let listeners = ports[n..]
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let ports = &ports[..n];
         let voters = ports
             .iter()
             .enumerate()
@@ -64,7 +73,9 @@ impl Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             voters,
+            listeners,
             nodes: (0..n).map(|_| None).collect(),
+            history: Vec::new(),
         };
         for id in 1..=n {
             cluster.start_node(id);
@@ -84,7 +95,10 @@ impl Cluster {
             &self.voters,
         ];
         args.extend_from_slice(NODE_FLAGS);
-        self.nodes[id - 1] = Some(BrokerProcess::start_with(&dir, &args, "warn"));
+        let log = std::env::var("RILL_CLUSTER_LOG").unwrap_or_else(|_| "warn".into());
+        let node = BrokerProcess::start_at(&dir, &self.listeners[id - 1], &args, &log);
+        self.history.push((id, Arc::clone(&node.stderr)));
+        self.nodes[id - 1] = Some(node);
     }
 
     fn kill9(&mut self, id: usize) {
@@ -93,15 +107,17 @@ impl Cluster {
         }
     }
 
-    /// Every node's stderr, for a failure's report.
-    fn logs(&self) -> String {
-        self.nodes
+    /// Every process's stderr, in start order, written to a file for a failure's report.
+    fn dump_logs(&self) -> String {
+        let text = self
+            .history
             .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
-            .map(|(i, n)| format!("--- node {} ---\n{}", i + 1, n.stderr.lock().unwrap()))
+            .map(|(id, e)| format!("--- node {id} ---\n{}", e.lock().unwrap()))
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("\n");
+        let path = std::env::temp_dir().join("rill-cluster-test.log");
+        let _ = std::fs::write(&path, text);
+        path.display().to_string()
     }
 
     fn bootstrap(&self) -> String {
@@ -229,8 +245,14 @@ async fn acknowledged_records_survive_leader_kills() {
             .unwrap()
             .as_nanos() as u64
     });
-    let kills = env_u64("RILL_CLUSTER_KILLS").unwrap_or(6);
+    let kills = env_u64("RILL_CLUSTER_KILLS").unwrap_or(20);
     println!("cluster kill test: seed {seed}, {kills} kills (RILL_CLUSTER_SEED={seed} replays)");
+    if let Ok(filter) = std::env::var("RILL_CLUSTER_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let mut rng = Rng(seed);
     let mut cluster = Cluster::start(3);
     let t = cluster.transport().await;
@@ -275,6 +297,61 @@ async fn acknowledged_records_survive_leader_kills() {
         })
     };
 
+    // A consumer group reads along through the kills.
+    let consumed: Arc<Mutex<BTreeMap<(i32, i64), String>>> = Arc::default();
+    let conflicts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let consuming = {
+        let (t, consumed, conflicts) = (
+            Arc::clone(&t),
+            Arc::clone(&consumed),
+            Arc::clone(&conflicts),
+        );
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut c = Consumer::new(
+                t,
+                ConsumerConfig {
+                    group_id: Some("readers".into()),
+                    auto_offset_reset: rill_log::client::OffsetReset::Earliest,
+                    fetch_max_wait_ms: 100,
+                    heartbeat_interval_ms: 200,
+                    session_timeout_ms: 6_000,
+                    ..Default::default()
+                },
+            );
+            c.subscribe(["t"]);
+            let mut quiet_since: Option<Instant> = None;
+            loop {
+                match c.poll().await {
+                    Ok(records) if !records.is_empty() => {
+                        quiet_since = None;
+                        let mut seen = consumed.lock().unwrap();
+                        for r in records {
+                            let v =
+                                String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap();
+                            if let Some(old) = seen.insert((r.partition, r.offset), v.clone()) {
+                                if old != v {
+                                    conflicts.lock().unwrap().push(format!(
+                                        "{}@{}: {old} then {v}",
+                                        r.partition, r.offset
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    Ok(_) | Err(_) => {
+                        // Done once the producer stopped and nothing came for a while.
+                        let since = *quiet_since.get_or_insert_with(Instant::now);
+                        if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(8)
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+
     for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
         let leaders = leaders(&t, "t").await;
@@ -291,12 +368,32 @@ async fn acknowledged_records_survive_leader_kills() {
     }
     // Let the cluster settle, then stop.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    if let Ok(all) = Admin::new(Arc::clone(&t)).list_topics().await {
+        for p in all
+            .iter()
+            .filter(|d| d.name == "t")
+            .flat_map(|d| &d.partition_states)
+        {
+            println!("after the kills: {p:?}");
+        }
+    }
     stop.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(90), producing)
-        .await
-        .expect("the producer finishes")
-        .unwrap();
+    println!("stopping with {} acknowledged", acked.lock().unwrap().len());
+    let producer_done = tokio::time::timeout(Duration::from_secs(90), producing).await;
+    if std::env::var("RILL_CLUSTER_LOG").is_ok() {
+        println!("logs in {}", cluster.dump_logs());
+    }
+    if producer_done.is_err() {
+        panic!(
+            "seed {seed}: the producer did not finish; logs in {}",
+            cluster.dump_logs()
+        );
+    }
 
+    tokio::time::timeout(Duration::from_secs(120), consuming)
+        .await
+        .expect("the group consumer finishes")
+        .unwrap();
     let t = cluster.transport().await;
     let stderrs: Vec<_> = cluster
         .nodes
@@ -311,12 +408,6 @@ async fn acknowledged_records_survive_leader_kills() {
             .collect::<Vec<_>>()
             .join("\n-----\n")
     }));
-    let states = Admin::new(Arc::clone(&t)).list_topics().await.unwrap();
-    for d in states.iter().filter(|d| d.name == "t") {
-        for p in &d.partition_states {
-            println!("after the kills: {p:?}");
-        }
-    }
     let records = read_all(&t, "t", 3).await;
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty(), "nothing was acknowledged");
@@ -353,5 +444,24 @@ async fn acknowledged_records_survive_leader_kills() {
             .count(),
         acked.len()
     );
-    println!("{} acknowledged, {} read", acked.len(), records.len());
+    // The group went on through the kills: it read every record, never two different
+    // records at one offset.
+    let conflicts = conflicts.lock().unwrap().clone();
+    assert!(conflicts.is_empty(), "seed {seed}: {conflicts:?}");
+    let consumed = consumed.lock().unwrap();
+    let missed: Vec<_> = records
+        .iter()
+        .filter(|(p, o, v)| consumed.get(&(*p, *o)) != Some(v))
+        .take(5)
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "seed {seed}: the group did not read {missed:?}"
+    );
+    println!(
+        "{} acknowledged, {} read, {} read by the group",
+        acked.len(),
+        records.len(),
+        consumed.len()
+    );
 }

@@ -52,13 +52,31 @@ impl Broker {
     }
 
     pub(crate) fn find_coordinator(&self, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-        let node = BrokerId(self.config.node_id);
-        let host = text(self.config.advertised_host.clone());
-        let port = self.config.advertised_port;
+        let (mut node, mut host, mut port) = (
+            BrokerId(self.config.node_id),
+            text(self.config.advertised_host.clone()),
+            self.config.advertised_port,
+        );
         // v0-3 ask for one key; v4 for a batch.
         // Groups and transactional ids are both coordinated here.
-        let error = (req.key_type != KEY_GROUP && req.key_type != KEY_TRANSACTION)
+        let mut error = (req.key_type != KEY_GROUP && req.key_type != KEY_TRANSACTION)
             .then_some(ResponseError::InvalidRequest);
+        if let Some(cluster) = self.cluster() {
+            // Until coordinators move with their internal partitions, a cluster's groups
+            // are all coordinated by one broker every broker agrees on: the live one with
+            // the lowest id. Transactions need markers written on other brokers' leaders,
+            // which a cluster does not do yet.
+            let image = cluster.image();
+            match image.brokers.values().find(|b| !b.fenced) {
+                _ if req.key_type == KEY_TRANSACTION => {
+                    error = Some(ResponseError::CoordinatorNotAvailable)
+                }
+                Some(b) => {
+                    (node, host, port) = (BrokerId(b.id.0), text(b.host.clone()), b.port);
+                }
+                None => error = Some(ResponseError::CoordinatorNotAvailable),
+            }
+        }
         let coordinators = req
             .coordinator_keys
             .iter()

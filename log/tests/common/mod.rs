@@ -120,9 +120,19 @@ impl BrokerProcess {
     /// [`start`](Self::start) with its own `RUST_LOG`; lines before the broker's
     /// "listening on" (a controller's, in a cluster node) are skipped.
     pub fn start_with(dir: &std::path::Path, extra: &[&str], log: &str) -> BrokerProcess {
+        Self::start_at(dir, "127.0.0.1:0", extra, log)
+    }
+
+    /// [`start_with`](Self::start_with) on the client listener `listen`.
+    pub fn start_at(
+        dir: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+        log: &str,
+    ) -> BrokerProcess {
         use std::io::{BufRead, Read};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
-            .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["broker", "--listen", listen, "--data-dir"])
             .arg(dir)
             .args([
                 "--override",

@@ -42,7 +42,7 @@ fn followed(broker: &Broker, leader: NodeId) -> BTreeMap<TopicPartition, i32> {
         .collect()
 }
 
-/// Runs until this broker follows nothing from `leader` (or is dropped).
+/// Runs while the broker lives; idle while it follows nothing from `leader`.
 pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
     let mut link: Option<BrokerLink> = None;
     loop {
@@ -52,9 +52,14 @@ pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
         let Some(cluster) = b.cluster().cloned() else {
             return;
         };
+        // Created before the partitions are read: a change from here on wakes it.
+        let changed = cluster.fetchers_changed.notified();
         let partitions = followed(&b, leader);
         if partitions.is_empty() {
-            return;
+            drop(b);
+            // (A timeout as well, in case a change slipped by.)
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+            continue;
         }
         let backoff = Duration::from_millis(cluster.config.replica_fetch_backoff_ms);
         let addr = cluster
@@ -83,7 +88,6 @@ pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
         }
         let request = fetch_request(&b, cluster.node, &cluster.config, &partitions);
         drop(b);
-        let changed = cluster.fetchers_changed.notified();
         let result = tokio::select! {
             r = link.as_ref().expect("connected above").call(RequestKind::Fetch(request)) => Some(r),
             // The partitions followed from this leader changed: fetch again with the new set.

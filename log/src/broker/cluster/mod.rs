@@ -99,6 +99,10 @@ pub(crate) struct Cluster {
     /// The image changed (for requests waiting until their own change is visible here).
     applied: tokio::sync::watch::Sender<u64>,
     fenced: AtomicBool,
+    /// Leaderships the image gave this broker while it was fenced (a new incarnation
+    /// catching up with the metadata log, where an image older than its registration may
+    /// still name it leader): taken up only once unfenced.
+    deferred: Mutex<BTreeSet<TopicPartition>>,
 }
 
 impl Cluster {
@@ -160,6 +164,7 @@ impl Broker {
             tasks: Mutex::new(Vec::new()),
             applied: tokio::sync::watch::channel(0).0,
             fenced: AtomicBool::new(true),
+            deferred: Mutex::new(BTreeSet::new()),
             config,
         });
         if self.cluster.set(Arc::clone(&cluster)).is_err() {
@@ -244,6 +249,26 @@ impl Broker {
         cluster.applied.send_replace(after.offset);
     }
 
+    /// This broker was unfenced: it takes up the leaderships it had to defer.
+    fn unfenced(&self, cluster: &Cluster) {
+        let deferred = std::mem::take(&mut *crate::sync::plain(&cluster.deferred));
+        let image = cluster.image().clone();
+        let now = self.clock.now_ms();
+        let mut changed = false;
+        for tp in deferred {
+            let record = image
+                .topic(&tp.topic)
+                .and_then(|t| t.partitions.get(&tp.partition.0));
+            if let Some(p) = record {
+                changed |= self.apply_partition(cluster, &tp, p, now);
+            }
+        }
+        if changed {
+            self.ensure_fetchers(cluster);
+            cluster.fetchers_changed.notify_waiters();
+        }
+    }
+
     /// Brings topics, logs and roles here in line with the image.
     fn reconcile(&self, cluster: &Cluster, before: &MetadataImage, after: &MetadataImage) {
         let me = cluster.node;
@@ -325,6 +350,12 @@ impl Broker {
             replicas: p.replicas.clone(),
             isr: p.isr.clone(),
         };
+        if p.leader == me && cluster.fenced.load(Ordering::Acquire) {
+            // Not before this incarnation is caught up (see `Cluster::deferred`).
+            crate::sync::plain(&cluster.deferred).insert(tp.clone());
+            let was = roles.insert(tp.clone(), Role::Idle);
+            return matches!(was, Some(Role::Follower { .. }));
+        }
         if p.leader == me {
             if let Some(Role::Leader(l)) = current {
                 if l.leader_epoch() == p.leader_epoch {
@@ -452,6 +483,7 @@ impl Broker {
             };
             match result {
                 Ok(ControllerResponse::Committed { offset }) => {
+                    tracing::info!(%tp, isr = ?alter.isr, offset, "ISR change committed");
                     // The change reaches this broker through the metadata log.
                     broker.wait_for_offset(&cluster, offset).await;
                 }
@@ -583,6 +615,11 @@ async fn heartbeat(broker: Weak<Broker>, clean_shutdown: bool) {
                 let was = cluster.fenced.swap(reply.fenced, Ordering::AcqRel);
                 if was != reply.fenced {
                     tracing::info!(fenced = reply.fenced, "broker fencing changed");
+                    if !reply.fenced {
+                        if let Some(b) = broker.upgrade() {
+                            b.unfenced(&cluster);
+                        }
+                    }
                 }
             }
             Err(ControllerCallError::Refused(e))
