@@ -465,3 +465,159 @@ async fn acknowledged_records_survive_leader_kills() {
         consumed.len()
     );
 }
+
+fn signal(node: &BrokerProcess, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &node.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn produce(t: &Arc<dyn Transport>, acks: i16, values: &[String]) {
+    let producer = Producer::new(
+        Arc::clone(t),
+        ProducerConfig {
+            acks,
+            enable_idempotence: acks == -1,
+            linger_ms: 0,
+            delivery_timeout_ms: 30_000,
+            ..Default::default()
+        },
+    );
+    let mut ds = Vec::new();
+    for v in values {
+        let mut r = ProducerRecord::new("d", None::<String>, v.clone());
+        r.partition = Some(0);
+        ds.push(producer.send(r).await.unwrap());
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    producer.close().await;
+}
+
+async fn describe_d(t: &Arc<dyn Transport>) -> Option<rill_log::client::PartitionDescription> {
+    let all = Admin::new(Arc::clone(t)).list_topics().await.ok()?;
+    all.into_iter()
+        .find(|d| d.name == "d")?
+        .partition_states
+        .into_iter()
+        .next()
+}
+
+/// A leader takes records with acks=1 that its followers never get, then is cut off
+/// (SIGSTOP) while the followers resume and elect one of themselves, which takes new
+/// records. The old leader, killed and restarted, truncates its divergent tail to the new
+/// leader's history (KIP-101/279: the diverging epoch in Fetch), copies the new records and
+/// rejoins the ISR; its log ends byte for byte equal to the new leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_divergent_tail_is_truncated_and_the_replica_rejoins() {
+    let mut cluster = Cluster::start(3);
+    // Requests to a frozen broker hang until they time out: keep that short, and keep the
+    // leaders this client learned (no refresh while brokers are frozen).
+    let mut config = TcpConfig::new(cluster.bootstrap());
+    config.request_timeout_ms = 2_000;
+    config.metadata_max_age_ms = 600_000;
+    let t: Arc<dyn Transport> = Arc::new(TcpTransport::connect(config).await.unwrap());
+    let admin = Admin::new(Arc::clone(&t));
+    eventually("creating the topic", || {
+        admin.create_replicated_topic("d", 1, 3, &[])
+    })
+    .await;
+    let values = |prefix: &str| (0..5).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>();
+    let first = eventually("a leader", || async {
+        describe_d(&t)
+            .await
+            .filter(|p| p.leader > 0 && p.isr.len() == 3)
+            .ok_or("no leader")
+    })
+    .await;
+    produce(&t, -1, &values("x")).await;
+    println!("x produced; leader {}", first.leader);
+    let old = first.leader as usize;
+    let followers: Vec<usize> = first
+        .replicas
+        .iter()
+        .map(|r| *r as usize)
+        .filter(|r| *r != old)
+        .collect();
+
+    // The followers freeze; the leader takes records only it will have.
+    for f in &followers {
+        signal(cluster.nodes[f - 1].as_ref().unwrap(), "-STOP");
+    }
+    // Fetches the followers had waiting on the leader end empty first (their long poll is
+    // `replica.fetch.wait.max.ms`, 500 ms): no answer carries the next records to them.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    produce(&t, 1, &values("a")).await;
+    println!("a produced");
+    signal(cluster.nodes[old - 1].as_ref().unwrap(), "-STOP");
+    for f in &followers {
+        signal(cluster.nodes[f - 1].as_ref().unwrap(), "-CONT");
+    }
+    // The frozen leader's session expires; a follower leads in a new epoch.
+    let t2 = {
+        let mut config = TcpConfig::new(
+            followers
+                .iter()
+                .map(|f| cluster.listeners[f - 1].clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        config.metadata_max_age_ms = 500;
+        config.request_timeout_ms = 2_000;
+        let t: Arc<dyn Transport> = Arc::new(TcpTransport::connect(config).await.unwrap());
+        t
+    };
+    let moved = eventually("a new leader", || async {
+        describe_d(&t2)
+            .await
+            .filter(|p| p.leader > 0 && p.leader as usize != old)
+            .ok_or("the old leader still leads")
+    })
+    .await;
+    assert!(moved.leader_epoch > first.leader_epoch);
+    println!("new leader {}", moved.leader);
+    produce(&t2, -1, &values("b")).await;
+    println!("b produced");
+
+    // The old leader dies frozen and comes back.
+    cluster.kill9(old);
+    cluster.start_node(old);
+    let rejoined = eventually("the old leader back in the ISR", || async {
+        describe_d(&t2)
+            .await
+            .filter(|p| p.isr.contains(&(old as i32)))
+            .ok_or("not in the ISR")
+    })
+    .await;
+    assert_eq!(rejoined.leader, moved.leader);
+    let got: Vec<String> = read_all(&t2, "d", 1)
+        .await
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    let mut want = values("x");
+    want.extend(values("b"));
+    assert_eq!(
+        got, want,
+        "the divergent records are gone, the new leader's are there"
+    );
+    let segment = |id: usize| {
+        std::fs::read(
+            cluster
+                .dir
+                .path()
+                .join(format!("n{id}/d-0/00000000000000000000.log")),
+        )
+        .unwrap()
+    };
+    let leader_log = segment(moved.leader as usize);
+    eventually("the old leader's log to match", || async {
+        (segment(old) == leader_log)
+            .then_some(())
+            .ok_or("logs differ")
+    })
+    .await;
+}
