@@ -621,3 +621,75 @@ async fn a_divergent_tail_is_truncated_and_the_replica_rejoins() {
     })
     .await;
 }
+
+/// kill -9 of the active controller: the other two elect a new one, the metadata is
+/// intact (topics, ids, leaders), and topic creation and acks=all produce go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_controller_dies_and_the_cluster_goes_on() {
+    use rill_log::controller::rpc::{ControllerRequest, ControllerResponse};
+    use rill_log::controller::service::ControllerClient;
+
+    let mut cluster = Cluster::start(3);
+    let t = cluster.transport().await;
+    let admin = Admin::new(Arc::clone(&t));
+    eventually("creating a topic", || {
+        admin.create_replicated_topic("before", 2, 3, &[("min.insync.replicas", "2")])
+    })
+    .await;
+    let topics_before = admin.list_topics().await.unwrap();
+    let voters: BTreeMap<u64, String> = cluster
+        .voters
+        .split(',')
+        .map(|v| {
+            let (id, addr) = v.split_once('@').unwrap();
+            (id.parse().unwrap(), addr.to_string())
+        })
+        .collect();
+    let quorum = |voters: BTreeMap<u64, String>| async move {
+        let mut client = ControllerClient::new(voters, Duration::from_secs(10));
+        match client.call(&ControllerRequest::DescribeQuorum).await {
+            Ok(ControllerResponse::Quorum(q)) => q.leader.ok_or("no leader"),
+            _ => Err("no answer"),
+        }
+    };
+    let active = eventually("the active controller", || quorum(voters.clone())).await;
+    println!("killing the active controller, node {active}");
+    cluster.kill9(active as usize);
+    let alive: BTreeMap<u64, String> = voters
+        .iter()
+        .filter(|(id, _)| **id != active)
+        .map(|(id, a)| (*id, a.clone()))
+        .collect();
+    let next = eventually("a new active controller", || async {
+        quorum(alive.clone())
+            .await
+            .and_then(|l| (l != active).then_some(l).ok_or("old"))
+    })
+    .await;
+    println!("node {next} is active");
+    let t = cluster.transport().await;
+    let admin = Admin::new(Arc::clone(&t));
+    eventually("creating a topic after the failover", || {
+        admin.create_replicated_topic("after", 1, 2, &[])
+    })
+    .await;
+    let after = admin.list_topics().await.unwrap();
+    let before = topics_before.iter().find(|d| d.name == "before").unwrap();
+    let still = after.iter().find(|d| d.name == "before").unwrap();
+    assert_eq!(still.partitions, before.partitions);
+    let producer = Producer::new(Arc::clone(&t), ProducerConfig::default());
+    for i in 0..10 {
+        let d = producer
+            .send(ProducerRecord::new(
+                "before",
+                Some(format!("k{i}")),
+                format!("v{i}"),
+            ))
+            .await
+            .unwrap();
+        d.wait().await.expect("delivered");
+    }
+    producer.close().await;
+    let read = read_all(&t, "before", 2).await;
+    assert_eq!(read.len(), 10);
+}
