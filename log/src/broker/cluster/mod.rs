@@ -517,18 +517,17 @@ impl Broker {
                 _ => None,
             })
             .collect();
+        let Some(me) = self.me.get().and_then(Weak::upgrade) else {
+            return;
+        };
         let mut fetchers = crate::sync::plain(&cluster.fetchers);
+        // A fetcher stays (idle) once started: one per leader ever followed, at most one per
+        // broker of the cluster.
         fetchers.retain(|_, task| !task.is_finished());
         for leader in leaders {
-            if !fetchers.contains_key(&leader) {
-                let Some(me) = self.me.get().and_then(Weak::upgrade) else {
-                    return;
-                };
-                fetchers.insert(
-                    leader,
-                    tokio::spawn(fetcher::run(Arc::downgrade(&me), leader)),
-                );
-            }
+            fetchers
+                .entry(leader)
+                .or_insert_with(|| tokio::spawn(fetcher::run(Arc::downgrade(&me), leader)));
         }
     }
 }
