@@ -19,6 +19,10 @@ use rill_log::client::{
 use rill_log::net::{TcpConfig, TcpTransport};
 use rill_log::types::TopicPartition;
 
+/// One cluster test at a time: each runs three nodes with 2 s sessions, and three clusters
+/// at once on a 2-core machine would test the machine's contention instead.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The cluster's timing: fast failure detection so a test's kills cost seconds.
 const NODE_FLAGS: &[&str] = &[
     "--override",
@@ -145,8 +149,7 @@ async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = Resul
     loop {
         match f().await {
             Ok(v) => return v,
-            Err(e) if Instant::now() < deadline => {
-                tracing_hint(what, &e);
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => {
@@ -158,8 +161,6 @@ async fn eventually<T, E: std::fmt::Debug, F: std::future::Future<Output = Resul
         }
     }
 }
-
-fn tracing_hint<E: std::fmt::Debug>(_what: &str, _e: &E) {}
 
 /// What a failure prints: the nodes' logs.
 type LogDump = Box<dyn Fn() -> String + Send>;
@@ -239,6 +240,7 @@ fn env_u64(name: &str) -> Option<u64> {
 /// consumer reads them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_leader_kills() {
+    let _serial = SERIAL.lock().await;
     let seed = env_u64("RILL_CLUSTER_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -513,6 +515,7 @@ async fn describe_d(t: &Arc<dyn Transport>) -> Option<rill_log::client::Partitio
 /// rejoins the ISR; its log ends byte for byte equal to the new leader's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_divergent_tail_is_truncated_and_the_replica_rejoins() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3);
     // Requests to a frozen broker hang until they time out: keep that short, and keep the
     // leaders this client learned (no refresh while brokers are frozen).
@@ -626,6 +629,7 @@ async fn a_divergent_tail_is_truncated_and_the_replica_rejoins() {
 /// intact (topics, ids, leaders), and topic creation and acks=all produce go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_active_controller_dies_and_the_cluster_goes_on() {
+    let _serial = SERIAL.lock().await;
     use rill_log::controller::rpc::{ControllerRequest, ControllerResponse};
     use rill_log::controller::service::ControllerClient;
 

@@ -255,17 +255,7 @@ impl Broker {
         &self,
         req: DeleteTopicsRequest,
     ) -> Result<DeleteTopicsResponse, BrokerError> {
-        // v0-5 name topics in `topic_names`; v6+ in `topics`, by name or by id.
-        let mut wanted: Vec<(Option<String>, Uuid)> = req
-            .topic_names
-            .iter()
-            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
-            .collect();
-        wanted.extend(
-            req.topics
-                .iter()
-                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
-        );
+        let wanted = deletion_targets(&req);
         let mut responses = Vec::with_capacity(wanted.len());
         for (name, id) in wanted {
             // The topic lock is not held while partitions are deleted (which may wait for a
@@ -445,6 +435,22 @@ impl Broker {
                     .collect(),
             )
     }
+}
+
+/// The topics a DeleteTopics request names: v0-5 in `topic_names`; v6+ in `topics`, by name
+/// or by id.
+pub(crate) fn deletion_targets(req: &DeleteTopicsRequest) -> Vec<(Option<String>, Uuid)> {
+    let mut wanted: Vec<(Option<String>, Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
+        .collect();
+    wanted.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    wanted
 }
 
 fn error_topic(name: Option<String>, id: Uuid, code: ResponseError) -> MetadataResponseTopic {

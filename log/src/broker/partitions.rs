@@ -175,6 +175,17 @@ impl Broker {
                             result.error_code = ResponseError::UnknownTopicOrPartition.code();
                             return result;
                         };
+                        // In a cluster only the leader answers, at its own epoch.
+                        let epoch = match self
+                            .cluster_leader_epoch(log.topic_partition(), p.current_leader_epoch)
+                        {
+                            Ok(Some(e)) => e,
+                            Ok(None) => epoch,
+                            Err(code) => {
+                                result.error_code = code.code();
+                                return result;
+                            }
+                        };
                         if p.current_leader_epoch != NO_EPOCH && p.current_leader_epoch < epoch {
                             result.error_code = ResponseError::FencedLeaderEpoch.code();
                         } else if p.current_leader_epoch > epoch {

@@ -345,16 +345,7 @@ impl Broker {
         req: DeleteTopicsRequest,
     ) -> DeleteTopicsResponse {
         let cluster = self.cluster().expect("clustered").clone();
-        let mut wanted: Vec<(Option<String>, Uuid)> = req
-            .topic_names
-            .iter()
-            .map(|n| (Some(n.0.to_string()), Uuid::nil()))
-            .collect();
-        wanted.extend(
-            req.topics
-                .iter()
-                .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
-        );
+        let wanted = crate::broker::admin::deletion_targets(&req);
         let mut results = Vec::with_capacity(wanted.len());
         for (name, id) in wanted {
             let found = {
