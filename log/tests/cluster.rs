@@ -697,3 +697,189 @@ async fn the_active_controller_dies_and_the_cluster_goes_on() {
     let read = read_all(&t, "before", 2).await;
     assert_eq!(read.len(), 10);
 }
+
+/// The broker coordinating `key` (0: a group, 1: a transactional id), by FindCoordinator.
+async fn coordinator_of(t: &Arc<dyn Transport>, key_type: i8, key: &str) -> Result<i32, String> {
+    use kafka_protocol::messages::{RequestKind, ResponseKind};
+    let key = kafka_protocol::protocol::StrBytes::from_string(key.into());
+    let req = kafka_protocol::messages::FindCoordinatorRequest::default()
+        .with_key_type(key_type)
+        .with_key(key.clone())
+        .with_coordinator_keys(vec![key]);
+    match t.send(RequestKind::FindCoordinator(req)).await {
+        Ok(Some(ResponseKind::FindCoordinator(r))) => match r.coordinators.first() {
+            Some(c) if c.error_code == 0 => Ok(c.node_id.0),
+            None if r.error_code == 0 => Ok(r.node_id.0),
+            _ => Err(format!("{r:?}")),
+        },
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Transactions across a kill -9 of their coordinator (KIP-98 in a cluster): the
+/// coordinator is the leader of the transactional id's `__transaction_state` partition, and
+/// the offsets' group coordinator the leader of the group's `__consumer_offsets` partition;
+/// both are killed mid-run. Every transaction whose commit was acknowledged is visible to
+/// read_committed readers exactly once, every aborted one never, one whose commit failed
+/// all or nothing; the group's committed offset is the last committed transaction's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_survive_their_coordinators_kill() {
+    use rill_log::client::{ConsumerGroupMetadata, IsolationLevel};
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3);
+    let t = cluster.transport().await;
+    let logs = cluster.dump_logs();
+    *LOGS.lock().unwrap() = Some(Box::new(move || format!("node logs: {logs}")));
+    let admin = Admin::new(Arc::clone(&t));
+    eventually("creating a topic", || {
+        admin.create_replicated_topic("tx", 2, 3, &[("min.insync.replicas", "2")])
+    })
+    .await;
+    let config = ProducerConfig {
+        transactional_id: Some("txn-a".into()),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::new(Arc::clone(&t), config);
+    eventually("init_transactions", || producer.init_transactions()).await;
+    let group = ConsumerGroupMetadata {
+        group_id: "txn-group".into(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+    };
+    const ROUNDS: usize = 12;
+    // Per round: Some(true) committed, Some(false) aborted, None: the commit failed.
+    let mut outcomes = Vec::new();
+    for round in 0..ROUNDS {
+        if round == 4 || round == 8 {
+            let kind = if round == 4 { 1 } else { 0 };
+            let key = if round == 4 { "txn-a" } else { "txn-group" };
+            let node = eventually("the coordinator", || coordinator_of(&t, kind, key)).await;
+            println!("round {round}: killing node {node}, the coordinator of {key}");
+            cluster.kill9(node as usize);
+            // Back in a while: the two others carry on meanwhile.
+            let restart_at = Instant::now() + Duration::from_secs(3);
+            let node = node as usize;
+            let outcome = run_round(&producer, round, &group).await;
+            outcomes.push(outcome);
+            tokio::time::sleep_until(restart_at.into()).await;
+            cluster.start_node(node);
+            continue;
+        }
+        outcomes.push(run_round(&producer, round, &group).await);
+    }
+    producer.close().await;
+    println!("outcomes: {outcomes:?}");
+    assert!(
+        outcomes.iter().filter(|o| **o == Some(true)).count() >= ROUNDS / 2,
+        "most transactions commit: {outcomes:?}"
+    );
+    let t = cluster.transport().await;
+    let mut c = Consumer::new(
+        Arc::clone(&t),
+        ConsumerConfig {
+            fetch_max_wait_ms: 50,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..Default::default()
+        },
+    );
+    let tps = vec![TopicPartition::new("tx", 0), TopicPartition::new("tx", 1)];
+    c.assign(tps.clone());
+    let seek_deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = c.seek_to_beginning(&tps).await {
+        assert!(Instant::now() < seek_deadline, "seeking: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let quiet_until = Instant::now() + Duration::from_secs(20);
+    let mut last_new = Instant::now();
+    while Instant::now() < quiet_until && last_new.elapsed() < Duration::from_secs(4) {
+        if let Ok(records) = c.poll().await {
+            if !records.is_empty() {
+                last_new = Instant::now();
+            }
+            seen.extend(
+                records
+                    .into_iter()
+                    .map(|r| String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap()),
+            );
+        }
+    }
+    let mut by_round: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for v in &seen {
+        let round: usize = v.split('-').nth(1).unwrap().parse().unwrap();
+        by_round.entry(round).or_default().push(v.clone());
+    }
+    for (round, outcome) in outcomes.iter().enumerate() {
+        let got = by_round.remove(&round).unwrap_or_default();
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "round {round} read twice: {got:?}");
+        match outcome {
+            Some(true) => assert_eq!(got.len(), 10, "committed round {round}: {got:?}"),
+            Some(false) => assert!(got.is_empty(), "aborted round {round} visible: {got:?}"),
+            None => assert!(
+                got.is_empty() || got.len() == 10,
+                "round {round} partly visible: {got:?}"
+            ),
+        }
+    }
+    // The group's offset is the one sent with the last transaction that committed (or a
+    // later one whose commit failed but went through).
+    let admin = Admin::new(Arc::clone(&t));
+    let offsets = eventually("the group's offsets", || {
+        admin.list_group_offsets("txn-group")
+    })
+    .await;
+    let committed = offsets.get(&TopicPartition::new("tx", 0)).map(|o| o.0);
+    let last_ok = outcomes.iter().rposition(|o| *o == Some(true)).unwrap() as i64;
+    let last_maybe = outcomes.iter().rposition(|o| *o != Some(false)).unwrap() as i64;
+    assert!(
+        committed.is_some_and(|o| o >= last_ok && o <= last_maybe),
+        "committed offset {committed:?}, last committed round {last_ok}: {outcomes:?}"
+    );
+    *LOGS.lock().unwrap() = None;
+}
+
+/// One transaction of ten records `r-<round>-<i>` with the group offset `round` of partition
+/// `tx`-0; every third round is aborted. `Some(true)`: committed, `Some(false)`: aborted,
+/// `None`: it failed (and was aborted here; the commit may still have gone through).
+async fn run_round(
+    producer: &Producer,
+    round: usize,
+    group: &rill_log::client::ConsumerGroupMetadata,
+) -> Option<bool> {
+    let attempt = async {
+        producer.begin_transaction()?;
+        for i in 0..10 {
+            producer
+                .send(ProducerRecord::new(
+                    "tx",
+                    Some(format!("k{i}")),
+                    format!("r-{round}-{i}"),
+                ))
+                .await?;
+        }
+        let offsets = [(TopicPartition::new("tx", 0), round as i64)];
+        producer
+            .send_offsets_to_transaction(&offsets, group)
+            .await?;
+        if round % 3 == 2 {
+            producer.abort_transaction().await?;
+            return Ok(false);
+        }
+        producer.commit_transaction().await?;
+        Ok::<bool, rill_log::client::ClientError>(true)
+    };
+    match attempt.await {
+        Ok(committed) => Some(committed),
+        Err(e) => {
+            println!("round {round}: {e}");
+            let _ = producer.abort_transaction().await;
+            eventually("init_transactions", || producer.init_transactions()).await;
+            // An aborted round never commits; a failed commit may have gone through.
+            (round % 3 == 2).then_some(false)
+        }
+    }
+}

@@ -5,15 +5,15 @@
 //! persisted) run against the engine and against a simple model of KIP-98's rules. Checked
 //! after every step: each answer is the model's; what the engine keeps equals what it
 //! persisted (persist before answer); a crash loses nothing and re-queues exactly the markers
-//! of prepared transactions; markers go to exactly the partitions the transaction added, with
-//! the offsets it sent, and only once it ended; a fenced producer never succeeds.
+//! of prepared transactions; markers go to exactly the partitions the transaction added (its
+//! groups' `__consumer_offsets` partition included), and only once it ended; a fenced producer never succeeds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use proptest::prelude::*;
 use rill_log::client::ResponseError;
 use rill_log::coordinator::txn::engine::{Effect, MarkerJob, TxnConfig, TxnEngine};
-use rill_log::coordinator::txn::{PendingOffset, TxnMetadata, TxnState};
+use rill_log::coordinator::txn::{TxnMetadata, TxnState};
 
 const IDS: [&str; 2] = ["a", "b"];
 const TIMEOUT_MS: i32 = 1_000;
@@ -112,32 +112,18 @@ struct Model {
 }
 
 fn job_of(id: &str, t: &Txn, commit: bool) -> MarkerJob {
+    // A group's offsets are ended by the marker in its `__consumer_offsets` partition (all
+    // groups here are at partition 0), which sorts before the data topic's.
+    let offsets = (!t.groups.is_empty()).then(|| ("__consumer_offsets".to_string(), 0));
     MarkerJob {
         transactional_id: id.to_string(),
         producer_id: t.pid,
         producer_epoch: t.epoch,
         commit,
-        partitions: t.parts.iter().map(|p| ("t".to_string(), *p)).collect(),
-        offsets: if commit {
-            t.groups
-                .iter()
-                .map(|(g, offs)| {
-                    let pending = offs
-                        .iter()
-                        .map(|(p, o)| PendingOffset {
-                            topic: "in".into(),
-                            partition: *p,
-                            offset: *o,
-                            leader_epoch: -1,
-                            metadata: String::new(),
-                        })
-                        .collect();
-                    (g.clone(), pending)
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        },
+        partitions: offsets
+            .into_iter()
+            .chain(t.parts.iter().map(|p| ("t".to_string(), *p)))
+            .collect(),
     }
 }
 
@@ -380,30 +366,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let Some(h) = model.handles.get(handle).cloned() else {
                     continue;
                 };
-                let pending = vec![PendingOffset {
-                    topic: "in".into(),
-                    partition: (offset % 2) as i32,
-                    offset,
-                    leader_epoch: -1,
-                    metadata: String::new(),
-                }];
-                let out = sut
-                    .engine
-                    .offset_commit(&h.0, (h.1, h.2), &group(g), pending, now);
-                sut.apply(out.effects);
+                // The transaction's side of TxnOffsetCommit (the offsets themselves are the
+                // group coordinator's): nothing changes, nothing is persisted.
+                let answer = sut.engine.check_offset_commit(&h.0, (h.1, h.2), &group(g));
                 let expected = owner(&model, &h).and_then(|()| {
                     let t = model.txns.get_mut(&h.0).unwrap();
                     if t.phase != Phase::Open || !t.groups.contains_key(&group(g)) {
                         return Err(ResponseError::InvalidTxnState);
                     }
-                    t.updated = now;
                     t.groups
                         .get_mut(&group(g))
                         .unwrap()
                         .insert((offset % 2) as i32, offset);
                     Ok(())
                 });
-                prop_assert_eq!(&out.answer, &expected);
+                prop_assert_eq!(&answer, &expected);
             }
             Op::End { handle, commit } => {
                 let Some(h) = model.handles.get(handle).cloned() else {

@@ -26,6 +26,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::cluster::coordinators::Coordinated;
 use super::{Broker, RequestContext};
 use crate::coordinator::group::offsets::{Committed, OffsetStore};
 use crate::coordinator::group::{ClientInfo, Delayed, GroupCoordinator, GroupState};
@@ -61,36 +62,41 @@ impl Broker {
         // Groups and transactional ids are both coordinated here.
         let mut error = (req.key_type != KEY_GROUP && req.key_type != KEY_TRANSACTION)
             .then_some(ResponseError::InvalidRequest);
-        if let Some(cluster) = self.cluster() {
-            // Until coordinators move with their internal partitions, a cluster's groups
-            // are all coordinated by one broker every broker agrees on: the live one with
-            // the lowest id. Transactions need markers written on other brokers' leaders,
-            // which a cluster does not do yet.
-            let image = cluster.image();
-            match image.brokers.values().find(|b| !b.fenced) {
-                _ if req.key_type == KEY_TRANSACTION => {
-                    error = Some(ResponseError::CoordinatorNotAvailable)
-                }
-                Some(b) => {
-                    (node, host, port) = (BrokerId(b.id.0), text(b.host.clone()), b.port);
-                }
-                None => error = Some(ResponseError::CoordinatorNotAvailable),
-            }
-        }
+        let kind = if req.key_type == KEY_TRANSACTION {
+            Coordinated::Transaction
+        } else {
+            Coordinated::Group
+        };
         let coordinators = req
             .coordinator_keys
             .iter()
             .map(|k| {
                 let c = Coordinator::default().with_key(k.clone());
-                match error {
-                    Some(e) => c
+                let located = match (error, self.cluster()) {
+                    (Some(e), _) => Err(e),
+                    (None, None) => Ok((node, host.clone(), port)),
+                    (None, Some(cluster)) => self
+                        .locate_coordinator(cluster, kind, k.as_str())
+                        .map(|l| (BrokerId(l.node), text(l.host), l.port)),
+                };
+                match located {
+                    Err(e) => c
                         .with_error_code(e.code())
                         .with_node_id(BrokerId(-1))
                         .with_port(-1),
-                    None => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Ok((n, h, p)) => c.with_node_id(n).with_host(h).with_port(p),
                 }
             })
             .collect();
+        // v0-3 ask for one key (`key`) and read the answer's top level.
+        if let (None, Some(cluster)) = (error, self.cluster()) {
+            if req.coordinator_keys.is_empty() {
+                match self.locate_coordinator(cluster, kind, req.key.as_str()) {
+                    Ok(l) => (node, host, port) = (BrokerId(l.node), text(l.host), l.port),
+                    Err(e) => error = Some(e),
+                }
+            }
+        }
         let resp = FindCoordinatorResponse::default().with_coordinators(coordinators);
         match error {
             Some(e) => resp
@@ -110,6 +116,12 @@ impl Broker {
             client_id: ctx.client_id.clone(),
             client_host: ctx.client_host.clone(),
         };
+        if let Err(e) = self.check_coordinator(Coordinated::Group, req.group_id.as_str()) {
+            return JoinGroupResponse::default()
+                .with_error_code(e.code())
+                .with_generation_id(-1)
+                .with_member_id(req.member_id);
+        }
         let now = self.clock.now_ms();
         let outcome = {
             let rnd = uuid::Builder::from_random_bytes(self.random_bytes()).into_uuid();
@@ -127,6 +139,9 @@ impl Broker {
     }
 
     pub(crate) async fn sync_group(&self, req: SyncGroupRequest) -> SyncGroupResponse {
+        if let Err(e) = self.check_coordinator(Coordinated::Group, req.group_id.as_str()) {
+            return SyncGroupResponse::default().with_error_code(e.code());
+        }
         let now = self.clock.now_ms();
         let outcome = self.coordinator().sync(req, now);
         match outcome {
@@ -139,11 +154,17 @@ impl Broker {
     }
 
     pub(crate) fn heartbeat(&self, req: HeartbeatRequest) -> HeartbeatResponse {
+        if let Err(e) = self.check_coordinator(Coordinated::Group, req.group_id.as_str()) {
+            return HeartbeatResponse::default().with_error_code(e.code());
+        }
         let now = self.clock.now_ms();
         self.coordinator().heartbeat(req, now)
     }
 
     pub(crate) fn leave_group(&self, req: LeaveGroupRequest) -> LeaveGroupResponse {
+        if let Err(e) = self.check_coordinator(Coordinated::Group, req.group_id.as_str()) {
+            return LeaveGroupResponse::default().with_error_code(e.code());
+        }
         let now = self.clock.now_ms();
         self.coordinator().leave(req, now)
     }
@@ -159,6 +180,12 @@ impl Broker {
             .groups
             .into_iter()
             .map(|id| {
+                if let Err(e) = self.check_coordinator(Coordinated::Group, id.0.as_str()) {
+                    return DescribedGroup::default()
+                        .with_group_id(id)
+                        .with_error_code(e.code())
+                        .with_authorized_operations(ops);
+                }
                 let Some(g) = coordinator.group(id.0.as_str()) else {
                     // A group known only by committed offsets is Empty; an unknown one is Dead
                     // (Kafka answers both without an error).
@@ -233,6 +260,9 @@ impl Broker {
         use kafka_protocol::messages::OffsetDeleteResponse;
         let group = req.group_id.0.to_string();
         let refuse = |e: ResponseError| OffsetDeleteResponse::default().with_error_code(e.code());
+        if let Err(e) = self.check_coordinator(Coordinated::Group, &group) {
+            return refuse(e);
+        }
         let check = self.coordinator().offset_delete_check(&group);
         let subscribed = match check {
             Some(Ok(s)) => s,
@@ -298,6 +328,11 @@ impl Broker {
             .into_iter()
             .map(|id| {
                 let group = id.0.to_string();
+                if let Err(e) = self.check_coordinator(Coordinated::Group, &group) {
+                    return DeletableGroupResult::default()
+                        .with_group_id(id)
+                        .with_error_code(e.code());
+                }
                 let has_offsets = !self.offsets().of_group(&group).is_empty();
                 let deleted = match self.coordinator().delete(&group) {
                     // A group known only by its committed offsets (e.g. after a restart).
@@ -331,16 +366,20 @@ impl Broker {
         super::lock_offsets(&self.offsets, &self.logs)
     }
 
-    pub(crate) fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    pub(crate) async fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = req.group_id.0.to_string();
         let now = self.clock.now_ms();
         let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-        let allowed = self.coordinator().validate_commit(
-            &group,
-            req.member_id.as_str(),
-            instance.as_deref(),
-            req.generation_id_or_member_epoch,
-        );
+        let allowed = self
+            .check_coordinator(Coordinated::Group, &group)
+            .and_then(|()| {
+                self.coordinator().validate_commit(
+                    &group,
+                    req.member_id.as_str(),
+                    instance.as_deref(),
+                    req.generation_id_or_member_epoch,
+                )
+            });
         // Offset records hold the metadata behind a 16-bit length.
         let max_metadata = self.config.offset_metadata_max_bytes.min(i16::MAX as usize);
         // Per partition: the error, or the commit to write.
@@ -391,13 +430,19 @@ impl Broker {
                 })
             })
             .collect();
-        let written = self
+        let wrote = !writes.is_empty();
+        let mut written = self
             .offsets()
             .write(&self.logs, &group, writes)
             .map_err(|e| {
                 tracing::error!(group = %group, error = %e, "writing committed offsets failed");
                 ResponseError::CoordinatorNotAvailable
             });
+        if written.is_ok() && wrote {
+            written = self
+                .coordinator_replicated(Coordinated::Group, &group)
+                .await;
+        }
         let topics = plan
             .into_iter()
             .map(|(name, parts)| {
@@ -477,6 +522,9 @@ impl Broker {
         if req.groups.is_empty() {
             // v0-7: one group.
             let group = req.group_id.0.to_string();
+            if let Err(e) = self.check_coordinator(Coordinated::Group, &group) {
+                return OffsetFetchResponse::default().with_error_code(e.code());
+            }
             let topics = req.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -511,6 +559,11 @@ impl Broker {
             .into_iter()
             .map(|g| {
                 let group = g.group_id.0.to_string();
+                if let Err(e) = self.check_coordinator(Coordinated::Group, &group) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(e.code());
+                }
                 let topics = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))

@@ -88,6 +88,19 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
     pub transaction_state_num_partitions: i32,
+    /// In a cluster, `offsets.topic.replication.factor`: replicas of each `__consumer_offsets`
+    /// partition (fewer if fewer brokers are up when the topic is first needed).
+    pub offsets_topic_replication_factor: i32,
+    /// In a cluster, `transaction.state.log.replication.factor`: likewise for
+    /// `__transaction_state`.
+    pub transaction_state_replication_factor: i32,
+    /// In a cluster, `transaction.state.log.min.isr`: `min.insync.replicas` of
+    /// `__transaction_state` (at most its replication factor).
+    pub transaction_state_min_isr: i32,
+    /// Set by `rill broker` when this broker joins a cluster: the internal topics are then
+    /// the cluster's (created through the controller, loaded partition by partition as this
+    /// broker comes to lead them), not opened here.
+    pub clustered: bool,
     /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask.
     pub transaction_max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`: a transactional id with no transaction for this long
@@ -159,6 +172,10 @@ impl BrokerConfig {
             max_partitions_per_topic: 10_000,
             fetch_max_bytes: 57_671_680,
             transaction_state_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            transaction_state_replication_factor: 3,
+            transaction_state_min_isr: 2,
+            clustered: false,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 604_800_000,
             txn_crash_after_markers: None,
@@ -345,6 +362,11 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             me: std::sync::OnceLock::new(),
         };
+        if broker.config.clustered {
+            // The cluster's internal topics load as this broker comes to lead their
+            // partitions.
+            return Ok(broker);
+        }
         // The internal topic of committed offsets, compacted as in Kafka.
         let partitions =
             broker.internal_topic(OFFSETS_TOPIC, broker.config.offsets_topic_num_partitions)?;
@@ -555,7 +577,7 @@ impl Broker {
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r)),
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r)),
             RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(self.offset_delete(r)),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r)),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r).await),
             RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r)),
             RequestKind::OffsetForLeaderEpoch(r) => {
                 ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r))
@@ -566,22 +588,21 @@ impl Broker {
             RequestKind::InitProducerId(r) => match r.transactional_id.as_deref() {
                 Some(id) => {
                     let id = id.to_string();
-                    ResponseKind::InitProducerId(self.init_transactional_producer(
-                        &id,
-                        &r,
-                        ctx.api_version,
-                    )?)
+                    ResponseKind::InitProducerId(
+                        self.init_transactional_producer(&id, &r, ctx.api_version)
+                            .await?,
+                    )
                 }
                 None => ResponseKind::InitProducerId(self.init_producer_id(r)?),
             },
-            RequestKind::AddPartitionsToTxn(r) => {
-                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, ctx.api_version)?)
-            }
+            RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
+                self.add_partitions_to_txn(r, ctx.api_version).await?,
+            ),
             RequestKind::AddOffsetsToTxn(r) => {
-                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r, ctx.api_version)?)
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r, ctx.api_version).await?)
             }
             RequestKind::TxnOffsetCommit(r) => {
-                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r)?)
+                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r).await?)
             }
             RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r, ctx.api_version).await?),
             RequestKind::ListTransactions(r) => {
@@ -594,7 +615,7 @@ impl Broker {
                 ResponseKind::DescribeProducers(self.describe_producers(r))
             }
             RequestKind::WriteTxnMarkers(r) => {
-                ResponseKind::WriteTxnMarkers(self.write_txn_markers(r))
+                ResponseKind::WriteTxnMarkers(self.write_txn_markers(r).await)
             }
             other => return Err(BrokerError::Unsupported(api_name(&other))),
         }))

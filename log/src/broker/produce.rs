@@ -325,6 +325,13 @@ impl Broker {
                 "transactional records need the request's transactional id".into(),
             ));
         };
+        if !self.txn.coordinates(txn_id) {
+            // In a cluster the coordinator may be another broker: Kafka asks it with an
+            // inter-broker AddPartitionsToTxn (v4, verify only); rill does not yet, and
+            // trusts the batch as Kafka does with `transaction.partition.verification.enable`
+            // off. The markers still end exactly the partitions the coordinator added.
+            return Ok(());
+        }
         self.txn
             .verify(txn_id, (h.producer_id, h.producer_epoch), tp)
             .map_err(|e| {

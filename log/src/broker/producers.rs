@@ -16,8 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::{storage_error_code, Broker};
-use crate::record::control::Marker;
+use super::Broker;
 
 impl Broker {
     pub(crate) fn describe_producers(
@@ -63,64 +62,74 @@ impl Broker {
         DescribeProducersResponse::default().with_topics(topics)
     }
 
-    /// WriteTxnMarkers: ends the producer's open transaction in each partition. A partition
-    /// where the producer has no open transaction is left alone (nothing to end), and a marker
-    /// older than the producer's epoch there is refused, as Kafka refuses it.
-    pub(crate) fn write_txn_markers(&self, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
-        let markers = req
-            .markers
-            .into_iter()
-            .map(|m| {
-                let marker = if m.transaction_result {
-                    Marker::Commit
-                } else {
-                    Marker::Abort
-                };
-                let topics = m
-                    .topics
-                    .into_iter()
-                    .map(|t| {
-                        let meta = self.topic_meta(&t.name.0);
-                        let partitions = t
-                            .partition_indexes
-                            .iter()
-                            .map(|&p| {
-                                let code = match self.log_of(meta.as_ref(), p) {
-                                    None => ResponseError::UnknownTopicOrPartition.code(),
-                                    Some(log) => match log.producer(m.producer_id.0) {
-                                        Some(e) if e.epoch > m.producer_epoch => {
-                                            ResponseError::InvalidProducerEpoch.code()
-                                        }
-                                        _ if !log.in_transaction(m.producer_id.0) => 0,
-                                        _ => match log.append_marker(
-                                            m.producer_id.0,
-                                            m.producer_epoch,
-                                            marker,
-                                            m.coordinator_epoch,
-                                        ) {
-                                            Ok(_) => {
-                                                self.waiting.wake(log.topic_partition());
-                                                0
-                                            }
-                                            Err(e) => storage_error_code(&e).code(),
-                                        },
-                                    },
-                                };
-                                WritableTxnMarkerPartitionResult::default()
-                                    .with_partition_index(p)
-                                    .with_error_code(code)
-                            })
-                            .collect();
-                        WritableTxnMarkerTopicResult::default()
-                            .with_name(t.name)
-                            .with_partitions(partitions)
-                    })
-                    .collect();
+    /// WriteTxnMarkers: ends the producer's open transaction in each partition (what a
+    /// transaction coordinator on another broker sends, and the tools for hanging
+    /// transactions). A partition where the producer has no open transaction is left alone
+    /// (nothing to end), a marker older than the producer's epoch there is refused, as Kafka
+    /// refuses it, and in a cluster only the partition's leader writes it and answers once
+    /// the marker is on the in-sync replicas.
+    pub(crate) async fn write_txn_markers(
+        &self,
+        req: WriteTxnMarkersRequest,
+    ) -> WriteTxnMarkersResponse {
+        let mut written = Vec::new();
+        let mut markers = Vec::with_capacity(req.markers.len());
+        for m in req.markers {
+            let producer = (m.producer_id.0, m.producer_epoch);
+            let mut topics = Vec::with_capacity(m.topics.len());
+            for t in m.topics {
+                let meta = self.topic_meta(&t.name.0);
+                let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+                for &p in &t.partition_indexes {
+                    let code = match self.log_of(meta.as_ref(), p) {
+                        None => ResponseError::UnknownTopicOrPartition.code(),
+                        Some(log) => {
+                            let tp = log.topic_partition().clone();
+                            match self.leader_writes_marker(
+                                &tp,
+                                producer,
+                                m.transaction_result,
+                                m.coordinator_epoch,
+                            ) {
+                                Ok(Some(end)) => {
+                                    written.push(((topics.len(), partitions.len()), tp, end));
+                                    0
+                                }
+                                Ok(None) => 0,
+                                Err(e) => e.code(),
+                            }
+                        }
+                    };
+                    partitions.push(
+                        WritableTxnMarkerPartitionResult::default()
+                            .with_partition_index(p)
+                            .with_error_code(code),
+                    );
+                }
+                topics.push(
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name)
+                        .with_partitions(partitions),
+                );
+            }
+            let wanted = written
+                .iter()
+                .map(|(_, tp, end)| (tp.clone(), *end))
+                .collect();
+            let outcomes = self
+                .await_replicated(wanted, std::time::Duration::from_secs(30))
+                .await;
+            for (((t, p), _, _), outcome) in written.drain(..).zip(outcomes) {
+                if let Some(code) = outcome {
+                    topics[t].partitions[p].error_code = code.code();
+                }
+            }
+            markers.push(
                 WritableTxnMarkerResult::default()
                     .with_producer_id(m.producer_id)
-                    .with_topics(topics)
-            })
-            .collect();
+                    .with_topics(topics),
+            );
+        }
         WriteTxnMarkersResponse::default().with_markers(markers)
     }
 }

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
@@ -37,10 +37,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
+use super::cluster::coordinators::Coordinated;
 use super::{Broker, BrokerError};
 use crate::coordinator::group::offsets::{partition_for, Committed, OffsetStore, OFFSETS_TOPIC};
 use crate::coordinator::txn::engine::{Effect, MarkerJob, Outcome, TxnConfig, TxnEngine};
-use crate::coordinator::txn::{PendingOffset, TxnMetadata, TxnState, TRANSACTION_TOPIC};
+use crate::coordinator::txn::{TxnMetadata, TxnState, TRANSACTION_TOPIC};
 use crate::record::control::Marker;
 use crate::record::{encode_batch, Compression, NewRecord};
 use crate::storage::{LogManager, StorageError};
@@ -79,6 +80,35 @@ pub(crate) struct TxnCoordinator {
     stop: AtomicBool,
     /// Test hook: the marker thread drops a job after this many markers, as if it crashed.
     crash_after_markers: Option<usize>,
+    /// In a cluster: markers to leaders anywhere, writes acted on only once replicated.
+    cluster: OnceLock<Arc<dyn ClusterWrites>>,
+    /// The `__transaction_state` partitions coordinated here: all of them alone (`None`), in a
+    /// cluster those this broker leads.
+    coordinated: Mutex<Option<BTreeSet<i32>>>,
+}
+
+/// Why a write was not replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotReplicated {
+    /// This broker no longer leads the partition (its coordinator moved).
+    NotLeader,
+    /// Still leader, but the in-sync replicas did not catch up in time.
+    TimedOut,
+}
+
+/// What a clustered broker provides the transaction coordinator: the partitions it leads,
+/// replication of what it writes, and markers to partition leaders on any broker (Kafka's
+/// WriteTxnMarkers). Called from the marker thread, so these block.
+pub(crate) trait ClusterWrites: Send + Sync + std::fmt::Debug {
+    /// Whether this broker leads `tp` now.
+    fn leads(&self, tp: &TopicPartition) -> bool;
+    /// This broker appended to `tp`, which it leads, up to `log_end`.
+    fn appended(&self, tp: &TopicPartition, log_end: i64);
+    /// Waits until `tp`'s log through `end` is on the in-sync replicas.
+    fn await_replicated(&self, tp: &TopicPartition, end: i64) -> Result<(), NotReplicated>;
+    /// Writes the job's markers to the leaders of its partitions and waits for each to be
+    /// replicated there.
+    fn write_markers(&self, job: &MarkerJob) -> Result<(), String>;
 }
 
 impl TxnCoordinator {
@@ -103,6 +133,73 @@ impl TxnCoordinator {
             drained: Condvar::new(),
             stop: AtomicBool::new(false),
             crash_after_markers,
+            cluster: OnceLock::new(),
+            coordinated: Mutex::new(None),
+        }
+    }
+
+    /// Joins a cluster: from now on only the partitions this broker leads are coordinated
+    /// here ([`load_partition`](Self::load_partition)).
+    pub fn use_cluster(&self, cluster: Arc<dyn ClusterWrites>) {
+        if self.cluster.set(cluster).is_ok() {
+            *crate::sync::plain(&self.coordinated) = Some(BTreeSet::new());
+            *crate::sync::plain(&self.engine) = TxnEngine::new(self.config.clone());
+        }
+    }
+
+    fn partition_of(&self, transactional_id: &str) -> i32 {
+        partition_for(transactional_id, self.partitions.load(Ordering::Relaxed))
+    }
+
+    /// The `__transaction_state` partition holding `transactional_id`.
+    pub fn partition_for(&self, transactional_id: &str) -> TopicPartition {
+        TopicPartition::new(TRANSACTION_TOPIC, self.partition_of(transactional_id))
+    }
+
+    /// Whether `transactional_id` is coordinated here (NOT_COORDINATOR otherwise).
+    pub fn coordinates(&self, transactional_id: &str) -> bool {
+        match &*crate::sync::plain(&self.coordinated) {
+            None => true,
+            Some(led) => led.contains(&self.partition_of(transactional_id)),
+        }
+    }
+
+    /// This broker became the leader of `__transaction_state` partition `p` (of `partitions`):
+    /// its transactional ids are read from the log and coordinated here, and the markers of
+    /// transactions left prepared are sent (Kafka's `loadTransactionsForTxnTopicPartition`).
+    pub fn load_partition(&self, p: i32, partitions: i32) -> Result<(), StorageError> {
+        self.partitions.store(partitions, Ordering::Relaxed);
+        let mut fresh = TxnEngine::new(self.config.clone());
+        self.replay_partition(&mut fresh, p)?;
+        let mut engine = self
+            .engine()
+            .map_err(|_| StorageError::Closed(TopicPartition::new(TRANSACTION_TOPIC, p)))?;
+        engine.forget_where(|id| partition_for(id, partitions) == p);
+        let recovered = fresh.recover();
+        engine.absorb(fresh);
+        if let Some(led) = crate::sync::plain(&self.coordinated).as_mut() {
+            led.insert(p);
+        }
+        self.apply(&mut engine, recovered, None)
+            .map_err(|_| StorageError::Closed(TopicPartition::new(TRANSACTION_TOPIC, p)))
+    }
+
+    /// This broker no longer leads `__transaction_state` partition `p`: its transactional ids
+    /// and their queued markers go (the new coordinator finishes them).
+    pub fn unload_partition(&self, p: i32) {
+        if let Some(led) = crate::sync::plain(&self.coordinated).as_mut() {
+            led.remove(&p);
+        }
+        let n = self.partitions.load(Ordering::Relaxed);
+        if let Ok(mut engine) = self.engine() {
+            engine.forget_where(|id| partition_for(id, n) == p);
+        }
+        // The job at the front may be in the marker thread's hands; it finds its id gone.
+        let mut q = crate::sync::plain(&self.queue);
+        let front = q.pop_front();
+        q.retain(|(job, _)| partition_for(&job.transactional_id, n) != p);
+        if let Some(front) = front {
+            q.push_front(front);
         }
     }
 
@@ -122,20 +219,29 @@ impl TxnCoordinator {
     /// A fresh engine from `__transaction_state` (the last record per transactional id wins).
     fn read_log(&self) -> Result<TxnEngine, StorageError> {
         let mut engine = TxnEngine::new(self.config.clone());
-        for p in 0..self.partitions.load(Ordering::Relaxed) {
-            let Some(log) = self.logs.get(&TopicPartition::new(TRANSACTION_TOPIC, p)) else {
-                continue;
-            };
-            log.scan_records(|rec| {
-                let Some(key) = rec.key.as_ref() else {
-                    return;
-                };
-                let key = String::from_utf8_lossy(key).into_owned();
-                let meta = rec.value.as_deref().and_then(TxnMetadata::decode);
-                engine.replay(key, meta);
-            })?;
+        let partitions: Vec<i32> = match &*crate::sync::plain(&self.coordinated) {
+            None => (0..self.partitions.load(Ordering::Relaxed)).collect(),
+            Some(led) => led.iter().copied().collect(),
+        };
+        for p in partitions {
+            self.replay_partition(&mut engine, p)?;
         }
         Ok(engine)
+    }
+
+    /// Replays `__transaction_state` partition `p` into `engine`.
+    fn replay_partition(&self, engine: &mut TxnEngine, p: i32) -> Result<(), StorageError> {
+        let Some(log) = self.logs.get(&TopicPartition::new(TRANSACTION_TOPIC, p)) else {
+            return Ok(());
+        };
+        log.scan_records(|rec| {
+            let Some(key) = rec.key.as_ref() else {
+                return;
+            };
+            let key = String::from_utf8_lossy(key).into_owned();
+            let meta = rec.value.as_deref().and_then(TxnMetadata::decode);
+            engine.replay(key, meta);
+        })
     }
 
     /// The engine, reloaded from its log first if a panic poisoned the lock.
@@ -216,8 +322,12 @@ impl TxnCoordinator {
 
     /// Writes one `__transaction_state` record (`None`: a tombstone).
     fn write(&self, id: &str, value: Option<Vec<u8>>, ts: i64) -> Result<(), StorageError> {
-        let partitions = self.partitions.load(Ordering::Relaxed);
-        let tp = TopicPartition::new(TRANSACTION_TOPIC, partition_for(id, partitions));
+        let tp = self.partition_for(id);
+        let cluster = self.cluster.get();
+        if cluster.is_some_and(|c| !c.leads(&tp)) {
+            // A follower's log is the leader's copy: the coordinator moved.
+            return Err(StorageError::Closed(tp));
+        }
         let log = self.logs.get_or_create(&tp)?;
         let record = NewRecord {
             key: Some(id.as_bytes().to_vec().into()),
@@ -227,6 +337,9 @@ impl TxnCoordinator {
         };
         let mut batch = encode_batch(std::slice::from_ref(&record), Compression::None)?;
         log.append(&mut batch)?;
+        if let Some(c) = cluster {
+            c.appended(&tp, log.log_end_offset().0);
+        }
         Ok(())
     }
 
@@ -266,23 +379,7 @@ impl TxnCoordinator {
             let Some((job, waiter)) = next else {
                 continue;
             };
-            let result = match self.write_markers(&job) {
-                Ok(true) => {
-                    let now = self.clock.now_ms();
-                    let done = self.run(
-                        |engine| Outcome::only(engine.markers_written(&job, now)),
-                        None,
-                    );
-                    tracing::debug!(txn = %job.transactional_id, commit = job.commit, "transaction completed");
-                    Some(done.map_err(|e| format!("{e:?}")))
-                }
-                // The crash hook: the job is lost, as if the broker died here.
-                Ok(false) => Some(Err("stopped after the configured markers".into())),
-                Err(e) => {
-                    tracing::warn!(txn = %job.transactional_id, error = %e, "writing markers failed; retrying");
-                    None
-                }
-            };
+            let result = self.carry_out(&job);
             let mut q = crate::sync::plain(&self.queue);
             match result {
                 Some(result) => {
@@ -314,41 +411,75 @@ impl TxnCoordinator {
         });
     }
 
-    /// Writes the job's markers and, on commit, its offsets; `Ok(false)` when the crash hook
-    /// stopped it. Writing a marker again is harmless (it ends nothing that is not open).
-    fn write_markers(&self, job: &MarkerJob) -> Result<bool, StorageError> {
-        let marker = if job.commit {
-            Marker::Commit
+    /// Writes one job's markers and completes its transaction: `Some(result)` when the job
+    /// is over (done, or no longer this coordinator's), `None` to retry it later.
+    fn carry_out(&self, job: &MarkerJob) -> Option<Result<(), String>> {
+        let id = &job.transactional_id;
+        if let Some(cluster) = self.cluster.get() {
+            if !self.coordinates(id) {
+                return Some(Err(format!("the coordinator of {id} moved")));
+            }
+            // Nothing is ended before the prepare record is on the in-sync replicas: a new
+            // coordinator must find the transaction prepared, or it would end it otherwise.
+            let tp = self.partition_for(id);
+            let end = self.logs.get(&tp).map_or(0, |l| l.log_end_offset().0);
+            match cluster.await_replicated(&tp, end) {
+                Ok(()) => {}
+                Err(NotReplicated::NotLeader) => {
+                    return Some(Err(format!("the coordinator of {id} moved")))
+                }
+                Err(NotReplicated::TimedOut) => return None,
+            }
+            if let Err(e) = cluster.write_markers(job) {
+                tracing::warn!(txn = %id, error = %e, "writing markers failed; retrying");
+                return None;
+            }
         } else {
-            Marker::Abort
-        };
+            match self.write_local_markers(job) {
+                Ok(true) => {}
+                // The crash hook: the job is lost, as if the broker died here.
+                Ok(false) => return Some(Err("stopped after the configured markers".into())),
+                Err(e) => {
+                    tracing::warn!(txn = %id, error = ?e, "writing markers failed; retrying");
+                    return None;
+                }
+            }
+        }
+        let now = self.clock.now_ms();
+        let done = self.run(
+            |engine| Outcome::only(engine.markers_written(job, now)),
+            None,
+        );
+        tracing::debug!(txn = %id, commit = job.commit, "transaction completed");
+        Some(done.map_err(|e| format!("{e:?}")))
+    }
+
+    /// Writes the job's markers to this broker's partitions; `Ok(false)` when the crash hook
+    /// stopped it.
+    fn write_local_markers(&self, job: &MarkerJob) -> Result<bool, ResponseError> {
         for (i, (topic, p)) in job.partitions.iter().enumerate() {
             if self.crash_after_markers == Some(i) {
                 return Ok(false);
             }
-            // A partition deleted since has nothing left to end.
             let tp = TopicPartition::new(topic.clone(), *p);
-            if let Some(log) = self.logs.get(&tp) {
-                log.append_marker(job.producer_id, job.producer_epoch, marker, 0)?;
-                self.waiting.wake(&tp);
+            let producer = (job.producer_id, job.producer_epoch);
+            match write_marker(
+                &self.logs,
+                &self.offsets,
+                &self.waiting,
+                &tp,
+                producer,
+                job.commit,
+                0,
+            ) {
+                // A partition deleted since has nothing left to end; a newer epoch there
+                // ended it already.
+                Ok(_)
+                | Err(
+                    ResponseError::UnknownTopicOrPartition | ResponseError::InvalidProducerEpoch,
+                ) => {}
+                Err(e) => return Err(e),
             }
-        }
-        let now = self.clock.now_ms();
-        let mut store = super::lock_offsets(&self.offsets, &self.logs);
-        for (group, pending) in &job.offsets {
-            let writes = pending
-                .iter()
-                .map(|o| {
-                    let committed = Committed {
-                        offset: o.offset,
-                        leader_epoch: o.leader_epoch,
-                        metadata: o.metadata.clone(),
-                        commit_timestamp_ms: now,
-                    };
-                    (o.topic.clone(), o.partition, Some(committed))
-                })
-                .collect();
-            store.write(&self.logs, group, writes)?;
         }
         Ok(true)
     }
@@ -358,6 +489,40 @@ impl TxnCoordinator {
         self.queued.notify_all();
         self.drained.notify_all();
     }
+}
+
+/// Ends `producer`'s open transaction in `tp`, which this broker leads, with a commit or
+/// abort marker; in `__consumer_offsets` the marker also commits or drops the offsets the
+/// transaction sent there. `Ok(Some(end))` with the log end after the marker, `Ok(None)` when
+/// the producer has nothing open there (a marker written again), INVALID_PRODUCER_EPOCH for
+/// a marker older than the producer's epoch there, as Kafka refuses it.
+pub(crate) fn write_marker(
+    logs: &LogManager,
+    offsets: &Mutex<OffsetStore>,
+    waiting: &super::waiters::FetchWaiters,
+    tp: &TopicPartition,
+    (producer_id, producer_epoch): (i64, i16),
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<Option<i64>, ResponseError> {
+    let log = logs.get(tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+    match log.producer(producer_id) {
+        Some(e) if e.epoch > producer_epoch => return Err(ResponseError::InvalidProducerEpoch),
+        _ if !log.in_transaction(producer_id) => return Ok(None),
+        _ => {}
+    }
+    let marker = if commit {
+        Marker::Commit
+    } else {
+        Marker::Abort
+    };
+    log.append_marker(producer_id, producer_epoch, marker, coordinator_epoch)
+        .map_err(|e| super::storage_error_code(&e))?;
+    waiting.wake(tp);
+    if tp.topic == OFFSETS_TOPIC {
+        super::lock_offsets(offsets, logs).end_transaction(tp.partition.0, producer_id, commit);
+    }
+    Ok(Some(log.log_end_offset().0))
 }
 
 fn text(s: &str) -> StrBytes {
@@ -382,16 +547,28 @@ fn fenced_as<T>(r: Result<T, ResponseError>, version: i16, since: i16) -> Result
 impl Broker {
     /// Partitions with an offset of `group` in a transaction not yet completed (KIP-447).
     pub(crate) fn unstable_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
-        match self.txn.engine() {
-            Ok(engine) => engine.unstable_offsets(group),
-            Err(_) => BTreeSet::new(),
-        }
+        super::lock_offsets(&self.offsets, &self.logs).unstable(group)
+    }
+
+    /// Runs a transaction coordinator request for `txn_id`: NOT_COORDINATOR if another
+    /// broker coordinates it, and answered only once what it wrote is on the in-sync
+    /// replicas of its `__transaction_state` partition.
+    async fn coordinate_txn<T>(
+        &self,
+        txn_id: &str,
+        request: impl FnOnce() -> Result<T, ResponseError>,
+    ) -> Result<T, ResponseError> {
+        self.check_coordinator(Coordinated::Transaction, txn_id)?;
+        let answer = request();
+        self.coordinator_replicated(Coordinated::Transaction, txn_id)
+            .await?;
+        answer
     }
 
     /// InitProducerId with a transactional id: a new producer id at epoch 0, or the same id
     /// at the next epoch (fencing earlier producers; a producer naming its current id and
     /// epoch bumps its own, KIP-360).
-    pub(crate) fn init_transactional_producer(
+    pub(crate) async fn init_transactional_producer(
         &self,
         txn_id: &str,
         req: &InitProducerIdRequest,
@@ -400,27 +577,30 @@ impl Broker {
         let answer = match expected_producer(req) {
             Err(e) => Err(e),
             Ok(expected) => {
-                let now = self.clock.now_ms();
-                let mut ids = self.producer_ids();
-                let mut new_id = || match ids.next_id() {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        tracing::error!(error = %e, "allocating a producer id failed");
-                        None
-                    }
-                };
-                self.txn.run(
-                    |engine| {
-                        engine.init_producer_id(
-                            txn_id,
-                            req.transaction_timeout_ms,
-                            expected,
-                            now,
-                            &mut new_id,
-                        )
-                    },
-                    None,
-                )
+                self.coordinate_txn(txn_id, || {
+                    let now = self.clock.now_ms();
+                    let mut ids = self.producer_ids();
+                    let mut new_id = || match ids.next_id() {
+                        Ok(id) => Some(id),
+                        Err(e) => {
+                            tracing::error!(error = %e, "allocating a producer id failed");
+                            None
+                        }
+                    };
+                    self.txn.run(
+                        |engine| {
+                            engine.init_producer_id(
+                                txn_id,
+                                req.transaction_timeout_ms,
+                                expected,
+                                now,
+                                &mut new_id,
+                            )
+                        },
+                        None,
+                    )
+                })
+                .await
             }
         };
         let answer = fenced_as(answer, version, 4);
@@ -431,7 +611,7 @@ impl Broker {
             .with_producer_epoch(epoch))
     }
 
-    pub(crate) fn add_partitions_to_txn(
+    pub(crate) async fn add_partitions_to_txn(
         &self,
         req: AddPartitionsToTxnRequest,
         version: i16,
@@ -448,10 +628,14 @@ impl Broker {
         );
         let now = self.clock.now_ms();
         let known = |t: &str, p: i32| self.topic_partitions(t).is_some_and(|n| p >= 0 && p < n);
-        let outcome = self.txn.run(
-            |engine| engine.add_partitions(&txn_id, producer, &wanted, &known, now),
-            None,
-        );
+        let outcome = self
+            .coordinate_txn(&txn_id, || {
+                self.txn.run(
+                    |engine| engine.add_partitions(&txn_id, producer, &wanted, &known, now),
+                    None,
+                )
+            })
+            .await;
         let outcome = fenced_as(outcome, version, 2);
         let code = code(&outcome);
         let results = req
@@ -475,7 +659,7 @@ impl Broker {
         Ok(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
     }
 
-    pub(crate) fn add_offsets_to_txn(
+    pub(crate) async fn add_offsets_to_txn(
         &self,
         req: AddOffsetsToTxnRequest,
         version: i16,
@@ -485,30 +669,32 @@ impl Broker {
             return Ok(AddOffsetsToTxnResponse::default()
                 .with_error_code(ResponseError::InvalidGroupId.code()));
         }
-        let n = self.topic_partitions(OFFSETS_TOPIC).unwrap_or(1);
+        let Some(n) = self.internal_partitions(Coordinated::Group) else {
+            return Ok(AddOffsetsToTxnResponse::default()
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code()));
+        };
         let offsets_partition = (OFFSETS_TOPIC.to_string(), partition_for(&group, n));
         let producer = (req.producer_id.0, req.producer_epoch);
         let now = self.clock.now_ms();
-        let outcome = self.txn.run(
-            |engine| {
-                engine.add_offsets(
-                    req.transactional_id.as_str(),
-                    producer,
-                    &group,
-                    offsets_partition,
-                    now,
+        let txn_id = req.transactional_id.as_str();
+        let outcome = self
+            .coordinate_txn(txn_id, || {
+                self.txn.run(
+                    |engine| engine.add_offsets(txn_id, producer, &group, offsets_partition, now),
+                    None,
                 )
-            },
-            None,
-        );
+            })
+            .await;
         let outcome = fenced_as(outcome, version, 2);
         Ok(AddOffsetsToTxnResponse::default().with_error_code(code(&outcome)))
     }
 
-    /// TxnOffsetCommit: offsets kept with the transaction (persisted in its metadata) and
-    /// committed with it; the group's generation and member are checked as for any commit
-    /// (KIP-447) when the producer sends them.
-    pub(crate) fn txn_offset_commit(
+    /// TxnOffsetCommit, at the group coordinator (KIP-98): the offsets are written to the
+    /// group's `__consumer_offsets` partition inside the producer's transaction and become
+    /// committed when its commit marker arrives there. The group's generation and member are
+    /// checked as for any commit (KIP-447) when the producer sends them; the transaction's
+    /// own state is checked when its coordinator is this broker (as it always is alone).
+    pub(crate) async fn txn_offset_commit(
         &self,
         req: TxnOffsetCommitRequest,
     ) -> Result<TxnOffsetCommitResponse, BrokerError> {
@@ -520,10 +706,16 @@ impl Broker {
         // partition (OFFSET_METADATA_TOO_LARGE), the rest are kept.
         let max_metadata = self.config.offset_metadata_max_bytes.min(i16::MAX as usize);
         let too_large = |m: Option<&str>| m.is_some_and(|m| m.len() > max_metadata);
-        let outcome = (|| {
-            self.txn
-                .engine()?
-                .check_offset_commit(&txn_id, producer, &group)?;
+        let written = (|| {
+            self.check_coordinator(Coordinated::Group, &group)?;
+            if self
+                .check_coordinator(Coordinated::Transaction, &txn_id)
+                .is_ok()
+            {
+                self.txn
+                    .engine()?
+                    .check_offset_commit(&txn_id, producer, &group)?;
+            }
             if req.generation_id >= 0 || !req.member_id.is_empty() {
                 let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
                 super::lock_groups(&self.groups, &self.config.group).validate_commit(
@@ -533,31 +725,45 @@ impl Broker {
                     req.generation_id,
                 )?;
             }
-            let offsets: Vec<PendingOffset> = req
+            let offsets: Vec<(String, i32, Committed)> = req
                 .topics
                 .iter()
                 .flat_map(|t| {
                     t.partitions
                         .iter()
                         .filter(|p| !too_large(p.committed_metadata.as_deref()))
-                        .map(|p| PendingOffset {
-                            topic: t.name.0.to_string(),
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p
-                                .committed_metadata
-                                .as_deref()
-                                .unwrap_or_default()
-                                .to_string(),
+                        .map(|p| {
+                            let committed = Committed {
+                                offset: p.committed_offset,
+                                leader_epoch: p.committed_leader_epoch,
+                                metadata: p
+                                    .committed_metadata
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .to_string(),
+                                commit_timestamp_ms: now,
+                            };
+                            (t.name.0.to_string(), p.partition_index, committed)
                         })
                 })
                 .collect();
-            self.txn.run(
-                |engine| engine.offset_commit(&txn_id, producer, &group, offsets, now),
-                None,
-            )
+            super::lock_offsets(&self.offsets, &self.logs)
+                .write_transactional(&self.logs, &group, producer, offsets)
+                .map_err(|e| match e {
+                    StorageError::Producer(_) => ResponseError::InvalidProducerEpoch,
+                    e => {
+                        tracing::error!(group = %group, error = %e, "writing transactional offsets failed");
+                        ResponseError::CoordinatorNotAvailable
+                    }
+                })
         })();
+        let outcome = match written {
+            Ok(()) => {
+                self.coordinator_replicated(Coordinated::Group, &group)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         // The group coordinator's answer to a fenced producer (TxnOffsetCommit has no
         // PRODUCER_FENCED).
         let code = code(&fenced_as(outcome, 0, 1));
@@ -601,10 +807,14 @@ impl Broker {
         let producer = (req.producer_id.0, req.producer_epoch);
         let now = self.clock.now_ms();
         let (tx, rx) = oneshot::channel();
-        let outcome = self.txn.run(
-            |engine| engine.end_txn(&txn_id, producer, req.committed, now),
-            Some(tx),
-        );
+        let outcome = self
+            .check_coordinator(Coordinated::Transaction, &txn_id)
+            .and_then(|()| {
+                self.txn.run(
+                    |engine| engine.end_txn(&txn_id, producer, req.committed, now),
+                    Some(tx),
+                )
+            });
         if outcome.is_ok() {
             // No markers (a retry, or an empty transaction): the sender is dropped at once.
             if let Ok(Ok(Err(e))) = tokio::time::timeout(END_TXN_WAIT, rx).await {
@@ -675,6 +885,9 @@ impl Broker {
                     Ok(e) => e,
                     Err(e) => return base.with_error_code(e.code()),
                 };
+                if let Err(e) = self.check_coordinator(Coordinated::Transaction, id.as_str()) {
+                    return base.with_error_code(e.code());
+                }
                 let Some(m) = engine.get(id.as_str()) else {
                     return base.with_error_code(ResponseError::TransactionalIdNotFound.code());
                 };

@@ -159,6 +159,7 @@ pub async fn run(
     };
     config.broker.advertised_host = host.clone();
     config.broker.advertised_port = i32::from(port);
+    config.broker.clustered = clustered;
     let broker_config = config.broker.clone();
     let broker =
         tokio::task::spawn_blocking(move || Broker::open(broker_config, Arc::new(SystemClock)))

@@ -298,6 +298,15 @@ impl NodeConfig {
             "transaction.state.log.num.partitions" => {
                 b.transaction_state_num_partitions = int(key, v, 1, 10_000)? as i32
             }
+            "offsets.topic.replication.factor" => {
+                b.offsets_topic_replication_factor = int(key, v, 1, 32)? as i32
+            }
+            "transaction.state.log.replication.factor" => {
+                b.transaction_state_replication_factor = int(key, v, 1, 32)? as i32
+            }
+            "transaction.state.log.min.isr" => {
+                b.transaction_state_min_isr = int(key, v, 1, 32)? as i32
+            }
             "transactional.id.expiration.ms" => {
                 b.transactional_id_expiration_ms = int(key, v, 1, i64::MAX)?
             }

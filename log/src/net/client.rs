@@ -339,19 +339,26 @@ impl TcpTransport {
     ) -> Result<Option<ResponseKind>, ClientError> {
         if let Some(txn) = transactional_id_of(&request) {
             let target = self.coordinator(1, &txn).await?;
-            let resp = self.send_to(target, request, written).await?;
-            if resp.as_ref().is_some_and(coordinator_moved) {
+            let resp = self.send_to(target, request, written).await;
+            // A coordinator that cannot be reached may have moved (its broker died).
+            if resp
+                .as_ref()
+                .map_or(true, |r| r.as_ref().is_some_and(coordinator_moved))
+            {
                 lock(&self.inner.coordinators).remove(&(1, txn));
             }
-            return Ok(resp);
+            return resp;
         }
         if let Some(group) = group_of(&request) {
             let target = self.coordinator(0, &group).await?;
-            let resp = self.send_to(target, request, written).await?;
-            if resp.as_ref().is_some_and(coordinator_moved) {
+            let resp = self.send_to(target, request, written).await;
+            if resp
+                .as_ref()
+                .map_or(true, |r| r.as_ref().is_some_and(coordinator_moved))
+            {
                 lock(&self.inner.coordinators).remove(&(0, group));
             }
-            return Ok(resp);
+            return resp;
         }
         let partitions = partitions_of(&request);
         if partitions.is_empty() {
@@ -621,13 +628,27 @@ fn coordinator_moved(resp: &ResponseKind) -> bool {
         ResponseKind::EndTxn(r) => r.error_code,
         ResponseKind::AddOffsetsToTxn(r) => r.error_code,
         ResponseKind::InitProducerId(r) => r.error_code,
-        ResponseKind::OffsetCommit(r) => r
-            .topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .map(|p| p.error_code)
-            .find(|c| *c != 0)
-            .unwrap_or(0),
+        ResponseKind::OffsetCommit(r) => first_error(
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        ),
+        ResponseKind::TxnOffsetCommit(r) => first_error(
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.error_code),
+        ),
+        ResponseKind::AddPartitionsToTxn(r) => first_error(
+            r.results_by_topic_v3_and_below
+                .iter()
+                .flat_map(|t| &t.results_by_partition)
+                .map(|p| p.partition_error_code),
+        ),
+        ResponseKind::DescribeGroups(r) => first_error(r.groups.iter().map(|g| g.error_code)),
+        ResponseKind::DeleteGroups(r) => first_error(r.results.iter().map(|g| g.error_code)),
+        ResponseKind::OffsetDelete(r) => r.error_code,
         _ => 0,
     };
     [
@@ -636,6 +657,10 @@ fn coordinator_moved(resp: &ResponseKind) -> bool {
     ]
     .iter()
     .any(|e| e.code() == code)
+}
+
+fn first_error(mut codes: impl Iterator<Item = i16>) -> i16 {
+    codes.find(|c| *c != 0).unwrap_or(0)
 }
 
 type Pending = oneshot::Sender<Result<Bytes, ClientError>>;

@@ -22,7 +22,11 @@ pub fn control_marker(batch: &[u8]) -> Option<Marker> {
     if !h.is_control() {
         return None;
     }
-    let key = records.first()?.key.clone()?;
+    marker_of_key(records.first()?.key.as_deref()?)
+}
+
+/// The marker a control record's key says (version, then type 0 = abort, 1 = commit).
+pub fn marker_of_key(key: &[u8]) -> Option<Marker> {
     match key.get(2..4)? {
         [0, 0] => Some(Marker::Abort),
         [0, 1] => Some(Marker::Commit),

@@ -527,28 +527,53 @@ impl PartitionLog {
     /// compaction holes). Control batches' records are included; callers that keep state
     /// from a compacted topic read it this way on start.
     pub fn scan_records(&self, mut f: impl FnMut(Record)) -> Result<(), StorageError> {
+        self.scan_batches(|_, records| records.into_iter().for_each(&mut f))
+    }
+
+    /// [`scan_records`](Self::scan_records) a batch at a time, with the batch's header: a
+    /// coordinator loading transactional state needs each record's producer and whether its
+    /// batch is transactional or a marker.
+    pub fn scan_batches(
+        &self,
+        mut f: impl FnMut(&BatchHeader, Vec<Record>),
+    ) -> Result<(), StorageError> {
         let mut next = self.log_start_offset().0;
         let end = self.log_end_offset().0;
         while next < end {
             let r = self.read(Offset(next), 1 << 20)?;
-            if r.records.is_empty() {
+            let before = next;
+            for item in BatchIter::new(&r.records) {
+                let (h, bytes, _) = item?;
+                if h.next_offset() <= next {
+                    continue;
+                }
+                let (h, records) = decode_batch(bytes)?;
+                let records: Vec<Record> =
+                    records.into_iter().filter(|r| r.offset >= next).collect();
+                // Past any compaction hole at the end of the batch.
+                next = h.next_offset();
+                f(&h, records);
+            }
+            if next == before {
                 break;
             }
-            // Past any compaction hole at the end of what was read.
-            let batches_end = BatchIter::new(&r.records)
-                .filter_map(Result::ok)
-                .map(|(h, _, _)| h.next_offset())
-                .max()
-                .unwrap_or(next);
-            for rec in crate::record::decode_batches(&r.records)? {
-                if rec.offset >= next {
-                    next = rec.offset + 1;
-                    f(rec);
-                }
-            }
-            next = next.max(batches_end);
         }
         Ok(())
+    }
+
+    /// The sequence an idempotent producer's next batch here starts at: a coordinator writing
+    /// on a producer's behalf (transactional offset commits) keeps its sequences in order.
+    pub fn next_sequence(&self, producer_id: i64, producer_epoch: i16) -> i32 {
+        match self.read_state().producers.get(producer_id) {
+            Some(e) if e.epoch == producer_epoch => e.batches.back().map_or(0, |b| {
+                if b.last_seq == i32::MAX {
+                    0
+                } else {
+                    b.last_seq + 1
+                }
+            }),
+            _ => 0,
+        }
     }
 
     /// Appends a transaction marker (commit or abort) for `producer_id`, ending its open

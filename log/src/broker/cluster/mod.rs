@@ -9,6 +9,7 @@
 //! always been.
 
 mod admin;
+pub(crate) mod coordinators;
 pub(crate) mod fetcher;
 pub(crate) mod serve;
 
@@ -103,6 +104,10 @@ pub(crate) struct Cluster {
     /// catching up with the metadata log, where an image older than its registration may
     /// still name it leader): taken up only once unfenced.
     deferred: Mutex<BTreeSet<TopicPartition>>,
+    /// Internal partitions whose coordinator runs here, with the leader epoch it loaded at.
+    pub(crate) coordinating: Mutex<BTreeMap<TopicPartition, i32>>,
+    /// Internal topics whose creation was asked of the controller and not yet answered.
+    pub(crate) creating: Mutex<BTreeSet<&'static str>>,
 }
 
 impl Cluster {
@@ -165,6 +170,8 @@ impl Broker {
             applied: tokio::sync::watch::channel(0).0,
             fenced: AtomicBool::new(true),
             deferred: Mutex::new(BTreeSet::new()),
+            coordinating: Mutex::new(BTreeMap::new()),
+            creating: Mutex::new(BTreeSet::new()),
             config,
         });
         if self.cluster.set(Arc::clone(&cluster)).is_err() {
@@ -173,6 +180,10 @@ impl Broker {
         self.register(&cluster, clean_shutdown).await?;
         self.producer_ids()
             .use_controller(producer_id_blocks(Arc::clone(&cluster)));
+        self.txn.use_cluster(Arc::new(coordinators::MarkerWrites {
+            broker: Arc::downgrade(self),
+            runtime: tokio::runtime::Handle::current(),
+        }));
         let weak = Arc::downgrade(self);
         let tasks = [
             tokio::spawn(follow_metadata(weak.clone())),
@@ -246,6 +257,7 @@ impl Broker {
             return;
         }
         self.reconcile(cluster, &before, &after);
+        self.sync_coordinators(cluster);
         cluster.applied.send_replace(after.offset);
     }
 
@@ -267,6 +279,7 @@ impl Broker {
             self.ensure_fetchers(cluster);
             cluster.fetchers_changed.notify_waiters();
         }
+        self.sync_coordinators(cluster);
     }
 
     /// Brings topics, logs and roles here in line with the image.

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use super::Role;
 use crate::broker::Broker;
-use crate::replication::{diverging_epoch, AckState, EpochEnd};
+use crate::replication::{diverging_epoch, EpochEnd};
 use crate::storage::PartitionLog;
 use crate::types::{NodeId, TopicPartition};
 
@@ -182,52 +182,61 @@ impl Broker {
     pub(crate) async fn await_acks(
         &self,
         resp: &mut ProduceResponse,
-        mut pending: Vec<PendingAck>,
+        pending: Vec<PendingAck>,
         timeout_ms: i32,
     ) {
-        let Some(cluster) = self.cluster().cloned() else {
-            return;
-        };
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+        let wanted = pending.iter().map(|a| (a.tp.clone(), a.required)).collect();
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        let outcomes = self.await_replicated(wanted, timeout).await;
+        for (a, outcome) in pending.iter().zip(outcomes) {
+            if let Some(code) = outcome {
+                fail_partition(resp, a, code);
+            }
+        }
+    }
+
+    /// Waits until each partition's log, which this broker leads, is on its in-sync replicas
+    /// through the offset given; per partition `None` when it is, else why not (as
+    /// [`replication_of`](Self::replication_of), or REQUEST_TIMED_OUT after `timeout`).
+    /// Immediate without a cluster.
+    pub(crate) async fn await_replicated(
+        &self,
+        wanted: Vec<(TopicPartition, i64)>,
+        timeout: Duration,
+    ) -> Vec<Option<ResponseError>> {
+        let mut outcomes: Vec<Option<Option<ResponseError>>> = vec![None; wanted.len()];
+        if self.cluster().is_none() {
+            return vec![None; wanted.len()];
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
         let waiter = Arc::new(Notify::new());
         loop {
-            let tps: Vec<TopicPartition> = pending.iter().map(|a| a.tp.clone()).collect();
-            self.waiting.watch(&tps, &waiter);
-            let mut settled = Vec::new();
-            {
-                let roles = crate::sync::plain(&cluster.roles);
-                for (i, a) in pending.iter().enumerate() {
-                    let outcome = match roles.get(&a.tp) {
-                        Some(Role::Leader(l)) => match l.ack_state(a.required) {
-                            AckState::Waiting => continue,
-                            AckState::Done => None,
-                            AckState::NotEnoughReplicasAfterAppend => {
-                                Some(ResponseError::NotEnoughReplicasAfterAppend)
-                            }
-                        },
-                        _ => Some(ResponseError::NotLeaderOrFollower),
-                    };
-                    settled.push((i, outcome));
+            let open: Vec<&TopicPartition> = wanted
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| o.is_none())
+                .map(|((tp, _), _)| tp)
+                .collect();
+            if open.is_empty() {
+                return outcomes.into_iter().map(Option::flatten).collect();
+            }
+            self.waiting.watch(open, &waiter);
+            for ((tp, required), outcome) in wanted.iter().zip(outcomes.iter_mut()) {
+                if outcome.is_none() {
+                    *outcome = self.replication_of(tp, *required);
                 }
             }
-            for (i, outcome) in settled.into_iter().rev() {
-                let a = pending.swap_remove(i);
-                if let Some(code) = outcome {
-                    fail_partition(resp, &a, code);
-                }
-            }
-            if pending.is_empty() {
-                return;
+            if outcomes.iter().all(Option::is_some) {
+                continue;
             }
             if tokio::time::timeout_at(deadline, waiter.notified())
                 .await
                 .is_err()
             {
-                for a in pending {
-                    fail_partition(resp, &a, ResponseError::RequestTimedOut);
-                }
-                return;
+                return outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or(Some(ResponseError::RequestTimedOut)))
+                    .collect();
             }
         }
     }

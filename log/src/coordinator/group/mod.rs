@@ -933,6 +933,12 @@ impl GroupCoordinator {
         })
     }
 
+    /// Forgets the groups `moved` selects: another broker coordinates them now. Members
+    /// waiting in a JoinGroup or SyncGroup see their answer dropped and retry elsewhere.
+    pub fn forget_where(&mut self, moved: impl Fn(&str) -> bool) {
+        self.groups.retain(|id, _| !moved(id));
+    }
+
     /// Deletes an empty group (DeleteGroups); fails for a group with members.
     pub fn delete(&mut self, group_id: &str) -> Result<(), ResponseError> {
         match self.groups.get(group_id) {

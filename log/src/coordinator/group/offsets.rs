@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::record::control::{marker_of_key, Marker};
 use crate::record::{encode_batch, Compression, NewRecord};
 use crate::storage::{LogManager, StorageError};
 use crate::types::TopicPartition;
@@ -123,10 +124,18 @@ pub fn decode_value(mut b: Bytes) -> Option<Committed> {
     })
 }
 
-/// The committed offsets of every group.
+/// One group's commits and deletions (`None`), per topic and partition.
+pub type OffsetWrites = Vec<(String, i32, Option<Committed>)>;
+
+/// The committed offsets of the groups this broker coordinates, and the offsets committed
+/// inside transactions that have not ended yet (Kafka's pending transactional offsets).
 #[derive(Debug, Default)]
 pub struct OffsetStore {
     cache: BTreeMap<OffsetKey, Committed>,
+    /// Producer id -> offsets its open transaction committed (KIP-98's TxnOffsetCommit):
+    /// applied when the transaction's commit marker reaches the group's partition, dropped
+    /// on abort. They are in the log as a transactional batch, so a reload finds them again.
+    pending: BTreeMap<i64, BTreeMap<OffsetKey, Committed>>,
     partitions: i32,
 }
 
@@ -143,24 +152,76 @@ impl OffsetStore {
     /// Rebuilds the cache by reading every partition of `__consumer_offsets` from its start.
     pub fn load(logs: &LogManager, partitions: i32) -> Result<OffsetStore, StorageError> {
         let mut store = OffsetStore {
-            cache: BTreeMap::new(),
             partitions,
+            ..OffsetStore::default()
         };
         for p in 0..partitions {
-            let Some(log) = logs.get(&TopicPartition::new(OFFSETS_TOPIC, p)) else {
-                continue;
-            };
-            log.scan_records(|rec| {
-                let Some(key) = rec.key.and_then(decode_key) else {
-                    return;
-                };
-                match rec.value.and_then(decode_value) {
-                    Some(v) => store.cache.insert(key, v),
-                    None => store.cache.remove(&key),
-                };
-            })?;
+            store.load_partition(logs, p)?;
         }
         Ok(store)
+    }
+
+    /// The partition count of `__consumer_offsets` (groups are placed by it).
+    pub fn set_partitions(&mut self, partitions: i32) {
+        self.partitions = partitions;
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    pub fn partition_of(&self, group: &str) -> i32 {
+        partition_for(group, self.partitions)
+    }
+
+    /// Forgets the groups of `__consumer_offsets` partition `p` (another broker coordinates
+    /// them now).
+    pub fn unload_partition(&mut self, p: i32) {
+        let n = self.partitions;
+        let ours = |k: &OffsetKey| partition_for(&k.0, n) != p;
+        self.cache.retain(|k, _| ours(k));
+        for offsets in self.pending.values_mut() {
+            offsets.retain(|k, _| ours(k));
+        }
+        self.pending.retain(|_, o| !o.is_empty());
+    }
+
+    /// (Re)reads partition `p` from its log start: its groups' offsets replace what was here,
+    /// transactional commits stay pending until their marker, as Kafka's loader does.
+    pub fn load_partition(&mut self, logs: &LogManager, p: i32) -> Result<(), StorageError> {
+        self.unload_partition(p);
+        let Some(log) = logs.get(&TopicPartition::new(OFFSETS_TOPIC, p)) else {
+            return Ok(());
+        };
+        log.scan_batches(|h, records| {
+            if h.is_control() {
+                let commit = records
+                    .first()
+                    .and_then(|r| r.key.as_deref().and_then(marker_of_key))
+                    == Some(Marker::Commit);
+                self.end_transaction_of(h.producer_id, commit);
+                return;
+            }
+            for rec in records {
+                let Some(key) = rec.key.and_then(decode_key) else {
+                    continue;
+                };
+                let value = rec.value.and_then(decode_value);
+                if h.is_transactional() {
+                    if let Some(v) = value {
+                        self.pending
+                            .entry(h.producer_id)
+                            .or_default()
+                            .insert(key, v);
+                    }
+                    continue;
+                }
+                match value {
+                    Some(v) => self.cache.insert(key, v),
+                    None => self.cache.remove(&key),
+                };
+            }
+        })
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&Committed> {
@@ -184,34 +245,30 @@ impl OffsetStore {
         g
     }
 
+    /// Partitions of `group` with an offset committed in a transaction still open (KIP-447's
+    /// unstable offsets).
+    pub fn unstable(&self, group: &str) -> std::collections::BTreeSet<(String, i32)> {
+        self.pending
+            .values()
+            .flat_map(|o| o.keys())
+            .filter(|k| k.0 == group)
+            .map(|k| (k.1.clone(), k.2))
+            .collect()
+    }
+
     /// Writes commits (`Some`) and deletions (`None`) of one group to its `__consumer_offsets`
     /// partition, then applies them to the cache. Nothing changes if the append fails.
     pub fn write(
         &mut self,
         logs: &LogManager,
         group: &str,
-        entries: Vec<(String, i32, Option<Committed>)>,
+        entries: OffsetWrites,
     ) -> Result<(), StorageError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let tp = TopicPartition::new(OFFSETS_TOPIC, partition_for(group, self.partitions));
-        let log = logs.get_or_create(&tp)?;
-        let now = entries
-            .iter()
-            .filter_map(|(_, _, c)| c.as_ref().map(|c| c.commit_timestamp_ms))
-            .max()
-            .unwrap_or(0);
-        let records: Vec<NewRecord> = entries
-            .iter()
-            .map(|(topic, partition, c)| NewRecord {
-                key: Some(encode_key(group, topic, *partition)),
-                value: c.as_ref().map(encode_value),
-                timestamp_ms: c.as_ref().map_or(now, |c| c.commit_timestamp_ms),
-                headers: Vec::new(),
-            })
-            .collect();
-        let mut batch = encode_batch(&records, Compression::None)?;
+        let log = self.log_of(logs, group)?;
+        let mut batch = encode_batch(&records_of(group, &entries), Compression::None)?;
         log.append(&mut batch)?;
         for (topic, partition, c) in entries {
             let key = (group.to_string(), topic, partition);
@@ -222,6 +279,98 @@ impl OffsetStore {
         }
         Ok(())
     }
+
+    /// Writes offsets committed inside `producer`'s transaction (TxnOffsetCommit) as a
+    /// transactional batch of that producer: they stay pending until the transaction's
+    /// marker reaches this partition ([`end_transaction`](Self::end_transaction)).
+    pub fn write_transactional(
+        &mut self,
+        logs: &LogManager,
+        group: &str,
+        producer: (i64, i16),
+        entries: Vec<(String, i32, Committed)>,
+    ) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let log = self.log_of(logs, group)?;
+        let writes: OffsetWrites = entries
+            .iter()
+            .map(|(t, p, c)| (t.clone(), *p, Some(c.clone())))
+            .collect();
+        let (id, epoch) = producer;
+        let mut batch = crate::record::encode_idempotent_batch(
+            &records_of(group, &writes),
+            Compression::None,
+            id,
+            epoch,
+            log.next_sequence(id, epoch),
+            true,
+        )?;
+        log.append(&mut batch)?;
+        let pending = self.pending.entry(id).or_default();
+        for (topic, partition, c) in entries {
+            pending.insert((group.to_string(), topic, partition), c);
+        }
+        Ok(())
+    }
+
+    /// A transaction marker of `producer_id` was written to partition `p`: its pending
+    /// offsets of that partition's groups become committed (`commit`) or are dropped.
+    pub fn end_transaction(&mut self, p: i32, producer_id: i64, commit: bool) {
+        let n = self.partitions;
+        let Some(pending) = self.pending.get_mut(&producer_id) else {
+            return;
+        };
+        let (ended, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(pending)
+            .into_iter()
+            .partition(|(k, _)| partition_for(&k.0, n) == p);
+        *pending = kept;
+        if pending.is_empty() {
+            self.pending.remove(&producer_id);
+        }
+        if commit {
+            self.cache.extend(ended);
+        }
+    }
+
+    /// While loading one partition: every pending offset of the producer is that partition's.
+    fn end_transaction_of(&mut self, producer_id: i64, commit: bool) {
+        if let Some(ended) = self.pending.remove(&producer_id) {
+            if commit {
+                self.cache.extend(ended);
+            }
+        }
+    }
+
+    fn log_of(
+        &self,
+        logs: &LogManager,
+        group: &str,
+    ) -> Result<std::sync::Arc<crate::storage::PartitionLog>, StorageError> {
+        logs.get_or_create(&TopicPartition::new(
+            OFFSETS_TOPIC,
+            self.partition_of(group),
+        ))
+    }
+}
+
+/// The `__consumer_offsets` records of one group's writes.
+fn records_of(group: &str, entries: &OffsetWrites) -> Vec<NewRecord> {
+    let now = entries
+        .iter()
+        .filter_map(|(_, _, c)| c.as_ref().map(|c| c.commit_timestamp_ms))
+        .max()
+        .unwrap_or(0);
+    entries
+        .iter()
+        .map(|(topic, partition, c)| NewRecord {
+            key: Some(encode_key(group, topic, *partition)),
+            value: c.as_ref().map(encode_value),
+            timestamp_ms: c.as_ref().map_or(now, |c| c.commit_timestamp_ms),
+            headers: Vec::new(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,15 +6,16 @@
 //!
 //! A transaction ends in two steps, as in Kafka: EndTxn (or a timeout, or a fencing
 //! InitProducerId) moves it to PrepareCommit / PrepareAbort, which is persisted, and queues a
-//! [`MarkerJob`]; when every marker is written (and, on commit, the offsets applied) the broker
+//! [`MarkerJob`]; when every marker is written (the `__consumer_offsets` ones commit or drop
+//! the transaction's offsets at the group coordinator) the broker
 //! calls [`TxnEngine::markers_written`], which completes it. Until then the transactional id
 //! answers CONCURRENT_TRANSACTIONS, as Kafka's does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use kafka_protocol::ResponseError;
 
-use super::{PendingOffset, TxnMetadata, TxnState};
+use super::{TxnMetadata, TxnState};
 
 /// The coordinator's settings (Kafka's broker configs of the same names).
 #[derive(Debug, Clone)]
@@ -43,10 +44,10 @@ pub struct MarkerJob {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub commit: bool,
-    /// Data partitions to write the marker to.
+    /// Partitions to write the marker to: the data partitions, and the `__consumer_offsets`
+    /// partition of each group that committed offsets in the transaction (where the marker
+    /// commits or drops them, as in Kafka).
     pub partitions: Vec<(String, i32)>,
-    /// On commit: each group's offsets to commit (the `__consumer_offsets` "marker").
-    pub offsets: BTreeMap<String, Vec<PendingOffset>>,
 }
 
 /// A transition's answer and effects.
@@ -127,6 +128,16 @@ impl TxnEngine {
             .into_iter()
             .map(|m| Effect::Markers(marker_job(m)))
             .collect()
+    }
+
+    /// Forgets the transactional ids `moved` selects (their coordinator is elsewhere now).
+    pub fn forget_where(&mut self, moved: impl Fn(&str) -> bool) {
+        self.txns.retain(|id, _| !moved(id));
+    }
+
+    /// Takes over the transactional ids `other` holds (a partition of them just loaded).
+    pub fn absorb(&mut self, other: TxnEngine) {
+        self.txns.extend(other.txns);
     }
 
     pub fn get(&self, transactional_id: &str) -> Option<&TxnMetadata> {
@@ -307,29 +318,6 @@ impl TxnEngine {
         Ok(())
     }
 
-    /// TxnOffsetCommit, once checked: the offsets are kept with the transaction (a later
-    /// offset for the same partition replaces the earlier).
-    pub fn offset_commit(
-        &mut self,
-        transactional_id: &str,
-        producer: (i64, i16),
-        group: &str,
-        offsets: Vec<PendingOffset>,
-        now_ms: i64,
-    ) -> Outcome<()> {
-        if let Err(e) = self.check_offset_commit(transactional_id, producer, group) {
-            return Outcome::answer(Err(e));
-        }
-        let mut meta = self.txns[transactional_id].clone();
-        let pending = meta.offsets.entry(group.to_string()).or_default();
-        for o in offsets {
-            pending.retain(|p| !(p.topic == o.topic && p.partition == o.partition));
-            pending.push(o);
-        }
-        meta.updated_ms = now_ms;
-        Outcome::with(Ok(()), vec![self.keep(meta)])
-    }
-
     /// EndTxn: prepares the commit or abort and queues its markers.
     pub fn end_txn(
         &mut self,
@@ -471,18 +459,6 @@ impl TxnEngine {
         self.txns.values().find(|m| m.producer_id == producer_id)
     }
 
-    /// Partitions with an offset of `group` in a transaction not yet completed: their
-    /// committed offset may still change (KIP-447's unstable offsets).
-    pub fn unstable_offsets(&self, group: &str) -> BTreeSet<(String, i32)> {
-        self.txns
-            .values()
-            .filter(|m| m.in_progress())
-            .filter_map(|m| m.offsets.get(group))
-            .flatten()
-            .map(|o| (o.topic.clone(), o.partition))
-            .collect()
-    }
-
     /// The metadata of `transactional_id` if `producer` owns it.
     fn owned(
         &self,
@@ -529,22 +505,11 @@ impl TxnEngine {
 }
 
 fn marker_job(meta: &TxnMetadata) -> MarkerJob {
-    let commit = meta.state == TxnState::PrepareCommit;
     MarkerJob {
         transactional_id: meta.transactional_id.clone(),
         producer_id: meta.producer_id,
         producer_epoch: meta.producer_epoch,
-        commit,
-        partitions: meta
-            .partitions
-            .iter()
-            .filter(|(t, _)| t != crate::coordinator::group::offsets::OFFSETS_TOPIC)
-            .cloned()
-            .collect(),
-        offsets: if commit {
-            meta.offsets.clone()
-        } else {
-            BTreeMap::new()
-        },
+        commit: meta.state == TxnState::PrepareCommit,
+        partitions: meta.partitions.iter().cloned().collect(),
     }
 }

@@ -78,7 +78,9 @@ pub struct TxnMetadata {
     pub state: TxnState,
     /// Partitions holding this transaction's records (markers go to each).
     pub partitions: BTreeSet<(String, i32)>,
-    /// Consumer group -> offsets committed with the transaction.
+    /// Consumer groups added with AddOffsetsToTxn. The offsets themselves are the group
+    /// coordinator's (pending in `__consumer_offsets` until the marker); the lists stay empty
+    /// and are kept for the record format.
     pub offsets: BTreeMap<String, Vec<PendingOffset>>,
     /// When the current transaction started (its timeout counts from here).
     pub started_ms: i64,
