@@ -54,6 +54,9 @@ pub struct StreamsConfig {
     pub application_id: String,
     /// `commit.interval.ms`.
     pub commit_interval_ms: u64,
+    /// `replication.factor`: replicas of the changelog and repartition topics the
+    /// application creates (-1: the cluster's `default.replication.factor`).
+    pub replication_factor: i16,
     /// `state.dir`: persistent stores live under it (none: in memory only).
     pub state_dir: Option<PathBuf>,
     pub processing_guarantee: ProcessingGuarantee,
@@ -129,6 +132,7 @@ impl StreamsConfig {
         StreamsConfig {
             application_id: application_id.into(),
             commit_interval_ms: 30_000,
+            replication_factor: -1,
             state_dir: None,
             processing_guarantee: ProcessingGuarantee::AtLeastOnce,
             invalid_timestamps: InvalidTimestampPolicy::Fail,
@@ -1516,6 +1520,7 @@ async fn prepare_topics(
     topics: &[String],
 ) -> Result<(), StreamsError> {
     let admin = Admin::new(Arc::clone(transport));
+    let rf = config.replication_factor;
     let existing = admin.list_topics().await?;
     let mut counts: BTreeMap<String, i32> = existing
         .iter()
@@ -1537,7 +1542,7 @@ async fn prepare_topics(
                 .fixed_partitions(name)
                 .or_else(|| topology.copartitioned_count(name, &counts))
                 .unwrap_or(partitions);
-            create_topic(&admin, name, n, &[("cleanup.policy", "delete")]).await?;
+            create_topic(&admin, name, n, rf, &[("cleanup.policy", "delete")]).await?;
             counts.insert(name.clone(), n);
         }
     }
@@ -1567,7 +1572,7 @@ async fn prepare_topics(
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        create_topic(&admin, &name, partitions, &configs).await?;
+        create_topic(&admin, &name, partitions, rf, &configs).await?;
     }
     Ok(())
 }
@@ -1577,9 +1582,13 @@ async fn create_topic(
     admin: &Admin,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: &[(&str, &str)],
 ) -> Result<(), StreamsError> {
-    match admin.create_topic(name, partitions, configs).await {
+    match admin
+        .create_replicated_topic(name, partitions, replication_factor, configs)
+        .await
+    {
         Ok(()) => Ok(()),
         Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => Ok(()),
         Err(e) => Err(e.into()),

@@ -264,7 +264,12 @@ async fn read_output(
     let mut out: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
     let started = Instant::now();
     while !done(&out) && started.elapsed() < deadline {
-        for r in c.poll().await.unwrap() {
+        // (A poll may fail while a broker of the cluster variant restarts: poll again.)
+        let Ok(records) = c.poll().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        for r in records {
             let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
             let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
             let (n, id) = value.split_once(' ').unwrap();
@@ -379,4 +384,246 @@ async fn at_least_once_loses_nothing_across_sigkills_but_may_duplicate() {
         "at_least_once: {total} outputs for {RECORDS} inputs ({} duplicates)",
         total - RECORDS
     );
+}
+
+/// The cluster's timing, as in the log crate's cluster tests: failures are detected in
+/// about 2 s, so a test's kills cost seconds.
+const CLUSTER_SETTINGS: &[(&str, &str)] = &[
+    ("process.roles", "broker,controller"),
+    ("cluster.id", "torture-cluster"),
+    ("broker.session.timeout.ms", "2000"),
+    ("broker.heartbeat.interval.ms", "250"),
+    ("controller.quorum.election.timeout.ms", "400"),
+    ("replica.lag.time.max.ms", "4000"),
+    ("replica.fetch.backoff.ms", "100"),
+    ("offsets.topic.num.partitions", "3"),
+    ("transaction.state.log.num.partitions", "3"),
+    ("group.initial.rebalance.delay.ms", "0"),
+    // The application's changelogs are replicated as its topics are (Kafka Streams'
+    // `replication.factor` -1 takes this).
+    ("default.replication.factor", "3"),
+    ("min.insync.replicas", "2"),
+];
+
+/// A broker of the cluster variant: one `rill broker` node (broker and controller) run in
+/// this child process until it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the cluster torture test as a broker process"]
+async fn torture_broker_node() {
+    let (Ok(id), Ok(voters), Ok(data), Ok(listen)) = (
+        std::env::var("RILL_TORTURE_NODE_ID"),
+        std::env::var("RILL_TORTURE_VOTERS"),
+        std::env::var("RILL_TORTURE_DATA"),
+        std::env::var("RILL_TORTURE_LISTEN"),
+    ) else {
+        eprintln!("torture_broker_node needs RILL_TORTURE_NODE_ID, _VOTERS, _DATA and _LISTEN");
+        std::process::exit(2);
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let mut config = rill_log::cli::NodeConfig::new(PathBuf::from(data));
+    let mut settings = vec![
+        ("node.id", id.as_str()),
+        ("controller.quorum.voters", voters.as_str()),
+        ("listeners", listen.as_str()),
+    ];
+    settings.extend_from_slice(CLUSTER_SETTINGS);
+    for (k, v) in settings {
+        config.set(k, v).unwrap();
+    }
+    let outcome = rill_log::cli::broker::run(config, std::future::pending()).await;
+    eprintln!("the broker stopped: {outcome:?}");
+    std::process::exit(1);
+}
+
+/// Three broker processes on loopback, each restartable on its data directory and port.
+struct TortureCluster {
+    dir: tempfile::TempDir,
+    voters: String,
+    listeners: Vec<String>,
+    nodes: Vec<Option<Child>>,
+    starts: usize,
+}
+
+impl TortureCluster {
+    fn start() -> TortureCluster {
+        let sockets: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = sockets
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        drop(sockets);
+        let voters = (0..3)
+            .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = TortureCluster {
+            dir: tempfile::tempdir().unwrap(),
+            voters,
+            listeners: ports[3..]
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            nodes: vec![None, None, None],
+            starts: 0,
+        };
+        for id in 1..=3 {
+            c.start_node(id);
+        }
+        c
+    }
+
+    fn start_node(&mut self, id: usize) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{}.log", self.starts)))
+            .unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "torture_broker_node", "--ignored", "--nocapture"])
+            .env("RILL_TORTURE_NODE_ID", id.to_string())
+            .env("RILL_TORTURE_VOTERS", &self.voters)
+            .env("RILL_TORTURE_DATA", self.dir.path().join(format!("n{id}")))
+            .env("RILL_TORTURE_LISTEN", &self.listeners[id - 1])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.nodes[id - 1] = Some(child);
+    }
+
+    fn kill9(&mut self, id: usize) {
+        if let Some(mut child) = self.nodes[id - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        self.listeners.join(",")
+    }
+}
+
+impl Drop for TortureCluster {
+    fn drop(&mut self) {
+        for id in 1..=3 {
+            self.kill9(id);
+        }
+    }
+}
+
+/// The exactly-once counting application against a three-broker cluster (RF 3,
+/// `min.insync.replicas` 2) while brokers are SIGKILLed and restarted one at a time, so
+/// partition leaders, the group coordinator and the transaction coordinator move under it:
+/// the application rides through every kill without a restart, and the committed output,
+/// read `read_committed`, is exactly the reference. `RILL_TORTURE_SEED` replays a schedule,
+/// `RILL_TORTURE_BROKER_KILLS` sets how many kills (6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_output_is_exact_across_broker_kills() {
+    let seed = std::env::var("RILL_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let kills: usize = std::env::var("RILL_TORTURE_BROKER_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    eprintln!("cluster torture: RILL_TORTURE_SEED={seed}, {kills} broker kills");
+    let mut rng = Rng(seed);
+    let mut cluster = TortureCluster::start();
+    let mut config = TcpConfig::new(cluster.bootstrap());
+    config.metadata_max_age_ms = 1_000;
+    let transport: Arc<dyn Transport> = loop {
+        if let Ok(t) = TcpTransport::connect(config.clone()).await {
+            break Arc::new(t);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let admin = Admin::new(Arc::clone(&transport));
+    for topic in ["input", "output"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = admin
+            .create_replicated_topic(topic, PARTITIONS, 3, &[("min.insync.replicas", "2")])
+            .await
+        {
+            assert!(Instant::now() < deadline, "creating {topic}: {e}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let state = cluster.dir.path().join("state");
+    let app_log = cluster.dir.path().join("app.log");
+    let bootstrap = cluster.bootstrap();
+    let spawn_app = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "torture_child", "--ignored", "--nocapture"])
+            .env("RILL_TORTURE_BOOTSTRAP", &bootstrap)
+            .env("RILL_TORTURE_STATE", &state)
+            .env("RILL_TORTURE_GUARANTEE", "eos")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&app_log).unwrap()))
+            .spawn()
+            .unwrap()
+    };
+    let mut app = spawn_app();
+    let producing = tokio::spawn(produce_slowly(Arc::clone(&transport)));
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_500))).await;
+        let id = 1 + rng.below(3) as usize;
+        eprintln!("killing broker {id}");
+        cluster.kill9(id);
+        tokio::time::sleep(Duration::from_millis(2_500 + rng.below(1_000))).await;
+        cluster.start_node(id);
+        if let Some(status) = app.try_wait().unwrap() {
+            panic!(
+                "the application stopped ({status}) after broker {id}'s kill (seed {seed}):\n{}",
+                read(&app_log)
+            );
+        }
+    }
+    producing.await.unwrap();
+    let want = reference();
+    let complete = |out: &BTreeMap<String, Vec<(u64, u64)>>| {
+        want.iter()
+            .all(|(k, ids)| out.get(k).map_or(0, Vec::len) >= ids.len())
+    };
+    let out = read_output(
+        &transport,
+        IsolationLevel::ReadCommitted,
+        complete,
+        Duration::from_secs(120),
+    )
+    .await;
+    if let Some(status) = app.try_wait().unwrap() {
+        panic!(
+            "the application stopped ({status}) (seed {seed}):\n{}",
+            read(&app_log)
+        );
+    }
+    let _ = app.kill();
+    let _ = app.wait();
+    for (key, ids) in &want {
+        let expected: Vec<(u64, u64)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (i as u64 + 1, *id))
+            .collect();
+        let got = out.get(key).cloned().unwrap_or_default();
+        assert_eq!(
+            got,
+            expected,
+            "key {key}: committed output differs from the reference (seed {seed})\n{}",
+            read(&app_log)
+        );
+    }
 }

@@ -281,10 +281,28 @@ impl TcpTransport {
             .collect()
     }
 
+    /// The broker coordinating `key` (cached). Retriable failures (no coordinator yet: a
+    /// cluster creating its internal topic or electing a leader for its partition; a broker
+    /// that cannot be reached) are retried for up to `request.timeout.ms`, as Kafka's
+    /// clients wait for their coordinator.
     async fn coordinator(&self, key_type: i8, key: &str) -> Result<Target, ClientError> {
         if let Some(id) = lock(&self.inner.coordinators).get(&(key_type, key.to_string())) {
             return Ok(Target::Node(*id));
         }
+        let deadline =
+            std::time::Instant::now() + Duration::from_millis(self.inner.config.request_timeout_ms);
+        loop {
+            match self.find_coordinator(key_type, key).await {
+                Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                    lock(&self.inner.meta).stale = true;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn find_coordinator(&self, key_type: i8, key: &str) -> Result<Target, ClientError> {
         let req = FindCoordinatorRequest::default()
             .with_key_type(key_type)
             .with_key(StrBytes::from_string(key.to_string()));
