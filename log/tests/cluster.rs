@@ -883,3 +883,165 @@ async fn run_round(
         }
     }
 }
+
+/// Whether the Python Kafka clients and kcat are installed (`.ci/run` installs them; CI
+/// sets `RILL_COMPAT_REQUIRED=1`, which makes their absence a failure).
+fn kafka_clients_present() -> bool {
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import confluent_kafka, kafka, aiokafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let kcat = std::process::Command::new("kcat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if python && kcat {
+        return true;
+    }
+    assert!(
+        std::env::var("RILL_COMPAT_REQUIRED").map_or(true, |v| v != "1"),
+        "the cluster's client scenarios need python3 with confluent-kafka, kafka-python, \
+         aiokafka, and kcat"
+    );
+    eprintln!("SKIPPED: the cluster's client scenarios need the Kafka clients (see .ci/run)");
+    false
+}
+
+/// Runs `cmd` (stdout piped) and, once it prints a line starting with `trigger`, kills the
+/// leader of partition 0 of `topic` and starts it again 3 s later; returns the command's
+/// success and its output.
+async fn run_killing_leader(
+    cluster: &mut Cluster,
+    t: &Arc<dyn Transport>,
+    topic: &str,
+    mut cmd: std::process::Command,
+    trigger: &str,
+) -> (bool, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s);
+        s
+    });
+    let mut out = String::new();
+    let mut killed: Option<(usize, Instant)> = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        while let Ok(line) = rx.try_recv() {
+            if killed.is_none() && line.starts_with(trigger) {
+                let leader = leaders(t, topic).await.first().copied().unwrap_or(1).max(1);
+                println!("{topic}: killing node {leader}, the leader of partition 0");
+                cluster.kill9(leader as usize);
+                killed = Some((leader as usize, Instant::now()));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if let Some((node, at)) = killed {
+            if at.elapsed() > Duration::from_secs(3) && cluster.nodes[node - 1].is_none() {
+                cluster.start_node(node);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let _ = lines.join();
+            while let Ok(line) = rx.try_recv() {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            out.push_str(&errors.join().unwrap_or_default());
+            if let Some((node, _)) = killed {
+                if cluster.nodes[node - 1].is_none() {
+                    cluster.start_node(node);
+                }
+            }
+            return (status.success() && killed.is_some(), out);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return (false, format!("timed out\n{out}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Real Kafka clients against the three-broker cluster while the leader of the partition
+/// they write is killed: confluent-kafka (librdkafka), kafka-python and aiokafka each
+/// produce with acks=all (idempotent) through the failover and read everything back in a
+/// consumer group that commits as it goes and survives the kill (`compat/cluster_clients.py`);
+/// kcat produces with acks=all through a kill and every line is in the log once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_clients_ride_through_a_leader_kill() {
+    if !kafka_clients_present() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3);
+    let t = cluster.transport().await;
+    let admin = Admin::new(Arc::clone(&t));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/cluster_clients.py");
+    for client in ["confluent", "kafka-python", "aiokafka", "kcat"] {
+        let topic = format!("ha-{client}");
+        eventually("creating the topic", || {
+            admin.create_replicated_topic(&topic, 2, 3, &[("min.insync.replicas", "2")])
+        })
+        .await;
+        let bootstrap = cluster.listeners.join(",");
+        let (ok, out) = if client == "kcat" {
+            // 300 lines over 6 s into an idempotent acks=all kcat producer; the kill comes
+            // 2 s in.
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c").arg(format!(
+                "(i=0; while [ $i -lt 300 ]; do echo v$i; i=$((i+1)); sleep 0.02; done) | \
+                 kcat -P -b {bootstrap} -t {topic} -X acks=all -X enable.idempotence=true \
+                 -X message.timeout.ms=60000 -X topic.metadata.refresh.interval.ms=1000 & \
+                 sleep 2; echo produced 100; wait $!"
+            ));
+            run_killing_leader(&mut cluster, &t, &topic, cmd, "produced").await
+        } else {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.arg(&script)
+                .arg(client)
+                .arg(&bootstrap)
+                .arg(&topic)
+                .arg(format!("group-{client}"))
+                .arg("300");
+            run_killing_leader(&mut cluster, &t, &topic, cmd, "produced 100").await
+        };
+        assert!(
+            ok,
+            "{client} failed:\n{out}\nnode logs: {}",
+            cluster.dump_logs()
+        );
+        let summary = out.lines().find(|l| l.starts_with("ok:")).unwrap_or("done");
+        println!("{client}: {summary}");
+        if client == "kcat" {
+            let t = cluster.transport().await;
+            let mut values: Vec<String> = read_all(&t, &topic, 2)
+                .await
+                .into_iter()
+                .map(|r| r.2)
+                .collect();
+            values.sort();
+            let mut want: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
+            want.sort();
+            assert_eq!(values, want, "kcat's lines, each once");
+        }
+    }
+}
