@@ -671,6 +671,73 @@ async fn the_active_controller_dies_and_the_cluster_goes_on() {
     })
     .await;
     println!("node {next} is active");
+    // `rill cluster describe` shows the two brokers left, the new leader, and the dead
+    // controller as unreachable; `rill topics describe --under-replicated` shows the
+    // partitions whose ISR lost the dead node, and `--under-min-isr` none (2 of 2 remain).
+    let rill = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rill {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        rows
+    };
+    let bootstrap = cluster.bootstrap();
+    let rows = rill(&[
+        "cluster",
+        "describe",
+        "--bootstrap-server",
+        &bootstrap,
+        "--controller-quorum",
+        &cluster.voters,
+        "--json",
+    ]);
+    let field = |r: &serde_json::Value, k: &str| r[k].to_string().trim_matches('"').to_string();
+    let controllers: BTreeMap<String, String> = rows
+        .iter()
+        .filter(|r| r["role"] == "controller")
+        .map(|r| (field(r, "id"), field(r, "state")))
+        .collect();
+    assert_eq!(controllers.len(), 3, "{rows:?}");
+    assert_eq!(controllers[&next.to_string()], "leader", "{rows:?}");
+    assert!(
+        controllers[&active.to_string()].starts_with("unreachable"),
+        "{rows:?}"
+    );
+    let brokers = rows.iter().filter(|r| r["role"] == "broker").count();
+    assert!(brokers >= 2, "{rows:?}");
+    let describe = |flag: &str| {
+        rill(&[
+            "topics",
+            "describe",
+            "before",
+            flag,
+            "--bootstrap-server",
+            &bootstrap,
+            "--json",
+        ])
+        .into_iter()
+        .filter(|r| r["partition"].is_number())
+        .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while describe("--under-replicated") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead node's partitions never showed as under-replicated"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(describe("--under-min-isr"), 0);
     let t = cluster.transport().await;
     let admin = Admin::new(Arc::clone(&t));
     eventually("creating a topic after the failover", || {

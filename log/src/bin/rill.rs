@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         node_id: i32,
     },
+    /// The cluster: its brokers and, with `--controller-quorum`, each controller's view of
+    /// the metadata quorum.
+    Cluster {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Create, list, describe, delete topics and alter their configs.
     Topics {
         #[command(flatten)]
@@ -132,6 +140,18 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Brokers (id, endpoint, rack) and controllers (leader or follower, term, metadata
+    /// offset applied).
+    Describe {
+        /// The controllers to ask, `id@host:port,...` (Kafka's `controller.quorum.voters`);
+        /// without it only the brokers are listed.
+        #[arg(long)]
+        controller_quorum: Option<String>,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 struct Conn {
     /// `host:port[,host:port...]` of the cluster.
@@ -161,6 +181,9 @@ enum TopicsAction {
         /// Only partitions whose ISR is short of their replicas.
         #[arg(long)]
         under_replicated: bool,
+        /// Only partitions whose ISR is smaller than `min.insync.replicas`.
+        #[arg(long)]
+        under_min_isr: bool,
     },
     Delete {
         topic: String,
@@ -757,7 +780,11 @@ fn client_command(command: Command) -> Result<(), CliError> {
                     TopicsAction::Describe {
                         topic,
                         under_replicated,
-                    } => commands::topics_describe(t, &topic, under_replicated).await?,
+                        under_min_isr,
+                    } => {
+                        commands::topics_describe(t, &topic, under_replicated, under_min_isr)
+                            .await?
+                    }
                     TopicsAction::Delete { topic } => commands::topics_delete(t, &topic).await?,
                     TopicsAction::AlterConfig { topic, set, delete } => {
                         commands::topics_alter_config(t, &topic, &commands::pairs(&set)?, &delete)
@@ -840,6 +867,23 @@ fn client_command(command: Command) -> Result<(), CliError> {
                     } => {
                         let tp = rill_log::types::TopicPartition::new(topic, partition);
                         transactions::abort(t, &tp, producer_id, producer_epoch).await?
+                    }
+                };
+                table.print(conn.json);
+            }
+            Command::Cluster { conn, action } => {
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let table = match action {
+                    ClusterAction::Describe { controller_quorum } => {
+                        let voters = match controller_quorum {
+                            Some(v) => {
+                                let mut c = NodeConfig::new(PathBuf::new());
+                                c.set("controller.quorum.voters", &v)?;
+                                Some(c.cluster.broker.voters)
+                            }
+                            None => None,
+                        };
+                        commands::cluster_describe(t, voters).await?
                     }
                 };
                 table.print(conn.json);

@@ -79,11 +79,14 @@ pub async fn topics_list(t: Arc<dyn Transport>) -> Result<Table, CliError> {
 }
 
 /// Partitions (leader, epoch, replicas, ISR, log start, log end) and the topic's configs;
-/// with `under_replicated`, only the partitions whose ISR is short of their replicas.
+/// with `under_replicated`, only the partitions whose ISR is short of their replicas; with
+/// `under_min_isr`, only those whose ISR is smaller than the topic's `min.insync.replicas`
+/// (acks=all produce is refused there).
 pub async fn topics_describe(
     t: Arc<dyn Transport>,
     name: &str,
     under_replicated: bool,
+    under_min_isr: bool,
 ) -> Result<Table, CliError> {
     let admin = Admin::new(t);
     let topic = admin
@@ -99,6 +102,11 @@ pub async fn topics_describe(
     let starts = admin.list_offsets(&q(OffsetSpec::Earliest)).await?;
     let ends = admin.list_offsets(&q(OffsetSpec::Latest)).await?;
     let configs = admin.describe_topic_configs(name).await?;
+    let min_isr: i64 = configs
+        .iter()
+        .find(|(k, _)| k.as_str() == "min.insync.replicas")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1);
     let mut table = Table::new(&[
         "topic",
         "partition",
@@ -117,6 +125,9 @@ pub async fn topics_describe(
             .iter()
             .find(|p| p.partition == tp.partition.0);
         if under_replicated && !state.is_some_and(|s| s.under_replicated()) {
+            continue;
+        }
+        if under_min_isr && !state.is_some_and(|s| (s.isr.len() as i64) < min_isr) {
             continue;
         }
         table.push(vec![
@@ -593,6 +604,73 @@ pub async fn groups_reset_offsets(
             },
         );
         committer.commit_offsets(&plan).await?;
+    }
+    Ok(table)
+}
+
+/// `rill cluster describe`: the brokers (DescribeCluster: id, endpoint, rack, which is the
+/// controller) and, given the controller quorum's voters, each controller's view of the
+/// quorum (leader or follower, term, metadata offset applied; "unreachable" when it does not
+/// answer), so a lagging or dead controller shows.
+pub async fn cluster_describe(
+    t: Arc<dyn Transport>,
+    voters: Option<std::collections::BTreeMap<u64, String>>,
+) -> Result<Table, CliError> {
+    use kafka_protocol::messages::{DescribeClusterRequest, RequestKind, ResponseKind};
+    let resp = t
+        .send(RequestKind::DescribeCluster(
+            DescribeClusterRequest::default(),
+        ))
+        .await?;
+    let Some(ResponseKind::DescribeCluster(cluster)) = resp else {
+        return Err(CliError::Usage("no DescribeCluster answer".into()));
+    };
+    crate::client::check(cluster.error_code, cluster.error_message.as_deref())?;
+    let mut table = Table::new(&["role", "id", "endpoint", "rack", "state", "term", "applied"]);
+    for b in &cluster.brokers {
+        let state = if b.broker_id == cluster.controller_id {
+            "controller (as DescribeCluster names it)"
+        } else {
+            "serving"
+        };
+        table.push(vec![
+            "broker".into(),
+            b.broker_id.0.to_string(),
+            format!("{}:{}", b.host, b.port),
+            b.rack.as_deref().unwrap_or("").to_string(),
+            state.into(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    for (id, addr) in voters.unwrap_or_default() {
+        use crate::controller::rpc::{ControllerRequest, ControllerResponse};
+        let one = [(id, addr.clone())].into_iter().collect();
+        let mut client = crate::controller::service::ControllerClient::new(
+            one,
+            std::time::Duration::from_secs(3),
+        );
+        let row = match client.call(&ControllerRequest::DescribeQuorum).await {
+            Ok(ControllerResponse::Quorum(q)) => {
+                let state = match q.leader {
+                    Some(l) if l == id => "leader".to_string(),
+                    Some(l) => format!("follower of {l}"),
+                    None => "no leader known".to_string(),
+                };
+                (state, q.term.to_string(), q.applied.to_string())
+            }
+            Ok(other) => (format!("unexpected answer {other:?}"), "".into(), "".into()),
+            Err(e) => (format!("unreachable ({e})"), "".into(), "".into()),
+        };
+        table.push(vec![
+            "controller".into(),
+            id.to_string(),
+            addr,
+            String::new(),
+            row.0,
+            row.1,
+            row.2,
+        ]);
     }
     Ok(table)
 }
