@@ -127,7 +127,7 @@ pub async fn topics_describe(
         if under_replicated && !state.is_some_and(|s| s.under_replicated()) {
             continue;
         }
-        if under_min_isr && !state.is_some_and(|s| (s.isr.len() as i64) < min_isr) {
+        if under_min_isr && state.is_none_or(|s| (s.isr.len() as i64) >= min_isr) {
             continue;
         }
         table.push(vec![
