@@ -763,6 +763,54 @@ async fn the_active_controller_dies_and_the_cluster_goes_on() {
     producer.close().await;
     let read = read_all(&t, "before", 2).await;
     assert_eq!(read.len(), 10);
+    // A topic config changed through one broker is the cluster's (committed by the
+    // controller): every live broker describes it, and the leaders gate acks=all on it at
+    // once (min.insync.replicas 3 with a node dead: NOT_ENOUGH_REPLICAS).
+    use rill_log::client::admin::ConfigOp;
+    let min_isr = |v: &str| [("min.insync.replicas", ConfigOp::Set(v.to_string()))];
+    admin
+        .alter_topic_configs("before", &min_isr("3"))
+        .await
+        .unwrap();
+    for node in cluster.nodes.iter().flatten() {
+        let mut config = TcpConfig::new(node.addr.clone());
+        config.metadata_max_age_ms = 1_000;
+        let one: Arc<dyn Transport> = Arc::new(TcpTransport::connect(config).await.unwrap());
+        let configs = Admin::new(one)
+            .describe_topic_configs("before")
+            .await
+            .unwrap();
+        assert_eq!(
+            configs.get("min.insync.replicas").map(String::as_str),
+            Some("3"),
+            "{}",
+            node.addr
+        );
+    }
+    let strict = Producer::new(
+        Arc::clone(&t),
+        ProducerConfig {
+            delivery_timeout_ms: 3_000,
+            ..ProducerConfig::default()
+        },
+    );
+    let refused = strict
+        .send(ProducerRecord::new("before", Some("k".to_string()), "v".to_string()))
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    let error = refused.expect_err("acks=all under min.insync.replicas 3 with two replicas");
+    assert_eq!(
+        error.kafka_error(),
+        Some(rill_log::client::ResponseError::NotEnoughReplicas),
+        "{error}"
+    );
+    strict.close().await;
+    admin
+        .alter_topic_configs("before", &min_isr("2"))
+        .await
+        .unwrap();
 }
 
 /// The broker coordinating `key` (0: a group, 1: a transactional id), by FindCoordinator.

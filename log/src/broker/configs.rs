@@ -358,12 +358,15 @@ impl Broker {
     }
 
     /// Replaces a topic's overrides with what `change` makes of them (checked whole).
+    /// Changes a topic's config overrides with `change`, checked against the defaults. Alone
+    /// the change is applied here; in a cluster the checked overrides are returned, to be
+    /// committed through the controller ([`commit_topic_configs`](Self::commit_topic_configs)).
     fn alter_topic(
         &self,
         name: &str,
         change: impl FnOnce(&mut BTreeMap<String, String>, &LogConfig) -> Result<(), Refusal>,
         validate_only: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<(String, BTreeMap<String, String>)>, Refusal> {
         if self.topics_read().get(name).is_none() {
             return Err((
                 ResponseError::UnknownTopicOrPartition,
@@ -378,12 +381,30 @@ impl Broker {
         change(&mut overrides, &defaults)?;
         LogConfig::from_overrides(&defaults, &overrides)
             .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
-        if !validate_only {
-            self.logs
-                .set_topic_config(name, overrides)
-                .map_err(|e| (super::storage_error_code(&e), e.to_string()))?;
+        if validate_only {
+            return Ok(None);
         }
-        Ok(())
+        if self.is_clustered() {
+            return Ok(Some((name.to_string(), overrides)));
+        }
+        self.logs
+            .set_topic_config(name, overrides)
+            .map_err(|e| (super::storage_error_code(&e), e.to_string()))?;
+        Ok(None)
+    }
+
+    /// Commits what [`alter_topic`](Self::alter_topic) left to the controller, in order;
+    /// each answer's error, if any, replaces the resource's.
+    async fn commit_topic_configs(
+        &self,
+        pending: Vec<(usize, String, BTreeMap<String, String>)>,
+        mut fail: impl FnMut(usize, Refusal),
+    ) {
+        for (i, name, configs) in pending {
+            if let Err(e) = self.set_topic_configs_clustered(name, configs).await {
+                fail(i, e);
+            }
+        }
     }
 
     /// Replaces the dynamic configs of a broker resource with what `change` makes of them,
@@ -456,15 +477,17 @@ impl Broker {
         outcome
     }
 
-    pub(crate) fn incremental_alter_configs(
+    pub(crate) async fn incremental_alter_configs(
         &self,
         req: IncrementalAlterConfigsRequest,
     ) -> IncrementalAlterConfigsResponse {
         let validate_only = req.validate_only;
-        let responses = req
+        let mut pending = Vec::new();
+        let mut responses: Vec<_> = req
             .resources
             .into_iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let name = r.resource_name.to_string();
                 let ops: Vec<Op> = r
                     .configs
@@ -485,17 +508,19 @@ impl Broker {
                         },
                         validate_only,
                     ),
-                    RESOURCE_BROKER => self.alter_broker(
-                        &name,
-                        |map, defaults| {
-                            apply_ops(map, ops, |k| {
-                                dynamic::topic_key(k)
-                                    .and_then(|t| defaults.get(t))
-                                    .unwrap_or_default()
-                            })
-                        },
-                        validate_only,
-                    ),
+                    RESOURCE_BROKER => self
+                        .alter_broker(
+                            &name,
+                            |map, defaults| {
+                                apply_ops(map, ops, |k| {
+                                    dynamic::topic_key(k)
+                                        .and_then(|t| defaults.get(t))
+                                        .unwrap_or_default()
+                                })
+                            },
+                            validate_only,
+                        )
+                        .map(|()| None),
                     other => Err((
                         ResponseError::InvalidRequest,
                         format!("Unknown resource type {other}"),
@@ -505,24 +530,35 @@ impl Broker {
                     incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                         .with_resource_type(r.resource_type)
                         .with_resource_name(r.resource_name);
-                if let Err((code, message)) = outcome {
-                    resp.error_code = code.code();
-                    resp.error_message = Some(text(message));
+                match outcome {
+                    Err((code, message)) => {
+                        resp.error_code = code.code();
+                        resp.error_message = Some(text(message));
+                    }
+                    Ok(Some((name, configs))) => pending.push((i, name, configs)),
+                    Ok(None) => {}
                 }
                 resp
             })
             .collect();
+        self.commit_topic_configs(pending, |i, (code, message)| {
+            responses[i].error_code = code.code();
+            responses[i].error_message = Some(text(message));
+        })
+        .await;
         IncrementalAlterConfigsResponse::default().with_responses(responses)
     }
 
     /// The legacy AlterConfigs: each resource's dynamic configs become exactly the ones sent
     /// (a key left out returns to its default).
-    pub(crate) fn alter_configs(&self, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    pub(crate) async fn alter_configs(&self, req: AlterConfigsRequest) -> AlterConfigsResponse {
         let validate_only = req.validate_only;
-        let responses = req
+        let mut pending = Vec::new();
+        let mut responses: Vec<_> = req
             .resources
             .into_iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let name = r.resource_name.to_string();
                 let configs: Vec<(String, Option<String>)> = r
                     .configs
@@ -536,7 +572,9 @@ impl Broker {
                     };
                     match r.resource_type {
                         RESOURCE_TOPIC => self.alter_topic(&name, replace, validate_only),
-                        RESOURCE_BROKER => self.alter_broker(&name, replace, validate_only),
+                        RESOURCE_BROKER => self
+                            .alter_broker(&name, replace, validate_only)
+                            .map(|()| None),
                         other => Err((
                             ResponseError::InvalidRequest,
                             format!("Unknown resource type {other}"),
@@ -546,13 +584,22 @@ impl Broker {
                 let mut resp = alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(r.resource_type)
                     .with_resource_name(r.resource_name);
-                if let Err((code, message)) = outcome {
-                    resp.error_code = code.code();
-                    resp.error_message = Some(text(message));
+                match outcome {
+                    Err((code, message)) => {
+                        resp.error_code = code.code();
+                        resp.error_message = Some(text(message));
+                    }
+                    Ok(Some((name, configs))) => pending.push((i, name, configs)),
+                    Ok(None) => {}
                 }
                 resp
             })
             .collect();
+        self.commit_topic_configs(pending, |i, (code, message)| {
+            responses[i].error_code = code.code();
+            responses[i].error_message = Some(text(message));
+        })
+        .await;
         AlterConfigsResponse::default().with_responses(responses)
     }
 }

@@ -563,9 +563,9 @@ impl Broker {
                 ResponseKind::DescribeConfigs(self.describe_configs(r))
             }
             RequestKind::IncrementalAlterConfigs(r) => {
-                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r))
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
             }
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r)),
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
             RequestKind::FindCoordinator(r) => {
                 ResponseKind::FindCoordinator(self.find_coordinator(r))
             }

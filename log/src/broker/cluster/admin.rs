@@ -340,6 +340,24 @@ impl Broker {
         CreateTopicsResponse::default().with_topics(results)
     }
 
+    /// Commits a topic's config overrides through the controller and waits until this
+    /// broker applied them (so a DescribeConfigs here right after sees them).
+    pub(crate) async fn set_topic_configs_clustered(
+        &self,
+        topic: String,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), (ResponseError, String)> {
+        let cluster = self.cluster().expect("clustered").clone();
+        let req = ControllerRequest::SetTopicConfigs { topic, configs };
+        match cluster.controller().call(&req).await.map_err(call_error)? {
+            ControllerResponse::Committed { offset } => {
+                cluster.wait_for_offset(offset, cluster.admin_wait()).await;
+                Ok(())
+            }
+            other => Err((ResponseError::UnknownServerError, format!("{other:?}"))),
+        }
+    }
+
     pub(crate) async fn delete_topics_clustered(
         &self,
         req: DeleteTopicsRequest,

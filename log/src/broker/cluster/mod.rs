@@ -311,6 +311,7 @@ impl Broker {
                 {
                     tracing::error!(topic = %topic.name, error = %e, "applying topic configs failed");
                 }
+                self.min_isr_changed(cluster, &topic.name, now);
             }
             if self.topic_meta(&topic.name).as_ref() != Some(&meta) {
                 if let Err(e) = self.topics_write().put(meta) {
@@ -424,6 +425,28 @@ impl Broker {
         } else {
             let was = roles.insert(tp.clone(), Role::Idle);
             matches!(was, Some(Role::Follower { .. }))
+        }
+    }
+
+    /// A topic's configs changed: the partitions led here gate their high watermark and
+    /// `acks=all` on its `min.insync.replicas` from now on.
+    fn min_isr_changed(&self, cluster: &Cluster, topic: &str, now: i64) {
+        let mut advanced = Vec::new();
+        for (tp, role) in crate::sync::plain(&cluster.roles).iter_mut() {
+            let Role::Leader(l) = role else { continue };
+            if tp.topic != topic {
+                continue;
+            }
+            let Some(log) = self.logs.get(tp) else {
+                continue;
+            };
+            let min_isr = log.config().min_insync_replicas.max(1) as usize;
+            if let Some(hw) = l.set_min_isr(min_isr, now) {
+                advanced.push((tp.clone(), hw));
+            }
+        }
+        for (tp, hw) in advanced {
+            self.advance_hw(&tp, hw);
         }
     }
 
