@@ -194,6 +194,9 @@ fn source_of(dynamic: &DynamicConfigs, broker_key: Option<&str>, statically_set:
     }
 }
 
+/// A topic's name and its config overrides, to be committed through the controller.
+type TopicConfigs = (String, BTreeMap<String, String>);
+
 impl Broker {
     /// Where the value of a topic config's default comes from (the source of a topic config
     /// without an override, and of its broker synonym).
@@ -366,7 +369,7 @@ impl Broker {
         name: &str,
         change: impl FnOnce(&mut BTreeMap<String, String>, &LogConfig) -> Result<(), Refusal>,
         validate_only: bool,
-    ) -> Result<Option<(String, BTreeMap<String, String>)>, Refusal> {
+    ) -> Result<Option<TopicConfigs>, Refusal> {
         if self.topics_read().get(name).is_none() {
             return Err((
                 ResponseError::UnknownTopicOrPartition,
