@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod clients;
+pub mod cluster;
 pub mod loopback;
 pub mod report;
 pub mod tcp;

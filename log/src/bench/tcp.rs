@@ -121,13 +121,26 @@ impl BrokerProcess {
     /// Starts `exe broker` with its data in `dir` and waits (up to 60 s) for its
     /// "listening on" line.
     pub fn start(exe: &Path, dir: &Path, overrides: &[String]) -> Result<Self, BenchError> {
-        let mut cmd = Command::new(exe);
-        cmd.arg("broker")
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"]);
+        let mut args: Vec<String> = vec![
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
         for o in overrides {
-            cmd.arg("--override").arg(o);
+            args.extend(["--override".to_string(), o.clone()]);
+        }
+        Self::start_with(exe, &args)
+    }
+
+    /// Starts `exe broker ARGS` and waits (up to 60 s) for its "listening on" line.
+    pub fn start_with(exe: &Path, args: &[String]) -> Result<Self, BenchError> {
+        let mut cmd = Command::new(exe);
+        cmd.arg("broker").args(args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            // The broker's own warnings (a killed peer, a recovered tail) would bury the
+            // bench's output; RUST_LOG shows them.
+            cmd.env("RUST_LOG", "error");
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -241,7 +254,7 @@ impl Meter {
 
 /// Seeded letters, as Kafka's producer perf tool fills its payloads (uncompressed sizes are
 /// exact; compressors see text, not zeros).
-fn payload(size: usize, seed: u64) -> Bytes {
+pub(super) fn payload(size: usize, seed: u64) -> Bytes {
     let mut x = seed | 1;
     (0..size)
         .map(|_| {
@@ -254,7 +267,7 @@ fn payload(size: usize, seed: u64) -> Bytes {
         .into()
 }
 
-fn tcp_transport(bootstrap: &str, client_id: &str) -> Arc<dyn Transport> {
+pub(super) fn tcp_transport(bootstrap: &str, client_id: &str) -> Arc<dyn Transport> {
     let mut config = TcpConfig::new(bootstrap);
     config.client_id = client_id.into();
     Arc::new(TcpTransport::new(config))
@@ -413,18 +426,18 @@ async fn produce_loop(job: ProducerJob) -> Result<u64, BenchError> {
 }
 
 /// What the producers of a run did.
-struct Produced {
-    records: u64,
+pub(super) struct Produced {
+    pub(super) records: u64,
     /// Seconds until every record was acknowledged.
-    seconds: f64,
-    latency: Histogram<u64>,
+    pub(super) seconds: f64,
+    pub(super) latency: Histogram<u64>,
     /// MB/s acknowledged per second.
-    series: Vec<(f64, f64)>,
+    pub(super) series: Vec<(f64, f64)>,
 }
 
 /// Runs `opts.producers` producers to `topic`, each on its own thread (so paced ones sleep
 /// with the OS's timer), sharing `opts.rate`.
-fn run_producers(
+pub(super) fn run_producers(
     opts: &TcpBenchOptions,
     addr: &str,
     topic: &str,

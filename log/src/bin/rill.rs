@@ -319,6 +319,34 @@ enum BenchWorkload {
         #[command(flatten)]
         tcp: TcpBenchArgs,
     },
+    /// A three-node cluster on loopback (three `rill broker` processes it starts): acks=all
+    /// produce to a replication-factor-3 topic (min.insync.replicas 2) against replication
+    /// factor 1 in the same run, then the failover time from a partition leader's kill -9 to
+    /// the first record its successor acknowledges, over `--kills` kills.
+    Cluster {
+        /// Seconds of each throughput phase (RF 1, then RF 3).
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f64,
+        /// Record value size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long, default_value_t = 2)]
+        producers: usize,
+        /// Leader kills of the failover phase (0 skips it).
+        #[arg(long, default_value_t = 20)]
+        kills: usize,
+        /// The brokers' `broker.session.timeout.ms`.
+        #[arg(long, default_value_t = 2000)]
+        session_timeout_ms: u64,
+        #[arg(long)]
+        json: bool,
+        /// Where the brokers keep their data (removed afterwards); the temp dir by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Progress lines on stderr.
+        #[arg(long)]
+        progress: bool,
+    },
     /// The streams runtime (pass-through and count per key, at-least-once and exactly-once):
     /// runs the `rill-bench-streams` program of rill-core, found beside this one; its flags
     /// (`--records`, `--keys`, `--value-bytes`, `--json`, `--dir`) are passed on.
@@ -1005,6 +1033,54 @@ fn tcp_bench(
 fn bench(workload: BenchWorkload) -> ExitCode {
     match workload {
         BenchWorkload::Streams { args } => sibling_bench(STREAMS_BENCH, &args),
+        BenchWorkload::Cluster {
+            seconds,
+            size,
+            producers,
+            kills,
+            session_timeout_ms,
+            json,
+            dir,
+            progress,
+        } => {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("error: cannot find this program to start brokers: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = rill_log::bench::cluster::ClusterBenchOptions {
+                broker_exe: exe,
+                dir: dir.unwrap_or_else(std::env::temp_dir),
+                seconds,
+                size: size.max(1),
+                producers: producers.max(1),
+                kills,
+                session_timeout_ms,
+                progress,
+                ..Default::default()
+            };
+            let runtime = match runtime() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = rill_log::bench::cluster::run_cluster(&opts, runtime.handle());
+            let _ = std::fs::remove_dir_all(opts.dir.join("rill-bench-cluster"));
+            match result {
+                Ok(report) => {
+                    print_rows(&report.rows, json);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         BenchWorkload::Dsl { args } => sibling_bench(DSL_BENCH, &args),
         BenchWorkload::Produce {
             seconds,
