@@ -795,7 +795,11 @@ async fn the_active_controller_dies_and_the_cluster_goes_on() {
         },
     );
     let refused = strict
-        .send(ProducerRecord::new("before", Some("k".to_string()), "v".to_string()))
+        .send(ProducerRecord::new(
+            "before",
+            Some("k".to_string()),
+            "v".to_string(),
+        ))
         .await
         .unwrap()
         .wait()

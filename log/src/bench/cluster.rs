@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::tcp::{payload, run_producers, tcp_transport, BrokerProcess, TcpBenchOptions, TcpReport};
+use super::tcp::{
+    latency_rows, payload, run_producers, tcp_transport, BrokerProcess, TcpBenchOptions, TcpReport,
+};
 use super::{BenchError, BenchRow};
 use crate::client::{Admin, Producer, ProducerConfig, ProducerRecord, Transport};
 
@@ -28,12 +30,20 @@ pub struct ClusterBenchOptions {
     pub size: usize,
     /// Producers (threads) in the throughput phases.
     pub producers: usize,
+    /// Records per second across the producers, paced by timers (`None`: as fast as they
+    /// go); a paced run measures acknowledgement latency rather than throughput.
+    pub rate: Option<u64>,
+    /// The producers' `batch.size` and `linger.ms`.
+    pub batch_size: usize,
+    pub linger_ms: u64,
     /// Partitions of the throughput topics (3: one led by each broker).
     pub partitions: i32,
     /// Leader kills in the failover phase (0 skips it).
     pub kills: usize,
     /// `broker.session.timeout.ms` of the brokers (heartbeats at an eighth of it).
     pub session_timeout_ms: u64,
+    /// More broker properties (`key=value`), e.g. `replica.fetch.max.bytes=8388608`.
+    pub broker_overrides: Vec<String>,
     pub progress: bool,
 }
 
@@ -45,9 +55,13 @@ impl Default for ClusterBenchOptions {
             seconds: 8.0,
             size: 1024,
             producers: 2,
+            rate: None,
+            batch_size: 16_384,
+            linger_ms: 5,
             partitions: 3,
             kills: 20,
             session_timeout_ms: 2_000,
+            broker_overrides: Vec::new(),
             progress: false,
         }
     }
@@ -60,6 +74,7 @@ struct Nodes {
     voters: String,
     listeners: Vec<String>,
     session_timeout_ms: u64,
+    overrides: Vec<String>,
     running: Vec<Option<BrokerProcess>>,
 }
 
@@ -89,6 +104,7 @@ impl Nodes {
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
             session_timeout_ms: opts.session_timeout_ms,
+            overrides: opts.broker_overrides.clone(),
             running: vec![None, None, None],
         };
         for id in 1..=3 {
@@ -99,7 +115,7 @@ impl Nodes {
 
     fn start_node(&mut self, id: usize) -> Result<(), BenchError> {
         let data = self.dir.join(format!("n{id}"));
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--data-dir",
             &data.display().to_string(),
             "--listen",
@@ -125,6 +141,9 @@ impl Nodes {
         .into_iter()
         .map(String::from)
         .collect();
+        for o in &self.overrides {
+            args.extend(["--override".to_string(), o.clone()]);
+        }
         self.running[id - 1] = Some(BrokerProcess::start_with(&self.exe, &args)?);
         Ok(())
     }
@@ -192,6 +211,9 @@ pub fn run_cluster(
             partitions: opts.partitions,
             size: opts.size,
             acks: -1,
+            rate: opts.rate,
+            batch_size: opts.batch_size,
+            linger_ms: opts.linger_ms,
             progress: opts.progress,
             ..TcpBenchOptions::default()
         };
@@ -201,20 +223,27 @@ pub fn run_cluster(
         series.push((name.clone(), produced.series));
         latencies.push((format!("{name} (ack from intended send)"), produced.latency));
     }
+    let workload = format!("cluster-produce-{}B", opts.size);
     rows.push(BenchRow::new(
-        &format!("cluster-produce-{}B", opts.size),
+        &workload,
         "RF 3 vs RF 1 throughput (acks=all)",
         mbps[1],
         "MB/s",
         mbps[0],
     ));
+    // Ack latency from the intended send time, RF 3 against RF 1.
+    rows.extend(latency_rows(&workload, &latencies[1].1, &latencies[0].1));
     if opts.kills > 0 {
         let times = handle.block_on(failovers(&mut nodes, opts))?;
         let mut ms: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1e3).collect();
         ms.sort_by(f64::total_cmp);
         let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
         let bound = opts.session_timeout_ms as f64 + 1_000.0;
-        for (metric, q) in [("failover p50", 0.5), ("failover p99", 0.99), ("failover max", 1.0)] {
+        for (metric, q) in [
+            ("failover p50", 0.5),
+            ("failover p99", 0.99),
+            ("failover max", 1.0),
+        ] {
             rows.push(BenchRow::new(
                 "cluster-failover",
                 &format!("{metric} vs session timeout + 1 s"),
@@ -230,10 +259,17 @@ pub fn run_cluster(
         latencies,
         description: format!(
             "three rill brokers (broker and controller each) on loopback, {} producer(s), {} \
-             partitions, {} B records, acks=all, {} s per topic; {} leader kill(s) with \
-             broker.session.timeout.ms={}",
-            opts.producers, opts.partitions, opts.size, opts.seconds, opts.kills,
-            opts.session_timeout_ms
+             partitions, {} B records, acks=all, batch.size={}, linger.ms={}, {} s per topic; \
+             {} leader kill(s) with broker.session.timeout.ms={}; broker overrides {:?}",
+            opts.producers,
+            opts.partitions,
+            opts.size,
+            opts.batch_size,
+            opts.linger_ms,
+            opts.seconds,
+            opts.kills,
+            opts.session_timeout_ms,
+            opts.broker_overrides
         ),
     })
 }
@@ -250,21 +286,27 @@ async fn failovers(
     let admin = Admin::new(Arc::clone(&admin_t));
     let topic = "rill-bench-failover";
     let min_isr = [("min.insync.replicas", "2")];
-    retry("creating the failover topic", Duration::from_secs(60), || {
-        admin.create_replicated_topic(topic, 1, 3, &min_isr)
-    })
+    retry(
+        "creating the failover topic",
+        Duration::from_secs(60),
+        || admin.create_replicated_topic(topic, 1, 3, &min_isr),
+    )
     .await?;
     let value = payload(opts.size, 11);
     let mut times = Vec::with_capacity(opts.kills);
     for kill in 0..opts.kills {
         // The partition back at full strength, and a producer that has just written to its
         // leader (so it knows it, as a producer in steady state does).
-        let leader = retry("a fully replicated leader", Duration::from_secs(60), || async {
-            match partition_zero(&admin_t, topic).await {
-                Some((leader, 3)) => Ok(leader),
-                other => Err(format!("{other:?}")),
-            }
-        })
+        let leader = retry(
+            "a fully replicated leader",
+            Duration::from_secs(60),
+            || async {
+                match partition_zero(&admin_t, topic).await {
+                    Some((leader, 3)) => Ok(leader),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
         .await?;
         let producer = Producer::new(
             tcp_transport(&bootstrap, "rill-bench-failover"),
@@ -281,7 +323,15 @@ async fn failovers(
         retry("a write after the kill", Duration::from_secs(60), send).await?;
         let took = killed.elapsed();
         if opts.progress {
-            eprintln!("kill {}: node {leader}, failover {:.0} ms", kill + 1, took.as_secs_f64() * 1e3);
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+                - took.as_secs_f64();
+            eprintln!(
+                "kill {}: node {leader} at unix {at:.3}, failover {:.0} ms",
+                kill + 1,
+                took.as_secs_f64() * 1e3
+            );
         }
         times.push(took);
         producer.close().await;

@@ -514,7 +514,11 @@ fn workload_name(kind: &str, opts: &TcpBenchOptions) -> String {
     name
 }
 
-fn latency_rows(name: &str, ours: &Histogram<u64>, base: &Histogram<u64>) -> Vec<BenchRow> {
+pub(super) fn latency_rows(
+    name: &str,
+    ours: &Histogram<u64>,
+    base: &Histogram<u64>,
+) -> Vec<BenchRow> {
     [
         ("p50 latency", 0.5),
         ("p99 latency", 0.99),

@@ -332,12 +332,25 @@ enum BenchWorkload {
         size: usize,
         #[arg(long, default_value_t = 2)]
         producers: usize,
+        /// Records per second across the producers, paced by timers (latency at a fixed
+        /// load); as fast as they go without it.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// The producers' `batch.size`.
+        #[arg(long, default_value_t = 16384)]
+        batch_size: usize,
+        /// The producers' `linger.ms`.
+        #[arg(long, default_value_t = 5)]
+        linger_ms: u64,
         /// Leader kills of the failover phase (0 skips it).
         #[arg(long, default_value_t = 20)]
         kills: usize,
         /// The brokers' `broker.session.timeout.ms`.
         #[arg(long, default_value_t = 2000)]
         session_timeout_ms: u64,
+        /// A property for the brokers, `key=value`; repeatable.
+        #[arg(long = "override", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
         #[arg(long)]
         json: bool,
         /// Where the brokers keep their data (removed afterwards); the temp dir by default.
@@ -1037,8 +1050,12 @@ fn bench(workload: BenchWorkload) -> ExitCode {
             seconds,
             size,
             producers,
+            rate,
+            batch_size,
+            linger_ms,
             kills,
             session_timeout_ms,
+            overrides,
             json,
             dir,
             progress,
@@ -1056,8 +1073,12 @@ fn bench(workload: BenchWorkload) -> ExitCode {
                 seconds,
                 size: size.max(1),
                 producers: producers.max(1),
+                rate,
+                batch_size: batch_size.max(1),
+                linger_ms,
                 kills,
                 session_timeout_ms,
+                broker_overrides: overrides,
                 progress,
                 ..Default::default()
             };

@@ -153,10 +153,16 @@ impl Controller {
         &self.config
     }
 
-    /// This controller just became active: every registered broker gets a session from now
-    /// (their heartbeats went to the previous controller).
+    /// This controller just became active: every registered broker gets half a session from
+    /// now to reach it (their heartbeats went to the previous controller, and a live broker
+    /// finds the new one within a heartbeat interval or two). Kafka's controller grants a
+    /// whole session here; half of one fences a broker that died with the previous
+    /// controller (one process in combined mode) half a session sooner, which is most of a
+    /// failover's time, at the price of fencing a live broker that cannot reach the new
+    /// controller within half a session (it is unfenced by its next heartbeat).
     pub fn on_activated(&mut self, image: &MetadataImage, now_ms: i64) {
-        self.contacts = image.brokers.keys().map(|id| (*id, now_ms)).collect();
+        let start = now_ms - self.config.session_timeout_ms / 2;
+        self.contacts = image.brokers.keys().map(|id| (*id, start)).collect();
     }
 
     /// The election rules of a topic (its overrides, else the cluster's defaults).

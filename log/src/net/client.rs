@@ -157,24 +157,42 @@ impl TcpTransport {
         lock(&self.inner.meta).brokers.clone()
     }
 
-    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, ClientError> {
-        let mut conns = self.inner.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if !c.dead.load(Ordering::SeqCst) {
-                return Ok(Arc::clone(c));
+    /// The connection to `addr`, opened if there is none. A broker that failed recently is
+    /// tried again only after its backoff: waited for (`wait_backoff`), or refused at once so
+    /// the caller can try another broker. No lock is held while connecting or waiting, so
+    /// a dead broker never holds up requests to the live ones.
+    async fn conn_with(&self, addr: &str, wait_backoff: bool) -> Result<Arc<Conn>, ClientError> {
+        {
+            let mut conns = self.inner.conns.lock().await;
+            if let Some(c) = conns.get(addr) {
+                if !c.dead.load(Ordering::SeqCst) {
+                    return Ok(Arc::clone(c));
+                }
+                conns.remove(addr);
             }
-            conns.remove(addr);
         }
         let wait = lock(&self.inner.backoff)
             .get(addr)
             .map(|(_, until)| *until)
             .filter(|until| *until > Instant::now());
         if let Some(until) = wait {
+            if !wait_backoff {
+                return Err(ClientError::Network(format!(
+                    "{addr} failed recently; not retried before its backoff"
+                )));
+            }
             tokio::time::sleep_until(until).await;
         }
         match Conn::open(addr, &self.inner.config).await {
             Ok(c) => {
                 lock(&self.inner.backoff).remove(addr);
+                let mut conns = self.inner.conns.lock().await;
+                // Another request may have connected meanwhile: one connection is kept.
+                if let Some(existing) = conns.get(addr) {
+                    if !existing.dead.load(Ordering::SeqCst) {
+                        return Ok(Arc::clone(existing));
+                    }
+                }
                 let c = Arc::new(c);
                 conns.insert(addr.to_string(), Arc::clone(&c));
                 Ok(c)
@@ -196,22 +214,30 @@ impl TcpTransport {
         }
     }
 
-    /// A connection to `target`: a known broker, else any bootstrap server that answers.
+    /// A connection to `target`: a known broker, else any broker or bootstrap server that
+    /// answers, those not backing off from a failure first (a dead broker's backoff must
+    /// not delay a metadata refresh that another broker can answer).
     async fn conn_for(&self, target: &Target) -> Result<Arc<Conn>, ClientError> {
         if let Target::Node(id) = target {
             let addr = lock(&self.inner.meta).brokers.get(id).cloned();
             if let Some(addr) = addr {
-                return self.conn(&addr).await;
+                // A broker backing off from a failure is not waited for: the request fails
+                // at once (retriable), the metadata is looked at again, and the caller's
+                // retry finds a new leader or coordinator as soon as there is one, as
+                // Kafka's clients do with a node that is not ready.
+                return self.conn_with(&addr, false).await;
             }
         }
         let mut candidates: Vec<String> =
             lock(&self.inner.meta).brokers.values().cloned().collect();
         candidates.extend(self.inner.config.bootstrap_servers.iter().cloned());
         let mut last = ClientError::Network("no bootstrap servers".into());
-        for addr in candidates {
-            match self.conn(&addr).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e,
+        for wait_backoff in [false, true] {
+            for addr in &candidates {
+                match self.conn_with(addr, wait_backoff).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => last = e,
+                }
             }
         }
         Err(last)
