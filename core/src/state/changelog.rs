@@ -559,10 +559,21 @@ pub async fn restore_into(
         changelog: tp.clone(),
         source,
     };
-    let ends = Admin::new(Arc::clone(&transport))
-        .list_offsets(&[(tp.clone(), OffsetSpec::Earliest)])
-        .await
-        .map_err(client)?;
+    // A replicated changelog may change leaders while it is read (NOT_LEADER_OR_FOLLOWER and
+    // the like): retriable failures are retried for up to RESTORE_RETRY, as Kafka Streams
+    // retries its restore consumer within `task.timeout.ms`.
+    let deadline = std::time::Instant::now() + RESTORE_RETRY;
+    let retriable = |e: &ClientError| e.is_retriable() && std::time::Instant::now() < deadline;
+    let admin = Admin::new(Arc::clone(&transport));
+    let ends = loop {
+        match admin
+            .list_offsets(&[(tp.clone(), OffsetSpec::Earliest)])
+            .await
+        {
+            Err(e) if retriable(&e) => tokio::time::sleep(RESTORE_BACKOFF).await,
+            other => break other.map_err(client)?,
+        }
+    };
     let start = ends.get(tp).map_or(0, |o| o.offset);
     // The end: the log end, or for committed changes only the last stable offset.
     let mut probe = Consumer::new(
@@ -574,10 +585,12 @@ pub async fn restore_into(
         },
     );
     probe.assign([tp.clone()]);
-    probe
-        .seek_to_end(std::slice::from_ref(tp))
-        .await
-        .map_err(client)?;
+    loop {
+        match probe.seek_to_end(std::slice::from_ref(tp)).await {
+            Err(e) if retriable(&e) => tokio::time::sleep(RESTORE_BACKOFF).await,
+            other => break other.map_err(client)?,
+        }
+    }
     let end = probe.position(tp).unwrap_or(0);
     // A checkpoint below the log start (retention removed what it points at): the local
     // state may hold keys whose deletion is gone from the log, so it is wiped and restored
@@ -611,7 +624,14 @@ pub async fn restore_into(
     consumer.assign([tp.clone()]);
     consumer.seek(tp, from).map_err(client)?;
     while consumer.position(tp).unwrap_or(from) < end {
-        for r in consumer.poll().await.map_err(client)? {
+        let records = match consumer.poll().await {
+            Err(e) if retriable(&e) => {
+                tokio::time::sleep(RESTORE_BACKOFF).await;
+                continue;
+            }
+            other => other.map_err(client)?,
+        };
+        for r in records {
             if r.offset >= end {
                 break;
             }
@@ -634,6 +654,11 @@ pub async fn restore_into(
     store.flush()?;
     Ok(report)
 }
+
+/// How long a restore retries retriable failures (a changelog's leader moving) before it
+/// fails the task, and how long it waits between tries.
+const RESTORE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+const RESTORE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The checkpoint file of `store` in `dir`.
 fn checkpoint_path(dir: &Path, store: &str) -> PathBuf {

@@ -366,6 +366,27 @@ impl Broker {
         super::lock_offsets(&self.offsets, &self.logs)
     }
 
+    /// Under the offsets lock, right before a write: whether this broker leads `group`'s
+    /// `__consumer_offsets` partition (NOT_COORDINATOR if it just stopped: a follower's log
+    /// is its leader's copy and takes no writes of its own).
+    pub(crate) fn leads_group_partition(
+        &self,
+        store: &OffsetStore,
+        group: &str,
+    ) -> Result<(), ResponseError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(());
+        };
+        let tp = crate::types::TopicPartition::new(
+            crate::coordinator::group::offsets::OFFSETS_TOPIC,
+            store.partition_of(group),
+        );
+        match crate::sync::plain(&cluster.roles).get(&tp) {
+            Some(super::cluster::Role::Leader(_)) => Ok(()),
+            _ => Err(ResponseError::NotCoordinator),
+        }
+    }
+
     pub(crate) async fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = req.group_id.0.to_string();
         let now = self.clock.now_ms();
@@ -431,13 +452,15 @@ impl Broker {
             })
             .collect();
         let wrote = !writes.is_empty();
-        let mut written = self
-            .offsets()
-            .write(&self.logs, &group, writes)
-            .map_err(|e| {
-                tracing::error!(group = %group, error = %e, "writing committed offsets failed");
-                ResponseError::CoordinatorNotAvailable
-            });
+        let mut written = {
+            let mut store = self.offsets();
+            self.leads_group_partition(&store, &group).and_then(|()| {
+                store.write(&self.logs, &group, writes).map_err(|e| {
+                    tracing::error!(group = %group, error = %e, "writing committed offsets failed");
+                    ResponseError::CoordinatorNotAvailable
+                })
+            })
+        };
         if written.is_ok() && wrote {
             written = self
                 .coordinator_replicated(Coordinated::Group, &group)

@@ -49,7 +49,15 @@ impl Broker {
     /// once the in-sync replicas have the batches.
     pub(crate) async fn produce_replicated(&self, req: ProduceRequest) -> Option<ProduceResponse> {
         let timeout_ms = req.timeout_ms;
-        let (resp, acks) = self.produce_appending(req);
+        // An append that may fsync (`flush.messages`, `flush.ms`) holds up only its own
+        // request: the worker hands its other tasks on while it waits for the disk.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let (resp, acks) = if multi_thread && self.produce_may_sync(&req) {
+            tokio::task::block_in_place(|| self.produce_appending(req))
+        } else {
+            self.produce_appending(req)
+        };
         let mut resp = resp?;
         if !acks.is_empty() {
             self.await_acks(&mut resp, acks, timeout_ms).await;

@@ -48,6 +48,9 @@ use crate::storage::{LogManager, StorageError};
 use crate::time::SharedClock;
 use crate::types::TopicPartition;
 
+/// How a marker job's failure says its coordinator moved (EndTxn answers NOT_COORDINATOR).
+const MOVED: &str = "the coordinator of";
+
 /// How long the marker thread waits before retrying a job whose write failed.
 const MARKER_RETRY: Duration = Duration::from_millis(200);
 
@@ -415,19 +418,35 @@ impl TxnCoordinator {
     /// is over (done, or no longer this coordinator's), `None` to retry it later.
     fn carry_out(&self, job: &MarkerJob) -> Option<Result<(), String>> {
         let id = &job.transactional_id;
+        if self.cluster.get().is_some() && !self.coordinates(id) {
+            return Some(Err(format!("{MOVED} {id} moved")));
+        }
+        // A job queued twice (recovery re-queues what a reload finds prepared), or one whose
+        // transaction ended since, ends nothing: its markers could end the producer's next
+        // transaction in a partition.
+        let prepared = if job.commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        let current = match self.engine() {
+            Ok(engine) => engine
+                .get(id)
+                .map(|m| (m.state, m.producer_id, m.producer_epoch)),
+            Err(_) => return None,
+        };
+        if current != Some((prepared, job.producer_id, job.producer_epoch)) {
+            tracing::debug!(txn = %id, "a marker job for a transaction no longer prepared; dropped");
+            return Some(Ok(()));
+        }
         if let Some(cluster) = self.cluster.get() {
-            if !self.coordinates(id) {
-                return Some(Err(format!("the coordinator of {id} moved")));
-            }
             // Nothing is ended before the prepare record is on the in-sync replicas: a new
             // coordinator must find the transaction prepared, or it would end it otherwise.
             let tp = self.partition_for(id);
             let end = self.logs.get(&tp).map_or(0, |l| l.log_end_offset().0);
             match cluster.await_replicated(&tp, end) {
                 Ok(()) => {}
-                Err(NotReplicated::NotLeader) => {
-                    return Some(Err(format!("the coordinator of {id} moved")))
-                }
+                Err(NotReplicated::NotLeader) => return Some(Err(format!("{MOVED} {id} moved"))),
                 Err(NotReplicated::TimedOut) => return None,
             }
             if let Err(e) = cluster.write_markers(job) {
@@ -747,7 +766,9 @@ impl Broker {
                         })
                 })
                 .collect();
-            super::lock_offsets(&self.offsets, &self.logs)
+            let mut store = super::lock_offsets(&self.offsets, &self.logs);
+            self.leads_group_partition(&store, &group)?;
+            store
                 .write_transactional(&self.logs, &group, producer, offsets)
                 .map_err(|e| match e {
                     StorageError::Producer(_) => ResponseError::InvalidProducerEpoch,
@@ -818,6 +839,11 @@ impl Broker {
         if outcome.is_ok() {
             // No markers (a retry, or an empty transaction): the sender is dropped at once.
             if let Ok(Ok(Err(e))) = tokio::time::timeout(END_TXN_WAIT, rx).await {
+                if e.starts_with(MOVED) {
+                    // The new coordinator finishes the transaction; the client asks it.
+                    return Ok(EndTxnResponse::default()
+                        .with_error_code(ResponseError::NotCoordinator.code()));
+                }
                 return Err(BrokerError::Metadata {
                     path: TRANSACTION_TOPIC.into(),
                     reason: format!("transaction {txn_id} did not complete: {e}"),

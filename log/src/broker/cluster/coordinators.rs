@@ -245,19 +245,21 @@ impl Broker {
                 .filter_map(|t| image.topic(t).map(|i| (t, i.partitions.len() as i32)))
                 .collect()
         };
-        let mut coordinating = crate::sync::plain(&cluster.coordinating);
-        let gone: Vec<TopicPartition> = coordinating
+        // One reconciliation at a time; `coordinating` itself is held only for moments, so
+        // requests checking it never wait behind a load.
+        let _one = crate::sync::plain(&cluster.syncing_coordinators);
+        let gone: Vec<TopicPartition> = crate::sync::plain(&cluster.coordinating)
             .iter()
             .filter(|(tp, epoch)| led.get(*tp) != Some(*epoch))
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in gone {
-            coordinating.remove(&tp);
+            crate::sync::plain(&cluster.coordinating).remove(&tp);
             tracing::info!(%tp, "no longer coordinating");
             self.unload_coordinator(&tp);
         }
         for (tp, epoch) in led {
-            if coordinating.contains_key(&tp) {
+            if crate::sync::plain(&cluster.coordinating).contains_key(&tp) {
                 continue;
             }
             let Some(&n) = counts.get(tp.topic.as_str()) else {
@@ -266,7 +268,7 @@ impl Broker {
             match self.load_coordinator(&tp, n) {
                 Ok(()) => {
                     tracing::info!(%tp, epoch, "coordinating");
-                    coordinating.insert(tp, epoch);
+                    crate::sync::plain(&cluster.coordinating).insert(tp, epoch);
                 }
                 Err(e) => tracing::error!(%tp, error = %e, "loading the coordinator failed"),
             }

@@ -106,6 +106,8 @@ pub(crate) struct Cluster {
     deferred: Mutex<BTreeSet<TopicPartition>>,
     /// Internal partitions whose coordinator runs here, with the leader epoch it loaded at.
     pub(crate) coordinating: Mutex<BTreeMap<TopicPartition, i32>>,
+    /// Held while the coordinators are brought in line with leadership (one at a time).
+    pub(crate) syncing_coordinators: Mutex<()>,
     /// Internal topics whose creation was asked of the controller and not yet answered.
     pub(crate) creating: Mutex<BTreeSet<&'static str>>,
 }
@@ -171,6 +173,7 @@ impl Broker {
             fenced: AtomicBool::new(true),
             deferred: Mutex::new(BTreeSet::new()),
             coordinating: Mutex::new(BTreeMap::new()),
+            syncing_coordinators: Mutex::new(()),
             creating: Mutex::new(BTreeSet::new()),
             config,
         });

@@ -199,7 +199,7 @@ impl OffsetStore {
                     .first()
                     .and_then(|r| r.key.as_deref().and_then(marker_of_key))
                     == Some(Marker::Commit);
-                self.end_transaction_of(h.producer_id, commit);
+                self.end_transaction(p, h.producer_id, commit);
                 return;
             }
             for rec in records {
@@ -331,15 +331,6 @@ impl OffsetStore {
         }
         if commit {
             self.cache.extend(ended);
-        }
-    }
-
-    /// While loading one partition: every pending offset of the producer is that partition's.
-    fn end_transaction_of(&mut self, producer_id: i64, commit: bool) {
-        if let Some(ended) = self.pending.remove(&producer_id) {
-            if commit {
-                self.cache.extend(ended);
-            }
         }
     }
 
