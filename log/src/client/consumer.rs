@@ -90,6 +90,9 @@ pub struct ConsumerConfig {
     pub group_instance_id: Option<String>,
     /// `session.timeout.ms`.
     pub session_timeout_ms: i32,
+    /// `default.api.timeout.ms`: how long an offset lookup (seek to the beginning or end, a
+    /// timestamp's offset) retries failures that may pass, a moved leader say.
+    pub default_api_timeout_ms: u64,
     /// `heartbeat.interval.ms`.
     pub heartbeat_interval_ms: u64,
     /// `max.poll.interval.ms`, sent as the rebalance timeout.
@@ -158,6 +161,7 @@ impl Default for ConsumerConfig {
             max_poll_records: 500,
             group_instance_id: None,
             session_timeout_ms: 45_000,
+            default_api_timeout_ms: 60_000,
             heartbeat_interval_ms: 3_000,
             max_poll_interval_ms: 300_000,
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
@@ -623,7 +627,25 @@ impl Consumer {
     /// The offsets committed for these partitions in `group.id` (`None` where none). Under
     /// read_committed, waits (up to a minute) for open transactions holding offsets of
     /// these partitions to complete.
+    /// Retriable failures (the group's coordinator moving) are retried for up to
+    /// `default.api.timeout.ms`.
     pub async fn committed(
+        &self,
+        tps: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
+        let deadline =
+            std::time::Instant::now() + Duration::from_millis(self.config.default_api_timeout_ms);
+        loop {
+            match self.committed_once(tps).await {
+                Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn committed_once(
         &self,
         tps: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
@@ -692,7 +714,27 @@ impl Consumer {
 
     /// ListOffsets with one special timestamp (-1 latest, -2 earliest) or a real one:
     /// `(offset, timestamp)`, offset -1 where no record is that late.
+    /// [`list_offset_once`](Self::list_offset_once), retrying retriable failures (a moved
+    /// leader, a broker restarting) for up to `default.api.timeout.ms`, as Kafka's consumer
+    /// does for its offset lookups.
     async fn list_offset(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+    ) -> Result<(i64, i64), ClientError> {
+        let deadline =
+            std::time::Instant::now() + Duration::from_millis(self.config.default_api_timeout_ms);
+        loop {
+            match self.list_offset_once(tp, timestamp).await {
+                Err(e) if e.is_retriable() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_offset_once(
         &self,
         tp: &TopicPartition,
         timestamp: i64,
