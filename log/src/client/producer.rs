@@ -1432,17 +1432,27 @@ async fn init_producer_id(inner: &Inner, bump_own: bool) -> Result<(), ClientErr
         .with_producer_id(ProducerId(current.map_or(-1, |(id, _)| id)))
         .with_producer_epoch(current.map_or(-1, |(_, e)| e));
     // A coordinator aborting the transaction an earlier instance left open answers
-    // CONCURRENT_TRANSACTIONS until the abort completes: retried.
+    // CONCURRENT_TRANSACTIONS until the abort completes; a coordinator moving (its broker
+    // died, NOT_COORDINATOR, a lost connection) fails for a while: both are retried until
+    // `max.block.ms`, as Kafka's producer does.
     let deadline = Instant::now() + Duration::from_millis(inner.config.max_block_ms);
     let resp = loop {
-        let resp = inner
+        match inner
             .transport
             .send(RequestKind::InitProducerId(req.clone()))
-            .await?;
-        let busy = matches!(&resp, Some(ResponseKind::InitProducerId(r))
-            if r.error_code == ResponseError::ConcurrentTransactions.code());
-        if !busy || Instant::now() >= deadline {
-            break resp;
+            .await
+        {
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {}
+            Err(e) => return Err(e),
+            Ok(resp) => {
+                let again = matches!(&resp, Some(ResponseKind::InitProducerId(r))
+                    if r.error_code == ResponseError::ConcurrentTransactions.code()
+                        || ResponseError::try_from_code(r.error_code)
+                            .is_some_and(|e| e.is_retriable()));
+                if !again || Instant::now() >= deadline {
+                    break resp;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(inner.config.retry_backoff_ms)).await;
     };
