@@ -121,6 +121,22 @@ impl Broker {
         })
     }
 
+    /// In a cluster, the cluster and the internal partition holding `key`
+    /// (COORDINATOR_NOT_AVAILABLE before the topic exists); `None` alone.
+    fn clustered_coordinator_partition(
+        &self,
+        kind: Coordinated,
+        key: &str,
+    ) -> Result<Option<(&Arc<Cluster>, TopicPartition)>, ResponseError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let tp = self
+            .coordinator_partition(cluster, kind, key)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok(Some((cluster, tp)))
+    }
+
     /// Whether this broker coordinates `key` now: NOT_COORDINATOR if another broker leads
     /// its partition, COORDINATOR_LOAD_IN_PROGRESS never (loading happens as leadership is
     /// taken, before requests see it). Always true without a cluster.
@@ -129,12 +145,9 @@ impl Broker {
         kind: Coordinated,
         key: &str,
     ) -> Result<(), ResponseError> {
-        let Some(cluster) = self.cluster() else {
+        let Some((cluster, tp)) = self.clustered_coordinator_partition(kind, key)? else {
             return Ok(());
         };
-        let tp = self
-            .coordinator_partition(cluster, kind, key)
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
         if crate::sync::plain(&cluster.coordinating).contains_key(&tp) {
             Ok(())
         } else {
@@ -150,12 +163,9 @@ impl Broker {
         kind: Coordinated,
         key: &str,
     ) -> Result<(), ResponseError> {
-        let Some(cluster) = self.cluster() else {
+        let Some((_, tp)) = self.clustered_coordinator_partition(kind, key)? else {
             return Ok(());
         };
-        let tp = self
-            .coordinator_partition(cluster, kind, key)
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
         let Some(end) = self.logs.get(&tp).map(|l| l.log_end_offset()) else {
             return Err(ResponseError::NotCoordinator);
         };
