@@ -393,7 +393,7 @@ const CLUSTER_SETTINGS: &[(&str, &str)] = &[
     ("cluster.id", "torture-cluster"),
     ("broker.session.timeout.ms", "2000"),
     ("broker.heartbeat.interval.ms", "250"),
-    ("controller.quorum.election.timeout.ms", "400"),
+    ("controller.quorum.election.timeout.ms", "1000"),
     ("replica.lag.time.max.ms", "4000"),
     ("replica.fetch.backoff.ms", "100"),
     ("offsets.topic.num.partitions", "3"),

@@ -30,7 +30,7 @@ const NODE_FLAGS: &[&str] = &[
     "--override",
     "broker.heartbeat.interval.ms=250",
     "--override",
-    "controller.quorum.election.timeout.ms=400",
+    "controller.quorum.election.timeout.ms=1000",
     "--override",
     "replica.lag.time.max.ms=4000",
     "--override",

@@ -134,8 +134,6 @@ impl Nodes {
                 (self.session_timeout_ms / 8).max(50)
             ),
             "--override",
-            "controller.quorum.election.timeout.ms=500",
-            "--override",
             "replica.fetch.backoff.ms=100",
         ]
         .into_iter()

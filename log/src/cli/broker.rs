@@ -81,14 +81,12 @@ async fn start_controller(
         .await
         .map_err(|e| CliError::Usage(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr()?;
-    let mut quorum = QuorumConfig::new(
+    let quorum = QuorumConfig::new(
         node,
         c.broker.voters.clone(),
         config.broker.log.data_dir.join("__cluster_metadata"),
-    );
-    quorum.election_timeout_min_ms = c.election_timeout_ms;
-    quorum.election_timeout_max_ms = c.election_timeout_ms * 2;
-    quorum.heartbeat_interval_ms = (c.election_timeout_ms / 5).max(10);
+    )
+    .with_election_timeout(c.election_timeout_ms);
     let mut controller = c.controller.clone();
     controller.cluster_id = Some(cluster_id.to_string());
     controller.num_partitions = config.broker.num_partitions;

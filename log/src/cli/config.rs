@@ -42,7 +42,8 @@ pub struct ClusterSettings {
     pub broker: ClusterConfig,
     /// `broker.session.timeout.ms`, `default.replication.factor` and the election defaults.
     pub controller: ControllerConfig,
-    /// `controller.quorum.election.timeout.ms` (the lower bound; Raft draws up to twice it).
+    /// `controller.quorum.election.timeout.ms`: how long a voter goes without hearing from the
+    /// leader before it starts an election (see `QuorumConfig::with_election_timeout`).
     pub election_timeout_ms: u64,
 }
 

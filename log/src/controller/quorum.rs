@@ -47,13 +47,28 @@ impl QuorumConfig {
             node_id,
             voters,
             dir: dir.into(),
-            heartbeat_interval_ms: 150,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1_200,
+            heartbeat_interval_ms: 0,
+            election_timeout_min_ms: 0,
+            election_timeout_max_ms: 0,
             snapshot_every_entries: 10_000,
             entries_kept_after_snapshot: 1_000,
             broker_window_entries: 20_000,
         }
+        .with_election_timeout(1_000)
+    }
+
+    /// Sets Raft's timers from KRaft's `controller.quorum.election.timeout.ms`: a voter that
+    /// hears nothing from the leader for about `ms` starts an election. openraft waits its
+    /// leader lease (`election_timeout_max`) plus the node's election timeout (drawn once
+    /// in `[min, max)`) after the last heartbeat, so max is half of `ms` and min a quarter:
+    /// an election starts between 3/4 of `ms` and `ms` (plus a tick, 3/2 of a heartbeat)
+    /// after the leader's death. Heartbeats go at a tenth of `ms`, well inside the lease.
+    pub fn with_election_timeout(mut self, ms: u64) -> Self {
+        let ms = ms.max(40);
+        self.election_timeout_min_ms = ms / 4;
+        self.election_timeout_max_ms = ms / 2;
+        self.heartbeat_interval_ms = (ms / 10).max(1);
+        self
     }
 }
 
