@@ -423,11 +423,16 @@ impl Broker {
     }
 
     /// The producer-id allocator; a poisoned one is reopened from its file (which skips the
-    /// rest of the block, so no id is handed out twice).
+    /// rest of the block, so no id is handed out twice), or in a cluster starts with no block.
     pub(crate) fn producer_ids(&self) -> std::sync::MutexGuard<'_, producer_ids::ProducerIds> {
         crate::sync::relock(&self.producer_ids, "producer ids", |p| {
             match producer_ids::ProducerIds::open(self.logs.data_dir()) {
-                Ok(fresh) => *p = fresh,
+                Ok(mut fresh) => {
+                    if p.clustered() {
+                        fresh.use_controller();
+                    }
+                    *p = fresh;
+                }
                 Err(e) => tracing::error!(error = %e, "reopening producer ids failed"),
             }
         })
@@ -593,7 +598,7 @@ impl Broker {
                             .await?,
                     )
                 }
-                None => ResponseKind::InitProducerId(self.init_producer_id(r)?),
+                None => ResponseKind::InitProducerId(self.init_producer_id(r).await?),
             },
             RequestKind::AddPartitionsToTxn(r) => ResponseKind::AddPartitionsToTxn(
                 self.add_partitions_to_txn(r, ctx.api_version).await?,

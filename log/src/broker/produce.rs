@@ -359,20 +359,25 @@ impl Broker {
     /// transactional id nothing records which epoch is current, so the request cannot be
     /// checked, and a fresh id fences nothing and conflicts with nothing. A request naming
     /// only one of the two is invalid.
-    pub(crate) fn init_producer_id(
+    pub(crate) async fn init_producer_id(
         &self,
         req: InitProducerIdRequest,
     ) -> Result<InitProducerIdResponse, BrokerError> {
-        if let Err(e) = super::txn::expected_producer(&req) {
-            return Ok(InitProducerIdResponse::default()
+        let refused = |e: ResponseError| {
+            Ok(InitProducerIdResponse::default()
                 .with_error_code(e.code())
                 .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1));
+                .with_producer_epoch(-1))
+        };
+        if let Err(e) = super::txn::expected_producer(&req) {
+            return refused(e);
         }
-        let id = self.producer_ids().next_id()?;
-        Ok(InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(id))
-            .with_producer_epoch(0))
+        match self.new_producer_id().await? {
+            Some(id) => Ok(InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(0)),
+            None => refused(ResponseError::CoordinatorLoadInProgress),
+        }
     }
 }
 

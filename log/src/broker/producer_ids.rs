@@ -13,16 +13,15 @@ use super::BrokerError;
 const BLOCK: i64 = 1000;
 const FILE: &str = "producer-ids";
 
-/// Asks the controller for the next block: its first id and length.
-pub(crate) type BlockSource = Box<dyn FnMut() -> Result<(i64, i64), String> + Send>;
-
 pub(crate) struct ProducerIds {
     path: PathBuf,
     next: i64,
     /// Ids below this are reserved on disk (or granted by the controller).
     reserved_until: i64,
-    /// In a cluster: where blocks come from.
-    controller: Option<BlockSource>,
+    /// Ids taken but not handed out (an InitProducerId that did not need its spare id).
+    returned: Vec<i64>,
+    /// In a cluster, blocks come from the controller: [`add_block`](Self::add_block).
+    clustered: bool,
 }
 
 impl std::fmt::Debug for ProducerIds {
@@ -30,7 +29,7 @@ impl std::fmt::Debug for ProducerIds {
         f.debug_struct("ProducerIds")
             .field("next", &self.next)
             .field("reserved_until", &self.reserved_until)
-            .field("clustered", &self.controller.is_some())
+            .field("clustered", &self.clustered)
             .finish()
     }
 }
@@ -58,28 +57,48 @@ impl ProducerIds {
             path,
             next: start,
             reserved_until: start,
-            controller: None,
+            returned: Vec::new(),
+            clustered: false,
         })
     }
 
-    /// From now on blocks come from `source` (the controller); the local block is dropped.
-    pub fn use_controller(&mut self, source: BlockSource) {
-        self.controller = Some(source);
+    /// From now on blocks come from the controller; the local block is dropped.
+    pub fn use_controller(&mut self) {
+        self.clustered = true;
         self.next = 0;
         self.reserved_until = 0;
+        self.returned.clear();
     }
 
-    /// A fresh producer id.
-    pub fn next_id(&mut self) -> Result<i64, BrokerError> {
-        if let Some(source) = self.controller.as_mut() {
+    pub fn clustered(&self) -> bool {
+        self.clustered
+    }
+
+    /// A block the controller granted (`len` ids from `start`); what is left of the current
+    /// one is dropped, as a restarted broker drops it.
+    pub fn add_block(&mut self, start: i64, len: i64) {
+        self.next = start;
+        self.reserved_until = start + len;
+    }
+
+    /// An id taken with [`take`](Self::take) and not handed to anyone.
+    pub fn give_back(&mut self, id: i64) {
+        self.returned.push(id);
+    }
+
+    /// A fresh producer id; in a cluster `None` once the block is used up (the caller asks
+    /// the controller for the next one without holding this, and adds it).
+    pub fn take(&mut self) -> Result<Option<i64>, BrokerError> {
+        if let Some(id) = self.returned.pop() {
+            return Ok(Some(id));
+        }
+        if self.clustered {
             if self.next >= self.reserved_until {
-                let (start, len) = source().map_err(BrokerError::Internal)?;
-                self.next = start;
-                self.reserved_until = start + len;
+                return Ok(None);
             }
             let id = self.next;
             self.next += 1;
-            return Ok(id);
+            return Ok(Some(id));
         }
         if self.next >= self.reserved_until {
             let until = self.reserved_until + BLOCK;
@@ -102,6 +121,41 @@ impl ProducerIds {
         }
         let id = self.next;
         self.next += 1;
-        Ok(id)
+        Ok(Some(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standalone_broker_reserves_blocks_on_disk_and_never_repeats_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ids = ProducerIds::open(dir.path()).unwrap();
+        let first: Vec<i64> = (0..3).map(|_| ids.take().unwrap().unwrap()).collect();
+        assert_eq!(first, vec![0, 1, 2]);
+        ids.give_back(1);
+        assert_eq!(ids.take().unwrap(), Some(1));
+        assert_eq!(ids.take().unwrap(), Some(3));
+        // A restart skips the rest of the reserved block.
+        let mut again = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(again.take().unwrap(), Some(BLOCK));
+    }
+
+    #[test]
+    fn a_clustered_broker_hands_out_only_granted_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ids = ProducerIds::open(dir.path()).unwrap();
+        assert_eq!(ids.take().unwrap(), Some(0));
+        ids.use_controller();
+        assert!(ids.clustered());
+        assert_eq!(ids.take().unwrap(), None, "no block granted yet");
+        ids.add_block(5_000, 2);
+        assert_eq!(ids.take().unwrap(), Some(5_000));
+        assert_eq!(ids.take().unwrap(), Some(5_001));
+        assert_eq!(ids.take().unwrap(), None, "the block is used up");
+        ids.give_back(5_001);
+        assert_eq!(ids.take().unwrap(), Some(5_001));
     }
 }

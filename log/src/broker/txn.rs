@@ -596,30 +596,37 @@ impl Broker {
         let answer = match expected_producer(req) {
             Err(e) => Err(e),
             Ok(expected) => {
-                self.coordinate_txn(txn_id, || {
-                    let now = self.clock.now_ms();
-                    let mut ids = self.producer_ids();
-                    let mut new_id = || match ids.next_id() {
-                        Ok(id) => Some(id),
-                        Err(e) => {
-                            tracing::error!(error = %e, "allocating a producer id failed");
-                            None
-                        }
-                    };
-                    self.txn.run(
-                        |engine| {
-                            engine.init_producer_id(
-                                txn_id,
-                                req.transaction_timeout_ms,
-                                expected,
-                                now,
-                                &mut new_id,
-                            )
-                        },
-                        None,
-                    )
-                })
-                .await
+                // A spare id, taken before the engine's lock (taking one may wait on the
+                // controller) and given back if the engine only bumps the epoch.
+                let mut spare = match self.new_producer_id().await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "allocating a producer id failed");
+                        None
+                    }
+                };
+                let answer = self
+                    .coordinate_txn(txn_id, || {
+                        let now = self.clock.now_ms();
+                        let mut new_id = || spare.take();
+                        self.txn.run(
+                            |engine| {
+                                engine.init_producer_id(
+                                    txn_id,
+                                    req.transaction_timeout_ms,
+                                    expected,
+                                    now,
+                                    &mut new_id,
+                                )
+                            },
+                            None,
+                        )
+                    })
+                    .await;
+                if let Some(id) = spare {
+                    self.producer_ids().give_back(id);
+                }
+                answer
             }
         };
         let answer = fenced_as(answer, version, 4);

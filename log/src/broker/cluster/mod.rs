@@ -22,7 +22,7 @@ use kafka_protocol::ResponseError;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Broker, TopicMeta};
+use super::{Broker, BrokerError, TopicMeta};
 use crate::controller::decisions::{AlterPartition, Heartbeat, RegisterBroker};
 use crate::controller::raft::state_machine::MetadataDelta;
 use crate::controller::rpc::{ControllerRequest, ControllerResponse};
@@ -108,6 +108,8 @@ pub(crate) struct Cluster {
     pub(crate) coordinating: Mutex<BTreeMap<TopicPartition, i32>>,
     /// Held while the coordinators are brought in line with leadership (one at a time).
     pub(crate) syncing_coordinators: Mutex<()>,
+    /// Held while a producer-id block is asked of the controller (one request at a time).
+    refilling_producer_ids: tokio::sync::Mutex<()>,
     /// Internal topics whose creation was asked of the controller and not yet answered.
     pub(crate) creating: Mutex<BTreeSet<&'static str>>,
 }
@@ -174,6 +176,7 @@ impl Broker {
             deferred: Mutex::new(BTreeSet::new()),
             coordinating: Mutex::new(BTreeMap::new()),
             syncing_coordinators: Mutex::new(()),
+            refilling_producer_ids: tokio::sync::Mutex::new(()),
             creating: Mutex::new(BTreeSet::new()),
             config,
         });
@@ -181,8 +184,7 @@ impl Broker {
             return Ok(());
         }
         self.register(&cluster, clean_shutdown).await?;
-        self.producer_ids()
-            .use_controller(producer_id_blocks(Arc::clone(&cluster)));
+        self.producer_ids().use_controller();
         self.txn.use_cluster(Arc::new(coordinators::MarkerWrites {
             broker: Arc::downgrade(self),
             runtime: tokio::runtime::Handle::current(),
@@ -582,25 +584,44 @@ impl Drop for Cluster {
     }
 }
 
-/// Producer-id blocks from the controller, for `ProducerIds` (whose callers are synchronous:
-/// the wait happens in place, once per block of ids).
-fn producer_id_blocks(cluster: Arc<Cluster>) -> super::producer_ids::BlockSource {
-    Box::new(move || {
+impl Broker {
+    /// A fresh producer id; `None` when the controller could not grant a block (answered
+    /// COORDINATOR_LOAD_IN_PROGRESS, which clients retry, as Kafka's coordinator answers
+    /// when its next block has not come). In a cluster a used-up block is replaced by the
+    /// controller's next one, asked for without holding the allocator — its callers run on
+    /// the async workers, and a worker blocked on the allocator could hold up the very
+    /// controller call it waits for — and one request at a time.
+    pub(crate) async fn new_producer_id(&self) -> Result<Option<i64>, BrokerError> {
+        if let Some(id) = self.producer_ids().take()? {
+            return Ok(Some(id));
+        }
+        let Some(cluster) = self.cluster().cloned() else {
+            return Ok(None);
+        };
+        let _one_at_a_time = cluster.refilling_producer_ids.lock().await;
+        if let Some(id) = self.producer_ids().take()? {
+            return Ok(Some(id));
+        }
         let req = ControllerRequest::AllocateProducerIds {
             broker: cluster.node,
             broker_epoch: cluster.epoch(),
         };
-        let call = async { cluster.controller().call(&req).await };
-        let answer = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(call)),
-            Err(_) => return Err("no runtime to reach the controller".into()),
-        };
-        match answer {
-            Ok(ControllerResponse::ProducerIds { start, len }) => Ok((start, len)),
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(format!("allocating producer ids: {e}")),
+        match cluster.controller().call(&req).await {
+            Ok(ControllerResponse::ProducerIds { start, len }) => {
+                let mut ids = self.producer_ids();
+                ids.add_block(start, len);
+                ids.take()
+            }
+            Ok(other) => {
+                tracing::warn!(?other, "unexpected answer to a producer-id allocation");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "allocating producer ids failed");
+                Ok(None)
+            }
         }
-    })
+    }
 }
 
 /// Follows the metadata log: a long-polling fetch from the controllers, applied as it comes.

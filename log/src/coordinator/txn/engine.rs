@@ -146,7 +146,8 @@ impl TxnEngine {
 
     /// InitProducerId with a transactional id. `expected` is the producer's current id and
     /// epoch when it asks to bump its own epoch after an error (KIP-360); `new_id` hands out a
-    /// fresh producer id (`None` when it cannot).
+    /// fresh producer id (`None` when it cannot: COORDINATOR_LOAD_IN_PROGRESS, which the
+    /// client retries, as Kafka answers while its next producer-id block is on its way).
     pub fn init_producer_id(
         &mut self,
         transactional_id: &str,
@@ -165,7 +166,7 @@ impl TxnEngine {
             Some(m) => m.clone(),
             None => {
                 let Some(id) = new_id() else {
-                    return Outcome::answer(Err(ResponseError::UnknownServerError));
+                    return Outcome::answer(Err(ResponseError::CoordinatorLoadInProgress));
                 };
                 let mut m = TxnMetadata::new(transactional_id, id, timeout_ms, now_ms);
                 // No epoch yet: the first bump below makes it 0.
@@ -199,7 +200,7 @@ impl TxnEngine {
         let exhausted = meta.producer_epoch >= LAST_EPOCH;
         if exhausted && expected.is_none_or(|(_, e)| e == meta.producer_epoch) {
             let Some(id) = new_id() else {
-                return Outcome::answer(Err(ResponseError::UnknownServerError));
+                return Outcome::answer(Err(ResponseError::CoordinatorLoadInProgress));
             };
             meta.previous_producer_id = meta.producer_id;
             meta.producer_id = id;
