@@ -168,6 +168,53 @@ async fn batches_close_at_batch_size_and_flush_sends_the_rest() {
     b.close().unwrap();
 }
 
+/// Records without a key stick to one partition until its batch is full, then move to
+/// another (KIP-480's sticky partitioner, Kafka's `StickyPartitionCacheTest`), also when
+/// the records do not add up to `batch.size` exactly: 124-byte records leave a 1000-byte
+/// batch 8 bytes short, and that is full.
+#[tokio::test]
+async fn keyless_records_move_to_another_partition_when_their_batch_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    Admin::new(embedded(&b))
+        .create_topic("t", 3, &[])
+        .await
+        .unwrap();
+    let config = ProducerConfig {
+        linger_ms: 3_600_000,
+        batch_size: 1_000,
+        ..Default::default()
+    };
+    let producer = Producer::new(embedded(&b), config);
+    let mut deliveries = Vec::new();
+    for i in 0..32 {
+        let record = ProducerRecord::new("t", None::<String>, format!("{i:0>100}"));
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    producer.flush().await;
+    let mut partitions = Vec::new();
+    for d in deliveries {
+        partitions.push(d.await.unwrap().partition);
+    }
+    // Eight records to a batch, and each next batch on another partition.
+    for (n, chunk) in partitions.chunks(8).enumerate() {
+        assert!(
+            chunk.iter().all(|p| *p == chunk[0]),
+            "batch {n}: {partitions:?}"
+        );
+    }
+    for pair in partitions.chunks(8).collect::<Vec<_>>().windows(2) {
+        assert_ne!(pair[0][0], pair[1][0], "{partitions:?}");
+    }
+    let mut sizes = Vec::new();
+    for p in 0..3 {
+        sizes.extend(batches(&b, "t", p).await.iter().map(Vec::len));
+    }
+    assert_eq!(sizes, vec![8; 4], "{partitions:?}");
+    producer.close().await;
+    b.close().unwrap();
+}
+
 #[tokio::test]
 async fn linger_groups_records_into_one_batch() {
     let dir = tempfile::tempdir().unwrap();

@@ -827,7 +827,7 @@ impl Producer {
     /// Puts `record` in the open batch of `topic`'s `partition` (a known one), or in a new
     /// batch, in the room taken for its `cost` (given back if it is not queued, the opened
     /// batch's part if it opens none); hands `queued` its place. Returns whether it opened a
-    /// batch and whether it filled one.
+    /// batch and whether that batch is now full (no room for another record like this one).
     fn enqueue(
         &self,
         st: &mut State,
@@ -919,7 +919,11 @@ impl Producer {
             timestamp_ms: record.timestamp_ms,
         });
         batch.records.push(record);
-        Ok((!open, batch.bytes >= batch_size))
+        // Full: it cannot take another record like this one. (Waiting for `batch.size`
+        // exactly would never see most batches full — 1 KiB records leave a 16 KiB batch a
+        // few bytes short — and the sticky partitioner, which moves on at a full batch,
+        // would stick to one partition for ever.)
+        Ok((!open, batch.bytes + cost.batch > batch_size))
     }
 
     /// Queues `records` for `partition` of `topic`, in order, as [`Producer::send`] would one
