@@ -140,7 +140,7 @@ impl BrokerProcess {
         if std::env::var_os("RUST_LOG").is_none() {
             // The broker's own warnings (a killed peer, a recovered tail) would bury the
             // bench's output; RUST_LOG shows them.
-            cmd.env("RUST_LOG", "error");
+            cmd.env("RUST_LOG", "error,openraft=off");
         }
         let mut child = cmd
             .stdout(Stdio::piped())
