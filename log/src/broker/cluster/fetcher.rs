@@ -195,9 +195,16 @@ async fn apply(broker: &Arc<Broker>, tp: &TopicPartition, p: PartitionData) -> b
         return matches!(cut, Ok(Ok(_)));
     }
     if let Some(records) = p.records.filter(|r| !r.is_empty()) {
-        let log2 = Arc::clone(&log);
-        let appended =
-            crate::sync::off_the_workers(move || log2.append_as_follower(&records)).await;
+        // Into the page cache in place, as the leader's appends of a produce are; an append
+        // that may fsync (`flush.messages`, `flush.ms`) goes off the async workers. (Handing
+        // the worker on for every fetched batch costs a thread wake-up each time, which on
+        // a virtual machine is a good part of what a follower spends.)
+        let appended = if log.appends_may_sync() {
+            let log2 = Arc::clone(&log);
+            crate::sync::off_the_workers(move || log2.append_as_follower(&records)).await
+        } else {
+            Ok(log.append_as_follower(&records))
+        };
         match appended {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
