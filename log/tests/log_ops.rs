@@ -477,13 +477,19 @@ fn flush_messages_one_fsyncs_before_ack() {
     assert!(!lazy.flush_if_due(999).unwrap());
     assert!(lazy.flush_if_due(1000).unwrap());
     assert_eq!(lazy.recovery_point(), Offset(3));
-    // A roll does not fsync on the append path; the rolled segment is due for a flush at once.
+    // A roll does not fsync on the append path; the rolled segment is due for a flush at once,
+    // and only it: the active segment waits for flush.ms (Kafka's roll flushes up to the new
+    // segment's base offset, `UnifiedLog.roll`).
+    clock.set_ms(1000);
     lazy.append(&mut simple_batch("v", 2, 0)).unwrap();
     lazy.force_roll().unwrap();
+    lazy.append(&mut simple_batch("w", 4, 0)).unwrap();
     assert_eq!(lazy.recovery_point(), Offset(3));
     assert!(lazy.flush_if_due(1001).unwrap());
     assert_eq!(lazy.recovery_point(), Offset(5));
     assert!(!lazy.flush_if_due(1002).unwrap());
+    assert!(lazy.flush_if_due(2000).unwrap());
+    assert_eq!(lazy.recovery_point(), Offset(9));
 }
 
 #[test]

@@ -1132,9 +1132,23 @@ impl PartitionLog {
     /// Fsyncs everything appended so far and moves the recovery point to the log end. The fsync
     /// runs without the lock, so appends continue meanwhile.
     pub fn flush(&self) -> Result<(), StorageError> {
+        self.flush_segments(false)
+    }
+
+    /// Fsyncs the log through its end, or (`sealed_only`) only the segments below the active
+    /// one: what a roll leaves to flush. Kafka flushes a rolled segment so
+    /// (`flushUptoOffsetExclusive(newSegment.baseOffset)`): an fsync of the active segment,
+    /// which appends keep growing, would commit the file system's journal under them and
+    /// stall them, for nothing `flush.ms` and `flush.messages` did not ask.
+    fn flush_segments(&self, sealed_only: bool) -> Result<(), StorageError> {
         let (target, truncations, files, active_base) = {
             let st = self.read_state();
-            let target = st.log_end_offset();
+            let active_base = st.active().base_offset;
+            let target = if sealed_only {
+                active_base
+            } else {
+                st.log_end_offset()
+            };
             if st.recovery_point >= target {
                 return Ok(());
             }
@@ -1146,9 +1160,10 @@ impl PartitionLog {
             let files: Vec<(i64, Arc<File>)> = st
                 .segments
                 .range(from..)
+                .filter(|(b, _)| !sealed_only || **b < active_base)
                 .map(|(b, s)| (*b, Arc::clone(s.file())))
                 .collect();
-            (target, st.truncations, files, st.active().base_offset)
+            (target, st.truncations, files, active_base)
         };
         for (base, file) in &files {
             file.sync_data()
@@ -1161,7 +1176,7 @@ impl PartitionLog {
                 }
             }
         }
-        if files.len() > 1 {
+        if files.len() > 1 || sealed_only {
             // A roll happened since the last flush: the new segments' directory entries too.
             sync_dir(&self.dir).map_err(io_at(&self.dir))?;
         }
@@ -1176,21 +1191,20 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Flushes if `flush.ms` has passed since the oldest unflushed append, or if a rolled
-    /// segment has not been fsynced yet.
+    /// Flushes the whole log if `flush.ms` has passed since the oldest unflushed append, or
+    /// the rolled segments not fsynced yet (not the active one).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, StorageError> {
-        let due = {
+        let (timed, rolled) = {
             let st = self.read_state();
-            let rolled_unflushed = st.recovery_point < st.active().base_offset;
-            rolled_unflushed
-                || st
-                    .first_unflushed_ms
-                    .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.flush_ms)
+            let timed = st
+                .first_unflushed_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= st.config.flush_ms);
+            (timed, st.recovery_point < st.active().base_offset)
         };
-        if due {
-            self.flush()?;
+        if timed || rolled {
+            self.flush_segments(!timed)?;
         }
-        Ok(due)
+        Ok(timed || rolled)
     }
 
     /// Reads whole batches starting with the one that holds `from`, up to `max_bytes`; if that
@@ -1493,28 +1507,36 @@ impl PartitionLog {
         }
         if before.0 > st.log_start_offset {
             st.log_start_offset = before.0;
-            self.delete_segments_below_start(&mut st, now)?;
+            let (_, gone) = self.delete_segments_below_start(&mut st, now)?;
             st.cleaner_offset = st.cleaner_offset.max(st.log_start_offset);
             let start = st.log_start_offset;
             if st.epochs.truncate_from_start(start) {
                 self.write_epochs(&st)?;
             }
             self.write_checkpoint(&st, false)?;
+            drop(st);
+            self.delete_files(gone)?;
+            return Ok(Offset(start));
         }
         Ok(Offset(st.log_start_offset))
     }
 
     /// Deletes the segments whose every offset is below the log start. If that is all of them,
     /// the active segment is rolled first so the log keeps its end offset.
+    /// The segments are taken out of the log here and returned: their files are deleted by
+    /// [`delete_files`](Self::delete_files) once the caller has let go of the state lock (an
+    /// unlink can take long — the file system may discard the blocks synchronously — and
+    /// appends and reads must not wait on it; Kafka deletes asynchronously too).
     fn delete_segments_below_start(
         &self,
         st: &mut LogState,
         now: i64,
-    ) -> Result<RetentionReport, StorageError> {
+    ) -> Result<(RetentionReport, Vec<Segment>), StorageError> {
         if !st.active().is_empty() && st.log_end_offset() <= st.log_start_offset {
             self.roll(st, now)?;
         }
         let mut report = RetentionReport::default();
+        let mut gone = Vec::new();
         loop {
             let mut iter = st.segments.iter();
             let (Some((first, _)), Some((second, _))) = (iter.next(), iter.next()) else {
@@ -1527,10 +1549,19 @@ impl PartitionLog {
             let seg = st.segments.remove(&first).expect("present");
             report.segments_deleted += 1;
             report.bytes_deleted += seg.size();
-            seg.delete().map_err(io_at(&self.dir))?;
+            gone.push(seg);
             st.structure_version += 1;
         }
-        Ok(report)
+        Ok((report, gone))
+    }
+
+    /// Deletes the files of segments already taken out of the log (a crash first leaves
+    /// them below the checkpointed log start, where the next retention pass deletes them).
+    fn delete_files(&self, gone: Vec<Segment>) -> Result<(), StorageError> {
+        for seg in gone {
+            seg.delete().map_err(io_at(&self.dir))?;
+        }
+        Ok(())
     }
 
     /// Applies `retention.ms` and `retention.bytes` (when `cleanup.policy` includes `delete`):
@@ -1582,7 +1613,7 @@ impl PartitionLog {
             }
         }
         st.log_start_offset = new_start;
-        let report = self.delete_segments_below_start(&mut st, now_ms)?;
+        let (report, gone) = self.delete_segments_below_start(&mut st, now_ms)?;
         let start = st.log_start_offset;
         st.producers.trim_aborted(start);
         if st.epochs.truncate_from_start(start) {
@@ -1593,6 +1624,8 @@ impl PartitionLog {
             self.write_checkpoint(&st, false)?;
             tracing::info!(tp = %self.tp, segments = report.segments_deleted, bytes = report.bytes_deleted, log_start = st.log_start_offset, "retention deleted segments");
         }
+        drop(st);
+        self.delete_files(gone)?;
         Ok(report)
     }
 
