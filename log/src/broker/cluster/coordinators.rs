@@ -434,26 +434,38 @@ impl ClusterWrites for MarkerWrites {
         }
     }
 
+    /// Waits (on the marker thread) for the partition's high watermark to pass `end`, woken
+    /// by its advances as a produce's wait is; a second at a time, so that a broker shutting
+    /// down is not held up by this thread's reference to it.
     fn await_replicated(&self, tp: &TopicPartition, end: i64) -> Result<(), NotReplicated> {
-        let deadline = std::time::Instant::now() + REPLICATION_WAIT;
-        loop {
-            let Some(broker) = self.broker.upgrade() else {
-                return Err(NotReplicated::NotLeader);
-            };
-            match broker.replication_of(tp, end) {
-                Some(None) => return Ok(()),
-                Some(Some(ResponseError::NotLeaderOrFollower)) => {
-                    return Err(NotReplicated::NotLeader)
+        let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+        self.runtime.block_on(async {
+            loop {
+                let broker = self.broker.upgrade().ok_or(NotReplicated::NotLeader)?;
+                let slice = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .min(Duration::from_secs(1));
+                let outcome = broker
+                    .await_replicated(vec![(tp.clone(), end)], slice)
+                    .await
+                    .pop()
+                    .flatten();
+                drop(broker);
+                match outcome {
+                    None => return Ok(()),
+                    Some(ResponseError::NotLeaderOrFollower) => {
+                        return Err(NotReplicated::NotLeader)
+                    }
+                    _ if tokio::time::Instant::now() >= deadline => {
+                        return Err(NotReplicated::TimedOut)
+                    }
+                    Some(ResponseError::RequestTimedOut) => {}
+                    // The ISR is below its minimum for now, which is answered at once: look
+                    // again shortly.
+                    Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
-                // Waiting, or the ISR is below its minimum for now.
-                _ => {}
             }
-            drop(broker);
-            if std::time::Instant::now() >= deadline {
-                return Err(NotReplicated::TimedOut);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        })
     }
 
     fn write_markers(&self, job: &MarkerJob) -> Result<(), String> {
