@@ -128,38 +128,38 @@ async fn keys_land_where_kafka_puts_them_in_send_order() {
     b.close().unwrap();
 }
 
-#[tokio::test]
-async fn batches_close_at_batch_size_and_flush_sends_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
-    Admin::new(embedded(&b))
-        .create_topic("t", 1, &[])
+/// Topic "t" with `partitions`, and a producer of batches of 1000 bytes with a long linger
+/// (only batch.size or flush can send) that has sent `records` keyless 100-byte values and
+/// flushed; returns where each record went.
+async fn send_keyless(b: &Arc<Broker>, partitions: i32, records: usize) -> (Producer, Vec<i32>) {
+    Admin::new(embedded(b))
+        .create_topic("t", partitions, &[])
         .await
         .unwrap();
-    // A long linger: only batch.size or flush can send.
     let config = ProducerConfig {
         linger_ms: 3_600_000,
         batch_size: 1_000,
         ..Default::default()
     };
-    let producer = Producer::new(embedded(&b), config);
+    let producer = Producer::new(embedded(b), config);
     let mut deliveries = Vec::new();
-    for i in 0..25 {
-        deliveries.push(
-            producer
-                .send(ProducerRecord::new(
-                    "t",
-                    None::<String>,
-                    format!("{i:0>100}"),
-                ))
-                .await
-                .unwrap(),
-        );
+    for i in 0..records {
+        let record = ProducerRecord::new("t", None::<String>, format!("{i:0>100}"));
+        deliveries.push(producer.send(record).await.unwrap());
     }
     producer.flush().await;
+    let mut placed = Vec::new();
     for d in deliveries {
-        d.await.unwrap();
+        placed.push(d.await.unwrap().partition);
     }
+    (producer, placed)
+}
+
+#[tokio::test]
+async fn batches_close_at_batch_size_and_flush_sends_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    let (producer, _) = send_keyless(&b, 1, 25).await;
     let sizes: Vec<usize> = batches(&b, "t", 0).await.iter().map(Vec::len).collect();
     // Each record costs 100 + 24 bytes: 8 fit in 1000 (992), a 9th starts the next batch,
     // as Kafka's accumulator does.
@@ -176,26 +176,7 @@ async fn batches_close_at_batch_size_and_flush_sends_the_rest() {
 async fn keyless_records_move_to_another_partition_when_their_batch_is_full() {
     let dir = tempfile::tempdir().unwrap();
     let b = broker(dir.path());
-    Admin::new(embedded(&b))
-        .create_topic("t", 3, &[])
-        .await
-        .unwrap();
-    let config = ProducerConfig {
-        linger_ms: 3_600_000,
-        batch_size: 1_000,
-        ..Default::default()
-    };
-    let producer = Producer::new(embedded(&b), config);
-    let mut deliveries = Vec::new();
-    for i in 0..32 {
-        let record = ProducerRecord::new("t", None::<String>, format!("{i:0>100}"));
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    producer.flush().await;
-    let mut partitions = Vec::new();
-    for d in deliveries {
-        partitions.push(d.await.unwrap().partition);
-    }
+    let (producer, partitions) = send_keyless(&b, 3, 32).await;
     // Eight records to a batch, and each next batch on another partition.
     for (n, chunk) in partitions.chunks(8).enumerate() {
         assert!(
