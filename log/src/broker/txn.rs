@@ -48,8 +48,19 @@ use crate::storage::{LogManager, StorageError};
 use crate::time::SharedClock;
 use crate::types::TopicPartition;
 
-/// How a marker job's failure says its coordinator moved (EndTxn answers NOT_COORDINATOR).
-const MOVED: &str = "the coordinator of";
+/// Why a marker job ended without completing its transaction.
+#[derive(Debug, thiserror::Error)]
+enum JobFailed {
+    /// Another broker coordinates the transaction now and finishes it (EndTxn answers
+    /// NOT_COORDINATOR, and the client asks the new coordinator).
+    #[error("the coordinator of the transaction moved")]
+    Moved,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a waiter on a marker job learns.
+type JobResult = Result<(), JobFailed>;
 
 /// How long the marker thread waits before retrying a job whose write failed.
 const MARKER_RETRY: Duration = Duration::from_millis(200);
@@ -59,7 +70,7 @@ const MARKER_RETRY: Duration = Duration::from_millis(200);
 const END_TXN_WAIT: Duration = Duration::from_secs(30);
 
 /// A queued marker job, with whoever waits for it (EndTxn's answer).
-type Queued = (MarkerJob, Option<oneshot::Sender<Result<(), String>>>);
+type Queued = (MarkerJob, Option<oneshot::Sender<JobResult>>);
 
 /// The coordinator: the engine behind its lock, the marker queue and what both write to.
 pub(crate) struct TxnCoordinator {
@@ -281,7 +292,7 @@ impl TxnCoordinator {
     fn run<T>(
         &self,
         transition: impl FnOnce(&mut TxnEngine) -> Outcome<T>,
-        waiter: Option<oneshot::Sender<Result<(), String>>>,
+        waiter: Option<oneshot::Sender<JobResult>>,
     ) -> Result<T, ResponseError> {
         let mut engine = self.engine()?;
         let outcome = transition(&mut engine);
@@ -295,7 +306,7 @@ impl TxnCoordinator {
         &self,
         engine: &mut TxnEngine,
         effects: Vec<Effect>,
-        mut waiter: Option<oneshot::Sender<Result<(), String>>>,
+        mut waiter: Option<oneshot::Sender<JobResult>>,
     ) -> Result<(), ResponseError> {
         for effect in effects {
             let written = match effect {
@@ -416,10 +427,10 @@ impl TxnCoordinator {
 
     /// Writes one job's markers and completes its transaction: `Some(result)` when the job
     /// is over (done, or no longer this coordinator's), `None` to retry it later.
-    fn carry_out(&self, job: &MarkerJob) -> Option<Result<(), String>> {
+    fn carry_out(&self, job: &MarkerJob) -> Option<JobResult> {
         let id = &job.transactional_id;
         if self.cluster.get().is_some() && !self.coordinates(id) {
-            return Some(Err(format!("{MOVED} {id} moved")));
+            return Some(Err(JobFailed::Moved));
         }
         // A job queued twice (recovery re-queues what a reload finds prepared), or one whose
         // transaction ended since, ends nothing: its markers could end the producer's next
@@ -446,7 +457,7 @@ impl TxnCoordinator {
             let end = self.logs.get(&tp).map_or(0, |l| l.log_end_offset().0);
             match cluster.await_replicated(&tp, end) {
                 Ok(()) => {}
-                Err(NotReplicated::NotLeader) => return Some(Err(format!("{MOVED} {id} moved"))),
+                Err(NotReplicated::NotLeader) => return Some(Err(JobFailed::Moved)),
                 Err(NotReplicated::TimedOut) => return None,
             }
             if let Err(e) = cluster.write_markers(job) {
@@ -457,7 +468,11 @@ impl TxnCoordinator {
             match self.write_local_markers(job) {
                 Ok(true) => {}
                 // The crash hook: the job is lost, as if the broker died here.
-                Ok(false) => return Some(Err("stopped after the configured markers".into())),
+                Ok(false) => {
+                    return Some(Err(JobFailed::Other(
+                        "stopped after the configured markers".into(),
+                    )))
+                }
                 Err(e) => {
                     tracing::warn!(txn = %id, error = ?e, "writing markers failed; retrying");
                     return None;
@@ -470,7 +485,7 @@ impl TxnCoordinator {
             None,
         );
         tracing::debug!(txn = %id, commit = job.commit, "transaction completed");
-        Some(done.map_err(|e| format!("{e:?}")))
+        Some(done.map_err(|e| JobFailed::Other(format!("{e:?}"))))
     }
 
     /// Writes the job's markers to this broker's partitions; `Ok(false)` when the crash hook
@@ -845,16 +860,19 @@ impl Broker {
             });
         if outcome.is_ok() {
             // No markers (a retry, or an empty transaction): the sender is dropped at once.
-            if let Ok(Ok(Err(e))) = tokio::time::timeout(END_TXN_WAIT, rx).await {
-                if e.starts_with(MOVED) {
-                    // The new coordinator finishes the transaction; the client asks it.
+            match tokio::time::timeout(END_TXN_WAIT, rx).await {
+                // The new coordinator finishes the transaction; the client asks it.
+                Ok(Ok(Err(JobFailed::Moved))) => {
                     return Ok(EndTxnResponse::default()
                         .with_error_code(ResponseError::NotCoordinator.code()));
                 }
-                return Err(BrokerError::Metadata {
-                    path: TRANSACTION_TOPIC.into(),
-                    reason: format!("transaction {txn_id} did not complete: {e}"),
-                });
+                Ok(Ok(Err(e))) => {
+                    return Err(BrokerError::Metadata {
+                        path: TRANSACTION_TOPIC.into(),
+                        reason: format!("transaction {txn_id} did not complete: {e}"),
+                    })
+                }
+                _ => {}
             }
         }
         let outcome = fenced_as(outcome, version, 2);
