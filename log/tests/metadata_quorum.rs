@@ -120,7 +120,13 @@ async fn records_survive_a_leader_loss_and_a_restarted_controller_catches_up() {
         v.sort();
         v
     };
-    assert_eq!(topics(&survivor.quorum().shared().image()), expected);
+    // A write returns once the leader applied it; a follower survivor applies it a
+    // heartbeat later.
+    let survivor_image = survivor.quorum().shared().clone();
+    wait_for("every record on the survivor", || {
+        (topics(&survivor_image.image()) == expected).then_some(())
+    })
+    .await;
 
     // The old leader restarts from its directory on its old address: it catches up with
     // the 35 records it missed, past a snapshot (every 20 entries) that purged them.
