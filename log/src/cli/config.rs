@@ -248,6 +248,9 @@ impl NodeConfig {
             "replica.fetch.wait.max.ms" => {
                 self.cluster.broker.replica_fetch_wait_max_ms = int(key, v, 0, I32)? as i32
             }
+            "replica.fetch.min.bytes" => {
+                self.cluster.broker.replica_fetch_min_bytes = int(key, v, 0, I32)? as i32
+            }
             "replica.fetch.backoff.ms" => {
                 self.cluster.broker.replica_fetch_backoff_ms = int(key, v, 0, I32)? as u64
             }
@@ -459,6 +462,11 @@ max.bytes = 1000000
         assert_eq!(c.broker.log.defaults.segment_jitter_ms, 3_600_000);
         let e = c.set("log.cleanup.policy", "shred").unwrap_err();
         assert!(e.to_string().contains("`log.cleanup.policy`"), "{e}");
+        // As Kafka (no validator), 0 is taken: the leader answers once anything is there.
+        c.set("replica.fetch.min.bytes", "0").unwrap();
+        assert!(c.set("replica.fetch.min.bytes", "-1").is_err());
+        c.set("replica.fetch.min.bytes", "65536").unwrap();
+        assert_eq!(c.cluster.broker.replica_fetch_min_bytes, 65_536);
         assert!(c.apply_toml("x = [1, 2]").is_err());
         assert!(c.apply_toml("this is not toml").is_err());
     }

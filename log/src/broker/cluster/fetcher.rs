@@ -155,7 +155,7 @@ fn fetch_request(
     FetchRequest::default()
         .with_replica_id(BrokerId(node.0))
         .with_max_wait_ms(config.replica_fetch_wait_max_ms)
-        .with_min_bytes(1)
+        .with_min_bytes(config.replica_fetch_min_bytes)
         .with_max_bytes(config.replica_fetch_response_max_bytes)
         .with_topics(
             topics

@@ -49,6 +49,9 @@ pub struct ClusterConfig {
     pub replica_fetch_response_max_bytes: i32,
     /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits on the leader for data.
     pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.min.bytes`: the bytes a follower's fetch waits for (up to
+    /// `replica.fetch.wait.max.ms`) before the leader answers.
+    pub replica_fetch_min_bytes: i32,
     /// `replica.fetch.backoff.ms`: the pause after a failed fetch.
     pub replica_fetch_backoff_ms: u64,
     /// How long a request to the controller may take before it is tried again.
@@ -65,6 +68,7 @@ impl ClusterConfig {
             replica_fetch_max_bytes: 1 << 20,
             replica_fetch_response_max_bytes: 10 << 20,
             replica_fetch_wait_max_ms: 500,
+            replica_fetch_min_bytes: 1,
             replica_fetch_backoff_ms: 1_000,
             controller_request_timeout_ms: 10_000,
         }
