@@ -388,3 +388,54 @@ fn the_cli_deletes_a_groups_offsets() {
     );
     assert!(!refused && err.contains("unknown group"), "{err}");
 }
+
+/// `rill leaders elect` on a single broker: each partition's one replica leads already, so
+/// every election is ELECTION_NOT_NEEDED (Kafka's answer for a balanced partition); asked
+/// for every partition, the answer leaves those out; a topic or `--all-topic-partitions`
+/// must be named.
+#[test]
+fn the_cli_asks_for_leader_elections() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let a = broker.addr.as_str();
+    ok(a, &["topics", "create", "events", "--partitions", "2"], "");
+    let rows = json_lines(&ok(
+        a,
+        &["leaders", "elect", "--topic", "events", "--json"],
+        "",
+    ));
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["result"] == "ElectionNotNeeded"),
+        "{rows:?}"
+    );
+    let rows = json_lines(&ok(
+        a,
+        &[
+            "leaders",
+            "elect",
+            "--all-topic-partitions",
+            "--election-type",
+            "unclean",
+            "--json",
+        ],
+        "",
+    ));
+    assert!(rows.is_empty(), "{rows:?}");
+    let rows = json_lines(&ok(
+        a,
+        &[
+            "leaders",
+            "elect",
+            "--topic",
+            "events",
+            "--partition",
+            "7",
+            "--json",
+        ],
+        "",
+    ));
+    assert_eq!(rows[0]["result"], "UnknownTopicOrPartition");
+    let (done, _, err) = cli(a, &["leaders", "elect"], "");
+    assert!(!done && err.contains("--all-topic-partitions"), "{err}");
+}

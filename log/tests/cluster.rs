@@ -45,6 +45,8 @@ struct Cluster {
     /// Each node's client listener, kept across restarts (as a deployment's would be).
     listeners: Vec<String>,
     nodes: Vec<Option<BrokerProcess>>,
+    /// Flags of this test's nodes beyond [`NODE_FLAGS`].
+    extra: Vec<String>,
     /// Every process's stderr, killed ones included, for a failure's report.
     history: Vec<(usize, Arc<Mutex<String>>)>,
 }
@@ -62,6 +64,11 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Nodes with `extra` properties (`key=value`) as well.
+    fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let ports = free_ports(2 * n);
         let listeners = ports[n..]
             .iter()
@@ -79,6 +86,10 @@ impl Cluster {
             voters,
             listeners,
             nodes: (0..n).map(|_| None).collect(),
+            extra: extra
+                .iter()
+                .flat_map(|kv| ["--override".to_string(), kv.to_string()])
+                .collect(),
             history: Vec::new(),
         };
         for id in 1..=n {
@@ -99,6 +110,7 @@ impl Cluster {
             &self.voters,
         ];
         args.extend_from_slice(NODE_FLAGS);
+        args.extend(self.extra.iter().map(String::as_str));
         let log = std::env::var("RILL_CLUSTER_LOG").unwrap_or_else(|_| "warn".into());
         let node = BrokerProcess::start_at(&dir, &self.listeners[id - 1], &args, &log);
         self.history.push((id, Arc::clone(&node.stderr)));
@@ -1163,4 +1175,305 @@ async fn kafka_clients_ride_through_a_leader_kill() {
             assert_eq!(values, want, "kcat's lines, each once");
         }
     }
+}
+
+/// A failure in [`eventually`] prints the stderr of `cluster`'s processes so far.
+fn report_logs_of(cluster: &Cluster) {
+    let stderrs: Vec<_> = cluster
+        .history
+        .iter()
+        .map(|(id, e)| (*id, Arc::clone(e)))
+        .collect();
+    *LOGS.lock().unwrap() = Some(Box::new(move || {
+        stderrs
+            .iter()
+            .map(|(id, e)| format!("--- node {id} ---\n{}", e.lock().unwrap()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }));
+}
+
+/// Each partition's (leader, replicas, ISR) of `topic`.
+async fn partition_states(t: &Arc<dyn Transport>, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
+    let all = Admin::new(Arc::clone(t))
+        .list_topics()
+        .await
+        .unwrap_or_default();
+    all.into_iter()
+        .find(|d| d.name == topic)
+        .map(|d| {
+            d.partition_states
+                .into_iter()
+                .map(|p| (p.leader, p.replicas, p.isr))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Creates `topic` (3 partitions, RF 3, min ISR 2) and waits until each partition is led by
+/// its first replica with all three in sync; returns those preferred leaders.
+async fn create_balanced(t: &Arc<dyn Transport>, topic: &str) -> Vec<i32> {
+    let admin = Admin::new(Arc::clone(t));
+    eventually("creating the topic", || {
+        admin.create_replicated_topic(topic, 3, 3, &[("min.insync.replicas", "2")])
+    })
+    .await;
+    eventually(
+        "the topic led by its preferred replicas, all in sync",
+        || async {
+            let states = partition_states(t, topic).await;
+            if states.len() == 3
+                && states
+                    .iter()
+                    .all(|(l, r, isr)| *l == r[0] && isr.len() == 3)
+            {
+                Ok(states.iter().map(|(l, _, _)| *l).collect::<Vec<_>>())
+            } else {
+                Err(states)
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until every partition of `topic` has a leader and all three replicas in sync;
+/// returns the leaders.
+async fn all_in_sync(t: &Arc<dyn Transport>, topic: &str) -> Vec<i32> {
+    eventually("every replica of the topic in sync", || async {
+        let states = partition_states(t, topic).await;
+        if states.len() == 3 && states.iter().all(|(l, _, isr)| *l >= 0 && isr.len() == 3) {
+            Ok(states.iter().map(|(l, _, _)| *l).collect::<Vec<_>>())
+        } else {
+            Err(states)
+        }
+    })
+    .await
+}
+
+/// Kills broker `victim`, waits until it no longer leads anything of `topic`, restarts it
+/// and waits until it is back in every ISR of `topic`. Returns the leaders then.
+async fn bounce(
+    cluster: &mut Cluster,
+    t: &Arc<dyn Transport>,
+    topic: &str,
+    victim: usize,
+) -> Vec<i32> {
+    cluster.kill9(victim);
+    let v = victim as i32;
+    eventually("leaderships moved off the killed broker", || async {
+        let states = partition_states(t, topic).await;
+        let moved = !states.is_empty() && states.iter().all(|(l, _, _)| *l != v && *l >= 0);
+        if moved {
+            Ok(())
+        } else {
+            Err(states)
+        }
+    })
+    .await;
+    cluster.start_node(victim);
+    all_in_sync(t, topic).await
+}
+
+/// Kafka's preferred-leader election (`ElectLeaders`, KIP-460), with the automatic rebalance
+/// off: a restarted broker gets no leadership back by itself; an election moves each
+/// partition's leadership to its first replica, answering as Kafka does (elected,
+/// ELECTION_NOT_NEEDED, UNKNOWN_TOPIC_OR_PARTITION), and a second one finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preferred_leader_election_returns_leaderships_to_the_first_replicas() {
+    use kafka_protocol::ResponseError::{ElectionNotNeeded, UnknownTopicOrPartition};
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start_with(3, &["auto.leader.rebalance.enable=false"]);
+    report_logs_of(&cluster);
+    let t = cluster.transport().await;
+    let admin = Admin::new(Arc::clone(&t));
+    let preferred = create_balanced(&t, "e").await;
+    let victim = preferred[0] as usize;
+    let after = bounce(&mut cluster, &t, "e", victim).await;
+    assert_ne!(after[0], preferred[0], "no leadership comes back by itself");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        leaders(&t, "e").await,
+        after,
+        "still no rebalance with it off"
+    );
+
+    let mut wanted: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("e", p)).collect();
+    wanted.push(TopicPartition::new("nope", 0));
+    let results = admin.elect_leaders(true, Some(&wanted)).await.unwrap();
+    let expected: Vec<(TopicPartition, Option<kafka_protocol::ResponseError>)> = (0..3)
+        .map(|p| {
+            let moved = after[p as usize] != preferred[p as usize];
+            (
+                TopicPartition::new("e", p),
+                (!moved).then_some(ElectionNotNeeded),
+            )
+        })
+        .chain([(
+            TopicPartition::new("nope", 0),
+            Some(UnknownTopicOrPartition),
+        )])
+        .collect();
+    assert_eq!(results, expected);
+    // Every broker's metadata has it soon after (the one that answered already did).
+    eventually("the elected leaders in metadata", || async {
+        let now = leaders(&t, "e").await;
+        if now == preferred {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await;
+    // Every partition, asked by omission: nothing needed, so nothing listed for `e`.
+    let again = admin.elect_leaders(true, None).await.unwrap();
+    assert!(again.iter().all(|(tp, _)| tp.topic != "e"), "{again:?}");
+    // Records still flow through the elected leaders.
+    produce_to(&t, "e", 30).await;
+}
+
+/// `auto.leader.rebalance.enable` (on by default) at a short
+/// `leader.imbalance.check.interval.seconds`: a restarted broker gets its preferred
+/// leaderships back without anyone asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_rebalance_returns_leaderships_to_a_restarted_broker() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start_with(3, &["leader.imbalance.check.interval.seconds=1"]);
+    report_logs_of(&cluster);
+    let t = cluster.transport().await;
+    let preferred = create_balanced(&t, "b").await;
+    bounce(&mut cluster, &t, "b", preferred[1] as usize).await;
+    eventually("leaderships back on the preferred replicas", || async {
+        let now = leaders(&t, "b").await;
+        if now == preferred {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await;
+    produce_to(&t, "b", 30).await;
+}
+
+/// `n` records with acks=all to every partition of `topic`, all acknowledged.
+async fn produce_to(t: &Arc<dyn Transport>, topic: &str, n: usize) {
+    let producer = Producer::new(
+        Arc::clone(t),
+        ProducerConfig {
+            acks: -1,
+            linger_ms: 0,
+            delivery_timeout_ms: 30_000,
+            ..Default::default()
+        },
+    );
+    let mut ds = Vec::new();
+    for i in 0..n {
+        let mut r = ProducerRecord::new(topic, None::<String>, format!("v{i}"));
+        r.partition = Some((i % 3) as i32);
+        ds.push(producer.send(r).await.unwrap());
+    }
+    for d in ds {
+        d.await.unwrap();
+    }
+    producer.close().await;
+}
+
+/// A rolling restart under a steady acks=all load (Kafka's controlled shutdown): each broker
+/// in turn gets SIGTERM, stops, starts again and rejoins every ISR. A broker stops only once
+/// the controller moved its leaderships away (so, the moment its process is gone, metadata
+/// names other leaders, where a crash would leave it leader until its session expires), the
+/// idempotent producer sees no failed send, and every acknowledged record is there exactly
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_send_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start_with(3, &["leader.imbalance.check.interval.seconds=1"]);
+    report_logs_of(&cluster);
+    let t = cluster.transport().await;
+    create_balanced(&t, "r").await;
+
+    // The load: a record every 5 ms (timer-paced), acks=all, idempotent, with retries.
+    let producer = Arc::new(Producer::new(
+        Arc::clone(&t),
+        ProducerConfig {
+            acks: -1,
+            enable_idempotence: true,
+            linger_ms: 0,
+            delivery_timeout_ms: 60_000,
+            ..Default::default()
+        },
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (producer, stop) = (Arc::clone(&producer), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            let mut sent = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let value = format!("r{i}");
+                let r = ProducerRecord::new("r", Some(value.clone()), value.clone());
+                sent.push((value, producer.send(r).await.expect("queued")));
+                i += 1;
+            }
+            sent
+        })
+    };
+
+    for id in 1..=3usize {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut node = cluster.nodes[id - 1].take().expect("running");
+        let status = tokio::task::block_in_place(|| node.terminate(40));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "node {id} stops on SIGTERM"
+        );
+        // Gone, and already no leader anywhere: its leaderships moved before it stopped.
+        let states = partition_states(&t, "r").await;
+        assert!(
+            states.iter().all(|(l, _, _)| *l != id as i32),
+            "node {id} still leads after its controlled shutdown: {states:?}"
+        );
+        cluster.start_node(id);
+        all_in_sync(&t, "r").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.await.unwrap();
+    let mut failed = Vec::new();
+    let mut acknowledged = Vec::new();
+    for (value, delivery) in sent {
+        match delivery.await {
+            Ok(_) => acknowledged.push(value),
+            Err(e) => failed.push((value, e)),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed sends: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    producer.close().await;
+
+    let records = read_all(&t, "r", 3).await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, v) in &records {
+        *seen.entry(v.clone()).or_default() += 1;
+    }
+    let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|v| !seen.contains_key(*v))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records missing",
+        missing.len()
+    );
+    eprintln!(
+        "rolling restart: {} records, none failed, none lost",
+        acknowledged.len()
+    );
 }

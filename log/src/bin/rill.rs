@@ -64,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Partition leader elections (Kafka's `kafka-leader-election.sh`).
+    Leaders {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: LeadersAction,
+    },
     /// Create, list, describe, delete topics and alter their configs.
     Topics {
         #[command(flatten)]
@@ -150,6 +157,32 @@ enum ClusterAction {
         #[arg(long)]
         controller_quorum: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum LeadersAction {
+    /// Elect leaders: `preferred` moves each leadership to the partition's first replica
+    /// where it is in the ISR; `unclean` gives a leaderless partition any live replica (it
+    /// may lack acknowledged records).
+    Elect {
+        #[arg(long, value_enum, default_value = "preferred")]
+        election_type: ElectionKind,
+        /// The topic whose partitions to elect (all of them without `--partition`).
+        #[arg(long, conflicts_with = "all_topic_partitions")]
+        topic: Option<String>,
+        /// A partition of `--topic`; repeatable.
+        #[arg(long, requires = "topic")]
+        partition: Vec<i32>,
+        /// Every partition of every topic.
+        #[arg(long)]
+        all_topic_partitions: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ElectionKind {
+    Preferred,
+    Unclean,
 }
 
 #[derive(Debug, clap::Args)]
@@ -925,6 +958,27 @@ fn client_command(command: Command) -> Result<(), CliError> {
                             None => None,
                         };
                         commands::cluster_describe(t, voters).await?
+                    }
+                };
+                table.print(conn.json);
+            }
+            Command::Leaders { conn, action } => {
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let table = match action {
+                    LeadersAction::Elect {
+                        election_type,
+                        topic,
+                        partition,
+                        all_topic_partitions,
+                    } => {
+                        if topic.is_none() && !all_topic_partitions {
+                            return Err(CliError::Usage(
+                                "name a --topic or give --all-topic-partitions".into(),
+                            ));
+                        }
+                        let preferred = matches!(election_type, ElectionKind::Preferred);
+                        commands::leaders_elect(t, preferred, topic.as_deref(), &partition)
+                            .await?
                     }
                 };
                 table.print(conn.json);

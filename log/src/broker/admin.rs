@@ -7,18 +7,21 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, ElectLeadersRequest, ElectLeadersResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, Refusal, TopicMeta};
+use crate::controller::ElectionType;
 use crate::storage::LogConfig;
 use crate::types::{validate_topic_name, TopicPartition};
 
@@ -416,6 +419,44 @@ impl Broker {
             .with_port(self.config.advertised_port)])
     }
 
+    /// ElectLeaders on a single broker: every partition has one replica, which leads, so no
+    /// election is ever needed (the answer a cluster gives for balanced partitions).
+    pub(crate) fn elect_leaders(&self, req: ElectLeadersRequest) -> ElectLeadersResponse {
+        // Either kind finds a leader in place.
+        if let Err(refused) = election_type(&req) {
+            return refused;
+        }
+        let not_needed = || {
+            Some((
+                ResponseError::ElectionNotNeeded,
+                "Leader election not needed for topic partition.".to_string(),
+            ))
+        };
+        let topics = self.topics_read();
+        let results = match requested_elections(&req) {
+            // Every partition: those not needing an election are left out, so all are.
+            None => topics.all().map(|t| (t.name.clone(), Vec::new())).collect(),
+            Some(wanted) => wanted
+                .into_iter()
+                .map(|(topic, ps)| {
+                    let meta = topics.get(&topic);
+                    let ps = ps
+                        .into_iter()
+                        .map(|p| match meta {
+                            None => (p, Some(no_such_topic(&topic))),
+                            Some(m) if p < 0 || p >= m.partitions => {
+                                (p, Some(no_such_partition(&topic, p)))
+                            }
+                            Some(_) => (p, not_needed()),
+                        })
+                        .collect();
+                    (topic, ps)
+                })
+                .collect(),
+        };
+        elect_leaders_response(results)
+    }
+
     fn topic_metadata(&self, m: &TopicMeta) -> MetadataResponseTopic {
         let node = BrokerId(self.config.node_id);
         MetadataResponseTopic::default()
@@ -458,4 +499,83 @@ fn error_topic(name: Option<String>, id: Uuid, code: ResponseError) -> MetadataR
         .with_error_code(code.code())
         .with_name(name.map(|n| TopicName(text(n))))
         .with_topic_id(id)
+}
+
+/// One topic's election outcomes for the answer: per partition, `None` when elected.
+pub(crate) type ElectionOutcomes = (String, Vec<(i32, Option<(ResponseError, String)>)>);
+
+/// The election an ElectLeaders request asks for, or the answer refusing an unknown type
+/// (Kafka: INVALID_REQUEST, on the request and on every partition named).
+pub(crate) fn election_type(
+    req: &ElectLeadersRequest,
+) -> Result<ElectionType, ElectLeadersResponse> {
+    match req.election_type {
+        0 => Ok(ElectionType::Preferred),
+        1 => Ok(ElectionType::Unclean),
+        other => {
+            let why = format!("Unknown election type {other}");
+            let results = requested_elections(req)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| {
+                    let ps = ps
+                        .into_iter()
+                        .map(|p| (p, Some((ResponseError::InvalidRequest, why.clone()))))
+                        .collect();
+                    (t, ps)
+                })
+                .collect();
+            Err(elect_leaders_response(results)
+                .with_error_code(ResponseError::InvalidRequest.code()))
+        }
+    }
+}
+
+/// The partitions an ElectLeaders request names (`None`: every partition).
+pub(crate) fn requested_elections(req: &ElectLeadersRequest) -> Option<Vec<(String, Vec<i32>)>> {
+    req.topic_partitions.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+            .collect()
+    })
+}
+
+pub(crate) fn no_such_topic(topic: &str) -> (ResponseError, String) {
+    (
+        ResponseError::UnknownTopicOrPartition,
+        format!("No such topic as {topic}"),
+    )
+}
+
+fn no_such_partition(topic: &str, partition: i32) -> (ResponseError, String) {
+    (
+        ResponseError::UnknownTopicOrPartition,
+        format!("No such partition as {topic}-{partition}"),
+    )
+}
+
+pub(crate) fn elect_leaders_response(results: Vec<ElectionOutcomes>) -> ElectLeadersResponse {
+    ElectLeadersResponse::default().with_replica_election_results(
+        results
+            .into_iter()
+            .map(|(topic, ps)| {
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(text(topic)))
+                    .with_partition_result(
+                        ps.into_iter()
+                            .map(|(p, e)| {
+                                let (code, message) = match e {
+                                    None => (0, None),
+                                    Some((code, m)) => (code.code(), Some(text(m))),
+                                };
+                                PartitionResult::default()
+                                    .with_partition_id(p)
+                                    .with_error_code(code)
+                                    .with_error_message(message)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
 }

@@ -532,6 +532,11 @@ impl Broker {
                         self.describe_cluster_clustered(r),
                     )))
                 }
+                RequestKind::ElectLeaders(r) => {
+                    return Ok(Some(ResponseKind::ElectLeaders(
+                        self.elect_leaders_clustered(r).await,
+                    )))
+                }
                 other => return self.handle_local(ctx, other).await,
             }
         }
@@ -590,6 +595,7 @@ impl Broker {
             RequestKind::DescribeCluster(r) => {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
             }
+            RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(self.elect_leaders(r)),
             RequestKind::InitProducerId(r) => match r.transactional_id.as_deref() {
                 Some(id) => {
                     let id = id.to_string();
@@ -744,6 +750,7 @@ fn api_name(r: &RequestKind) -> &'static str {
         CreatePartitions,
         OffsetForLeaderEpoch,
         DescribeCluster,
+        ElectLeaders,
         AlterConfigs,
         DescribeAcls
     )

@@ -184,6 +184,9 @@ pub async fn run(
     }
     shutdown.await;
     tracing::info!("shutting down");
+    // Leaderships move away first, while this broker still answers (NOT_LEADER_OR_FOLLOWER
+    // sends clients to the new leaders).
+    broker.controlled_shutdown().await;
     server.shutdown().await;
     let closing = Arc::clone(&broker);
     tokio::task::spawn_blocking(move || closing.close())

@@ -496,20 +496,7 @@ pub async fn groups_delete_offsets(
     partitions: &[i32],
 ) -> Result<Table, CliError> {
     let admin = Admin::new(t);
-    let wanted: Vec<TopicPartition> = if partitions.is_empty() {
-        let described = admin.list_topics().await?;
-        let count = described
-            .iter()
-            .find(|d| d.name == topic)
-            .map(|d| d.partitions)
-            .ok_or_else(|| CliError::Usage(format!("unknown topic `{topic}`")))?;
-        (0..count).map(|p| TopicPartition::new(topic, p)).collect()
-    } else {
-        partitions
-            .iter()
-            .map(|p| TopicPartition::new(topic, *p))
-            .collect()
-    };
+    let wanted = topic_partitions(&admin, topic, partitions).await?;
     let mut table = Table::new(&["group", "topic", "partition", "result"]);
     for (tp, error) in admin.delete_group_offsets(group, &wanted).await? {
         table.push(vec![
@@ -520,6 +507,51 @@ pub async fn groups_delete_offsets(
         ]);
     }
     Ok(table)
+}
+
+/// `leaders elect`: elections for `topic`'s partitions (`partitions`, or all of them), or
+/// for every partition of every topic when `topic` is `None`; a row per partition.
+pub async fn leaders_elect(
+    t: Arc<dyn Transport>,
+    preferred: bool,
+    topic: Option<&str>,
+    partitions: &[i32],
+) -> Result<Table, CliError> {
+    let admin = Admin::new(t);
+    let wanted = match topic {
+        None => None,
+        Some(topic) => Some(topic_partitions(&admin, topic, partitions).await?),
+    };
+    let mut table = Table::new(&["topic", "partition", "result"]);
+    for (tp, error) in admin.elect_leaders(preferred, wanted.as_deref()).await? {
+        table.push(vec![
+            tp.topic.clone(),
+            tp.partition.0.to_string(),
+            error.map_or("elected".into(), |e| format!("{e:?}")),
+        ]);
+    }
+    Ok(table)
+}
+
+/// `partitions` of `topic`, or all of its partitions when none are named.
+async fn topic_partitions(
+    admin: &Admin,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<TopicPartition>, CliError> {
+    if !partitions.is_empty() {
+        return Ok(partitions
+            .iter()
+            .map(|p| TopicPartition::new(topic, *p))
+            .collect());
+    }
+    let described = admin.list_topics().await?;
+    let count = described
+        .iter()
+        .find(|d| d.name == topic)
+        .map(|d| d.partitions)
+        .ok_or_else(|| CliError::Usage(format!("unknown topic `{topic}`")))?;
+    Ok((0..count).map(|p| TopicPartition::new(topic, p)).collect())
 }
 
 /// Where `groups reset-offsets` moves a group.

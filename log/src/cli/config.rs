@@ -248,6 +248,14 @@ impl NodeConfig {
             "replica.fetch.wait.max.ms" => {
                 self.cluster.broker.replica_fetch_wait_max_ms = int(key, v, 0, I32)? as i32
             }
+            "auto.leader.rebalance.enable" => {
+                self.cluster.controller.auto_leader_rebalance = bool_of(v)?
+            }
+            "leader.imbalance.check.interval.seconds" => {
+                self.cluster.controller.leader_imbalance_check_interval_ms =
+                    int(key, v, 1, I32)? as u64 * 1_000
+            }
+            "controlled.shutdown.enable" => self.cluster.broker.controlled_shutdown = bool_of(v)?,
             "replica.fetch.min.bytes" => {
                 self.cluster.broker.replica_fetch_min_bytes = int(key, v, 0, I32)? as i32
             }
@@ -465,6 +473,17 @@ max.bytes = 1000000
         // As Kafka (no validator), 0 is taken: the leader answers once anything is there.
         c.set("replica.fetch.min.bytes", "0").unwrap();
         assert!(c.set("replica.fetch.min.bytes", "-1").is_err());
+        c.set("auto.leader.rebalance.enable", "false").unwrap();
+        c.set("leader.imbalance.check.interval.seconds", "5")
+            .unwrap();
+        assert!(!c.cluster.controller.auto_leader_rebalance);
+        assert_eq!(
+            c.cluster.controller.leader_imbalance_check_interval_ms,
+            5_000
+        );
+        assert!(c
+            .set("leader.imbalance.check.interval.seconds", "0")
+            .is_err());
         c.set("replica.fetch.min.bytes", "65536").unwrap();
         assert_eq!(c.cluster.broker.replica_fetch_min_bytes, 65_536);
         assert!(c.apply_toml("x = [1, 2]").is_err());

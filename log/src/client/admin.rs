@@ -659,6 +659,55 @@ impl Admin {
         }
     }
 
+    /// Leader elections (ElectLeaders, KIP-460): `preferred` moves each partition's
+    /// leadership to its first replica where that replica is in the ISR; otherwise an unclean
+    /// election gives leaderless partitions any live replica. `partitions` `None` means every
+    /// partition (the answer then leaves out those that needed no election). Per partition,
+    /// `None` when elected, else why not (ELECTION_NOT_NEEDED,
+    /// PREFERRED_LEADER_NOT_AVAILABLE, ELIGIBLE_LEADERS_NOT_AVAILABLE,
+    /// UNKNOWN_TOPIC_OR_PARTITION).
+    pub async fn elect_leaders(
+        &self,
+        preferred: bool,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<Vec<(TopicPartition, Option<kafka_protocol::ResponseError>)>, ClientError> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        let topic_partitions = partitions.map(|ps| {
+            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for tp in ps {
+                by_topic.entry(&tp.topic).or_default().push(tp.partition.0);
+            }
+            by_topic
+                .into_iter()
+                .map(|(t, ps)| {
+                    TopicPartitions::default()
+                        .with_topic(TopicName(text(t)))
+                        .with_partitions(ps)
+                })
+                .collect()
+        });
+        let req = kafka_protocol::messages::ElectLeadersRequest::default()
+            .with_election_type(if preferred { 0 } else { 1 })
+            .with_topic_partitions(topic_partitions)
+            .with_timeout_ms(30_000);
+        match self.call(RequestKind::ElectLeaders(req)).await? {
+            ResponseKind::ElectLeaders(r) => {
+                check(r.error_code, None)?;
+                Ok(r.replica_election_results
+                    .iter()
+                    .flat_map(|t| {
+                        t.partition_result.iter().map(|p| {
+                            let tp = TopicPartition::new(t.topic.0.to_string(), p.partition_id);
+                            let error = kafka_protocol::ResponseError::try_from_code(p.error_code);
+                            (tp, error)
+                        })
+                    })
+                    .collect())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
     /// Every transactional id the coordinator knows (ListTransactions), in id order.
     pub async fn list_transactions(&self) -> Result<Vec<TransactionListing>, ClientError> {
         let req = ListTransactionsRequest::default().with_duration_filter(-1);

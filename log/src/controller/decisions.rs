@@ -37,6 +37,11 @@ pub struct ControllerConfig {
     /// The cluster's id (from the controllers' `meta.properties`): brokers of another
     /// cluster are refused.
     pub cluster_id: Option<String>,
+    /// `auto.leader.rebalance.enable`: the active controller moves leaderships back to
+    /// their preferred (first) replicas every `leader_imbalance_check_interval_ms`.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 impl Default for ControllerConfig {
@@ -50,9 +55,27 @@ impl Default for ControllerConfig {
             producer_id_block_size: 1_000,
             max_partitions_per_topic: 10_000,
             cluster_id: None,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }
+
+/// The kind of election an `ElectLeaders` request asks for (its `election_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// 0: the first replica, if it is in the ISR and alive.
+    Preferred,
+    /// 1: any live replica, for partitions without a leader.
+    Unclean,
+}
+
+/// The most elections one automatic rebalance makes (Kafka's `maxElectionsPerImbalance`);
+/// the next check takes the rest.
+pub const MAX_ELECTIONS_PER_BALANCE: usize = 1_000;
+
+/// One topic's election results: per partition, `None` when elected, else why not.
+pub type TopicElections = (String, Vec<(i32, Option<ControllerError>)>);
 
 /// A refused request, with Kafka's error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -592,6 +615,130 @@ impl Controller {
         Ok(records)
     }
 
+    /// Leader elections an operator asked for (Kafka's `ReplicationControlManager.electLeaders`):
+    /// for the partitions named, or every partition when `partitions` is `None` (then the
+    /// partitions whose election was not needed are left out of the answer, as Kafka does).
+    pub fn elect_leaders(
+        &self,
+        image: &MetadataImage,
+        election: ElectionType,
+        partitions: Option<&[(String, Vec<i32>)]>,
+    ) -> (Vec<MetadataRecord>, Vec<TopicElections>) {
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        match partitions {
+            None => {
+                for t in image.topics.values() {
+                    let mut elected = Vec::new();
+                    for p in t.partitions.keys() {
+                        let outcome = self.elect_leader(image, &t.name, *p, election, &mut records);
+                        let not_needed = outcome
+                            .as_ref()
+                            .is_err_and(|e| e.code == ResponseError::ElectionNotNeeded);
+                        if !not_needed {
+                            elected.push((*p, outcome.err()));
+                        }
+                    }
+                    results.push((t.name.clone(), elected));
+                }
+            }
+            Some(wanted) => {
+                for (topic, ps) in wanted {
+                    let elected = ps
+                        .iter()
+                        .map(|p| {
+                            let outcome =
+                                self.elect_leader(image, topic, *p, election, &mut records);
+                            (*p, outcome.err())
+                        })
+                        .collect();
+                    results.push((topic.clone(), elected));
+                }
+            }
+        }
+        (records, results)
+    }
+
+    /// One partition's election (Kafka's `electLeader`): ELECTION_NOT_NEEDED when the
+    /// preferred replica leads already (or, unclean, when there is a leader);
+    /// PREFERRED_LEADER_NOT_AVAILABLE / ELIGIBLE_LEADERS_NOT_AVAILABLE when no replica may
+    /// take it.
+    fn elect_leader(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+        election: ElectionType,
+        records: &mut Vec<MetadataRecord>,
+    ) -> Result<(), ControllerError> {
+        let Some(t) = image.topic(topic) else {
+            return refuse(
+                ResponseError::UnknownTopicOrPartition,
+                format!("No such topic as {topic}"),
+            );
+        };
+        let Some(current) = t.partitions.get(&partition) else {
+            return refuse(
+                ResponseError::UnknownTopicOrPartition,
+                format!("No such partition as {topic}-{partition}"),
+            );
+        };
+        let needed = match election {
+            ElectionType::Preferred => current.replicas.first() != Some(&current.leader),
+            ElectionType::Unclean => !current.has_leader(),
+        };
+        if !needed {
+            return refuse(
+                ResponseError::ElectionNotNeeded,
+                "Leader election not needed for topic partition.",
+            );
+        }
+        let change = PartitionChange::new(current, image, self.policy(image, t.id));
+        let change = match election {
+            ElectionType::Preferred => change.preferring_first_replica(),
+            ElectionType::Unclean => change.allowing_unclean(),
+        };
+        // A preferred election that leaves the leader where it is did not happen.
+        let built = change.build().filter(|next| match election {
+            ElectionType::Preferred => current.replicas.first() == Some(&next.leader),
+            ElectionType::Unclean => next.has_leader(),
+        });
+        match (built, election) {
+            (Some(next), _) => {
+                records.push(MetadataRecord::Partition(next));
+                Ok(())
+            }
+            // Kafka's messages for these errors.
+            (None, ElectionType::Preferred) => refuse(
+                ResponseError::PreferredLeaderNotAvailable,
+                "The preferred leader was not available.",
+            ),
+            (None, ElectionType::Unclean) => refuse(
+                ResponseError::EligibleLeadersNotAvailable,
+                "Eligible topic partition leaders are not available.",
+            ),
+        }
+    }
+
+    /// The automatic leader rebalance (`auto.leader.rebalance.enable`; Kafka's
+    /// `maybeBalancePartitionLeaders`): a preferred-leader election for every partition not
+    /// led by its first replica where that replica may lead, at most
+    /// [`MAX_ELECTIONS_PER_BALANCE`] at a time.
+    pub fn balance_leaders(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
+        image
+            .partitions()
+            .filter(|(_, p)| p.replicas.first().is_some_and(|r| *r != p.leader))
+            .filter_map(|(_, p)| {
+                PartitionChange::new(p, image, self.policy(image, p.topic_id))
+                    .preferring_first_replica()
+                    .build()
+                    .filter(|next| p.replicas.first() == Some(&next.leader))
+                    .map(MetadataRecord::Partition)
+            })
+            .take(MAX_ELECTIONS_PER_BALANCE)
+            .collect()
+    }
+
     /// Hands `broker` the next block of producer ids: the records and the block's first id.
     pub fn allocate_producer_ids(
         &self,
@@ -786,6 +933,18 @@ mod tests {
             let records = self.controller.create_topic(&self.image, &topic).unwrap();
             self.commit(records);
             id
+        }
+
+        /// `id`'s process restarts once its session has expired (the brokers in `alive`
+        /// heartbeat meanwhile), registers as a new incarnation (after a clean shutdown or
+        /// not) and catches up.
+        fn restart(&mut self, id: i32, incarnation: u128, clean: bool, alive: &[i32]) {
+            self.now += self.controller.config.session_timeout_ms;
+            for other in alive {
+                self.heartbeat(*other, false).unwrap();
+            }
+            self.register(id, incarnation, clean).unwrap();
+            assert!(!self.heartbeat(id, false).unwrap().fenced);
         }
 
         fn partition(&self, topic: Uuid, p: i32) -> PartitionRecord {
@@ -1021,6 +1180,177 @@ mod tests {
             assert!(!rec.isr.contains(&NodeId(2)));
         }
         assert!(!q.image.is_usable(NodeId(2)));
+    }
+
+    /// Kafka's `ReplicationControlManagerTest.testElectPreferredLeaders`: foo's partitions on
+    /// {1,2,3}, {2,3,4}, {0,2,1} with broker 0 fenced and 1 shutting down; then both back
+    /// in the ISRs. Same answers, partition for partition.
+    #[test]
+    fn preferred_leader_elections_answer_as_kafka_does() {
+        use ResponseError::*;
+        let mut q = Quorum::cluster(4);
+        q.register(0, 100, true).unwrap();
+        let topic = NewTopic {
+            name: "foo".into(),
+            id: Uuid::from_u128(7),
+            partitions: 3,
+            replication_factor: 3,
+            assignments: Some(vec![n(&[1, 2, 3]), n(&[2, 3, 4]), n(&[0, 2, 1])]),
+            configs: BTreeMap::new(),
+        };
+        let records = q.controller.create_topic(&q.image, &topic).unwrap();
+        q.commit(records);
+        // Broker 1 shuts down (its leaderships and ISR places go); 0 is still fenced.
+        q.heartbeat(1, true).unwrap();
+        let wanted = vec![
+            ("foo".to_string(), vec![0, 1, 2]),
+            ("bar".to_string(), vec![0, 1]),
+        ];
+        let codes = |results: &[TopicElections]| -> Vec<(String, i32, Option<ResponseError>)> {
+            results
+                .iter()
+                .flat_map(|(t, ps)| {
+                    ps.iter()
+                        .map(move |(p, e)| (t.clone(), *p, e.as_ref().map(|e| e.code)))
+                })
+                .collect()
+        };
+        let (records, results) =
+            q.controller
+                .elect_leaders(&q.image, ElectionType::Preferred, Some(&wanted));
+        assert!(records.is_empty());
+        let foo = |p, e| ("foo".to_string(), p, e);
+        let bar = |p| ("bar".to_string(), p, Some(UnknownTopicOrPartition));
+        assert_eq!(
+            codes(&results),
+            vec![
+                foo(0, Some(PreferredLeaderNotAvailable)),
+                foo(1, Some(ElectionNotNeeded)),
+                foo(2, Some(PreferredLeaderNotAvailable)),
+                bar(0),
+                bar(1),
+            ]
+        );
+        assert_eq!(
+            results[1].1[0].1.as_ref().unwrap().message,
+            "No such topic as bar"
+        );
+
+        // Both come back (registered again, unfenced, caught up into the ISRs).
+        q.restart(1, 11, true, &[2, 3, 4]);
+        q.heartbeat(0, false).unwrap();
+        for (p, isr) in [(0, [1, 2, 3]), (2, [0, 2, 1])] {
+            let cur = q.partition(topic.id, p);
+            let alter = AlterPartition {
+                broker: cur.leader,
+                broker_epoch: q.image.brokers[&cur.leader].epoch,
+                topic_id: topic.id,
+                partition: p,
+                leader_epoch: cur.leader_epoch,
+                partition_epoch: cur.partition_epoch,
+                isr: n(&isr),
+            };
+            let records = q.controller.alter_partition(&q.image, &alter).unwrap();
+            q.commit(records);
+        }
+        let (records, results) =
+            q.controller
+                .elect_leaders(&q.image, ElectionType::Preferred, Some(&wanted));
+        assert_eq!(
+            codes(&results),
+            vec![
+                foo(0, None),
+                foo(1, Some(ElectionNotNeeded)),
+                foo(2, None),
+                bar(0),
+                bar(1)
+            ]
+        );
+        q.commit(records);
+        assert_eq!(q.partition(topic.id, 0).leader, NodeId(1));
+        assert_eq!(q.partition(topic.id, 2).leader, NodeId(0));
+        // Every partition asked for by omission: those whose election is not needed are left
+        // out of the answer.
+        let (records, results) =
+            q.controller
+                .elect_leaders(&q.image, ElectionType::Preferred, None);
+        assert!(records.is_empty());
+        assert_eq!(results, vec![("foo".to_string(), vec![])]);
+    }
+
+    /// Kafka's `testBalancePartitionLeaders`, in short: after brokers come back, the
+    /// automatic rebalance moves each leadership back to its first replica, and once
+    /// balanced it has nothing to do.
+    #[test]
+    fn the_automatic_rebalance_returns_leaderships_to_their_first_replicas() {
+        let mut q = Quorum::cluster(3);
+        let t = q.create("t", 3, 3);
+        let preferred: Vec<NodeId> = (0..3).map(|p| q.partition(t, p).replicas[0]).collect();
+        q.heartbeat(2, true).unwrap();
+        q.restart(2, 22, true, &[1, 3]);
+        // Broker 2 is back but leads nothing and is in no ISR until its leaders let it in.
+        assert!(q.controller.balance_leaders(&q.image).is_empty());
+        for p in 0..3 {
+            let cur = q.partition(t, p);
+            let alter = AlterPartition {
+                broker: cur.leader,
+                broker_epoch: q.image.brokers[&cur.leader].epoch,
+                topic_id: t,
+                partition: p,
+                leader_epoch: cur.leader_epoch,
+                partition_epoch: cur.partition_epoch,
+                isr: cur.replicas.clone(),
+            };
+            let records = q.controller.alter_partition(&q.image, &alter).unwrap();
+            q.commit(records);
+        }
+        let records = q.controller.balance_leaders(&q.image);
+        assert_eq!(
+            records.len(),
+            1,
+            "only the partition broker 2 prefers moves"
+        );
+        q.commit(records);
+        let leaders: Vec<NodeId> = (0..3).map(|p| q.partition(t, p).leader).collect();
+        assert_eq!(leaders, preferred);
+        assert!(q.controller.balance_leaders(&q.image).is_empty());
+    }
+
+    /// An unclean election asked for: only for a partition without a leader, and only a
+    /// live replica may take it.
+    #[test]
+    fn an_unclean_election_is_for_leaderless_partitions_only() {
+        use ResponseError::*;
+        let mut q = Quorum::cluster(3);
+        let t = q.create("t", 1, 3);
+        let wanted = vec![("t".to_string(), vec![0])];
+        let code = |q: &Quorum| {
+            q.controller
+                .elect_leaders(&q.image, ElectionType::Unclean, Some(&wanted))
+                .1[0]
+                .1[0]
+                .1
+                .as_ref()
+                .map(|e| e.code)
+        };
+        assert_eq!(code(&q), Some(ElectionNotNeeded));
+        // Every replica fenced in turn: offline, nobody to elect.
+        for id in 1..=3 {
+            let records = q.controller.fence(&q.image, NodeId(id));
+            q.commit(records);
+        }
+        assert!(!q.partition(t, 0).has_leader());
+        assert_eq!(code(&q), Some(EligibleLeadersNotAvailable));
+        // One replica back after an unclean shutdown (so out of the ELR, its unflushed tail
+        // may be gone): only an unclean election elects it.
+        q.restart(3, 33, false, &[]);
+        assert!(!q.partition(t, 0).has_leader());
+        let (records, results) =
+            q.controller
+                .elect_leaders(&q.image, ElectionType::Unclean, Some(&wanted));
+        assert_eq!(results[0].1[0].1, None);
+        q.commit(records);
+        assert_eq!(q.partition(t, 0).leader, NodeId(3));
     }
 
     /// KIP-966 end to end: with min ISR 2, losing two of three replicas one after the other

@@ -15,6 +15,6 @@ pub mod records;
 pub mod rpc;
 pub mod service;
 
-pub use decisions::{Controller, ControllerConfig, ControllerError};
+pub use decisions::{Controller, ControllerConfig, ControllerError, ElectionType};
 pub use image::MetadataImage;
 pub use records::{BrokerRegistration, MetadataRecord, PartitionRecord};

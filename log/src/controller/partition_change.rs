@@ -34,8 +34,10 @@ pub struct PartitionChange<'a> {
     /// Replicas whose last shutdown was unclean: dropped from the ELR.
     unclean_shutdown: Vec<NodeId>,
     /// Elect again even if the current leader may stay (it is fenced or shutting down in the
-    /// image being built, or a preferred-leader election).
+    /// image being built).
     move_leader: bool,
+    /// A preferred-leader election: the first replica leads if it is in the ISR and usable.
+    preferred: bool,
 }
 
 impl<'a> PartitionChange<'a> {
@@ -51,6 +53,7 @@ impl<'a> PartitionChange<'a> {
             target_isr: current.isr.clone(),
             unclean_shutdown: Vec::new(),
             move_leader: false,
+            preferred: false,
         }
     }
 
@@ -63,6 +66,21 @@ impl<'a> PartitionChange<'a> {
     pub fn without(mut self, broker: NodeId) -> Self {
         self.target_isr.retain(|r| *r != broker);
         self.move_leader |= self.current.leader == broker;
+        self
+    }
+
+    /// A preferred-leader election (Kafka's `Election.PREFERRED`): the first replica takes
+    /// the leadership if it is in the ISR and usable; otherwise the leader is chosen as
+    /// usual (the current one stays if it may).
+    pub fn preferring_first_replica(mut self) -> Self {
+        self.preferred = true;
+        self
+    }
+
+    /// An unclean election the operator asked for (`ElectLeaders` of type UNCLEAN):
+    /// allowed whatever the topic's `unclean.leader.election.enable` says.
+    pub fn allowing_unclean(mut self) -> Self {
+        self.policy.unclean = true;
         self
     }
 
@@ -93,7 +111,13 @@ impl<'a> PartitionChange<'a> {
             && cur.has_leader()
             && isr.contains(&cur.leader)
             && usable(&cur.leader);
-        let leader = if keep {
+        let preferred = cur
+            .replicas
+            .first()
+            .filter(|r| self.preferred && isr.contains(r) && usable(r));
+        let leader = if let Some(p) = preferred {
+            *p
+        } else if keep {
             cur.leader
         } else if let Some(l) = cur.replicas.iter().find(|r| isr.contains(r) && usable(r)) {
             *l
@@ -200,6 +224,49 @@ mod tests {
         min_isr: 2,
         unclean: false,
     };
+
+    /// Kafka's `PartitionChangeBuilderTest.testElectLeader` (the PREFERRED cases): the first
+    /// replica leads when it is in the ISR and usable; otherwise the current leader stays.
+    #[test]
+    fn a_preferred_election_moves_the_leadership_to_the_first_replica_when_it_may() {
+        let img = image(&[]);
+        let cur = partition(&[1, 2, 3], &[1, 2, 3], &[], 2);
+        let next = PartitionChange::new(&cur, &img, MIN2)
+            .preferring_first_replica()
+            .build()
+            .unwrap();
+        assert_eq!(next.leader, NodeId(1));
+        assert_eq!((next.leader_epoch, next.partition_epoch), (6, 10));
+        // Already there: no change.
+        assert!(PartitionChange::new(&next, &img, MIN2)
+            .preferring_first_replica()
+            .build()
+            .is_none());
+        // The first replica out of the ISR, or fenced: the current leader stays.
+        let out = partition(&[1, 2, 3], &[2, 3], &[], 2);
+        assert!(PartitionChange::new(&out, &img, MIN2)
+            .preferring_first_replica()
+            .build()
+            .is_none());
+        let fenced = image(&[1]);
+        assert!(PartitionChange::new(&cur, &fenced, MIN2)
+            .preferring_first_replica()
+            .build()
+            .is_none());
+    }
+
+    #[test]
+    fn an_unclean_election_asked_for_elects_a_live_replica_outside_the_isr() {
+        // Leaderless: the ISR's only member (1) is fenced, 2 and 3 are live but out of it.
+        let img = image(&[1]);
+        let cur = partition(&[1, 2, 3], &[1], &[], -1);
+        assert!(PartitionChange::new(&cur, &img, MIN2).build().is_none());
+        let next = PartitionChange::new(&cur, &img, MIN2)
+            .allowing_unclean()
+            .build()
+            .unwrap();
+        assert_eq!((next.leader, next.isr.clone()), (NodeId(2), n(&[2])));
+    }
 
     #[test]
     fn a_fenced_leader_is_replaced_from_the_isr_in_replica_order() {

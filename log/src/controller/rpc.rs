@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use super::decisions::{
-    AlterPartition, ControllerError, Heartbeat, HeartbeatReply, RegisterBroker,
+    AlterPartition, ControllerError, ElectionType, Heartbeat, HeartbeatReply, RegisterBroker,
 };
 use super::raft::network::{RaftRequest, RaftResponse};
 use super::raft::state_machine::MetadataDelta;
@@ -62,6 +62,12 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker: NodeId,
         broker_epoch: u64,
+    },
+    /// Leader elections (Kafka's `ElectLeaders`): of the partitions named, or of every
+    /// partition.
+    ElectLeaders {
+        election: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
     },
     /// The metadata log after `offset`; waits up to `max_wait_ms` when there is nothing new.
     FetchMetadata {
@@ -124,6 +130,9 @@ impl From<ControllerError> for WireError {
     }
 }
 
+/// One topic's election results on the wire: per partition, `None` when elected.
+pub type WireElections = (String, Vec<(i32, Option<WireError>)>);
+
 /// The answer to a [`ControllerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ControllerResponse {
@@ -146,6 +155,12 @@ pub enum ControllerResponse {
     ProducerIds {
         start: i64,
         len: i64,
+    },
+    /// Per topic and partition: elected (`None`) or why not; and the offset the elections
+    /// were committed by.
+    Elections {
+        results: Vec<WireElections>,
+        offset: u64,
     },
     Metadata(MetadataDelta),
     Quorum(QuorumInfo),

@@ -63,6 +63,11 @@ impl ControllerService {
     ) -> Result<Arc<ControllerService>, QuorumError> {
         let addr = listener.local_addr()?;
         let session_ms = config.session_timeout_ms;
+        let balance_every = config
+            .auto_leader_rebalance
+            .then_some(Duration::from_millis(
+                config.leader_imbalance_check_interval_ms.max(1),
+            ));
         let quorum = Quorum::start(quorum, addr).await?;
         let service = Arc::new(ControllerService {
             quorum,
@@ -77,6 +82,10 @@ impl ControllerService {
         let server = tokio::spawn(serve(listener, Arc::downgrade(&service)));
         let sessions = tokio::spawn(expire_sessions(Arc::downgrade(&service), session_ms));
         crate::sync::plain(&service.tasks).extend([server, sessions]);
+        if let Some(every) = balance_every {
+            let balance = tokio::spawn(balance_leaders(Arc::downgrade(&service), every));
+            crate::sync::plain(&service.tasks).push(balance);
+        }
         Ok(service)
     }
 
@@ -269,6 +278,27 @@ impl ControllerService {
                         .map_or(1_000, |a| a.controller.config().producer_id_block_size);
                     ControllerResponse::ProducerIds { start, len }
                 }),
+            ControllerRequest::ElectLeaders {
+                election,
+                partitions,
+            } => self
+                .decide(true, |c, image, _| {
+                    Ok(c.elect_leaders(image, election, partitions.as_deref()))
+                })
+                .await
+                .map(|(offset, results)| ControllerResponse::Elections {
+                    results: results
+                        .into_iter()
+                        .map(|(topic, ps)| {
+                            let ps = ps
+                                .into_iter()
+                                .map(|(p, e)| (p, e.map(WireError::from)))
+                                .collect();
+                            (topic, ps)
+                        })
+                        .collect(),
+                    offset,
+                }),
         };
         result.unwrap_or_else(ControllerResponse::Error)
     }
@@ -370,6 +400,28 @@ async fn expire_sessions(service: std::sync::Weak<ControllerService>, session_ms
             if let Err(e) = result {
                 if !e.is_not_controller() {
                     tracing::warn!(error = %e, "fencing expired brokers failed");
+                }
+            }
+        }
+    }
+}
+
+/// The automatic leader rebalance (`auto.leader.rebalance.enable`): every `every`
+/// (`leader.imbalance.check.interval.seconds`), the active controller moves leaderships
+/// back to their preferred replicas where those are in the ISR.
+async fn balance_leaders(service: std::sync::Weak<ControllerService>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        if service.quorum.is_leader() {
+            let result = service
+                .decide(true, |c, image, _| Ok((c.balance_leaders(image), ())))
+                .await;
+            if let Err(e) = result {
+                if !e.is_not_controller() {
+                    tracing::warn!(error = %e, "the leader rebalance failed");
                 }
             }
         }

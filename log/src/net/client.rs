@@ -1155,6 +1155,7 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
+        RequestKind::ElectLeaders(_) => ApiKey::ElectLeaders,
         _ => return None,
     })
 }

@@ -674,6 +674,22 @@ const WRITE_TXN_MARKERS: &[Field] = &[
     f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
 ];
 
+// ElectLeaders (43)
+const ELECT_LEADERS_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32),  // partition_id
+    f(0, MAX, Ty::Int16),  // error_code
+    f(0, MAX, Ty::String), // error_message (nullable)
+];
+const ELECT_LEADERS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),                                      // topic
+    f(0, MAX, Ty::Array(&Ty::Struct(ELECT_LEADERS_PARTITION))), // partition_result
+];
+const ELECT_LEADERS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                   // throttle_time_ms
+    f(1, MAX, Ty::Int16),                                   // error_code
+    f(0, MAX, Ty::Array(&Ty::Struct(ELECT_LEADERS_TOPIC))), // replica_election_results
+];
+
 // DescribeProducers (61)
 const DESCRIBE_PRODUCERS_PRODUCER: &[Field] = &[
     f(0, MAX, Ty::Int64), // producer_id
@@ -777,6 +793,7 @@ pub(crate) static RESPONSES: &[Schema] = &[
     api(60, "DescribeCluster", (0, 2), 0, DESCRIBE_CLUSTER),
     api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
     api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
+    api(43, "ElectLeaders", (0, 2), 2, ELECT_LEADERS),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -843,6 +860,7 @@ mod tests {
             case::<DescribeClusterResponse>(60),
             case::<WriteTxnMarkersResponse>(27),
             case::<OffsetDeleteResponse>(47),
+            case::<ElectLeadersResponse>(43),
             case::<DescribeProducersResponse>(61),
             case::<DescribeTransactionsResponse>(65),
             case::<ListTransactionsResponse>(66),

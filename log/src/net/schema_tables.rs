@@ -449,6 +449,17 @@ const WRITE_TXN_MARKERS: &[Field] = &[
     f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
 ];
 
+// ElectLeaders (43)
+const ELECT_LEADERS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),            // topic
+    f(0, MAX, Ty::Array(&Ty::Int32)), // partitions
+];
+const ELECT_LEADERS: &[Field] = &[
+    f(1, MAX, Ty::Int8),                                    // election_type
+    f(0, MAX, Ty::Array(&Ty::Struct(ELECT_LEADERS_TOPIC))), // topic_partitions (nullable)
+    f(0, MAX, Ty::Int32),                                   // timeout_ms
+];
+
 // DescribeProducers (61)
 const DESCRIBE_PRODUCERS_TOPIC: &[Field] = &[
     f(0, MAX, Ty::String),            // name
@@ -517,6 +528,7 @@ pub(crate) static REQUESTS: &[Schema] = &[
     api(60, "DescribeCluster", (0, 2), 0, DESCRIBE_CLUSTER),
     api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
     api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
+    api(43, "ElectLeaders", (0, 2), 2, ELECT_LEADERS),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -576,9 +588,9 @@ mod tests {
         txn_offset_commit_request::{
             TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
         },
-        BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, GroupId,
-        ListTransactionsRequest, OffsetDeleteRequest, ProducerId, TopicName, TransactionalId,
-        WriteTxnMarkersRequest,
+        BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, ElectLeadersRequest,
+        GroupId, ListTransactionsRequest, OffsetDeleteRequest, ProducerId, TopicName,
+        TransactionalId, WriteTxnMarkersRequest,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
     use uuid::Uuid;
@@ -1064,6 +1076,19 @@ mod tests {
         WriteTxnMarkersRequest::default().with_markers(vec![marker(1), marker(1 << 40)])
     }
 
+    fn elect_leaders(v: i16) -> ElectLeadersRequest {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        ElectLeadersRequest::default()
+            .with_election_type(when(v >= 1, 1, 0))
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(topic("orders-topic"))
+                    .with_partitions(vec![0, 2]),
+                TopicPartitions::default().with_topic(topic("b")),
+            ]))
+            .with_timeout_ms(30_000)
+    }
+
     fn describe_producers(_v: i16) -> DescribeProducersRequest {
         use kafka_protocol::messages::describe_producers_request::TopicRequest;
         DescribeProducersRequest::default().with_topics(vec![
@@ -1193,6 +1218,7 @@ mod tests {
             case(60, describe_cluster),
             case(27, write_txn_markers),
             case(47, offset_delete),
+            case(43, elect_leaders),
             case(61, describe_producers),
             case(65, describe_transactions),
             case(66, list_transactions),
@@ -1295,6 +1321,7 @@ mod tests {
             (60, round_trip::<DescribeClusterRequest>),
             (27, round_trip::<WriteTxnMarkersRequest>),
             (47, round_trip::<OffsetDeleteRequest>),
+            (43, round_trip::<ElectLeadersRequest>),
             (61, round_trip::<DescribeProducersRequest>),
             (65, round_trip::<DescribeTransactionsRequest>),
             (66, round_trip::<ListTransactionsRequest>),

@@ -41,6 +41,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     // v2's transactional id pattern is not applied: not advertised.
@@ -124,6 +125,8 @@ pub fn fit_response(resp: &mut ResponseKind, version: i16) {
                 }
             }
         }
+        // v0 has no top-level error: the partitions carry it.
+        ResponseKind::ElectLeaders(r) if version < 1 => r.error_code = 0,
         ResponseKind::ListOffsets(r) if version < 4 => {
             for p in r.topics.iter_mut().flat_map(|t| &mut t.partitions) {
                 p.leader_epoch = -1;
@@ -259,5 +262,29 @@ pub fn fit_request(req: &mut RequestKind, version: i16) {
         RequestKind::DescribeConfigs(r) if version < 3 => r.include_documentation = false,
         RequestKind::DescribeCluster(r) if version < 1 => r.endpoint_type = 1,
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ElectLeadersResponse;
+    use kafka_protocol::protocol::Encodable;
+
+    /// ElectLeaders v0 has no top-level error code (the partitions carry it): a refusal
+    /// answered to a v0 client encodes once fitted, and would not without it.
+    #[test]
+    fn an_elect_leaders_refusal_fits_version_0() {
+        let refused =
+            ElectLeadersResponse::default().with_error_code(ResponseError::InvalidRequest.code());
+        let mut buf = bytes::BytesMut::new();
+        assert!(refused.encode(&mut buf, 0).is_err());
+        let mut resp = ResponseKind::ElectLeaders(refused);
+        fit_response(&mut resp, 0);
+        let ResponseKind::ElectLeaders(fitted) = resp else {
+            unreachable!()
+        };
+        assert!(fitted.encode(&mut buf, 0).is_ok());
+        assert_eq!(fitted.error_code, 0);
     }
 }

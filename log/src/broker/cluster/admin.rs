@@ -17,7 +17,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterResponse, ElectLeadersRequest, ElectLeadersResponse, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -470,5 +471,56 @@ impl Broker {
             results.push(result);
         }
         CreatePartitionsResponse::default().with_results(results)
+    }
+
+    /// ElectLeaders: decided and committed by the active controller; answered once this
+    /// broker's image has the new leaders (or after the admin wait).
+    pub(crate) async fn elect_leaders_clustered(
+        &self,
+        req: ElectLeadersRequest,
+    ) -> ElectLeadersResponse {
+        use crate::broker::admin::{elect_leaders_response, election_type, requested_elections};
+        let cluster = self.cluster().expect("clustered").clone();
+        let election = match election_type(&req) {
+            Ok(e) => e,
+            Err(refused) => return refused,
+        };
+        let partitions = requested_elections(&req);
+        let call = ControllerRequest::ElectLeaders {
+            election,
+            partitions: partitions.clone(),
+        };
+        let (code, message) = match cluster.controller().call(&call).await.map_err(call_error) {
+            Ok(ControllerResponse::Elections { results, offset }) => {
+                cluster.wait_for_offset(offset, cluster.admin_wait()).await;
+                let results = results
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        let ps = ps
+                            .into_iter()
+                            .map(|(p, e)| (p, e.as_ref().map(wire)))
+                            .collect();
+                        (t, ps)
+                    })
+                    .collect();
+                return elect_leaders_response(results);
+            }
+            Ok(other) => (ResponseError::UnknownServerError, format!("{other:?}")),
+            Err(e) => e,
+        };
+        // No answer from the controller: the request's error, on each partition named too
+        // (as Kafka's `getErrorResponse`).
+        let results = partitions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, ps)| {
+                let ps = ps
+                    .into_iter()
+                    .map(|p| (p, Some((code, message.clone()))))
+                    .collect();
+                (t, ps)
+            })
+            .collect();
+        elect_leaders_response(results).with_error_code(code.code())
     }
 }

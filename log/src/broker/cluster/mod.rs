@@ -56,7 +56,14 @@ pub struct ClusterConfig {
     pub replica_fetch_backoff_ms: u64,
     /// How long a request to the controller may take before it is tried again.
     pub controller_request_timeout_ms: u64,
+    /// `controlled.shutdown.enable`: a stopping broker first asks the controller to move
+    /// its leaderships away (and waits up to [`CONTROLLED_SHUTDOWN_WAIT`] for that).
+    pub controlled_shutdown: bool,
 }
+
+/// The longest a controlled shutdown waits for the controller's approval; past it the
+/// broker stops anyway (its partitions then fail over as after a crash).
+pub const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 impl ClusterConfig {
     pub fn new(voters: BTreeMap<u64, String>) -> Self {
@@ -71,6 +78,7 @@ impl ClusterConfig {
             replica_fetch_min_bytes: 1,
             replica_fetch_backoff_ms: 1_000,
             controller_request_timeout_ms: 10_000,
+            controlled_shutdown: true,
         }
     }
 }
@@ -104,6 +112,12 @@ pub(crate) struct Cluster {
     /// The image changed (for requests waiting until their own change is visible here).
     applied: tokio::sync::watch::Sender<u64>,
     fenced: AtomicBool,
+    /// A controlled shutdown began: heartbeats ask the controller to move leaderships away.
+    shutting_down: AtomicBool,
+    /// Wakes the heartbeat task to send one at once.
+    heartbeat_now: tokio::sync::Notify,
+    /// The controller answered that this broker leads nothing any more and may stop.
+    may_stop: tokio::sync::watch::Sender<bool>,
     /// Leaderships the image gave this broker while it was fenced (a new incarnation
     /// catching up with the metadata log, where an image older than its registration may
     /// still name it leader): taken up only once unfenced.
@@ -177,6 +191,9 @@ impl Broker {
             tasks: Mutex::new(Vec::new()),
             applied: tokio::sync::watch::channel(0).0,
             fenced: AtomicBool::new(true),
+            shutting_down: AtomicBool::new(false),
+            heartbeat_now: tokio::sync::Notify::new(),
+            may_stop: tokio::sync::watch::channel(false).0,
             deferred: Mutex::new(BTreeSet::new()),
             coordinating: Mutex::new(BTreeMap::new()),
             syncing_coordinators: Mutex::new(()),
@@ -628,6 +645,39 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A controlled shutdown (Kafka's, with `controlled.shutdown.enable`): heartbeats ask
+    /// the controller to take this broker out of every ISR and leadership, and this waits
+    /// until the controller answers that it leads nothing (up to
+    /// [`CONTROLLED_SHUTDOWN_WAIT`]), while the broker goes on serving, so clients move to
+    /// the new leaders without a failed request. True when approved (or nothing to do).
+    pub async fn controlled_shutdown(&self) -> bool {
+        let Some(cluster) = self.cluster().cloned() else {
+            return true;
+        };
+        if !cluster.config.controlled_shutdown || cluster.epoch() == 0 {
+            return true;
+        }
+        tracing::info!("controlled shutdown: moving leaderships away");
+        let mut approved = cluster.may_stop.subscribe();
+        cluster.shutting_down.store(true, Ordering::Release);
+        cluster.heartbeat_now.notify_one();
+        let approval = tokio::time::timeout(CONTROLLED_SHUTDOWN_WAIT, async {
+            approved.wait_for(|may| *may).await.is_ok()
+        });
+        match approval.await {
+            Ok(true) => {
+                tracing::info!("controlled shutdown approved");
+                true
+            }
+            _ => {
+                tracing::warn!("the controller did not approve the controlled shutdown in time");
+                false
+            }
+        }
+    }
+}
+
 /// Follows the metadata log: a long-polling fetch from the controllers, applied as it comes.
 async fn follow_metadata(broker: Weak<Broker>) {
     let Some(cluster) = broker.upgrade().and_then(|b| b.cluster().cloned()) else {
@@ -671,10 +721,13 @@ async fn heartbeat(broker: Weak<Broker>, clean_shutdown: bool) {
             epoch: cluster.epoch(),
             metadata_offset: cluster.image().offset,
             want_fence: false,
-            want_shutdown: false,
+            want_shutdown: cluster.shutting_down.load(Ordering::Acquire),
         });
         match controller.call(&req).await {
             Ok(ControllerResponse::Heartbeat(reply)) => {
+                if reply.should_shutdown {
+                    cluster.may_stop.send_replace(true);
+                }
                 let was = cluster.fenced.swap(reply.fenced, Ordering::AcqRel);
                 if was != reply.fenced {
                     tracing::info!(fenced = reply.fenced, "broker fencing changed");
@@ -705,7 +758,10 @@ async fn heartbeat(broker: Weak<Broker>, clean_shutdown: bool) {
         if broker.strong_count() == 0 {
             return;
         }
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = cluster.heartbeat_now.notified() => {}
+        }
     }
 }
 
