@@ -1030,3 +1030,63 @@ async fn authorized_operations_are_kafkas_without_an_authorizer() {
     }
     b.close().unwrap();
 }
+
+/// DescribeLogDirs: the broker's one log directory with every partition it holds and each
+/// one's size in bytes (exactly what was appended: one batch here, none there), or only the
+/// partitions asked for (those not held are left out, as Kafka does), and the volume's
+/// bytes.
+#[tokio::test]
+async fn describe_log_dirs_reports_each_partitions_size() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    create(&b, "sized", 2, &[]).await;
+    let batch = simple_batch("v", 3, 1_000);
+    let batch_len = batch.len() as i64;
+    produce(&b, "sized", 0, 1, batch).await.unwrap();
+    let describe = |topics| {
+        let req = DescribeLogDirsRequest::default().with_topics(topics);
+        let b = &b;
+        async move {
+            match call(b, RequestKind::DescribeLogDirs(req)).await {
+                ResponseKind::DescribeLogDirs(r) => r,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let all = describe(None).await;
+    assert_eq!(all.results.len(), 1);
+    let d = &all.results[0];
+    assert_eq!(d.error_code, 0);
+    assert_eq!(d.log_dir.as_str(), dir.path().display().to_string());
+    assert!(
+        d.total_bytes >= d.usable_bytes && d.usable_bytes > 0,
+        "{d:?}"
+    );
+    let sized = d.topics.iter().find(|t| t.name == name("sized")).unwrap();
+    let sizes: Vec<(i32, i64, i64)> = sized
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size, p.offset_lag))
+        .collect();
+    assert_eq!(sizes, vec![(0, batch_len, 0), (1, 0, 0)]);
+
+    let asked = describe(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(name("sized"))
+            .with_partitions(vec![1, 7]),
+        DescribableLogDirTopic::default()
+            .with_topic(name("nope"))
+            .with_partitions(vec![0]),
+    ]))
+    .await;
+    let topics: Vec<(String, Vec<i32>)> = asked.results[0]
+        .topics
+        .iter()
+        .map(|t| {
+            let ps = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.0.to_string(), ps)
+        })
+        .collect();
+    assert_eq!(topics, vec![("sized".to_string(), vec![1])]);
+}

@@ -1329,6 +1329,31 @@ async fn a_preferred_leader_election_returns_leaderships_to_the_first_replicas()
     assert!(again.iter().all(|(tp, _)| tp.topic != "e"), "{again:?}");
     // Records still flow through the elected leaders.
     produce_to(&t, "e", 30).await;
+
+    // DescribeLogDirs goes to the broker asked: each answers with its own directory, holding
+    // a replica of every partition of `e` with the records in it (once replicated).
+    for id in 1..=3 {
+        eventually("each broker's log directory", || async {
+            let dirs = admin
+                .describe_log_dirs(id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let dir = dirs.first().ok_or("no directory")?;
+            let sizes: Vec<i64> = (0..3)
+                .map(|p| {
+                    let tp = TopicPartition::new("e", p);
+                    dir.partitions.iter().find(|d| d.0 == tp).map_or(0, |d| d.1)
+                })
+                .collect();
+            let mine = dir.log_dir.ends_with(&format!("n{id}"));
+            if mine && sizes.iter().all(|s| *s > 0) && dir.usable_bytes > 0 {
+                Ok(())
+            } else {
+                Err(format!("{dir:?}"))
+            }
+        })
+        .await;
+    }
 }
 
 /// `auto.leader.rebalance.enable` (on by default) at a short

@@ -7,14 +7,18 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, ElectLeadersRequest, ElectLeadersResponse,
-    MetadataRequest, MetadataResponse, TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse, MetadataRequest,
+    MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -455,6 +459,54 @@ impl Broker {
                 .collect(),
         };
         elect_leaders_response(results)
+    }
+
+    /// DescribeLogDirs: this broker's one log directory (`log.dirs`), the size of each
+    /// partition's log in it (every partition, or those asked for that are here) and the
+    /// volume's total and usable bytes. Offset lag is Kafka's for a current (not future)
+    /// log: how far the log end is behind the high watermark (0 but while a follower
+    /// catches up after a truncation).
+    pub(crate) fn describe_log_dirs(&self, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+        let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.topic.0.to_string(), t.partitions))
+                .collect()
+        });
+        let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
+        for tp in self.logs.partitions() {
+            let asked = wanted.as_ref().is_none_or(|w| {
+                w.get(&tp.topic)
+                    .is_some_and(|ps| ps.contains(&tp.partition.0))
+            });
+            let Some(log) = asked.then(|| self.logs.get(&tp)).flatten() else {
+                continue;
+            };
+            let lag = (log.high_watermark().0 - log.log_end_offset().0).max(0);
+            by_topic.entry(tp.topic.clone()).or_default().push(
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(tp.partition.0)
+                    .with_partition_size(log.size_bytes() as i64)
+                    .with_offset_lag(lag)
+                    .with_is_future_key(false),
+            );
+        }
+        let dir = self.logs.data_dir();
+        let (total, usable) = crate::storage::volume_bytes(dir).unwrap_or((-1, -1));
+        let result = DescribeLogDirsResult::default()
+            .with_log_dir(text(dir.display().to_string()))
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        DescribeLogDirsTopic::default()
+                            .with_name(TopicName(text(name)))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            )
+            .with_total_bytes(total)
+            .with_usable_bytes(usable);
+        DescribeLogDirsResponse::default().with_results(vec![result])
     }
 
     fn topic_metadata(&self, m: &TopicMeta) -> MetadataResponseTopic {

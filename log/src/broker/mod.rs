@@ -596,6 +596,9 @@ impl Broker {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
             }
             RequestKind::ElectLeaders(r) => ResponseKind::ElectLeaders(self.elect_leaders(r)),
+            RequestKind::DescribeLogDirs(r) => {
+                ResponseKind::DescribeLogDirs(self.describe_log_dirs(r))
+            }
             RequestKind::InitProducerId(r) => match r.transactional_id.as_deref() {
                 Some(id) => {
                     let id = id.to_string();
@@ -751,6 +754,7 @@ fn api_name(r: &RequestKind) -> &'static str {
         OffsetForLeaderEpoch,
         DescribeCluster,
         ElectLeaders,
+        DescribeLogDirs,
         AlterConfigs,
         DescribeAcls
     )

@@ -658,13 +658,39 @@ pub async fn cluster_describe(
         return Err(CliError::Usage("no DescribeCluster answer".into()));
     };
     crate::client::check(cluster.error_code, cluster.error_message.as_deref())?;
-    let mut table = Table::new(&["role", "id", "endpoint", "rack", "state", "term", "applied"]);
+    let mut table = Table::new(&[
+        "role",
+        "id",
+        "endpoint",
+        "rack",
+        "state",
+        "term",
+        "applied",
+        "partitions",
+        "log_bytes",
+        "usable_bytes",
+    ]);
+    let admin = Admin::new(Arc::clone(&t));
     for b in &cluster.brokers {
         let state = if b.broker_id == cluster.controller_id {
             "controller (as DescribeCluster names it)"
         } else {
             "serving"
         };
+        // Its log directory (DescribeLogDirs to that broker): partitions held, their bytes,
+        // and the bytes left on the volume; blank when it does not answer.
+        let dirs = admin.describe_log_dirs(b.broker_id.0).await.ok();
+        let sizes = dirs.map(|dirs| {
+            let partitions: usize = dirs.iter().map(|d| d.partitions.len()).sum();
+            let bytes: i64 = dirs.iter().flat_map(|d| &d.partitions).map(|p| p.1).sum();
+            let usable = dirs.iter().map(|d| d.usable_bytes).max().unwrap_or(-1);
+            (
+                partitions.to_string(),
+                bytes.to_string(),
+                usable.to_string(),
+            )
+        });
+        let (partitions, bytes, usable) = sizes.unwrap_or_default();
         table.push(vec![
             "broker".into(),
             b.broker_id.0.to_string(),
@@ -673,6 +699,9 @@ pub async fn cluster_describe(
             state.into(),
             String::new(),
             String::new(),
+            partitions,
+            bytes,
+            usable,
         ]);
     }
     for (id, addr) in voters.unwrap_or_default() {
@@ -702,6 +731,9 @@ pub async fn cluster_describe(
             row.0,
             row.1,
             row.2,
+            String::new(),
+            String::new(),
+            String::new(),
         ]);
     }
     Ok(table)

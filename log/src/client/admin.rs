@@ -97,6 +97,18 @@ pub struct PartitionDescription {
     pub offline: Vec<i32>,
 }
 
+/// One broker's log directory (DescribeLogDirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirDescription {
+    pub log_dir: String,
+    /// The volume's total and usable bytes (-1 when the broker cannot tell).
+    pub total_bytes: i64,
+    pub usable_bytes: i64,
+    /// Each partition's log here: its size in bytes, and how far its end is behind the high
+    /// watermark.
+    pub partitions: Vec<(TopicPartition, i64, i64)>,
+}
+
 impl PartitionDescription {
     /// Fewer in-sync replicas than replicas.
     pub fn under_replicated(&self) -> bool {
@@ -703,6 +715,51 @@ impl Admin {
                         })
                     })
                     .collect())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// The log directories of broker `broker` (DescribeLogDirs, sent to that broker): every
+    /// partition it holds and the size of each.
+    pub async fn describe_log_dirs(
+        &self,
+        broker: i32,
+    ) -> Result<Vec<LogDirDescription>, ClientError> {
+        let req = kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None);
+        let resp = self
+            .transport
+            .send_to_broker(broker, RequestKind::DescribeLogDirs(req))
+            .await?
+            .ok_or(ClientError::NoResponse)?;
+        match resp {
+            ResponseKind::DescribeLogDirs(r) => {
+                check(r.error_code, None)?;
+                r.results
+                    .into_iter()
+                    .map(|d| {
+                        check(d.error_code, Some(&d.log_dir))?;
+                        let partitions = d
+                            .topics
+                            .iter()
+                            .flat_map(|t| {
+                                t.partitions.iter().map(|p| {
+                                    let tp = TopicPartition::new(
+                                        t.name.0.to_string(),
+                                        p.partition_index,
+                                    );
+                                    (tp, p.partition_size, p.offset_lag)
+                                })
+                            })
+                            .collect();
+                        Ok(LogDirDescription {
+                            log_dir: d.log_dir.to_string(),
+                            total_bytes: d.total_bytes,
+                            usable_bytes: d.usable_bytes,
+                            partitions,
+                        })
+                    })
+                    .collect()
             }
             other => Err(ClientError::unexpected(&other)),
         }

@@ -17,8 +17,8 @@ pub mod transport;
 use kafka_protocol::messages::ResponseKind;
 
 pub use admin::{
-    Admin, GroupDescription, GroupListing, ListedOffset, MemberDescription, OffsetSpec,
-    PartitionDescription, PartitionLag, ProducerDescription, TransactionDescription,
+    Admin, GroupDescription, GroupListing, ListedOffset, LogDirDescription, MemberDescription,
+    OffsetSpec, PartitionDescription, PartitionLag, ProducerDescription, TransactionDescription,
     TransactionListing,
 };
 pub use assignor::{

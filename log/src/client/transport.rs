@@ -38,6 +38,17 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
             resp
         })
     }
+
+    /// Sends one request to the broker with id `broker` (for requests about that broker's
+    /// own state, such as DescribeLogDirs). A transport to one broker sends it there.
+    fn send_to_broker(
+        &self,
+        broker: i32,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        let _ = broker;
+        self.send(request)
+    }
 }
 
 /// Typed requests handed straight to an in-process broker: no bytes, no sockets.

@@ -449,6 +449,26 @@ impl Transport for TcpTransport {
         Box::pin(self.dispatch(request, None))
     }
 
+    /// To that broker only: its address from metadata (fetched again if it is not known);
+    /// a broker the cluster does not list is an error, not some other broker's answer.
+    fn send_to_broker(
+        &self,
+        broker: i32,
+        request: RequestKind,
+    ) -> BoxFuture<'_, Result<Option<ResponseKind>, ClientError>> {
+        Box::pin(async move {
+            if !lock(&self.inner.meta).brokers.contains_key(&broker) {
+                self.refresh_metadata(&[]).await?;
+            }
+            if !lock(&self.inner.meta).brokers.contains_key(&broker) {
+                return Err(ClientError::Network(format!(
+                    "broker {broker} is not in the cluster's metadata"
+                )));
+            }
+            self.send_to(Target::Node(broker), request, None).await
+        })
+    }
+
     /// Requests to one broker go out on one connection, in the order they are written, and
     /// the broker answers a connection's requests in order: `written` is told as soon as
     /// the request's bytes are in the socket.
@@ -1156,6 +1176,7 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         RequestKind::ElectLeaders(_) => ApiKey::ElectLeaders,
+        RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
         _ => return None,
     })
 }

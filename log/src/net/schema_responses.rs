@@ -674,6 +674,30 @@ const WRITE_TXN_MARKERS: &[Field] = &[
     f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
 ];
 
+// DescribeLogDirs (35)
+const DESCRIBE_LOG_DIRS_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32), // partition_index
+    f(0, MAX, Ty::Int64), // partition_size
+    f(0, MAX, Ty::Int64), // offset_lag
+    f(0, MAX, Ty::Bool),  // is_future_key
+];
+const DESCRIBE_LOG_DIRS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),                                          // name
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_LOG_DIRS_PARTITION))), // partitions
+];
+const DESCRIBE_LOG_DIRS_RESULT: &[Field] = &[
+    f(0, MAX, Ty::Int16),                                       // error_code
+    f(0, MAX, Ty::String),                                      // log_dir
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_LOG_DIRS_TOPIC))), // topics
+    f(4, MAX, Ty::Int64),                                       // total_bytes
+    f(4, MAX, Ty::Int64),                                       // usable_bytes
+];
+const DESCRIBE_LOG_DIRS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                        // throttle_time_ms
+    f(3, MAX, Ty::Int16),                                        // error_code
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_LOG_DIRS_RESULT))), // results
+];
+
 // ElectLeaders (43)
 const ELECT_LEADERS_PARTITION: &[Field] = &[
     f(0, MAX, Ty::Int32),  // partition_id
@@ -794,6 +818,7 @@ pub(crate) static RESPONSES: &[Schema] = &[
     api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
     api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
     api(43, "ElectLeaders", (0, 2), 2, ELECT_LEADERS),
+    api(35, "DescribeLogDirs", (1, 4), 2, DESCRIBE_LOG_DIRS),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -861,6 +886,7 @@ mod tests {
             case::<WriteTxnMarkersResponse>(27),
             case::<OffsetDeleteResponse>(47),
             case::<ElectLeadersResponse>(43),
+            case::<DescribeLogDirsResponse>(35),
             case::<DescribeProducersResponse>(61),
             case::<DescribeTransactionsResponse>(65),
             case::<ListTransactionsResponse>(66),

@@ -449,6 +449,15 @@ const WRITE_TXN_MARKERS: &[Field] = &[
     f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
 ];
 
+// DescribeLogDirs (35)
+const DESCRIBE_LOG_DIRS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),            // topic
+    f(0, MAX, Ty::Array(&Ty::Int32)), // partitions
+];
+const DESCRIBE_LOG_DIRS: &[Field] = &[
+    f(0, MAX, Ty::Array(&Ty::Struct(DESCRIBE_LOG_DIRS_TOPIC))), // topics (nullable)
+];
+
 // ElectLeaders (43)
 const ELECT_LEADERS_TOPIC: &[Field] = &[
     f(0, MAX, Ty::String),            // topic
@@ -529,6 +538,7 @@ pub(crate) static REQUESTS: &[Schema] = &[
     api(27, "WriteTxnMarkers", (1, 1), 1, WRITE_TXN_MARKERS),
     api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
     api(43, "ElectLeaders", (0, 2), 2, ELECT_LEADERS),
+    api(35, "DescribeLogDirs", (1, 4), 2, DESCRIBE_LOG_DIRS),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -588,9 +598,9 @@ mod tests {
         txn_offset_commit_request::{
             TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
         },
-        BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, ElectLeadersRequest,
-        GroupId, ListTransactionsRequest, OffsetDeleteRequest, ProducerId, TopicName,
-        TransactionalId, WriteTxnMarkersRequest,
+        BrokerId, DescribeLogDirsRequest, DescribeProducersRequest, DescribeTransactionsRequest,
+        ElectLeadersRequest, GroupId, ListTransactionsRequest, OffsetDeleteRequest, ProducerId,
+        TopicName, TransactionalId, WriteTxnMarkersRequest,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
     use uuid::Uuid;
@@ -1076,6 +1086,16 @@ mod tests {
         WriteTxnMarkersRequest::default().with_markers(vec![marker(1), marker(1 << 40)])
     }
 
+    fn describe_log_dirs(_v: i16) -> DescribeLogDirsRequest {
+        use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+        DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(topic("orders-topic"))
+                .with_partitions(vec![0, 1, 5]),
+            DescribableLogDirTopic::default().with_topic(topic("b")),
+        ]))
+    }
+
     fn elect_leaders(v: i16) -> ElectLeadersRequest {
         use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
         ElectLeadersRequest::default()
@@ -1219,6 +1239,7 @@ mod tests {
             case(27, write_txn_markers),
             case(47, offset_delete),
             case(43, elect_leaders),
+            case(35, describe_log_dirs),
             case(61, describe_producers),
             case(65, describe_transactions),
             case(66, list_transactions),
@@ -1322,6 +1343,7 @@ mod tests {
             (27, round_trip::<WriteTxnMarkersRequest>),
             (47, round_trip::<OffsetDeleteRequest>),
             (43, round_trip::<ElectLeadersRequest>),
+            (35, round_trip::<DescribeLogDirsRequest>),
             (61, round_trip::<DescribeProducersRequest>),
             (65, round_trip::<DescribeTransactionsRequest>),
             (66, round_trip::<ListTransactionsRequest>),

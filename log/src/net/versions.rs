@@ -42,6 +42,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     // v2's transactional id pattern is not applied: not advertised.
@@ -127,6 +128,17 @@ pub fn fit_response(resp: &mut ResponseKind, version: i16) {
         }
         // v0 has no top-level error: the partitions carry it.
         ResponseKind::ElectLeaders(r) if version < 1 => r.error_code = 0,
+        ResponseKind::DescribeLogDirs(r) => {
+            if version < 3 {
+                r.error_code = 0;
+            }
+            if version < 4 {
+                for d in &mut r.results {
+                    d.total_bytes = -1;
+                    d.usable_bytes = -1;
+                }
+            }
+        }
         ResponseKind::ListOffsets(r) if version < 4 => {
             for p in r.topics.iter_mut().flat_map(|t| &mut t.partitions) {
                 p.leader_epoch = -1;

@@ -25,3 +25,13 @@ pub use error::StorageError;
 pub(crate) use log::write_atomically;
 pub use log::{AppendInfo, PartitionLog, ReadBuf, ReadResult, RetentionReport};
 pub use manager::{LogManager, ManagerConfig};
+
+/// The total and usable (by an unprivileged writer) bytes of the volume holding `dir`, as
+/// DescribeLogDirs reports them; `None` when the system cannot tell.
+pub fn volume_bytes(dir: &std::path::Path) -> Option<(i64, i64)> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let unit = st.f_frsize;
+    let total = st.f_blocks.checked_mul(unit)?;
+    let usable = st.f_bavail.checked_mul(unit)?;
+    Some((i64::try_from(total).ok()?, i64::try_from(usable).ok()?))
+}
