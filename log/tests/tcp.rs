@@ -667,6 +667,29 @@ fn sample_request(key: ApiKey, version: i16) -> kafka_protocol::messages::Reques
         ApiKey::ListTransactions => RequestKind::ListTransactions(
             ListTransactionsRequest::default().with_duration_filter(-1),
         ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![0]),
+            ])),
+        ),
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None))
+        }
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(0),
+                    ]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_topics(None),
+        ),
         other => panic!("no sample for {other:?}"),
     }
 }

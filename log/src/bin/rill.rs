@@ -64,6 +64,14 @@ enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Partition reassignment (Kafka's `kafka-reassign-partitions.sh`): generate a plan,
+    /// execute, verify or cancel it, list what is under way.
+    Partitions {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: PartitionsAction,
+    },
     /// Partition leader elections (Kafka's `kafka-leader-election.sh`).
     Leaders {
         #[command(flatten)]
@@ -177,6 +185,38 @@ enum LeadersAction {
         #[arg(long)]
         all_topic_partitions: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PartitionsAction {
+    /// Print a reassignment plan (Kafka's JSON) that moves every replica off a broker, or a
+    /// fair share onto a new one.
+    Plan {
+        /// Every replica off this broker (before removing it).
+        #[arg(
+            long,
+            conflicts_with = "spread_to",
+            required_unless_present = "spread_to"
+        )]
+        drain: Option<i32>,
+        /// A fair share of the replicas onto this broker (after adding it).
+        #[arg(long)]
+        spread_to: Option<i32>,
+    },
+    /// Execute, verify or cancel the reassignments of a plan file.
+    Reassign {
+        /// The plan: `{"version":1,"partitions":[{"topic":..,"partition":..,"replicas":[..]}]}`.
+        #[arg(long)]
+        plan: PathBuf,
+        #[arg(long, group = "what")]
+        execute: bool,
+        #[arg(long, group = "what")]
+        verify: bool,
+        #[arg(long, group = "what")]
+        cancel: bool,
+    },
+    /// The partitions under reassignment.
+    ListReassignments,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -959,6 +999,47 @@ fn client_command(command: Command) -> Result<(), CliError> {
                         };
                         commands::cluster_describe(t, voters).await?
                     }
+                };
+                table.print(conn.json);
+            }
+            Command::Partitions { conn, action } => {
+                use rill_log::cli::partitions;
+                let t = commands::connect(&conn.bootstrap_server).await?;
+                let table = match action {
+                    PartitionsAction::Plan { drain, spread_to } => {
+                        let goal = match (drain, spread_to) {
+                            (Some(b), _) => partitions::Goal::Drain(b),
+                            (None, Some(b)) => partitions::Goal::SpreadTo(b),
+                            (None, None) => unreachable!("clap requires one"),
+                        };
+                        let plan = partitions::generate(t, goal).await?;
+                        println!(
+                            "{}",
+                            serde_json::to_string(&plan).map_err(|e| CliError::Usage(e.to_string()))?
+                        );
+                        return Ok(());
+                    }
+                    PartitionsAction::Reassign {
+                        plan,
+                        execute,
+                        verify,
+                        cancel,
+                    } => {
+                        let text = std::fs::read_to_string(&plan)?;
+                        let plan = partitions::Plan::parse(&text)?;
+                        if execute {
+                            partitions::execute(t, &plan).await?
+                        } else if verify {
+                            partitions::verify(t, &plan).await?
+                        } else if cancel {
+                            partitions::cancel(t, &plan).await?
+                        } else {
+                            return Err(CliError::Usage(
+                                "give --execute, --verify or --cancel".into(),
+                            ));
+                        }
+                    }
+                    PartitionsAction::ListReassignments => partitions::list(t).await?,
                 };
                 table.print(conn.json);
             }

@@ -15,7 +15,8 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse, MetadataRequest,
     MetadataResponse, TopicName,
@@ -509,6 +510,58 @@ impl Broker {
         DescribeLogDirsResponse::default().with_results(vec![result])
     }
 
+    /// AlterPartitionReassignments on a single broker: the only assignment there is, this
+    /// broker alone, is accepted (nothing to move); any other names a broker that is not
+    /// registered, and there is never a reassignment to cancel.
+    pub(crate) fn alter_partition_reassignments(
+        &self,
+        req: AlterPartitionReassignmentsRequest,
+    ) -> AlterPartitionReassignmentsResponse {
+        let me = self.config.node_id;
+        let topics = self.topics_read();
+        let outcomes = reassignment_targets(&req)
+            .into_iter()
+            .map(|(topic, p, target)| {
+                let known = topics
+                    .get(&topic)
+                    .is_some_and(|m| p >= 0 && p < m.partitions);
+                let error = match target {
+                    _ if !known => Some(unknown_reassigned_partition(&topic, p)),
+                    None => Some(no_reassignment()),
+                    Some(t) => {
+                        let replicas: Vec<i32> = t.iter().map(|n| n.0).collect();
+                        check_replication_factor(&req, 1, replicas.len())
+                            .err()
+                            .or_else(|| match replicas.iter().find(|b| **b != me) {
+                                Some(b) => Some((
+                                    ResponseError::InvalidReplicaAssignment,
+                                    format!(
+                                        "The manual partition assignment includes broker {b}, \
+                                         but no such broker is registered."
+                                    ),
+                                )),
+                                None if replicas.is_empty() => Some((
+                                    ResponseError::InvalidReplicaAssignment,
+                                    "The manual partition assignment includes an empty \
+                                     replica list."
+                                        .to_string(),
+                                )),
+                                None if replicas.len() > 1 => Some((
+                                    ResponseError::InvalidReplicaAssignment,
+                                    "The manual partition assignment includes a broker more \
+                                     than once."
+                                        .to_string(),
+                                )),
+                                None => None,
+                            })
+                    }
+                };
+                (topic, p, error)
+            })
+            .collect();
+        reassignments_response(&req, outcomes)
+    }
+
     fn topic_metadata(&self, m: &TopicMeta) -> MetadataResponseTopic {
         let node = BrokerId(self.config.node_id);
         MetadataResponseTopic::default()
@@ -630,4 +683,95 @@ pub(crate) fn elect_leaders_response(results: Vec<ElectionOutcomes>) -> ElectLea
             })
             .collect(),
     )
+}
+
+/// One partition's reassignment outcome for the answer: `None` when accepted.
+pub(crate) type ReassignmentOutcome = (String, i32, Option<(ResponseError, String)>);
+
+/// The partitions of an AlterPartitionReassignments request with their targets (`None`:
+/// cancel).
+pub(crate) fn reassignment_targets(
+    req: &AlterPartitionReassignmentsRequest,
+) -> Vec<crate::controller::decisions::ReassignmentTarget> {
+    req.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let target = p
+                    .replicas
+                    .as_ref()
+                    .map(|rs| rs.iter().map(|b| crate::types::NodeId(b.0)).collect());
+                (t.name.0.to_string(), p.partition_index, target)
+            })
+        })
+        .collect()
+}
+
+/// KIP-860: with `allow_replication_factor_change` off, a target of another size than the
+/// partition's replication factor is refused.
+pub(crate) fn check_replication_factor(
+    req: &AlterPartitionReassignmentsRequest,
+    current: usize,
+    target: usize,
+) -> Result<(), (ResponseError, String)> {
+    if req.allow_replication_factor_change || current == target {
+        return Ok(());
+    }
+    Err((
+        ResponseError::InvalidReplicationFactor,
+        format!("The replication factor is changed from {current} to {target}"),
+    ))
+}
+
+pub(crate) fn unknown_reassigned_partition(topic: &str, p: i32) -> (ResponseError, String) {
+    (
+        ResponseError::UnknownTopicOrPartition,
+        format!("Unable to find partition {topic}:{p}."),
+    )
+}
+
+pub(crate) fn no_reassignment() -> (ResponseError, String) {
+    (
+        ResponseError::NoReassignmentInProgress,
+        "No partition reassignment is in progress.".to_string(),
+    )
+}
+
+/// The AlterPartitionReassignments answer: per topic of the request, in its order, each
+/// partition's outcome.
+pub(crate) fn reassignments_response(
+    req: &AlterPartitionReassignmentsRequest,
+    outcomes: Vec<ReassignmentOutcome>,
+) -> AlterPartitionReassignmentsResponse {
+    use kafka_protocol::messages::alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    };
+    let mut outcomes = outcomes.into_iter();
+    let responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .filter_map(|_| outcomes.next())
+                .map(|(_, p, e)| {
+                    let (code, message) = match e {
+                        None => (0, None),
+                        Some((code, m)) => (code.code(), Some(text(m))),
+                    };
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(p)
+                        .with_error_code(code)
+                        .with_error_message(message)
+                })
+                .collect();
+            ReassignableTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(req.allow_replication_factor_change)
+        .with_responses(responses)
 }

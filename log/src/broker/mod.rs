@@ -537,6 +537,16 @@ impl Broker {
                         self.elect_leaders_clustered(r).await,
                     )))
                 }
+                RequestKind::AlterPartitionReassignments(r) => {
+                    return Ok(Some(ResponseKind::AlterPartitionReassignments(
+                        self.alter_partition_reassignments_clustered(r).await,
+                    )))
+                }
+                RequestKind::ListPartitionReassignments(r) => {
+                    return Ok(Some(ResponseKind::ListPartitionReassignments(
+                        self.list_partition_reassignments_clustered(r),
+                    )))
+                }
                 other => return self.handle_local(ctx, other).await,
             }
         }
@@ -599,6 +609,13 @@ impl Broker {
             RequestKind::DescribeLogDirs(r) => {
                 ResponseKind::DescribeLogDirs(self.describe_log_dirs(r))
             }
+            RequestKind::AlterPartitionReassignments(r) => {
+                ResponseKind::AlterPartitionReassignments(self.alter_partition_reassignments(r))
+            }
+            // A single broker never reassigns anything.
+            RequestKind::ListPartitionReassignments(_) => ResponseKind::ListPartitionReassignments(
+                kafka_protocol::messages::ListPartitionReassignmentsResponse::default(),
+            ),
             RequestKind::InitProducerId(r) => match r.transactional_id.as_deref() {
                 Some(id) => {
                     let id = id.to_string();
@@ -755,6 +772,8 @@ fn api_name(r: &RequestKind) -> &'static str {
         DescribeCluster,
         ElectLeaders,
         DescribeLogDirs,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
         AlterConfigs,
         DescribeAcls
     )

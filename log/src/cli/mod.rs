@@ -6,6 +6,7 @@ pub mod broker;
 pub mod commands;
 pub mod config;
 pub mod output;
+pub mod partitions;
 pub mod transactions;
 
 pub use config::NodeConfig;

@@ -97,6 +97,16 @@ pub struct PartitionDescription {
     pub offline: Vec<i32>,
 }
 
+/// A partition under reassignment (ListPartitionReassignments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReassignment {
+    pub partition: TopicPartition,
+    /// The assignment meanwhile: the target replicas, then those being removed.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// One broker's log directory (DescribeLogDirs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogDirDescription {
@@ -715,6 +725,98 @@ impl Admin {
                         })
                     })
                     .collect())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// Starts partition reassignments (AlterPartitionReassignments, KIP-455): each
+    /// partition to its target replicas (the first the preferred leader), or, with `None`,
+    /// cancels the one under way. The new replicas catch up, join the ISR, then the ones
+    /// left out go. Per partition, `None` when accepted, else why not.
+    pub async fn alter_partition_reassignments(
+        &self,
+        targets: &[(TopicPartition, Option<Vec<i32>>)],
+    ) -> Result<Vec<(TopicPartition, Option<kafka_protocol::ResponseError>)>, ClientError> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        let mut by_topic: BTreeMap<&str, Vec<ReassignablePartition>> = BTreeMap::new();
+        for (tp, replicas) in targets {
+            by_topic.entry(&tp.topic).or_default().push(
+                ReassignablePartition::default()
+                    .with_partition_index(tp.partition.0)
+                    .with_replicas(
+                        replicas
+                            .as_ref()
+                            .map(|rs| rs.iter().map(|b| BrokerId(*b)).collect()),
+                    ),
+            );
+        }
+        let req = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        ReassignableTopic::default()
+                            .with_name(TopicName(text(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            );
+        match self
+            .call(RequestKind::AlterPartitionReassignments(req))
+            .await?
+        {
+            ResponseKind::AlterPartitionReassignments(r) => {
+                check(r.error_code, r.error_message.as_deref())?;
+                Ok(r.responses
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(|p| {
+                            let tp = TopicPartition::new(t.name.0.to_string(), p.partition_index);
+                            (
+                                tp,
+                                kafka_protocol::ResponseError::try_from_code(p.error_code),
+                            )
+                        })
+                    })
+                    .collect())
+            }
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
+    /// The partitions under reassignment (ListPartitionReassignments), in topic and
+    /// partition order.
+    pub async fn list_partition_reassignments(
+        &self,
+    ) -> Result<Vec<PartitionReassignment>, ClientError> {
+        let req = kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(None);
+        match self
+            .call(RequestKind::ListPartitionReassignments(req))
+            .await?
+        {
+            ResponseKind::ListPartitionReassignments(r) => {
+                check(r.error_code, r.error_message.as_deref())?;
+                let ids = |bs: &[BrokerId]| bs.iter().map(|b| b.0).collect::<Vec<_>>();
+                let mut out: Vec<PartitionReassignment> = r
+                    .topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions.iter().map(|p| PartitionReassignment {
+                            partition: TopicPartition::new(t.name.0.to_string(), p.partition_index),
+                            replicas: ids(&p.replicas),
+                            adding: ids(&p.adding_replicas),
+                            removing: ids(&p.removing_replicas),
+                        })
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.partition.cmp(&b.partition));
+                Ok(out)
             }
             other => Err(ClientError::unexpected(&other)),
         }

@@ -18,8 +18,8 @@ use kafka_protocol::messages::ResponseKind;
 
 pub use admin::{
     Admin, GroupDescription, GroupListing, ListedOffset, LogDirDescription, MemberDescription,
-    OffsetSpec, PartitionDescription, PartitionLag, ProducerDescription, TransactionDescription,
-    TransactionListing,
+    OffsetSpec, PartitionDescription, PartitionLag, PartitionReassignment, ProducerDescription,
+    TransactionDescription, TransactionListing,
 };
 pub use assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor, Subscription,

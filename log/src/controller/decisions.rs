@@ -74,6 +74,12 @@ pub enum ElectionType {
 /// the next check takes the rest.
 pub const MAX_ELECTIONS_PER_BALANCE: usize = 1_000;
 
+/// One partition's reassignment as asked: the target replicas, or `None` to cancel.
+pub type ReassignmentTarget = (String, i32, Option<Vec<NodeId>>);
+
+/// One partition's reassignment outcome: `None` when started, completed or cancelled.
+pub type ReassignmentResult = (String, i32, Option<ControllerError>);
+
 /// One topic's election results: per partition, `None` when elected, else why not.
 pub type TopicElections = (String, Vec<(i32, Option<ControllerError>)>);
 
@@ -720,6 +726,108 @@ impl Controller {
         }
     }
 
+    /// Partition reassignments (Kafka's `alterPartitionReassignments`): each partition's
+    /// own outcome, `None` when started (or completed at once, or cancelled). The records
+    /// of the ones that succeed commit together.
+    pub fn alter_partition_reassignments(
+        &self,
+        image: &MetadataImage,
+        targets: &[ReassignmentTarget],
+    ) -> (Vec<MetadataRecord>, Vec<ReassignmentResult>) {
+        let mut records = Vec::new();
+        let mut current = image.clone();
+        let mut results = Vec::new();
+        for (topic, partition, target) in targets {
+            let outcome =
+                self.alter_partition_reassignment(&current, topic, *partition, target.as_deref());
+            match outcome {
+                Ok(Some(record)) => {
+                    let more = vec![MetadataRecord::Partition(record)];
+                    current = preview(&current, &more);
+                    records.extend(more);
+                    results.push((topic.clone(), *partition, None));
+                }
+                Ok(None) => results.push((topic.clone(), *partition, None)),
+                Err(e) => results.push((topic.clone(), *partition, Some(e))),
+            }
+        }
+        (records, results)
+    }
+
+    fn alter_partition_reassignment(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+        target: Option<&[NodeId]>,
+    ) -> Result<Option<PartitionRecord>, ControllerError> {
+        let Some(t) = image.topic(topic) else {
+            return refuse(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Unable to find a topic named {topic}."),
+            );
+        };
+        let Some(current) = t.partitions.get(&partition) else {
+            return refuse(
+                ResponseError::UnknownTopicOrPartition,
+                format!("Unable to find partition {topic}:{partition}."),
+            );
+        };
+        let change = PartitionChange::new(current, image, self.policy(image, t.id));
+        let Some(target) = target else {
+            if !current.reassigning() {
+                return refuse(
+                    ResponseError::NoReassignmentInProgress,
+                    "No partition reassignment is in progress.",
+                );
+            }
+            let Some(revert) = change.reverting_reassignment() else {
+                return refuse(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "Unable to revert partition assignment for {topic}:{partition} \
+                         because it would require an unclean leader election."
+                    ),
+                );
+            };
+            return Ok(revert.build());
+        };
+        self.check_manual_assignment(image, target)?;
+        Ok(change.reassigning_to(target).build())
+    }
+
+    /// A replica list an operator gave (Kafka's `validateManualPartitionAssignment`): not
+    /// empty, registered brokers, none twice.
+    fn check_manual_assignment(
+        &self,
+        image: &MetadataImage,
+        replicas: &[NodeId],
+    ) -> Result<(), ControllerError> {
+        if replicas.is_empty() {
+            return refuse(
+                ResponseError::InvalidReplicaAssignment,
+                "The manual partition assignment includes an empty replica list.",
+            );
+        }
+        if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
+            return refuse(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "The manual partition assignment includes broker {b}, but no such broker \
+                     is registered."
+                ),
+            );
+        }
+        let distinct: BTreeSet<_> = replicas.iter().collect();
+        if distinct.len() != replicas.len() {
+            return refuse(
+                ResponseError::InvalidReplicaAssignment,
+                "The manual partition assignment includes a broker more than once.",
+            );
+        }
+        Ok(())
+    }
+
     /// The automatic leader rebalance (`auto.leader.rebalance.enable`; Kafka's
     /// `maybeBalancePartitionLeaders`): a preferred-leader election for every partition not
     /// led by its first replica where that replica may lead, at most
@@ -831,6 +939,8 @@ fn new_partitions(
                 leader,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
             })
         })
 }
@@ -1180,6 +1290,123 @@ mod tests {
             assert!(!rec.isr.contains(&NodeId(2)));
         }
         assert!(!q.image.is_usable(NodeId(2)));
+    }
+
+    /// Kafka's `ReplicationControlManagerTest.testReassignPartitions`: foo-0 {1,2,3} to
+    /// {3,2,1} only reorders (complete at once); foo-1 {3,2,1} to {0,2,1} adds 0 and removes
+    /// 3; foo-2 does not exist. Cancelling: nothing in progress for foo-0 and bar-0; foo-1
+    /// goes back to {2,1,3} with a new leader epoch (0 left the assignment). Then, run to
+    /// completion: once 0 is in the ISR, 3 leaves and the leadership moves to 0.
+    #[test]
+    fn reassignments_start_complete_and_cancel_as_kafka_does() {
+        use ResponseError::*;
+        let mut q = Quorum::cluster(3);
+        q.register(0, 100, true).unwrap();
+        q.heartbeat(0, false).unwrap();
+        let mut create = |name: &str, id: u128, assignments: Vec<Vec<NodeId>>| {
+            let topic = NewTopic {
+                name: name.into(),
+                id: Uuid::from_u128(id),
+                partitions: assignments.len() as i32,
+                replication_factor: 3,
+                assignments: Some(assignments),
+                configs: BTreeMap::new(),
+            };
+            let records = q.controller.create_topic(&q.image, &topic).unwrap();
+            q.commit(records);
+            topic.id
+        };
+        let foo = create("foo", 7, vec![n(&[1, 2, 3]), n(&[3, 2, 1])]);
+        create("bar", 8, vec![n(&[1, 2, 3])]);
+        let codes = |results: &[ReassignmentResult]| -> Vec<(String, i32, Option<ResponseError>)> {
+            results
+                .iter()
+                .map(|(t, p, e)| (t.clone(), *p, e.as_ref().map(|e| e.code)))
+                .collect()
+        };
+        let foo_at = |p, e| ("foo".to_string(), p, e);
+        let target = |p, r: &[i32]| ("foo".to_string(), p, Some(n(r)));
+        let (records, results) = q.controller.alter_partition_reassignments(
+            &q.image,
+            &[
+                target(0, &[3, 2, 1]),
+                target(1, &[0, 2, 1]),
+                target(2, &[0, 2, 1]),
+            ],
+        );
+        assert_eq!(
+            codes(&results),
+            vec![
+                foo_at(0, None),
+                foo_at(1, None),
+                foo_at(2, Some(UnknownTopicOrPartition))
+            ]
+        );
+        assert_eq!(
+            results[2].2.as_ref().unwrap().message,
+            "Unable to find partition foo:2."
+        );
+        q.commit(records);
+        let p0 = q.partition(foo, 0);
+        assert_eq!(
+            (p0.replicas.clone(), p0.reassigning(), p0.leader),
+            (n(&[3, 2, 1]), false, NodeId(1))
+        );
+        let p1 = q.partition(foo, 1);
+        assert_eq!(p1.replicas, n(&[0, 2, 1, 3]));
+        assert_eq!((p1.adding.clone(), p1.removing.clone()), (n(&[0]), n(&[3])));
+        assert_eq!((p1.leader, p1.leader_epoch), (NodeId(3), 0));
+
+        let cancel = |t: &str, p| (t.to_string(), p, None);
+        let (records, results) = q.controller.alter_partition_reassignments(
+            &q.image,
+            &[
+                cancel("foo", 0),
+                cancel("foo", 1),
+                cancel("foo", 2),
+                cancel("bar", 0),
+            ],
+        );
+        assert_eq!(
+            codes(&results),
+            vec![
+                foo_at(0, Some(NoReassignmentInProgress)),
+                foo_at(1, None),
+                foo_at(2, Some(UnknownTopicOrPartition)),
+                ("bar".to_string(), 0, Some(NoReassignmentInProgress)),
+            ]
+        );
+        assert_eq!(records.len(), 1);
+        let MetadataRecord::Partition(reverted) = &records[0] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(reverted.replicas, n(&[2, 1, 3]));
+        assert!(!reverted.reassigning());
+        assert_eq!((reverted.leader, reverted.leader_epoch), (NodeId(3), 1));
+
+        // Again, to the end this time: 0 catches up and its leader lets it into the ISR.
+        let (records, _) = q
+            .controller
+            .alter_partition_reassignments(&q.image, &[target(1, &[0, 2, 1])]);
+        q.commit(records);
+        let p1 = q.partition(foo, 1);
+        let alter = AlterPartition {
+            broker: NodeId(3),
+            broker_epoch: q.image.brokers[&NodeId(3)].epoch,
+            topic_id: foo,
+            partition: 1,
+            leader_epoch: p1.leader_epoch,
+            partition_epoch: p1.partition_epoch,
+            isr: n(&[0, 2, 1, 3]),
+        };
+        let records = q.controller.alter_partition(&q.image, &alter).unwrap();
+        q.commit(records);
+        let done = q.partition(foo, 1);
+        assert_eq!(done.replicas, n(&[0, 2, 1]));
+        assert_eq!(done.isr, n(&[0, 2, 1]));
+        assert!(!done.reassigning());
+        assert_eq!(done.leader, NodeId(0));
+        assert_eq!(done.leader_epoch, p1.leader_epoch + 1);
     }
 
     /// Kafka's `ReplicationControlManagerTest.testElectPreferredLeaders`: foo's partitions on

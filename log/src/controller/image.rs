@@ -207,6 +207,8 @@ mod tests {
             leader: NodeId(2),
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: vec![],
+            removing: vec![],
         };
         image.apply(
             3,

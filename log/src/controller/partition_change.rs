@@ -9,7 +9,14 @@
 //! - the ELR is cleared whenever the ISR reaches `min.insync.replicas` again (the high
 //!   watermark may then move without its members), and loses replicas that restarted after
 //!   an unclean shutdown (their unflushed tail may be gone);
-//! - the leader epoch is bumped on every leader change, the partition epoch on every change.
+//! - the leader epoch is bumped on every leader change, and when replicas leave the
+//!   assignment (so a removed replica's fetches are fenced); the partition epoch on every
+//!   change.
+//!
+//! Reassignments (Kafka's `PartitionReassignmentReplicas`): the new replicas join the
+//! assignment as `adding` and catch up; once every target replica is in the ISR, the next
+//! change completes it, dropping the `removing` ones from the replicas and the ISR (and the
+//! leadership, which goes to the first target replica in the ISR).
 
 use super::image::MetadataImage;
 use super::records::PartitionRecord;
@@ -31,6 +38,10 @@ pub struct PartitionChange<'a> {
     image: &'a MetadataImage,
     policy: ElectionPolicy,
     target_isr: Vec<NodeId>,
+    /// The assignment after the change, with a reassignment's adding and removing replicas.
+    target_replicas: Vec<NodeId>,
+    target_adding: Vec<NodeId>,
+    target_removing: Vec<NodeId>,
     /// Replicas whose last shutdown was unclean: dropped from the ELR.
     unclean_shutdown: Vec<NodeId>,
     /// Elect again even if the current leader may stay (it is fenced or shutting down in the
@@ -51,6 +62,9 @@ impl<'a> PartitionChange<'a> {
             image,
             policy,
             target_isr: current.isr.clone(),
+            target_replicas: current.replicas.clone(),
+            target_adding: current.adding.clone(),
+            target_removing: current.removing.clone(),
             unclean_shutdown: Vec::new(),
             move_leader: false,
             preferred: false,
@@ -60,6 +74,84 @@ impl<'a> PartitionChange<'a> {
     pub fn with_isr(mut self, isr: Vec<NodeId>) -> Self {
         self.target_isr = isr;
         self
+    }
+
+    /// Starts (or replaces) a reassignment to `target` (Kafka's
+    /// `changePartitionReassignment`): the assignment becomes the target followed by the
+    /// current replicas it drops, which are `removing`; the target's new ones are `adding`.
+    /// With nothing to add, it may complete at once.
+    pub fn reassigning_to(mut self, target: &[NodeId]) -> Self {
+        let current = &self.current.replicas;
+        let mut removing: Vec<NodeId> = current
+            .iter()
+            .filter(|r| !target.contains(r))
+            .copied()
+            .collect();
+        removing.sort();
+        let mut adding: Vec<NodeId> = target
+            .iter()
+            .filter(|r| !current.contains(r))
+            .copied()
+            .collect();
+        adding.sort();
+        self.target_replicas = target.iter().chain(&removing).copied().collect();
+        self.target_adding = adding;
+        self.target_removing = removing;
+        self
+    }
+
+    /// Cancels the reassignment under way (Kafka's `PartitionReassignmentRevert`): back to
+    /// the original replicas, the added ones out of the ISR. `None` when that would leave
+    /// the ISR empty and the topic does not allow an unclean election.
+    pub fn reverting_reassignment(mut self) -> Option<Self> {
+        let original = self.current.original_replicas();
+        let adding = &self.current.adding;
+        let mut isr: Vec<NodeId> = self
+            .current
+            .isr
+            .iter()
+            .filter(|r| !adding.contains(r))
+            .copied()
+            .collect();
+        if isr.is_empty() {
+            if !self.policy.unclean {
+                return None;
+            }
+            isr.extend(original.first().copied());
+        }
+        self.target_isr = isr;
+        self.target_replicas = original;
+        self.target_adding = Vec::new();
+        self.target_removing = Vec::new();
+        Some(self)
+    }
+
+    /// Completes the reassignment under way if every target replica is in the ISR (Kafka's
+    /// `maybeCompleteReassignment`): the removing replicas leave the assignment and the ISR.
+    fn complete_reassignment(&mut self) {
+        if self.target_adding.is_empty() && self.target_removing.is_empty() {
+            return;
+        }
+        let removing = &self.target_removing;
+        let isr: Vec<NodeId> = self
+            .target_isr
+            .iter()
+            .filter(|r| !removing.contains(r))
+            .copied()
+            .collect();
+        let replicas: Vec<NodeId> = self
+            .target_replicas
+            .iter()
+            .filter(|r| !removing.contains(r))
+            .copied()
+            .collect();
+        if isr.is_empty() || replicas.is_empty() || !replicas.iter().all(|r| isr.contains(r)) {
+            return;
+        }
+        self.target_isr = isr;
+        self.target_replicas = replicas;
+        self.target_adding.clear();
+        self.target_removing.clear();
     }
 
     /// Takes `broker` out of the ISR and the leadership (it was fenced or is shutting down).
@@ -90,18 +182,22 @@ impl<'a> PartitionChange<'a> {
     }
 
     /// The new record, or `None` if nothing changes.
-    pub fn build(self) -> Option<PartitionRecord> {
+    pub fn build(mut self) -> Option<PartitionRecord> {
+        self.complete_reassignment();
         let cur = self.current;
         let usable = |r: &NodeId| self.image.is_usable(*r);
+        let replicas = &self.target_replicas;
         let mut isr = self.target_isr.clone();
         // The ELR: this change's ISR leavers join it while the ISR is below min (KIP-966's
         // `maybePopulateTargetElr`).
         let mut elr: Vec<NodeId> = if isr.len() >= self.policy.min_isr {
             Vec::new()
         } else {
+            // Replicas a completed reassignment dropped are not eligible any more.
             cur.replicas
                 .iter()
                 .filter(|r| (cur.isr.contains(r) || cur.elr.contains(r)) && !isr.contains(r))
+                .filter(|r| replicas.contains(r))
                 .copied()
                 .collect()
         };
@@ -111,19 +207,18 @@ impl<'a> PartitionChange<'a> {
             && cur.has_leader()
             && isr.contains(&cur.leader)
             && usable(&cur.leader);
-        let preferred = cur
-            .replicas
+        let preferred = replicas
             .first()
             .filter(|r| self.preferred && isr.contains(r) && usable(r));
         let leader = if let Some(p) = preferred {
             *p
         } else if keep {
             cur.leader
-        } else if let Some(l) = cur.replicas.iter().find(|r| isr.contains(r) && usable(r)) {
+        } else if let Some(l) = replicas.iter().find(|r| isr.contains(r) && usable(r)) {
             *l
         } else if let Some(l) = isr
             .is_empty()
-            .then(|| cur.replicas.iter().find(|r| elr.contains(r) && usable(r)))
+            .then(|| replicas.iter().find(|r| elr.contains(r) && usable(r)))
             .flatten()
         {
             // From the ELR: it becomes the ISR.
@@ -133,7 +228,7 @@ impl<'a> PartitionChange<'a> {
         } else if let Some(l) = self
             .policy
             .unclean
-            .then(|| cur.replicas.iter().find(|r| usable(r)))
+            .then(|| replicas.iter().find(|r| usable(r)))
             .flatten()
         {
             // Unclean: whatever it has is the partition's history from now on.
@@ -150,7 +245,7 @@ impl<'a> PartitionChange<'a> {
         }
         // Keep the replicas' order in the ISR and ELR, so equal sets compare equal.
         let ordered = |set: &[NodeId]| -> Vec<NodeId> {
-            cur.replicas
+            replicas
                 .iter()
                 .filter(|r| set.contains(r))
                 .copied()
@@ -158,13 +253,22 @@ impl<'a> PartitionChange<'a> {
         };
         let isr = ordered(&isr);
         let elr = ordered(&elr);
-        if isr == cur.isr && elr == cur.elr && leader == cur.leader {
+        let assignment_same = *replicas == cur.replicas
+            && self.target_adding == cur.adding
+            && self.target_removing == cur.removing;
+        if isr == cur.isr && elr == cur.elr && leader == cur.leader && assignment_same {
             return None;
         }
         let mut next = cur.clone();
-        if leader != cur.leader {
+        // A new leader, or replicas leaving the assignment (their fetches must be fenced):
+        // a new leader epoch.
+        let replicas_left = cur.replicas.iter().any(|r| !replicas.contains(r));
+        if leader != cur.leader || replicas_left {
             next.leader_epoch += 1;
         }
+        next.replicas = replicas.clone();
+        next.adding = self.target_adding.clone();
+        next.removing = self.target_removing.clone();
         next.leader = leader;
         next.isr = isr;
         next.elr = elr;
@@ -213,6 +317,8 @@ mod tests {
             leader: NodeId(leader),
             leader_epoch: 5,
             partition_epoch: 9,
+            adding: vec![],
+            removing: vec![],
         }
     }
 

@@ -57,11 +57,32 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
     /// Bumped on every change; `AlterPartition` must name the current one.
     pub partition_epoch: i32,
+    /// Replicas a reassignment adds (Kafka's `addingReplicas`): already in `replicas`,
+    /// catching up; the reassignment completes once all of them are in the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<NodeId>,
+    /// Replicas a reassignment removes when it completes (Kafka's `removingReplicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<NodeId>,
 }
 
 impl PartitionRecord {
     pub fn has_leader(&self) -> bool {
         self.leader != NodeId::NONE
+    }
+
+    /// A reassignment is under way.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas before the reassignment under way (Kafka's `originalReplicas`).
+    pub fn original_replicas(&self) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .filter(|r| !self.adding.contains(r))
+            .copied()
+            .collect()
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use super::decisions::{
-    AlterPartition, ControllerError, ElectionType, Heartbeat, HeartbeatReply, RegisterBroker,
+    AlterPartition, ControllerError, ElectionType, Heartbeat, HeartbeatReply, ReassignmentTarget,
+    RegisterBroker,
 };
 use super::raft::network::{RaftRequest, RaftResponse};
 use super::raft::state_machine::MetadataDelta;
@@ -68,6 +69,11 @@ pub enum ControllerRequest {
     ElectLeaders {
         election: ElectionType,
         partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
+    /// Partition reassignments (Kafka's `AlterPartitionReassignments`): per partition, the
+    /// target replicas, or `None` to cancel.
+    AlterReassignments {
+        targets: Vec<ReassignmentTarget>,
     },
     /// The metadata log after `offset`; waits up to `max_wait_ms` when there is nothing new.
     FetchMetadata {
@@ -160,6 +166,11 @@ pub enum ControllerResponse {
     /// were committed by.
     Elections {
         results: Vec<WireElections>,
+        offset: u64,
+    },
+    /// Per partition: started (`None`) or why not; and the commit's offset.
+    Reassignments {
+        results: Vec<(String, i32, Option<WireError>)>,
         offset: u64,
     },
     Metadata(MetadataDelta),

@@ -278,6 +278,18 @@ impl ControllerService {
                         .map_or(1_000, |a| a.controller.config().producer_id_block_size);
                     ControllerResponse::ProducerIds { start, len }
                 }),
+            ControllerRequest::AlterReassignments { targets } => self
+                .decide(true, |c, image, _| {
+                    Ok(c.alter_partition_reassignments(image, &targets))
+                })
+                .await
+                .map(|(offset, results)| ControllerResponse::Reassignments {
+                    results: results
+                        .into_iter()
+                        .map(|(t, p, e)| (t, p, e.map(WireError::from)))
+                        .collect(),
+                    offset,
+                }),
             ControllerRequest::ElectLeaders {
                 election,
                 partitions,

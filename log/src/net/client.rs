@@ -1177,6 +1177,8 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         RequestKind::ElectLeaders(_) => ApiKey::ElectLeaders,
         RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
+        RequestKind::AlterPartitionReassignments(_) => ApiKey::AlterPartitionReassignments,
+        RequestKind::ListPartitionReassignments(_) => ApiKey::ListPartitionReassignments,
         _ => return None,
     })
 }

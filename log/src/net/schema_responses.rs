@@ -674,6 +674,46 @@ const WRITE_TXN_MARKERS: &[Field] = &[
     f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
 ];
 
+// AlterPartitionReassignments (45)
+const ALTER_REASSIGNMENTS_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32),  // partition_index
+    f(0, MAX, Ty::Int16),  // error_code
+    f(0, MAX, Ty::String), // error_message (nullable)
+];
+const ALTER_REASSIGNMENTS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String), // name
+    f(
+        0,
+        MAX,
+        Ty::Array(&Ty::Struct(ALTER_REASSIGNMENTS_PARTITION)),
+    ), // partitions
+];
+const ALTER_REASSIGNMENTS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                         // throttle_time_ms
+    f(1, MAX, Ty::Bool),                                          // allow_replication_factor_change
+    f(0, MAX, Ty::Int16),                                         // error_code
+    f(0, MAX, Ty::String),                                        // error_message (nullable)
+    f(0, MAX, Ty::Array(&Ty::Struct(ALTER_REASSIGNMENTS_TOPIC))), // responses
+];
+
+// ListPartitionReassignments (46)
+const LIST_REASSIGNMENTS_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32),             // partition_index
+    f(0, MAX, Ty::Array(&Ty::Int32)), // replicas
+    f(0, MAX, Ty::Array(&Ty::Int32)), // adding_replicas
+    f(0, MAX, Ty::Array(&Ty::Int32)), // removing_replicas
+];
+const LIST_REASSIGNMENTS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),                                           // name
+    f(0, MAX, Ty::Array(&Ty::Struct(LIST_REASSIGNMENTS_PARTITION))), // partitions
+];
+const LIST_REASSIGNMENTS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                        // throttle_time_ms
+    f(0, MAX, Ty::Int16),                                        // error_code
+    f(0, MAX, Ty::String),                                       // error_message (nullable)
+    f(0, MAX, Ty::Array(&Ty::Struct(LIST_REASSIGNMENTS_TOPIC))), // topics
+];
+
 // DescribeLogDirs (35)
 const DESCRIBE_LOG_DIRS_PARTITION: &[Field] = &[
     f(0, MAX, Ty::Int32), // partition_index
@@ -819,6 +859,20 @@ pub(crate) static RESPONSES: &[Schema] = &[
     api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
     api(43, "ElectLeaders", (0, 2), 2, ELECT_LEADERS),
     api(35, "DescribeLogDirs", (1, 4), 2, DESCRIBE_LOG_DIRS),
+    api(
+        45,
+        "AlterPartitionReassignments",
+        (0, 1),
+        0,
+        ALTER_REASSIGNMENTS,
+    ),
+    api(
+        46,
+        "ListPartitionReassignments",
+        (0, 0),
+        0,
+        LIST_REASSIGNMENTS,
+    ),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -887,6 +941,8 @@ mod tests {
             case::<OffsetDeleteResponse>(47),
             case::<ElectLeadersResponse>(43),
             case::<DescribeLogDirsResponse>(35),
+            case::<AlterPartitionReassignmentsResponse>(45),
+            case::<ListPartitionReassignmentsResponse>(46),
             case::<DescribeProducersResponse>(61),
             case::<DescribeTransactionsResponse>(65),
             case::<ListTransactionsResponse>(66),

@@ -449,6 +449,35 @@ const WRITE_TXN_MARKERS: &[Field] = &[
     f(1, MAX, Ty::Array(&Ty::Struct(WRITE_TXN_MARKERS_MARKER))), // markers
 ];
 
+// AlterPartitionReassignments (45)
+const ALTER_REASSIGNMENTS_PARTITION: &[Field] = &[
+    f(0, MAX, Ty::Int32),             // partition_index
+    f(0, MAX, Ty::Array(&Ty::Int32)), // replicas (nullable)
+];
+const ALTER_REASSIGNMENTS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String), // name
+    f(
+        0,
+        MAX,
+        Ty::Array(&Ty::Struct(ALTER_REASSIGNMENTS_PARTITION)),
+    ), // partitions
+];
+const ALTER_REASSIGNMENTS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                         // timeout_ms
+    f(1, MAX, Ty::Bool),                                          // allow_replication_factor_change
+    f(0, MAX, Ty::Array(&Ty::Struct(ALTER_REASSIGNMENTS_TOPIC))), // topics
+];
+
+// ListPartitionReassignments (46)
+const LIST_REASSIGNMENTS_TOPIC: &[Field] = &[
+    f(0, MAX, Ty::String),            // name
+    f(0, MAX, Ty::Array(&Ty::Int32)), // partition_indexes
+];
+const LIST_REASSIGNMENTS: &[Field] = &[
+    f(0, MAX, Ty::Int32),                                        // timeout_ms
+    f(0, MAX, Ty::Array(&Ty::Struct(LIST_REASSIGNMENTS_TOPIC))), // topics (nullable)
+];
+
 // DescribeLogDirs (35)
 const DESCRIBE_LOG_DIRS_TOPIC: &[Field] = &[
     f(0, MAX, Ty::String),            // topic
@@ -539,6 +568,20 @@ pub(crate) static REQUESTS: &[Schema] = &[
     api(47, "OffsetDelete", (0, 0), 1, OFFSET_DELETE),
     api(43, "ElectLeaders", (0, 2), 2, ELECT_LEADERS),
     api(35, "DescribeLogDirs", (1, 4), 2, DESCRIBE_LOG_DIRS),
+    api(
+        45,
+        "AlterPartitionReassignments",
+        (0, 1),
+        0,
+        ALTER_REASSIGNMENTS,
+    ),
+    api(
+        46,
+        "ListPartitionReassignments",
+        (0, 0),
+        0,
+        LIST_REASSIGNMENTS,
+    ),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -598,9 +641,10 @@ mod tests {
         txn_offset_commit_request::{
             TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
         },
-        BrokerId, DescribeLogDirsRequest, DescribeProducersRequest, DescribeTransactionsRequest,
-        ElectLeadersRequest, GroupId, ListTransactionsRequest, OffsetDeleteRequest, ProducerId,
-        TopicName, TransactionalId, WriteTxnMarkersRequest,
+        AlterPartitionReassignmentsRequest, BrokerId, DescribeLogDirsRequest,
+        DescribeProducersRequest, DescribeTransactionsRequest, ElectLeadersRequest, GroupId,
+        ListPartitionReassignmentsRequest, ListTransactionsRequest, OffsetDeleteRequest,
+        ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
     use uuid::Uuid;
@@ -1086,6 +1130,32 @@ mod tests {
         WriteTxnMarkersRequest::default().with_markers(vec![marker(1), marker(1 << 40)])
     }
 
+    fn alter_reassignments(v: i16) -> AlterPartitionReassignmentsRequest {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_allow_replication_factor_change(v < 1)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(topic("orders-topic"))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(brokers())),
+                    ReassignablePartition::default().with_partition_index(3),
+                ])])
+    }
+
+    fn list_reassignments(_v: i16) -> ListPartitionReassignmentsRequest {
+        use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+        ListPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(Some(vec![ListPartitionReassignmentsTopics::default()
+                .with_name(topic("orders-topic"))
+                .with_partition_indexes(vec![0, 4])]))
+    }
+
     fn describe_log_dirs(_v: i16) -> DescribeLogDirsRequest {
         use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
         DescribeLogDirsRequest::default().with_topics(Some(vec![
@@ -1240,6 +1310,8 @@ mod tests {
             case(47, offset_delete),
             case(43, elect_leaders),
             case(35, describe_log_dirs),
+            case(45, alter_reassignments),
+            case(46, list_reassignments),
             case(61, describe_producers),
             case(65, describe_transactions),
             case(66, list_transactions),
@@ -1344,6 +1416,8 @@ mod tests {
             (47, round_trip::<OffsetDeleteRequest>),
             (43, round_trip::<ElectLeadersRequest>),
             (35, round_trip::<DescribeLogDirsRequest>),
+            (45, round_trip::<AlterPartitionReassignmentsRequest>),
+            (46, round_trip::<ListPartitionReassignmentsRequest>),
             (61, round_trip::<DescribeProducersRequest>),
             (65, round_trip::<DescribeTransactionsRequest>),
             (66, round_trip::<ListTransactionsRequest>),

@@ -43,6 +43,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     // v2's transactional id pattern is not applied: not advertised.
@@ -128,6 +130,10 @@ pub fn fit_response(resp: &mut ResponseKind, version: i16) {
         }
         // v0 has no top-level error: the partitions carry it.
         ResponseKind::ElectLeaders(r) if version < 1 => r.error_code = 0,
+        // v0 cannot say false (KIP-860 came with v1).
+        ResponseKind::AlterPartitionReassignments(r) if version < 1 => {
+            r.allow_replication_factor_change = true;
+        }
         ResponseKind::DescribeLogDirs(r) => {
             if version < 3 {
                 r.error_code = 0;

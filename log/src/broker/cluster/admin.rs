@@ -15,6 +15,10 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+};
+use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
     DescribeClusterResponse, ElectLeadersRequest, ElectLeadersResponse, MetadataRequest,
@@ -522,5 +526,115 @@ impl Broker {
             })
             .collect();
         elect_leaders_response(results).with_error_code(code.code())
+    }
+
+    /// AlterPartitionReassignments: decided and committed by the active controller (the
+    /// KIP-860 replication-factor check first, against this broker's image); answered once
+    /// this broker's image has the change.
+    pub(crate) async fn alter_partition_reassignments_clustered(
+        &self,
+        req: AlterPartitionReassignmentsRequest,
+    ) -> AlterPartitionReassignmentsResponse {
+        use crate::broker::admin::{
+            check_replication_factor, reassignment_targets, reassignments_response,
+        };
+        let cluster = self.cluster().expect("clustered").clone();
+        let targets = reassignment_targets(&req);
+        // Each partition's outcome, decided here when the request itself is wrong.
+        let mut outcomes: Vec<Option<(ResponseError, String)>> = vec![None; targets.len()];
+        let mut asked = Vec::new();
+        {
+            let image = cluster.image();
+            for (i, (topic, p, target)) in targets.iter().enumerate() {
+                let current = image.topic(topic).and_then(|t| t.partitions.get(p));
+                let rf_change = match (current, target) {
+                    (Some(c), Some(t)) => {
+                        check_replication_factor(&req, c.original_replicas().len(), t.len()).err()
+                    }
+                    _ => None,
+                };
+                match rf_change {
+                    Some(e) => outcomes[i] = Some(e),
+                    None => asked.push(i),
+                }
+            }
+        }
+        if !asked.is_empty() {
+            let call = ControllerRequest::AlterReassignments {
+                targets: asked.iter().map(|i| targets[*i].clone()).collect(),
+            };
+            match cluster.controller().call(&call).await.map_err(call_error) {
+                Ok(ControllerResponse::Reassignments { results, offset }) => {
+                    cluster.wait_for_offset(offset, cluster.admin_wait()).await;
+                    for (i, (_, _, e)) in asked.iter().zip(results) {
+                        outcomes[*i] = e.as_ref().map(wire);
+                    }
+                }
+                Ok(other) => {
+                    let e = (ResponseError::UnknownServerError, format!("{other:?}"));
+                    for i in &asked {
+                        outcomes[*i] = Some(e.clone());
+                    }
+                }
+                Err(e) => {
+                    for i in &asked {
+                        outcomes[*i] = Some(e.clone());
+                    }
+                }
+            }
+        }
+        let outcomes = targets
+            .into_iter()
+            .zip(outcomes)
+            .map(|((t, p, _), e)| (t, p, e))
+            .collect();
+        reassignments_response(&req, outcomes)
+    }
+
+    /// ListPartitionReassignments, from this broker's image: the partitions under
+    /// reassignment (of the topics and partitions asked for, or all).
+    pub(crate) fn list_partition_reassignments_clustered(
+        &self,
+        req: ListPartitionReassignmentsRequest,
+    ) -> ListPartitionReassignmentsResponse {
+        use kafka_protocol::messages::list_partition_reassignments_response::{
+            OngoingPartitionReassignment, OngoingTopicReassignment,
+        };
+        let cluster = self.cluster().expect("clustered").clone();
+        let image = cluster.image();
+        let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                .collect()
+        });
+        let ids = |ns: &[NodeId]| ns.iter().map(|n| BrokerId(n.0)).collect::<Vec<_>>();
+        let mut topics = Vec::new();
+        for t in image.topics.values() {
+            let asked = wanted.as_ref().map(|w| w.get(&t.name));
+            if matches!(asked, Some(None)) {
+                continue;
+            }
+            let partitions: Vec<OngoingPartitionReassignment> = t
+                .partitions
+                .values()
+                .filter(|p| p.reassigning())
+                .filter(|p| asked.flatten().is_none_or(|ps| ps.contains(&p.partition)))
+                .map(|p| {
+                    OngoingPartitionReassignment::default()
+                        .with_partition_index(p.partition)
+                        .with_replicas(ids(&p.replicas))
+                        .with_adding_replicas(ids(&p.adding))
+                        .with_removing_replicas(ids(&p.removing))
+                })
+                .collect();
+            if !partitions.is_empty() {
+                topics.push(
+                    OngoingTopicReassignment::default()
+                        .with_name(TopicName(text(t.name.clone())))
+                        .with_partitions(partitions),
+                );
+            }
+        }
+        ListPartitionReassignmentsResponse::default().with_topics(topics)
     }
 }

@@ -172,7 +172,8 @@ fn fetch_request(
 /// Applies one partition's answer; false when it failed (the fetcher backs off).
 async fn apply(broker: &Arc<Broker>, tp: &TopicPartition, p: PartitionData) -> bool {
     let Some(log) = broker.logs.get(tp) else {
-        return false;
+        // No longer held here (the replica moved away and its log went): nothing to do.
+        return true;
     };
     match ResponseError::try_from_code(p.error_code) {
         None => {}

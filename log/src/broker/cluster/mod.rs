@@ -287,10 +287,35 @@ impl Broker {
         cluster.applied.send_replace(after.offset);
     }
 
-    /// This broker was unfenced: it takes up the leaderships it had to defer.
+    /// A partition this broker holds a log of but is no longer a replica of (a
+    /// reassignment moved it away, maybe while this broker was down): its log is deleted,
+    /// as Kafka's StopReplica with delete does. Only once this broker has caught up with the
+    /// metadata log: an older image, read on the way, may not name it as a replica yet.
+    fn drop_stray_replica(&self, tp: &TopicPartition) {
+        if self.logs.get(tp).is_none() {
+            return;
+        }
+        tracing::info!(%tp, "no longer a replica here; deleting the local log");
+        if let Err(e) = self.logs.delete(tp) {
+            tracing::error!(%tp, error = %e, "deleting the partition's log failed");
+        }
+    }
+
+    /// This broker was unfenced: it takes up the leaderships it had to defer, and drops the
+    /// logs of partitions it stopped being a replica of while it was away.
     fn unfenced(&self, cluster: &Cluster) {
         let deferred = std::mem::take(&mut *crate::sync::plain(&cluster.deferred));
         let image = cluster.image().clone();
+        for tp in self.logs.partitions() {
+            let record = image
+                .topic(&tp.topic)
+                .and_then(|t| t.partitions.get(&tp.partition.0));
+            if record.is_some_and(|p| !p.replicas.contains(&cluster.node)) {
+                crate::sync::plain(&cluster.roles).remove(&tp);
+                self.waiting.wake(&tp);
+                self.drop_stray_replica(&tp);
+            }
+        }
         let now = self.clock.now_ms();
         let mut changed = false;
         for tp in deferred {
@@ -352,6 +377,12 @@ impl Broker {
                 let tp = TopicPartition::new(topic.name.clone(), p.partition);
                 if !p.replicas.contains(&me) {
                     fetchers_changed |= crate::sync::plain(&cluster.roles).remove(&tp).is_some();
+                    // Produces waiting on its replication here answer NOT_LEADER_OR_FOLLOWER
+                    // now, not at their timeout.
+                    self.waiting.wake(&tp);
+                    if !cluster.fenced.load(Ordering::Acquire) {
+                        self.drop_stray_replica(&tp);
+                    }
                     continue;
                 }
                 fetchers_changed |= self.apply_partition(cluster, &tp, p, now);
@@ -394,6 +425,8 @@ impl Broker {
             // Not before this incarnation is caught up (see `Cluster::deferred`).
             crate::sync::plain(&cluster.deferred).insert(tp.clone());
             let was = roles.insert(tp.clone(), Role::Idle);
+            drop(roles);
+            self.wake_if_led(tp, was.as_ref());
             return matches!(was, Some(Role::Follower { .. }));
         }
         if p.leader == me {
@@ -440,17 +473,30 @@ impl Broker {
                 }
             }
             tracing::info!(%tp, leader = %p.leader, epoch = p.leader_epoch, "following");
-            roles.insert(
+            let was = roles.insert(
                 tp.clone(),
                 Role::Follower {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                 },
             );
+            drop(roles);
+            self.wake_if_led(tp, was.as_ref());
             true
         } else {
             let was = roles.insert(tp.clone(), Role::Idle);
+            drop(roles);
+            self.wake_if_led(tp, was.as_ref());
             matches!(was, Some(Role::Follower { .. }))
+        }
+    }
+
+    /// Leadership of `tp` left this broker (its role was `was`): produces waiting on its
+    /// replication answer NOT_LEADER_OR_FOLLOWER now rather than at their timeout, and
+    /// clients go to the new leader.
+    fn wake_if_led(&self, tp: &TopicPartition, was: Option<&Role>) {
+        if matches!(was, Some(Role::Leader(_))) {
+            self.waiting.wake(tp);
         }
     }
 
@@ -482,6 +528,9 @@ impl Broker {
         };
         if let Some(cluster) = self.cluster() {
             crate::sync::plain(&cluster.roles).retain(|tp, _| tp.topic != name);
+        }
+        for p in 0..meta.partitions {
+            self.waiting.wake(&TopicPartition::new(name, p));
         }
         for p in 0..meta.partitions {
             let tp = TopicPartition::new(name, p);
