@@ -256,6 +256,12 @@ impl NodeConfig {
                     int(key, v, 1, I32)? as u64 * 1_000
             }
             "controlled.shutdown.enable" => self.cluster.broker.controlled_shutdown = bool_of(v)?,
+            "follower.replication.throttled.rate" => {
+                // Kafka's default, Long.MAX_VALUE, means no throttle.
+                let rate = int(key, v, 1, i64::MAX)?;
+                self.cluster.broker.follower_throttled_rate =
+                    (rate < i64::MAX).then_some(rate as u64);
+            }
             "replica.fetch.min.bytes" => {
                 self.cluster.broker.replica_fetch_min_bytes = int(key, v, 0, I32)? as i32
             }
@@ -473,6 +479,13 @@ max.bytes = 1000000
         // As Kafka (no validator), 0 is taken: the leader answers once anything is there.
         c.set("replica.fetch.min.bytes", "0").unwrap();
         assert!(c.set("replica.fetch.min.bytes", "-1").is_err());
+        c.set("follower.replication.throttled.rate", "1048576")
+            .unwrap();
+        assert_eq!(c.cluster.broker.follower_throttled_rate, Some(1_048_576));
+        c.set("follower.replication.throttled.rate", &i64::MAX.to_string())
+            .unwrap();
+        assert_eq!(c.cluster.broker.follower_throttled_rate, None);
+        assert!(c.set("follower.replication.throttled.rate", "0").is_err());
         c.set("auto.leader.rebalance.enable", "false").unwrap();
         c.set("leader.imbalance.check.interval.seconds", "5")
             .unwrap();

@@ -5,11 +5,13 @@
 //! to the divergence point before taking any batch (KIP-595's check inside Fetch, which
 //! replaces a separate `OffsetForLeaderEpoch` round). Batches are appended byte for byte
 //! (`append_as_follower`), and the leader's high watermark is taken as far as the local log
-//! reaches.
+//! reaches. The partitions a reassignment is adding this broker to are copied at most at
+//! `follower.replication.throttled.rate` (Kafka's follower throttle): while over it, they are
+//! left out of the fetches, so the other partitions of the leader keep up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -42,9 +44,69 @@ fn followed(broker: &Broker, leader: NodeId) -> BTreeMap<TopicPartition, i32> {
         .collect()
 }
 
+/// The partitions of `followed` a reassignment is adding this broker to.
+fn being_added(
+    broker: &Broker,
+    followed: &BTreeMap<TopicPartition, i32>,
+) -> BTreeSet<TopicPartition> {
+    let Some(cluster) = broker.cluster() else {
+        return BTreeSet::new();
+    };
+    let image = cluster.image();
+    followed
+        .keys()
+        .filter(|tp| {
+            image
+                .topic(&tp.topic)
+                .and_then(|t| t.partitions.get(&tp.partition.0))
+                .is_some_and(|p| p.adding.contains(&cluster.node))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The follower throttle: the throttled partitions' bytes are a debt paid off at `rate`
+/// bytes per second; they are fetched only while nothing is owed. A fetch may overdraw by
+/// one response (up to `replica.fetch.max.bytes` per partition), paid off before the next,
+/// so over a reassignment the copy runs at the rate, with no burst allowance saved up.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    rate: f64,
+    owed: f64,
+    at: Instant,
+}
+
+impl Throttle {
+    pub(crate) fn new(rate: u64, now: Instant) -> Self {
+        Throttle {
+            rate: rate.max(1) as f64,
+            owed: 0.0,
+            at: now,
+        }
+    }
+
+    fn pay_off(&mut self, now: Instant) {
+        let paid = now.saturating_duration_since(self.at).as_secs_f64() * self.rate;
+        self.owed = (self.owed - paid).max(0.0);
+        self.at = now;
+    }
+
+    /// How long until the throttled partitions may be fetched again (zero: now).
+    pub(crate) fn wait(&mut self, now: Instant) -> Duration {
+        self.pay_off(now);
+        Duration::from_secs_f64(self.owed / self.rate)
+    }
+
+    pub(crate) fn charge(&mut self, bytes: usize, now: Instant) {
+        self.pay_off(now);
+        self.owed += bytes as f64;
+    }
+}
+
 /// Runs while the broker lives; idle while it follows nothing from `leader`.
 pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
     let mut link: Option<BrokerLink> = None;
+    let mut throttle: Option<Throttle> = None;
     loop {
         let Some(b) = broker.upgrade() else {
             return;
@@ -86,7 +148,35 @@ pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
                 }
             }
         }
-        let request = fetch_request(&b, cluster.node, &cluster.config, &partitions);
+        // The throttled partitions sit out this fetch while their copy is ahead of the rate;
+        // with nothing else to fetch, the fetcher waits until they may go again.
+        let throttled = match cluster.config.follower_throttled_rate {
+            Some(rate) => {
+                let t = throttle.get_or_insert_with(|| Throttle::new(rate, Instant::now()));
+                t.rate = rate.max(1) as f64;
+                being_added(&b, &partitions)
+            }
+            None => BTreeSet::new(),
+        };
+        let hold = throttle
+            .as_mut()
+            .filter(|_| !throttled.is_empty())
+            .map_or(Duration::ZERO, |t| t.wait(Instant::now()));
+        let mut asked = partitions.clone();
+        if !hold.is_zero() {
+            asked.retain(|tp, _| !throttled.contains(tp));
+            if asked.is_empty() {
+                drop(b);
+                let _ = tokio::time::timeout(hold, changed).await;
+                continue;
+            }
+        }
+        let mut request = fetch_request(&b, cluster.node, &cluster.config, &asked);
+        if !hold.is_zero() {
+            // Back in time for the throttled partitions' next turn.
+            let hold_ms = i32::try_from(hold.as_millis()).unwrap_or(i32::MAX).max(1);
+            request.max_wait_ms = request.max_wait_ms.min(hold_ms);
+        }
         drop(b);
         let result = tokio::select! {
             r = link.as_ref().expect("connected above").call(RequestKind::Fetch(request)) => Some(r),
@@ -105,8 +195,14 @@ pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
                 for t in resp.responses {
                     for p in t.partitions {
                         let tp = TopicPartition::new(t.topic.0.to_string(), p.partition_index);
-                        if !partitions.contains_key(&tp) {
+                        if !asked.contains_key(&tp) {
                             continue;
+                        }
+                        if throttled.contains(&tp) {
+                            let bytes = p.records.as_ref().map_or(0, |r| r.len());
+                            if let Some(t) = throttle.as_mut() {
+                                t.charge(bytes, Instant::now());
+                            }
                         }
                         failed |= !apply(&b, &tp, p).await;
                     }
@@ -248,4 +344,27 @@ fn out_of_range(
         return false;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_holds_fetches_until_their_bytes_are_paid_off_at_the_rate() {
+        let close = |a: Duration, ms: u64| {
+            a.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(10)
+        };
+        let t0 = Instant::now();
+        let mut t = Throttle::new(1_000_000, t0);
+        assert!(close(t.wait(t0), 0));
+        // One response of 500 kB: half a second before the next.
+        t.charge(500_000, t0);
+        assert!(close(t.wait(t0), 500));
+        assert!(close(t.wait(t0 + Duration::from_millis(200)), 300));
+        assert!(close(t.wait(t0 + Duration::from_millis(600)), 0));
+        // Idle time saves nothing up: after 10 s, a 2 MB response still owes 2 s.
+        t.charge(2_000_000, t0 + Duration::from_secs(10));
+        assert!(close(t.wait(t0 + Duration::from_secs(10)), 2_000));
+    }
 }

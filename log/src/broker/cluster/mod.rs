@@ -52,6 +52,11 @@ pub struct ClusterConfig {
     /// `replica.fetch.min.bytes`: the bytes a follower's fetch waits for (up to
     /// `replica.fetch.wait.max.ms`) before the leader answers.
     pub replica_fetch_min_bytes: i32,
+    /// `follower.replication.throttled.rate` (bytes per second): how fast this broker copies
+    /// the partitions a reassignment is adding it to (`None`: as fast as it can). Kafka
+    /// applies it to the replicas its reassignment tool lists in the topic's
+    /// `follower.replication.throttled.replicas`; rill to every adding replica.
+    pub follower_throttled_rate: Option<u64>,
     /// `replica.fetch.backoff.ms`: the pause after a failed fetch.
     pub replica_fetch_backoff_ms: u64,
     /// How long a request to the controller may take before it is tried again.
@@ -76,6 +81,7 @@ impl ClusterConfig {
             replica_fetch_response_max_bytes: 10 << 20,
             replica_fetch_wait_max_ms: 500,
             replica_fetch_min_bytes: 1,
+            follower_throttled_rate: None,
             replica_fetch_backoff_ms: 1_000,
             controller_request_timeout_ms: 10_000,
             controlled_shutdown: true,
