@@ -1510,7 +1510,7 @@ async fn a_rolling_restart_under_load_fails_no_send_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_moves_to_another_broker_under_load_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
-    let cluster = Cluster::start_with(4, &["leader.imbalance.check.interval.seconds=1"]);
+    let mut cluster = Cluster::start_with(4, &["leader.imbalance.check.interval.seconds=1"]);
     report_logs_of(&cluster);
     let t = cluster.transport().await;
     let admin = Admin::new(Arc::clone(&t));
@@ -1644,6 +1644,43 @@ async fn a_partition_moves_to_another_broker_under_load_and_loses_nothing() {
         "reassignment: {} records, none failed, none lost",
         acknowledged.len()
     );
+
+    // Decommissioned: the drained broker stops and leaves the cluster (UnregisterBroker).
+    let gone = current[0];
+    let mut node = cluster.nodes[gone as usize - 1].take().expect("running");
+    let status = tokio::task::block_in_place(|| node.terminate(40));
+    assert!(status.is_some_and(|s| s.success()));
+    admin.unregister_broker(gone).await.unwrap();
+    eventually("the broker gone from the cluster", || async {
+        let brokers = cluster_brokers(&t).await;
+        if brokers.contains(&gone) {
+            Err(brokers)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let again = admin.unregister_broker(gone).await.unwrap_err();
+    assert_eq!(
+        again.kafka_error(),
+        Some(kafka_protocol::ResponseError::BrokerIdNotRegistered)
+    );
+}
+
+/// The brokers DescribeCluster lists.
+async fn cluster_brokers(t: &Arc<dyn Transport>) -> Vec<i32> {
+    use kafka_protocol::messages::{DescribeClusterRequest, RequestKind, ResponseKind};
+    match t
+        .send(RequestKind::DescribeCluster(
+            DescribeClusterRequest::default(),
+        ))
+        .await
+    {
+        Ok(Some(ResponseKind::DescribeCluster(c))) => {
+            c.brokers.iter().map(|b| b.broker_id.0).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The follower throttle (`follower.replication.throttled.rate`, 4 MB/s here) on a

@@ -687,6 +687,9 @@ fn sample_request(key: ApiKey, version: i16) -> kafka_protocol::messages::Reques
                     ]),
             ]),
         ),
+        ApiKey::UnregisterBroker => RequestKind::UnregisterBroker(
+            UnregisterBrokerRequest::default().with_broker_id(BrokerId(42)),
+        ),
         ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
             ListPartitionReassignmentsRequest::default().with_topics(None),
         ),

@@ -165,6 +165,12 @@ enum ClusterAction {
         #[arg(long)]
         controller_quorum: Option<String>,
     },
+    /// Take a decommissioned broker out of the cluster (UnregisterBroker): drain it
+    /// (`rill partitions plan --drain`) and stop it first.
+    Unregister {
+        #[arg(long)]
+        broker: i32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -998,6 +1004,12 @@ fn client_command(command: Command) -> Result<(), CliError> {
                             None => None,
                         };
                         commands::cluster_describe(t, voters).await?
+                    }
+                    ClusterAction::Unregister { broker } => {
+                        rill_log::client::Admin::new(t).unregister_broker(broker).await?;
+                        let mut table = rill_log::cli::output::Table::new(&["broker", "result"]);
+                        table.push(vec![broker.to_string(), "unregistered".into()]);
+                        table
                     }
                 };
                 table.print(conn.json);

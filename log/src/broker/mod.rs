@@ -547,6 +547,11 @@ impl Broker {
                         self.list_partition_reassignments_clustered(r),
                     )))
                 }
+                RequestKind::UnregisterBroker(r) => {
+                    return Ok(Some(ResponseKind::UnregisterBroker(
+                        self.unregister_broker_clustered(r).await,
+                    )))
+                }
                 other => return self.handle_local(ctx, other).await,
             }
         }
@@ -612,6 +617,14 @@ impl Broker {
             RequestKind::AlterPartitionReassignments(r) => {
                 ResponseKind::AlterPartitionReassignments(self.alter_partition_reassignments(r))
             }
+            // A single broker is no registered member of a cluster.
+            RequestKind::UnregisterBroker(r) => ResponseKind::UnregisterBroker(
+                kafka_protocol::messages::UnregisterBrokerResponse::default()
+                    .with_error_code(ResponseError::BrokerIdNotRegistered.code())
+                    .with_error_message(Some(kafka_protocol::protocol::StrBytes::from_string(
+                        format!("Broker ID {} is not currently registered", r.broker_id.0),
+                    ))),
+            ),
             // A single broker never reassigns anything.
             RequestKind::ListPartitionReassignments(_) => ResponseKind::ListPartitionReassignments(
                 kafka_protocol::messages::ListPartitionReassignmentsResponse::default(),
@@ -774,6 +787,7 @@ fn api_name(r: &RequestKind) -> &'static str {
         DescribeLogDirs,
         AlterPartitionReassignments,
         ListPartitionReassignments,
+        UnregisterBroker,
         AlterConfigs,
         DescribeAcls
     )

@@ -788,6 +788,18 @@ impl Admin {
         }
     }
 
+    /// Takes broker `broker` out of the cluster (UnregisterBroker, for a decommissioned
+    /// broker: drain it with a reassignment and stop it first). A live broker that comes
+    /// back registers again.
+    pub async fn unregister_broker(&self, broker: i32) -> Result<(), ClientError> {
+        let req = kafka_protocol::messages::UnregisterBrokerRequest::default()
+            .with_broker_id(BrokerId(broker));
+        match self.call(RequestKind::UnregisterBroker(req)).await? {
+            ResponseKind::UnregisterBroker(r) => check(r.error_code, r.error_message.as_deref()),
+            other => Err(ClientError::unexpected(&other)),
+        }
+    }
+
     /// The partitions under reassignment (ListPartitionReassignments), in topic and
     /// partition order.
     pub async fn list_partition_reassignments(

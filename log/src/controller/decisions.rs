@@ -329,6 +329,39 @@ impl Controller {
         ))
     }
 
+    /// Unregisters a broker (Kafka's `unregisterBroker`, for a decommissioned one): it leaves
+    /// every ISR, ELR and leadership, then the cluster; partitions still naming it among
+    /// their replicas show it offline until a reassignment moves them. A live broker that
+    /// heartbeats afterwards registers again, as in Kafka.
+    pub fn unregister_broker(
+        &mut self,
+        image: &MetadataImage,
+        id: NodeId,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let Some(reg) = image.brokers.get(&id) else {
+            return refuse(
+                ResponseError::BrokerIdNotRegistered,
+                format!("Broker ID {id} is not currently registered"),
+            );
+        };
+        let mut records = Vec::new();
+        if !reg.fenced {
+            records.push(MetadataRecord::FenceBroker {
+                id,
+                epoch: reg.epoch,
+                fenced: true,
+            });
+        }
+        let after = preview(image, &records);
+        records.extend(self.changes_without(&after, id, true));
+        records.push(MetadataRecord::UnregisterBroker {
+            id,
+            epoch: reg.epoch,
+        });
+        self.contacts.remove(&id);
+        Ok(records)
+    }
+
     /// Fences every unfenced broker whose session expired; returns the records (fences and
     /// the partition changes that follow), empty when all are alive.
     pub fn expire_sessions(&mut self, image: &MetadataImage, now_ms: i64) -> Vec<MetadataRecord> {
@@ -1407,6 +1440,31 @@ mod tests {
         assert!(!done.reassigning());
         assert_eq!(done.leader, NodeId(0));
         assert_eq!(done.leader_epoch, p1.leader_epoch + 1);
+    }
+
+    /// Kafka's `ReplicationControlManagerTest.testUnregisterBroker` in short: a broker leaves
+    /// every ISR and leadership, then the cluster; an unknown one is BROKER_ID_NOT_REGISTERED.
+    #[test]
+    fn an_unregistered_broker_leaves_every_isr_and_the_cluster() {
+        let mut q = Quorum::cluster(3);
+        let t = q.create("t", 3, 3);
+        let records = q.controller.unregister_broker(&q.image, NodeId(2)).unwrap();
+        q.commit(records);
+        assert!(!q.image.brokers.contains_key(&NodeId(2)));
+        for p in 0..3 {
+            let rec = q.partition(t, p);
+            assert!(rec.has_leader());
+            assert_ne!(rec.leader, NodeId(2));
+            assert!(!rec.isr.contains(&NodeId(2)) && !rec.elr.contains(&NodeId(2)));
+            assert!(rec.replicas.contains(&NodeId(2)), "still assigned, offline");
+        }
+        assert_eq!(
+            q.controller
+                .unregister_broker(&q.image, NodeId(2))
+                .unwrap_err()
+                .code,
+            ResponseError::BrokerIdNotRegistered
+        );
     }
 
     /// Kafka's `ReplicationControlManagerTest.testElectPreferredLeaders`: foo's partitions on

@@ -61,6 +61,11 @@ impl MetadataImage {
                     b.shutting_down = true;
                 }
             }
+            MetadataRecord::UnregisterBroker { id, epoch } => {
+                if self.brokers.get(id).is_some_and(|b| b.epoch == *epoch) {
+                    self.brokers.remove(id);
+                }
+            }
             MetadataRecord::Topic(t) => {
                 if self.topic_ids.contains_key(&t.name) {
                     return;

@@ -102,6 +102,12 @@ pub enum MetadataRecord {
         id: NodeId,
         epoch: u64,
     },
+    /// The broker with this epoch leaves the cluster (Kafka's `UnregisterBrokerRecord`): an
+    /// operator decommissioned it.
+    UnregisterBroker {
+        id: NodeId,
+        epoch: u64,
+    },
     Topic(TopicRecord),
     /// A topic's configuration overrides, replaced whole.
     TopicConfig {

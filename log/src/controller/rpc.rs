@@ -70,6 +70,10 @@ pub enum ControllerRequest {
         election: ElectionType,
         partitions: Option<Vec<(String, Vec<i32>)>>,
     },
+    /// A decommissioned broker leaves the cluster (Kafka's `UnregisterBroker`).
+    UnregisterBroker {
+        id: NodeId,
+    },
     /// Partition reassignments (Kafka's `AlterPartitionReassignments`): per partition, the
     /// target replicas, or `None` to cancel.
     AlterReassignments {

@@ -278,6 +278,12 @@ impl ControllerService {
                         .map_or(1_000, |a| a.controller.config().producer_id_block_size);
                     ControllerResponse::ProducerIds { start, len }
                 }),
+            ControllerRequest::UnregisterBroker { id } => self
+                .decide(true, |c, image, _| {
+                    Ok((c.unregister_broker(image, id)?, ()))
+                })
+                .await
+                .map(|(offset, ())| ControllerResponse::Committed { offset }),
             ControllerRequest::AlterReassignments { targets } => self
                 .decide(true, |c, image, _| {
                     Ok(c.alter_partition_reassignments(image, &targets))

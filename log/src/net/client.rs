@@ -1179,6 +1179,7 @@ fn api_key(req: &RequestKind) -> Option<ApiKey> {
         RequestKind::DescribeLogDirs(_) => ApiKey::DescribeLogDirs,
         RequestKind::AlterPartitionReassignments(_) => ApiKey::AlterPartitionReassignments,
         RequestKind::ListPartitionReassignments(_) => ApiKey::ListPartitionReassignments,
+        RequestKind::UnregisterBroker(_) => ApiKey::UnregisterBroker,
         _ => return None,
     })
 }

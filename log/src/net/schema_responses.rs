@@ -714,6 +714,13 @@ const LIST_REASSIGNMENTS: &[Field] = &[
     f(0, MAX, Ty::Array(&Ty::Struct(LIST_REASSIGNMENTS_TOPIC))), // topics
 ];
 
+// UnregisterBroker (64)
+const UNREGISTER_BROKER: &[Field] = &[
+    f(0, MAX, Ty::Int32),  // throttle_time_ms
+    f(0, MAX, Ty::Int16),  // error_code
+    f(0, MAX, Ty::String), // error_message (nullable)
+];
+
 // DescribeLogDirs (35)
 const DESCRIBE_LOG_DIRS_PARTITION: &[Field] = &[
     f(0, MAX, Ty::Int32), // partition_index
@@ -873,6 +880,7 @@ pub(crate) static RESPONSES: &[Schema] = &[
         0,
         LIST_REASSIGNMENTS,
     ),
+    api(64, "UnregisterBroker", (0, 0), 0, UNREGISTER_BROKER),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -943,6 +951,7 @@ mod tests {
             case::<DescribeLogDirsResponse>(35),
             case::<AlterPartitionReassignmentsResponse>(45),
             case::<ListPartitionReassignmentsResponse>(46),
+            case::<UnregisterBrokerResponse>(64),
             case::<DescribeProducersResponse>(61),
             case::<DescribeTransactionsResponse>(65),
             case::<ListTransactionsResponse>(66),

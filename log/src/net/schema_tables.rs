@@ -478,6 +478,11 @@ const LIST_REASSIGNMENTS: &[Field] = &[
     f(0, MAX, Ty::Array(&Ty::Struct(LIST_REASSIGNMENTS_TOPIC))), // topics (nullable)
 ];
 
+// UnregisterBroker (64)
+const UNREGISTER_BROKER: &[Field] = &[
+    f(0, MAX, Ty::Int32), // broker_id
+];
+
 // DescribeLogDirs (35)
 const DESCRIBE_LOG_DIRS_TOPIC: &[Field] = &[
     f(0, MAX, Ty::String),            // topic
@@ -582,6 +587,7 @@ pub(crate) static REQUESTS: &[Schema] = &[
         0,
         LIST_REASSIGNMENTS,
     ),
+    api(64, "UnregisterBroker", (0, 0), 0, UNREGISTER_BROKER),
     api(61, "DescribeProducers", (0, 0), 0, DESCRIBE_PRODUCERS),
     api(65, "DescribeTransactions", (0, 0), 0, DESCRIBE_TRANSACTIONS),
     api(66, "ListTransactions", (0, 2), 0, LIST_TRANSACTIONS),
@@ -644,7 +650,7 @@ mod tests {
         AlterPartitionReassignmentsRequest, BrokerId, DescribeLogDirsRequest,
         DescribeProducersRequest, DescribeTransactionsRequest, ElectLeadersRequest, GroupId,
         ListPartitionReassignmentsRequest, ListTransactionsRequest, OffsetDeleteRequest,
-        ProducerId, TopicName, TransactionalId, WriteTxnMarkersRequest,
+        ProducerId, TopicName, TransactionalId, UnregisterBrokerRequest, WriteTxnMarkersRequest,
     };
     use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
     use uuid::Uuid;
@@ -1156,6 +1162,10 @@ mod tests {
                 .with_partition_indexes(vec![0, 4])]))
     }
 
+    fn unregister_broker(_v: i16) -> UnregisterBrokerRequest {
+        UnregisterBrokerRequest::default().with_broker_id(BrokerId(7))
+    }
+
     fn describe_log_dirs(_v: i16) -> DescribeLogDirsRequest {
         use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
         DescribeLogDirsRequest::default().with_topics(Some(vec![
@@ -1312,6 +1322,7 @@ mod tests {
             case(35, describe_log_dirs),
             case(45, alter_reassignments),
             case(46, list_reassignments),
+            case(64, unregister_broker),
             case(61, describe_producers),
             case(65, describe_transactions),
             case(66, list_transactions),
@@ -1418,6 +1429,7 @@ mod tests {
             (35, round_trip::<DescribeLogDirsRequest>),
             (45, round_trip::<AlterPartitionReassignmentsRequest>),
             (46, round_trip::<ListPartitionReassignmentsRequest>),
+            (64, round_trip::<UnregisterBrokerRequest>),
             (61, round_trip::<DescribeProducersRequest>),
             (65, round_trip::<DescribeTransactionsRequest>),
             (66, round_trip::<ListTransactionsRequest>),

@@ -16,7 +16,8 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, UnregisterBrokerRequest,
+    UnregisterBrokerResponse,
 };
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
@@ -636,5 +637,28 @@ impl Broker {
             }
         }
         ListPartitionReassignmentsResponse::default().with_topics(topics)
+    }
+
+    /// UnregisterBroker: the active controller takes the broker out of the cluster;
+    /// answered once this broker's image has it.
+    pub(crate) async fn unregister_broker_clustered(
+        &self,
+        req: UnregisterBrokerRequest,
+    ) -> UnregisterBrokerResponse {
+        let cluster = self.cluster().expect("clustered").clone();
+        let call = ControllerRequest::UnregisterBroker {
+            id: NodeId(req.broker_id.0),
+        };
+        let (code, message) = match cluster.controller().call(&call).await.map_err(call_error) {
+            Ok(ControllerResponse::Committed { offset }) => {
+                cluster.wait_for_offset(offset, cluster.admin_wait()).await;
+                return UnregisterBrokerResponse::default();
+            }
+            Ok(other) => (ResponseError::UnknownServerError, format!("{other:?}")),
+            Err(e) => e,
+        };
+        UnregisterBrokerResponse::default()
+            .with_error_code(code.code())
+            .with_error_message(Some(text(message)))
     }
 }
