@@ -1416,34 +1416,7 @@ async fn a_rolling_restart_under_load_fails_no_send_and_loses_nothing() {
     let t = cluster.transport().await;
     create_balanced(&t, "r").await;
 
-    // The load: a record every 5 ms (timer-paced), acks=all, idempotent, with retries.
-    let producer = Arc::new(Producer::new(
-        Arc::clone(&t),
-        ProducerConfig {
-            acks: -1,
-            enable_idempotence: true,
-            linger_ms: 0,
-            delivery_timeout_ms: 60_000,
-            ..Default::default()
-        },
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (producer, stop) = (Arc::clone(&producer), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            let mut sent = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let value = format!("r{i}");
-                let r = ProducerRecord::new("r", Some(value.clone()), value.clone());
-                sent.push((value, producer.send(r).await.expect("queued")));
-                i += 1;
-            }
-            sent
-        })
-    };
+    let load = SteadyLoad::start(&t, "r", 0).await;
 
     for id in 1..=3usize {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1463,44 +1436,112 @@ async fn a_rolling_restart_under_load_fails_no_send_and_loses_nothing() {
         all_in_sync(&t, "r").await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = load.await.unwrap();
-    let mut failed = Vec::new();
-    let mut acknowledged = Vec::new();
-    for (value, delivery) in sent {
-        match delivery.await {
-            Ok(_) => acknowledged.push(value),
-            Err(e) => failed.push((value, e)),
+    let acknowledged = load.finish().await;
+    each_exactly_once(&t, "r", 3, &acknowledged).await;
+    eprintln!(
+        "rolling restart: {} records, none failed, none lost",
+        acknowledged.len()
+    );
+}
+
+/// An idempotent acks=all producer sending `{topic}{i}` keyed by itself every 5 ms
+/// (timer-paced, with retries) until finished.
+struct SteadyLoad {
+    producer: Arc<Producer>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(String, rill_log::client::Delivery)>>,
+    backlog: Vec<(String, rill_log::client::Delivery)>,
+}
+
+impl SteadyLoad {
+    /// Sends `backlog` records at once, then the steady load.
+    async fn start(t: &Arc<dyn Transport>, topic: &str, backlog: u64) -> SteadyLoad {
+        let producer = Arc::new(Producer::new(
+            Arc::clone(t),
+            ProducerConfig {
+                acks: -1,
+                enable_idempotence: true,
+                linger_ms: 0,
+                delivery_timeout_ms: 60_000,
+                ..Default::default()
+            },
+        ));
+        let send = |producer: Arc<Producer>, topic: String, i: u64| async move {
+            let value = format!("{topic}{i}");
+            let r = ProducerRecord::new(topic.as_str(), Some(value.clone()), value.clone());
+            (value, producer.send(r).await.expect("queued"))
+        };
+        let mut sent = Vec::new();
+        for i in 0..backlog {
+            sent.push(send(Arc::clone(&producer), topic.to_string(), i).await);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (producer, stop, topic) =
+                (Arc::clone(&producer), Arc::clone(&stop), topic.to_string());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                let mut sent = Vec::new();
+                let mut i = backlog;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    sent.push(send(Arc::clone(&producer), topic.clone(), i).await);
+                    i += 1;
+                }
+                sent
+            })
+        };
+        SteadyLoad {
+            producer,
+            stop,
+            task,
+            backlog: sent,
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} failed sends: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    producer.close().await;
 
-    let records = read_all(&t, "r", 3).await;
+    /// Stops sending; asserts no send failed; the values acknowledged.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut sent = self.backlog;
+        sent.extend(self.task.await.unwrap());
+        let mut failed = Vec::new();
+        let mut acknowledged = Vec::new();
+        for (value, delivery) in sent {
+            match delivery.await {
+                Ok(_) => acknowledged.push(value),
+                Err(e) => failed.push((value, e)),
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} failed sends: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        self.producer.close().await;
+        acknowledged
+    }
+}
+
+/// Every value of `acknowledged` is in `topic` once, and nothing is there twice.
+async fn each_exactly_once(
+    t: &Arc<dyn Transport>,
+    topic: &str,
+    partitions: i32,
+    acknowledged: &[String],
+) {
+    let records = read_all(t, topic, partitions).await;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (_, _, v) in &records {
         *seen.entry(v.clone()).or_default() += 1;
     }
     let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
-    let missing: Vec<_> = acknowledged
+    let missing = acknowledged
         .iter()
         .filter(|v| !seen.contains_key(*v))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged records missing",
-        missing.len()
-    );
-    eprintln!(
-        "rolling restart: {} records, none failed, none lost",
-        acknowledged.len()
-    );
+        .count();
+    assert_eq!(missing, 0, "acknowledged records missing");
 }
 
 /// A partition reassigned under load (KIP-455), {a,b,c} to {b,c,d} on four brokers: the
@@ -1531,40 +1572,8 @@ async fn a_partition_moves_to_another_broker_under_load_and_loses_nothing() {
     let target: Vec<i32> = current[1..].iter().copied().chain([newcomer]).collect();
     assert_eq!(leader, current[0]);
 
-    let producer = Arc::new(Producer::new(
-        Arc::clone(&t),
-        ProducerConfig {
-            acks: -1,
-            enable_idempotence: true,
-            linger_ms: 0,
-            delivery_timeout_ms: 60_000,
-            ..Default::default()
-        },
-    ));
     // A backlog for the new replica to copy, then a steady load while it does.
-    let mut sent = Vec::new();
-    for i in 0..2_000 {
-        let value = format!("m{i}");
-        let r = ProducerRecord::new("m", Some(value.clone()), value.clone());
-        sent.push((value, producer.send(r).await.unwrap()));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let (producer, stop) = (Arc::clone(&producer), Arc::clone(&stop));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(5));
-            let mut sent = Vec::new();
-            let mut i = 2_000u64;
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let value = format!("m{i}");
-                let r = ProducerRecord::new("m", Some(value.clone()), value.clone());
-                sent.push((value, producer.send(r).await.expect("queued")));
-                i += 1;
-            }
-            sent
-        })
-    };
+    let load = SteadyLoad::start(&t, "m", 2_000).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m0 = TopicPartition::new("m", 0);
     let clock = Instant::now();
@@ -1612,34 +1621,8 @@ async fn a_partition_moves_to_another_broker_under_load_and_loses_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    sent.extend(load.await.unwrap());
-    let mut acknowledged = Vec::new();
-    let mut failed = Vec::new();
-    for (value, delivery) in sent {
-        match delivery.await {
-            Ok(_) => acknowledged.push(value),
-            Err(e) => failed.push((value, e)),
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} failed sends: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    producer.close().await;
-    let records = read_all(&t, "m", 1).await;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, _, v) in &records {
-        *seen.entry(v.clone()).or_default() += 1;
-    }
-    assert!(seen.values().all(|n| *n == 1), "duplicates");
-    let missing = acknowledged
-        .iter()
-        .filter(|v| !seen.contains_key(*v))
-        .count();
-    assert_eq!(missing, 0, "acknowledged records missing");
+    let acknowledged = load.finish().await;
+    each_exactly_once(&t, "m", 1, &acknowledged).await;
     eprintln!(
         "reassignment: {} records, none failed, none lost",
         acknowledged.len()
