@@ -1555,18 +1555,7 @@ async fn a_partition_moves_to_another_broker_under_load_and_loses_nothing() {
     report_logs_of(&cluster);
     let t = cluster.transport().await;
     let admin = Admin::new(Arc::clone(&t));
-    eventually("topic m", || {
-        admin.create_replicated_topic("m", 1, 3, &[("min.insync.replicas", "2")])
-    })
-    .await;
-    let (leader, current) = eventually("topic m in sync", || async {
-        let states = partition_states(&t, "m").await;
-        match states.first() {
-            Some((l, r, isr)) if *l >= 0 && isr.len() == 3 => Ok((*l, r.clone())),
-            _ => Err(states),
-        }
-    })
-    .await;
+    let (leader, current) = create_one_partition(&t, "m").await;
     let newcomer = (1..=4).find(|b| !current.contains(b)).unwrap();
     // The first replica (the leader) leaves; the newcomer joins last.
     let target: Vec<i32> = current[1..].iter().copied().chain([newcomer]).collect();
@@ -1650,6 +1639,24 @@ async fn a_partition_moves_to_another_broker_under_load_and_loses_nothing() {
     );
 }
 
+/// Creates `topic` with one partition (RF 3, min ISR 2) and waits until all three replicas
+/// are in sync; its leader and replicas.
+async fn create_one_partition(t: &Arc<dyn Transport>, topic: &str) -> (i32, Vec<i32>) {
+    let admin = Admin::new(Arc::clone(t));
+    eventually("creating the topic", || {
+        admin.create_replicated_topic(topic, 1, 3, &[("min.insync.replicas", "2")])
+    })
+    .await;
+    eventually("the topic in sync", || async {
+        let states = partition_states(t, topic).await;
+        match states.first() {
+            Some((l, r, isr)) if *l >= 0 && isr.len() == 3 => Ok((*l, r.clone())),
+            _ => Err(states),
+        }
+    })
+    .await
+}
+
 /// The brokers DescribeCluster lists.
 async fn cluster_brokers(t: &Arc<dyn Transport>) -> Vec<i32> {
     use kafka_protocol::messages::{DescribeClusterRequest, RequestKind, ResponseKind};
@@ -1678,18 +1685,7 @@ async fn a_reassignment_copies_at_the_throttled_rate() {
     report_logs_of(&cluster);
     let t = cluster.transport().await;
     let admin = Admin::new(Arc::clone(&t));
-    eventually("topic th", || {
-        admin.create_replicated_topic("th", 1, 3, &[("min.insync.replicas", "2")])
-    })
-    .await;
-    let (leader, current) = eventually("topic th in sync", || async {
-        let states = partition_states(&t, "th").await;
-        match states.first() {
-            Some((l, r, isr)) if *l >= 0 && isr.len() == 3 => Ok((*l, r.clone())),
-            _ => Err(states),
-        }
-    })
-    .await;
+    let (leader, current) = create_one_partition(&t, "th").await;
     // 24 MB, replicated (unthrottled) to the current replicas.
     let producer = Producer::new(
         Arc::clone(&t),
