@@ -1193,6 +1193,19 @@ fn report_logs_of(cluster: &Cluster) {
     }));
 }
 
+/// Waits until the leaders of `topic`'s partitions are `want`.
+async fn leaders_become(t: &Arc<dyn Transport>, topic: &str, want: &[i32]) {
+    eventually("the partitions' leaders", || async {
+        let now = leaders(t, topic).await;
+        if now == want {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    })
+    .await;
+}
+
 /// Each partition's (leader, replicas, ISR) of `topic`.
 async fn partition_states(t: &Arc<dyn Transport>, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
     let all = Admin::new(Arc::clone(t))
@@ -1315,15 +1328,7 @@ async fn a_preferred_leader_election_returns_leaderships_to_the_first_replicas()
         .collect();
     assert_eq!(results, expected);
     // Every broker's metadata has it soon after (the one that answered already did).
-    eventually("the elected leaders in metadata", || async {
-        let now = leaders(&t, "e").await;
-        if now == preferred {
-            Ok(())
-        } else {
-            Err(now)
-        }
-    })
-    .await;
+    leaders_become(&t, "e", &preferred).await;
     // Every partition, asked by omission: nothing needed, so nothing listed for `e`.
     let again = admin.elect_leaders(true, None).await.unwrap();
     assert!(again.iter().all(|(tp, _)| tp.topic != "e"), "{again:?}");
@@ -1367,15 +1372,7 @@ async fn the_automatic_rebalance_returns_leaderships_to_a_restarted_broker() {
     let t = cluster.transport().await;
     let preferred = create_balanced(&t, "b").await;
     bounce(&mut cluster, &t, "b", preferred[1] as usize).await;
-    eventually("leaderships back on the preferred replicas", || async {
-        let now = leaders(&t, "b").await;
-        if now == preferred {
-            Ok(())
-        } else {
-            Err(now)
-        }
-    })
-    .await;
+    leaders_become(&t, "b", &preferred).await;
     produce_to(&t, "b", 30).await;
 }
 

@@ -26,6 +26,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{Broker, BrokerError, Refusal, TopicMeta};
+use crate::controller::decisions::refusals;
 use crate::controller::ElectionType;
 use crate::storage::LogConfig;
 use crate::types::{validate_topic_name, TopicPartition};
@@ -431,12 +432,6 @@ impl Broker {
         if let Err(refused) = election_type(&req) {
             return refused;
         }
-        let not_needed = || {
-            Some((
-                ResponseError::ElectionNotNeeded,
-                "Leader election not needed for topic partition.".to_string(),
-            ))
-        };
         let topics = self.topics_read();
         let results = match requested_elections(&req) {
             // Every partition: those not needing an election are left out, so all are.
@@ -447,12 +442,15 @@ impl Broker {
                     let meta = topics.get(&topic);
                     let ps = ps
                         .into_iter()
-                        .map(|p| match meta {
-                            None => (p, Some(no_such_topic(&topic))),
-                            Some(m) if p < 0 || p >= m.partitions => {
-                                (p, Some(no_such_partition(&topic, p)))
-                            }
-                            Some(_) => (p, not_needed()),
+                        .map(|p| {
+                            let refused = match meta {
+                                None => refusals::no_topic_to_elect(&topic),
+                                Some(m) if p < 0 || p >= m.partitions => {
+                                    refusals::no_partition_to_elect(&topic, p)
+                                }
+                                Some(_) => refusals::election_not_needed(),
+                            };
+                            (p, Some((refused.code, refused.message)))
                         })
                         .collect();
                     (topic, ps)
@@ -517,44 +515,24 @@ impl Broker {
         &self,
         req: AlterPartitionReassignmentsRequest,
     ) -> AlterPartitionReassignmentsResponse {
-        let me = self.config.node_id;
+        let me = crate::types::NodeId(self.config.node_id);
         let topics = self.topics_read();
         let outcomes = reassignment_targets(&req)
             .into_iter()
             .map(|(topic, p, target)| {
-                let known = topics
-                    .get(&topic)
-                    .is_some_and(|m| p >= 0 && p < m.partitions);
-                let error = match target {
-                    _ if !known => Some(unknown_reassigned_partition(&topic, p)),
-                    None => Some(no_reassignment()),
-                    Some(t) => {
-                        let replicas: Vec<i32> = t.iter().map(|n| n.0).collect();
-                        check_replication_factor(&req, 1, replicas.len())
-                            .err()
-                            .or_else(|| match replicas.iter().find(|b| **b != me) {
-                                Some(b) => Some((
-                                    ResponseError::InvalidReplicaAssignment,
-                                    format!(
-                                        "The manual partition assignment includes broker {b}, \
-                                         but no such broker is registered."
-                                    ),
-                                )),
-                                None if replicas.is_empty() => Some((
-                                    ResponseError::InvalidReplicaAssignment,
-                                    "The manual partition assignment includes an empty \
-                                     replica list."
-                                        .to_string(),
-                                )),
-                                None if replicas.len() > 1 => Some((
-                                    ResponseError::InvalidReplicaAssignment,
-                                    "The manual partition assignment includes a broker more \
-                                     than once."
-                                        .to_string(),
-                                )),
-                                None => None,
-                            })
+                let checked = match (topics.get(&topic), target) {
+                    (None, _) => Err(refusals::no_topic_to_reassign(&topic)),
+                    (Some(m), _) if p < 0 || p >= m.partitions => {
+                        Err(refusals::no_partition_to_reassign(&topic, p))
                     }
+                    (Some(_), None) => Err(refusals::no_reassignment_in_progress()),
+                    (Some(_), Some(t)) => {
+                        refusals::check_manual_assignment(&t, |b| b == me).map(|()| t.len())
+                    }
+                };
+                let error = match checked {
+                    Ok(size) => check_replication_factor(&req, 1, size).err(),
+                    Err(e) => Some((e.code, e.message)),
                 };
                 (topic, p, error)
             })
@@ -645,20 +623,6 @@ pub(crate) fn requested_elections(req: &ElectLeadersRequest) -> Option<Vec<(Stri
     })
 }
 
-pub(crate) fn no_such_topic(topic: &str) -> (ResponseError, String) {
-    (
-        ResponseError::UnknownTopicOrPartition,
-        format!("No such topic as {topic}"),
-    )
-}
-
-fn no_such_partition(topic: &str, partition: i32) -> (ResponseError, String) {
-    (
-        ResponseError::UnknownTopicOrPartition,
-        format!("No such partition as {topic}-{partition}"),
-    )
-}
-
 pub(crate) fn elect_leaders_response(results: Vec<ElectionOutcomes>) -> ElectLeadersResponse {
     ElectLeadersResponse::default().with_replica_election_results(
         results
@@ -721,20 +685,6 @@ pub(crate) fn check_replication_factor(
         ResponseError::InvalidReplicationFactor,
         format!("The replication factor is changed from {current} to {target}"),
     ))
-}
-
-pub(crate) fn unknown_reassigned_partition(topic: &str, p: i32) -> (ResponseError, String) {
-    (
-        ResponseError::UnknownTopicOrPartition,
-        format!("Unable to find partition {topic}:{p}."),
-    )
-}
-
-pub(crate) fn no_reassignment() -> (ResponseError, String) {
-    (
-        ResponseError::NoReassignmentInProgress,
-        "No partition reassignment is in progress.".to_string(),
-    )
 }
 
 /// The AlterPartitionReassignments answer: per topic of the request, in its order, each

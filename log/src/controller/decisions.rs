@@ -98,6 +98,77 @@ fn refuse<T>(code: ResponseError, message: impl Into<String>) -> Result<T, Contr
     })
 }
 
+/// The refusals of ElectLeaders and AlterPartitionReassignments, in Kafka's words; a single
+/// broker, which answers these itself, gives the same.
+pub(crate) mod refusals {
+    use std::collections::BTreeSet;
+
+    use super::ControllerError;
+    use crate::types::NodeId;
+    use kafka_protocol::ResponseError;
+
+    fn error(code: ResponseError, message: String) -> ControllerError {
+        ControllerError { code, message }
+    }
+
+    pub(crate) fn no_topic_to_elect(topic: &str) -> ControllerError {
+        let m = format!("No such topic as {topic}");
+        error(ResponseError::UnknownTopicOrPartition, m)
+    }
+
+    pub(crate) fn no_partition_to_elect(topic: &str, partition: i32) -> ControllerError {
+        let m = format!("No such partition as {topic}-{partition}");
+        error(ResponseError::UnknownTopicOrPartition, m)
+    }
+
+    pub(crate) fn election_not_needed() -> ControllerError {
+        let m = "Leader election not needed for topic partition.".to_string();
+        error(ResponseError::ElectionNotNeeded, m)
+    }
+
+    pub(crate) fn no_topic_to_reassign(topic: &str) -> ControllerError {
+        let m = format!("Unable to find a topic named {topic}.");
+        error(ResponseError::UnknownTopicOrPartition, m)
+    }
+
+    pub(crate) fn no_partition_to_reassign(topic: &str, partition: i32) -> ControllerError {
+        let m = format!("Unable to find partition {topic}:{partition}.");
+        error(ResponseError::UnknownTopicOrPartition, m)
+    }
+
+    pub(crate) fn no_reassignment_in_progress() -> ControllerError {
+        let m = "No partition reassignment is in progress.".to_string();
+        error(ResponseError::NoReassignmentInProgress, m)
+    }
+
+    /// A replica list an operator gave (Kafka's `validateManualPartitionAssignment`): not
+    /// empty, registered brokers only, none twice.
+    pub(crate) fn check_manual_assignment(
+        replicas: &[NodeId],
+        registered: impl Fn(NodeId) -> bool,
+    ) -> Result<(), ControllerError> {
+        let invalid = |m: String| Err(error(ResponseError::InvalidReplicaAssignment, m));
+        if replicas.is_empty() {
+            return invalid(
+                "The manual partition assignment includes an empty replica list.".into(),
+            );
+        }
+        if let Some(b) = replicas.iter().find(|b| !registered(**b)) {
+            return invalid(format!(
+                "The manual partition assignment includes broker {b}, but no such broker \
+                 is registered."
+            ));
+        }
+        let distinct: BTreeSet<_> = replicas.iter().collect();
+        if distinct.len() != replicas.len() {
+            return invalid(
+                "The manual partition assignment includes a broker more than once.".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A broker asking to join (Kafka's `BrokerRegistrationRequest`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterBroker {
@@ -711,26 +782,17 @@ impl Controller {
         records: &mut Vec<MetadataRecord>,
     ) -> Result<(), ControllerError> {
         let Some(t) = image.topic(topic) else {
-            return refuse(
-                ResponseError::UnknownTopicOrPartition,
-                format!("No such topic as {topic}"),
-            );
+            return Err(refusals::no_topic_to_elect(topic));
         };
         let Some(current) = t.partitions.get(&partition) else {
-            return refuse(
-                ResponseError::UnknownTopicOrPartition,
-                format!("No such partition as {topic}-{partition}"),
-            );
+            return Err(refusals::no_partition_to_elect(topic, partition));
         };
         let needed = match election {
             ElectionType::Preferred => current.replicas.first() != Some(&current.leader),
             ElectionType::Unclean => !current.has_leader(),
         };
         if !needed {
-            return refuse(
-                ResponseError::ElectionNotNeeded,
-                "Leader election not needed for topic partition.",
-            );
+            return Err(refusals::election_not_needed());
         }
         let change = PartitionChange::new(current, image, self.policy(image, t.id));
         let change = match election {
@@ -795,24 +857,15 @@ impl Controller {
         target: Option<&[NodeId]>,
     ) -> Result<Option<PartitionRecord>, ControllerError> {
         let Some(t) = image.topic(topic) else {
-            return refuse(
-                ResponseError::UnknownTopicOrPartition,
-                format!("Unable to find a topic named {topic}."),
-            );
+            return Err(refusals::no_topic_to_reassign(topic));
         };
         let Some(current) = t.partitions.get(&partition) else {
-            return refuse(
-                ResponseError::UnknownTopicOrPartition,
-                format!("Unable to find partition {topic}:{partition}."),
-            );
+            return Err(refusals::no_partition_to_reassign(topic, partition));
         };
         let change = PartitionChange::new(current, image, self.policy(image, t.id));
         let Some(target) = target else {
             if !current.reassigning() {
-                return refuse(
-                    ResponseError::NoReassignmentInProgress,
-                    "No partition reassignment is in progress.",
-                );
+                return Err(refusals::no_reassignment_in_progress());
             }
             let Some(revert) = change.reverting_reassignment() else {
                 return refuse(
@@ -825,40 +878,8 @@ impl Controller {
             };
             return Ok(revert.build());
         };
-        self.check_manual_assignment(image, target)?;
+        refusals::check_manual_assignment(target, |b| image.brokers.contains_key(&b))?;
         Ok(change.reassigning_to(target).build())
-    }
-
-    /// A replica list an operator gave (Kafka's `validateManualPartitionAssignment`): not
-    /// empty, registered brokers, none twice.
-    fn check_manual_assignment(
-        &self,
-        image: &MetadataImage,
-        replicas: &[NodeId],
-    ) -> Result<(), ControllerError> {
-        if replicas.is_empty() {
-            return refuse(
-                ResponseError::InvalidReplicaAssignment,
-                "The manual partition assignment includes an empty replica list.",
-            );
-        }
-        if let Some(b) = replicas.iter().find(|b| !image.brokers.contains_key(b)) {
-            return refuse(
-                ResponseError::InvalidReplicaAssignment,
-                format!(
-                    "The manual partition assignment includes broker {b}, but no such broker \
-                     is registered."
-                ),
-            );
-        }
-        let distinct: BTreeSet<_> = replicas.iter().collect();
-        if distinct.len() != replicas.len() {
-            return refuse(
-                ResponseError::InvalidReplicaAssignment,
-                "The manual partition assignment includes a broker more than once.",
-            );
-        }
-        Ok(())
     }
 
     /// The automatic leader rebalance (`auto.leader.rebalance.enable`; Kafka's

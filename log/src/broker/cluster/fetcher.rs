@@ -152,8 +152,7 @@ pub(crate) async fn run(broker: Weak<Broker>, leader: NodeId) {
         // with nothing else to fetch, the fetcher waits until they may go again.
         let throttled = match cluster.config.follower_throttled_rate {
             Some(rate) => {
-                let t = throttle.get_or_insert_with(|| Throttle::new(rate, Instant::now()));
-                t.rate = rate.max(1) as f64;
+                throttle.get_or_insert_with(|| Throttle::new(rate, Instant::now()));
                 being_added(&b, &partitions)
             }
             None => BTreeSet::new(),
